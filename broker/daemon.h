@@ -1,0 +1,101 @@
+/* daemon.h: jobqd's top-level context — the one piece of mutable state the
+ * whole daemon shares — and the request-handling entry points.
+ *
+ * Threads (fixed at start): the loop (main thread) owns the ROUTER socket;
+ * `handlers` threads decode requests and run them against the table;
+ * `executors` threads run jobs; ZeroMQ adds its I/O thread. */
+#ifndef JOBQ_DAEMON_H
+#define JOBQ_DAEMON_H
+
+#include "config.h"
+#include "executor.h"
+#include "scheduler.h"
+#include "table.h"
+#include "wire.h"
+
+#include <stdatomic.h>
+
+typedef enum {
+    JQ_M_PING = 0,
+    JQ_M_SUBMIT_JOB,
+    JQ_M_SUBMIT_MANY_JOBS,
+    JQ_M_QUERY_JOBS,
+    JQ_M_CANCEL_JOB,
+    JQ_M_CHANGE_JOB_PRIORITY,
+    JQ_M_ARCHIVE_JOB,
+    JQ_M_AUTO_ARCHIVE_JOBS,
+    JQ_M_SET_DRAIN_FLAG,
+    JQ_M_STATS,
+    JQ_M_SHUTDOWN,
+    JQ_M__COUNT
+} jq_method_t;
+
+typedef struct {
+    jq_config_t cfg;
+    void *zctx;
+    jq_table_t *table;
+    jq_sched_t *sched;
+    jq_executors_t *executors;
+    const jq_opset_t *ops;
+    int lock_fd;                    /* flock'ed DATA_DIR/lock */
+    int64_t started_mono;
+    _Atomic uint64_t last_id;       /* last job id handed out */
+    _Atomic bool drained;
+    _Atomic bool stopping;          /* refuse submissions */
+    _Atomic bool shutdown_requested;
+    _Atomic bool handlers_stop;
+    _Atomic uint64_t requests[JQ_M__COUNT];
+    _Atomic uint64_t errors[JOBQ_ERR__COUNT];
+    _Atomic uint64_t dropped;
+    _Atomic uint64_t submitted;
+    _Atomic uint64_t changes_consumed;
+} jq_daemon_t;
+
+/* Arguments a method handler gets. A handler packs exactly one result
+ * value into pk and returns JOBQ_ERR_NONE, or returns an error code with a
+ * message in err (whatever it packed is discarded). Any handler thread. */
+typedef struct {
+    jq_daemon_t *d;
+    const msgpack_object *args; /* map or NULL */
+    msgpack_packer *pk;
+    char *err;
+    size_t errlen;
+} jq_call_t;
+
+typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
+
+jobq_code_t jq_handle_submit_job(jq_call_t *c);
+jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c);
+jobq_code_t jq_handle_query_jobs(jq_call_t *c);
+jobq_code_t jq_handle_cancel_job(jq_call_t *c);
+jobq_code_t jq_handle_change_job_priority(jq_call_t *c);
+jobq_code_t jq_handle_archive_job(jq_call_t *c);
+jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c);
+jobq_code_t jq_handle_admin_ping(jq_call_t *c);
+jobq_code_t jq_handle_admin_stats(jq_call_t *c);
+jobq_code_t jq_handle_admin_drain(jq_call_t *c);
+jobq_code_t jq_handle_admin_shutdown(jq_call_t *c);
+
+/* Argument readers shared by handlers: a required/optional job id or
+ * integer. They fill err and return -1 on a bad or missing value. */
+int jq_arg_job_id(jq_call_t *c, const char *key, uint64_t *out);
+int jq_arg_int(jq_call_t *c, const char *key, bool required, int64_t lo, int64_t hi,
+               int64_t *out);
+int jq_arg_bool(jq_call_t *c, const char *key, bool *out);
+
+/* Request handler threads (handlers.c). */
+typedef struct jq_handlers jq_handlers_t;
+jq_handlers_t *jq_handlers_new(jq_daemon_t *d, const char *requests_ep,
+                               const char *replies_ep);
+/* Waits until every handler thread has drained its queue and exited. */
+void jq_handlers_destroy(jq_handlers_t **h);
+bool jq_handlers_running(jq_handlers_t *h);
+
+/* The ROUTER loop (loop.c): serves until shutdown; 0 on a clean stop. */
+int jq_loop_run(jq_daemon_t *d);
+
+/* Handling one request body, for the handler threads: writes the reply
+ * into sb. */
+void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb);
+
+#endif

@@ -1,0 +1,116 @@
+/* handle_admin.c: ping, stats, set_drain_flag and shutdown. */
+#include "daemon.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const char *jq_method_name(jq_method_t m);
+
+jobq_code_t jq_handle_admin_ping(jq_call_t *c)
+{
+    msgpack_pack_map(c->pk, 3);
+    wire_pack_cstr(c->pk, "version");
+    wire_pack_cstr(c->pk, JOBQ_VERSION);
+    wire_pack_cstr(c->pk, "protocol");
+    msgpack_pack_int(c->pk, JOBQ_PROTOCOL_VERSION);
+    wire_pack_cstr(c->pk, "time");
+    wire_pack_ts(c->pk, jq_now_wall());
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_admin_drain(jq_call_t *c)
+{
+    const msgpack_object *o = wire_map_get(c->args, "flag");
+    if (!o || o->type != MSGPACK_OBJECT_BOOLEAN) {
+        snprintf(c->err, c->errlen, "argument 'flag' (boolean) is required");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    atomic_store(&c->d->drained, o->via.boolean);
+    msgpack_pack_true(c->pk);
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_admin_shutdown(jq_call_t *c)
+{
+    /* Refuse submissions from now on; the loop stops once this reply went
+     * out (it checks the flag after forwarding each reply). */
+    atomic_store(&c->d->stopping, true);
+    atomic_store(&c->d->shutdown_requested, true);
+    msgpack_pack_true(c->pk);
+    return JOBQ_ERR_NONE;
+}
+
+static long thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %ld", &n) == 1)
+            break;
+    fclose(f);
+    return n;
+}
+
+static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    wire_pack_cstr(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+jobq_code_t jq_handle_admin_stats(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    msgpack_packer *pk = c->pk;
+    uint64_t counts[JQ_STATUS__COUNT] = {0};
+    unsigned nshards = jq_table_shard_count(d->table);
+    for (unsigned i = 0; i < nshards; i++) {
+        jq_shard_t *sh = jq_table_shard_at(d->table, i);
+        jq_shard_rdlock(sh);
+        jq_shard_count_status(sh, counts);
+        jq_shard_rdunlock(sh);
+    }
+    jq_sched_stats_t ss;
+    jq_sched_get_stats(d->sched, &ss);
+
+    msgpack_pack_map(pk, 20);
+    wire_pack_cstr(pk, "version");
+    wire_pack_cstr(pk, JOBQ_VERSION);
+    wire_pack_cstr(pk, "uptime");
+    msgpack_pack_double(pk, (double)(jq_now_mono() - d->started_mono) / 1e6);
+    wire_pack_cstr(pk, "threads");
+    msgpack_pack_long(pk, thread_count());
+    pack_kv_u64(pk, "shards", nshards);
+    wire_pack_cstr(pk, "jobs");
+    msgpack_pack_map(pk, JQ_STATUS__COUNT);
+    for (int s = 0; s < JQ_STATUS__COUNT; s++)
+        pack_kv_u64(pk, jq_status_name((jq_status_t)s), counts[s]);
+    pack_kv_u64(pk, "live_jobs", jq_table_live_count(d->table));
+    pack_kv_u64(pk, "archived_jobs", jq_table_archived_count(d->table));
+    pack_kv_u64(pk, "max_jobs", d->cfg.max_jobs);
+    pack_kv_u64(pk, "running", ss.running);
+    pack_kv_u64(pk, "max_running", ss.max_running);
+    pack_kv_u64(pk, "runnable", ss.runnable);
+    pack_kv_u64(pk, "dep_waiting", ss.dep_waiting);
+    wire_pack_cstr(pk, "drained");
+    if (atomic_load(&d->drained))
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    wire_pack_cstr(pk, "requests");
+    msgpack_pack_map(pk, JQ_M__COUNT);
+    for (int m = 0; m < JQ_M__COUNT; m++)
+        pack_kv_u64(pk, jq_method_name((jq_method_t)m), atomic_load(&d->requests[m]));
+    wire_pack_cstr(pk, "errors");
+    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL);
+    for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++)
+        pack_kv_u64(pk, jobq_code_name((jobq_code_t)e), atomic_load(&d->errors[e]));
+    pack_kv_u64(pk, "dropped", atomic_load(&d->dropped));
+    pack_kv_u64(pk, "changes", jq_table_changes(d->table));
+    pack_kv_u64(pk, "changes_consumed", atomic_load(&d->changes_consumed));
+    pack_kv_u64(pk, "submitted", atomic_load(&d->submitted));
+    pack_kv_u64(pk, "last_job_id", atomic_load(&d->last_id));
+    return JOBQ_ERR_NONE;
+}

@@ -1,0 +1,345 @@
+/* handle_jobs.c: the methods that change jobs — submit, submit many,
+ * cancel, change priority, archive, auto-archive (JOBMODEL §2). Each change
+ * follows the table's write protocol; scheduler calls and kicks happen
+ * after the shard lock is released. */
+#include "daemon.h"
+#include "jobspec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static jobq_code_t submission_allowed(jq_call_t *c)
+{
+    bool ignore_drain = false;
+    if (jq_arg_bool(c, "ignore_drain", &ignore_drain) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    if (atomic_load(&c->d->stopping)) {
+        snprintf(c->err, c->errlen, "Job queue is shutting down, refusing job");
+        return JOBQ_ERR_SHUTTING_DOWN;
+    }
+    if (atomic_load(&c->d->drained) && !ignore_drain) {
+        snprintf(c->err, c->errlen, "Job queue is drained, refusing job");
+        return JOBQ_ERR_DRAINED;
+    }
+    return JOBQ_ERR_NONE;
+}
+
+static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
+{
+    snprintf(err, len, "Job queue is full (%llu live jobs); archive finished jobs",
+             (unsigned long long)d->cfg.max_jobs);
+}
+
+/* Insert a reserved, resolved job and make it runnable. On failure the job
+ * is freed and the reservation given back. */
+static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
+{
+    jq_job_t *job = *jobp;
+    uint64_t id = job->id;
+    int prio = jq_job_priority(job);
+    jq_shard_t *sh = jq_table_shard_for(d->table, id);
+    jq_shard_wrlock(sh);
+    int rc = jq_shard_insert(sh, job, now);
+    jq_shard_wrunlock(sh);
+    if (rc < 0) {
+        jq_table_unreserve(d->table);
+        jq_job_destroy(jobp);
+        return -1;
+    }
+    *jobp = NULL; /* the table owns it */
+    atomic_fetch_add_explicit(&d->submitted, 1, memory_order_relaxed);
+    jq_sched_push(d->sched, id, prio, 0);
+    return 0;
+}
+
+jobq_code_t jq_handle_submit_job(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    jobq_code_t rc = submission_allowed(c);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
+    int64_t now = jq_now_wall();
+    jq_job_t *job;
+    rc = jq_jobspec_parse(d->ops, wire_map_get(c->args, "ops"), false, now, &job, c->err,
+                          c->errlen);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
+    if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
+        jq_job_destroy(&job);
+        queue_full_message(d, c->err, c->errlen);
+        return JOBQ_ERR_QUEUE_FULL;
+    }
+    uint64_t id = atomic_fetch_add(&d->last_id, 1) + 1;
+    jq_jobspec_resolve(job, id, NULL, 0, c->err, c->errlen); /* no relatives */
+    if (enqueue(d, &job, now) < 0) {
+        snprintf(c->err, c->errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    msgpack_pack_uint64(c->pk, id);
+    return JOBQ_ERR_NONE;
+}
+
+static void pack_failure(msgpack_packer *pk, const char *msg)
+{
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_false(pk);
+    wire_pack_cstr(pk, msg);
+}
+
+jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    jobq_code_t rc = submission_allowed(c);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
+    const msgpack_object *jobs = wire_map_get(c->args, "jobs");
+    if (!jobs || jobs->type != MSGPACK_OBJECT_ARRAY ||
+        jobs->via.array.size > JOBQ_MAX_JOBS_PER_BATCH) {
+        snprintf(c->err, c->errlen, "argument 'jobs' must be a list of at most %d opcode lists",
+                 JOBQ_MAX_JOBS_PER_BATCH);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    uint32_t n = jobs->via.array.size;
+    int64_t now = jq_now_wall();
+    jq_job_t **parsed = calloc(n ? n : 1, sizeof *parsed);
+    char **errors = calloc(n ? n : 1, sizeof *errors);
+    uint64_t *ids = calloc(n ? n : 1, sizeof *ids); /* ids[k]: job at position k */
+    uint64_t *back = calloc(n ? n : 1, sizeof *back);
+    if (!parsed || !errors || !ids || !back) {
+        free(parsed);
+        free(errors);
+        free(ids);
+        free(back);
+        snprintf(c->err, c->errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    char msg[1024];
+    /* Validate and reserve each job on its own; then hand out consecutive
+     * ids to those that passed. */
+    uint32_t nvalid = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        if (jq_jobspec_parse(d->ops, &jobs->via.array.ptr[k], true, now, &parsed[k], msg,
+                             sizeof msg) != JOBQ_ERR_NONE) {
+            errors[k] = strdup(msg);
+        } else if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
+            jq_job_destroy(&parsed[k]);
+            queue_full_message(d, msg, sizeof msg);
+            errors[k] = strdup(msg);
+        } else {
+            nvalid++;
+        }
+    }
+    uint64_t next = nvalid ? atomic_fetch_add(&d->last_id, nvalid) + 1 : 0;
+    msgpack_pack_array(c->pk, n);
+    for (uint32_t k = 0; k < n; k++) {
+        if (parsed[k]) {
+            uint64_t id = next++;
+            /* back[j] = id of the job j+1 places before this one */
+            for (uint32_t j = 0; j < k; j++)
+                back[j] = ids[k - 1 - j];
+            if (jq_jobspec_resolve(parsed[k], id, back, k, msg, sizeof msg) < 0) {
+                jq_table_unreserve(d->table);
+                jq_job_destroy(&parsed[k]);
+                errors[k] = strdup(msg);
+            } else if (enqueue(d, &parsed[k], now) < 0) {
+                errors[k] = strdup("out of memory");
+            } else {
+                ids[k] = id;
+            }
+        }
+        if (ids[k]) {
+            msgpack_pack_array(c->pk, 2);
+            msgpack_pack_true(c->pk);
+            msgpack_pack_uint64(c->pk, ids[k]);
+        } else {
+            pack_failure(c->pk, errors[k] ? errors[k] : "out of memory");
+        }
+        free(errors[k]);
+    }
+    free(parsed);
+    free(errors);
+    free(ids);
+    free(back);
+    return JOBQ_ERR_NONE;
+}
+
+static void pack_bool_msg(msgpack_packer *pk, bool ok, const char *fmt, uint64_t id, int extra)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, fmt, (unsigned long long)id, extra);
+    msgpack_pack_array(pk, 2);
+    if (ok)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    wire_pack_cstr(pk, msg);
+}
+
+jobq_code_t jq_handle_cancel_job(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    uint64_t id;
+    if (jq_arg_job_id(c, "id", &id) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    jq_shard_t *sh = jq_table_shard_for(d->table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    if (!job) {
+        jq_shard_wrunlock(sh);
+        pack_bool_msg(c->pk, false, "Job %llu not found", id, 0);
+        return JOBQ_ERR_NONE;
+    }
+    int64_t now = jq_now_wall();
+    jq_delta_t delta;
+    jq_delta_init(&delta, job);
+    jq_cancel_t r = jq_job_cancel(job, now, &delta);
+    int runner = -1;
+    bool push = false;
+    uint32_t gen = 0;
+    int prio = 0;
+    if (r != JQ_CANCEL_TOO_LATE) {
+        jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
+        if (r == JQ_CANCEL_PENDING) {
+            if (job->sched_state == JQ_SCHED_DEPWAIT) {
+                /* Parked on a dependency: run it now so the executor
+                 * finishes the cancel instead of waiting for the dep. */
+                job->sched_state = JQ_SCHED_QUEUED;
+                gen = ++job->sched_gen;
+                prio = jq_job_priority(job);
+                push = true;
+            } else {
+                runner = job->runner;
+            }
+        }
+    }
+    jq_shard_wrunlock(sh);
+    if (push)
+        jq_sched_push(d->sched, id, prio, gen);
+    if (runner >= 0)
+        jq_sched_kick(d->sched, (unsigned)runner, id);
+    if (r == JQ_CANCEL_DONE) {
+        jq_sched_job_finished(d->sched, id);
+        pack_bool_msg(c->pk, true, "Job %llu canceled", id, 0);
+    } else if (r == JQ_CANCEL_PENDING) {
+        pack_bool_msg(c->pk, true, "Job %llu will be canceled", id, 0);
+    } else {
+        pack_bool_msg(c->pk, false, "Job %llu is no longer waiting in the queue", id, 0);
+    }
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    uint64_t id;
+    int64_t prio;
+    if (jq_arg_job_id(c, "id", &id) < 0 ||
+        jq_arg_int(c, "priority", true, INT32_MIN, INT32_MAX, &prio) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    if (!jq_priority_submittable(prio)) {
+        snprintf(c->err, c->errlen, "Invalid priority %lld, allowed are -10, 0, 10",
+                 (long long)prio);
+        return JOBQ_ERR_INVALID_PRIORITY;
+    }
+    jq_shard_t *sh = jq_table_shard_for(d->table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    if (!job) {
+        jq_shard_wrunlock(sh);
+        pack_bool_msg(c->pk, false, "Job %llu not found", id, 0);
+        return JOBQ_ERR_NONE;
+    }
+    int64_t now = jq_now_wall();
+    jq_delta_t delta;
+    jq_delta_init(&delta, job);
+    jq_prio_change_t r = jq_job_change_priority(job, (int)prio, &delta);
+    bool push = false;
+    uint32_t gen = 0;
+    int newprio = 0;
+    if (r == JQ_PRIO_CHANGED) {
+        jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
+        if (job->sched_state == JQ_SCHED_QUEUED) {
+            /* Re-file it at its new place; the old entry goes stale. */
+            gen = ++job->sched_gen;
+            newprio = jq_job_priority(job);
+            push = true;
+        }
+    }
+    jq_shard_wrunlock(sh);
+    if (push)
+        jq_sched_push(d->sched, id, newprio, gen);
+    switch (r) {
+    case JQ_PRIO_CHANGED:
+        pack_bool_msg(c->pk, true,
+                      "Priorities of pending opcodes for job %llu have been changed to %d",
+                      id, (int)prio);
+        break;
+    case JQ_PRIO_FINISHED:
+        pack_bool_msg(c->pk, false, "Job %llu is finished", id, 0);
+        break;
+    case JQ_PRIO_CANCELING:
+        pack_bool_msg(c->pk, false, "Job %llu is cancelling", id, 0);
+        break;
+    case JQ_PRIO_NO_PENDING:
+        pack_bool_msg(c->pk, false, "Job %llu had no pending opcodes", id, 0);
+        break;
+    }
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_archive_job(jq_call_t *c)
+{
+    uint64_t id;
+    if (jq_arg_job_id(c, "id", &id) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    jq_shard_t *sh = jq_table_shard_for(c->d->table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    bool ok = job && jq_shard_archive(sh, job, jq_now_wall()) == 0;
+    jq_shard_wrunlock(sh);
+    if (ok)
+        msgpack_pack_true(c->pk);
+    else
+        msgpack_pack_false(c->pk);
+    return JOBQ_ERR_NONE;
+}
+
+/* Jobs examined per shard lock hold: bounds how long a writer waits. */
+#define AUTO_ARCHIVE_CHUNK 1024
+
+jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c)
+{
+    jq_daemon_t *d = c->d;
+    int64_t age, timeout;
+    if (jq_arg_int(c, "age", true, -1, INT64_MAX / 1000000, &age) < 0 ||
+        jq_arg_int(c, "timeout", true, 0, 86400 * 365, &timeout) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    int64_t now = jq_now_wall();
+    int64_t cutoff = age < 0 ? INT64_MAX : now - age * 1000000;
+    int64_t deadline = jq_now_mono() + timeout * 1000000;
+    uint64_t archived = 0, remaining = 0;
+    unsigned nshards = jq_table_shard_count(d->table);
+    bool out_of_time = false;
+    for (unsigned i = 0; i < nshards; i++) {
+        jq_shard_t *sh = jq_table_shard_at(d->table, i);
+        uint64_t after = 0;
+        bool done = false;
+        while (!done && !out_of_time) {
+            jq_shard_wrlock(sh);
+            archived += jq_shard_auto_archive(sh, now, cutoff, after, AUTO_ARCHIVE_CHUNK,
+                                              &after, &done);
+            jq_shard_wrunlock(sh);
+            out_of_time = jq_now_mono() >= deadline;
+        }
+        if (!done) { /* count what this shard still holds past `after` */
+            jq_shard_rdlock(sh);
+            remaining += jq_shard_live_size(sh) - jq_shard_live_after(sh, after);
+            jq_shard_rdunlock(sh);
+        }
+    }
+    msgpack_pack_array(c->pk, 2);
+    msgpack_pack_uint64(c->pk, archived);
+    msgpack_pack_uint64(c->pk, remaining);
+    return JOBQ_ERR_NONE;
+}

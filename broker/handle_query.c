@@ -1,0 +1,269 @@
+/* handle_query.c: query_jobs (JOBMODEL §2.10, docs/protocol.md).
+ *
+ * Listing pages through the sharded table in id order without holding
+ * more than one read lock at a time: first each shard contributes its
+ * smallest matching ids (a running bound keeps that work near `limit`),
+ * then the rows are packed job by job under the job's shard read lock. A
+ * job archived or changed between the two steps is dropped from a listing,
+ * as Ganeti drops jobs that vanish while it lists. */
+#include "daemon.h"
+#include "fields.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_QUERY_FIELDS 64
+
+typedef struct {
+    jq_field_t fields[MAX_QUERY_FIELDS];
+    unsigned nfields;
+    uint8_t status_mask; /* 0: no filter */
+    bool archived;
+} query_t;
+
+static bool matches(const query_t *q, const jq_job_t *job)
+{
+    return !q->status_mask || (q->status_mask & (1u << job->status));
+}
+
+static void pack_row(msgpack_packer *pk, const query_t *q, const jq_job_t *job)
+{
+    msgpack_pack_array(pk, q->nfields);
+    for (unsigned f = 0; f < q->nfields; f++)
+        jq_field_pack(pk, job, q->fields[f]);
+}
+
+static void pack_missing_row(msgpack_packer *pk, const query_t *q, uint64_t id)
+{
+    msgpack_pack_array(pk, q->nfields);
+    for (unsigned f = 0; f < q->nfields; f++)
+        if (q->fields[f] == JQ_F_ID)
+            msgpack_pack_uint64(pk, id);
+        else
+            msgpack_pack_nil(pk);
+}
+
+static jobq_code_t parse_query(jq_call_t *c, query_t *q)
+{
+    memset(q, 0, sizeof *q);
+    const msgpack_object *fo = wire_map_get(c->args, "fields");
+    if (!fo || fo->type == MSGPACK_OBJECT_NIL) {
+        q->fields[0] = JQ_F_ID;
+        q->fields[1] = JQ_F_STATUS;
+        q->nfields = 2;
+    } else {
+        if (fo->type != MSGPACK_OBJECT_ARRAY || fo->via.array.size == 0 ||
+            fo->via.array.size > MAX_QUERY_FIELDS) {
+            snprintf(c->err, c->errlen, "argument 'fields' must be a list of 1 to %d field names",
+                     MAX_QUERY_FIELDS);
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
+        for (uint32_t i = 0; i < fo->via.array.size; i++) {
+            const msgpack_object *n = &fo->via.array.ptr[i];
+            if (n->type != MSGPACK_OBJECT_STR ||
+                jq_field_parse(n->via.str.ptr, n->via.str.size, &q->fields[i]) < 0) {
+                if (n->type == MSGPACK_OBJECT_STR)
+                    snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
+                             (int)(n->via.str.size > 64 ? 64 : n->via.str.size), n->via.str.ptr);
+                else
+                    snprintf(c->err, c->errlen, "field names must be strings");
+                return n->type == MSGPACK_OBJECT_STR ? JOBQ_ERR_UNKNOWN_FIELD
+                                                     : JOBQ_ERR_BAD_ARGUMENT;
+            }
+        }
+        q->nfields = fo->via.array.size;
+    }
+    const msgpack_object *so = wire_map_get(c->args, "status");
+    if (so && so->type != MSGPACK_OBJECT_NIL) {
+        if (so->type != MSGPACK_OBJECT_ARRAY) {
+            snprintf(c->err, c->errlen, "argument 'status' must be a list of statuses");
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
+        for (uint32_t i = 0; i < so->via.array.size; i++) {
+            const msgpack_object *n = &so->via.array.ptr[i];
+            jq_status_t st;
+            if (n->type != MSGPACK_OBJECT_STR ||
+                jq_status_parse(n->via.str.ptr, n->via.str.size, &st) < 0) {
+                snprintf(c->err, c->errlen,
+                         "argument 'status' item %u is not a status (queued, waiting, "
+                         "canceling, running, canceled, success, error)", i);
+                return JOBQ_ERR_BAD_ARGUMENT;
+            }
+            q->status_mask |= (uint8_t)(1u << st);
+        }
+    }
+    if (jq_arg_bool(c, "archived", &q->archived) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    return JOBQ_ERR_NONE;
+}
+
+static void pack_head(jq_call_t *c, const query_t *q)
+{
+    msgpack_pack_map(c->pk, 3);
+    wire_pack_cstr(c->pk, "fields");
+    msgpack_pack_array(c->pk, q->nfields);
+    for (unsigned f = 0; f < q->nfields; f++)
+        wire_pack_cstr(c->pk, jq_field_name(q->fields[f]));
+    wire_pack_cstr(c->pk, "rows");
+}
+
+/* Rows go to a side buffer first: their count is known only at the end. */
+static void emit_rows(jq_call_t *c, msgpack_sbuffer *rows, uint32_t nrows, bool more)
+{
+    msgpack_pack_array(c->pk, nrows);
+    if (rows->size)
+        c->pk->callback(c->pk->data, rows->data, rows->size);
+    wire_pack_cstr(c->pk, "more");
+    if (more)
+        msgpack_pack_true(c->pk);
+    else
+        msgpack_pack_false(c->pk);
+}
+
+static jobq_code_t query_by_ids(jq_call_t *c, const query_t *q, const msgpack_object *ids)
+{
+    jq_table_t *t = c->d->table;
+    if (ids->via.array.size > JOBQ_MAX_ROWS_PER_REPLY) {
+        snprintf(c->err, c->errlen, "at most %d ids per query", JOBQ_MAX_ROWS_PER_REPLY);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    for (uint32_t i = 0; i < ids->via.array.size; i++) {
+        int64_t id;
+        if (!wire_get_int(&ids->via.array.ptr[i], &id) || id < 0) {
+            snprintf(c->err, c->errlen, "argument 'ids' item %u is not a job id", i);
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
+    }
+    msgpack_sbuffer rows;
+    msgpack_sbuffer_init(&rows);
+    msgpack_packer rpk;
+    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
+    uint32_t nrows = 0;
+    for (uint32_t i = 0; i < ids->via.array.size; i++) {
+        int64_t id;
+        wire_get_int(&ids->via.array.ptr[i], &id);
+        jq_shard_t *sh = jq_table_shard_for(t, (uint64_t)id);
+        jq_shard_rdlock(sh);
+        const jq_job_t *job = jq_shard_find_any(sh, (uint64_t)id);
+        if (job && matches(q, job)) {
+            pack_row(&rpk, q, job);
+            nrows++;
+        } else if (!job && !q->status_mask) {
+            pack_missing_row(&rpk, q, (uint64_t)id);
+            nrows++;
+        }
+        jq_shard_rdunlock(sh);
+    }
+    pack_head(c, q);
+    emit_rows(c, &rows, nrows, false);
+    msgpack_sbuffer_destroy(&rows);
+    return JOBQ_ERR_NONE;
+}
+
+/* Merge sorted b into sorted a (capacity cap), keeping the smallest cap. */
+static size_t merge_keep(uint64_t *a, size_t na, const uint64_t *b, size_t nb,
+                         uint64_t *tmp, size_t cap)
+{
+    size_t i = 0, j = 0, k = 0;
+    while (k < cap && (i < na || j < nb))
+        tmp[k++] = (j >= nb || (i < na && a[i] < b[j])) ? a[i++] : b[j++];
+    memcpy(a, tmp, k * sizeof *a);
+    return k;
+}
+
+/* Up to cap matching ids of one shard with after < id < bound, ascending. */
+static size_t shard_candidates(jq_shard_t *sh, const query_t *q, uint64_t after,
+                               uint64_t bound, size_t cap, uint64_t *out)
+{
+    size_t n = 0, li = jq_shard_live_after(sh, after);
+    size_t ai = q->archived ? jq_shard_archived_after(sh, after) : jq_shard_archived_size(sh);
+    while (n < cap) {
+        const jq_job_t *l = jq_shard_live_at(sh, li), *a = jq_shard_archived_at(sh, ai);
+        const jq_job_t *next;
+        if (l && (!a || l->id < a->id)) {
+            next = l;
+            li++;
+        } else if (a) {
+            next = a;
+            ai++;
+        } else {
+            break;
+        }
+        if (next->id >= bound)
+            break;
+        if (matches(q, next))
+            out[n++] = next->id;
+    }
+    return n;
+}
+
+static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
+{
+    jq_table_t *t = c->d->table;
+    int64_t after = 0, limit = JOBQ_MAX_ROWS_PER_REPLY;
+    if (jq_arg_int(c, "after_id", false, 0, INT64_MAX, &after) < 0 ||
+        jq_arg_int(c, "limit", false, 1, JOBQ_MAX_ROWS_PER_REPLY, &limit) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    size_t cap = (size_t)limit + 1; /* one more tells whether there is more */
+    uint64_t *best = malloc(cap * sizeof *best), *shard_ids = malloc(cap * sizeof *best),
+             *tmp = malloc(cap * sizeof *best);
+    if (!best || !shard_ids || !tmp) {
+        free(best);
+        free(shard_ids);
+        free(tmp);
+        snprintf(c->err, c->errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    size_t nbest = 0;
+    unsigned nshards = jq_table_shard_count(t);
+    for (unsigned i = 0; i < nshards; i++) {
+        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
+        jq_shard_t *sh = jq_table_shard_at(t, i);
+        jq_shard_rdlock(sh);
+        size_t n = shard_candidates(sh, q, (uint64_t)after, bound, cap, shard_ids);
+        jq_shard_rdunlock(sh);
+        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    }
+    bool more = nbest == cap;
+    size_t want = more ? cap - 1 : nbest;
+
+    msgpack_sbuffer rows;
+    msgpack_sbuffer_init(&rows);
+    msgpack_packer rpk;
+    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
+    uint32_t nrows = 0;
+    for (size_t k = 0; k < want; k++) {
+        jq_shard_t *sh = jq_table_shard_for(t, best[k]);
+        jq_shard_rdlock(sh);
+        const jq_job_t *job = jq_shard_find_any(sh, best[k]);
+        if (job && matches(q, job) && (q->archived || !job->archived)) {
+            pack_row(&rpk, q, job);
+            nrows++;
+        }
+        jq_shard_rdunlock(sh);
+    }
+    pack_head(c, q);
+    emit_rows(c, &rows, nrows, more);
+    msgpack_sbuffer_destroy(&rows);
+    free(best);
+    free(shard_ids);
+    free(tmp);
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_query_jobs(jq_call_t *c)
+{
+    query_t q;
+    jobq_code_t rc = parse_query(c, &q);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
+    const msgpack_object *ids = wire_map_get(c->args, "ids");
+    if (ids && ids->type != MSGPACK_OBJECT_NIL && ids->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(c->err, c->errlen, "argument 'ids' must be a list of job ids");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    if (ids && ids->type == MSGPACK_OBJECT_ARRAY && ids->via.array.size > 0)
+        return query_by_ids(c, &q, ids);
+    return query_listing(c, &q);
+}

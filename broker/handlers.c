@@ -1,0 +1,241 @@
+/* handlers.c: the request handler threads and method dispatch.
+ *
+ * The loop hands each request to a handler over inproc (PUSH → PULL, one
+ * PULL per handler) as [routing-id, delimiter-flag, body]; the handler
+ * decodes it, calls the method's function (table-dispatched, one function
+ * per method) and pushes [routing-id, delimiter-flag, reply] back. Handlers
+ * never wait on anything but their own socket: no request blocks another
+ * for longer than its own table work. */
+#include "daemon.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+static const struct {
+    const char *name;
+    jq_handler_fn fn;
+} methods[JQ_M__COUNT] = {
+    [JQ_M_PING] = {"ping", jq_handle_admin_ping},
+    [JQ_M_SUBMIT_JOB] = {"submit_job", jq_handle_submit_job},
+    [JQ_M_SUBMIT_MANY_JOBS] = {"submit_many_jobs", jq_handle_submit_many_jobs},
+    [JQ_M_QUERY_JOBS] = {"query_jobs", jq_handle_query_jobs},
+    [JQ_M_CANCEL_JOB] = {"cancel_job", jq_handle_cancel_job},
+    [JQ_M_CHANGE_JOB_PRIORITY] = {"change_job_priority", jq_handle_change_job_priority},
+    [JQ_M_ARCHIVE_JOB] = {"archive_job", jq_handle_archive_job},
+    [JQ_M_AUTO_ARCHIVE_JOBS] = {"auto_archive_jobs", jq_handle_auto_archive_jobs},
+    [JQ_M_SET_DRAIN_FLAG] = {"set_drain_flag", jq_handle_admin_drain},
+    [JQ_M_STATS] = {"stats", jq_handle_admin_stats},
+    [JQ_M_SHUTDOWN] = {"shutdown", jq_handle_admin_shutdown},
+};
+
+const char *jq_method_name(jq_method_t m);
+const char *jq_method_name(jq_method_t m)
+{
+    return (unsigned)m < JQ_M__COUNT ? methods[m].name : "?";
+}
+
+static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool has_id,
+                        jobq_code_t code, const char *msg)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    wire_reply_error(&pk, id, has_id, code, msg);
+    atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
+}
+
+void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb)
+{
+    char err[1024] = "";
+    msgpack_sbuffer_clear(sb);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+        msgpack_unpacked_destroy(&up);
+        reply_error(d, sb, 0, false, JOBQ_ERR_MALFORMED,
+                    "request is not one complete msgpack value");
+        return;
+    }
+    wire_request_t req;
+    jobq_code_t rc = wire_request_parse(&up.data, &req, err, sizeof err);
+    if (rc == JOBQ_ERR_NONE && len > d->cfg.max_request_bytes) {
+        snprintf(err, sizeof err, "request of %zu bytes is over the limit of %zu bytes",
+                 len, d->cfg.max_request_bytes);
+        rc = JOBQ_ERR_TOO_LARGE;
+    }
+    jq_method_t m = JQ_M__COUNT;
+    if (rc == JOBQ_ERR_NONE) {
+        for (int i = 0; i < JQ_M__COUNT; i++)
+            if (strlen(methods[i].name) == req.method_len &&
+                memcmp(methods[i].name, req.method, req.method_len) == 0)
+                m = (jq_method_t)i;
+        if (m == JQ_M__COUNT) {
+            snprintf(err, sizeof err, "unknown method '%.*s'", (int)req.method_len > 64 ? 64 : (int)req.method_len,
+                     req.method);
+            rc = JOBQ_ERR_UNKNOWN_METHOD;
+        }
+    }
+    if (rc == JOBQ_ERR_NONE) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+        wire_reply_ok_begin(&pk, req.id, true);
+        jq_call_t call = {.d = d, .args = req.args, .pk = &pk, .err = err,
+                          .errlen = sizeof err};
+        rc = methods[m].fn(&call);
+        atomic_fetch_add_explicit(&d->requests[m], 1, memory_order_relaxed);
+    }
+    if (rc != JOBQ_ERR_NONE)
+        reply_error(d, sb, req.id, req.has_id, rc, err);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* ---- argument readers ---- */
+
+int jq_arg_int(jq_call_t *c, const char *key, bool required, int64_t lo, int64_t hi,
+               int64_t *out)
+{
+    const msgpack_object *o = wire_map_get(c->args, key);
+    if (!o || o->type == MSGPACK_OBJECT_NIL) {
+        if (!required)
+            return 0;
+        snprintf(c->err, c->errlen, "missing argument '%s'", key);
+        return -1;
+    }
+    int64_t v;
+    if (!wire_get_int(o, &v) || v < lo || v > hi) {
+        snprintf(c->err, c->errlen, "argument '%s' must be an integer from %lld to %lld",
+                 key, (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int jq_arg_job_id(jq_call_t *c, const char *key, uint64_t *out)
+{
+    int64_t v;
+    if (jq_arg_int(c, key, true, 1, INT64_MAX, &v) < 0)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int jq_arg_bool(jq_call_t *c, const char *key, bool *out)
+{
+    const msgpack_object *o = wire_map_get(c->args, key);
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) {
+        snprintf(c->err, c->errlen, "argument '%s' must be a boolean", key);
+        return -1;
+    }
+    *out = o->via.boolean;
+    return 0;
+}
+
+/* ---- threads ---- */
+
+typedef struct {
+    pthread_t thread;
+    jq_daemon_t *d;
+    const char *requests_ep, *replies_ep;
+    _Atomic bool exited;
+} handler_t;
+
+struct jq_handlers {
+    unsigned n;
+    handler_t h[];
+};
+
+static void *handler_main(void *arg)
+{
+    handler_t *h = arg;
+    jq_daemon_t *d = h->d;
+    void *in = zmq_socket(d->zctx, ZMQ_PULL);
+    void *out = zmq_socket(d->zctx, ZMQ_PUSH);
+    int linger = 0, hwm = 0;
+    zmq_setsockopt(in, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(out, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_connect(in, h->requests_ep);
+    zmq_connect(out, h->replies_ep);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    zmq_msg_t rid, flag, body;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&flag);
+    zmq_msg_init(&body);
+    zmq_pollitem_t item = {.socket = in, .events = ZMQ_POLLIN};
+    for (;;) {
+        /* A bounded poll lets the handler notice the stop flag. */
+        if (zmq_poll(&item, 1, 100) <= 0) {
+            if (atomic_load(&d->handlers_stop))
+                break;
+            continue;
+        }
+        if (zmq_msg_recv(&rid, in, 0) < 0 || zmq_msg_recv(&flag, in, 0) < 0 ||
+            zmq_msg_recv(&body, in, 0) < 0)
+            continue;
+        jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb);
+        zmq_msg_send(&rid, out, ZMQ_SNDMORE);
+        zmq_msg_send(&flag, out, ZMQ_SNDMORE);
+        zmq_send(out, sb.data, sb.size, 0);
+        if (sb.alloc > (1u << 20)) { /* don't keep a huge buffer around */
+            msgpack_sbuffer_destroy(&sb);
+            msgpack_sbuffer_init(&sb);
+        }
+    }
+    zmq_msg_close(&rid);
+    zmq_msg_close(&flag);
+    zmq_msg_close(&body);
+    msgpack_sbuffer_destroy(&sb);
+    zmq_close(in);
+    zmq_close(out);
+    atomic_store(&h->exited, true);
+    return NULL;
+}
+
+jq_handlers_t *jq_handlers_new(jq_daemon_t *d, const char *requests_ep,
+                               const char *replies_ep)
+{
+    unsigned n = d->cfg.handlers;
+    jq_handlers_t *hs = calloc(1, sizeof *hs + n * sizeof(handler_t));
+    if (!hs)
+        return NULL;
+    for (unsigned i = 0; i < n; i++) {
+        handler_t *h = &hs->h[i];
+        h->d = d;
+        h->requests_ep = requests_ep;
+        h->replies_ep = replies_ep;
+        if (pthread_create(&h->thread, NULL, handler_main, h) != 0) {
+            hs->n = i;
+            atomic_store(&d->handlers_stop, true);
+            jq_handlers_destroy(&hs);
+            return NULL;
+        }
+        hs->n = i + 1;
+    }
+    return hs;
+}
+
+bool jq_handlers_running(jq_handlers_t *hs)
+{
+    for (unsigned i = 0; i < hs->n; i++)
+        if (!atomic_load(&hs->h[i].exited))
+            return true;
+    return false;
+}
+
+void jq_handlers_destroy(jq_handlers_t **hp)
+{
+    if (!hp || !*hp)
+        return;
+    jq_handlers_t *hs = *hp;
+    for (unsigned i = 0; i < hs->n; i++)
+        pthread_join(hs->h[i].thread, NULL);
+    free(hs);
+    *hp = NULL;
+}

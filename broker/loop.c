@@ -1,0 +1,241 @@
+/* loop.c: the event loop that owns the ROUTER socket.
+ *
+ * It only moves frames: a request goes to the handlers (inproc PUSH), a
+ * reply comes back (inproc PULL) and goes out on the ROUTER. It never
+ * decodes a body and never waits on anything but zmq_poll, so an idle or
+ * slow client costs the loop nothing. When the handlers fall behind, the
+ * loop stops reading the ROUTER (ZeroMQ then queues, then pushes back on
+ * the clients) instead of queueing without bound. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define REQUESTS_EP "inproc://jobq-requests"
+#define REPLIES_EP "inproc://jobq-replies"
+
+typedef struct {
+    jq_daemon_t *d;
+    void *router, *to_handlers, *from_handlers;
+    zmq_msg_t rid, body;  /* a request waiting for a handler */
+    bool delimiter;
+    bool pending;
+} loop_t;
+
+static void set_int(void *s, int opt, int v)
+{
+    zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+/* Read one request off the ROUTER into l->rid/l->body. False when there is
+ * none (EAGAIN) or it was malformed (dropped: no reply is possible). */
+static bool read_request(loop_t *l, int flags)
+{
+    if (zmq_msg_recv(&l->rid, l->router, flags) < 0)
+        return false;
+    bool ok = zmq_msg_more(&l->rid);
+    l->delimiter = false;
+    if (ok && zmq_msg_recv(&l->body, l->router, 0) >= 0 && zmq_msg_size(&l->body) == 0 &&
+        zmq_msg_more(&l->body)) {
+        l->delimiter = true; /* a REQ client's empty delimiter */
+        ok = zmq_msg_recv(&l->body, l->router, 0) >= 0;
+    }
+    if (ok && zmq_msg_more(&l->body)) {
+        ok = false;
+        while (zmq_msg_more(&l->body) && zmq_msg_recv(&l->body, l->router, 0) >= 0)
+            ;
+    }
+    if (!ok) {
+        atomic_fetch_add(&l->d->dropped, 1);
+        if (l->d->cfg.verbose)
+            fprintf(stderr, "jobqd: dropped a request with an unexpected frame layout\n");
+    }
+    return ok;
+}
+
+/* Hand the pending request to a handler; false when they are all busy. */
+static bool hand_off(loop_t *l, int flags)
+{
+    zmq_msg_t flag;
+    zmq_msg_init_size(&flag, 1);
+    *(char *)zmq_msg_data(&flag) = l->delimiter ? 1 : 0;
+    zmq_msg_t rid;
+    zmq_msg_init(&rid);
+    zmq_msg_copy(&rid, &l->rid);
+    if (zmq_msg_send(&rid, l->to_handlers, ZMQ_SNDMORE | flags) < 0) {
+        zmq_msg_close(&rid);
+        zmq_msg_close(&flag);
+        return false;
+    }
+    /* The rest of a multipart message is then guaranteed to go. */
+    zmq_msg_send(&flag, l->to_handlers, ZMQ_SNDMORE);
+    zmq_msg_send(&l->body, l->to_handlers, 0);
+    zmq_msg_init(&l->body);
+    return true;
+}
+
+static void forward_reply(loop_t *l)
+{
+    zmq_msg_t rid, flag, body;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&flag);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&rid, l->from_handlers, ZMQ_DONTWAIT) >= 0 &&
+        zmq_msg_recv(&flag, l->from_handlers, 0) >= 0 &&
+        zmq_msg_recv(&body, l->from_handlers, 0) >= 0) {
+        bool delim = zmq_msg_size(&flag) == 1 && *(char *)zmq_msg_data(&flag);
+        /* A ROUTER drops what it cannot deliver (peer gone, or its queue
+         * full): a client that stopped reading cannot stall the loop. */
+        zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        if (delim)
+            zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_msg_send(&body, l->router, ZMQ_DONTWAIT);
+    }
+    zmq_msg_close(&rid);
+    zmq_msg_close(&flag);
+    zmq_msg_close(&body);
+}
+
+static int bind_endpoints(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    char ep[4200];
+    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", d->cfg.data_dir);
+    mode_t old = umask(0117); /* the socket file is born 0660 */
+    int rc = zmq_bind(l->router, ep);
+    umask(old);
+    if (rc < 0) {
+        fprintf(stderr, "jobqd: cannot serve on %s: %s\n", ep, zmq_strerror(errno));
+        return -1;
+    }
+    chmod(ep + 6, 0660);
+    for (unsigned i = 0; i < d->cfg.nlisten; i++)
+        if (zmq_bind(l->router, d->cfg.listen[i]) < 0) {
+            fprintf(stderr, "jobqd: cannot serve on %s: %s\n", d->cfg.listen[i],
+                    zmq_strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+static int signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void stop(loop_t *l, jq_handlers_t **handlers)
+{
+    jq_daemon_t *d = l->d;
+    atomic_store(&d->stopping, true);
+    /* Requests already queued at the ROUTER are answered too (submissions
+     * with ShuttingDown). */
+    if (l->pending)
+        hand_off(l, 0);
+    while (read_request(l, ZMQ_DONTWAIT))
+        hand_off(l, 0);
+    jq_executors_destroy(&d->executors);
+    atomic_store(&d->handlers_stop, true);
+    zmq_pollitem_t item = {.socket = l->from_handlers, .events = ZMQ_POLLIN};
+    for (;;) {
+        bool running = jq_handlers_running(*handlers);
+        if (zmq_poll(&item, 1, running ? 50 : 0) > 0)
+            forward_reply(l);
+        else if (!running)
+            break;
+    }
+    jq_handlers_destroy(handlers);
+}
+
+int jq_loop_run(jq_daemon_t *d)
+{
+    loop_t l = {.d = d};
+    zmq_msg_init(&l.rid);
+    zmq_msg_init(&l.body);
+    l.router = zmq_socket(d->zctx, ZMQ_ROUTER);
+    l.to_handlers = zmq_socket(d->zctx, ZMQ_PUSH);
+    l.from_handlers = zmq_socket(d->zctx, ZMQ_PULL);
+    int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
+    zmq_setsockopt(l.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    set_int(l.router, ZMQ_BACKLOG, 4096);
+    set_int(l.router, ZMQ_LINGER, 2000); /* let the last replies out */
+    set_int(l.to_handlers, ZMQ_SNDHWM, 1000);
+    set_int(l.to_handlers, ZMQ_LINGER, 0);
+    set_int(l.from_handlers, ZMQ_RCVHWM, 0);
+    int sigfd = signal_fd();
+    jq_handlers_t *handlers = NULL;
+    int rc = -1;
+    if (sigfd < 0 || bind_endpoints(&l) < 0 || zmq_bind(l.to_handlers, REQUESTS_EP) < 0 ||
+        zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
+        !(handlers = jq_handlers_new(d, REQUESTS_EP, REPLIES_EP))) {
+        if (handlers || sigfd < 0)
+            fprintf(stderr, "jobqd: cannot start: %s\n", strerror(errno));
+        goto out;
+    }
+    fprintf(stderr, "jobqd %s: serving on ipc://%s/jobq.sock%s (%u shards, %u handlers, %u executors)\n",
+            JOBQ_VERSION, d->cfg.data_dir, d->cfg.nlisten ? " and --listen endpoints" : "",
+            d->cfg.shards, d->cfg.handlers, d->cfg.executors);
+
+    while (!atomic_load(&d->shutdown_requested)) {
+        zmq_pollitem_t items[3] = {
+            {.socket = l.pending ? l.to_handlers : l.router,
+             .events = l.pending ? ZMQ_POLLOUT : ZMQ_POLLIN},
+            {.socket = l.from_handlers, .events = ZMQ_POLLIN},
+            {.fd = sigfd, .events = ZMQ_POLLIN},
+        };
+        if (zmq_poll(items, 3, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (items[2].revents & ZMQ_POLLIN) {
+            fprintf(stderr, "jobqd: signal received, shutting down\n");
+            break;
+        }
+        /* Replies first: they free handlers for the requests behind. */
+        for (int k = 0; k < 256 && (items[1].revents & ZMQ_POLLIN); k++) {
+            forward_reply(&l);
+            int ev;
+            size_t len = sizeof ev;
+            zmq_getsockopt(l.from_handlers, ZMQ_EVENTS, &ev, &len);
+            if (!(ev & ZMQ_POLLIN))
+                break;
+        }
+        if (items[0].revents) {
+            for (int k = 0; k < 256; k++) {
+                if (!l.pending && !(l.pending = read_request(&l, ZMQ_DONTWAIT))) {
+                    int ev;
+                    size_t len = sizeof ev;
+                    zmq_getsockopt(l.router, ZMQ_EVENTS, &ev, &len);
+                    if (!(ev & ZMQ_POLLIN))
+                        break;
+                    continue; /* a dropped frame; read on */
+                }
+                if (!hand_off(&l, ZMQ_DONTWAIT))
+                    break;
+                l.pending = false;
+            }
+        }
+    }
+    stop(&l, &handlers);
+    rc = 0;
+out:
+    jq_handlers_destroy(&handlers);
+    if (sigfd >= 0)
+        close(sigfd);
+    zmq_msg_close(&l.rid);
+    zmq_msg_close(&l.body);
+    zmq_close(l.to_handlers);
+    zmq_close(l.from_handlers);
+    zmq_close(l.router);
+    return rc;
+}

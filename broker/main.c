@@ -1,0 +1,128 @@
+/* main.c: jobqd start-up and tear-down: options, the data directory and
+ * its lock, the table, scheduler, executors, then the loop. */
+#include "builtin_ops.h"
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+/* The change sink of this version: records are counted and released.
+ * Publishing (PUB socket), storing and replicating them consume the same
+ * records in later stages. Any thread, called under a shard's outbox
+ * mutex, so it must stay this cheap. */
+static void consume_changes(void *ctx, jq_change_t *head)
+{
+    jq_daemon_t *d = ctx;
+    uint64_t n = 0;
+    for (jq_change_t *c = head; c; c = c->next)
+        n++;
+    atomic_fetch_add_explicit(&d->changes_consumed, n, memory_order_relaxed);
+    jq_change_list_free(&head);
+}
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    size_t len = strnlen(path, sizeof buf);
+    if (len == sizeof buf)
+        return -1;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* One daemon per data directory: a second one would take over the socket
+ * path of the first. */
+static int lock_data_dir(jq_daemon_t *d)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/lock", d->cfg.data_dir);
+    d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (d->lock_fd < 0) {
+        fprintf(stderr, "jobqd: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        fprintf(stderr, "jobqd: data directory %s is in use by another jobqd (%s is locked)\n",
+                d->cfg.data_dir, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Idle clients cost a file descriptor each: take all the kernel allows. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static jq_daemon_t daemon; /* the top-level context */
+    jq_daemon_t *d = &daemon;
+    char err[512];
+    int rc = jq_config_load(&d->cfg, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "jobqd: %s\n", err);
+        return rc < 0 ? 2 : 0;
+    }
+    /* Signals are taken by the loop's signalfd; every thread blocks them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    raise_fd_limit();
+    d->lock_fd = -1;
+    d->started_mono = jq_now_mono();
+    if (mkdir_p(d->cfg.data_dir) < 0) {
+        fprintf(stderr, "jobqd: cannot create data directory %s: %s\n", d->cfg.data_dir,
+                strerror(errno));
+        return 1;
+    }
+    if (lock_data_dir(d) < 0)
+        return 1;
+    d->ops = jq_builtin_ops();
+    d->zctx = zmq_ctx_new();
+    d->table = jq_table_new(d->cfg.shards, consume_changes, d);
+    d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
+    if (d->zctx)
+        zmq_ctx_set(d->zctx, ZMQ_MAX_SOCKETS, 1024);
+    if (d->table && d->sched)
+        d->executors = jq_executors_new(d->table, d->sched, d->ops, d->cfg.executors);
+    rc = 1;
+    if (!d->zctx || !d->table || !d->sched || !d->executors)
+        fprintf(stderr, "jobqd: cannot start: out of memory or threads\n");
+    else if (jq_loop_run(d) == 0)
+        rc = 0;
+    jq_executors_destroy(&d->executors);
+    if (d->zctx)
+        zmq_ctx_term(d->zctx);
+    jq_sched_destroy(&d->sched);
+    jq_table_destroy(&d->table);
+    close(d->lock_fd);
+    if (rc == 0)
+        fprintf(stderr, "jobqd: stopped\n");
+    return rc;
+}

@@ -1,0 +1,118 @@
+/* fields.c: packing job query fields; blobs are copied as bytes. */
+#include "fields.h"
+#include "opdef.h"
+#include "wire.h"
+
+#include <string.h>
+
+static const char *const field_names[JQ_F__COUNT] = {
+    "id", "status", "priority", "archived", "ops", "opresult", "opstatus",
+    "oplog", "opstart", "opexec", "opend", "oppriority", "summary",
+    "received_ts", "start_ts", "end_ts", "log_serial",
+};
+
+const char *jq_field_name(jq_field_t f)
+{
+    return (unsigned)f < JQ_F__COUNT ? field_names[f] : "?";
+}
+
+int jq_field_parse(const char *name, size_t len, jq_field_t *out)
+{
+    for (int i = 0; i < JQ_F__COUNT; i++)
+        if (strlen(field_names[i]) == len && memcmp(field_names[i], name, len) == 0) {
+            *out = (jq_field_t)i;
+            return 0;
+        }
+    return -1;
+}
+
+void jq_blob_pack(msgpack_packer *pk, const jq_blob_t *b)
+{
+    if (!b->data)
+        msgpack_pack_nil(pk);
+    else
+        pk->callback(pk->data, b->data, b->len); /* already msgpack */
+}
+
+void jq_op_pack_input(msgpack_packer *pk, const jq_op_t *op)
+{
+    msgpack_pack_map(pk, 4);
+    wire_pack_cstr(pk, "op");
+    wire_pack_cstr(pk, op->def->name);
+    wire_pack_cstr(pk, "args");
+    jq_blob_pack(pk, &op->args);
+    wire_pack_cstr(pk, "priority");
+    msgpack_pack_int(pk, op->input_priority);
+    wire_pack_cstr(pk, "depends");
+    msgpack_pack_array(pk, op->ndeps);
+    for (uint8_t k = 0; k < op->ndeps; k++) {
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int64(pk, op->deps[k].job_id);
+        int n = 0;
+        for (int s = 0; s < JQ_STATUS__COUNT; s++)
+            n += (op->deps[k].status_mask >> s) & 1;
+        msgpack_pack_array(pk, (size_t)n);
+        for (int s = 0; s < JQ_STATUS__COUNT; s++)
+            if ((op->deps[k].status_mask >> s) & 1)
+                wire_pack_cstr(pk, jq_status_name((jq_status_t)s));
+    }
+}
+
+static void pack_op_log(msgpack_packer *pk, const jq_op_t *op)
+{
+    msgpack_pack_array(pk, op->nlog);
+    for (uint32_t k = 0; k < op->nlog; k++)
+        jq_blob_pack(pk, &op->log[k]);
+}
+
+void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
+{
+    uint32_t n = job->nops;
+    switch (f) {
+    case JQ_F_ID:
+        msgpack_pack_uint64(pk, job->id);
+        return;
+    case JQ_F_STATUS:
+        wire_pack_cstr(pk, jq_status_name((jq_status_t)job->status));
+        return;
+    case JQ_F_PRIORITY:
+        msgpack_pack_int(pk, jq_job_priority(job));
+        return;
+    case JQ_F_ARCHIVED:
+        if (job->archived)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        return;
+    case JQ_F_RECEIVED_TS:
+        wire_pack_ts(pk, job->received_ts);
+        return;
+    case JQ_F_START_TS:
+        wire_pack_ts(pk, job->start_ts);
+        return;
+    case JQ_F_END_TS:
+        wire_pack_ts(pk, job->end_ts);
+        return;
+    case JQ_F_LOG_SERIAL:
+        msgpack_pack_uint32(pk, job->log_serial);
+        return;
+    default:
+        break;
+    }
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const jq_op_t *op = &job->ops[i];
+        switch (f) {
+        case JQ_F_OPS: jq_op_pack_input(pk, op); break;
+        case JQ_F_OPRESULT: jq_blob_pack(pk, &op->result); break;
+        case JQ_F_OPSTATUS: wire_pack_cstr(pk, jq_status_name((jq_status_t)op->status)); break;
+        case JQ_F_OPLOG: pack_op_log(pk, op); break;
+        case JQ_F_OPSTART: wire_pack_ts(pk, op->start_ts); break;
+        case JQ_F_OPEXEC: wire_pack_ts(pk, op->exec_ts); break;
+        case JQ_F_OPEND: wire_pack_ts(pk, op->end_ts); break;
+        case JQ_F_OPPRIORITY: msgpack_pack_int(pk, op->priority); break;
+        case JQ_F_SUMMARY: wire_pack_cstr(pk, op->summary ? op->summary : op->def->name); break;
+        default: msgpack_pack_nil(pk); break;
+        }
+    }
+}

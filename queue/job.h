@@ -1,0 +1,167 @@
+/* job.h: the job model — jobs, opcodes, statuses, the job log, priorities
+ * and dependencies — with Ganeti's semantics (../shared/JOBMODEL.md §1).
+ *
+ * A job is one allocation: the header and its opcodes. Opcode arguments,
+ * results and log entries are kept as msgpack-encoded blobs, exactly as they
+ * travel on the wire, so answering a query or building a change record
+ * copies bytes and never re-encodes.
+ *
+ * Every state transition is a function of (job, now, delta): it changes the
+ * job and records in the delta which opcodes and log entries changed, from
+ * which the table builds the change record. No function here locks, sleeps
+ * or reads the clock; callers hold the job's shard write lock.
+ */
+#ifndef JOBQ_JOB_H
+#define JOBQ_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    JQ_QUEUED = 0,
+    JQ_WAITING,
+    JQ_CANCELING,
+    JQ_RUNNING,
+    JQ_CANCELED,
+    JQ_SUCCESS,
+    JQ_ERROR,
+    JQ_STATUS__COUNT
+} jq_status_t;
+
+#define JQ_PRIO_HIGHEST (-20)
+#define JQ_PRIO_LOWEST 19
+#define JQ_PRIO_DEFAULT 0
+
+const char *jq_status_name(jq_status_t s);
+/* 0 and *out on success, -1 for a name that is not a status. */
+int jq_status_parse(const char *name, size_t len, jq_status_t *out);
+static inline bool jq_status_final(jq_status_t s)
+{
+    return s == JQ_CANCELED || s == JQ_SUCCESS || s == JQ_ERROR;
+}
+/* Submittable priorities: -10, 0, 10. */
+bool jq_priority_submittable(int64_t prio);
+
+typedef struct {
+    char *data; /* msgpack bytes; NULL means nil */
+    uint32_t len;
+} jq_blob_t;
+
+/* One dependency: job id and the final statuses accepted (bit per
+ * jq_status_t); an empty mask means any final status, except canceled. */
+typedef struct {
+    int64_t job_id;      /* negative only while a batch resolves it */
+    uint8_t status_mask;
+} jq_dep_t;
+
+struct jq_opdef;
+
+typedef struct {
+    const struct jq_opdef *def; /* the executor's definition; owns the name */
+    jq_blob_t args;             /* msgpack map as submitted */
+    jq_blob_t result;           /* msgpack value, nil until the opcode ends */
+    char *summary;              /* e.g. "test.delay(0.2)" */
+    jq_dep_t *deps;             /* resolved to absolute ids */
+    jq_blob_t *log;             /* each a msgpack [serial, ts, type, msg] */
+    int64_t start_ts, exec_ts, end_ts; /* microseconds since epoch, 0 unset */
+    uint32_t nlog, caplog;
+    uint8_t ndeps;
+    uint8_t status;             /* jq_status_t */
+    int8_t priority;            /* current */
+    int8_t input_priority;      /* as submitted, never changes */
+} jq_op_t;
+
+/* Where the scheduler stands with a job; read and written under the job's
+ * shard lock so that a stale run-queue entry can be told from a live one. */
+typedef enum {
+    JQ_SCHED_QUEUED = 0, /* an entry with sched_gen is in the run queue */
+    JQ_SCHED_DEPWAIT,    /* parked until a dependency finishes */
+    JQ_SCHED_ACTIVE,     /* an executor holds it */
+    JQ_SCHED_DONE        /* final: nobody schedules it again */
+} jq_sched_state_t;
+
+typedef struct jq_job {
+    uint64_t id;
+    int64_t received_ts, start_ts, end_ts;
+    uint64_t change_serial;  /* serial of the last change record */
+    uint32_t log_serial;     /* last log serial handed out */
+    uint32_t sched_gen;      /* bumped when run-queue entries go stale */
+    uint32_t nops;
+    uint8_t status;          /* cached derived status, see jq_job_derive */
+    uint8_t sched_state;     /* jq_sched_state_t */
+    int8_t runner;           /* executor index running it, -1 none */
+    bool archived;
+    jq_op_t ops[];
+} jq_job_t;
+
+/* What one transition changed: a range of opcodes and the log entries
+ * appended, so the change record carries exactly the delta. */
+typedef struct {
+    int op_lo, op_hi;        /* changed opcodes [lo, hi]; lo > hi: none */
+    uint32_t log_from;       /* log entries with serial > log_from are new */
+    bool job_changed;        /* job timestamps or priority changed */
+} jq_delta_t;
+
+void jq_delta_init(jq_delta_t *d, const jq_job_t *job);
+void jq_delta_mark(jq_delta_t *d, int op_index);
+bool jq_delta_empty(const jq_delta_t *d, const jq_job_t *job);
+
+/* Allocation. _new returns a job with nops queued opcodes, all fields zero
+ * but status; the caller fills opcodes (def, args...). _destroy frees the
+ * job and everything it owns, and nulls the pointer. */
+jq_job_t *jq_job_new(uint64_t id, uint32_t nops, int64_t now);
+void jq_job_destroy(jq_job_t **job);
+
+/* Derived status (JOBMODEL §1.4) and priority (§1.6). */
+jq_status_t jq_job_derive_status(const jq_job_t *job);
+int jq_job_priority(const jq_job_t *job);
+/* Index of the first opcode not in success, or nops when all are. */
+uint32_t jq_job_current_op(const jq_job_t *job);
+/* Age reference for auto-archive: end, else start, else received. */
+int64_t jq_job_age_ref(const jq_job_t *job);
+
+/* Transitions. Each returns 0 when it applied, -1 when the job was not in
+ * a state that allows it (nothing changed). */
+
+/* Executor picks the job up: the current opcode goes queued → waiting.
+ * The opcode's and job's start timestamps are set if unset. */
+int jq_job_pickup(jq_job_t *job, int64_t now, jq_delta_t *d);
+/* Current opcode waiting → running (exec timestamp). */
+int jq_job_op_running(jq_job_t *job, int64_t now, jq_delta_t *d);
+/* Append a log entry to the current opcode. type and msg are strings. */
+int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
+               size_t msglen, jq_delta_t *d);
+/* Current opcode ends. On success result (owned, moved) is stored and the
+ * job reads queued again if opcodes remain. On error result is stored and
+ * every later opcode becomes error "Preceding opcode failed". */
+int jq_job_op_finish(jq_job_t *job, int64_t now, bool success, jq_blob_t *result,
+                     jq_delta_t *d);
+/* Every unfinished opcode from the current one becomes error with message
+ * (used for shutdown and restart recovery, and dependency errors). */
+int jq_job_fail(jq_job_t *job, int64_t now, const char *message, jq_delta_t *d);
+/* Unfinished opcodes become canceled with "Job canceled by request". */
+int jq_job_mark_canceled(jq_job_t *job, int64_t now, jq_delta_t *d);
+
+typedef enum {
+    JQ_CANCEL_DONE,        /* was queued: canceled now */
+    JQ_CANCEL_PENDING,     /* was waiting or running: canceling */
+    JQ_CANCEL_TOO_LATE     /* canceling or final */
+} jq_cancel_t;
+jq_cancel_t jq_job_cancel(jq_job_t *job, int64_t now, jq_delta_t *d);
+
+typedef enum {
+    JQ_PRIO_CHANGED,
+    JQ_PRIO_FINISHED,      /* job final */
+    JQ_PRIO_CANCELING,     /* job canceling */
+    JQ_PRIO_NO_PENDING     /* no queued or waiting opcode */
+} jq_prio_change_t;
+jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d);
+
+/* Blob helpers. */
+int jq_blob_set(jq_blob_t *b, const void *data, size_t len);
+void jq_blob_free(jq_blob_t *b);
+/* msgpack ["OpExecError", [message]] */
+int jq_blob_exec_error(jq_blob_t *b, const char *message);
+
+#endif

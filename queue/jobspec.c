@@ -1,0 +1,190 @@
+/* jobspec.c: validation of submitted opcodes (JOBMODEL §2.1, §1.7). */
+#include "jobspec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t len)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (strlen(set->defs[i]->name) == len && memcmp(set->defs[i]->name, name, len) == 0)
+            return set->defs[i];
+    return NULL;
+}
+
+static int pack_to_blob(const msgpack_object *o, jq_blob_t *b)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    b->data = sb.data;
+    b->len = (uint32_t)sb.size;
+    return b->data ? 0 : -1;
+}
+
+static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative,
+                                 jq_op_t *op, char *err, size_t errlen, unsigned idx)
+{
+    if (o->type == MSGPACK_OBJECT_NIL)
+        return JOBQ_ERR_NONE;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > JOBQ_MAX_DEPENDS) {
+        snprintf(err, errlen, "opcode %u: 'depends' must be a list of at most %d [job_id, [status...]] pairs",
+                 idx, JOBQ_MAX_DEPENDS);
+        return JOBQ_ERR_INVALID_DEPENDS;
+    }
+    uint32_t n = o->via.array.size;
+    if (n == 0)
+        return JOBQ_ERR_NONE;
+    op->deps = calloc(n, sizeof *op->deps);
+    if (!op->deps) {
+        snprintf(err, errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        const msgpack_object *pair = &o->via.array.ptr[k];
+        int64_t id;
+        if (pair->type != MSGPACK_OBJECT_ARRAY || pair->via.array.size != 2 ||
+            !wire_get_int(&pair->via.array.ptr[0], &id) ||
+            pair->via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY) {
+            snprintf(err, errlen, "opcode %u: dependency %u must be [job_id, [status...]]", idx, k);
+            return JOBQ_ERR_INVALID_DEPENDS;
+        }
+        if (id == 0 || (id < 0 && !allow_relative)) {
+            snprintf(err, errlen, "opcode %u has invalid dependencies: job id %lld%s", idx,
+                     (long long)id, id < 0 ? " is relative, allowed only in submit_many_jobs" : "");
+            return JOBQ_ERR_INVALID_DEPENDS;
+        }
+        const msgpack_object *sts = &pair->via.array.ptr[1];
+        uint8_t mask = 0;
+        for (uint32_t s = 0; s < sts->via.array.size; s++) {
+            const msgpack_object *so = &sts->via.array.ptr[s];
+            jq_status_t st;
+            if (so->type != MSGPACK_OBJECT_STR ||
+                jq_status_parse(so->via.str.ptr, so->via.str.size, &st) < 0 ||
+                !jq_status_final(st)) {
+                snprintf(err, errlen, "opcode %u: dependency on job %lld may only name final statuses (canceled, success, error)",
+                         idx, (long long)id);
+                return JOBQ_ERR_INVALID_DEPENDS;
+            }
+            mask |= (uint8_t)(1u << st);
+        }
+        op->deps[k].job_id = id;
+        op->deps[k].status_mask = mask;
+    }
+    op->ndeps = (uint8_t)n;
+    return JOBQ_ERR_NONE;
+}
+
+static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsigned idx,
+                            bool allow_relative, jq_op_t *op, char *err, size_t errlen)
+{
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        snprintf(err, errlen, "opcode %u is not a map {op, args, priority, depends}", idx);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    const msgpack_object *name = wire_map_get(o, "op");
+    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
+        name->via.str.size > JOBQ_MAX_OP_NAME) {
+        snprintf(err, errlen, "opcode %u has no 'op' name", idx);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    op->def = jq_opset_find(set, name->via.str.ptr, name->via.str.size);
+    if (!op->def) {
+        snprintf(err, errlen, "opcode %u: unknown opcode '%.*s'", idx,
+                 (int)name->via.str.size, name->via.str.ptr);
+        return JOBQ_ERR_UNKNOWN_OPCODE;
+    }
+    const msgpack_object *args = wire_map_get(o, "args");
+    msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+    if (!args || args->type == MSGPACK_OBJECT_NIL)
+        args = &empty;
+    if (args->type != MSGPACK_OBJECT_MAP) {
+        snprintf(err, errlen, "opcode %u (%s): 'args' must be a map", idx, op->def->name);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    char why[256];
+    if (op->def->validate(args, why, sizeof why) < 0) {
+        snprintf(err, errlen, "opcode %u (%s): %s", idx, op->def->name, why);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    int64_t prio = JQ_PRIO_DEFAULT;
+    const msgpack_object *po = wire_map_get(o, "priority");
+    if (po && po->type != MSGPACK_OBJECT_NIL) {
+        if (!wire_get_int(po, &prio) || !jq_priority_submittable(prio)) {
+            snprintf(err, errlen, "opcode %u has invalid priority, allowed are -10, 0, 10", idx);
+            return JOBQ_ERR_INVALID_PRIORITY;
+        }
+    }
+    op->priority = op->input_priority = (int8_t)prio;
+    const msgpack_object *deps = wire_map_get(o, "depends");
+    if (deps) {
+        jobq_code_t rc = parse_depends(deps, allow_relative, op, err, errlen, idx);
+        if (rc != JOBQ_ERR_NONE)
+            return rc;
+    }
+    char summary[128];
+    op->def->summarize(args, summary, sizeof summary);
+    if (pack_to_blob(args, &op->args) < 0 || !(op->summary = strdup(summary))) {
+        snprintf(err, errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    op->status = JQ_QUEUED;
+    return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_jobspec_parse(const jq_opset_t *set, const msgpack_object *ops,
+                             bool allow_relative, int64_t now, jq_job_t **out,
+                             char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!ops || ops->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(err, errlen, "'ops' must be a list of opcodes");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    if (ops->via.array.size == 0) {
+        snprintf(err, errlen, "A job needs at least one opcode");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    if (ops->via.array.size > JOBQ_MAX_OPS_PER_JOB) {
+        snprintf(err, errlen, "a job may have at most %d opcodes", JOBQ_MAX_OPS_PER_JOB);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    jq_job_t *job = jq_job_new(0, ops->via.array.size, now);
+    if (!job) {
+        snprintf(err, errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    for (uint32_t i = 0; i < job->nops; i++) {
+        jobq_code_t rc = parse_op(set, &ops->via.array.ptr[i], i, allow_relative,
+                                  &job->ops[i], err, errlen);
+        if (rc != JOBQ_ERR_NONE) {
+            jq_job_destroy(&job);
+            return rc;
+        }
+    }
+    *out = job;
+    return JOBQ_ERR_NONE;
+}
+
+int jq_jobspec_resolve(jq_job_t *job, uint64_t id, const uint64_t *prev_ids,
+                       size_t nprev, char *err, size_t errlen)
+{
+    for (uint32_t i = 0; i < job->nops; i++)
+        for (uint8_t k = 0; k < job->ops[i].ndeps; k++) {
+            jq_dep_t *dep = &job->ops[i].deps[k];
+            if (dep->job_id > 0)
+                continue;
+            uint64_t back = (uint64_t)(-dep->job_id);
+            if (back > nprev || prev_ids[back - 1] == 0) {
+                snprintf(err, errlen, "Unable to resolve relative job ID %lld",
+                         (long long)dep->job_id);
+                return -1;
+            }
+            dep->job_id = (int64_t)prev_ids[back - 1];
+        }
+    job->id = id;
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* opdef.h: what the queue needs to know of an opcode — its name, how to
+ * validate its arguments at submit and how to summarise it — and the hooks
+ * an executor runs it with. Definitions are static and live for the
+ * process; the job model points at them instead of copying names. */
+#ifndef JOBQ_OPDEF_H
+#define JOBQ_OPDEF_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct jq_task jq_task_t; /* an executor's running opcode */
+
+typedef enum {
+    JQ_STEP_CONTINUE, /* call step again at the task's deadline */
+    JQ_STEP_SUCCESS,  /* done; the task's result is the opcode result */
+    JQ_STEP_FAIL      /* done; the task's error message says why */
+} jq_step_t;
+
+typedef struct jq_opdef {
+    const char *name;
+    /* Any thread. 0, or -1 with a message naming the bad argument. */
+    int (*validate)(const msgpack_object *args, char *err, size_t errlen);
+    /* Any thread. Writes "name(detail)" into buf. */
+    void (*summarize)(const msgpack_object *args, char *buf, size_t len);
+    /* Executor thread. Prepare the task from validated args; -1 fails the
+     * opcode with err. */
+    int (*start)(jq_task_t *task, const msgpack_object *args, char *err,
+                 size_t errlen);
+    /* Executor thread. Do the next piece of work without blocking. */
+    jq_step_t (*step)(jq_task_t *task);
+    /* Executor thread. Free what start allocated; called exactly once. */
+    void (*cleanup)(jq_task_t *task);
+} jq_opdef_t;
+
+typedef struct {
+    const jq_opdef_t *const *defs;
+    size_t count;
+} jq_opset_t;
+
+/* Definition named name (len bytes), or NULL. Any thread. */
+const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t len);
+
+#endif

@@ -1,0 +1,305 @@
+/* table.c: shards, their id-ordered job arrays and their outboxes. */
+#include "table.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    jq_job_t **jobs; /* ascending id */
+    size_t count, cap;
+} job_array_t;
+
+struct jq_shard {
+    pthread_rwlock_t lock;
+    job_array_t live;                   /* under lock */
+    job_array_t archived;               /* under lock */
+    uint64_t status_counts[JQ_STATUS__COUNT]; /* live jobs, under lock */
+    pthread_mutex_t outbox_mu;          /* leaf lock: outbox and its flush */
+    jq_change_t *outbox_head, *outbox_tail;
+    jq_table_t *table;
+} __attribute__((aligned(64)));
+
+struct jq_table {
+    jq_shard_t *shards;
+    unsigned nshards;
+    jq_sink_fn sink;
+    void *sink_ctx;
+    _Atomic uint64_t live;     /* live jobs, including reservations */
+    _Atomic uint64_t archived;
+    _Atomic uint64_t changes;
+};
+
+jq_table_t *jq_table_new(unsigned nshards, jq_sink_fn sink, void *sink_ctx)
+{
+    if (nshards == 0 || nshards > JQ_MAX_SHARDS)
+        return NULL;
+    jq_table_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->shards = aligned_alloc(64, sizeof(jq_shard_t) * nshards);
+    if (!t->shards) {
+        free(t);
+        return NULL;
+    }
+    memset(t->shards, 0, sizeof(jq_shard_t) * nshards);
+    t->nshards = nshards;
+    t->sink = sink;
+    t->sink_ctx = sink_ctx;
+    for (unsigned i = 0; i < nshards; i++) {
+        pthread_rwlock_init(&t->shards[i].lock, NULL);
+        pthread_mutex_init(&t->shards[i].outbox_mu, NULL);
+        t->shards[i].table = t;
+    }
+    return t;
+}
+
+static void array_free(job_array_t *a)
+{
+    for (size_t i = 0; i < a->count; i++)
+        jq_job_destroy(&a->jobs[i]);
+    free(a->jobs);
+    memset(a, 0, sizeof *a);
+}
+
+void jq_table_destroy(jq_table_t **tp)
+{
+    if (!tp || !*tp)
+        return;
+    jq_table_t *t = *tp;
+    for (unsigned i = 0; i < t->nshards; i++) {
+        jq_shard_t *sh = &t->shards[i];
+        array_free(&sh->live);
+        array_free(&sh->archived);
+        jq_change_list_free(&sh->outbox_head);
+        pthread_rwlock_destroy(&sh->lock);
+        pthread_mutex_destroy(&sh->outbox_mu);
+    }
+    free(t->shards);
+    free(t);
+    *tp = NULL;
+}
+
+unsigned jq_table_shard_count(const jq_table_t *t) { return t->nshards; }
+
+jq_shard_t *jq_table_shard_for(jq_table_t *t, uint64_t id)
+{
+    return &t->shards[id % t->nshards];
+}
+
+jq_shard_t *jq_table_shard_at(jq_table_t *t, unsigned index)
+{
+    return index < t->nshards ? &t->shards[index] : NULL;
+}
+
+bool jq_table_reserve(jq_table_t *t, uint64_t max_live)
+{
+    uint64_t cur = atomic_load(&t->live);
+    do {
+        if (cur >= max_live)
+            return false;
+    } while (!atomic_compare_exchange_weak(&t->live, &cur, cur + 1));
+    return true;
+}
+
+void jq_table_unreserve(jq_table_t *t) { atomic_fetch_sub(&t->live, 1); }
+uint64_t jq_table_live_count(jq_table_t *t) { return atomic_load(&t->live); }
+uint64_t jq_table_archived_count(jq_table_t *t) { return atomic_load(&t->archived); }
+uint64_t jq_table_changes(jq_table_t *t) { return atomic_load(&t->changes); }
+
+void jq_shard_rdlock(jq_shard_t *sh) { pthread_rwlock_rdlock(&sh->lock); }
+void jq_shard_rdunlock(jq_shard_t *sh) { pthread_rwlock_unlock(&sh->lock); }
+void jq_shard_wrlock(jq_shard_t *sh) { pthread_rwlock_wrlock(&sh->lock); }
+
+void jq_shard_wrunlock(jq_shard_t *sh)
+{
+    pthread_rwlock_unlock(&sh->lock);
+    /* Records were appended in the order they were made; holding the
+     * outbox mutex across the hand-off keeps two flushing threads from
+     * reordering them. */
+    pthread_mutex_lock(&sh->outbox_mu);
+    jq_change_t *head = sh->outbox_head;
+    sh->outbox_head = sh->outbox_tail = NULL;
+    if (head) {
+        if (sh->table->sink)
+            sh->table->sink(sh->table->sink_ctx, head);
+        else
+            jq_change_list_free(&head);
+    }
+    pthread_mutex_unlock(&sh->outbox_mu);
+}
+
+/* First index with jobs[i]->id > id. */
+static size_t array_upper(const job_array_t *a, uint64_t id)
+{
+    size_t lo = 0, hi = a->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a->jobs[mid]->id <= id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static jq_job_t *array_find(const job_array_t *a, uint64_t id)
+{
+    if (id == 0)
+        return NULL;
+    size_t i = array_upper(a, id - 1);
+    return i < a->count && a->jobs[i]->id == id ? a->jobs[i] : NULL;
+}
+
+static int array_insert(job_array_t *a, jq_job_t *job)
+{
+    if (a->count == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        jq_job_t **grown = realloc(a->jobs, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        a->jobs = grown;
+        a->cap = cap;
+    }
+    /* Ids arrive almost in order: the common case is an append. */
+    size_t i = a->count;
+    if (i && a->jobs[i - 1]->id >= job->id) {
+        i = array_upper(a, job->id);
+        if (i && a->jobs[i - 1]->id == job->id)
+            return -1;
+        memmove(&a->jobs[i + 1], &a->jobs[i], (a->count - i) * sizeof *a->jobs);
+    }
+    a->jobs[i] = job;
+    a->count++;
+    return 0;
+}
+
+jq_job_t *jq_shard_find(jq_shard_t *sh, uint64_t id)
+{
+    return array_find(&sh->live, id);
+}
+
+jq_job_t *jq_shard_find_any(jq_shard_t *sh, uint64_t id)
+{
+    jq_job_t *job = array_find(&sh->live, id);
+    return job ? job : array_find(&sh->archived, id);
+}
+
+static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
+                        jq_change_kind_t kind, int64_t now)
+{
+    job->change_serial++;
+    jq_change_t *c = jq_change_encode(job, kind, d, now);
+    if (!c) {
+        job->change_serial--;
+        return -1;
+    }
+    pthread_mutex_lock(&sh->outbox_mu);
+    if (sh->outbox_tail)
+        sh->outbox_tail->next = c;
+    else
+        sh->outbox_head = c;
+    sh->outbox_tail = c;
+    pthread_mutex_unlock(&sh->outbox_mu);
+    atomic_fetch_add_explicit(&sh->table->changes, 1, memory_order_relaxed);
+    return 0;
+}
+
+int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now)
+{
+    job->status = (uint8_t)jq_job_derive_status(job);
+    if (array_insert(&sh->live, job) < 0)
+        return -1;
+    sh->status_counts[job->status]++;
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    return queue_record(sh, job, &d, JQ_CHANGE_SUBMIT, now);
+}
+
+int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
+                  jq_change_kind_t kind, int64_t now)
+{
+    jq_status_t st = jq_job_derive_status(job);
+    if (!job->archived && st != job->status) {
+        sh->status_counts[job->status]--;
+        sh->status_counts[st]++;
+    }
+    job->status = (uint8_t)st;
+    if (jq_status_final(st))
+        job->sched_state = JQ_SCHED_DONE;
+    return queue_record(sh, job, d, kind, now);
+}
+
+static void array_remove_at(job_array_t *a, size_t i)
+{
+    memmove(&a->jobs[i], &a->jobs[i + 1], (a->count - i - 1) * sizeof *a->jobs);
+    a->count--;
+}
+
+static int move_to_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
+{
+    if (array_insert(&sh->archived, job) < 0)
+        return -1;
+    job->archived = true;
+    sh->status_counts[job->status]--;
+    atomic_fetch_sub(&sh->table->live, 1);
+    atomic_fetch_add(&sh->table->archived, 1);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    queue_record(sh, job, &d, JQ_CHANGE_ARCHIVE, now);
+    return 0;
+}
+
+int jq_shard_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
+{
+    if (job->archived || !jq_status_final((jq_status_t)job->status))
+        return -1;
+    size_t i = array_upper(&sh->live, job->id - 1);
+    if (i >= sh->live.count || sh->live.jobs[i] != job)
+        return -1;
+    if (move_to_archive(sh, job, now) < 0)
+        return -1;
+    array_remove_at(&sh->live, i);
+    return 0;
+}
+
+size_t jq_shard_auto_archive(jq_shard_t *sh, int64_t now, int64_t cutoff,
+                             uint64_t after_id, size_t max_examine,
+                             uint64_t *last_id, bool *done)
+{
+    job_array_t *a = &sh->live;
+    size_t i = array_upper(a, after_id), keep = i, archived = 0, examined = 0;
+    *last_id = after_id;
+    /* One compaction pass: kept jobs slide down over archived ones. */
+    for (; i < a->count; i++) {
+        jq_job_t *job = a->jobs[i];
+        if (examined < max_examine) {
+            examined++;
+            *last_id = job->id;
+            if (jq_status_final((jq_status_t)job->status) &&
+                (cutoff == INT64_MAX || jq_job_age_ref(job) < cutoff) &&
+                move_to_archive(sh, job, now) == 0) {
+                archived++;
+                continue;
+            }
+        }
+        a->jobs[keep++] = job;
+    }
+    a->count = keep;
+    /* Done when nothing live is left past the last id examined. */
+    *done = array_upper(a, *last_id) == a->count;
+    return archived;
+}
+
+size_t jq_shard_live_size(jq_shard_t *sh) { return sh->live.count; }
+size_t jq_shard_archived_size(jq_shard_t *sh) { return sh->archived.count; }
+size_t jq_shard_live_after(jq_shard_t *sh, uint64_t id) { return array_upper(&sh->live, id); }
+size_t jq_shard_archived_after(jq_shard_t *sh, uint64_t id) { return array_upper(&sh->archived, id); }
+jq_job_t *jq_shard_live_at(jq_shard_t *sh, size_t i) { return i < sh->live.count ? sh->live.jobs[i] : NULL; }
+jq_job_t *jq_shard_archived_at(jq_shard_t *sh, size_t i) { return i < sh->archived.count ? sh->archived.jobs[i] : NULL; }
+
+void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT])
+{
+    for (int s = 0; s < JQ_STATUS__COUNT; s++)
+        counts[s] += sh->status_counts[s];
+}

@@ -1,0 +1,99 @@
+/* table.h: the sharded job table.
+ *
+ * Jobs live in shards chosen by id (id % shard count), each behind a pthread
+ * rwlock. Queries take a shard's read lock, so readers of different (and of
+ * the same) shards run in parallel; a change to one job write-locks only its
+ * shard. Within a shard jobs are kept in id order (live and archived apart),
+ * so lookup is a binary search and listing pages without sorting.
+ *
+ * The write protocol, the only way a job changes:
+ *     jq_shard_wrlock(sh); job = jq_shard_find(sh, id);
+ *     ...transition job with a delta...; jq_shard_emit(sh, job, &d, kind, now);
+ *     jq_shard_wrunlock(sh);
+ * emit encodes the change record under the lock and appends it to the
+ * shard's outbox; wrunlock releases the lock and then hands the outbox to
+ * the table's sink, in order, so per-job order survives the hand-off. The
+ * sink runs outside the shard lock (under the small outbox mutex only) and
+ * must not block.
+ *
+ * Lock order: the scheduler mutex may be taken before a shard lock, never
+ * after. No code holds two shard locks.
+ */
+#ifndef JOBQ_TABLE_H
+#define JOBQ_TABLE_H
+
+#include "change.h"
+#include "job.h"
+
+#include <stdatomic.h>
+
+typedef struct jq_table jq_table_t;
+typedef struct jq_shard jq_shard_t;
+
+/* Receives a list of change records, in order; owns them. Called from the
+ * thread that unlocked the shard. */
+typedef void (*jq_sink_fn)(void *ctx, jq_change_t *head);
+
+#define JQ_DEFAULT_SHARDS 64
+#define JQ_MAX_SHARDS 4096
+
+jq_table_t *jq_table_new(unsigned nshards, jq_sink_fn sink, void *sink_ctx);
+/* Frees every job; no other thread may use the table. */
+void jq_table_destroy(jq_table_t **t);
+
+unsigned jq_table_shard_count(const jq_table_t *t);
+jq_shard_t *jq_table_shard_for(jq_table_t *t, uint64_t job_id);
+jq_shard_t *jq_table_shard_at(jq_table_t *t, unsigned index);
+
+/* Any thread: reserve room for one live job below max (atomically), or
+ * give a reservation back. Keeps the queue limit exact under concurrency. */
+bool jq_table_reserve(jq_table_t *t, uint64_t max_live);
+void jq_table_unreserve(jq_table_t *t);
+uint64_t jq_table_live_count(jq_table_t *t);
+uint64_t jq_table_archived_count(jq_table_t *t);
+/* Change records produced so far (any thread). */
+uint64_t jq_table_changes(jq_table_t *t);
+
+void jq_shard_rdlock(jq_shard_t *sh);
+void jq_shard_rdunlock(jq_shard_t *sh);
+void jq_shard_wrlock(jq_shard_t *sh);
+/* Unlock, then hand the outbox to the sink. */
+void jq_shard_wrunlock(jq_shard_t *sh);
+
+/* Under a lock: the live job with that id, or NULL. */
+jq_job_t *jq_shard_find(jq_shard_t *sh, uint64_t id);
+/* Under a lock: live or archived. */
+jq_job_t *jq_shard_find_any(jq_shard_t *sh, uint64_t id);
+
+/* Under the write lock: add a job (reserved with jq_table_reserve) and emit
+ * its submit record. The table owns it on success; -1 when out of memory
+ * or the id is taken (job untouched, reservation kept). */
+int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now);
+/* Under the write lock: refresh the job's cached status and the shard's
+ * counters, advance its change serial and queue the change record. */
+int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
+                  jq_change_kind_t kind, int64_t now);
+/* Under the write lock: move a final live job to the archive (emits the
+ * archive record). -1 when it is not live or not final. */
+int jq_shard_archive(jq_shard_t *sh, jq_job_t *job, int64_t now);
+
+/* Under the write lock: archive final live jobs with id > after_id whose
+ * age reference is older than cutoff (INT64_MAX: any), examining at most
+ * max_examine live jobs. Returns the number archived; *last_id is the last
+ * id examined, *done true when the shard's end was reached. */
+size_t jq_shard_auto_archive(jq_shard_t *sh, int64_t now, int64_t cutoff,
+                             uint64_t after_id, size_t max_examine,
+                             uint64_t *last_id, bool *done);
+
+/* Under a lock: listing helpers. */
+size_t jq_shard_live_size(jq_shard_t *sh);
+size_t jq_shard_archived_size(jq_shard_t *sh);
+/* Index of the first live (archived) job with id > after_id. */
+size_t jq_shard_live_after(jq_shard_t *sh, uint64_t after_id);
+size_t jq_shard_archived_after(jq_shard_t *sh, uint64_t after_id);
+jq_job_t *jq_shard_live_at(jq_shard_t *sh, size_t index);
+jq_job_t *jq_shard_archived_at(jq_shard_t *sh, size_t index);
+/* Under a lock: live jobs by cached status, added into counts. */
+void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT]);
+
+#endif
