@@ -1,0 +1,28 @@
+# deps.sh: install the Debian 12 packages jobq needs, only those missing.
+# Sourced by scripts/run and scripts/test; needs root or sudo for apt-get.
+JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
+libmsgpack-dev libcmocka-dev libjansson-dev python3-zmq python3-msgpack \
+python3-pytest procps"
+
+jobq_install_deps() {
+    local missing=() p
+    for p in $JOBQ_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "installing: ${missing[*]}" >&2
+    $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+}
+
+# jobq_build DIR [cmake args...]: configure and build into DIR.
+jobq_build() {
+    local dir=$1
+    shift
+    cmake -S "$JOBQ_TOP" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null &&
+        cmake --build "$dir" -j"$(nproc)"
+}
