@@ -15,6 +15,10 @@
 #include <unistd.h>
 #include <zmq.h>
 
+/* libzmq's context option ZMQ_ZERO_COPY_RECV (10): declared only in its
+ * draft API, but honoured by the stable library too. */
+#define JQ_ZMQ_ZERO_COPY_RECV 10
+
 /* The change sink of this version: records are counted and released.
  * Publishing (PUB socket), storing and replicating them consume the same
  * records in later stages. Any thread, called under a shard's outbox
@@ -107,8 +111,14 @@ int main(int argc, char **argv)
     d->zctx = zmq_ctx_new();
     d->table = jq_table_new(d->cfg.shards, consume_changes, d);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
-    if (d->zctx)
+    if (d->zctx) {
         zmq_ctx_set(d->zctx, ZMQ_MAX_SOCKETS, 1024);
+        /* Without zero-copy receive libzmq keeps one plain 8 KB input
+         * buffer per connection instead of a buffer plus a table of
+         * reference counts: ~10 KB less per idle client. Requests are
+         * small; copying them costs nothing measurable. */
+        zmq_ctx_set(d->zctx, JQ_ZMQ_ZERO_COPY_RECV, 0);
+    }
     if (d->table && d->sched)
         d->executors = jq_executors_new(d->table, d->sched, d->ops, d->cfg.executors);
     rc = 1;
