@@ -38,8 +38,12 @@ static int delay_parse(const msgpack_object *args, delay_state_t *st, char *err,
 {
     double duration;
     const msgpack_object *d = wire_map_get(args, "duration");
-    if (!d || !wire_get_number(d, &duration) || duration < 0 || duration > DELAY_MAX_SECONDS) {
-        snprintf(err, len, "'duration' is required: seconds, a number from 0 to %.0f",
+    if (!d || d->type == MSGPACK_OBJECT_NIL) {
+        snprintf(err, len, "'duration' (seconds) is required");
+        return -1;
+    }
+    if (!wire_get_number(d, &duration) || duration < 0 || duration > DELAY_MAX_SECONDS) {
+        snprintf(err, len, "'duration' must be a number of seconds from 0 to %.0f",
                  DELAY_MAX_SECONDS);
         return -1;
     }

@@ -311,13 +311,18 @@ jobq_code_t jq_handle_archive_job(jq_call_t *c)
 jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c)
 {
     jq_daemon_t *d = c->d;
-    int64_t age, timeout;
-    if (jq_arg_int(c, "age", true, -1, INT64_MAX / 1000000, &age) < 0 ||
-        jq_arg_int(c, "timeout", true, 0, 86400 * 365, &timeout) < 0)
+    int64_t age;
+    double timeout;
+    if (jq_arg_int(c, "age", true, -1, INT64_MAX / 1000000, &age) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
+    if (!wire_get_number(wire_map_get(c->args, "timeout"), &timeout) || timeout < 0 ||
+        timeout > 86400.0 * 365) {
+        snprintf(c->err, c->errlen, "argument 'timeout' (seconds, a number >= 0) is required");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
     int64_t now = jq_now_wall();
     int64_t cutoff = age < 0 ? INT64_MAX : now - age * 1000000;
-    int64_t deadline = jq_now_mono() + timeout * 1000000;
+    int64_t deadline = jq_now_mono() + (int64_t)(timeout * 1e6);
     uint64_t archived = 0, remaining = 0;
     unsigned nshards = jq_table_shard_count(d->table);
     bool out_of_time = false;

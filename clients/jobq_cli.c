@@ -1,0 +1,264 @@
+/* jobq_cli.c: main() of jobq, the command-line client of the jobq daemon.
+ *
+ * In the spirit of Ganeti's gnt-job: one subcommand per queue operation,
+ * text for people by default and JSON with --json. This file holds the
+ * command table with every help text, the global options and the dispatch;
+ * the commands live in jobq_cli_submit.c, jobq_cli_query.c,
+ * jobq_cli_watch.c and jobq_cli_admin.c. docs/cli.md is the reference and
+ * must match what is written here.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobq_cli.h"
+
+#define DEFAULT_ENDPOINT "ipc://" JOBQ_DEFAULT_DATA_DIR "/jobq.sock"
+
+static int cmd_help(cli_t *cli, int argc, char **argv);
+
+static const cli_command_t commands[] = {
+    {"submit", cmd_submit, "OP [KEY=VALUE...] [OPTIONS]", "submit a job of one opcode",
+     "Each VALUE is read as JSON when it is valid JSON (duration=0.2 is a number,\n"
+     "fail=true a boolean, name=null null, 'tags=[1,2]' a list) and taken as a\n"
+     "string otherwise (name=foo). Prints the new job id alone on stdout.\n"
+     "\n"
+     "Options:\n"
+     "  -a, --args JSON          opcode arguments as a JSON object; KEY=VALUE words\n"
+     "                           are merged into it and win over its keys\n"
+     "  -p, --priority P         opcode priority: -10 (high), 0 (default) or 10 (low)\n"
+     "  -d, --depends ID[:S,S]   depend on job ID finishing with one of the statuses\n"
+     "                           S (success, error, canceled); without statuses any\n"
+     "                           final status will do, except that a canceled\n"
+     "                           dependency cancels this job. Repeatable.\n"
+     "      --ignore-drain       submit even while the queue is drained\n"},
+    {"submit-many", cmd_submit_many, "FILE [OPTIONS]", "submit several jobs in one call",
+     "FILE ('-' for stdin) holds a JSON list of jobs. A job is a list of opcodes,\n"
+     "or an object {\"ops\": [opcode...]}; an opcode is an object\n"
+     "{\"op\": NAME, \"args\": {...}, \"priority\": P, \"depends\": [[ID, [S...]]...]}\n"
+     "where only \"op\" is required. A negative dependency ID is relative: -1 is\n"
+     "the previous job of the same FILE, -2 the one before it.\n"
+     "Prints one line per job: its id, or \"error: MESSAGE\". Exits 1 when any\n"
+     "job was refused, 2 when FILE cannot be read or is not such a list.\n"
+     "\n"
+     "Options:\n"
+     "      --ignore-drain       submit even while the queue is drained\n"},
+    {"list", cmd_list, "[OPTIONS]", "list jobs as a table",
+     "Lists every live job in id order (paging through the daemon's answers as\n"
+     "needed), one row per job. Default columns: id, status, priority, summary.\n"
+     "Per-opcode lists are joined by \",\", timestamps are shown as ISO-8601 local\n"
+     "time, a missing value as \"-\".\n"
+     "\n"
+     "Options:\n"
+     "  -o, --output FIELDS      comma-separated fields to show; \"+FIELDS\" adds\n"
+     "                           them to the default columns. Fields: id, status,\n"
+     "                           priority, archived, ops, opresult, opstatus, oplog,\n"
+     "                           opstart, opexec, opend, oppriority, summary,\n"
+     "                           received_ts, start_ts, end_ts, log_serial\n"
+     "      --status S[,S...]    only jobs with one of these statuses (queued,\n"
+     "                           waiting, canceling, running, canceled, success,\n"
+     "                           error); repeatable\n"
+     "  -n, --limit N            show at most N jobs (the first N in id order)\n"
+     "      --page-size N        rows asked for per request (default 10000)\n"
+     "      --archived           include archived jobs\n"
+     "      --no-headers         do not print the header line\n"
+     "With --json, prints {\"fields\": [...], \"rows\": [[...]...], \"more\": B},\n"
+     "where more is true when --limit left jobs out.\n"},
+    {"info", cmd_info, "ID...", "show the details of jobs",
+     "For each job: status, priority, whether archived, received/start/end times,\n"
+     "and for each opcode its name, status, priority, summary, arguments (JSON),\n"
+     "dependencies, timestamps, result (JSON) and log entries. Timestamps are\n"
+     "ISO-8601 local time with microseconds. A job that does not exist is\n"
+     "reported on stderr (exit code 1); the others are still shown.\n"
+     "With --json, prints a list with one object per job found, keyed by field.\n"},
+    {"watch", cmd_watch, "ID", "follow a job until it ends",
+     "Prints each log entry of the job once, as \"TIMESTAMP message\" (entries of\n"
+     "another type than \"message\" as \"TIMESTAMP [type] message\"), and each\n"
+     "status change as \"status: STATUS\", until the job ends. With --json, each\n"
+     "line is a JSON object: {\"log\": [serial, timestamp, type, message]} or\n"
+     "{\"status\": STATUS}. Polls the daemon every 50 ms (100 ms after the first\n"
+     "second).\n"
+     "\n"
+     "Exit codes: 0 the job ended success; 1 it ended error or canceled; 2 any\n"
+     "other failure (no such job, daemon unreachable, bad command line).\n"},
+    {"cancel", cmd_cancel, "ID", "cancel a job",
+     "A queued job is canceled at once; a waiting or running one is marked\n"
+     "canceling and ends canceled shortly after. Prints the daemon's message;\n"
+     "when the job cannot be canceled (not found, already finished or\n"
+     "canceling) the message goes to stderr and the exit code is 1.\n"
+     "With --json, prints the daemon's answer [ok, message].\n"},
+    {"priority", cmd_priority, "ID P", "change the priority of a job's pending opcodes",
+     "P is -10 (high), 0 or 10 (low); any other integer is sent and refused by\n"
+     "the daemon (InvalidPriority). Prints the daemon's message; when nothing\n"
+     "changed (job not found, finished, canceling, no pending opcode) the\n"
+     "message goes to stderr and the exit code is 1.\n"
+     "With --json, prints the daemon's answer [ok, message].\n"},
+    {"archive", cmd_archive, "ID...", "move finished jobs to the archive",
+     "Archives each job in turn. A job that is not found, already archived or\n"
+     "not finished is reported on stderr and makes the exit code 1.\n"
+     "With --json, prints [{\"id\": ID, \"archived\": B}...].\n"},
+    {"autoarchive", cmd_autoarchive, "AGE [--timeout S]", "archive old finished jobs",
+     "Archives the finished jobs whose end (else start, else received) time is\n"
+     "more than AGE ago. AGE is in seconds, with an optional suffix s, m, h or d\n"
+     "(30s, 5m, 2h, 1d); \"all\" (or -1) archives every finished job.\n"
+     "Prints how many jobs were archived and how many were left unexamined\n"
+     "because the time budget ran out (run it again for those).\n"
+     "\n"
+     "Options:\n"
+     "      --timeout S          work budget of the daemon in seconds (s/m/h/d\n"
+     "                           suffixes allowed; rounded up to whole seconds).\n"
+     "                           Default: (call timeout - 1) / 2 rounded down, at\n"
+     "                           least 1: 14 s with the default call timeout.\n"
+     "                           Here, after the command, --timeout is this budget;\n"
+     "                           use -t, or --timeout before the command, for the\n"
+     "                           call timeout. The call waits at least the budget\n"
+     "                           plus 5 s.\n"
+     "With --json, prints [archived, remaining].\n"},
+    {"drain", cmd_drain, "on|off", "set or clear the drain flag",
+     "While the flag is set the daemon refuses submissions (Drained) except those\n"
+     "made with --ignore-drain; queued and running jobs are not affected.\n"
+     "With --json, prints true.\n"},
+    {"stats", cmd_stats, "", "show the daemon's counters",
+     "Prints one \"name: value\" line per counter; nested maps give dotted names\n"
+     "(jobs.running, requests.submit_job, errors.QueueFull...).\n"
+     "With --json, prints the daemon's map.\n"},
+    {"shutdown", cmd_shutdown, "", "stop the daemon",
+     "The daemon acknowledges, refuses new submissions, interrupts running\n"
+     "opcodes (they end error) and exits. With --json, prints true.\n"},
+    {"ping", cmd_ping, "", "check that the daemon answers",
+     "Prints the daemon's version, protocol version and clock, and the round trip\n"
+     "time. With --json, prints the daemon's answer {version, protocol, time}.\n"},
+    {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+static const char common_help[] =
+    "Common options (before or after the command):\n"
+    "  -s, --server ENDPOINT    daemon endpoint; default $JOBQ_ENDPOINT, else\n"
+    "                           " DEFAULT_ENDPOINT "\n"
+    "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
+    "                           (default 30; s/m/h/d suffixes allowed)\n"
+    "      --json               print machine-readable JSON instead of text\n"
+    "  -h, --help               show this help\n";
+
+void cli_print_help(const cli_command_t *cmd)
+{
+    if (!cmd) {
+        printf("Usage: jobq [OPTIONS] COMMAND [ARGS...]\n\n"
+               "Client of the jobq job-queue daemon (jobqd).\n\nCommands:\n");
+        int width = 0;
+        for (size_t i = 0; i < NCOMMANDS; i++) {
+            int n = (int)(strlen(commands[i].name) + 1 + strlen(commands[i].synopsis));
+            width = n > width ? n : width;
+        }
+        for (size_t i = 0; i < NCOMMANDS; i++) {
+            char left[128];
+            snprintf(left, sizeof left, "%s %s", commands[i].name, commands[i].synopsis);
+            printf("  %-*s  %s\n", width, left, commands[i].summary);
+        }
+        printf("\n%s\n", common_help);
+        printf("Exit codes: 0 success; 1 the operation failed (daemon error, daemon not\n"
+               "reachable, job not found...); 2 bad command line (watch: see\n"
+               "'jobq watch --help'). Errors are one line on stderr.\n"
+               "'jobq COMMAND --help' describes a command.\n");
+        return;
+    }
+    printf("Usage: jobq %s %s\n\n%c%s.\n", cmd->name, cmd->synopsis,
+           toupper((unsigned char)cmd->summary[0]), cmd->summary + 1);
+    if (*cmd->help)
+        printf("\n%s", cmd->help);
+    printf("\n%s", common_help);
+}
+
+static const cli_command_t *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int cmd_help(cli_t *cli, int argc, char **argv)
+{
+    char **pos;
+    int npos;
+    bool done;
+    int rc = cli_parse(cli, argc, argv, NULL, &pos, &npos, &done);
+    if (done)
+        goto out;
+    if (npos > 1) {
+        rc = cli_usage(cli, "unexpected argument '%s'", pos[1]);
+        goto out;
+    }
+    const cli_command_t *cmd = NULL;
+    if (npos == 1 && !(cmd = find_command(pos[0]))) {
+        rc = cli_usage(cli, "unknown command '%s'", pos[0]);
+        goto out;
+    }
+    cli_print_help(cmd);
+    rc = CLI_EXIT_OK;
+out:
+    free(pos);
+    return rc;
+}
+
+/* Index of the command word in argv: the first word that is not a global
+ * option or its value. */
+static int command_index(int argc, char **argv)
+{
+    int i = 1;
+    while (i < argc) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] == '\0')
+            return i;
+        if (strcmp(a, "--") == 0)
+            return i + 1;
+        if (strcmp(a, "-s") == 0 || strcmp(a, "-t") == 0 || strcmp(a, "--server") == 0 ||
+            strcmp(a, "--timeout") == 0)
+            i += 2;
+        else
+            i += 1;
+    }
+    return argc;
+}
+
+int main(int argc, char **argv)
+{
+    cli_t cli = {.timeout_ms = CLI_DEFAULT_TIMEOUT_MS, .endpoint = DEFAULT_ENDPOINT};
+    const char *env = getenv("JOBQ_ENDPOINT");
+    if (env && *env)
+        cli.endpoint = env;
+
+    /* Global options before the command. */
+    int ci = command_index(argc, argv);
+    char **pos;
+    int npos;
+    bool done;
+    int rc = cli_parse(&cli, ci, argv, NULL, &pos, &npos, &done);
+    if (!done && npos) { /* a negative number where the command should be */
+        fprintf(stderr, "jobq: unknown command '%s' (see 'jobq --help')\n", pos[0]);
+        rc = CLI_EXIT_USAGE;
+        done = true;
+    }
+    free(pos);
+    if (done)
+        return rc;
+    if (ci >= argc) {
+        fprintf(stderr, "jobq: missing command (see 'jobq --help')\n");
+        return CLI_EXIT_USAGE;
+    }
+    cli.cmd = find_command(argv[ci]);
+    if (!cli.cmd) {
+        fprintf(stderr, "jobq: unknown command '%s' (see 'jobq --help')\n", argv[ci]);
+        return CLI_EXIT_USAGE;
+    }
+    rc = cli.cmd->fn(&cli, argc - ci, argv + ci);
+    jobq_client_destroy(&cli.client);
+    if (fflush(stdout) != 0 && rc == CLI_EXIT_OK) {
+        perror("jobq: stdout");
+        rc = CLI_EXIT_FAIL;
+    }
+    return rc;
+}

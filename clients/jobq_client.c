@@ -1,0 +1,475 @@
+/* jobq_client.c: libjobq, the C client of the jobq daemon (see jobq.h).
+ *
+ * Design: one DEALER socket per client object, in a ZeroMQ context of its
+ * own so that objects are fully independent (and destroying one never
+ * blocks: linger is 0). All traffic goes through jobq_call(), the only
+ * place where requests are encoded, sent, and matched with their replies;
+ * the per-method functions below it only build arguments and check the
+ * shape of the result.
+ *
+ * Matching: request ids come from a per-client counter, so an id is never
+ * reused on this connection. A call that times out leaves its reply in
+ * flight; the next call reads it, sees an id that is not its own and drops
+ * it. Keepalive replies ({"keepalive": true}) carry our id but are not the
+ * answer: they are skipped and do not extend the caller's deadline.
+ * Frames that are not a single msgpack map with a readable id cannot be
+ * matched to anything and are dropped as well.
+ */
+#include "jobq.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "jobq_json.h"
+
+#define REASON_MAX 512
+
+struct _jobq_client_t {
+    void *ctx;                  /* ZeroMQ context owned by this client */
+    void *sock;                 /* DEALER socket connected to endpoint */
+    char *endpoint;             /* endpoint as given to jobq_client_new */
+    char *ipc_path;             /* filesystem path of an ipc:// endpoint, else NULL */
+    uint64_t next_id;           /* request id of the next call */
+    jobq_code_t status;         /* code of the last failure, NONE after success */
+    char reason[REASON_MAX];    /* human text of the last failure */
+};
+
+static void set_error(jobq_client_t *self, jobq_code_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_error(jobq_client_t *self, jobq_code_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    self->status = code;
+    vsnprintf(self->reason, sizeof self->reason, fmt, ap);
+    va_end(ap);
+}
+
+static void set_ok(jobq_client_t *self)
+{
+    self->status = JOBQ_ERR_NONE;
+    self->reason[0] = '\0';
+}
+
+jobq_client_t *jobq_client_new(const char *endpoint)
+{
+    if (!endpoint || !*endpoint)
+        return NULL;
+    jobq_client_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->next_id = 1;
+    self->endpoint = strdup(endpoint);
+    if (!self->endpoint)
+        goto fail;
+    /* An ipc path that does not exist (and is not Linux's abstract
+     * namespace, "@name") means no daemon; we check at each call. */
+    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
+        self->ipc_path = strdup(endpoint + 6);
+        if (!self->ipc_path)
+            goto fail;
+    }
+    self->ctx = zmq_ctx_new();
+    if (!self->ctx)
+        goto fail;
+    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->sock)
+        goto fail;
+    int linger = 0;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self->sock, endpoint) != 0)
+        goto fail;
+    return self;
+fail:
+    jobq_client_destroy(&self);
+    return NULL;
+}
+
+void jobq_client_destroy(jobq_client_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    jobq_client_t *self = *self_p;
+    if (self->sock)
+        zmq_close(self->sock);
+    if (self->ctx)
+        zmq_ctx_term(self->ctx);
+    free(self->ipc_path);
+    free(self->endpoint);
+    free(self);
+    *self_p = NULL;
+}
+
+const char *jobq_client_endpoint(jobq_client_t *self)
+{
+    assert(self);
+    return self->endpoint;
+}
+
+jobq_code_t jobq_client_status(jobq_client_t *self)
+{
+    assert(self);
+    return self->status;
+}
+
+const char *jobq_client_reason(jobq_client_t *self)
+{
+    assert(self);
+    return self->reason;
+}
+
+/* Monotonic clock in milliseconds. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left before deadline (-1: no deadline), for zmq_poll. */
+static long remaining_ms(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t left = deadline - now_ms();
+    return left > 0 ? (long)left : 0;
+}
+
+/* Waits for events on the socket until deadline; returns 1 when ready,
+ * 0 on timeout, -1 on error. */
+static int wait_socket(jobq_client_t *self, short events, int64_t deadline)
+{
+    for (;;) {
+        zmq_pollitem_t item = {.socket = self->sock, .events = events};
+        int rc = zmq_poll(&item, 1, remaining_ms(deadline));
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return remaining_ms(deadline) == 0 ? 0 : 1;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static int send_request(jobq_client_t *self, const char *data, size_t size,
+                        int64_t deadline, int timeout_ms)
+{
+    for (;;) {
+        if (zmq_send(self->sock, data, size, ZMQ_DONTWAIT) >= 0)
+            return 0;
+        if (errno != EAGAIN && errno != EINTR) {
+            set_error(self, JOBQ_ERR_TRANSPORT, "cannot send: %s", zmq_strerror(errno));
+            return -1;
+        }
+        int rc = wait_socket(self, ZMQ_POLLOUT, deadline);
+        if (rc == 0) {
+            set_error(self, JOBQ_ERR_TIMEOUT, "request not sent within %g s",
+                      timeout_ms / 1000.0);
+            return -1;
+        }
+        if (rc < 0) {
+            set_error(self, JOBQ_ERR_TRANSPORT, "cannot send: %s", zmq_strerror(errno));
+            return -1;
+        }
+    }
+}
+
+/* Handles one received frame. Returns 1 when it was the reply to request
+ * id (status and *result set, 0/-1 outcome in *outcome), 0 when it was
+ * something to skip (stale, keepalive, unreadable). */
+static int handle_frame(jobq_client_t *self, const char *method, uint64_t id,
+                        const char *data, size_t size, json_t **result, int *outcome)
+{
+    msgpack_unpacked upk;
+    msgpack_unpacked_init(&upk);
+    size_t off = 0;
+    int matched = 0;
+    if (msgpack_unpack_next(&upk, data, size, &off) != MSGPACK_UNPACK_SUCCESS)
+        goto done;  /* not msgpack: cannot tell whose it is */
+    wire_reply_t rep;
+    int rc = wire_reply_parse(&upk.data, &rep);
+    if (!rep.has_id || rep.id != id)
+        goto done;  /* stale reply to an earlier call, or unmatchable */
+    if (rc == 0 && rep.keepalive)
+        goto done;  /* not the answer yet; the deadline stays the caller's */
+    matched = 1;
+    *outcome = -1;
+    if (rc < 0 || off != size) {
+        set_error(self, JOBQ_ERR_MALFORMED, "malformed reply from the daemon to %s", method);
+    } else if (!rep.ok) {
+        if (rep.message_len)
+            set_error(self, rep.code, "%.*s", (int)rep.message_len, rep.message);
+        else
+            set_error(self, rep.code, "%s", jobq_code_name(rep.code));
+    } else {
+        char err[128];
+        json_t *value = NULL;
+        if (result) {
+            value = jobq_json_from_msgpack(rep.result, JOBQ_JSON_MAX_DEPTH, err, sizeof err);
+            if (!value) {
+                set_error(self, JOBQ_ERR_MALFORMED, "reply to %s cannot be decoded: %s",
+                          method, err);
+                goto done;
+            }
+            *result = value;
+        }
+        set_ok(self);
+        *outcome = 0;
+    }
+done:
+    msgpack_unpacked_destroy(&upk);
+    return matched;
+}
+
+int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
+              json_t **result, int timeout_ms)
+{
+    assert(self);
+    assert(method);
+    if (result)
+        *result = NULL;
+    if (args && !json_is_object(args)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments must be a JSON object", method);
+        return -1;
+    }
+    struct stat st;
+    if (self->ipc_path && stat(self->ipc_path, &st) != 0 && errno == ENOENT) {
+        set_error(self, JOBQ_ERR_TRANSPORT, "no socket file at %s (is jobqd running?)",
+                  self->ipc_path);
+        return -1;
+    }
+    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    uint64_t id = self->next_id++;
+
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    wire_request_begin(&pk, id, method);
+    char err[128];
+    int rc = 0;
+    if (args)
+        rc = jobq_json_to_msgpack(&pk, args, JOBQ_JSON_MAX_DEPTH - 1, err, sizeof err);
+    else
+        rc = msgpack_pack_map(&pk, 0);
+    if (rc < 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments cannot be encoded: %s",
+                  method, err);
+        msgpack_sbuffer_destroy(&sbuf);
+        return -1;
+    }
+    rc = send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (rc < 0)
+        return -1;
+
+    for (;;) {
+        int ready = wait_socket(self, ZMQ_POLLIN, deadline);
+        if (ready == 0) {
+            set_error(self, JOBQ_ERR_TIMEOUT, "no reply within %g s", timeout_ms / 1000.0);
+            return -1;
+        }
+        if (ready < 0) {
+            set_error(self, JOBQ_ERR_TRANSPORT, "cannot receive: %s", zmq_strerror(errno));
+            return -1;
+        }
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, self->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            set_error(self, JOBQ_ERR_TRANSPORT, "cannot receive: %s", zmq_strerror(errno));
+            return -1;
+        }
+        /* A reply is one frame; a multi-frame message is not ours to read. */
+        bool multipart = zmq_msg_more(&msg);
+        int outcome = -1;
+        int matched = 0;
+        if (!multipart)
+            matched = handle_frame(self, method, id, zmq_msg_data(&msg), zmq_msg_size(&msg),
+                                   result, &outcome);
+        zmq_msg_close(&msg);
+        while (multipart) {
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, self->sock, 0) < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            multipart = zmq_msg_more(&msg);
+            zmq_msg_close(&msg);
+        }
+        if (matched)
+            return outcome;
+    }
+}
+
+/* Calls method and checks that the result has the expected JSON type.
+ * Takes ownership of args. Returns the result (new reference) or NULL. */
+static json_t *call_typed(jobq_client_t *self, const char *method, json_t *args,
+                          json_type type, int timeout_ms)
+{
+    if (!args) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: invalid arguments", method);
+        return NULL;
+    }
+    json_t *result = NULL;
+    int rc = jobq_call(self, method, args, &result, timeout_ms);
+    json_decref(args);
+    if (rc < 0)
+        return NULL;
+    bool ok = json_typeof(result) == type ||
+              (type == JSON_TRUE && json_is_boolean(result));
+    if (!ok) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result type in the reply to %s", method);
+        json_decref(result);
+        return NULL;
+    }
+    return result;
+}
+
+json_t *jobq_ping(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
+}
+
+int jobq_submit_job(jobq_client_t *self, const json_t *ops, bool ignore_drain,
+                    uint64_t *id_out, int timeout_ms)
+{
+    if (!json_is_array(ops)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "submit_job: ops must be a JSON array");
+        return -1;
+    }
+    json_t *args = json_pack("{s:O, s:b}", "ops", (json_t *)ops, "ignore_drain", ignore_drain);
+    json_t *r = call_typed(self, "submit_job", args, JSON_INTEGER, timeout_ms);
+    if (!r)
+        return -1;
+    json_int_t id = json_integer_value(r);
+    json_decref(r);
+    if (id < 0) {
+        set_error(self, JOBQ_ERR_MALFORMED, "negative job id in the reply to submit_job");
+        return -1;
+    }
+    if (id_out)
+        *id_out = (uint64_t)id;
+    return 0;
+}
+
+json_t *jobq_submit_many_jobs(jobq_client_t *self, const json_t *jobs, bool ignore_drain,
+                              int timeout_ms)
+{
+    if (!json_is_array(jobs)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "submit_many_jobs: jobs must be a JSON array");
+        return NULL;
+    }
+    json_t *args = json_pack("{s:O, s:b}", "jobs", (json_t *)jobs, "ignore_drain", ignore_drain);
+    return call_typed(self, "submit_many_jobs", args, JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_query_jobs(jobq_client_t *self, const json_t *ids, const json_t *fields,
+                        const json_t *status, uint64_t after_id, uint64_t limit,
+                        bool archived, int timeout_ms)
+{
+    json_t *args = json_object();
+    if (!args)
+        return call_typed(self, "query_jobs", NULL, JSON_OBJECT, timeout_ms);
+    int rc = 0;
+    if (ids)
+        rc |= json_object_set(args, "ids", (json_t *)ids);
+    if (fields)
+        rc |= json_object_set(args, "fields", (json_t *)fields);
+    if (status)
+        rc |= json_object_set(args, "status", (json_t *)status);
+    if (after_id)
+        rc |= json_object_set_new(args, "after_id", json_integer((json_int_t)after_id));
+    if (limit)
+        rc |= json_object_set_new(args, "limit", json_integer((json_int_t)limit));
+    if (archived)
+        rc |= json_object_set_new(args, "archived", json_true());
+    if (rc != 0) {
+        json_decref(args);
+        args = NULL;
+    }
+    return call_typed(self, "query_jobs", args, JSON_OBJECT, timeout_ms);
+}
+
+json_t *jobq_cancel_job(jobq_client_t *self, uint64_t id, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I}", "id", (json_int_t)id);
+    return call_typed(self, "cancel_job", args, JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_change_job_priority(jobq_client_t *self, uint64_t id, int priority,
+                                 int timeout_ms)
+{
+    json_t *args = json_pack("{s:I, s:i}", "id", (json_int_t)id, "priority", priority);
+    return call_typed(self, "change_job_priority", args, JSON_ARRAY, timeout_ms);
+}
+
+int jobq_archive_job(jobq_client_t *self, uint64_t id, bool *archived_out, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I}", "id", (json_int_t)id);
+    json_t *r = call_typed(self, "archive_job", args, JSON_TRUE, timeout_ms);
+    if (!r)
+        return -1;
+    if (archived_out)
+        *archived_out = json_is_true(r);
+    json_decref(r);
+    return 0;
+}
+
+int jobq_auto_archive_jobs(jobq_client_t *self, int64_t age, int64_t budget_s,
+                           uint64_t *archived_out, uint64_t *remaining_out, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I, s:I}", "age", (json_int_t)age, "timeout",
+                             (json_int_t)budget_s);
+    json_t *r = call_typed(self, "auto_archive_jobs", args, JSON_ARRAY, timeout_ms);
+    if (!r)
+        return -1;
+    json_t *a = json_array_get(r, 0), *rem = json_array_get(r, 1);
+    if (json_array_size(r) != 2 || !json_is_integer(a) || !json_is_integer(rem) ||
+        json_integer_value(a) < 0 || json_integer_value(rem) < 0) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to auto_archive_jobs");
+        json_decref(r);
+        return -1;
+    }
+    if (archived_out)
+        *archived_out = (uint64_t)json_integer_value(a);
+    if (remaining_out)
+        *remaining_out = (uint64_t)json_integer_value(rem);
+    json_decref(r);
+    return 0;
+}
+
+int jobq_set_drain_flag(jobq_client_t *self, bool flag, int timeout_ms)
+{
+    json_t *args = json_pack("{s:b}", "flag", flag);
+    json_t *r = call_typed(self, "set_drain_flag", args, JSON_TRUE, timeout_ms);
+    if (!r)
+        return -1;
+    json_decref(r);
+    return 0;
+}
+
+json_t *jobq_stats(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "stats", json_object(), JSON_OBJECT, timeout_ms);
+}
+
+int jobq_shutdown(jobq_client_t *self, int timeout_ms)
+{
+    json_t *r = call_typed(self, "shutdown", json_object(), JSON_TRUE, timeout_ms);
+    if (!r)
+        return -1;
+    json_decref(r);
+    return 0;
+}
