@@ -40,7 +40,7 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
     uint32_t nchanged = hi >= lo ? (uint32_t)(hi - lo + 1) : 0;
     uint32_t log_from = submit ? 0 : d->log_from;
 
-    msgpack_pack_map(&pk, submit ? 12 : 11);
+    msgpack_pack_map(&pk, submit ? 13 : 12);
     wire_pack_cstr(&pk, "job");
     msgpack_pack_uint64(&pk, job->id);
     wire_pack_cstr(&pk, "serial");
@@ -68,8 +68,11 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
     for (int i = lo; i <= hi; i++)
         pack_op_state(&pk, &job->ops[i], (uint32_t)i);
     /* Serials are handed out in order across opcodes, so the entries after
-     * log_from are everything past the first log_from entries. */
+     * log_from are everything past the first log_from entries. They all
+     * belong to one opcode (a log goes to the current one, one record per
+     * change); log_op names it so a mirror can file them. */
     uint32_t nnew = job->log_serial - log_from, skip = log_from;
+    int log_op = -1;
     wire_pack_cstr(&pk, "log");
     msgpack_pack_array(&pk, nnew);
     for (uint32_t i = 0; i < job->nops && nnew; i++) {
@@ -79,9 +82,16 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
                 skip--;
                 continue;
             }
+            if (log_op < 0)
+                log_op = (int)i;
             jq_blob_pack(&pk, &op->log[k]);
         }
     }
+    wire_pack_cstr(&pk, "log_op");
+    if (log_op < 0)
+        msgpack_pack_nil(&pk);
+    else
+        msgpack_pack_int(&pk, log_op);
 
     jq_change_t *c = sb.data ? malloc(sizeof *c + sb.size) : NULL;
     if (c) {
