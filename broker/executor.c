@@ -373,7 +373,8 @@ static void pick_up(jq_executor_t *ex, jq_runnable_t run)
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     jq_dep_t deps[JOBQ_MAX_DEPENDS];
     unsigned ndeps = job->ops[i].ndeps;
-    memcpy(deps, job->ops[i].deps, ndeps * sizeof *deps);
+    if (ndeps) /* deps is NULL when there are none: memcpy(_, NULL, 0) is UB */
+        memcpy(deps, job->ops[i].deps, ndeps * sizeof *deps);
     jq_shard_wrunlock(sh);
 
     if (check_deps(p, run.job_id, run.gen, deps, ndeps))

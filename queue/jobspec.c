@@ -177,7 +177,7 @@ int jq_jobspec_resolve(jq_job_t *job, uint64_t id, const uint64_t *prev_ids,
             jq_dep_t *dep = &job->ops[i].deps[k];
             if (dep->job_id > 0)
                 continue;
-            uint64_t back = (uint64_t)(-dep->job_id);
+            uint64_t back = 0 - (uint64_t)dep->job_id; /* no signed overflow at INT64_MIN */
             if (back > nprev || prev_ids[back - 1] == 0) {
                 snprintf(err, errlen, "Unable to resolve relative job ID %lld",
                          (long long)dep->job_id);
