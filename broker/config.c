@@ -19,11 +19,16 @@ static const char usage[] =
     "                            [default: " JOBQ_DEFAULT_DATA_DIR "]\n"
     "  -l, --listen ENDPOINT     also serve on ENDPOINT, e.g. tcp://127.0.0.1:5555\n"
     "                            (repeatable, up to 16)\n"
+    "  -p, --publish ENDPOINT    also publish events on ENDPOINT, e.g.\n"
+    "                            tcp://127.0.0.1:5556 (repeatable, up to 16);\n"
+    "                            always on ipc://DIR/events.sock (mode 0660)\n"
     "      --shards N            job table shards, 1..4096 [64]\n"
     "      --handlers N          request handler threads, 1..64 [2]\n"
     "      --executors N         executor threads, 1..64 [2]\n"
     "      --max-running N       jobs running at once [1000]\n"
     "      --max-jobs N          live (unarchived) jobs before QueueFull [1000000]\n"
+    "      --max-waiters N       wait_for_job_change requests parked at once\n"
+    "                            [100000]\n"
     "      --max-request-bytes N largest request answered; 4x that closes the\n"
     "                            connection [16777216]\n"
     "  -c, --config FILE         read options from FILE first: one long option\n"
@@ -37,17 +42,19 @@ static const char usage[] =
     "I/O thread); it never grows with clients, requests or jobs.\n";
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
-       OPT_MAX_REQUEST };
+       OPT_MAX_REQUEST, OPT_MAX_WAITERS };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
     {"listen", required_argument, NULL, 'l'},
+    {"publish", required_argument, NULL, 'p'},
     {"shards", required_argument, NULL, OPT_SHARDS},
     {"handlers", required_argument, NULL, OPT_HANDLERS},
     {"executors", required_argument, NULL, OPT_EXECUTORS},
     {"max-running", required_argument, NULL, OPT_MAX_RUNNING},
     {"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
     {"max-request-bytes", required_argument, NULL, OPT_MAX_REQUEST},
+    {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -86,6 +93,14 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         snprintf(cfg->listen[cfg->nlisten++], sizeof cfg->listen[0], "%s", val);
         return 0;
+    case 'p':
+        if (cfg->npublish == JQ_MAX_LISTEN || strlen(val) >= sizeof cfg->publish[0]) {
+            snprintf(err, errlen, "--publish: at most %d endpoints of under 512 bytes",
+                     JQ_MAX_LISTEN);
+            return -1;
+        }
+        snprintf(cfg->publish[cfg->npublish++], sizeof cfg->publish[0], "%s", val);
+        return 0;
     case 'v':
         cfg->verbose = true;
         return 0;
@@ -97,6 +112,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_SHARDS, 1, JQ_MAX_SHARDS},   {OPT_HANDLERS, 1, 64},
         {OPT_EXECUTORS, 1, JQ_MAX_EXECUTORS}, {OPT_MAX_RUNNING, 1, 10000000},
         {OPT_MAX_JOBS, 1, 1000000000ull}, {OPT_MAX_REQUEST, 1024, 1u << 30},
+        {OPT_MAX_WAITERS, 1, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -114,6 +130,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_RUNNING: cfg->max_running = (unsigned)v; break;
         case OPT_MAX_JOBS: cfg->max_jobs = v; break;
         case OPT_MAX_REQUEST: cfg->max_request_bytes = (size_t)v; break;
+        case OPT_MAX_WAITERS: cfg->max_waiters = v; break;
         }
         return 0;
     }
@@ -169,6 +186,7 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->max_running = 1000;
     cfg->max_jobs = 1000000;
     cfg->max_request_bytes = JOBQ_MAX_REQUEST_BYTES;
+    cfg->max_waiters = 100000;
 
     /* The config file comes first so the command line overrides it. */
     for (int i = 1; i < argc - 1; i++)
@@ -178,7 +196,7 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     optind = 1;
     opterr = 0;
     int opt, idx;
-    while ((opt = getopt_long(argc, argv, ":d:l:c:vhV", long_opts, &idx)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":d:l:p:c:vhV", long_opts, &idx)) != -1) {
         switch (opt) {
         case 'h':
             fputs(usage, stdout);

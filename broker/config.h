@@ -13,6 +13,9 @@ typedef struct {
     char data_dir[4096];
     char listen[JQ_MAX_LISTEN][512]; /* extra endpoints */
     unsigned nlisten;
+    char publish[JQ_MAX_LISTEN][512]; /* extra event endpoints */
+    unsigned npublish;
+    uint64_t max_waiters;
     unsigned shards;
     unsigned handlers;
     unsigned executors;

@@ -7,8 +7,10 @@
 #ifndef JOBQ_DAEMON_H
 #define JOBQ_DAEMON_H
 
+#include "changeq.h"
 #include "config.h"
 #include "executor.h"
+#include "ring.h"
 #include "scheduler.h"
 #include "table.h"
 #include "wire.h"
@@ -27,6 +29,8 @@ typedef enum {
     JQ_M_SET_DRAIN_FLAG,
     JQ_M_STATS,
     JQ_M_SHUTDOWN,
+    JQ_M_WAIT_FOR_JOB_CHANGE,
+    JQ_M_EVENTS_SINCE,
     JQ_M__COUNT
 } jq_method_t;
 
@@ -37,6 +41,13 @@ typedef struct {
     jq_sched_t *sched;
     jq_executors_t *executors;
     const jq_opset_t *ops;
+    jq_changeq_t *changeq;          /* change records on their way to the loop */
+    jq_ring_t *ring;                /* replay ring: loop appends, handlers read */
+    uint64_t epoch;                 /* this run's event epoch */
+    _Atomic uint64_t last_seq;      /* last event sequence number published */
+    char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
+    unsigned npublish_eps;
+    _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
     int64_t started_mono;
     _Atomic uint64_t last_id;       /* last job id handed out */
@@ -54,12 +65,19 @@ typedef struct {
 /* Arguments a method handler gets. A handler packs exactly one result
  * value into pk and returns JOBQ_ERR_NONE, or returns an error code with a
  * message in err (whatever it packed is discarded). Any handler thread. */
+typedef struct jq_waiter jq_waiter_t;
+
 typedef struct {
     jq_daemon_t *d;
     const msgpack_object *args; /* map or NULL */
     msgpack_packer *pk;
     char *err;
     size_t errlen;
+    uint64_t request_id;
+    const char *body;           /* the whole request, as received */
+    size_t body_len;
+    jq_waiter_t *park;          /* set by a handler that parks the request
+                                   instead of answering (see waiters.h) */
 } jq_call_t;
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
@@ -75,6 +93,8 @@ jobq_code_t jq_handle_admin_ping(jq_call_t *c);
 jobq_code_t jq_handle_admin_stats(jq_call_t *c);
 jobq_code_t jq_handle_admin_drain(jq_call_t *c);
 jobq_code_t jq_handle_admin_shutdown(jq_call_t *c);
+jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c);
+jobq_code_t jq_handle_events_since(jq_call_t *c);
 
 /* Argument readers shared by handlers: a required/optional job id or
  * integer. They fill err and return -1 on a bad or missing value. */
@@ -95,7 +115,14 @@ bool jq_handlers_running(jq_handlers_t *h);
 int jq_loop_run(jq_daemon_t *d);
 
 /* Handling one request body, for the handler threads: writes the reply
- * into sb. */
-void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb);
+ * into sb and returns NULL, or returns a waiter to park in the loop (sb is
+ * then empty). */
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb);
+
+/* Frame flag values between the loop and the handlers (second frame). */
+#define JQ_FLAG_PLAIN 0     /* a DEALER client */
+#define JQ_FLAG_DELIMITER 1 /* a REQ client: echo the empty delimiter */
+#define JQ_FLAG_PARK 2      /* handler → loop: body is a jq_waiter_t pointer;
+                               bit 0 still says whether a delimiter is due */
 
 #endif

@@ -8,7 +8,13 @@ const char *jq_method_name(jq_method_t m);
 
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
-    msgpack_pack_map(c->pk, 3);
+    msgpack_pack_map(c->pk, 5);
+    wire_pack_cstr(c->pk, "epoch");
+    msgpack_pack_uint64(c->pk, c->d->epoch);
+    wire_pack_cstr(c->pk, "publish");
+    msgpack_pack_array(c->pk, c->d->npublish_eps);
+    for (unsigned i = 0; i < c->d->npublish_eps; i++)
+        wire_pack_cstr(c->pk, c->d->publish_eps[i]);
     wire_pack_cstr(c->pk, "version");
     wire_pack_cstr(c->pk, JOBQ_VERSION);
     wire_pack_cstr(c->pk, "protocol");
@@ -75,7 +81,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 20);
+    msgpack_pack_map(pk, 23);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -112,5 +118,8 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "changes_consumed", atomic_load(&d->changes_consumed));
     pack_kv_u64(pk, "submitted", atomic_load(&d->submitted));
     pack_kv_u64(pk, "last_job_id", atomic_load(&d->last_id));
+    pack_kv_u64(pk, "events_published", atomic_load(&d->last_seq));
+    pack_kv_u64(pk, "epoch", d->epoch);
+    pack_kv_u64(pk, "waiters", atomic_load(&d->waiters));
     return JOBQ_ERR_NONE;
 }

@@ -20,6 +20,8 @@ typedef struct {
     unsigned nfields;
     uint8_t status_mask; /* 0: no filter */
     bool archived;
+    bool snapshot;
+    uint64_t seq;        /* snapshot: last event published before reading */
 } query_t;
 
 static bool matches(const query_t *q, const jq_job_t *job)
@@ -93,14 +95,24 @@ static jobq_code_t parse_query(jq_call_t *c, query_t *q)
             q->status_mask |= (uint8_t)(1u << st);
         }
     }
-    if (jq_arg_bool(c, "archived", &q->archived) < 0)
+    if (jq_arg_bool(c, "archived", &q->archived) < 0 ||
+        jq_arg_bool(c, "snapshot", &q->snapshot) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
+    /* Every event up to this one was applied to the table before it was
+     * published, so the rows read from now on reflect it. */
+    q->seq = atomic_load(&c->d->last_seq);
     return JOBQ_ERR_NONE;
 }
 
 static void pack_head(jq_call_t *c, const query_t *q)
 {
-    msgpack_pack_map(c->pk, 3);
+    msgpack_pack_map(c->pk, q->snapshot ? 5 : 3);
+    if (q->snapshot) {
+        wire_pack_cstr(c->pk, "seq");
+        msgpack_pack_uint64(c->pk, q->seq);
+        wire_pack_cstr(c->pk, "epoch");
+        msgpack_pack_uint64(c->pk, c->d->epoch);
+    }
     wire_pack_cstr(c->pk, "fields");
     msgpack_pack_array(c->pk, q->nfields);
     for (unsigned f = 0; f < q->nfields; f++)

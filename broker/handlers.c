@@ -29,6 +29,8 @@ static const struct {
     [JQ_M_SET_DRAIN_FLAG] = {"set_drain_flag", jq_handle_admin_drain},
     [JQ_M_STATS] = {"stats", jq_handle_admin_stats},
     [JQ_M_SHUTDOWN] = {"shutdown", jq_handle_admin_shutdown},
+    [JQ_M_WAIT_FOR_JOB_CHANGE] = {"wait_for_job_change", jq_handle_wait_for_job_change},
+    [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since},
 };
 
 const char *jq_method_name(jq_method_t m);
@@ -47,7 +49,7 @@ static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool h
     atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
 }
 
-void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb)
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb)
 {
     char err[1024] = "";
     msgpack_sbuffer_clear(sb);
@@ -58,7 +60,7 @@ void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *
         msgpack_unpacked_destroy(&up);
         reply_error(d, sb, 0, false, JOBQ_ERR_MALFORMED,
                     "request is not one complete msgpack value");
-        return;
+        return NULL;
     }
     wire_request_t req;
     jobq_code_t rc = wire_request_parse(&up.data, &req, err, sizeof err);
@@ -68,6 +70,7 @@ void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *
         rc = JOBQ_ERR_TOO_LARGE;
     }
     jq_method_t m = JQ_M__COUNT;
+    jq_waiter_t *park = NULL;
     if (rc == JOBQ_ERR_NONE) {
         for (int i = 0; i < JQ_M__COUNT; i++)
             if (strlen(methods[i].name) == req.method_len &&
@@ -84,13 +87,18 @@ void jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *
         msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
         wire_reply_ok_begin(&pk, req.id, true);
         jq_call_t call = {.d = d, .args = req.args, .pk = &pk, .err = err,
-                          .errlen = sizeof err};
+                          .errlen = sizeof err, .request_id = req.id,
+                          .body = body, .body_len = len};
         rc = methods[m].fn(&call);
         atomic_fetch_add_explicit(&d->requests[m], 1, memory_order_relaxed);
+        park = call.park;
+        if (park)
+            msgpack_sbuffer_clear(sb);
     }
     if (rc != JOBQ_ERR_NONE)
         reply_error(d, sb, req.id, req.has_id, rc, err);
     msgpack_unpacked_destroy(&up);
+    return park;
 }
 
 /* ---- argument readers ---- */
@@ -179,10 +187,17 @@ static void *handler_main(void *arg)
         if (zmq_msg_recv(&rid, in, 0) < 0 || zmq_msg_recv(&flag, in, 0) < 0 ||
             zmq_msg_recv(&body, in, 0) < 0)
             continue;
-        jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb);
+        jq_waiter_t *park = jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb);
         zmq_msg_send(&rid, out, ZMQ_SNDMORE);
-        zmq_msg_send(&flag, out, ZMQ_SNDMORE);
-        zmq_send(out, sb.data, sb.size, 0);
+        if (park) {
+            /* The loop takes the waiter over: hand it the pointer. */
+            char f = (char)(JQ_FLAG_PARK | (*(char *)zmq_msg_data(&flag) & JQ_FLAG_DELIMITER));
+            zmq_send(out, &f, 1, ZMQ_SNDMORE);
+            zmq_send(out, &park, sizeof park, 0);
+        } else {
+            zmq_msg_send(&flag, out, ZMQ_SNDMORE);
+            zmq_send(out, sb.data, sb.size, 0);
+        }
         if (sb.alloc > (1u << 20)) { /* don't keep a huge buffer around */
             msgpack_sbuffer_destroy(&sb);
             msgpack_sbuffer_init(&sb);

@@ -7,6 +7,8 @@
  * loop stops reading the ROUTER (ZeroMQ then queues, then pushes back on
  * the clients) instead of queueing without bound. */
 #include "daemon.h"
+#include "publisher.h"
+#include "waiters.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +25,8 @@
 typedef struct {
     jq_daemon_t *d;
     void *router, *to_handlers, *from_handlers;
+    jq_publisher_t *publisher;
+    jq_waiters_t *waiters;
     zmq_msg_t rid, body;  /* a request waiting for a handler */
     bool delimiter;
     bool pending;
@@ -80,6 +84,66 @@ static bool hand_off(loop_t *l, int flags)
     return true;
 }
 
+/* Waiters answer through here: keepalives, changes, "nochange". */
+static void send_to_waiter(void *ctx, jq_waiter_t *w, const char *body, size_t len)
+{
+    loop_t *l = ctx;
+    zmq_msg_t rid;
+    zmq_msg_init(&rid);
+    zmq_msg_copy(&rid, &w->rid);
+    zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_close(&rid);
+    if (w->delimiter)
+        zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(l->router, body, len, ZMQ_DONTWAIT);
+}
+
+static void reply_error(loop_t *l, jq_waiter_t *w, jobq_code_t code, const char *msg)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_reply_error(&pk, w->request_id, true, code, msg);
+    send_to_waiter(l, w, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    atomic_fetch_add(&l->d->errors[code], 1);
+}
+
+/* A handler parked a wait_for_job_change: the waiters take it, unless the
+ * events it missed on its way here are gone, in which case the request
+ * runs again from the start. */
+static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
+{
+    jq_waiter_t *w;
+    if (zmq_msg_size(body) != sizeof w)
+        return;
+    memcpy(&w, zmq_msg_data(body), sizeof w);
+    zmq_msg_move(&w->rid, rid);
+    w->delimiter = delim;
+    if (atomic_load(&l->d->stopping)) {
+        reply_error(l, w, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
+    } else if (jq_waiters_park(l->waiters, w, jq_now_mono()) != JQ_PARK_RECHECK) {
+        return; /* parked or answered: the waiters own it */
+    } else {
+        zmq_msg_t again, flag;
+        zmq_msg_init(&again);
+        zmq_msg_copy(&again, &w->rid);
+        zmq_msg_init_size(&flag, 1);
+        *(char *)zmq_msg_data(&flag) = delim ? JQ_FLAG_DELIMITER : JQ_FLAG_PLAIN;
+        if (zmq_msg_send(&again, l->to_handlers, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+            zmq_msg_send(&flag, l->to_handlers, ZMQ_SNDMORE);
+            zmq_send(l->to_handlers, w->request, w->request_len, 0);
+        } else {
+            zmq_msg_close(&again);
+            zmq_msg_close(&flag);
+            reply_error(l, w, JOBQ_ERR_INTERNAL, "the daemon is overloaded, ask again");
+        }
+    }
+    atomic_fetch_sub(&l->d->waiters, 1);
+    jq_waiter_destroy(&w);
+}
+
 static void forward_reply(loop_t *l)
 {
     zmq_msg_t rid, flag, body;
@@ -89,17 +153,36 @@ static void forward_reply(loop_t *l)
     if (zmq_msg_recv(&rid, l->from_handlers, ZMQ_DONTWAIT) >= 0 &&
         zmq_msg_recv(&flag, l->from_handlers, 0) >= 0 &&
         zmq_msg_recv(&body, l->from_handlers, 0) >= 0) {
-        bool delim = zmq_msg_size(&flag) == 1 && *(char *)zmq_msg_data(&flag);
-        /* A ROUTER drops what it cannot deliver (peer gone, or its queue
-         * full): a client that stopped reading cannot stall the loop. */
-        zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        if (delim)
-            zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_msg_send(&body, l->router, ZMQ_DONTWAIT);
+        char f = zmq_msg_size(&flag) == 1 ? *(char *)zmq_msg_data(&flag) : 0;
+        bool delim = f & JQ_FLAG_DELIMITER;
+        if (f & JQ_FLAG_PARK) {
+            park(l, &rid, delim, &body);
+        } else {
+            /* A ROUTER drops what it cannot deliver (peer gone, or its
+             * queue full): a client that stopped reading cannot stall the
+             * loop. */
+            zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+            if (delim)
+                zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+            zmq_msg_send(&body, l->router, ZMQ_DONTWAIT);
+        }
     }
     zmq_msg_close(&rid);
     zmq_msg_close(&flag);
     zmq_msg_close(&body);
+}
+
+/* Publish every change record that arrived, and feed the waiters. */
+static void publish_changes(loop_t *l)
+{
+    jq_change_t *head = jq_changeq_take(l->d->changeq);
+    uint64_t n = 0;
+    for (jq_change_t *c = head; c; c = c->next, n++) {
+        jq_publisher_send(l->publisher, c);
+        jq_waiters_on_change(l->waiters, c->job_id, c->data, c->len);
+    }
+    jq_change_list_free(&head);
+    atomic_fetch_add_explicit(&l->d->changes_consumed, n, memory_order_relaxed);
 }
 
 static int bind_endpoints(loop_t *l)
@@ -154,6 +237,10 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
             break;
     }
     jq_handlers_destroy(handlers);
+    /* The interrupted jobs' last changes go out before the socket closes;
+     * parked waiters learn that the daemon is going. */
+    publish_changes(l);
+    jq_waiters_fail_all(l->waiters, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
 }
 
 int jq_loop_run(jq_daemon_t *d)
@@ -174,10 +261,14 @@ int jq_loop_run(jq_daemon_t *d)
     int sigfd = signal_fd();
     jq_handlers_t *handlers = NULL;
     int rc = -1;
-    if (sigfd < 0 || bind_endpoints(&l) < 0 || zmq_bind(l.to_handlers, REQUESTS_EP) < 0 ||
-        zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
+    l.waiters = jq_waiters_new(d->ring, send_to_waiter, &l, &d->waiters);
+    if (sigfd < 0 || !l.waiters || bind_endpoints(&l) < 0 ||
+        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, d->epoch, &d->last_seq,
+                                         d->publish_eps, JQ_MAX_LISTEN + 1,
+                                         &d->npublish_eps)) ||
+        zmq_bind(l.to_handlers, REQUESTS_EP) < 0 || zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
         !(handlers = jq_handlers_new(d, REQUESTS_EP, REPLIES_EP))) {
-        if (handlers || sigfd < 0)
+        if (sigfd < 0 || !l.waiters)
             fprintf(stderr, "jobqd: cannot start: %s\n", strerror(errno));
         goto out;
     }
@@ -186,13 +277,21 @@ int jq_loop_run(jq_daemon_t *d)
             d->cfg.shards, d->cfg.handlers, d->cfg.executors);
 
     while (!atomic_load(&d->shutdown_requested)) {
-        zmq_pollitem_t items[3] = {
+        zmq_pollitem_t items[4] = {
             {.socket = l.pending ? l.to_handlers : l.router,
              .events = l.pending ? ZMQ_POLLOUT : ZMQ_POLLIN},
             {.socket = l.from_handlers, .events = ZMQ_POLLIN},
             {.fd = sigfd, .events = ZMQ_POLLIN},
+            {.fd = jq_changeq_fd(d->changeq), .events = ZMQ_POLLIN},
         };
-        if (zmq_poll(items, 3, -1) < 0) {
+        int64_t now = jq_now_mono();
+        int64_t wake = jq_publisher_heartbeat(l.publisher, now, jq_now_wall());
+        jq_waiters_tick(l.waiters, now);
+        int64_t next = jq_waiters_next_wake(l.waiters);
+        if (next < wake)
+            wake = next;
+        long timeout_ms = (long)((wake - now + 999) / 1000);
+        if (zmq_poll(items, 4, timeout_ms < 0 ? 0 : timeout_ms) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -201,6 +300,9 @@ int jq_loop_run(jq_daemon_t *d)
             fprintf(stderr, "jobqd: signal received, shutting down\n");
             break;
         }
+        /* Changes first: a waiter parked below must not miss them. */
+        if (items[3].revents & ZMQ_POLLIN)
+            publish_changes(&l);
         /* Replies first: they free handlers for the requests behind. */
         for (int k = 0; k < 256 && (items[1].revents & ZMQ_POLLIN); k++) {
             forward_reply(&l);
@@ -230,6 +332,8 @@ int jq_loop_run(jq_daemon_t *d)
     rc = 0;
 out:
     jq_handlers_destroy(&handlers);
+    jq_waiters_destroy(&l.waiters);
+    jq_publisher_destroy(&l.publisher);
     if (sigfd >= 0)
         close(sigfd);
     zmq_msg_close(&l.rid);

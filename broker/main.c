@@ -19,18 +19,11 @@
  * draft API, but honoured by the stable library too. */
 #define JQ_ZMQ_ZERO_COPY_RECV 10
 
-/* The change sink of this version: records are counted and released.
- * Publishing (PUB socket), storing and replicating them consume the same
- * records in later stages. Any thread, called under a shard's outbox
- * mutex, so it must stay this cheap. */
-static void consume_changes(void *ctx, jq_change_t *head)
+/* The table's sink: change records leave the shard (in order, outside the
+ * shard lock) for the loop, which publishes them. */
+static void hand_changes_to_loop(void *ctx, jq_change_t *head)
 {
-    jq_daemon_t *d = ctx;
-    uint64_t n = 0;
-    for (jq_change_t *c = head; c; c = c->next)
-        n++;
-    atomic_fetch_add_explicit(&d->changes_consumed, n, memory_order_relaxed);
-    jq_change_list_free(&head);
+    jq_changeq_push(ctx, head);
 }
 
 static int mkdir_p(const char *path)
@@ -109,7 +102,11 @@ int main(int argc, char **argv)
         return 1;
     d->ops = jq_builtin_ops();
     d->zctx = zmq_ctx_new();
-    d->table = jq_table_new(d->cfg.shards, consume_changes, d);
+    d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
+    d->changeq = jq_changeq_new();
+    d->ring = jq_ring_new(JQ_RING_DEFAULT_EVENTS, JQ_RING_DEFAULT_BYTES);
+    if (d->changeq)
+        d->table = jq_table_new(d->cfg.shards, hand_changes_to_loop, d->changeq);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
     if (d->zctx) {
         zmq_ctx_set(d->zctx, ZMQ_MAX_SOCKETS, 1024);
@@ -122,7 +119,7 @@ int main(int argc, char **argv)
     if (d->table && d->sched)
         d->executors = jq_executors_new(d->table, d->sched, d->ops, d->cfg.executors);
     rc = 1;
-    if (!d->zctx || !d->table || !d->sched || !d->executors)
+    if (!d->zctx || !d->ring || !d->table || !d->sched || !d->executors)
         fprintf(stderr, "jobqd: cannot start: out of memory or threads\n");
     else if (jq_loop_run(d) == 0)
         rc = 0;
@@ -131,6 +128,8 @@ int main(int argc, char **argv)
         zmq_ctx_term(d->zctx);
     jq_sched_destroy(&d->sched);
     jq_table_destroy(&d->table);
+    jq_changeq_destroy(&d->changeq);
+    jq_ring_destroy(&d->ring);
     close(d->lock_fd);
     if (rc == 0)
         fprintf(stderr, "jobqd: stopped\n");

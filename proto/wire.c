@@ -20,6 +20,7 @@ static const char *const code_names[JOBQ_ERR__COUNT] = {
     [JOBQ_ERR_INVALID_PRIORITY] = "InvalidPriority",
     [JOBQ_ERR_INVALID_DEPENDS] = "InvalidDependency",
     [JOBQ_ERR_UNKNOWN_FIELD] = "UnknownField",
+    [JOBQ_ERR_TOO_MANY_WAITERS] = "TooManyWaiters",
     [JOBQ_ERR_INTERNAL] = "Internal",
     [JOBQ_ERR_TIMEOUT] = "Timeout",
     [JOBQ_ERR_TRANSPORT] = "Transport",
@@ -166,6 +167,13 @@ void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
     wire_pack_cstr(pk, jobq_code_name(code));
     wire_pack_cstr(pk, "message");
     wire_pack_cstr(pk, message ? message : "");
+}
+
+void wire_reply_keepalive(msgpack_packer *pk, uint64_t id)
+{
+    pack_head(pk, 3, id, true);
+    wire_pack_cstr(pk, "keepalive");
+    msgpack_pack_true(pk);
 }
 
 jobq_code_t wire_request_parse(const msgpack_object *root, wire_request_t *req,

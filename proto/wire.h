@@ -28,6 +28,9 @@
 #define JOBQ_MAX_ROWS_PER_REPLY 100000
 #define JOBQ_MAX_LOG_MESSAGE 4096
 #define JOBQ_MAX_DEPENDS 64
+#define JOBQ_MAX_EVENTS_PER_REPLY 10000
+#define JOBQ_KEEPALIVE_SECONDS 5     /* while wait_for_job_change is parked */
+#define JOBQ_MAX_WAIT_SECONDS 600    /* longest wait_for_job_change timeout */
 
 /* Stable error codes; the string form travels on the wire. */
 typedef enum {
@@ -44,6 +47,7 @@ typedef enum {
     JOBQ_ERR_INVALID_PRIORITY, /* priority not one of -10, 0, 10 */
     JOBQ_ERR_INVALID_DEPENDS,  /* malformed or relative dependency */
     JOBQ_ERR_UNKNOWN_FIELD,    /* query field not known */
+    JOBQ_ERR_TOO_MANY_WAITERS, /* wait_for_job_change: --max-waiters parked */
     JOBQ_ERR_INTERNAL,         /* the daemon's own failure */
     /* Client-side only: never sent by the daemon. */
     JOBQ_ERR_TIMEOUT,          /* no reply within the caller's timeout */
@@ -92,6 +96,8 @@ void wire_reply_ok_begin(msgpack_packer *pk, uint64_t id, bool has_id);
 /* Writes a whole error reply. */
 void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
                       jobq_code_t code, const char *message);
+/* Writes a whole keepalive: not the answer yet, the request is parked. */
+void wire_reply_keepalive(msgpack_packer *pk, uint64_t id);
 
 /* Small helpers for reading msgpack maps. */
 const msgpack_object *wire_map_get(const msgpack_object *map, const char *key);

@@ -8,7 +8,7 @@
 static const char *const field_names[JQ_F__COUNT] = {
     "id", "status", "priority", "archived", "ops", "opresult", "opstatus",
     "oplog", "opstart", "opexec", "opend", "oppriority", "summary",
-    "received_ts", "start_ts", "end_ts", "log_serial",
+    "received_ts", "start_ts", "end_ts", "log_serial", "change_serial",
 };
 
 const char *jq_field_name(jq_field_t f)
@@ -95,6 +95,9 @@ void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
         return;
     case JQ_F_LOG_SERIAL:
         msgpack_pack_uint32(pk, job->log_serial);
+        return;
+    case JQ_F_CHANGE_SERIAL:
+        msgpack_pack_uint64(pk, job->change_serial);
         return;
     default:
         break;

@@ -25,6 +25,7 @@ typedef enum {
     JQ_F_START_TS,
     JQ_F_END_TS,
     JQ_F_LOG_SERIAL,
+    JQ_F_CHANGE_SERIAL,
     JQ_F__COUNT
 } jq_field_t;
 

@@ -1,0 +1,117 @@
+/* publisher.c: one PUB socket on every event endpoint, the sequence
+ * numbers, heartbeats and the replay ring. */
+#include "publisher.h"
+#include "event.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+struct jq_publisher {
+    void *pub;
+    jq_ring_t *ring;
+    uint64_t epoch;
+    uint64_t seq;
+    _Atomic uint64_t *last_seq;
+    int64_t next_heartbeat;
+    msgpack_sbuffer body;
+};
+
+static int bind_one(jq_publisher_t *p, const char *ep, char (*eps)[512], unsigned max,
+                    unsigned *neps)
+{
+    if (zmq_bind(p->pub, ep) < 0) {
+        fprintf(stderr, "jobqd: cannot publish on %s: %s\n", ep, zmq_strerror(errno));
+        return -1;
+    }
+    if (*neps < max) {
+        size_t len = 512;
+        if (zmq_getsockopt(p->pub, ZMQ_LAST_ENDPOINT, eps[*neps], &len) < 0)
+            snprintf(eps[*neps], 512, "%s", ep);
+        (*neps)++;
+    }
+    return 0;
+}
+
+jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
+                                 uint64_t epoch, _Atomic uint64_t *last_seq,
+                                 char (*eps)[512], unsigned max, unsigned *neps)
+{
+    jq_publisher_t *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->ring = ring;
+    p->epoch = epoch;
+    p->last_seq = last_seq;
+    msgpack_sbuffer_init(&p->body);
+    p->pub = zmq_socket(zctx, ZMQ_PUB);
+    int linger = 0;
+    zmq_setsockopt(p->pub, ZMQ_LINGER, &linger, sizeof linger);
+    char ep[4200];
+    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->data_dir);
+    *neps = 0;
+    mode_t old = umask(0117);
+    int rc = bind_one(p, ep, eps, max, neps);
+    umask(old);
+    if (rc == 0)
+        chmod(ep + 6, 0660);
+    for (unsigned i = 0; rc == 0 && i < cfg->npublish; i++)
+        rc = bind_one(p, cfg->publish[i], eps, max, neps);
+    if (rc < 0)
+        jq_publisher_destroy(&p);
+    return p;
+}
+
+void jq_publisher_destroy(jq_publisher_t **pp)
+{
+    if (!pp || !*pp)
+        return;
+    jq_publisher_t *p = *pp;
+    zmq_close(p->pub);
+    msgpack_sbuffer_destroy(&p->body);
+    free(p);
+    *pp = NULL;
+}
+
+uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
+{
+    uint64_t seq = ++p->seq;
+    char topic[JQ_TOPIC_MAX];
+    size_t tlen = jq_event_topic(topic, c->job_id);
+    jq_event_body(&p->body, p->epoch, seq, c);
+    /* The ring first: a subscriber that sees seq in the stream and asks
+     * events_since(seq - 1) must find it. */
+    jq_ring_append(p->ring, seq, c->job_id, c->serial, p->body.data, p->body.size);
+    atomic_store(p->last_seq, seq);
+    /* PUB never blocks: a subscriber past its high-water mark loses the
+     * message and catches up from the ring. */
+    zmq_send(p->pub, topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(p->pub, p->body.data, p->body.size, ZMQ_DONTWAIT);
+    return seq;
+}
+
+int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall)
+{
+    if (now_mono < p->next_heartbeat)
+        return p->next_heartbeat;
+    msgpack_sbuffer_clear(&p->body);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &p->body, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    wire_pack_cstr(&pk, "seq");
+    msgpack_pack_uint64(&pk, p->seq);
+    wire_pack_cstr(&pk, "epoch");
+    msgpack_pack_uint64(&pk, p->epoch);
+    wire_pack_cstr(&pk, "heartbeat");
+    msgpack_pack_true(&pk);
+    wire_pack_cstr(&pk, "time");
+    wire_pack_ts(&pk, now_wall);
+    zmq_send(p->pub, "sys/heartbeat", 13, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(p->pub, p->body.data, p->body.size, ZMQ_DONTWAIT);
+    p->next_heartbeat = now_mono + JQ_HEARTBEAT_US;
+    return p->next_heartbeat;
+}

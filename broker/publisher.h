@@ -1,0 +1,34 @@
+/* publisher.h: the PUB socket and the replay ring, owned by the loop.
+ *
+ * Change records reach the loop through the change queue; for each one the
+ * publisher assigns the next sequence number, wraps the record's bytes in
+ * the event body (never re-encoding it), sends [topic, body] and keeps the
+ * body in the replay ring. Once a second it sends a heartbeat with the
+ * last sequence number. Loop thread only, but for the atomic last_seq. */
+#ifndef JOBQ_PUBLISHER_H
+#define JOBQ_PUBLISHER_H
+
+#include "change.h"
+#include "config.h"
+#include "ring.h"
+
+#include <stdatomic.h>
+
+#define JQ_HEARTBEAT_US 1000000
+
+typedef struct jq_publisher jq_publisher_t;
+
+/* Binds ipc://DATA_DIR/events.sock and cfg->publish endpoints. The bound
+ * endpoints (wildcards resolved) are written to eps (up to max entries of
+ * 512 bytes); *neps says how many. NULL with a message on stderr. */
+jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
+                                 uint64_t epoch, _Atomic uint64_t *last_seq,
+                                 char (*eps)[512], unsigned max, unsigned *neps);
+void jq_publisher_destroy(jq_publisher_t **p);
+
+/* Publish one record; returns its sequence number. */
+uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c);
+/* Send a heartbeat if one is due; returns when the next one is due. */
+int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall);
+
+#endif
