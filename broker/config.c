@@ -1,6 +1,7 @@
 /* config.c: option parsing and --help for jobqd. */
 #include "config.h"
 #include "executor.h"
+#include "ring.h"
 #include "table.h"
 #include "wire.h"
 
@@ -29,6 +30,8 @@ static const char usage[] =
     "      --max-jobs N          live (unarchived) jobs before QueueFull [1000000]\n"
     "      --max-waiters N       wait_for_job_change requests parked at once\n"
     "                            [100000]\n"
+    "      --ring-events N       events kept for events_since [65536]\n"
+    "      --keepalive SECONDS   keepalive interval to parked waiters [5]\n"
     "      --max-request-bytes N largest request answered; 4x that closes the\n"
     "                            connection [16777216]\n"
     "  -c, --config FILE         read options from FILE first: one long option\n"
@@ -42,7 +45,7 @@ static const char usage[] =
     "I/O thread); it never grows with clients, requests or jobs.\n";
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
-       OPT_MAX_REQUEST, OPT_MAX_WAITERS };
+       OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -55,6 +58,8 @@ static const struct option long_opts[] = {
     {"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
     {"max-request-bytes", required_argument, NULL, OPT_MAX_REQUEST},
     {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
+    {"ring-events", required_argument, NULL, OPT_RING_EVENTS},
+    {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -104,6 +109,16 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     case 'v':
         cfg->verbose = true;
         return 0;
+    case OPT_KEEPALIVE: {
+        char *end;
+        double k = strtod(val, &end);
+        if (end == val || *end || !(k >= 0.01 && k <= 3600)) {
+            snprintf(err, errlen, "--keepalive: expected seconds from 0.01 to 3600, got '%s'", val);
+            return -1;
+        }
+        cfg->keepalive = k;
+        return 0;
+    }
     }
     static const struct {
         int opt;
@@ -112,7 +127,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_SHARDS, 1, JQ_MAX_SHARDS},   {OPT_HANDLERS, 1, 64},
         {OPT_EXECUTORS, 1, JQ_MAX_EXECUTORS}, {OPT_MAX_RUNNING, 1, 10000000},
         {OPT_MAX_JOBS, 1, 1000000000ull}, {OPT_MAX_REQUEST, 1024, 1u << 30},
-        {OPT_MAX_WAITERS, 1, 100000000ull},
+        {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -131,6 +146,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_JOBS: cfg->max_jobs = v; break;
         case OPT_MAX_REQUEST: cfg->max_request_bytes = (size_t)v; break;
         case OPT_MAX_WAITERS: cfg->max_waiters = v; break;
+        case OPT_RING_EVENTS: cfg->ring_events = v; break;
         }
         return 0;
     }
@@ -187,6 +203,8 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->max_jobs = 1000000;
     cfg->max_request_bytes = JOBQ_MAX_REQUEST_BYTES;
     cfg->max_waiters = 100000;
+    cfg->ring_events = JQ_RING_DEFAULT_EVENTS;
+    cfg->keepalive = JOBQ_KEEPALIVE_SECONDS;
 
     /* The config file comes first so the command line overrides it. */
     for (int i = 1; i < argc - 1; i++)

@@ -16,6 +16,8 @@ typedef struct {
     char publish[JQ_MAX_LISTEN][512]; /* extra event endpoints */
     unsigned npublish;
     uint64_t max_waiters;
+    uint64_t ring_events;       /* replay ring size, events */
+    double keepalive;           /* seconds between keepalives to waiters */
     unsigned shards;
     unsigned handlers;
     unsigned executors;

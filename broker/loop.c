@@ -261,7 +261,8 @@ int jq_loop_run(jq_daemon_t *d)
     int sigfd = signal_fd();
     jq_handlers_t *handlers = NULL;
     int rc = -1;
-    l.waiters = jq_waiters_new(d->ring, send_to_waiter, &l, &d->waiters);
+    l.waiters = jq_waiters_new(d->ring, send_to_waiter, &l, &d->waiters,
+                               (int64_t)(d->cfg.keepalive * 1e6));
     if (sigfd < 0 || !l.waiters || bind_endpoints(&l) < 0 ||
         !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, d->epoch, &d->last_seq,
                                          d->publish_eps, JQ_MAX_LISTEN + 1,

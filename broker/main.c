@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     d->zctx = zmq_ctx_new();
     d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
     d->changeq = jq_changeq_new();
-    d->ring = jq_ring_new(JQ_RING_DEFAULT_EVENTS, JQ_RING_DEFAULT_BYTES);
+    d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
     if (d->changeq)
         d->table = jq_table_new(d->cfg.shards, hand_changes_to_loop, d->changeq);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);

@@ -14,6 +14,7 @@ struct jq_waiters {
     jq_waiter_send_fn send;
     void *ctx;
     _Atomic uint64_t *count;  /* parked + in flight, shared with handlers */
+    int64_t keepalive_us;
     jq_waiter_t **buckets;
     size_t nbuckets, n;
     jq_waiter_t **heap;
@@ -98,7 +99,7 @@ bool jq_waiter_evaluate(jq_waiter_t *w, const jq_job_t *job, msgpack_packer *pk)
 }
 
 jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
-                             _Atomic uint64_t *count)
+                             _Atomic uint64_t *count, int64_t keepalive_us)
 {
     jq_waiters_t *ws = calloc(1, sizeof *ws);
     if (!ws)
@@ -113,6 +114,7 @@ jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
     ws->send = send;
     ws->ctx = ctx;
     ws->count = count;
+    ws->keepalive_us = keepalive_us;
     return ws;
 }
 
@@ -285,7 +287,7 @@ jq_park_t jq_waiters_park(jq_waiters_t *ws, jq_waiter_t *w, int64_t now)
         release(ws, &w);
         return JQ_PARK_ANSWERED;
     }
-    w->next_keepalive = now + JOBQ_KEEPALIVE_SECONDS * 1000000ll;
+    w->next_keepalive = now + ws->keepalive_us;
     if (add(ws, w) < 0) {
         answer_with(ws, w, NULL); /* out of memory: let the client ask again */
         release(ws, &w);
@@ -323,7 +325,7 @@ void jq_waiters_tick(jq_waiters_t *ws, int64_t now)
             continue;
         }
         answer_with(ws, w, "keepalive");
-        w->next_keepalive = now + JOBQ_KEEPALIVE_SECONDS * 1000000ll;
+        w->next_keepalive = now + ws->keepalive_us;
         heap_fix(ws, 0);
     }
 }

@@ -7,7 +7,7 @@
  * published change record of the job is applied to the mirror and the rule
  * re-evaluated; the table is never read again. A waiter costs a small
  * allocation and a heap slot, never a thread. Keepalives go out every
- * JOBQ_KEEPALIVE_SECONDS; at the deadline the answer is "nochange".
+ * --keepalive seconds (default JOBQ_KEEPALIVE_SECONDS); at the deadline the answer is "nochange".
  */
 #ifndef JOBQ_WAITERS_H
 #define JOBQ_WAITERS_H
@@ -65,7 +65,7 @@ typedef void (*jq_waiter_send_fn)(void *ctx, jq_waiter_t *w, const char *body, s
 typedef struct jq_waiters jq_waiters_t;
 
 jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
-                             _Atomic uint64_t *count);
+                             _Atomic uint64_t *count, int64_t keepalive_us);
 /* Drops every waiter without answering. */
 void jq_waiters_destroy(jq_waiters_t **ws);
 
