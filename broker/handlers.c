@@ -7,6 +7,7 @@
  * never wait on anything but their own socket: no request blocks another
  * for longer than its own table work. */
 #include "daemon.h"
+#include "waiters.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -192,6 +193,7 @@ static void *handler_main(void *arg)
         if (park) {
             /* The loop takes the waiter over: hand it the pointer. */
             char f = (char)(JQ_FLAG_PARK | (*(char *)zmq_msg_data(&flag) & JQ_FLAG_DELIMITER));
+            atomic_store_explicit(&park->handed_over, 1, memory_order_release);
             zmq_send(out, &f, 1, ZMQ_SNDMORE);
             zmq_send(out, &park, sizeof park, 0);
         } else {

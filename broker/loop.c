@@ -119,6 +119,8 @@ static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
     if (zmq_msg_size(body) != sizeof w)
         return;
     memcpy(&w, zmq_msg_data(body), sizeof w);
+    if (atomic_load_explicit(&w->handed_over, memory_order_acquire) != 1)
+        return; /* cannot happen: see waiters.h */
     zmq_msg_move(&w->rid, rid);
     w->delimiter = delim;
     if (atomic_load(&l->d->stopping)) {

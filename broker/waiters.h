@@ -37,6 +37,11 @@ typedef struct jq_waiter {
     bool keep_logs;           /* `oplog` is watched: the mirror keeps logs */
     char *request;            /* the original request body, to re-run the */
     size_t request_len;       /* first check if the ring lost events */
+    /* The hand-off: the handler stores 1 (release) before sending the
+     * pointer, the loop loads it (acquire) on receipt. ZeroMQ already
+     * orders the two, but inside an uninstrumented library; this makes the
+     * ordering visible to ThreadSanitizer too. */
+    _Atomic int handed_over;
     /* Owned by the loop. */
     zmq_msg_t rid;
     bool delimiter;

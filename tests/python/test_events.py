@@ -109,6 +109,7 @@ class Daemon:
         return self.call("stats")["threads"]
 
     def stop(self):
+        """Stop it and check it stopped cleanly: exit 0, no sanitizer report."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -116,8 +117,11 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        err = self.proc.stderr.read().decode(errors="replace")
         self.ctx.destroy(0)
         shutil.rmtree(self.dir, ignore_errors=True)
+        assert "Sanitizer" not in err and "runtime error" not in err, err
+        assert self.proc.returncode == 0, err
 
 
 @pytest.fixture
