@@ -9,8 +9,9 @@
  * connected to the daemon's endpoint. Every call sends one request with a
  * fresh request id and waits for the reply carrying that id; replies with
  * other ids (answers to earlier calls that timed out) are discarded, and
- * keepalive replies are ignored (they extend nothing: the timeout is the
- * caller's). The wire protocol is docs/protocol.md; the envelope codec is
+ * keepalive replies are skipped: they extend nothing, the timeout is the
+ * caller's, except in jobq_wait_for_job_change whose daemon-side wait is
+ * the point of the call (see there). The wire protocol is docs/protocol.md; the envelope codec is
  * proto/wire.h.
  *
  * Values cross the API as jansson values (json_t). Arguments are borrowed:
@@ -71,7 +72,8 @@ const char *jobq_client_reason(jobq_client_t *self);
 int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
               json_t **result, int timeout_ms);
 
-/* ping: returns {"version", "protocol", "time"} or NULL. */
+/* ping: returns {"version", "protocol", "time", "epoch", "publish"} or
+ * NULL. */
 json_t *jobq_ping(jobq_client_t *self, int timeout_ms);
 
 /* submit_job: ops is a JSON array of opcode objects
@@ -119,5 +121,118 @@ json_t *jobq_stats(jobq_client_t *self, int timeout_ms);
 
 /* shutdown: asks the daemon to stop; returns once it has acknowledged. */
 int jobq_shutdown(jobq_client_t *self, int timeout_ms);
+
+/* Margin added to the daemon-side wait of wait_for_job_change to get the
+ * call's timeout, and the wait granted again by each keepalive (the daemon
+ * sends one every 5 s while the request is parked). */
+#define JOBQ_WFJC_MARGIN_MS 10000
+#define JOBQ_WFJC_KEEPALIVE_GRACE_MS 12000
+
+/* wait_for_job_change (Ganeti's WaitForJobChange): fields (array of field
+ * names, required), prev_job_info (array, or NULL for nil), prev_log_serial
+ * (-1 for nil), wait_s the daemon's wait in seconds (0 < wait_s <= 600).
+ * The call waits wait_s + JOBQ_WFJC_MARGIN_MS; each keepalive from the
+ * daemon proves it alive and extends the wait to at least
+ * JOBQ_WFJC_KEEPALIVE_GRACE_MS from then. On success stores in *result
+ * (new reference) [job_info, log_entries], the string "nochange" (nothing
+ * changed within wait_s) or null (no such job), and returns 0. */
+int jobq_wait_for_job_change(jobq_client_t *self, uint64_t id, const json_t *fields,
+                             const json_t *prev_job_info, int64_t prev_log_serial,
+                             double wait_s, json_t **result);
+
+/* events_since: the published events after after_seq (epoch 0: do not
+ * check the epoch; limit 0: the daemon's default). Returns the result map
+ * {"epoch", "first_seq", "last_seq", "too_old", "events", "more"} or NULL. */
+json_t *jobq_events_since(jobq_client_t *self, uint64_t after_seq, uint64_t epoch,
+                          uint64_t limit, int timeout_ms);
+
+/* ------------------------------------------------------------------ */
+/* Event subscriber: the algorithm of docs/protocol.md, "Subscribing
+ * without a race, and catching up", implemented once for every C tool.
+ *
+ * A subscriber owns a SUB socket (in a ZeroMQ context of its own, like
+ * the client) connected to the daemon's event stream, and uses the client
+ * for the snapshot (query_jobs with "snapshot": true) and for
+ * events_since. The client must not be used by
+ * another thread meanwhile; it may be used between calls.
+ *
+ * jobq_sub_next delivers, in order and exactly once per change record,
+ * JSON objects of two types:
+ *
+ *   {"type": "change", "seq": S, "epoch": E, "change": record,
+ *    "job": id, "serial": n, "kind": "submit"|"update"|"archive",
+ *    "recovered": bool}
+ *       one event: the decoded PUB body plus convenience copies of the
+ *       record's job, serial and kind; "recovered" is true when it came
+ *       from events_since rather than from the stream.
+ *
+ *   {"type": "resync", "reason": "start"|"epoch"|"too_old"|"gap",
+ *    "seq": S, "epoch": E, "fields": [name...], "rows": [[value...]...]}
+ *       a snapshot: the caller must rebuild its view from the rows (one
+ *       per watched job, or one per live job in all-jobs mode, in the
+ *       order of fields; "id" and "change_serial" are always among them);
+ *       the change events that follow apply on top of it. The first event
+ *       is always a resync with reason "start".
+ *
+ * Gap detection: in all-jobs mode by seq (each event must be the last
+ * seq + 1; a heartbeat above the last seq means the last events were
+ * missed); in job mode by the jobs' change serials (an event must be
+ * serial + 1), plus a cheap check of the jobs' change_serial once per
+ * heartbeat that catches a lost *last* event. Gaps are filled with
+ * events_since (paged); when the daemon no longer holds the events
+ * (too_old), or its epoch changed (restart), the subscriber takes a new
+ * snapshot and delivers a resync.
+ */
+typedef struct _jobq_sub_t jobq_sub_t;
+
+/* Counters of a subscriber, for tests and diagnostics. */
+typedef struct {
+    uint64_t delivered;   /* change events delivered */
+    uint64_t skipped;     /* events dropped as already reflected or seen */
+    uint64_t gaps;        /* gaps detected (seq, serial or heartbeat) */
+    uint64_t recovered;   /* change events delivered from events_since */
+    uint64_t resyncs;     /* snapshots taken after the first (too_old, epoch) */
+    uint64_t heartbeats;  /* heartbeats received */
+    uint64_t checks;      /* job-mode change_serial checks made */
+} jobq_sub_counters_t;
+
+/* Creates a subscriber. events_endpoint: the PUB endpoint, or NULL to ask
+ * the daemon (ping's "publish" list: for an ipc:// client endpoint the
+ * first ipc:// entry, for tcp:// the first tcp:// entry, else the first).
+ * job_ids/njobs: the jobs to follow (at most JOBQ_SUB_MAX_JOBS); njobs 0
+ * follows every job. Subscribes at once (step 1 of the algorithm); the
+ * snapshot is taken by the first jobq_sub_next. Returns NULL on failure,
+ * with the reason in the client (jobq_client_status/reason): the daemon
+ * did not answer ping, published no usable endpoint, or an ipc endpoint's
+ * socket file does not exist. */
+#define JOBQ_SUB_MAX_JOBS 1000
+jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
+                         const uint64_t *job_ids, size_t njobs);
+
+/* Destroys the subscriber and nulls *self_p; NULL-safe, idempotent. */
+void jobq_sub_destroy(jobq_sub_t **self_p);
+
+/* Fields the snapshot asks for, before the first jobq_sub_next: a JSON
+ * array of query field names ("id" and "change_serial" are added when
+ * missing). Default: id, change_serial, status. Returns 0 or -1. */
+int jobq_sub_set_fields(jobq_sub_t *self, const json_t *fields);
+
+/* Per-call timeout of the subscriber's requests (default 30000 ms). */
+void jobq_sub_set_call_timeout(jobq_sub_t *self, int timeout_ms);
+
+/* The next event. Returns 1 with *ev_out set (a new reference), 0 when
+ * timeout_ms passed without one, -1 on failure (a request failed: the
+ * reason is the client's; calling again retries). */
+int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms);
+
+/* The endpoint the SUB socket is connected to. */
+const char *jobq_sub_endpoint(jobq_sub_t *self);
+
+/* True once anything (an event or a heartbeat) arrived on the stream: the
+ * PUB endpoint is reachable and the subscription is active. */
+bool jobq_sub_live(jobq_sub_t *self);
+
+/* Copies the counters into *out. */
+void jobq_sub_counters(jobq_sub_t *self, jobq_sub_counters_t *out);
 
 #endif

@@ -23,6 +23,8 @@ static const cli_command_t commands[] = {
      "Each VALUE is read as JSON when it is valid JSON (duration=0.2 is a number,\n"
      "fail=true a boolean, name=null null, 'tags=[1,2]' a list) and taken as a\n"
      "string otherwise (name=foo). Prints the new job id alone on stdout.\n"
+     "With --wait, then follows the job as 'jobq watch' does and exits with\n"
+     "watch's codes (a refused submission is then 2).\n"
      "\n"
      "Options:\n"
      "  -a, --args JSON          opcode arguments as a JSON object; KEY=VALUE words\n"
@@ -32,7 +34,10 @@ static const cli_command_t commands[] = {
      "                           S (success, error, canceled); without statuses any\n"
      "                           final status will do, except that a canceled\n"
      "                           dependency cancels this job. Repeatable.\n"
-     "      --ignore-drain       submit even while the queue is drained\n"},
+     "      --ignore-drain       submit even while the queue is drained\n"
+     "  -w, --wait               follow the job until it ends (see watch)\n"
+     "      --poll               with --wait: use wait_for_job_change, not the\n"
+     "                           event stream\n"},
     {"submit-many", cmd_submit_many, "FILE [OPTIONS]", "submit several jobs in one call",
      "FILE ('-' for stdin) holds a JSON list of jobs. A job is a list of opcodes,\n"
      "or an object {\"ops\": [opcode...]}; an opcode is an object\n"
@@ -72,16 +77,45 @@ static const cli_command_t commands[] = {
      "ISO-8601 local time with microseconds. A job that does not exist is\n"
      "reported on stderr (exit code 1); the others are still shown.\n"
      "With --json, prints a list with one object per job found, keyed by field.\n"},
-    {"watch", cmd_watch, "ID", "follow a job until it ends",
-     "Prints each log entry of the job once, as \"TIMESTAMP message\" (entries of\n"
-     "another type than \"message\" as \"TIMESTAMP [type] message\"), and each\n"
-     "status change as \"status: STATUS\", until the job ends. With --json, each\n"
-     "line is a JSON object: {\"log\": [serial, timestamp, type, message]} or\n"
-     "{\"status\": STATUS}. Polls the daemon every 50 ms (100 ms after the first\n"
-     "second).\n"
+    {"watch", cmd_watch, "ID [--poll]", "follow a job until it ends",
+     "Prints the job's status when watching starts, then each log entry once and\n"
+     "each status change, until the job ends (the final status is the last line).\n"
+     "Each line starts with the time since the watch started: \"[+1.234s] \",\n"
+     "then \"status: STATUS\" or a log entry \"TIMESTAMP message\" (entries of\n"
+     "another type than \"message\": \"TIMESTAMP [type] message\"). With --json,\n"
+     "each line is {\"status\": S, \"elapsed\": SECONDS} or\n"
+     "{\"log\": [serial, timestamp, type, message], \"elapsed\": SECONDS}.\n"
+     "Follows the daemon's event stream (the endpoint is taken from ping); when it\n"
+     "cannot be reached (no endpoint published, no socket file, nothing received\n"
+     "within 3 s) it falls back to wait_for_job_change.\n"
+     "\n"
+     "Options:\n"
+     "      --poll               use wait_for_job_change instead of the stream\n"
      "\n"
      "Exit codes: 0 the job ended success; 1 it ended error or canceled; 2 any\n"
      "other failure (no such job, daemon unreachable, bad command line).\n"},
+    {"monitor", cmd_monitor, "[--events] [OPTIONS]", "live view of the whole queue",
+     "Built from the daemon's event stream alone (a snapshot, then every change).\n"
+     "Without --events: a table of counts by status, the active jobs (waiting,\n"
+     "running, canceling: elapsed time, current opcode, last log line seen) and\n"
+     "the most recently finished jobs; redrawn in place on a terminal, printed\n"
+     "every second (blank-line separated) when stdout is not a terminal.\n"
+     "With --events: one line per event,\n"
+     "  TIME seq=S job=ID serial=N KIND STATUS [opI=STATUS...] [logN=\"MSG\"...]\n"
+     "and \"TIME resync REASON seq=S epoch=E jobs=N\" for each snapshot (the first\n"
+     "line, and after the daemon restarted or events were lost for good).\n"
+     "With --json (implies --events): one JSON object per event, as libjobq\n"
+     "delivers it: {\"type\": \"change\", \"seq\", \"epoch\", \"job\", \"serial\",\n"
+     "\"kind\", \"recovered\", \"change\": RECORD} or {\"type\": \"resync\", \"reason\",\n"
+     "\"seq\", \"epoch\", \"fields\", \"rows\"}.\n"
+     "\n"
+     "Options:\n"
+     "      --events             one line per event instead of the table\n"
+     "  -n, --count N            stop after N change events (resyncs not counted)\n"
+     "      --duration S         stop after S seconds (s/m/h/d suffixes allowed)\n"
+     "      --recent N           finished jobs shown in the table (default 10)\n"
+     "Exit codes: 0 stopped by --count or --duration; 1 the daemon could not be\n"
+     "reached or a request failed; 2 bad command line.\n"},
     {"cancel", cmd_cancel, "ID", "cancel a job",
      "A queued job is canceled at once; a waiting or running one is marked\n"
      "canceling and ends canceled shortly after. Prints the daemon's message;\n"
@@ -128,7 +162,8 @@ static const cli_command_t commands[] = {
      "opcodes (they end error) and exits. With --json, prints true.\n"},
     {"ping", cmd_ping, "", "check that the daemon answers",
      "Prints the daemon's version, protocol version and clock, and the round trip\n"
-     "time. With --json, prints the daemon's answer {version, protocol, time}.\n"},
+     "time. With --json, prints the daemon's answer {version, protocol, time,\n"
+     "epoch, publish}.\n"},
     {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
 };
 

@@ -3,7 +3,8 @@
  * The CLI is split by concern: jobq_cli.c (main, global options, command
  * table, help), jobq_cli_opts.c (option parsing, number parsing, error
  * reporting), jobq_cli_fmt.c (timestamps and value formatting),
- * jobq_cli_submit.c, jobq_cli_query.c and jobq_cli_admin.c (the commands).
+ * jobq_cli_submit.c, jobq_cli_query.c, jobq_cli_watch.c,
+ * jobq_cli_monitor.c and jobq_cli_admin.c (the commands).
  * Every command is a function taking the parsed global state and its own
  * argv (argv[0] is the command name) and returning the process exit code.
  * Single-threaded throughout.
@@ -106,12 +107,19 @@ char *cli_fmt_field(const char *field, const json_t *v);
  * Caller frees. */
 char *cli_fmt_log_entry(const json_t *entry);
 
+/* Follows job id until it ends, printing its log entries and status
+ * changes (jobq_cli_watch.c): over the event stream, or with
+ * wait_for_job_change when poll is set or the stream is unusable. Returns
+ * watch's exit code: 0 success, 1 error or canceled, 2 other failure. */
+int cli_follow_job(cli_t *cli, uint64_t id, bool poll);
+
 /* Commands. */
 int cmd_submit(cli_t *cli, int argc, char **argv);
 int cmd_submit_many(cli_t *cli, int argc, char **argv);
 int cmd_list(cli_t *cli, int argc, char **argv);
 int cmd_info(cli_t *cli, int argc, char **argv);
 int cmd_watch(cli_t *cli, int argc, char **argv);
+int cmd_monitor(cli_t *cli, int argc, char **argv);
 int cmd_cancel(cli_t *cli, int argc, char **argv);
 int cmd_priority(cli_t *cli, int argc, char **argv);
 int cmd_archive(cli_t *cli, int argc, char **argv);

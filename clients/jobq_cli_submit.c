@@ -5,6 +5,7 @@
  * --args for a JSON object merged under them, --priority and --depends.
  * submit-many reads a JSON list of jobs from a file or stdin and submits
  * them in one call, so relative dependencies (-1 = previous job) work.
+ * submit --wait then follows the job as "watch" does (cli_follow_job). 
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,9 +85,11 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
         {.name = "depends", .short_name = 'd', .has_arg = true},
         {.name = "args", .short_name = 'a', .has_arg = true},
         {.name = "ignore-drain", .has_arg = false},
+        {.name = "wait", .short_name = 'w', .has_arg = false},
+        {.name = "poll", .has_arg = false},
         {0},
     };
-    enum { O_PRIO, O_DEPS, O_ARGS, O_IGNORE_DRAIN };
+    enum { O_PRIO, O_DEPS, O_ARGS, O_IGNORE_DRAIN, O_WAIT, O_POLL };
     char **pos;
     int npos, rc;
     bool done;
@@ -135,12 +138,19 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
+    bool wait = opts[O_WAIT].count > 0;
+    if (opts[O_POLL].count && !wait) {
+        rc = cli_usage(cli, "--poll needs --wait");
+        goto out;
+    }
     if (jobq_submit_job(c, ops, opts[O_IGNORE_DRAIN].count > 0, &id, cli->timeout_ms) < 0) {
-        rc = cli_call_failed(cli);
+        cli_call_failed(cli);
+        rc = wait ? 2 : CLI_EXIT_FAIL; /* --wait: watch's "other failure" */
         goto out;
     }
     printf("%llu\n", (unsigned long long)id);
-    rc = CLI_EXIT_OK;
+    fflush(stdout);
+    rc = wait ? cli_follow_job(cli, id, opts[O_POLL].count > 0) : CLI_EXIT_OK;
 out:
     json_decref(op);
     json_decref(ops);

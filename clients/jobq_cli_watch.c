@@ -1,12 +1,21 @@
-/* jobq_cli_watch.c: the "watch" command of jobq.
+/* jobq_cli_watch.c: the "watch" command of jobq, and cli_follow_job, which
+ * "submit --wait" shares.
  *
- * Follows one job until it reaches a final status, printing every log
- * entry once ("TIMESTAMP message") and every status change
- * ("status: running"): a change to a status that is not final before the
- * entries of the same poll, the final status after them. It polls query_jobs: a cheap query for status and
- * log_serial every 50 ms during the first second and every 100 ms after
- * that, and the full oplog only when log_serial moved past the last entry
- * printed. (The daemon's event stream will replace the polling.)
+ * A job is followed over the daemon's event stream through libjobq's
+ * subscriber (jobq_sub_*, in job mode): the first event is a snapshot of
+ * the job (status and every log entry so far), then one change record per
+ * change, in order and exactly once, so nothing is polled. Where the
+ * stream cannot be used — the daemon publishes no endpoint, the ipc socket
+ * file is missing, or nothing (not even a heartbeat, sent every second)
+ * arrived within WATCH_STREAM_GRACE_MS — or with --poll, the job is
+ * followed with wait_for_job_change instead (Ganeti's client loop,
+ * JOBMODEL §2.4). Both paths print the same lines.
+ *
+ * Printing rule: a change to a status that is not final is printed before
+ * the log entries of the same change (they were logged in that status);
+ * the final status after them, as the last line. Every line carries the
+ * time elapsed since the watch started, so a person sees how long each
+ * step took without reading timestamps.
  *
  * Exit codes: 0 the job ended success, 1 it ended error or canceled, 2 any
  * other failure (job not found, daemon unreachable, usage).
@@ -18,10 +27,26 @@
 
 #include "jobq_cli.h"
 
-#define WATCH_FAST_POLL_MS 50
-#define WATCH_SLOW_POLL_MS 100
-#define WATCH_FAST_POLLS 20
 #define WATCH_EXIT_OTHER 2
+#define WATCH_STREAM_GRACE_MS 3000 /* heartbeats come every second */
+#define WATCH_NEXT_MS 500
+#define WATCH_WFJC_WAIT_S 30.0
+#define WATCH_CANCELING_PAUSE_MS 50
+
+typedef struct {
+    cli_t *cli;
+    uint64_t id;
+    double t0;          /* monotonic start, seconds */
+    char status[16];    /* last status printed, "" before the first */
+    long long serial;   /* highest log serial printed */
+} watch_t;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 static void sleep_ms(long ms)
 {
@@ -35,71 +60,187 @@ static bool is_final(const char *s)
     return strcmp(s, "success") == 0 || strcmp(s, "error") == 0 || strcmp(s, "canceled") == 0;
 }
 
-/* Prints the entries of oplog (per-opcode lists) whose serial is above
- * *last, and raises *last. */
-static void print_new_entries(cli_t *cli, const json_t *oplog, long long *last)
+/* Seconds since the watch started, in milliseconds' precision. */
+static double elapsed(watch_t *w)
 {
-    long long seen = *last;
-    size_t i, j;
-    json_t *log, *entry;
-    json_array_foreach(oplog, i, log) {
-        json_array_foreach(log, j, entry) {
-            long long serial = (long long)json_integer_value(json_array_get(entry, 0));
-            if (serial <= seen)
-                continue;
-            if (cli->json) {
-                json_t *o = json_pack("{s:O}", "log", entry);
-                cli_print_json(o);
-                json_decref(o);
-            } else {
-                char *s = cli_fmt_log_entry(entry);
-                printf("%s\n", s ? s : "?");
-                free(s);
-            }
-            if (serial > *last)
-                *last = serial;
-        }
-    }
-    fflush(stdout);
+    return (double)(long long)((mono_s() - w->t0) * 1000) / 1000;
 }
 
-/* One query for job id; returns its row (fields as asked) or NULL with
- * *rc set. The row is owned by *res. */
-static json_t *query_row(cli_t *cli, const json_t *ids, const char *f1, const char *f2,
-                         const char *f3, json_t **res, int *rc)
+static void emit_status(watch_t *w, const char *status)
 {
-    json_t *fields = f3 ? json_pack("[s,s,s]", f1, f2, f3) : json_pack("[s,s]", f1, f2);
-    json_decref(*res);
-    *res = jobq_query_jobs(cli->client, ids, fields, NULL, 0, 0, false, cli->timeout_ms);
+    double el = elapsed(w);
+    if (w->cli->json) {
+        json_t *o = json_pack("{s:s, s:f}", "status", status, "elapsed", el);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("[+%.3fs] status: %s\n", el, status);
+    }
+    snprintf(w->status, sizeof w->status, "%s", status);
+}
+
+static void emit_log(watch_t *w, const json_t *entry)
+{
+    long long serial = (long long)json_integer_value(json_array_get(entry, 0));
+    if (serial <= w->serial)
+        return;
+    w->serial = serial;
+    double el = elapsed(w);
+    if (w->cli->json) {
+        json_t *o = json_pack("{s:O, s:f}", "log", entry, "elapsed", el);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        char *s = cli_fmt_log_entry(entry);
+        printf("[+%.3fs] %s\n", el, s ? s : "?");
+        free(s);
+    }
+}
+
+/* Prints one observation: the job's status and log entries new to us
+ * (entries: a flat list of log entries, or NULL). Returns the exit code
+ * when the job is final, -1 otherwise. */
+static int observe(watch_t *w, const char *status, const json_t *entries)
+{
+    bool final = is_final(status), changed = strcmp(status, w->status) != 0;
+    if (changed && !final)
+        emit_status(w, status);
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e)
+        emit_log(w, e);
+    if (changed && final)
+        emit_status(w, status);
+    fflush(stdout);
+    if (!final)
+        return -1;
+    return strcmp(status, "success") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
+/* The entries of an oplog (per-opcode lists) as one flat list. */
+static json_t *flatten(const json_t *oplog)
+{
+    json_t *all = json_array();
+    size_t i;
+    json_t *log;
+    json_array_foreach(oplog, i, log)
+        json_array_extend(all, (json_t *)log);
+    return all;
+}
+
+/* One subscriber event. Returns an exit code when done, -1 to go on. */
+static int on_event(watch_t *w, const json_t *ev)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    if (type && strcmp(type, "resync") == 0) {
+        /* fields: id, change_serial, status, oplog (jobq_sub_set_fields) */
+        json_t *row = json_array_get(json_object_get(ev, "rows"), 0);
+        const char *status = json_string_value(json_array_get(row, 2));
+        if (!status) {
+            cli_error(w->cli, "job %llu not found", (unsigned long long)w->id);
+            return WATCH_EXIT_OTHER;
+        }
+        json_t *entries = flatten(json_array_get(row, 3));
+        int rc = observe(w, status, entries);
+        json_decref(entries);
+        return rc;
+    }
+    json_t *change = json_object_get(ev, "change");
+    const char *status = json_string_value(json_object_get(change, "status"));
+    if (!status)
+        return -1;
+    return observe(w, status, json_object_get(change, "log"));
+}
+
+/* Follows over the stream. Returns an exit code, or -1 when the stream is
+ * unusable and the caller should fall back to wait_for_job_change. */
+static int follow_stream(watch_t *w, jobq_client_t *c)
+{
+    jobq_sub_t *sub = jobq_sub_new(c, NULL, &w->id, 1);
+    if (!sub)
+        return -1;
+    json_t *fields = json_pack("[s,s]", "status", "oplog");
+    jobq_sub_set_fields(sub, fields);
     json_decref(fields);
-    if (!*res) {
-        cli_call_failed(cli);
-        *rc = WATCH_EXIT_OTHER;
-        return NULL;
+    jobq_sub_set_call_timeout(sub, w->cli->timeout_ms);
+    int rc = -1;
+    while (rc < 0) {
+        json_t *ev = NULL;
+        int n = jobq_sub_next(sub, &ev, WATCH_NEXT_MS);
+        if (n < 0) {
+            cli_call_failed(w->cli);
+            rc = WATCH_EXIT_OTHER;
+        } else if (n > 0) {
+            rc = on_event(w, ev);
+            json_decref(ev);
+        } else if (!jobq_sub_live(sub) && (mono_s() - w->t0) * 1000 > WATCH_STREAM_GRACE_MS) {
+            break; /* nothing on the stream, not even heartbeats */
+        }
     }
-    json_t *row = json_array_get(json_object_get(*res, "rows"), 0);
-    if (json_array_size(row) != (f3 ? 3u : 2u)) {
-        cli_error(cli, "unexpected reply from the daemon");
-        *rc = WATCH_EXIT_OTHER;
-        return NULL;
+    jobq_sub_destroy(&sub);
+    return rc;
+}
+
+/* Follows with wait_for_job_change (Ganeti's loop): watch the status,
+ * pass the highest log serial printed so far. */
+static int follow_wfjc(watch_t *w, jobq_client_t *c)
+{
+    json_t *fields = json_pack("[s]", "status"), *prev = NULL;
+    int rc = -1;
+    while (rc < 0) {
+        json_t *res = NULL;
+        if (jobq_wait_for_job_change(c, w->id, fields, prev, w->serial ? w->serial : -1,
+                                     WATCH_WFJC_WAIT_S, &res) < 0) {
+            cli_call_failed(w->cli);
+            rc = WATCH_EXIT_OTHER;
+            break;
+        }
+        if (json_is_null(res)) {
+            cli_error(w->cli, "job %llu not found", (unsigned long long)w->id);
+            rc = WATCH_EXIT_OTHER;
+        } else if (json_is_array(res)) {
+            json_t *info = json_array_get(res, 0), *log = json_array_get(res, 1);
+            const char *status = json_string_value(json_array_get(info, 0));
+            bool same = prev && json_equal(prev, info) && json_array_size(log) == 0;
+            rc = observe(w, status ? status : "?", log);
+            json_decref(prev);
+            prev = json_incref(info);
+            /* The daemon answers at once while the job is canceling
+             * (nothing more to wait for in Ganeti's rule); pace the loop
+             * until the executor finishes the cancel. */
+            if (rc < 0 && same)
+                sleep_ms(WATCH_CANCELING_PAUSE_MS);
+        } /* else "nochange": ask again */
+        json_decref(res);
     }
-    if (!json_is_string(json_array_get(row, 0))) {
-        cli_error(cli, "job %lld not found", (long long)json_integer_value(json_array_get(ids, 0)));
-        *rc = WATCH_EXIT_OTHER;
-        return NULL;
-    }
-    return row;
+    json_decref(prev);
+    json_decref(fields);
+    return rc;
+}
+
+int cli_follow_job(cli_t *cli, uint64_t id, bool poll)
+{
+    watch_t w = {.cli = cli, .id = id, .t0 = mono_s()};
+    jobq_client_t *c = cli_client(cli);
+    if (!c)
+        return WATCH_EXIT_OTHER;
+    int rc = poll ? -1 : follow_stream(&w, c);
+    if (rc < 0)
+        rc = follow_wfjc(&w, c);
+    return rc;
 }
 
 int cmd_watch(cli_t *cli, int argc, char **argv)
 {
+    cli_opt_t opts[] = {
+        {.name = "poll", .has_arg = false},
+        {0},
+    };
     char **pos;
     int npos, rc;
     bool done;
     uint64_t id;
-    json_t *ids = NULL, *res = NULL;
-    char *last_status = NULL;
-    rc = cli_parse(cli, argc, argv, NULL, &pos, &npos, &done);
+    rc = cli_parse(cli, argc, argv, opts, &pos, &npos, &done);
     if (done)
         goto out;
     if (npos != 1) {
@@ -110,57 +251,9 @@ int cmd_watch(cli_t *cli, int argc, char **argv)
         rc = cli_usage(cli, "invalid job ID '%s'", pos[0]);
         goto out;
     }
-    if (!cli_client(cli)) {
-        rc = WATCH_EXIT_OTHER;
-        goto out;
-    }
-    ids = json_pack("[I]", (json_int_t)id);
-    long long last_serial = 0;
-    for (int polls = 0;; polls++) {
-        json_t *row = query_row(cli, ids, "status", "log_serial", NULL, &res, &rc);
-        if (!row)
-            goto out;
-        const json_t *oplog = NULL;
-        if (json_integer_value(json_array_get(row, 1)) > last_serial) {
-            row = query_row(cli, ids, "status", "log_serial", "oplog", &res, &rc);
-            if (!row)
-                goto out;
-            oplog = json_array_get(row, 2);
-        }
-        const char *status = json_string_value(json_array_get(row, 0));
-        bool final = is_final(status);
-        /* New entries of a job still going were logged after its status
-         * changed; those of a finished job before it ended. */
-        if (oplog && final)
-            print_new_entries(cli, oplog, &last_serial);
-        if (!last_status || strcmp(last_status, status) != 0) {
-            if (cli->json) {
-                json_t *o = json_pack("{s:s}", "status", status);
-                cli_print_json(o);
-                json_decref(o);
-            } else {
-                printf("status: %s\n", status);
-            }
-            fflush(stdout);
-            free(last_status);
-            last_status = strdup(status);
-            if (!last_status) {
-                rc = WATCH_EXIT_OTHER;
-                goto out;
-            }
-        }
-        if (oplog && !final)
-            print_new_entries(cli, oplog, &last_serial);
-        if (final) {
-            rc = strcmp(status, "success") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
-            goto out;
-        }
-        sleep_ms(polls < WATCH_FAST_POLLS ? WATCH_FAST_POLL_MS : WATCH_SLOW_POLL_MS);
-    }
+    rc = cli_follow_job(cli, id, opts[0].count > 0);
 out:
-    free(last_status);
-    json_decref(ids);
-    json_decref(res);
+    cli_opts_free(opts);
     free(pos);
     return rc;
 }

@@ -11,7 +11,9 @@
  * reused on this connection. A call that times out leaves its reply in
  * flight; the next call reads it, sees an id that is not its own and drops
  * it. Keepalive replies ({"keepalive": true}) carry our id but are not the
- * answer: they are skipped and do not extend the caller's deadline.
+ * answer: they are skipped and do not extend the caller's deadline, except
+ * for wait_for_job_change, where the daemon parks the request on purpose
+ * and a keepalive proves it alive (call_impl's keepalive_grace_ms).
  * Frames that are not a single msgpack map with a readable id cannot be
  * matched to anything and are dropped as well.
  */
@@ -28,6 +30,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "jobq_internal.h"
 #include "jobq_json.h"
 
 #define REASON_MAX 512
@@ -46,6 +49,15 @@ static void set_error(jobq_client_t *self, jobq_code_t code, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 
 static void set_error(jobq_client_t *self, jobq_code_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    self->status = code;
+    vsnprintf(self->reason, sizeof self->reason, fmt, ap);
+    va_end(ap);
+}
+
+void jobq_client_fail(jobq_client_t *self, jobq_code_t code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -184,8 +196,8 @@ static int send_request(jobq_client_t *self, const char *data, size_t size,
 }
 
 /* Handles one received frame. Returns 1 when it was the reply to request
- * id (status and *result set, 0/-1 outcome in *outcome), 0 when it was
- * something to skip (stale, keepalive, unreadable). */
+ * id (status and *result set, 0/-1 outcome in *outcome), 2 when it was a
+ * keepalive for id, 0 when it was something to skip (stale, unreadable). */
 static int handle_frame(jobq_client_t *self, const char *method, uint64_t id,
                         const char *data, size_t size, json_t **result, int *outcome)
 {
@@ -199,8 +211,10 @@ static int handle_frame(jobq_client_t *self, const char *method, uint64_t id,
     int rc = wire_reply_parse(&upk.data, &rep);
     if (!rep.has_id || rep.id != id)
         goto done;  /* stale reply to an earlier call, or unmatchable */
-    if (rc == 0 && rep.keepalive)
-        goto done;  /* not the answer yet; the deadline stays the caller's */
+    if (rc == 0 && rep.keepalive) {
+        matched = 2;  /* not the answer yet */
+        goto done;
+    }
     matched = 1;
     *outcome = -1;
     if (rc < 0 || off != size) {
@@ -230,8 +244,10 @@ done:
     return matched;
 }
 
-int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
-              json_t **result, int timeout_ms)
+/* The single request path. keepalive_grace_ms > 0: each keepalive for
+ * this request moves the deadline to at least that far from now. */
+static int call_impl(jobq_client_t *self, const char *method, const json_t *args,
+                     json_t **result, int timeout_ms, int keepalive_grace_ms)
 {
     assert(self);
     assert(method);
@@ -247,7 +263,9 @@ int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
                   self->ipc_path);
         return -1;
     }
-    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    int64_t start = now_ms();
+    int64_t deadline = timeout_ms < 0 ? -1 : start + timeout_ms;
+    bool extended = false;
     uint64_t id = self->next_id++;
 
     msgpack_sbuffer sbuf;
@@ -275,7 +293,9 @@ int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
     for (;;) {
         int ready = wait_socket(self, ZMQ_POLLIN, deadline);
         if (ready == 0) {
-            set_error(self, JOBQ_ERR_TIMEOUT, "no reply within %g s", timeout_ms / 1000.0);
+            /* After keepalives moved the deadline, say how long we waited. */
+            set_error(self, JOBQ_ERR_TIMEOUT, "no reply within %g s",
+                      extended ? (double)((now_ms() - start) / 100) / 10 : timeout_ms / 1000.0);
             return -1;
         }
         if (ready < 0) {
@@ -308,9 +328,22 @@ int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
             multipart = zmq_msg_more(&msg);
             zmq_msg_close(&msg);
         }
-        if (matched)
+        if (matched == 2) {
+            if (keepalive_grace_ms > 0 && deadline >= 0 &&
+                deadline < now_ms() + keepalive_grace_ms) {
+                deadline = now_ms() + keepalive_grace_ms;
+                extended = true;
+            }
+        } else if (matched) {
             return outcome;
+        }
     }
+}
+
+int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
+              json_t **result, int timeout_ms)
+{
+    return call_impl(self, method, args, result, timeout_ms, 0);
 }
 
 /* Calls method and checks that the result has the expected JSON type.
@@ -472,4 +505,66 @@ int jobq_shutdown(jobq_client_t *self, int timeout_ms)
         return -1;
     json_decref(r);
     return 0;
+}
+
+int jobq_wait_for_job_change(jobq_client_t *self, uint64_t id, const json_t *fields,
+                             const json_t *prev_job_info, int64_t prev_log_serial,
+                             double wait_s, json_t **result)
+{
+    assert(result);
+    *result = NULL;
+    if (!json_is_array(fields) || (prev_job_info && !json_is_array(prev_job_info)) ||
+        !(wait_s > 0 && wait_s <= 600)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT,
+                  "wait_for_job_change: fields and prev_job_info must be arrays, "
+                  "the wait 0 < s <= 600");
+        return -1;
+    }
+    json_t *args = json_pack("{s:I, s:O, s:O, s:o, s:f}", "id", (json_int_t)id, "fields",
+                             (json_t *)fields, "prev_job_info",
+                             prev_job_info ? (json_t *)prev_job_info : json_null(),
+                             "prev_log_serial",
+                             prev_log_serial < 0 ? json_null()
+                                                 : json_integer((json_int_t)prev_log_serial),
+                             "timeout", wait_s);
+    if (!args) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "wait_for_job_change: invalid arguments");
+        return -1;
+    }
+    int timeout_ms = (int)(wait_s * 1000) + JOBQ_WFJC_MARGIN_MS;
+    int rc = call_impl(self, "wait_for_job_change", args, result, timeout_ms,
+                       JOBQ_WFJC_KEEPALIVE_GRACE_MS);
+    json_decref(args);
+    if (rc < 0)
+        return -1;
+    json_t *r = *result;
+    bool ok = json_is_null(r) ||
+              (json_is_string(r) && strcmp(json_string_value(r), "nochange") == 0) ||
+              (json_is_array(r) && json_array_size(r) == 2 &&
+               json_is_array(json_array_get(r, 0)) && json_is_array(json_array_get(r, 1)));
+    if (!ok) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to wait_for_job_change");
+        json_decref(r);
+        *result = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+json_t *jobq_events_since(jobq_client_t *self, uint64_t after_seq, uint64_t epoch,
+                          uint64_t limit, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I}", "after_seq", (json_int_t)after_seq);
+    if (args && epoch)
+        json_object_set_new(args, "epoch", json_integer((json_int_t)epoch));
+    if (args && limit)
+        json_object_set_new(args, "limit", json_integer((json_int_t)limit));
+    json_t *r = call_typed(self, "events_since", args, JSON_OBJECT, timeout_ms);
+    if (r && (!json_is_boolean(json_object_get(r, "too_old")) ||
+              !json_is_array(json_object_get(r, "events")))) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to events_since");
+        json_decref(r);
+        return NULL;
+    }
+    return r;
 }

@@ -28,6 +28,17 @@ JOBQ = os.path.join(BUILD, "clients", "jobq")
 ISO_TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}[+-]\d\d:\d\d"
 
 
+def watch_lines(text):
+    """watch's text lines without their "[+S.SSSs] " elapsed-time prefix
+    (which each line must have)."""
+    out = []
+    for line in text.splitlines():
+        m = re.fullmatch(r"\[\+\d+\.\d{3}s\] (.*)", line)
+        assert m, line
+        out.append(m.group(1))
+    return out
+
+
 def run(*args, endpoint=None, input=None, timeout=60, env_endpoint=True):
     """Runs the CLI; returns the CompletedProcess (text mode)."""
     env = dict(os.environ)
@@ -155,7 +166,7 @@ def test_submit_watch_info(daemon):
     job = daemon.submit("test.delay", "duration=0.01")
     w = daemon.jobq("watch", job)
     assert w.returncode == 0, w.stderr
-    assert w.stdout.splitlines()[-1] == "status: success"
+    assert watch_lines(w.stdout)[-1] == "status: success"
     info = daemon.ok("info", job)
     assert f"Job ID: {job}\n" in info
     assert "  Status: success\n" in info
@@ -190,7 +201,7 @@ def test_watch_prints_each_log_entry_once(daemon):
     job = daemon.submit("test.delay", "duration=0.05", "repeat=4")
     w = daemon.jobq("watch", job)
     assert w.returncode == 0, w.stderr
-    lines = w.stdout.splitlines()
+    lines = watch_lines(w.stdout)
     logs = [l for l in lines if not l.startswith("status: ")]
     assert len(logs) == 4, w.stdout
     for i, line in enumerate(logs):
@@ -202,7 +213,8 @@ def test_watch_prints_each_log_entry_once(daemon):
     wj = daemon.jobq("--json", "watch", job)
     objs = [json.loads(l) for l in wj.stdout.splitlines()]
     assert [o["log"][0] for o in objs if "log" in o] == [1, 2, 3, 4]
-    assert objs[-1] == {"status": "success"}
+    assert objs[-1]["status"] == "success" and set(objs[-1]) == {"status", "elapsed"}
+    assert all(isinstance(o["elapsed"], (int, float)) for o in objs)
 
 
 def test_watch_exit_codes(daemon):
@@ -211,7 +223,7 @@ def test_watch_exit_codes(daemon):
     bad = daemon.submit("test.delay", "duration=0", "fail=true")
     w = daemon.jobq("watch", bad)
     assert w.returncode == 1
-    assert w.stdout.splitlines()[-1] == "status: error"
+    assert watch_lines(w.stdout)[-1] == "status: error"
     logfail = daemon.submit("test.log", 'messages=["x"]', "fail=true")
     assert daemon.jobq("watch", logfail).returncode == 1
     long = daemon.submit("test.delay", "duration=60")
@@ -221,7 +233,7 @@ def test_watch_exit_codes(daemon):
     assert "canceled" in daemon.ok("cancel", long)
     out, err = watcher.communicate(timeout=15)
     assert watcher.returncode == 1, err
-    assert out.splitlines()[-1] == "status: canceled"
+    assert watch_lines(out)[-1] == "status: canceled"
     missing = daemon.jobq("watch", 999999)
     assert missing.returncode == 2
     assert "job 999999 not found" in one_error_line(missing)
@@ -490,7 +502,7 @@ def test_json_output_everywhere(daemon):
 # ---------------------------------------------------------------- usage
 
 COMMANDS = ["submit", "submit-many", "list", "info", "watch", "cancel", "priority",
-            "archive", "autoarchive", "drain", "stats", "shutdown", "ping"]
+            "archive", "autoarchive", "drain", "stats", "shutdown", "ping", "monitor"]
 
 
 def test_help():
