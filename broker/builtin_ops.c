@@ -208,8 +208,7 @@ static jq_step_t log_step(jq_task_t *t)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_uint32(&pk, st->count);
-    t->result.data = sb.data;
-    t->result.len = (uint32_t)sb.size;
+    jq_blob_take(&t->result, &sb);
     return JQ_STEP_SUCCESS;
 }
 

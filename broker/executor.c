@@ -424,6 +424,9 @@ static void *executor_main(void *arg)
     jq_executor_t *ex = arg;
     jq_executors_t *p = ex->pool;
     uint64_t kicked[64];
+    char name[16];
+    snprintf(name, sizeof name, "jobqd-exec%u", ex->index);
+    pthread_setname_np(pthread_self(), name); /* for top -H and perf */
     for (;;) {
         int64_t now = jq_now_mono();
         int64_t deadline = ex->ntasks ? ex->heap[0]->deadline : INT64_MAX;

@@ -65,8 +65,11 @@ static jobq_code_t parse_wait(jq_call_t *c, jq_waiter_t *w, double *timeout)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, prev ? *prev : nil);
-    w->prev_info = sb.data;
-    w->prev_info_len = sb.size;
+    jq_blob_t info = {0};
+    if (sb.data)
+        jq_blob_take(&info, &sb);
+    w->prev_info = info.data;
+    w->prev_info_len = info.len;
     if (!w->prev_info) {
         snprintf(c->err, c->errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;

@@ -164,6 +164,7 @@ static void *handler_main(void *arg)
 {
     handler_t *h = arg;
     jq_daemon_t *d = h->d;
+    pthread_setname_np(pthread_self(), "jobqd-handler"); /* for top -H and perf */
     void *in = zmq_socket(d->zctx, ZMQ_PULL);
     void *out = zmq_socket(d->zctx, ZMQ_PUSH);
     int linger = 0, hwm = 0;

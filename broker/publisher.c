@@ -30,8 +30,11 @@ static int bind_one(jq_publisher_t *p, const char *ep, char (*eps)[512], unsigne
     }
     if (*neps < max) {
         size_t len = 512;
-        if (zmq_getsockopt(p->pub, ZMQ_LAST_ENDPOINT, eps[*neps], &len) < 0)
-            snprintf(eps[*neps], 512, "%s", ep);
+        if (zmq_getsockopt(p->pub, ZMQ_LAST_ENDPOINT, eps[*neps], &len) < 0) {
+            size_t n = strnlen(ep, 511);
+            memcpy(eps[*neps], ep, n);
+            eps[*neps][n] = '\0';
+        }
         (*neps)++;
     }
     return 0;

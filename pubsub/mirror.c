@@ -63,21 +63,6 @@ static int64_t ts_of(const msgpack_object *o)
     return s * 1000000 + us;
 }
 
-static int blob_from(jq_blob_t *b, const msgpack_object *o)
-{
-    jq_blob_free(b);
-    if (!o || o->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *o);
-    b->data = sb.data;
-    b->len = (uint32_t)sb.size;
-    return b->data ? 0 : -1;
-}
-
 static int append_log(jq_op_t *op, const msgpack_object *entry)
 {
     if (op->nlog == op->caplog) {
@@ -89,7 +74,7 @@ static int append_log(jq_op_t *op, const msgpack_object *entry)
         op->caplog = cap;
     }
     op->log[op->nlog] = (jq_blob_t){0};
-    if (blob_from(&op->log[op->nlog], entry) < 0)
+    if (jq_blob_pack_object(&op->log[op->nlog], entry) < 0)
         return -1;
     op->nlog++;
     return 0;
@@ -136,7 +121,7 @@ int jq_mirror_apply(jq_job_t *m, const msgpack_object *change, bool keep_logs,
             op->start_ts = ts_of(wire_map_get(o, "start_ts"));
             op->exec_ts = ts_of(wire_map_get(o, "exec_ts"));
             op->end_ts = ts_of(wire_map_get(o, "end_ts"));
-            if (blob_from(&op->result, wire_map_get(o, "result")) < 0)
+            if (jq_blob_pack_object(&op->result, wire_map_get(o, "result")) < 0)
                 return -1;
         }
     }

@@ -88,6 +88,40 @@ void jq_blob_free(jq_blob_t *b)
     b->len = 0;
 }
 
+int jq_blob_take(jq_blob_t *b, msgpack_sbuffer *sb)
+{
+    if (sb->size > UINT32_MAX) {
+        msgpack_sbuffer_destroy(sb);
+        msgpack_sbuffer_init(sb);
+        return -1;
+    }
+    char *exact = sb->size ? realloc(sb->data, sb->size) : NULL;
+    if (sb->size && !exact)
+        exact = sb->data; /* could not shrink: keep it as it is */
+    else if (!sb->size)
+        free(sb->data);
+    jq_blob_free(b);
+    b->data = exact;
+    b->len = (uint32_t)sb->size;
+    sb->data = NULL;
+    sb->size = sb->alloc = 0;
+    return 0;
+}
+
+int jq_blob_pack_object(jq_blob_t *b, const msgpack_object *o)
+{
+    if (!o || o->type == MSGPACK_OBJECT_NIL) {
+        jq_blob_free(b);
+        return 0;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    return sb.data ? jq_blob_take(b, &sb) : -1;
+}
+
 int jq_blob_exec_error(jq_blob_t *b, const char *message)
 {
     msgpack_sbuffer sb;
@@ -98,10 +132,7 @@ int jq_blob_exec_error(jq_blob_t *b, const char *message)
     msgpack_pack_str_with_body(&pk, "OpExecError", 11);
     msgpack_pack_array(&pk, 1);
     msgpack_pack_str_with_body(&pk, message, strlen(message));
-    jq_blob_free(b);
-    b->data = sb.data; /* the sbuffer's storage becomes the blob's */
-    b->len = (uint32_t)sb.size;
-    return b->data ? 0 : -1;
+    return sb.data ? jq_blob_take(b, &sb) : -1;
 }
 
 static int blob_str(jq_blob_t *b, const char *s)
@@ -111,10 +142,7 @@ static int blob_str(jq_blob_t *b, const char *s)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_str_with_body(&pk, s, strlen(s));
-    jq_blob_free(b);
-    b->data = sb.data;
-    b->len = (uint32_t)sb.size;
-    return b->data ? 0 : -1;
+    return sb.data ? jq_blob_take(b, &sb) : -1;
 }
 
 void jq_job_destroy(jq_job_t **jobp)
@@ -241,10 +269,9 @@ int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
     msgpack_pack_int64(&pk, now % 1000000);
     msgpack_pack_str_with_body(&pk, type, strlen(type));
     msgpack_pack_str_with_body(&pk, msg, msglen);
-    if (!sb.data)
+    op->log[op->nlog] = (jq_blob_t){0};
+    if (!sb.data || jq_blob_take(&op->log[op->nlog], &sb) < 0)
         return -1;
-    op->log[op->nlog].data = sb.data;
-    op->log[op->nlog].len = (uint32_t)sb.size;
     op->nlog++;
     job->log_serial++;
     (void)d; /* the new serial is the delta */

@@ -14,6 +14,7 @@
 #ifndef JOBQ_JOB_H
 #define JOBQ_JOB_H
 
+#include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -163,5 +164,10 @@ int jq_blob_set(jq_blob_t *b, const void *data, size_t len);
 void jq_blob_free(jq_blob_t *b);
 /* msgpack ["OpExecError", [message]] */
 int jq_blob_exec_error(jq_blob_t *b, const char *message);
+/* Move what sb holds into b, at its exact size (an sbuffer allocates 8 KB
+ * at a time; a stored value must not keep that). sb is left empty. */
+int jq_blob_take(jq_blob_t *b, msgpack_sbuffer *sb);
+/* b = o encoded; nil when o is NULL or nil. */
+int jq_blob_pack_object(jq_blob_t *b, const msgpack_object *o);
 
 #endif

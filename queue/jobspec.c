@@ -13,18 +13,6 @@ const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t 
     return NULL;
 }
 
-static int pack_to_blob(const msgpack_object *o, jq_blob_t *b)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *o);
-    b->data = sb.data;
-    b->len = (uint32_t)sb.size;
-    return b->data ? 0 : -1;
-}
-
 static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative,
                                  jq_op_t *op, char *err, size_t errlen, unsigned idx)
 {
@@ -127,7 +115,7 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
     }
     char summary[128];
     op->def->summarize(args, summary, sizeof summary);
-    if (pack_to_blob(args, &op->args) < 0 || !(op->summary = strdup(summary))) {
+    if (jq_blob_pack_object(&op->args, args) < 0 || !(op->summary = strdup(summary))) {
         snprintf(err, errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;
     }

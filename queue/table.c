@@ -46,11 +46,17 @@ jq_table_t *jq_table_new(unsigned nshards, jq_sink_fn sink, void *sink_ctx)
     t->nshards = nshards;
     t->sink = sink;
     t->sink_ctx = sink_ctx;
+    /* Writers first: with glibc's default (readers first) a stream of
+     * overlapping queries can starve the executors' updates of a shard. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     for (unsigned i = 0; i < nshards; i++) {
-        pthread_rwlock_init(&t->shards[i].lock, NULL);
+        pthread_rwlock_init(&t->shards[i].lock, &attr);
         pthread_mutex_init(&t->shards[i].outbox_mu, NULL);
         t->shards[i].table = t;
     }
+    pthread_rwlockattr_destroy(&attr);
     return t;
 }
 

@@ -1,0 +1,149 @@
+/* bench.h: shared pieces of jobq-bench (see docs/benchmarks.md).
+ *
+ * The benchmark speaks the wire protocol with raw libzmq + msgpack-c and
+ * the shared envelope codec (proto/wire.h); it does not use libjobq, so a
+ * client-library change cannot move the daemon's figures. */
+#ifndef JOBQ_BENCH_H
+#define JOBQ_BENCH_H
+
+#include "wire.h"
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <zmq.h>
+
+/* ---- time and statistics (util.c) ---- */
+
+double bench_now(void);               /* CLOCK_MONOTONIC seconds */
+void bench_sleep(double seconds);     /* the load pattern only, never to wait for state */
+
+typedef struct {
+    double *v;
+    size_t n, cap;
+} samples_t;
+
+void samples_add(samples_t *s, double v);
+void samples_free(samples_t *s);
+/* Percentile (0..100) by nearest rank; sorts in place. NAN when empty. */
+double samples_pct(samples_t *s, double pct);
+double samples_mean(const samples_t *s);
+
+/* ---- processes (util.c) ---- */
+
+long proc_status_kb(pid_t pid, const char *key); /* "VmRSS", ... ; -1 on error */
+long proc_threads(pid_t pid);
+long proc_fd_count(pid_t pid);
+double proc_cpu_seconds(pid_t pid);   /* utime + stime */
+typedef struct {
+    pid_t tid;
+    char name[32];
+    double cpu; /* seconds */
+} thread_cpu_t;
+/* Each thread's name and CPU seconds; returns the count. */
+int proc_threads_cpu(pid_t pid, thread_cpu_t *out, int max);
+bool proc_alive(pid_t pid);
+/* Poll RSS every 100 ms until three readings in a row agree (or timeout);
+ * returns the last reading in kB. */
+long proc_rss_settled(pid_t pid, double timeout);
+
+/* CPU the rest of the machine used while we measured (other sessions'
+ * processes: the figures are noisy when this is well above 0). */
+typedef struct {
+    pid_t daemon;
+    double t, sys, self, dmn;
+} others_t;
+void others_begin(others_t *o, pid_t daemon);
+/* Cores busy outside this process and the daemon since others_begin. */
+double others_end(const others_t *o);
+/* Poll until the machine is quiet (under 0.15 busy cores outside us over
+ * half a second) or max_wait passes; false on timeout. */
+bool wait_quiet(double max_wait);
+
+/* A free TCP port on 127.0.0.1 (bound and released). */
+int free_tcp_port(void);
+
+/* A fresh directory under the run's temporary root. */
+int bench_mkdtemp(char *out, size_t len, const char *prefix);
+void bench_rmtree(const char *dir);
+extern char bench_tmp_root[256];
+
+typedef struct {
+    pid_t pid;
+    char dir[300];
+    char endpoint[400];  /* what clients connect to */
+    char log[400];
+} daemon_t;
+
+/* Start jobqd in a fresh data directory, extra arguments NULL-terminated;
+ * returns 0 once it answers a ping. */
+int jobqd_start(daemon_t *d, const char *const *extra);
+/* SIGTERM, wait up to 15 s (then SIGKILL), remove the data directory. */
+void daemon_stop(daemon_t *d);
+/* beanstalkd on 127.0.0.1:free port; 0 once it accepts connections. */
+int beanstalkd_start(daemon_t *d, int *port);
+
+extern const char *opt_jobqd;
+extern const char *opt_beanstalkd; /* NULL: not available */
+extern const char *opt_transport;  /* "tcp" or "ipc" */
+extern bool opt_verbose;
+extern bool opt_keep; /* leave daemon directories (and their logs) in place */
+
+void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- results (util.c) ---- */
+
+/* Record a figure under a dotted name ("submit.single_1.jobs_per_s"). */
+void result_set(const char *name, double value);
+double result_get(const char *name); /* NAN when absent */
+/* Writes {"machine": ..., "results": {...}} to `to` when given (and closes
+ * it), else to the file at path. */
+void results_write_json(const char *path, const char *machine_json, FILE *to);
+
+/* ---- jobq client (jclient.c) ---- */
+
+typedef struct {
+    void *sock;
+    uint64_t next_id;
+    uint64_t last_sent_id;
+    msgpack_sbuffer req;
+    msgpack_packer pk;
+    msgpack_unpacked up;
+    zmq_msg_t frame; /* the last reply; up's strings point into it */
+    wire_reply_t rep;
+    char errbuf[256];
+} jc_t;
+
+jc_t *jc_open(void *zctx, const char *endpoint);
+void jc_close(jc_t **c);
+/* Start a request: the caller then packs exactly one args value into c->pk. */
+msgpack_packer *jc_begin(jc_t *c, const char *method);
+int jc_send(jc_t *c);
+/* Receive one reply (any id) into c->rep; -1 on timeout. */
+int jc_recv(jc_t *c, int timeout_ms);
+/* Send the built request and wait for its reply; -1 on timeout, transport
+ * error or an error reply (message in c->errbuf). */
+int jc_call(jc_t *c, int timeout_ms);
+
+/* Packs a one-opcode test.delay job: [ {op, args:{duration, repeat}} ]. */
+void pack_delay_job(msgpack_packer *pk, double duration, long repeat);
+/* submit_job of one test.delay; returns the id or 0. */
+uint64_t jc_submit_delay(jc_t *c, double duration, long repeat);
+/* submit_many_jobs of n identical test.delay jobs; returns jobs accepted,
+ * -1 on failure. */
+long jc_submit_many_delay(jc_t *c, uint32_t n, double duration, long repeat);
+/* query_jobs listing (no ids) with the given fields; returns row count,
+ * -1 on failure. */
+long jc_list(jc_t *c, const char *const *fields, unsigned nfields);
+/* stats: an integer counter by top-level key; -1 on failure. */
+long long jc_stat(jc_t *c, const char *key);
+/* Sum of log_serial over every live job; -1 on failure. */
+long long jc_sum_log_serial(jc_t *c);
+int jc_ping(jc_t *c);
+/* Poll stats every 50 ms until key >= want; false on timeout. */
+bool jc_wait_stat(jc_t *c, const char *key, long long want, double timeout);
+
+#endif
