@@ -2,6 +2,7 @@
 #include "config.h"
 #include "executor.h"
 #include "ring.h"
+#include "store.h"
 #include "table.h"
 #include "wire.h"
 
@@ -32,6 +33,12 @@ static const char usage[] =
     "                            [100000]\n"
     "      --ring-events N       events kept for events_since [65536]\n"
     "      --keepalive SECONDS   keepalive interval to parked waiters [5]\n"
+    "      --sync MODE           when a submit is acknowledged: always (after\n"
+    "                            fsync), batch (after commit; fsync every\n"
+    "                            --sync-interval), none (no fsync) [always]\n"
+    "      --sync-interval SEC   fsync interval for --sync batch [0.1]\n"
+    "      --store-map-size N    bytes the store may grow to, with suffix K,M,G\n"
+    "                            or T [64G]\n"
     "      --max-request-bytes N largest request answered; 4x that closes the\n"
     "                            connection [16777216]\n"
     "  -c, --config FILE         read options from FILE first: one long option\n"
@@ -45,7 +52,8 @@ static const char usage[] =
     "I/O thread); it never grows with clients, requests or jobs.\n";
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
-       OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE };
+       OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
+       OPT_SYNC_INTERVAL, OPT_MAP_SIZE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -60,6 +68,9 @@ static const struct option long_opts[] = {
     {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
     {"ring-events", required_argument, NULL, OPT_RING_EVENTS},
     {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
+    {"sync", required_argument, NULL, OPT_SYNC},
+    {"sync-interval", required_argument, NULL, OPT_SYNC_INTERVAL},
+    {"store-map-size", required_argument, NULL, OPT_MAP_SIZE},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -109,6 +120,51 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     case 'v':
         cfg->verbose = true;
         return 0;
+    case OPT_SYNC:
+        if (!strcmp(val, "always"))
+            cfg->sync = JQ_SYNC_ALWAYS;
+        else if (!strcmp(val, "batch"))
+            cfg->sync = JQ_SYNC_BATCH;
+        else if (!strcmp(val, "none"))
+            cfg->sync = JQ_SYNC_NONE;
+        else {
+            snprintf(err, errlen, "--sync: expected always, batch or none, got '%s'", val);
+            return -1;
+        }
+        return 0;
+    case OPT_SYNC_INTERVAL: {
+        char *end;
+        double k = strtod(val, &end);
+        if (end == val || *end || !(k >= 0.001 && k <= 60)) {
+            snprintf(err, errlen, "--sync-interval: expected seconds from 0.001 to 60, got '%s'", val);
+            return -1;
+        }
+        cfg->sync_interval = k;
+        return 0;
+    }
+    case OPT_MAP_SIZE: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(val, &end, 10);
+        int shift = 0;
+        if (*end == 'K' || *end == 'k')
+            shift = 10;
+        else if (*end == 'M' || *end == 'm')
+            shift = 20;
+        else if (*end == 'G' || *end == 'g')
+            shift = 30;
+        else if (*end == 'T' || *end == 't')
+            shift = 40;
+        if (shift)
+            end++;
+        if (errno || end == val || *end || val[0] == '-' || v == 0 || v > (1ull << (63 - shift)) ||
+            (v << shift) < (1u << 20)) {
+            snprintf(err, errlen, "--store-map-size: expected a size of at least 1M, like 64G, got '%s'", val);
+            return -1;
+        }
+        cfg->store_map_size = v << shift;
+        return 0;
+    }
     case OPT_KEEPALIVE: {
         char *end;
         double k = strtod(val, &end);
@@ -205,6 +261,9 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->max_waiters = 100000;
     cfg->ring_events = JQ_RING_DEFAULT_EVENTS;
     cfg->keepalive = JOBQ_KEEPALIVE_SECONDS;
+    cfg->sync = JQ_SYNC_ALWAYS;
+    cfg->sync_interval = 0.1;
+    cfg->store_map_size = 64ull << 30;
 
     /* The config file comes first so the command line overrides it. */
     for (int i = 1; i < argc - 1; i++)

@@ -18,6 +18,9 @@ typedef struct {
     uint64_t max_waiters;
     uint64_t ring_events;       /* replay ring size, events */
     double keepalive;           /* seconds between keepalives to waiters */
+    int sync;                   /* jq_sync_t */
+    double sync_interval;       /* seconds, for --sync batch */
+    uint64_t store_map_size;    /* bytes */
     unsigned shards;
     unsigned handlers;
     unsigned executors;

@@ -12,6 +12,7 @@
 #include "executor.h"
 #include "ring.h"
 #include "scheduler.h"
+#include "store.h"
 #include "table.h"
 #include "wire.h"
 
@@ -41,7 +42,8 @@ typedef struct {
     jq_sched_t *sched;
     jq_executors_t *executors;
     const jq_opset_t *ops;
-    jq_changeq_t *changeq;          /* change records on their way to the loop */
+    jq_store_t *store;              /* the durable queue (its own thread) */
+    jq_changeq_t *changeq;          /* committed change records, for the loop */
     jq_ring_t *ring;                /* replay ring: loop appends, handlers read */
     uint64_t epoch;                 /* this run's event epoch */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
@@ -78,6 +80,8 @@ typedef struct {
     size_t body_len;
     jq_waiter_t *park;          /* set by a handler that parks the request
                                    instead of answering (see waiters.h) */
+    uint64_t hold_ticket;       /* set by a handler whose answer may go out
+                                   only once the store is durable up to it */
 } jq_call_t;
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
@@ -117,12 +121,21 @@ int jq_loop_run(jq_daemon_t *d);
 /* Handling one request body, for the handler threads: writes the reply
  * into sb and returns NULL, or returns a waiter to park in the loop (sb is
  * then empty). */
-jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb);
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb,
+                         uint64_t *hold_ticket);
 
 /* Frame flag values between the loop and the handlers (second frame). */
 #define JQ_FLAG_PLAIN 0     /* a DEALER client */
 #define JQ_FLAG_DELIMITER 1 /* a REQ client: echo the empty delimiter */
 #define JQ_FLAG_PARK 2      /* handler → loop: body is a jq_waiter_t pointer;
                                bit 0 still says whether a delimiter is due */
+#define JQ_FLAG_HOLD 4      /* handler → loop: the flag frame carries 8 more
+                               bytes, a store ticket; send the reply once
+                               the store is durable up to it */
+
+/* Load the store into the table, settle the jobs that were in flight when
+ * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
+ * Before any thread but the store's runs. */
+int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
 
 #endif

@@ -24,6 +24,7 @@ struct jq_executor {
 struct jq_executors {
     jq_table_t *table;
     jq_sched_t *sched;
+    jq_store_t *store;
     const jq_opset_t *ops;
     unsigned n;
     jq_executor_t ex[];
@@ -318,6 +319,9 @@ static bool check_deps(jq_executors_t *p, uint64_t id, uint32_t gen,
         case JQ_DEP_RECHECK:
             return true; /* start_op sees the cancel */
         case JQ_DEP_NOT_FOUND:
+            /* Not in the table: archived (and final for good) or absent. */
+            if (p->store && jq_store_archived_status(p->store, dep_id, &st))
+                break;
             snprintf(msg, sizeof msg, "Dependency error: job %llu not found",
                      (unsigned long long)dep_id);
             fail_held(p, id, gen, msg, false);
@@ -454,7 +458,7 @@ static void *executor_main(void *arg)
 }
 
 jq_executors_t *jq_executors_new(jq_table_t *table, jq_sched_t *sched,
-                                 const jq_opset_t *ops, unsigned n)
+                                 const jq_opset_t *ops, jq_store_t *store, unsigned n)
 {
     if (n == 0 || n > JQ_MAX_EXECUTORS)
         return NULL;
@@ -463,6 +467,7 @@ jq_executors_t *jq_executors_new(jq_table_t *table, jq_sched_t *sched,
         return NULL;
     p->table = table;
     p->sched = sched;
+    p->store = store;
     p->ops = ops;
     for (unsigned i = 0; i < n; i++) {
         p->ex[i].index = i;

@@ -11,6 +11,7 @@
 
 #include "opdef.h"
 #include "scheduler.h"
+#include "store.h"
 #include "table.h"
 
 #include <stdbool.h>
@@ -42,8 +43,10 @@ bool jq_task_log(jq_task_t *task, const char *message);
 typedef struct jq_executors jq_executors_t;
 
 /* Start n executor threads. NULL on failure (nothing left running). */
+/* store (may be NULL) answers for dependencies on archived jobs, which the
+ * table no longer holds. */
 jq_executors_t *jq_executors_new(jq_table_t *table, jq_sched_t *sched,
-                                 const jq_opset_t *ops, unsigned n);
+                                 const jq_opset_t *ops, jq_store_t *store, unsigned n);
 /* Stop: running opcodes end `error` "Interrupted by broker shutdown";
  * joins the threads and frees. */
 void jq_executors_destroy(jq_executors_t **pool);

@@ -32,6 +32,7 @@ jobq_code_t jq_handle_admin_drain(jq_call_t *c)
         return JOBQ_ERR_BAD_ARGUMENT;
     }
     atomic_store(&c->d->drained, o->via.boolean);
+    jq_store_set_drain(c->d->store, o->via.boolean);
     msgpack_pack_true(c->pk);
     return JOBQ_ERR_NONE;
 }
@@ -81,7 +82,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 23);
+    msgpack_pack_map(pk, 24);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -121,5 +122,18 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "events_published", atomic_load(&d->last_seq));
     pack_kv_u64(pk, "epoch", d->epoch);
     pack_kv_u64(pk, "waiters", atomic_load(&d->waiters));
+    jq_store_stats_t st;
+    jq_store_get_stats(d->store, &st);
+    wire_pack_cstr(pk, "store");
+    msgpack_pack_map(pk, 8);
+    wire_pack_cstr(pk, "sync");
+    wire_pack_cstr(pk, st.sync);
+    pack_kv_u64(pk, "commits", st.commits);
+    pack_kv_u64(pk, "fsyncs", st.fsyncs);
+    pack_kv_u64(pk, "records", st.records);
+    pack_kv_u64(pk, "failures", st.failures);
+    pack_kv_u64(pk, "bytes", st.bytes);
+    pack_kv_u64(pk, "queued", jq_store_ticket(d->store) - jq_store_durable(d->store));
+    pack_kv_u64(pk, "durable", jq_store_durable(d->store));
     return JOBQ_ERR_NONE;
 }

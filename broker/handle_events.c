@@ -107,7 +107,21 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c)
     const jq_job_t *job = jq_shard_find_any(sh, id);
     bool answered = true;
     if (!job) {
-        msgpack_pack_nil(c->pk); /* Ganeti: unknown job → None */
+        jq_shard_rdunlock(sh);
+        /* Archived and out of memory, or unknown (Ganeti: None). Archived
+         * jobs are final, so the rule answers at once. */
+        char err[256];
+        jq_job_t *stored = jq_store_load_archived(d->store, id, err, sizeof err);
+        if (stored) {
+            jq_waiter_collect_logs(w, stored);
+            jq_waiter_evaluate(w, stored, c->pk);
+            jq_job_destroy(&stored);
+        } else {
+            msgpack_pack_nil(c->pk);
+        }
+        jq_waiter_destroy(&w);
+        atomic_fetch_sub(&d->waiters, 1);
+        return JOBQ_ERR_NONE;
     } else {
         jq_waiter_collect_logs(w, job);
         answered = jq_waiter_evaluate(w, job, c->pk);

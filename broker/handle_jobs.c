@@ -77,6 +77,9 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
         return JOBQ_ERR_INTERNAL;
     }
     msgpack_pack_uint64(c->pk, id);
+    /* Acknowledged only once the job is committed: the loop holds the
+     * reply until the store is durable past this ticket. */
+    c->hold_ticket = jq_store_ticket(d->store);
     return JOBQ_ERR_NONE;
 }
 
@@ -161,6 +164,8 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     free(errors);
     free(ids);
     free(back);
+    if (nvalid)
+        c->hold_ticket = jq_store_ticket(d->store);
     return JOBQ_ERR_NONE;
 }
 

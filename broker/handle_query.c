@@ -133,6 +133,26 @@ static void emit_rows(jq_call_t *c, msgpack_sbuffer *rows, uint32_t nrows, bool 
         msgpack_pack_false(c->pk);
 }
 
+/* A job the table does not hold: archived (in the store) or unknown. Read
+ * with the store's own read transaction, no shard lock held. Returns the
+ * number of rows packed. */
+static uint32_t pack_stored_row(jq_call_t *c, const query_t *q, msgpack_packer *pk, uint64_t id,
+                                bool missing_row)
+{
+    char err[256] = "";
+    jq_job_t *job = jq_store_load_archived(c->d->store, id, err, sizeof err);
+    uint32_t n = 0;
+    if (job && matches(q, job)) {
+        pack_row(pk, q, job);
+        n = 1;
+    } else if (!job && missing_row && !q->status_mask) {
+        pack_missing_row(pk, q, id);
+        n = 1;
+    }
+    jq_job_destroy(&job);
+    return n;
+}
+
 static jobq_code_t query_by_ids(jq_call_t *c, const query_t *q, const msgpack_object *ids)
 {
     jq_table_t *t = c->d->table;
@@ -161,11 +181,10 @@ static jobq_code_t query_by_ids(jq_call_t *c, const query_t *q, const msgpack_ob
         if (job && matches(q, job)) {
             pack_row(&rpk, q, job);
             nrows++;
-        } else if (!job && !q->status_mask) {
-            pack_missing_row(&rpk, q, (uint64_t)id);
-            nrows++;
         }
         jq_shard_rdunlock(sh);
+        if (!job)
+            nrows += pack_stored_row(c, q, &rpk, (uint64_t)id, true);
     }
     pack_head(c, q);
     emit_rows(c, &rows, nrows, false);
@@ -178,8 +197,11 @@ static size_t merge_keep(uint64_t *a, size_t na, const uint64_t *b, size_t nb,
                          uint64_t *tmp, size_t cap)
 {
     size_t i = 0, j = 0, k = 0;
-    while (k < cap && (i < na || j < nb))
+    while (k < cap && (i < na || j < nb)) {
+        if (i < na && j < nb && a[i] == b[j])
+            j++; /* the same job from two places: an archive being evicted */
         tmp[k++] = (j >= nb || (i < na && a[i] < b[j])) ? a[i++] : b[j++];
+    }
     memcpy(a, tmp, k * sizeof *a);
     return k;
 }
@@ -237,6 +259,13 @@ static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
         jq_shard_rdunlock(sh);
         nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
     }
+    if (q->archived) { /* archived jobs the table no longer holds */
+        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
+        size_t n = jq_store_archived_ids(c->d->store, (uint64_t)after, cap, shard_ids);
+        while (n > 0 && shard_ids[n - 1] >= bound)
+            n--;
+        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    }
     bool more = nbest == cap;
     size_t want = more ? cap - 1 : nbest;
 
@@ -254,6 +283,8 @@ static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
             nrows++;
         }
         jq_shard_rdunlock(sh);
+        if (!job && q->archived)
+            nrows += pack_stored_row(c, q, &rpk, best[k], false);
     }
     pack_head(c, q);
     emit_rows(c, &rows, nrows, more);

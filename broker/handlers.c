@@ -50,8 +50,10 @@ static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool h
     atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
 }
 
-jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb)
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb,
+                         uint64_t *hold_ticket)
 {
+    *hold_ticket = 0;
     char err[1024] = "";
     msgpack_sbuffer_clear(sb);
     msgpack_unpacked up;
@@ -95,6 +97,8 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
         park = call.park;
         if (park)
             msgpack_sbuffer_clear(sb);
+        if (rc == JOBQ_ERR_NONE)
+            *hold_ticket = call.hold_ticket;
     }
     if (rc != JOBQ_ERR_NONE)
         reply_error(d, sb, req.id, req.has_id, rc, err);
@@ -189,9 +193,16 @@ static void *handler_main(void *arg)
         if (zmq_msg_recv(&rid, in, 0) < 0 || zmq_msg_recv(&flag, in, 0) < 0 ||
             zmq_msg_recv(&body, in, 0) < 0)
             continue;
-        jq_waiter_t *park = jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb);
+        uint64_t hold;
+        jq_waiter_t *park = jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb, &hold);
         zmq_msg_send(&rid, out, ZMQ_SNDMORE);
-        if (park) {
+        if (hold) {
+            char f[9];
+            f[0] = (char)(JQ_FLAG_HOLD | (*(char *)zmq_msg_data(&flag) & JQ_FLAG_DELIMITER));
+            memcpy(f + 1, &hold, sizeof hold);
+            zmq_send(out, f, sizeof f, ZMQ_SNDMORE);
+            zmq_send(out, sb.data, sb.size, 0);
+        } else if (park) {
             /* The loop takes the waiter over: hand it the pointer. */
             char f = (char)(JQ_FLAG_PARK | (*(char *)zmq_msg_data(&flag) & JQ_FLAG_DELIMITER));
             atomic_store_explicit(&park->handed_over, 1, memory_order_release);

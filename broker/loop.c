@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -22,9 +23,20 @@
 #define REQUESTS_EP "inproc://jobq-requests"
 #define REPLIES_EP "inproc://jobq-replies"
 
+/* A reply waiting for the store: sent once the store is durable up to
+ * its ticket (submits are acknowledged only when committed). */
+typedef struct held {
+    struct held *next;
+    uint64_t ticket;
+    bool delimiter;
+    zmq_msg_t rid, body;
+} held_t;
+
 typedef struct {
     jq_daemon_t *d;
     void *router, *to_handlers, *from_handlers;
+    held_t *held;             /* oldest first */
+    held_t **held_tail;
     jq_publisher_t *publisher;
     jq_waiters_t *waiters;
     zmq_msg_t rid, body;  /* a request waiting for a handler */
@@ -146,6 +158,87 @@ static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
     jq_waiter_destroy(&w);
 }
 
+static void send_reply(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
+{
+    /* A ROUTER drops what it cannot deliver (peer gone, or its queue full):
+     * a client that stopped reading cannot stall the loop. */
+    zmq_msg_send(rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (delim)
+        zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_msg_send(body, l->router, ZMQ_DONTWAIT);
+}
+
+static void hold(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body, uint64_t ticket)
+{
+    held_t *h = calloc(1, sizeof *h);
+    if (!h) { /* cannot wait for the commit: answer now rather than never */
+        send_reply(l, rid, delim, body);
+        return;
+    }
+    h->ticket = ticket;
+    h->delimiter = delim;
+    zmq_msg_init(&h->rid);
+    zmq_msg_init(&h->body);
+    zmq_msg_move(&h->rid, rid);
+    zmq_msg_move(&h->body, body);
+    *l->held_tail = h;
+    l->held_tail = &h->next;
+}
+
+/* The request id of a reply we hold, to answer with an error instead. */
+static uint64_t reply_id(zmq_msg_t *body)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    wire_reply_t rep = {0};
+    if (msgpack_unpack_next(&up, zmq_msg_data(body), zmq_msg_size(body), NULL) ==
+        MSGPACK_UNPACK_SUCCESS)
+        wire_reply_parse(&up.data, &rep);
+    msgpack_unpacked_destroy(&up);
+    return rep.id;
+}
+
+/* Send the held replies the store has made good (or has failed). */
+static void release_held(loop_t *l)
+{
+    if (!l->held)
+        return;
+    uint64_t durable = jq_store_durable(l->d->store);
+    char why[256] = "";
+    uint64_t failed = jq_store_failed(l->d->store, why, sizeof why);
+    for (held_t **pp = &l->held; *pp;) {
+        held_t *h = *pp;
+        if (h->ticket > durable && h->ticket > failed) {
+            pp = &h->next;
+            continue;
+        }
+        if (h->ticket > durable) {
+            char msg[384];
+            snprintf(msg, sizeof msg, "the job was accepted but could not be saved: %s; "
+                                      "it is kept in memory and saved when the store recovers",
+                     why);
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            wire_reply_error(&pk, reply_id(&h->body), true, JOBQ_ERR_STORE_FAILED, msg);
+            zmq_msg_close(&h->body);
+            zmq_msg_init_size(&h->body, sb.size);
+            memcpy(zmq_msg_data(&h->body), sb.data, sb.size);
+            msgpack_sbuffer_destroy(&sb);
+            atomic_fetch_add(&l->d->errors[JOBQ_ERR_STORE_FAILED], 1);
+        }
+        send_reply(l, &h->rid, h->delimiter, &h->body);
+        zmq_msg_close(&h->rid);
+        zmq_msg_close(&h->body);
+        *pp = h->next;
+        free(h);
+    }
+    l->held_tail = &l->held;
+    while (*l->held_tail)
+        l->held_tail = &(*l->held_tail)->next;
+}
+
 static void forward_reply(loop_t *l)
 {
     zmq_msg_t rid, flag, body;
@@ -155,18 +248,20 @@ static void forward_reply(loop_t *l)
     if (zmq_msg_recv(&rid, l->from_handlers, ZMQ_DONTWAIT) >= 0 &&
         zmq_msg_recv(&flag, l->from_handlers, 0) >= 0 &&
         zmq_msg_recv(&body, l->from_handlers, 0) >= 0) {
-        char f = zmq_msg_size(&flag) == 1 ? *(char *)zmq_msg_data(&flag) : 0;
-        bool delim = f & JQ_FLAG_DELIMITER;
-        if (f & JQ_FLAG_PARK) {
+        const char *f = zmq_msg_data(&flag);
+        char flags = zmq_msg_size(&flag) >= 1 ? f[0] : 0;
+        bool delim = flags & JQ_FLAG_DELIMITER;
+        if (flags & JQ_FLAG_PARK) {
             park(l, &rid, delim, &body);
+        } else if ((flags & JQ_FLAG_HOLD) && zmq_msg_size(&flag) == 9) {
+            uint64_t ticket;
+            memcpy(&ticket, f + 1, sizeof ticket);
+            if (ticket <= jq_store_durable(l->d->store))
+                send_reply(l, &rid, delim, &body);
+            else
+                hold(l, &rid, delim, &body, ticket);
         } else {
-            /* A ROUTER drops what it cannot deliver (peer gone, or its
-             * queue full): a client that stopped reading cannot stall the
-             * loop. */
-            zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-            if (delim)
-                zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-            zmq_msg_send(&body, l->router, ZMQ_DONTWAIT);
+            send_reply(l, &rid, delim, &body);
         }
     }
     zmq_msg_close(&rid);
@@ -185,6 +280,7 @@ static void publish_changes(loop_t *l)
     }
     jq_change_list_free(&head);
     atomic_fetch_add_explicit(&l->d->changes_consumed, n, memory_order_relaxed);
+    release_held(l);
 }
 
 static int bind_endpoints(loop_t *l)
@@ -239,15 +335,25 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
             break;
     }
     jq_handlers_destroy(handlers);
-    /* The interrupted jobs' last changes go out before the socket closes;
-     * parked waiters learn that the daemon is going. */
+    /* The interrupted jobs' last changes are committed and go out before
+     * the socket closes (bounded: a store that cannot write must not keep
+     * the daemon from stopping); parked waiters learn that it is going. */
+    uint64_t ticket = jq_store_ticket(d->store);
+    int64_t deadline = jq_now_mono() + 10 * 1000000ll;
+    zmq_pollitem_t ch = {.fd = jq_changeq_fd(d->changeq), .events = ZMQ_POLLIN};
+    while (jq_store_durable(d->store) < ticket && jq_now_mono() < deadline &&
+           jq_store_failed(d->store, NULL, 0) < ticket)
+        if (zmq_poll(&ch, 1, 50) > 0)
+            publish_changes(l);
     publish_changes(l);
+    release_held(l);
     jq_waiters_fail_all(l->waiters, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
 }
 
 int jq_loop_run(jq_daemon_t *d)
 {
     loop_t l = {.d = d};
+    l.held_tail = &l.held;
     zmq_msg_init(&l.rid);
     zmq_msg_init(&l.body);
     l.router = zmq_socket(d->zctx, ZMQ_ROUTER);
@@ -335,6 +441,13 @@ int jq_loop_run(jq_daemon_t *d)
     rc = 0;
 out:
     jq_handlers_destroy(&handlers);
+    while (l.held) { /* the store never made these good */
+        held_t *h = l.held;
+        l.held = h->next;
+        zmq_msg_close(&h->rid);
+        zmq_msg_close(&h->body);
+        free(h);
+    }
     jq_waiters_destroy(&l.waiters);
     jq_publisher_destroy(&l.publisher);
     if (sigfd >= 0)

@@ -19,13 +19,6 @@
  * draft API, but honoured by the stable library too. */
 #define JQ_ZMQ_ZERO_COPY_RECV 10
 
-/* The table's sink: change records leave the shard (in order, outside the
- * shard lock) for the loop, which publishes them. */
-static void hand_changes_to_loop(void *ctx, jq_change_t *head)
-{
-    jq_changeq_push(ctx, head);
-}
-
 static int mkdir_p(const char *path)
 {
     char buf[4096];
@@ -105,27 +98,52 @@ int main(int argc, char **argv)
     d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
     d->changeq = jq_changeq_new();
     d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
-    if (d->changeq)
-        d->table = jq_table_new(d->cfg.shards, hand_changes_to_loop, d->changeq);
+    char store_dir[sizeof d->cfg.data_dir + 8];
+    memcpy(store_dir, d->cfg.data_dir, strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1));
+    strcpy(store_dir + strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1), "/store");
+    jq_store_opts_t so = {.dir = store_dir, .map_size = d->cfg.store_map_size,
+                          .sync = (jq_sync_t)d->cfg.sync,
+                          .sync_interval_us = (int64_t)(d->cfg.sync_interval * 1e6),
+                          .ops = d->ops};
+    /* Change records flow: table (under no lock) → store thread (commit)
+     * → loop (publish). */
+    d->store = jq_store_open(&so, err, sizeof err);
+    if (!d->store) {
+        fprintf(stderr, "jobqd: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    d->table = jq_table_new(d->cfg.shards, jq_store_sink, d->store);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
     if (d->zctx) {
         zmq_ctx_set(d->zctx, ZMQ_MAX_SOCKETS, 1024);
         /* Without zero-copy receive libzmq keeps one plain 8 KB input
          * buffer per connection instead of a buffer plus a table of
-         * reference counts: ~10 KB less per idle client. Requests are
+         * reference counts: ~4 KB less per idle client. Requests are
          * small; copying them costs nothing measurable. */
         zmq_ctx_set(d->zctx, JQ_ZMQ_ZERO_COPY_RECV, 0);
     }
-    if (d->table && d->sched)
-        d->executors = jq_executors_new(d->table, d->sched, d->ops, d->cfg.executors);
     rc = 1;
-    if (!d->zctx || !d->ring || !d->table || !d->sched || !d->executors)
-        fprintf(stderr, "jobqd: cannot start: out of memory or threads\n");
-    else if (jq_loop_run(d) == 0)
+    if (!d->zctx || !d->changeq || !d->ring || !d->table || !d->sched) {
+        fprintf(stderr, "jobqd: cannot start: out of memory\n");
+        goto out;
+    }
+    if (jq_recover(d, err, sizeof err) < 0) {
+        fprintf(stderr, "jobqd: %s\n", err);
+        goto out;
+    }
+    if (jq_store_start(d->store, d->table, d->changeq) < 0 ||
+        !(d->executors = jq_executors_new(d->table, d->sched, d->ops, d->store, d->cfg.executors))) {
+        fprintf(stderr, "jobqd: cannot start: out of threads\n");
+        goto out;
+    }
+    if (jq_loop_run(d) == 0)
         rc = 0;
+out:
     jq_executors_destroy(&d->executors);
     if (d->zctx)
         zmq_ctx_term(d->zctx);
+    jq_store_close(&d->store); /* commits what is still queued */
     jq_sched_destroy(&d->sched);
     jq_table_destroy(&d->table);
     jq_changeq_destroy(&d->changeq);

@@ -241,8 +241,9 @@ static bool try_answer(jq_waiters_t *ws, jq_waiter_t *w)
     return answered;
 }
 
-static void on_log(void *ctx, const msgpack_object *entry)
+static void on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
 {
+    (void)op_index;
     jq_waiter_t *w = ctx;
     int64_t serial;
     if (!wire_get_int(&entry->via.array.ptr[0], &serial) || serial <= w->prev_log_serial)

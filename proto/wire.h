@@ -48,6 +48,7 @@ typedef enum {
     JOBQ_ERR_INVALID_DEPENDS,  /* malformed or relative dependency */
     JOBQ_ERR_UNKNOWN_FIELD,    /* query field not known */
     JOBQ_ERR_TOO_MANY_WAITERS, /* wait_for_job_change: --max-waiters parked */
+    JOBQ_ERR_STORE_FAILED,     /* the job could not be made durable */
     JOBQ_ERR_INTERNAL,         /* the daemon's own failure */
     /* Client-side only: never sent by the daemon. */
     JOBQ_ERR_TIMEOUT,          /* no reply within the caller's timeout */

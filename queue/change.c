@@ -98,6 +98,7 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         c->next = NULL;
         c->job_id = job->id;
         c->serial = job->change_serial;
+        c->kind = (uint8_t)kind;
         c->len = (uint32_t)sb.size;
         memcpy(c->data, sb.data, sb.size);
     }

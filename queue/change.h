@@ -18,6 +18,7 @@ typedef struct jq_change {
     struct jq_change *next;
     uint64_t job_id;
     uint64_t serial;   /* the job's change serial: 1, 2, 3... */
+    uint8_t kind;      /* jq_change_kind_t */
     uint32_t len;
     char data[];       /* msgpack map */
 } jq_change_t;

@@ -243,6 +243,33 @@ int jq_job_op_running(jq_job_t *job, int64_t now, jq_delta_t *d)
     return 0;
 }
 
+static int grow_log(jq_op_t *op)
+{
+    if (op->nlog < op->caplog)
+        return 0;
+    uint32_t cap = op->caplog ? op->caplog * 2 : 4;
+    jq_blob_t *grown = realloc(op->log, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    op->log = grown;
+    op->caplog = cap;
+    return 0;
+}
+
+int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_t len)
+{
+    if (op_index >= job->nops)
+        return -1;
+    jq_op_t *op = &job->ops[op_index];
+    if (grow_log(op) < 0)
+        return -1;
+    op->log[op->nlog] = (jq_blob_t){0};
+    if (jq_blob_set(&op->log[op->nlog], entry, len) < 0)
+        return -1;
+    op->nlog++;
+    return 0;
+}
+
 int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
                size_t msglen, jq_delta_t *d)
 {
@@ -250,14 +277,8 @@ int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
     if (i == job->nops || jq_status_final(job->ops[i].status))
         return -1;
     jq_op_t *op = &job->ops[i];
-    if (op->nlog == op->caplog) {
-        uint32_t cap = op->caplog ? op->caplog * 2 : 4;
-        jq_blob_t *grown = realloc(op->log, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        op->log = grown;
-        op->caplog = cap;
-    }
+    if (grow_log(op) < 0)
+        return -1;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;

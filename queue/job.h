@@ -159,6 +159,10 @@ typedef enum {
 } jq_prio_change_t;
 jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d);
 
+/* Append an encoded log entry (copied) to opcode op_index, without
+ * touching serials: for rebuilding a job from stored or published entries. */
+int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_t len);
+
 /* Blob helpers. */
 int jq_blob_set(jq_blob_t *b, const void *data, size_t len);
 void jq_blob_free(jq_blob_t *b);

@@ -222,6 +222,16 @@ int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now)
     return queue_record(sh, job, &d, JQ_CHANGE_SUBMIT, now);
 }
 
+int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
+{
+    job->status = (uint8_t)jq_job_derive_status(job);
+    if (array_insert(&sh->live, job) < 0)
+        return -1;
+    sh->status_counts[job->status]++;
+    atomic_fetch_add(&sh->table->live, 1);
+    return 0;
+}
+
 int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
                   jq_change_kind_t kind, int64_t now)
 {
@@ -308,4 +318,23 @@ void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT])
 {
     for (int s = 0; s < JQ_STATUS__COUNT; s++)
         counts[s] += sh->status_counts[s];
+}
+
+void jq_table_evict_archived(jq_table_t *t, uint64_t id)
+{
+    jq_shard_t *sh = jq_table_shard_for(t, id);
+    pthread_rwlock_wrlock(&sh->lock);
+    job_array_t *a = &sh->archived;
+    size_t i = id ? array_upper(a, id - 1) : a->count;
+    if (i < a->count && a->jobs[i]->id == id) {
+        jq_job_t *job = a->jobs[i];
+        array_remove_at(a, i);
+        jq_job_destroy(&job);
+    }
+    pthread_rwlock_unlock(&sh->lock);
+}
+
+void jq_table_add_archived(jq_table_t *t, uint64_t n)
+{
+    atomic_fetch_add(&t->archived, n);
 }

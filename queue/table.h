@@ -69,6 +69,9 @@ jq_job_t *jq_shard_find_any(jq_shard_t *sh, uint64_t id);
  * its submit record. The table owns it on success; -1 when out of memory
  * or the id is taken (job untouched, reservation kept). */
 int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now);
+/* The same for a job loaded from the store at start-up: no record (the
+ * store has it already). */
+int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job);
 /* Under the write lock: refresh the job's cached status and the shard's
  * counters, advance its change serial and queue the change record. */
 int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
@@ -76,6 +79,12 @@ int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
 /* Under the write lock: move a final live job to the archive (emits the
  * archive record). -1 when it is not live or not final. */
 int jq_shard_archive(jq_shard_t *sh, jq_job_t *job, int64_t now);
+
+/* Any thread, no lock held: drop an archived job from memory once the
+ * store holds it (takes the shard's write lock). */
+void jq_table_evict_archived(jq_table_t *t, uint64_t id);
+/* Count archived jobs the table does not hold (the store's, at start). */
+void jq_table_add_archived(jq_table_t *t, uint64_t n);
 
 /* Under the write lock: archive final live jobs with id > after_id whose
  * age reference is older than cutoff (INT64_MAX: any), examining at most

@@ -105,6 +105,16 @@ class Daemon:
             assert time.monotonic() < deadline, rows
             self.call("ping")  # one round trip between polls
 
+    def published(self, timeout=20):
+        """Once every change made so far is committed and published: the
+        number of events published."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.call("stats")
+            if st["changes_consumed"] == st["changes"]:
+                return st["events_published"]
+            assert time.monotonic() < deadline, st
+
     def threads(self):
         return self.call("stats")["threads"]
 
@@ -266,13 +276,13 @@ def test_exactly_once_contiguous_and_rebuildable(daemon):
     d.wait_subscribed(sub)
     m = Mirror(d, sub)
     ids = mixed_workload(d)
-    m.pump(d.call("stats")["events_published"])
+    m.pump(d.published())
     assert m.gaps == 0 and m.recovered == 0
     # Every change made is one event: the job's change serial counts them.
     serials = {r[0]: r[1] for r in d.call("query_jobs", ids=ids, fields=["id", "change_serial"])["rows"]}
     for i in ids:
         assert m.jobs[i]["serial"] == serials[i]
-    assert sum(serials.values()) == d.call("stats")["events_published"]
+    assert sum(serials.values()) == d.published()
     m.matches_query()
 
 
@@ -283,7 +293,7 @@ def test_topic_isolation(daemon):
     res = d.call("submit_many_jobs", jobs=[[{"op": "test.log", "args": {"messages": ["x"]}}]] * 130)
     assert [r[1] for r in res] == list(range(1, 131))
     d.wait_final(range(1, 131))
-    published = d.call("stats")["events_published"]
+    published = d.published()
     want = d.call("query_jobs", ids=[12], fields=["change_serial"])["rows"][0][0]
     got = []
     deadline = time.monotonic() + 10
@@ -309,7 +319,7 @@ def test_gap_detection_and_catch_up(daemon):
     # A burst while the subscriber does not read.
     d.call("submit_many_jobs", jobs=[[{"op": "test.log", "args": {"messages": ["m%d" % i for i in range(10)]}}]] * 1000)
     d.wait_final(range(1, 1001))
-    m.pump(d.call("stats")["events_published"])
+    m.pump(d.published())
     assert m.gaps > 0 and m.recovered > 0, "the subscriber was expected to drop events"
     m.matches_query()
 
@@ -321,7 +331,7 @@ def test_resync_when_the_ring_is_too_short(daemon):
     m = Mirror(d, sub)
     d.call("submit_many_jobs", jobs=[[{"op": "test.log", "args": {"messages": ["a", "b"]}}]] * 2000)
     d.wait_final(range(1, 2001))
-    m.pump(d.call("stats")["events_published"])
+    m.pump(d.published())
     assert m.resyncs > 0
     m.matches_query()
     old = d.call("events_since", after_seq=1)

@@ -23,5 +23,11 @@ int jq_changeq_fd(jq_changeq_t *q);
 /* Consumer: take every queued record, oldest first (NULL when none), and
  * clear the fd's readiness. */
 jq_change_t *jq_changeq_take(jq_changeq_t *q);
+/* Any thread: records pushed so far, ever. A producer that reads it after
+ * its push knows its records are among the first that many. */
+uint64_t jq_changeq_pushed(jq_changeq_t *q);
+/* Any thread: wake the consumer with nothing new (it has something else to
+ * look at). */
+void jq_changeq_kick(jq_changeq_t *q);
 
 #endif

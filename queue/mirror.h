@@ -17,7 +17,7 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, bool with_logs);
  * Records at or below the mirror's change serial are ignored. Log entries
  * the record adds are passed to on_log (may be NULL) as msgpack objects.
  * Returns 1 applied, 0 ignored, -1 malformed or another job's record. */
-typedef void (*jq_mirror_log_fn)(void *ctx, const msgpack_object *entry);
+typedef void (*jq_mirror_log_fn)(void *ctx, uint32_t op_index, const msgpack_object *entry);
 int jq_mirror_apply(jq_job_t *m, const msgpack_object *change, bool keep_logs,
                     jq_mirror_log_fn on_log, void *ctx);
 

@@ -12,6 +12,7 @@ struct jq_changeq {
     jq_change_t *head, *tail;
     int efd;
     bool signaled; /* under mu: the eventfd holds a wake-up not yet read */
+    uint64_t pushed; /* under mu */
 };
 
 jq_changeq_t *jq_changeq_new(void)
@@ -45,9 +46,13 @@ void jq_changeq_push(jq_changeq_t *q, jq_change_t *head)
     if (!head)
         return;
     jq_change_t *tail = head;
-    while (tail->next)
+    uint64_t n = 1;
+    while (tail->next) {
         tail = tail->next;
+        n++;
+    }
     pthread_mutex_lock(&q->mu);
+    q->pushed += n;
     if (q->tail)
         q->tail->next = head;
     else
@@ -79,4 +84,25 @@ jq_change_t *jq_changeq_take(jq_changeq_t *q)
     q->signaled = false;
     pthread_mutex_unlock(&q->mu);
     return head;
+}
+
+uint64_t jq_changeq_pushed(jq_changeq_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    uint64_t n = q->pushed;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}
+
+void jq_changeq_kick(jq_changeq_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    bool wake = !q->signaled;
+    q->signaled = true;
+    pthread_mutex_unlock(&q->mu);
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t n = write(q->efd, &one, sizeof one);
+        (void)n;
+    }
 }

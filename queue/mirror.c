@@ -63,23 +63,6 @@ static int64_t ts_of(const msgpack_object *o)
     return s * 1000000 + us;
 }
 
-static int append_log(jq_op_t *op, const msgpack_object *entry)
-{
-    if (op->nlog == op->caplog) {
-        uint32_t cap = op->caplog ? op->caplog * 2 : 4;
-        jq_blob_t *grown = realloc(op->log, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        op->log = grown;
-        op->caplog = cap;
-    }
-    op->log[op->nlog] = (jq_blob_t){0};
-    if (jq_blob_pack_object(&op->log[op->nlog], entry) < 0)
-        return -1;
-    op->nlog++;
-    return 0;
-}
-
 static int status_of(const msgpack_object *o, uint8_t *out)
 {
     jq_status_t st;
@@ -139,10 +122,16 @@ int jq_mirror_apply(jq_job_t *m, const msgpack_object *change, bool keep_logs,
                 return -1;
             if ((uint64_t)ls > m->log_serial)
                 m->log_serial = (uint32_t)ls;
-            if (keep_logs && append_log(&m->ops[op_index], e) < 0)
-                return -1;
+            if (keep_logs) {
+                jq_blob_t b = {0};
+                int rc = jq_blob_pack_object(&b, e);
+                rc = rc < 0 ? rc : jq_job_append_log(m, (uint32_t)op_index, b.data, b.len);
+                jq_blob_free(&b);
+                if (rc < 0)
+                    return -1;
+            }
             if (on_log)
-                on_log(ctx, e);
+                on_log(ctx, (uint32_t)op_index, e);
         }
     }
     m->change_serial = (uint64_t)serial;
