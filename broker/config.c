@@ -48,8 +48,9 @@ static const char usage[] =
     "  -V, --version             show the version and exit\n"
     "\n"
     "The daemon stops cleanly on SIGTERM, SIGINT or the `shutdown` request.\n"
-    "Thread count is fixed at start: 1 loop + handlers + executors (+ ZeroMQ's\n"
-    "I/O thread); it never grows with clients, requests or jobs.\n";
+    "Thread count is fixed at start: the loop, the handlers, the executors, the\n"
+    "store thread and ZeroMQ's two; it never grows with clients, requests,\n"
+    "waiters or jobs. See docs/operations.md for the store and --sync.\n";
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
