@@ -130,9 +130,8 @@ static void release_job(jq_executors_t *p, jq_shard_t *sh, jq_job_t *job)
         jq_sched_job_finished(p->sched, id);
         return;
     }
-    job->sched_state = JQ_SCHED_QUEUED;
-    uint32_t gen = ++job->sched_gen;
-    int prio = jq_job_priority(job);
+    int prio;
+    uint32_t gen = jq_job_requeue(job, &prio);
     jq_shard_wrunlock(sh);
     jq_sched_release(p->sched);
     jq_sched_push(p->sched, id, prio, gen);

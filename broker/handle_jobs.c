@@ -181,20 +181,32 @@ static void pack_bool_msg(msgpack_packer *pk, bool ok, const char *fmt, uint64_t
     wire_pack_cstr(pk, msg);
 }
 
+/* Write-lock the live job `id`; when there is none, answer Ganeti's
+ * [false, "Job N not found"] and return NULL (nothing locked). */
+static jq_job_t *lock_live(jq_call_t *c, uint64_t id, jq_shard_t **shp)
+{
+    jq_shard_t *sh = jq_table_shard_for(c->d->table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    if (!job) {
+        jq_shard_wrunlock(sh);
+        pack_bool_msg(c->pk, false, "Job %llu not found", id, 0);
+        return NULL;
+    }
+    *shp = sh;
+    return job;
+}
+
 jobq_code_t jq_handle_cancel_job(jq_call_t *c)
 {
     jq_daemon_t *d = c->d;
     uint64_t id;
     if (jq_arg_job_id(c, "id", &id) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
-    jq_shard_t *sh = jq_table_shard_for(d->table, id);
-    jq_shard_wrlock(sh);
-    jq_job_t *job = jq_shard_find(sh, id);
-    if (!job) {
-        jq_shard_wrunlock(sh);
-        pack_bool_msg(c->pk, false, "Job %llu not found", id, 0);
+    jq_shard_t *sh;
+    jq_job_t *job = lock_live(c, id, &sh);
+    if (!job)
         return JOBQ_ERR_NONE;
-    }
     int64_t now = jq_now_wall();
     jq_delta_t delta;
     jq_delta_init(&delta, job);
@@ -209,9 +221,7 @@ jobq_code_t jq_handle_cancel_job(jq_call_t *c)
             if (job->sched_state == JQ_SCHED_DEPWAIT) {
                 /* Parked on a dependency: run it now so the executor
                  * finishes the cancel instead of waiting for the dep. */
-                job->sched_state = JQ_SCHED_QUEUED;
-                gen = ++job->sched_gen;
-                prio = jq_job_priority(job);
+                gen = jq_job_requeue(job, &prio);
                 push = true;
             } else {
                 runner = job->runner;
@@ -247,14 +257,10 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
                  (long long)prio);
         return JOBQ_ERR_INVALID_PRIORITY;
     }
-    jq_shard_t *sh = jq_table_shard_for(d->table, id);
-    jq_shard_wrlock(sh);
-    jq_job_t *job = jq_shard_find(sh, id);
-    if (!job) {
-        jq_shard_wrunlock(sh);
-        pack_bool_msg(c->pk, false, "Job %llu not found", id, 0);
+    jq_shard_t *sh;
+    jq_job_t *job = lock_live(c, id, &sh);
+    if (!job)
         return JOBQ_ERR_NONE;
-    }
     int64_t now = jq_now_wall();
     jq_delta_t delta;
     jq_delta_init(&delta, job);
@@ -266,8 +272,7 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
         jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
         if (job->sched_state == JQ_SCHED_QUEUED) {
             /* Re-file it at its new place; the old entry goes stale. */
-            gen = ++job->sched_gen;
-            newprio = jq_job_priority(job);
+            gen = jq_job_requeue(job, &newprio);
             push = true;
         }
     }

@@ -43,21 +43,21 @@ void jq_changeq_destroy(jq_changeq_t **qp)
 
 void jq_changeq_push(jq_changeq_t *q, jq_change_t *head)
 {
-    if (!head)
-        return;
     jq_change_t *tail = head;
-    uint64_t n = 1;
-    while (tail->next) {
+    uint64_t n = head ? 1 : 0;
+    while (tail && tail->next) {
         tail = tail->next;
         n++;
     }
     pthread_mutex_lock(&q->mu);
-    q->pushed += n;
-    if (q->tail)
-        q->tail->next = head;
-    else
-        q->head = head;
-    q->tail = tail;
+    if (head) { /* NULL: only a wake-up (jq_changeq_kick) */
+        q->pushed += n;
+        if (q->tail)
+            q->tail->next = head;
+        else
+            q->head = head;
+        q->tail = tail;
+    }
     bool wake = !q->signaled;
     q->signaled = true;
     pthread_mutex_unlock(&q->mu);
@@ -96,13 +96,5 @@ uint64_t jq_changeq_pushed(jq_changeq_t *q)
 
 void jq_changeq_kick(jq_changeq_t *q)
 {
-    pthread_mutex_lock(&q->mu);
-    bool wake = !q->signaled;
-    q->signaled = true;
-    pthread_mutex_unlock(&q->mu);
-    if (wake) {
-        uint64_t one = 1;
-        ssize_t n = write(q->efd, &one, sizeof one);
-        (void)n;
-    }
+    jq_changeq_push(q, NULL);
 }

@@ -299,6 +299,13 @@ int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
     return 0;
 }
 
+uint32_t jq_job_requeue(jq_job_t *job, int *prio)
+{
+    job->sched_state = JQ_SCHED_QUEUED;
+    *prio = jq_job_priority(job);
+    return ++job->sched_gen;
+}
+
 static void finalize(jq_job_t *job, int64_t now, jq_delta_t *d)
 {
     job->end_ts = now;

@@ -159,6 +159,12 @@ typedef enum {
 } jq_prio_change_t;
 jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d);
 
+/* Put the job back in the scheduler's hands as QUEUED under a new
+ * generation (older run-queue entries go stale); returns the generation
+ * and its priority, for the jq_sched_push the caller makes after
+ * unlocking. */
+uint32_t jq_job_requeue(jq_job_t *job, int *prio);
+
 /* Append an encoded log entry (copied) to opcode op_index, without
  * touching serials: for rebuilding a job from stored or published entries. */
 int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_t len);
