@@ -384,9 +384,14 @@ static void pick_up(jq_executor_t *ex, jq_runnable_t run)
         start_op(ex, run.job_id, run.gen);
 }
 
+/* Steps per turn: then the executor looks at the scheduler again, so kicks,
+ * stops and new jobs wait for at most this many steps. */
+#define STEPS_PER_TURN 64
+
 static void run_due(jq_executor_t *ex, int64_t now)
 {
-    while (ex->ntasks && ex->heap[0]->deadline <= now) {
+    for (int steps = 0; steps < STEPS_PER_TURN && ex->ntasks && ex->heap[0]->deadline <= now;
+         steps++) {
         jq_task_t *t = ex->heap[0];
         t->now = now;
         jq_step_t r = t->def->step(t);

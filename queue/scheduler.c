@@ -307,16 +307,19 @@ jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
             ev = JQ_EV_KICK;
             break;
         }
-        if (timed_out) {
-            ev = JQ_EV_TIMEOUT;
-            break;
-        }
+        /* New work before due steps: starting a job is quick and bounded
+         * by the running cap, while an opcode that never waits (a zero
+         * delay) is always due and would otherwise keep jobs from starting. */
         if (s->nheap && s->running < s->max_running) {
             entry_t e = heap_pop(s);
             s->running++;
             run->job_id = e.job_id;
             run->gen = e.gen;
             ev = JQ_EV_RUN;
+            break;
+        }
+        if (timed_out) {
+            ev = JQ_EV_TIMEOUT;
             break;
         }
         if (deadline == INT64_MAX) {

@@ -56,9 +56,9 @@ void jq_sched_job_finished(jq_sched_t *s, uint64_t job_id);
 
 typedef enum { JQ_EV_RUN, JQ_EV_KICK, JQ_EV_TIMEOUT, JQ_EV_STOP } jq_sched_event_t;
 
-/* Executor thread: wait for something to do. Returns at once with
- * JQ_EV_TIMEOUT when deadline (CLOCK_MONOTONIC, microseconds; INT64_MAX for
- * none) is not after now. JQ_EV_RUN takes a running slot and fills *run;
+/* Executor thread: wait for something to do, in this order: stop, kicks,
+ * a job to run (if under the cap), then JQ_EV_TIMEOUT at once when deadline
+ * (CLOCK_MONOTONIC, microseconds; INT64_MAX for none) is not after now. JQ_EV_RUN takes a running slot and fills *run;
  * JQ_EV_KICK fills kicked (up to maxkick ids, *nkicked). */
 jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
                                int64_t deadline, jq_runnable_t *run,

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # run.sh: build jobqd and jobq-bench in Release and run the benchmark.
 #
-#   tests/bench/run.sh                 # every workload (a few minutes)
+#   tests/bench/run.sh                 # every workload (about 5 minutes)
 #   tests/bench/run.sh submit memory   # selected workloads
 #   tests/bench/run.sh --help          # jobq-bench's options
 #
 # Arguments go to jobq-bench unchanged ("all" when there are none).
 # Environment: JOBQ_BENCH_BUILD_DIR (default: <repo>/build-bench);
 # JOBQ_BENCH_CMAKE_ARGS, extra arguments for the cmake configure step
-# (e.g. "-DCMAKE_C_FLAGS=-Wno-error=format-truncation" when a new warning
-# that only -O3 shows would otherwise stop the Release build).
+# (none are needed).
 # beanstalkd (the comparison) is installed with apt-get when it is
 # missing; when that is not possible the comparison is skipped with a note.
 set -euo pipefail

@@ -1,0 +1,97 @@
+/* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
+ * events.c, watchers.c) share with main.c and harness.c: the options, the
+ * report helpers and the workload entry points. */
+#ifndef JOBQ_BENCH_WORKLOADS_H
+#define JOBQ_BENCH_WORKLOADS_H
+
+#include "bench.h"
+
+#define LONG_REPEAT 10000000L /* test.delay's largest repeat */
+#define BLOCKER_SECONDS 3600.0
+
+/* ---- options (main.c; defaults in --help) ---- */
+
+extern long opt_idle_clients, opt_list_jobs, opt_samples;
+extern long opt_busy[8];
+extern int opt_nbusy;
+extern double opt_busy_seconds, opt_busy_period;
+extern long opt_shard_jobs;
+extern double opt_shard_seconds;
+extern int opt_readers, opt_writers, opt_pipeline, opt_ids_per_query;
+extern long opt_log_jobs;
+extern double opt_submit_seconds;
+extern int opt_clients, opt_batch;
+extern long opt_mem_jobs;
+extern const char *opt_json;
+extern double opt_quiet_wait;
+/* events workloads (events.c, watchers.c) */
+extern double opt_ev_seconds;   /* window of each events/s line */
+extern int opt_ev_subs;         /* the "many subscribers" count */
+extern int opt_ev_jobs;         /* jobs driving the event stream */
+extern long opt_ev_samples;     /* latency samples (changes) */
+extern long opt_waiters;        /* parked wait_for_job_change requests */
+extern int opt_waiter_conns;    /* DEALER connections carrying them */
+extern int opt_watchers;        /* pollers / subscribers following jobs */
+extern int opt_watch_jobs;      /* busy jobs they follow */
+extern double opt_watch_seconds;
+extern double opt_poll_interval; /* seconds between a poller's queries */
+
+/* ---- harness (harness.c) ---- */
+
+extern const char *const LIST_FIELDS[4]; /* id, status, priority, summary */
+extern double noise_max;  /* most other-process cores in any line */
+extern int noisy_lines;   /* lines at 0.25 cores or more */
+
+void *new_ctx(int io_threads, int max_sockets);
+void section(const char *title);
+/* Ends an others_t window, records it under key and in the noise totals. */
+double noise_end(const others_t *o, const char *key);
+/* Before each measured line: let other sessions' bursts pass. */
+void quiet_gate(void);
+void fail(const char *what);
+/* n samples of query_jobs listing every job with LIST_FIELDS (ms). */
+int measure_list(jc_t *c, long n, long expect_rows, samples_t *lat);
+/* jobqd with job 1 running a long test.delay under --max-running 1, so
+ * every job submitted after it stays queued. */
+int start_blocked_daemon(daemon_t *d, jc_t **cp, void *ctx, const char *max_jobs);
+/* submit_many_jobs of n test.delay jobs in batches of opt_batch. */
+int submit_batches(jc_t *c, long n, double duration, long repeat);
+
+/* ---- event stream helpers (events.c) ---- */
+
+double wall_now(void); /* CLOCK_REALTIME seconds: the clock of event times */
+/* jobqd that also publishes on tcp://127.0.0.1:<free port> (with --transport
+ * tcp; ipc://DIR/events.sock otherwise), written to pub; more: extra
+ * arguments, NULL-terminated (may be NULL). */
+int start_pub_daemon(daemon_t *d, char *pub, size_t len, const char *const *more);
+/* An event body's seq, read without unpacking the record when it can be. */
+bool event_seq(const void *data, size_t n, uint64_t *seq);
+typedef struct {
+    uint64_t job, serial;
+    double time; /* the change's time (wall clock, seconds) */
+} event_info_t;
+/* Unpacks a job event body (into up) and reads its record's job, serial
+ * and time. */
+bool event_record(msgpack_unpacked *up, const void *data, size_t n, event_info_t *ev);
+
+/* ---- the beanstalkd body (submit.c): one job's ops, as jobqd gets them ---- */
+
+extern const char BS_BODY_NOTE[];
+extern char bs_body[128];
+extern size_t bs_body_len;
+
+/* ---- workloads: 0 when measured, -1 when one failed ---- */
+
+int workload_idle(void);   /* idle.c */
+int workload_memory(void); /* idle.c */
+int workload_busy(void);   /* busy.c */
+int workload_shards(void); /* shards.c */
+int workload_submit(void); /* submit.c */
+int workload_events(void); /* events.c: events/s, subscriber and waiter latency */
+int workload_watch(void);  /* watchers.c: pollers against subscribers */
+
+/* Child-process entry points (idle.c), run through /proc/self/exe. */
+int idle_helper_main(const char *endpoint, long n);
+int router_helper_main(const char *endpoint);
+
+#endif
