@@ -33,6 +33,7 @@ jobq_code_t jq_handle_admin_drain(jq_call_t *c)
     }
     atomic_store(&c->d->drained, o->via.boolean);
     jq_store_set_drain(c->d->store, o->via.boolean);
+    c->hold_ticket = jq_store_ticket(c->d->store); /* answered once committed */
     msgpack_pack_true(c->pk);
     return JOBQ_ERR_NONE;
 }

@@ -233,6 +233,8 @@ jobq_code_t jq_handle_cancel_job(jq_call_t *c)
         jq_sched_push(d->sched, id, prio, gen);
     if (runner >= 0)
         jq_sched_kick(d->sched, (unsigned)runner, id);
+    if (r != JQ_CANCEL_TOO_LATE)
+        c->hold_ticket = jq_store_ticket(d->store); /* answered once committed */
     if (r == JQ_CANCEL_DONE) {
         jq_sched_job_finished(d->sched, id);
         pack_bool_msg(c->pk, true, "Job %llu canceled", id, 0);
@@ -279,6 +281,8 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
     jq_shard_wrunlock(sh);
     if (push)
         jq_sched_push(d->sched, id, newprio, gen);
+    if (r == JQ_PRIO_CHANGED)
+        c->hold_ticket = jq_store_ticket(d->store); /* answered once committed */
     switch (r) {
     case JQ_PRIO_CHANGED:
         pack_bool_msg(c->pk, true,
@@ -308,6 +312,8 @@ jobq_code_t jq_handle_archive_job(jq_call_t *c)
     jq_job_t *job = jq_shard_find(sh, id);
     bool ok = job && jq_shard_archive(sh, job, jq_now_wall()) == 0;
     jq_shard_wrunlock(sh);
+    if (ok)
+        c->hold_ticket = jq_store_ticket(c->d->store); /* answered once committed */
     if (ok)
         msgpack_pack_true(c->pk);
     else
@@ -353,6 +359,8 @@ jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c)
             jq_shard_rdunlock(sh);
         }
     }
+    if (archived)
+        c->hold_ticket = jq_store_ticket(d->store); /* answered once committed */
     msgpack_pack_array(c->pk, 2);
     msgpack_pack_uint64(c->pk, archived);
     msgpack_pack_uint64(c->pk, remaining);

@@ -484,8 +484,8 @@ static void hand_on(jq_store_t *s, jq_change_t *head)
         *tail = c;
         tail = &c->next;
     }
-    if (!keep)
-        return;
+    /* Pushed even when empty (a batch of meta records only): the wake-up
+     * is what lets the loop release the replies waiting for this commit. */
     if (s->out)
         jq_changeq_push(s->out, keep);
     else
