@@ -409,10 +409,12 @@ int jq_loop_run(jq_daemon_t *d)
             fprintf(stderr, "jobqd: signal received, shutting down\n");
             break;
         }
-        /* Changes first: a waiter parked below must not miss them. */
+        /* Committed changes go out first: they also release held replies.
+         * (A waiter parked below catches up from the ring either way.) */
         if (items[3].revents & ZMQ_POLLIN)
             publish_changes(&l);
-        /* Replies first: they free handlers for the requests behind. */
+        /* Replies before new requests: they free handlers for the requests
+         * behind. */
         for (int k = 0; k < 256 && (items[1].revents & ZMQ_POLLIN); k++) {
             forward_reply(&l);
             int ev;
