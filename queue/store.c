@@ -217,6 +217,12 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
     uint8_t drain = 0;
     *last_id = 0;
     meta_get(s, txn, "last_id", last_id, sizeof *last_id);
+    /* After a crash, ids may have been shown (by a query) for jobs whose
+     * commit never happened: continue above the reserve, not above the
+     * last committed id, so no id is handed out twice. */
+    uint64_t reserve = 0;
+    if (meta_get(s, txn, "id_reserve", &reserve, sizeof reserve) == 0 && reserve > *last_id)
+        *last_id = reserve;
     meta_get(s, txn, "drain", &drain, sizeof drain);
     *drained = drain != 0;
     MDB_stat st;
@@ -451,8 +457,12 @@ static int commit_batch(jq_store_t *s, jq_change_t *head, size_t n)
             rc = put_job(&b, s->jobs, e->job);
         jq_job_destroy(&e->job);
     }
-    if (rc == 0 && s->last_id != last_id)
+    if (rc == 0 && s->last_id != last_id) {
+        uint64_t reserve = s->last_id + JQ_STORE_ID_RESERVE;
         rc = meta_put(s, b.txn, "last_id", &s->last_id, sizeof s->last_id);
+        if (rc == 0)
+            rc = meta_put(s, b.txn, "id_reserve", &reserve, sizeof reserve);
+    }
     if (b.txn) {
         if (rc == 0)
             rc = mdb_txn_commit(b.txn);
@@ -562,6 +572,15 @@ static void *store_main(void *arg)
         }
     }
     jq_change_list_free(&pending);
+    /* A clean stop: every id handed out is committed (or was never shown),
+     * so the next start continues right above it. */
+    MDB_txn *txn;
+    if (!retrying && mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
+        if (meta_put(s, txn, "id_reserve", &s->last_id, sizeof s->last_id) == 0)
+            mdb_txn_commit(txn);
+        else
+            mdb_txn_abort(txn);
+    }
     if (s->opts.sync != JQ_SYNC_NONE)
         mdb_env_sync(s->env, 1);
     return NULL;

@@ -11,7 +11,8 @@
  * advances, which releases the submit replies waiting for it.
  *
  * Layout (store format JQ_STORE_FORMAT; job encoding in jobcodec.h):
- *   meta     "format" → u32, "last_id" → u64, "drain" → u8   (host order)
+ *   meta     "format" → u32, "last_id" → u64, "id_reserve" → u64,
+ *            "drain" → u8                                     (host order)
  *   jobs     be64 id → stored job                (live jobs)
  *   archive  be64 id → stored job                (archived jobs)
  *   logs     be64 id . be32 serial → be16 opcode index . log entry (msgpack)
@@ -30,6 +31,9 @@
 #include <stdint.h>
 
 #define JQ_STORE_FORMAT 1
+/* Ids a crash may skip: each commit records last id + this as the point
+ * the next start continues from (a clean stop records the exact last id). */
+#define JQ_STORE_ID_RESERVE 1000000
 
 typedef enum {
     JQ_SYNC_ALWAYS, /* fsync every commit before anything is acknowledged */

@@ -1,0 +1,827 @@
+/* test_store.c: the durable store (queue/store.c) and its job encoding
+ * (queue/jobcodec.c): the codec round trip (every stored field, including
+ * dependencies, results, priorities and timestamps) and its refusals; a
+ * fresh store's open/load/close; refusal of a newer or unknown format, of a
+ * damaged file and of a foreign LMDB file, each left byte for byte as it
+ * was; a damaged job record named at load; and the store thread fed by a
+ * real table through jq_store_sink — archived jobs evicted from the table
+ * once committed and read back by jq_store_load_archived,
+ * jq_store_archived_ids and jq_store_archived_status, before and after a
+ * reopen, with the last id and drain flag kept in meta. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <lmdb.h>
+#include <msgpack.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "builtin_ops.h"
+#include "jobcodec.h"
+#include "jobspec.h"
+#include "mirror.h"
+#include "store.h"
+
+#define NOW 1700000000000000LL
+
+/* ---- JSON text → msgpack object ---- */
+
+static void pack_json(msgpack_packer *pk, const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        msgpack_pack_map(pk, json_object_size(j));
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)j, k, v) {
+            msgpack_pack_str_with_body(pk, k, strlen(k));
+            pack_json(pk, v);
+        }
+        break;
+    }
+    case JSON_ARRAY:
+        msgpack_pack_array(pk, json_array_size(j));
+        for (size_t i = 0; i < json_array_size(j); i++)
+            pack_json(pk, json_array_get(j, i));
+        break;
+    case JSON_STRING:
+        msgpack_pack_str_with_body(pk, json_string_value(j), json_string_length(j));
+        break;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(j));
+        break;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(j));
+        break;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        break;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        break;
+    case JSON_NULL:
+        msgpack_pack_nil(pk);
+        break;
+    }
+}
+
+/* JSON text as msgpack bytes in sb (initialised here). */
+static void to_msgpack(msgpack_sbuffer *sb, const char *text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!j)
+        fail_msg("bad JSON in test: %s: %s", text, jerr.text);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    pack_json(&pk, j);
+    json_decref(j);
+}
+
+/* A job parsed from submitted opcodes (JSON) and given its id. */
+static jq_job_t *job_from(const char *ops, uint64_t id)
+{
+    msgpack_sbuffer sb;
+    to_msgpack(&sb, ops);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    jq_job_t *job = NULL;
+    char err[256];
+    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), &up.data, false, NOW, &job, err, sizeof err);
+    if (rc != JOBQ_ERR_NONE)
+        fail_msg("%s: %s", ops, err);
+    assert_int_equal(jq_jobspec_resolve(job, id, NULL, 0, err, sizeof err), 0);
+    msgpack_unpacked_destroy(&up);
+    msgpack_sbuffer_destroy(&sb);
+    return job;
+}
+
+static void set_packed(jq_blob_t *b, const char *json)
+{
+    msgpack_sbuffer sb;
+    to_msgpack(&sb, json);
+    assert_int_equal(jq_blob_set(b, sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void assert_blob_equal(const jq_blob_t *a, const jq_blob_t *b)
+{
+    assert_true((a->data == NULL) == (b->data == NULL));
+    if (a->data) {
+        assert_int_equal(a->len, b->len);
+        assert_memory_equal(a->data, b->data, a->len);
+    }
+}
+
+static void assert_jobs_equal(const jq_job_t *a, const jq_job_t *b)
+{
+    assert_int_equal(a->id, b->id);
+    assert_int_equal(a->received_ts, b->received_ts);
+    assert_int_equal(a->start_ts, b->start_ts);
+    assert_int_equal(a->end_ts, b->end_ts);
+    assert_int_equal(a->change_serial, b->change_serial);
+    assert_int_equal(a->log_serial, b->log_serial);
+    assert_int_equal(a->nops, b->nops);
+    assert_int_equal(a->status, b->status);
+    for (uint32_t i = 0; i < a->nops; i++) {
+        const jq_op_t *x = &a->ops[i], *y = &b->ops[i];
+        assert_ptr_equal(x->def, y->def);
+        assert_blob_equal(&x->args, &y->args);
+        assert_blob_equal(&x->result, &y->result);
+        assert_string_equal(x->summary, y->summary);
+        assert_int_equal(x->status, y->status);
+        assert_int_equal(x->priority, y->priority);
+        assert_int_equal(x->input_priority, y->input_priority);
+        assert_int_equal(x->start_ts, y->start_ts);
+        assert_int_equal(x->exec_ts, y->exec_ts);
+        assert_int_equal(x->end_ts, y->end_ts);
+        assert_int_equal(x->ndeps, y->ndeps);
+        for (unsigned k = 0; k < x->ndeps; k++) {
+            assert_int_equal(x->deps[k].job_id, y->deps[k].job_id);
+            assert_int_equal(x->deps[k].status_mask, y->deps[k].status_mask);
+        }
+    }
+}
+
+/* ---- the codec ---- */
+
+static void test_codec_round_trip(void **state)
+{
+    (void)state;
+    jq_job_t *job = job_from(
+        "[{\"op\":\"test.log\",\"args\":{\"messages\":[\"a\",\"b\"]},\"priority\":-10,"
+        "  \"depends\":[[5,[\"success\",\"error\"]],[7,[]]]},"
+        " {\"op\":\"test.delay\",\"args\":{\"duration\":0.5,\"repeat\":2},\"priority\":10,"
+        "  \"depends\":[[9,[\"canceled\"]]]},"
+        " {\"op\":\"test.log\"},"
+        " {\"op\":\"test.delay\",\"args\":{\"duration\":1}}]",
+        42);
+    /* A job in the middle of its life: one opcode done, one failed with a
+     * structured result, one still queued at a changed priority. */
+    job->start_ts = NOW + 10;
+    job->end_ts = NOW + 99;
+    job->change_serial = 17;
+    job->log_serial = 3;
+    job->ops[0].status = JQ_SUCCESS;
+    job->ops[0].start_ts = NOW + 10;
+    job->ops[0].exec_ts = NOW + 11;
+    job->ops[0].end_ts = NOW + 12;
+    set_packed(&job->ops[0].result, "{\"n\":2,\"list\":[1,\"x\",null,true,1.5]}");
+    job->ops[1].status = JQ_ERROR;
+    job->ops[1].start_ts = NOW + 13;
+    job->ops[1].exec_ts = NOW + 14;
+    job->ops[1].end_ts = NOW + 15;
+    assert_int_equal(jq_blob_exec_error(&job->ops[1].result, "went wrong"), 0);
+    job->ops[2].priority = -20;
+    job->ops[3].status = JQ_CANCELED;
+    job->ops[3].priority = 19;
+    job->status = (uint8_t)jq_job_derive_status(job);
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    jq_job_encode(&sb, job);
+    char err[256] = "";
+    jq_job_t *back = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    if (!back)
+        fail_msg("decode: %s", err);
+    assert_jobs_equal(job, back);
+    for (uint32_t i = 0; i < back->nops; i++)
+        assert_int_equal(back->ops[i].nlog, 0); /* logs are stored apart */
+    assert_int_equal(back->ops[0].ndeps, 2);
+    assert_int_equal(back->ops[0].deps[1].job_id, 7);
+    assert_int_equal(back->ops[0].deps[1].status_mask, 0);
+    assert_int_equal(back->ops[1].deps[0].status_mask, 1u << JQ_CANCELED);
+    assert_int_equal(back->ops[2].ndeps, 0);
+    assert_null(back->ops[2].result.data);
+    assert_string_equal(back->ops[1].summary, job->ops[1].summary);
+
+    /* Encoding the decoded job gives the same bytes. */
+    msgpack_sbuffer sb2;
+    msgpack_sbuffer_init(&sb2);
+    jq_job_encode(&sb2, back);
+    assert_int_equal(sb.size, sb2.size);
+    assert_memory_equal(sb.data, sb2.data, sb.size);
+
+    /* Trailing bytes, a truncated value: refused. */
+    msgpack_sbuffer_write(&sb2, "\xc0", 1);
+    jq_job_t *bad = jq_job_decode(jq_builtin_ops(), sb2.data, sb2.size, err, sizeof err);
+    assert_null(bad);
+    assert_non_null(strstr(err, "not a msgpack value"));
+    bad = jq_job_decode(jq_builtin_ops(), sb.data, sb.size - 3, err, sizeof err);
+    assert_null(bad);
+    msgpack_sbuffer_destroy(&sb2);
+    msgpack_sbuffer_destroy(&sb);
+    jq_job_destroy(&back);
+    jq_job_destroy(&job);
+}
+
+static void expect_decode_error(const char *json, const char *needle)
+{
+    msgpack_sbuffer sb;
+    to_msgpack(&sb, json);
+    char err[256] = "";
+    jq_job_t *job = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    msgpack_sbuffer_destroy(&sb);
+    if (job)
+        fail_msg("%s decoded", json);
+    if (!strstr(err, needle))
+        fail_msg("%s: '%s' lacks '%s'", json, err, needle);
+}
+
+#define STORED_OP(name, extra)                                                                   \
+    "{\"op\":\"" name "\",\"args\":{},\"input_priority\":0,\"priority\":0,\"status\":\"queued\"," \
+    "\"start_ts\":0,\"exec_ts\":0,\"end_ts\":0,\"result\":null,\"depends\":[]" extra "}"
+#define STORED_JOB(id, ops)                                                                      \
+    "{\"id\":" id ",\"received_ts\":1,\"start_ts\":0,\"end_ts\":0,\"change_serial\":1,"           \
+    "\"log_serial\":0,\"ops\":[" ops "]}"
+
+static void test_codec_refusals(void **state)
+{
+    (void)state;
+    /* The template itself decodes. */
+    msgpack_sbuffer sb;
+    to_msgpack(&sb, STORED_JOB("3", STORED_OP("test.log", "")));
+    char err[256];
+    jq_job_t *job = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    msgpack_sbuffer_destroy(&sb);
+    if (!job)
+        fail_msg("template: %s", err);
+    assert_int_equal(job->id, 3);
+    assert_int_equal(job->status, JQ_QUEUED);
+    jq_job_destroy(&job);
+
+    expect_decode_error("[1,2,3]", "not a stored job");
+    expect_decode_error(STORED_JOB("0", STORED_OP("test.log", "")), "not a stored job");
+    expect_decode_error(STORED_JOB("3", ""), "not a stored job");
+    expect_decode_error(STORED_JOB("3", STORED_OP("no.such", "")), "unknown opcode 'no.such'");
+    expect_decode_error(STORED_JOB("3", STORED_OP("test.log", ",\"status\":\"sleeping\"")),
+                        "job 3, opcode 0: malformed opcode");
+    expect_decode_error(STORED_JOB("3", STORED_OP("test.log", "") "," STORED_OP("test.log", ",\"depends\":[[1]]")),
+                        "job 3, opcode 1: malformed dependency");
+}
+
+/* ---- temporary directories and files ---- */
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+typedef struct {
+    char root[64];
+    char dir[96]; /* root/store */
+} tmp_t;
+
+static int setup_tmp(void **state)
+{
+    tmp_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return -1;
+    strcpy(t->root, "/tmp/jobq-test-store-XXXXXX");
+    if (!mkdtemp(t->root))
+        return -1;
+    snprintf(t->dir, sizeof t->dir, "%s/store", t->root);
+    *state = t;
+    return 0;
+}
+
+static int teardown_tmp(void **state)
+{
+    tmp_t *t = *state;
+    nftw(t->root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(t);
+    return 0;
+}
+
+typedef struct {
+    char *data;
+    size_t len;
+} bytes_t;
+
+static bytes_t slurp(const char *dir, const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    bytes_t b = {0};
+    fseek(f, 0, SEEK_END);
+    b.len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b.data = malloc(b.len ? b.len : 1);
+    assert_non_null(b.data);
+    assert_int_equal(fread(b.data, 1, b.len, f), b.len);
+    fclose(f);
+    return b;
+}
+
+static void assert_unchanged(const char *dir, bytes_t *before)
+{
+    bytes_t now = slurp(dir, "data.mdb");
+    assert_int_equal(now.len, before->len);
+    if (memcmp(now.data, before->data, now.len) != 0)
+        fail_msg("%s/data.mdb was changed", dir);
+    free(now.data);
+    free(before->data);
+    before->data = NULL;
+}
+
+static jq_store_opts_t opts_for(const char *dir)
+{
+    return (jq_store_opts_t){.dir = dir, .map_size = 64ull << 20, .sync = JQ_SYNC_NONE,
+                             .sync_interval_us = 100000, .ops = jq_builtin_ops()};
+}
+
+/* Write key → value into database db (NULL: the main one) with LMDB. */
+static void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 64ull << 20), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static int count_job(void *ctx, jq_job_t *job)
+{
+    (*(int *)ctx)++;
+    jq_job_destroy(&job);
+    return 0;
+}
+
+/* A fresh store, closed again. */
+static void make_empty_store(const char *dir)
+{
+    jq_store_opts_t o = opts_for(dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open: %s", err);
+    jq_store_close(&s);
+}
+
+static void test_fresh_store(void **state)
+{
+    tmp_t *t = *state;
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err); /* creates the directory */
+    if (!s)
+        fail_msg("open: %s", err);
+    int n = 0;
+    uint64_t last_id = 99, narchived = 99;
+    bool drained = true;
+    assert_int_equal(jq_store_load(s, count_job, &n, &last_id, &drained, &narchived, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(last_id, 0);
+    assert_false(drained);
+    assert_int_equal(narchived, 0);
+    jq_store_stats_t st;
+    jq_store_get_stats(s, &st);
+    assert_string_equal(st.sync, "none");
+    assert_int_equal(st.commits, 0);
+    assert_true(st.bytes > 0);
+    assert_int_equal(jq_store_archived_ids(s, 0, 10, (uint64_t[10]){0}), 0);
+    jq_store_close(&s);
+    assert_null(s);
+    jq_store_close(&s); /* NULL is fine */
+
+    /* The format is recorded: a second open reads it back. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_open(env, t->dir, MDB_RDONLY, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_val k = {6, "format"}, v;
+    assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+    assert_int_equal(v.mv_size, sizeof(uint32_t));
+    uint32_t format;
+    memcpy(&format, v.mv_data, sizeof format);
+    assert_int_equal(format, JQ_STORE_FORMAT);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+
+    o.sync = JQ_SYNC_ALWAYS;
+    s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("reopen: %s", err);
+    jq_store_get_stats(s, &st);
+    assert_string_equal(st.sync, "always");
+    jq_store_close(&s);
+}
+
+static void test_newer_format_refused(void **state)
+{
+    tmp_t *t = *state;
+    make_empty_store(t->dir);
+    uint32_t format = 99;
+    lmdb_put(t->dir, "meta", "format", 6, &format, sizeof format);
+    bytes_t before = slurp(t->dir, "data.mdb");
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    assert_null(s);
+    if (!strstr(err, "format 99") || !strstr(err, "newer jobqd") || !strstr(err, t->dir))
+        fail_msg("message: %s", err);
+    assert_unchanged(t->dir, &before);
+
+    /* An older (unknown) format is refused too, without "newer". */
+    format = 0;
+    lmdb_put(t->dir, "meta", "format", 6, &format, sizeof format);
+    before = slurp(t->dir, "data.mdb");
+    s = jq_store_open(&o, err, sizeof err);
+    assert_null(s);
+    if (!strstr(err, "format 0") || strstr(err, "newer"))
+        fail_msg("message: %s", err);
+    assert_unchanged(t->dir, &before);
+
+    /* A format of the wrong size is damage. */
+    uint64_t wide = 1;
+    lmdb_put(t->dir, "meta", "format", 6, &wide, sizeof wide);
+    before = slurp(t->dir, "data.mdb");
+    s = jq_store_open(&o, err, sizeof err);
+    assert_null(s);
+    if (!strstr(err, "damaged"))
+        fail_msg("message: %s", err);
+    assert_unchanged(t->dir, &before);
+
+    /* Put right again, it opens. */
+    format = JQ_STORE_FORMAT;
+    lmdb_put(t->dir, "meta", "format", 6, &format, sizeof format);
+    s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open: %s", err);
+    jq_store_close(&s);
+}
+
+static void test_damaged_file_refused(void **state)
+{
+    tmp_t *t = *state;
+    assert_int_equal(mkdir(t->dir, 0750), 0);
+    char path[256];
+    snprintf(path, sizeof path, "%s/data.mdb", t->dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    srand(7);
+    for (int i = 0; i < 64 * 1024; i++)
+        fputc(rand() & 0xff, f);
+    fclose(f);
+    bytes_t before = slurp(t->dir, "data.mdb");
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    assert_null(s);
+    if (!strstr(err, "cannot open the store") || !strstr(err, "damaged"))
+        fail_msg("message: %s", err);
+    assert_unchanged(t->dir, &before);
+}
+
+static void test_foreign_lmdb_refused(void **state)
+{
+    tmp_t *t = *state;
+    assert_int_equal(mkdir(t->dir, 0750), 0);
+    lmdb_put(t->dir, NULL, "someone", 7, "else's", 6);
+    bytes_t before = slurp(t->dir, "data.mdb");
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    assert_null(s);
+    if (!strstr(err, "damaged or not jobq's"))
+        fail_msg("message: %s", err);
+    assert_unchanged(t->dir, &before);
+}
+
+static void test_damaged_job_named_at_load(void **state)
+{
+    tmp_t *t = *state;
+    make_empty_store(t->dir);
+    unsigned char key[8] = {0, 0, 0, 0, 0, 0, 0, 3};
+    lmdb_put(t->dir, "jobs", key, sizeof key, "\x93\x01\x02\x03", 4);
+    bytes_t before = slurp(t->dir, "data.mdb");
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open: %s", err);
+    int n = 0;
+    uint64_t last_id, narchived;
+    bool drained;
+    assert_int_equal(jq_store_load(s, count_job, &n, &last_id, &drained, &narchived, err, sizeof err), -1);
+    if (!strstr(err, "the store is damaged: job 3"))
+        fail_msg("message: %s", err);
+    jq_store_close(&s);
+    assert_unchanged(t->dir, &before); /* opening an existing store writes nothing */
+}
+
+/* ---- the store thread, fed by a table ---- */
+
+/* Take records off the store's output until `archives` archive records
+ * came (bounded: 10 s). Returns the number of records taken. */
+static uint64_t drain_out(jq_changeq_t *out, int archives)
+{
+    uint64_t n = 0;
+    int seen = 0;
+    for (int rounds = 0; seen < archives; rounds++) {
+        assert_true(rounds < 100);
+        struct pollfd p = {.fd = jq_changeq_fd(out), .events = POLLIN};
+        poll(&p, 1, 100);
+        jq_change_t *head = jq_changeq_take(out);
+        for (jq_change_t *c = head; c; c = c->next, n++)
+            if (c->kind == JQ_CHANGE_ARCHIVE)
+                seen++;
+        jq_change_list_free(&head);
+    }
+    return n;
+}
+
+/* Run a job's current opcode to its end (success) with one log entry. */
+static void run_op(jq_table_t *table, uint64_t id, const char *logmsg, int64_t at)
+{
+    jq_shard_t *sh = jq_table_shard_for(table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    assert_non_null(job);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    assert_int_equal(jq_job_pickup(job, at, &d), 0);
+    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, at);
+    jq_delta_init(&d, job);
+    assert_int_equal(jq_job_op_running(job, at + 1, &d), 0);
+    assert_int_equal(jq_job_log(job, at + 2, "message", logmsg, strlen(logmsg), &d), 0);
+    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, at + 2);
+    jq_delta_init(&d, job);
+    jq_blob_t result = {0};
+    set_packed(&result, "1");
+    assert_int_equal(jq_job_op_finish(job, at + 3, true, &result, &d), 0);
+    jq_blob_free(&result);
+    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, at + 3);
+    jq_shard_wrunlock(sh);
+}
+
+static void insert(jq_table_t *table, jq_job_t *job)
+{
+    assert_true(jq_table_reserve(table, 1000));
+    jq_shard_t *sh = jq_table_shard_for(table, job->id);
+    jq_shard_wrlock(sh);
+    assert_int_equal(jq_shard_insert(sh, job, NOW), 0);
+    jq_shard_wrunlock(sh);
+}
+
+static void archive(jq_table_t *table, uint64_t id)
+{
+    jq_shard_t *sh = jq_table_shard_for(table, id);
+    jq_shard_wrlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    assert_non_null(job);
+    assert_int_equal(jq_shard_archive(sh, job, NOW + 100), 0);
+    jq_shard_wrunlock(sh);
+}
+
+/* The single message of the single log entry of opcode i. */
+static void assert_log(const jq_job_t *job, uint32_t i, const char *msg)
+{
+    assert_int_equal(job->ops[i].nlog, 1);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, job->ops[i].log[0].data, job->ops[i].log[0].len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(up.data.type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(up.data.via.array.size, 4);
+    const msgpack_object *m = &up.data.via.array.ptr[3];
+    assert_int_equal(m->type, MSGPACK_OBJECT_STR);
+    assert_int_equal(m->via.str.size, strlen(msg));
+    assert_memory_equal(m->via.str.ptr, msg, strlen(msg));
+    msgpack_unpacked_destroy(&up);
+}
+
+typedef struct {
+    jq_job_t *jobs[8];
+    int n;
+} loaded_t;
+
+static int keep_job(void *ctx, jq_job_t *job)
+{
+    loaded_t *l = ctx;
+    assert_true(l->n < 8);
+    l->jobs[l->n++] = job;
+    return 0;
+}
+
+static void check_archived(jq_store_t *s, jq_job_t *const expect[2])
+{
+    char err[256] = "";
+    for (int k = 0; k < 2; k++) {
+        jq_job_t *a = jq_store_load_archived(s, expect[k]->id, err, sizeof err);
+        if (!a)
+            fail_msg("archived job %llu: %s", (unsigned long long)expect[k]->id, err);
+        assert_true(a->archived);
+        assert_int_equal(a->status, JQ_SUCCESS);
+        assert_jobs_equal(expect[k], a);
+        assert_log(a, 0, k ? "three" : "two");
+        jq_job_destroy(&a);
+        jq_status_t st = JQ_QUEUED;
+        assert_true(jq_store_archived_status(s, expect[k]->id, &st));
+        assert_int_equal(st, JQ_SUCCESS);
+    }
+    /* Live or unknown: not archived, no error. */
+    err[0] = '\0';
+    assert_null(jq_store_load_archived(s, 1, err, sizeof err));
+    assert_string_equal(err, "");
+    assert_null(jq_store_load_archived(s, 77, err, sizeof err));
+    assert_string_equal(err, "");
+    jq_status_t st;
+    assert_false(jq_store_archived_status(s, 1, &st));
+    assert_false(jq_store_archived_status(s, 77, &st));
+    uint64_t ids[10] = {0};
+    assert_int_equal(jq_store_archived_ids(s, 0, 10, ids), 2);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(ids[1], 3);
+    assert_int_equal(jq_store_archived_ids(s, 2, 10, ids), 1);
+    assert_int_equal(ids[0], 3);
+    assert_int_equal(jq_store_archived_ids(s, 0, 1, ids), 1);
+    assert_int_equal(ids[0], 2);
+    assert_int_equal(jq_store_archived_ids(s, 3, 10, ids), 0);
+    assert_int_equal(jq_store_archived_ids(s, UINT64_MAX, 10, ids), 0);
+}
+
+static void test_store_thread_archive_and_reload(void **state)
+{
+    tmp_t *t = *state;
+    jq_store_opts_t o = opts_for(t->dir);
+    o.sync = JQ_SYNC_ALWAYS;
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open: %s", err);
+    jq_table_t *table = jq_table_new(4, jq_store_sink, s);
+    jq_changeq_t *out = jq_changeq_new();
+    assert_non_null(table);
+    assert_non_null(out);
+    assert_int_equal(jq_store_start(s, table, out), 0);
+
+    /* Job 1 stays live and queued; 2 and 3 run, then are archived. */
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"one\"]},\"priority\":10},"
+                           " {\"op\":\"test.delay\",\"args\":{\"duration\":2},\"depends\":[[3,[]]]}]", 1));
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"two\"]}}]", 2));
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"three\"]},"
+                           "\"depends\":[[2,[\"success\"]]],\"priority\":-10}]", 3));
+    run_op(table, 2, "two", NOW + 1000);
+    run_op(table, 3, "three", NOW + 2000);
+    jq_job_t *expect[2];
+    for (int k = 0; k < 2; k++) { /* copies, as they were before archiving */
+        jq_shard_t *sh = jq_table_shard_for(table, 2 + k);
+        jq_shard_rdlock(sh);
+        expect[k] = jq_mirror_new(jq_shard_find(sh, 2 + k), false);
+        jq_shard_rdunlock(sh);
+        assert_non_null(expect[k]);
+        expect[k]->change_serial++; /* the archive record to come */
+    }
+    jq_store_set_drain(s, true);
+    archive(table, 2);
+    archive(table, 3);
+    uint64_t records = drain_out(out, 2);
+    /* Every record (but the drain flag) came out once committed. */
+    assert_int_equal(jq_store_ticket(s), records + 1);
+    assert_int_equal(jq_store_durable(s), jq_store_ticket(s));
+    assert_int_equal(jq_store_failed(s, NULL, 0), 0);
+    jq_store_stats_t st;
+    jq_store_get_stats(s, &st);
+    assert_int_equal(st.records, records + 1);
+    assert_true(st.commits >= 1 && st.commits <= st.records);
+    assert_int_equal(st.fsyncs, st.commits);
+    assert_int_equal(st.failures, 0);
+
+    /* Committed archives left the table's memory. */
+    for (uint64_t id = 2; id <= 3; id++) {
+        jq_shard_t *sh = jq_table_shard_for(table, id);
+        jq_shard_rdlock(sh);
+        assert_null(jq_shard_find_any(sh, id));
+        jq_shard_rdunlock(sh);
+    }
+    check_archived(s, expect);
+
+    jq_store_close(&s);
+    jq_table_destroy(&table);
+    jq_changeq_destroy(&out);
+
+    /* Reopened: job 1 is the only live job, as submitted; the last id and
+     * the drain flag come from meta; the archive is still readable. */
+    s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("reopen: %s", err);
+    loaded_t l = {0};
+    uint64_t last_id = 0, narchived = 0;
+    bool drained = false;
+    if (jq_store_load(s, keep_job, &l, &last_id, &drained, &narchived, err, sizeof err) < 0)
+        fail_msg("load: %s", err);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(last_id, 3);
+    assert_true(drained);
+    assert_int_equal(narchived, 2);
+    jq_job_t *one = l.jobs[0];
+    jq_job_t *orig = job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"one\"]},\"priority\":10},"
+                              " {\"op\":\"test.delay\",\"args\":{\"duration\":2},\"depends\":[[3,[]]]}]", 1);
+    orig->change_serial = 1;
+    assert_jobs_equal(orig, one);
+    jq_job_destroy(&orig);
+    jq_job_destroy(&one);
+    check_archived(s, expect);
+    jq_store_close(&s);
+    jq_job_destroy(&expect[0]);
+    jq_job_destroy(&expect[1]);
+}
+
+/* Records of a whole job life in one batch, and a partly run job: the
+ * stored job and its log entries match the table's job exactly. */
+static void test_store_thread_live_jobs_reload(void **state)
+{
+    tmp_t *t = *state;
+    jq_store_opts_t o = opts_for(t->dir);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open: %s", err);
+    jq_table_t *table = jq_table_new(2, jq_store_sink, s);
+    jq_changeq_t *out = jq_changeq_new();
+    /* Records queued before the thread starts form one batch. */
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"x\"]}},"
+                           " {\"op\":\"test.log\",\"args\":{\"messages\":[\"y\"]}}]", 5));
+    insert(table, job_from("[{\"op\":\"test.delay\",\"args\":{\"duration\":0}}]", 6));
+    run_op(table, 5, "first", NOW + 500);
+    jq_job_t *expect[2];
+    assert_int_equal(jq_table_changes(table), 5);
+    for (int k = 0; k < 2; k++) {
+        jq_shard_t *sh = jq_table_shard_for(table, 5 + k);
+        jq_shard_rdlock(sh);
+        expect[k] = jq_mirror_new(jq_shard_find(sh, 5 + k), true);
+        jq_shard_rdunlock(sh);
+    }
+    assert_int_equal(jq_store_start(s, table, out), 0);
+    jq_store_close(&s); /* commits what was queued */
+    jq_table_destroy(&table);
+    jq_changeq_destroy(&out);
+
+    s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("reopen: %s", err);
+    loaded_t l = {0};
+    uint64_t last_id = 0, narchived = 9;
+    bool drained = true;
+    if (jq_store_load(s, keep_job, &l, &last_id, &drained, &narchived, err, sizeof err) < 0)
+        fail_msg("load: %s", err);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(last_id, 6);
+    assert_false(drained);
+    assert_int_equal(narchived, 0);
+    for (int k = 0; k < 2; k++) {
+        assert_jobs_equal(expect[k], l.jobs[k]);
+        for (uint32_t i = 0; i < expect[k]->nops; i++) {
+            assert_int_equal(expect[k]->ops[i].nlog, l.jobs[k]->ops[i].nlog);
+            for (uint32_t e = 0; e < expect[k]->ops[i].nlog; e++)
+                assert_blob_equal(&expect[k]->ops[i].log[e], &l.jobs[k]->ops[i].log[e]);
+        }
+        jq_job_destroy(&l.jobs[k]);
+        jq_job_destroy(&expect[k]);
+    }
+    jq_store_close(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_codec_round_trip),
+        cmocka_unit_test(test_codec_refusals),
+        cmocka_unit_test_setup_teardown(test_fresh_store, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_newer_format_refused, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_damaged_file_refused, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_foreign_lmdb_refused, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_damaged_job_named_at_load, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_store_thread_archive_and_reload, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_store_thread_live_jobs_reload, setup_tmp, teardown_tmp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
