@@ -505,6 +505,7 @@ static void hand_on(jq_store_t *s, jq_change_t *head)
 static void *store_main(void *arg)
 {
     jq_store_t *s = arg;
+    pthread_setname_np(pthread_self(), "jobqd-store"); /* for top -H and perf */
     jq_change_t *pending = NULL, *pending_tail = NULL;
     size_t npending = 0;
     bool unsynced = false, retrying = false;

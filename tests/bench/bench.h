@@ -54,11 +54,16 @@ long proc_rss_settled(pid_t pid, double timeout);
  * processes: the figures are noisy when this is well above 0). */
 typedef struct {
     pid_t daemon;
-    double t, sys, self, dmn;
+    double t, sys, irq, kth, self, dmn;
 } others_t;
 void others_begin(others_t *o, pid_t daemon);
-/* Cores busy outside this process and the daemon since others_begin. */
+/* Cores busy outside this process, the daemon and the kernel's own threads
+ * and interrupts since others_begin: other processes (and the VM's steal). */
 double others_end(const others_t *o);
+/* Cores the kernel's threads (journal, writeback, I/O completion) and
+ * interrupts used since others_begin: mostly the daemon's fsyncs and the
+ * loopback traffic, so not counted as others. */
+double others_kernel(const others_t *o);
 /* Poll until the machine is quiet (under 0.15 busy cores outside us over
  * half a second) or max_wait passes; false on timeout. */
 bool wait_quiet(double max_wait);
@@ -83,6 +88,15 @@ typedef struct {
 int jobqd_start(daemon_t *d, const char *const *extra);
 /* SIGTERM, wait up to 15 s (then SIGKILL), remove the data directory. */
 void daemon_stop(daemon_t *d);
+/* SIGTERM and wait up to `timeout` s (then SIGKILL), keeping the data
+ * directory; returns the seconds it took to exit, -1 if it had to be
+ * killed or died of another signal. */
+double daemon_term(daemon_t *d, double timeout);
+/* Start jobqd again on d's data directory (the store is recovered) with a
+ * new log file (jobqd.<n>.log) and endpoint; extra as for jobqd_start.
+ * *ready_s: from just before fork+exec to the first answered ping (pinged
+ * with a 10 ms reconnect interval). 0 once it answers within timeout. */
+int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double *ready_s);
 /* beanstalkd on 127.0.0.1:free port; 0 once it accepts connections. */
 int beanstalkd_start(daemon_t *d, int *port);
 
@@ -90,6 +104,9 @@ extern const char *opt_jobqd;
 extern const char *opt_beanstalkd; /* NULL: not available */
 extern const char *opt_transport;  /* "tcp" or "ipc" */
 extern bool opt_verbose;
+/* --sync for every jobqd the workloads start (NULL: the daemon's default,
+ * always); the store workload sets its own per line. */
+extern const char *opt_sync;
 extern bool opt_keep; /* leave daemon directories (and their logs) in place */
 
 void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -118,6 +135,9 @@ typedef struct {
 } jc_t;
 
 jc_t *jc_open(void *zctx, const char *endpoint);
+/* jc_open with ZMQ_RECONNECT_IVL set (ms; 0: libzmq's 100 ms), for timing
+ * when a restarting daemon starts to answer. */
+jc_t *jc_open_ivl(void *zctx, const char *endpoint, int reconnect_ivl_ms);
 void jc_close(jc_t **c);
 /* Start a request: the caller then packs exactly one args value into c->pk. */
 msgpack_packer *jc_begin(jc_t *c, const char *method);
@@ -140,6 +160,15 @@ long jc_submit_many_delay(jc_t *c, uint32_t n, double duration, long repeat);
 long jc_list(jc_t *c, const char *const *fields, unsigned nfields);
 /* stats: an integer counter by top-level key; -1 on failure. */
 long long jc_stat(jc_t *c, const char *key);
+/* stats: an integer in a top-level map ("jobs", "success"); 0 when the map
+ * lacks the key, -1 on failure. */
+long long jc_stat2(jc_t *c, const char *key, const char *sub);
+/* stats.store (and live_jobs); -1 fields when absent. */
+typedef struct {
+    long long commits, fsyncs, records, failures, bytes, queued, durable, live_jobs;
+    char sync[16];
+} store_stats_t;
+int jc_store_stats(jc_t *c, store_stats_t *s);
 /* Sum of log_serial over every live job; -1 on failure. */
 long long jc_sum_log_serial(jc_t *c);
 int jc_ping(jc_t *c);

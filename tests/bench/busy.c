@@ -52,7 +52,7 @@ static int busy_one(long k)
         bench_sleep(0.05); /* poll interval */
     }
     long long log0 = jc_sum_log_serial(c), ch0 = jc_stat(c, "changes");
-    long rss0 = proc_status_kb(d.pid, "VmRSS");
+    long rss0 = proc_status_kb(d.pid, "VmRSS"), anon0 = proc_status_kb(d.pid, "RssAnon");
     thread_cpu_t th0[64], th1[64];
     int nth0 = proc_threads_cpu(d.pid, th0, 64);
     others_t o;
@@ -83,7 +83,7 @@ static int busy_one(long k)
     double noise = noise_end(&o, nkey);
     int nth1 = proc_threads_cpu(d.pid, th1, 64);
     long long ch1 = jc_stat(c, "changes"), log1 = jc_sum_log_serial(c);
-    long rss1 = proc_status_kb(d.pid, "VmRSS");
+    long rss1 = proc_status_kb(d.pid, "VmRSS"), anon1 = proc_status_kb(d.pid, "RssAnon");
     long threads1 = proc_threads(d.pid);
     double secs = t1 - t0;
     /* The two log sums bracket the window (plus the time of the sums). */
@@ -102,9 +102,10 @@ static int busy_one(long k)
     printf("    log entries absorbed: %.0f /s (sum of log_serial; nominal %.0f /s); change"
            " records %.0f /s\n",
            log_rate, expect, ch_rate);
-    printf("    daemon: %.2f CPU cores busy, threads %ld -> %ld, RSS +%.1f MB in the window;"
-           " other processes %.2f cores\n",
-           (cpu1 - cpu0) / secs, threads0, threads1, (double)(rss1 - rss0) / 1024.0, noise);
+    printf("    daemon: %.2f CPU cores busy, threads %ld -> %ld, RSS +%.1f MB in the window"
+           " (anonymous +%.1f MB, the rest the store's file map); other processes %.2f cores\n",
+           (cpu1 - cpu0) / secs, threads0, threads1, (double)(rss1 - rss0) / 1024.0,
+           (double)(anon1 - anon0) / 1024.0, noise);
     printf("    daemon threads' CPU (cores):");
     for (int i = 0; i < nth1; i++) {
         double before = 0;
@@ -120,6 +121,7 @@ static int busy_one(long k)
         snprintf(key, sizeof key, "busy.%ld.%s", k, name);          \
         result_set(key, v);                                         \
     } while (0)
+    BSET("rss_anon_growth_mb", (double)(anon1 - anon0) / 1024.0);
     BSET("list_p50_ms", samples_pct(&lat_list, 50));
     BSET("list_p99_ms", samples_pct(&lat_list, 99));
     BSET("list_max_ms", samples_pct(&lat_list, 100));

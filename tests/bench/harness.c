@@ -74,7 +74,17 @@ int measure_list(jc_t *c, long n, long expect_rows, samples_t *lat)
  * every job submitted after it stays queued. */
 int start_blocked_daemon(daemon_t *d, jc_t **cp, void *ctx, const char *max_jobs)
 {
-    const char *extra[] = {"--max-running", "1", "--max-jobs", max_jobs, NULL};
+    return start_blocked_daemon_ex(d, cp, ctx, max_jobs, NULL);
+}
+
+int start_blocked_daemon_ex(daemon_t *d, jc_t **cp, void *ctx, const char *max_jobs,
+                            const char *const *more)
+{
+    const char *extra[32] = {"--max-running", "1", "--max-jobs", max_jobs};
+    int n = 4;
+    for (int i = 0; more && more[i] && n < 31; i++)
+        extra[n++] = more[i];
+    extra[n] = NULL;
     quiet_gate();
     if (jobqd_start(d, extra) < 0) {
         fail("cannot start jobqd");

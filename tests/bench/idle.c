@@ -352,6 +352,7 @@ int workload_memory(void)
     if (start_blocked_daemon(&d, &c, ctx, mj) < 0)
         goto out;
     long rss0 = proc_rss_settled(d.pid, 3);
+    long anon0 = proc_status_kb(d.pid, "RssAnon"), file0 = proc_status_kb(d.pid, "RssFile");
     double t0 = bench_now();
     if (submit_batches(c, opt_mem_jobs, 0, 0) < 0)
         goto out;
@@ -362,6 +363,15 @@ int workload_memory(void)
     printf("  jobqd: %ld one-opcode jobs queued (live_jobs %lld) in %.1f s (%.0f jobs/s in"
            " batches of %d); RSS %ld -> %ld kB = %.0f B per queued job\n",
            opt_mem_jobs, live, secs, (double)opt_mem_jobs / secs, opt_batch, rss0, rss1, per);
+    long anon1 = proc_status_kb(d.pid, "RssAnon"), file1 = proc_status_kb(d.pid, "RssFile");
+    double per_anon = (double)(anon1 - anon0) * 1024.0 / (double)opt_mem_jobs;
+    /* Since the store, RSS also counts the store file's pages LMDB's
+     * read-only map touched (RssFile: page cache, shared, reclaimable). */
+    printf("         of which anonymous (heap) %ld -> %ld kB = %.0f B per job; file-backed (the"
+           " store's map) %ld -> %ld kB\n",
+           anon0, anon1, per_anon, file0, file1);
+    result_set("memory.anon_bytes_per_job", per_anon);
+    result_set("memory.rss_file_kb_after", (double)file1);
     result_set("memory.jobs", (double)opt_mem_jobs);
     result_set("memory.rss_kb_before", (double)rss0);
     result_set("memory.rss_kb_after", (double)rss1);

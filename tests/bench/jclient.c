@@ -9,6 +9,11 @@
 
 jc_t *jc_open(void *zctx, const char *endpoint)
 {
+    return jc_open_ivl(zctx, endpoint, 0);
+}
+
+jc_t *jc_open_ivl(void *zctx, const char *endpoint, int reconnect_ivl_ms)
+{
     jc_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
@@ -21,6 +26,8 @@ jc_t *jc_open(void *zctx, const char *endpoint)
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (reconnect_ivl_ms > 0)
+        zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &reconnect_ivl_ms, sizeof reconnect_ivl_ms);
     if (zmq_connect(c->sock, endpoint) < 0) {
         zmq_close(c->sock);
         free(c);
@@ -177,6 +184,53 @@ long long jc_stat(jc_t *c, const char *key)
     if (jc_call(c, 10000) < 0 || !wire_get_int(wire_map_get(c->rep.result, key), &v))
         return -1;
     return v;
+}
+
+long long jc_stat2(jc_t *c, const char *key, const char *sub)
+{
+    msgpack_packer *pk = jc_begin(c, "stats");
+    msgpack_pack_map(pk, 0);
+    int64_t v;
+    if (jc_call(c, 10000) < 0)
+        return -1;
+    const msgpack_object *m = wire_map_get(c->rep.result, key);
+    if (!m || m->type != MSGPACK_OBJECT_MAP)
+        return -1;
+    const msgpack_object *o = wire_map_get(m, sub);
+    if (!o)
+        return 0; /* absent from a by-status map: none */
+    return wire_get_int(o, &v) ? v : -1;
+}
+
+int jc_store_stats(jc_t *c, store_stats_t *s)
+{
+    msgpack_packer *pk = jc_begin(c, "stats");
+    msgpack_pack_map(pk, 0);
+    if (jc_call(c, 10000) < 0)
+        return -1;
+    const msgpack_object *m = wire_map_get(c->rep.result, "store");
+    if (!m || m->type != MSGPACK_OBJECT_MAP) {
+        snprintf(c->errbuf, sizeof c->errbuf, "stats has no store map (jobqd before the store?)");
+        return -1;
+    }
+    static const char *const keys[7] = {"commits", "fsyncs", "records", "failures",
+                                        "bytes",   "queued", "durable"};
+    long long *out[7] = {&s->commits, &s->fsyncs, &s->records, &s->failures,
+                         &s->bytes,   &s->queued, &s->durable};
+    for (int i = 0; i < 7; i++) {
+        int64_t v = -1;
+        if (!wire_get_int(wire_map_get(m, keys[i]), &v))
+            v = -1;
+        *out[i] = v;
+    }
+    const msgpack_object *sy = wire_map_get(m, "sync");
+    s->sync[0] = '\0';
+    if (sy && sy->type == MSGPACK_OBJECT_STR)
+        snprintf(s->sync, sizeof s->sync, "%.*s", (int)sy->via.str.size, sy->via.str.ptr);
+    const msgpack_object *lj = wire_map_get(c->rep.result, "live_jobs");
+    int64_t v = -1;
+    s->live_jobs = lj && wire_get_int(lj, &v) ? v : -1;
+    return 0;
 }
 
 long long jc_sum_log_serial(jc_t *c)

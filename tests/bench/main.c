@@ -5,7 +5,7 @@
  * with raw ZeroMQ clients and prints what it measured. See --help and
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
- * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c). */
+ * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c). */
 #include "workloads.h"
 
 #include <getopt.h>
@@ -37,6 +37,7 @@ double opt_busy_seconds = 10;
 double opt_busy_period = 0.02;
 long opt_shard_jobs = 20000;
 double opt_shard_seconds = 5;
+const char *opt_sync = NULL;
 int opt_readers = 4, opt_writers = 2, opt_pipeline = 4, opt_ids_per_query = 100;
 long opt_log_jobs = 500;
 double opt_submit_seconds = 3;
@@ -57,6 +58,10 @@ int opt_watchers = 100;
 int opt_watch_jobs = 10;
 double opt_watch_seconds = 5;
 double opt_poll_interval = 0.01;
+double opt_store_seconds = 3;
+long opt_recover_jobs[4] = {100000, 1000000};
+int opt_nrecover = 2;
+long opt_store_log_jobs = 10000;
 
 /* ------------------------------------------------------------------ */
 /* summary                                                              */
@@ -144,6 +149,36 @@ static void summary(void)
     snprintf(what, sizeof what, "daemon CPU, %d pollers / %d subscribers", opt_watchers,
              opt_watchers);
     row(what, v, "(report)", -1, "-");
+    x = result_get("store.always.single_1.per_s");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x,
+             result_get("store.none.single_1.per_s"));
+    row("durable submit_job, 1 client, always / none", v, "~25,000 /s (pre-store)",
+        met(x, x >= 25000), "-");
+    x = result_get("store.always.batch_1.per_s");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x,
+             result_get("store.none.batch_1.per_s"));
+    row("durable batches, 1 client, always / none", v, ">200,000/s (pre-store)",
+        met(x, x > 200000), "-");
+    x = result_get("store.always.single_n.jobs_per_fsync");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.1f / %.0f", x,
+             result_get("store.always.batch_n.jobs_per_fsync"));
+    snprintf(what, sizeof what, "  jobs per fsync, %d clients, single / batch", opt_clients);
+    row(what, v, "(report)", -1, "-");
+    if (opt_nrecover > 0) {
+        long big = opt_recover_jobs[0];
+        for (int i = 1; i < opt_nrecover; i++)
+            if (opt_recover_jobs[i] > big)
+                big = opt_recover_jobs[i];
+        snprintf(key, sizeof key, "store.recover_%ld.cold.ready_s", big);
+        x = result_get(key);
+        snprintf(key, sizeof key, "store.recover_%ld.warm.ready_s", big);
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f s", result_get(key), x);
+        snprintf(what, sizeof what, "recovery, %ld jobs, warm / cold", big);
+        row(what, v, "(report)", -1, "-");
+    }
+    x = result_get("store.disk.bytes_per_queued_job");
+    fmt(v, sizeof v, "%.0f B", x);
+    row("store bytes on disk per queued job", v, "(report)", -1, "-");
     x = result_get("shards.ratio_total");
     fmt(v, sizeof v, "%.2fx", x);
     row("throughput --shards 64 / --shards 1", v, "(report)", -1, "-");
@@ -175,6 +210,10 @@ static void usage(FILE *f)
 "           wait_for_job_change with W parked waiters; daemon threads\n"
 "  watch    V watchers of the same busy jobs: polling query_jobs against\n"
 "           the event stream (daemon CPU, requests/s, what they saw)\n"
+"  store    the durable store: acknowledged submits/s under --sync always,\n"
+"           batch and none (1 and C clients, one at a time and in batches)\n"
+"           with commits/s, fsyncs/s and jobs per fsync; recovery time and\n"
+"           RSS for stores of --recover-jobs live jobs; bytes on disk per job\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -182,6 +221,10 @@ static void usage(FILE *f)
 "      --beanstalkd PATH    beanstalkd for the comparison [found on PATH]\n"
 "      --no-beanstalkd      skip the beanstalkd comparison\n"
 "      --transport T        tcp (127.0.0.1, free port) or ipc (in the data dir) [tcp]\n"
+"      --sync MODE          jobqd --sync for every workload but store (which\n"
+"                           runs all three): always, batch or none; a change is\n"
+"                           answered once committed, with always after an fsync\n"
+"                           [the daemon's default, always]\n"
 "      --idle-clients N     idle connections [10000]\n"
 "      --list-jobs N        jobs in the queue for the idle list latency [1000]\n"
 "      --samples N          latency samples per idle measurement [300]\n"
@@ -212,6 +255,11 @@ static void usage(FILE *f)
 "      --watch-jobs N       busy jobs they follow [10]\n"
 "      --watch-seconds S    measuring window per watch mode [5]\n"
 "      --poll-interval-ms T a poller's query interval [10]\n"
+"      --store-seconds S    measuring window per durable-submit line [3]\n"
+"      --recover-jobs N[,N] live queued jobs in the stores timed for recovery,\n"
+"                           filled one after the other; 0: skip [100000,1000000]\n"
+"      --store-log-jobs N   finished jobs (and as many with 10 log entries\n"
+"                           each) for bytes on disk; 0: skip [10000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -284,12 +332,13 @@ static void machine(char *json, size_t len)
     long mem_kb = mem ? strtol(mem, NULL, 10) : 0;
     printf("machine: %ld CPUs (%s), %.1f GiB RAM, %s %s\n", ncpu, model_s,
            (double)mem_kb / 1048576.0, u.sysname, u.release);
-    printf("jobqd: %s (transport %s)\n", opt_jobqd, opt_transport);
+    printf("jobqd: %s (transport %s, --sync %s)\n", opt_jobqd, opt_transport,
+           opt_sync ? opt_sync : "always (default; the store workload runs all three)");
     printf("beanstalkd: %s\n", opt_beanstalkd ? opt_beanstalkd : "not available");
     snprintf(json, len,
              "{\"cpus\": %ld, \"cpu_model\": \"%s\", \"mem_kb\": %ld, \"kernel\": \"%s\", "
-             "\"transport\": \"%s\"}",
-             ncpu, model_s, mem_kb, u.release, opt_transport);
+             "\"transport\": \"%s\", \"sync\": \"%s\"}",
+             ncpu, model_s, mem_kb, u.release, opt_transport, opt_sync ? opt_sync : "always");
 }
 
 static int parse_busy(const char *s)
@@ -308,6 +357,23 @@ static int parse_busy(const char *s)
     return opt_nbusy ? 0 : -1;
 }
 
+static int parse_recover(const char *s)
+{
+    opt_nrecover = 0;
+    char *end;
+    while (*s && opt_nrecover < 4) {
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0)
+            return -1;
+        if (v > 0)
+            opt_recover_jobs[opt_nrecover++] = v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--idle-helper") == 0)
@@ -318,7 +384,8 @@ int main(int argc, char **argv)
         O_JOBQD = 256, O_BEANS, O_NOBEANS, O_TRANSPORT, O_IDLE, O_LISTJOBS, O_SAMPLES, O_BUSY,
         O_BUSYSEC, O_SHJOBS, O_SHSEC, O_READERS, O_WRITERS, O_PIPE, O_IDS, O_LOGJOBS,
         O_SUBSEC, O_CLIENTS, O_BATCH, O_MEMJOBS, O_JSON, O_KEEP, O_QUIET, O_EVSEC, O_EVSUBS,
-        O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS
+        O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS,
+        O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -354,6 +421,10 @@ int main(int argc, char **argv)
         {"watch-jobs", required_argument, 0, O_WJOBS},
         {"watch-seconds", required_argument, 0, O_WSEC},
         {"poll-interval-ms", required_argument, 0, O_POLLMS},
+        {"store-seconds", required_argument, 0, O_STSEC},
+        {"sync", required_argument, 0, O_SYNC},
+        {"recover-jobs", required_argument, 0, O_RECJOBS},
+        {"store-log-jobs", required_argument, 0, O_STLOGS},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -396,12 +467,19 @@ int main(int argc, char **argv)
         case O_WJOBS: opt_watch_jobs = atoi(optarg); break;
         case O_WSEC: opt_watch_seconds = atof(optarg); break;
         case O_POLLMS: opt_poll_interval = atof(optarg) / 1e3; break;
+        case O_STSEC: opt_store_seconds = atof(optarg); break;
+        case O_SYNC: opt_sync = optarg; break;
+        case O_RECJOBS: bad |= parse_recover(optarg) < 0; break;
+        case O_STLOGS: opt_store_log_jobs = atol(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
         }
     }
     if (strcmp(opt_transport, "tcp") != 0 && strcmp(opt_transport, "ipc") != 0)
+        bad = true;
+    if (opt_sync && strcmp(opt_sync, "always") != 0 && strcmp(opt_sync, "batch") != 0 &&
+        strcmp(opt_sync, "none") != 0)
         bad = true;
     if (opt_idle_clients < 1 || opt_list_jobs < 1 || opt_samples < 1 || opt_shard_jobs < 1 ||
         opt_readers < 0 || opt_writers < 0 || opt_readers + opt_writers < 1 ||
@@ -410,12 +488,13 @@ int main(int argc, char **argv)
         opt_mem_jobs < 1 || opt_busy_seconds <= 0 || opt_shard_seconds <= 0 ||
         opt_submit_seconds <= 0 || opt_ev_seconds <= 0 || opt_ev_subs < 1 || opt_ev_jobs < 1 ||
         opt_ev_samples < 1 || opt_waiters < 1 || opt_waiter_conns < 1 || opt_watchers < 1 ||
-        opt_watch_jobs < 1 || opt_watch_seconds <= 0 || opt_poll_interval < 0)
+        opt_watch_jobs < 1 || opt_watch_seconds <= 0 || opt_poll_interval < 0 ||
+        opt_store_seconds <= 0 || opt_store_log_jobs < 0)
         bad = true;
-    enum { NWL = 7 };
+    enum { NWL = 8 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
-                                           "memory", "events", "watch"};
+                                           "memory", "events", "watch",  "store"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -486,8 +565,9 @@ int main(int argc, char **argv)
     machine(mjson, sizeof mjson);
     double t0 = bench_now();
     int rc = 0;
-    int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards, workload_submit,
-                             workload_memory, workload_events, workload_watch};
+    int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
+                             workload_submit, workload_memory, workload_events,
+                             workload_watch,  workload_store};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

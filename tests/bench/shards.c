@@ -212,9 +212,9 @@ int workload_shards(void)
     section("3. Lock sharding");
     printf("  %d reader clients (query_jobs by %d random ids, fields id,status,priority) + %d"
            " writer clients (change_job_priority on random queued jobs), %d requests in flight"
-           " each, over %ld queued jobs; --handlers 4; %g s per run\n",
+           " each, over %ld queued jobs; --handlers 4 --sync %s; %g s per run\n",
            opt_readers, opt_ids_per_query, opt_writers, opt_pipeline, opt_shard_jobs,
-           opt_shard_seconds);
+           opt_sync ? opt_sync : "always", opt_shard_seconds);
     if (opt_log_jobs > 0)
         printf("  log load: %ld running jobs logging every 10 ms (nominal %ld entries/s)\n",
                opt_log_jobs, opt_log_jobs * 100);

@@ -15,8 +15,6 @@
 /* ------------------------------------------------------------------ */
 /* workload 4: submit throughput                                        */
 
-typedef enum { W_ECHO, W_PING, W_SUBMIT, W_BATCH, W_BS_PUT } wkind_t;
-
 typedef struct {
     pthread_t th;
     wkind_t kind;
@@ -137,10 +135,11 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
-/* Run n workers of one kind for opt_submit_seconds; returns items/s and
- * fills p50/p99 of per-request latency (ms). */
-static double run_workers(wkind_t kind, int n, const char *ep, int port, long cap_total,
-                          pid_t daemon, double *p50, double *p99, long *errors, others_t *o)
+/* Run n workers of one kind for `seconds`; returns items/s and fills
+ * p50/p99 of per-request latency (ms) and *items (may be NULL). */
+double run_workers(wkind_t kind, int n, const char *ep, int port, long cap_total, pid_t daemon,
+                   double seconds, double *p50, double *p99, long *errors, others_t *o,
+                   long *items_out)
 {
     void *ctx = new_ctx(n > 1 ? 2 : 1, 1024);
     tworker_t *w = calloc((size_t)n, sizeof *w);
@@ -153,7 +152,7 @@ static double run_workers(wkind_t kind, int n, const char *ep, int port, long ca
         pthread_create(&w[i].th, NULL, tworker_main, &w[i]);
     }
     double t0 = bench_now();
-    t_end = t0 + opt_submit_seconds;
+    t_end = t0 + seconds;
     others_begin(o, daemon);
     pthread_barrier_wait(&bar);
     samples_t all = {0};
@@ -177,10 +176,12 @@ static double run_workers(wkind_t kind, int n, const char *ep, int port, long ca
     pthread_barrier_destroy(&bar);
     free(w);
     zmq_ctx_term(ctx);
+    if (items_out)
+        *items_out = items;
     return (double)items / (t1 - t0);
 }
 
-static void report_rate(const char *label, const char *key, double rate, double p50, double p99,
+void report_rate(const char *label, const char *key, double rate, double p50, double p99,
                         long errors, const char *unit, const others_t *o)
 {
     char k[96];
@@ -224,7 +225,8 @@ int workload_submit(void)
         atomic_store(&echo_stop, false);
         pthread_create(&th, NULL, echo_main, router);
         quiet_gate();
-        r = run_workers(W_ECHO, 1, ep, 0, 1L << 40, 0, &p50, &p99, &errors, &o);
+        r = run_workers(W_ECHO, 1, ep, 0, 1L << 40, 0, opt_submit_seconds, &p50, &p99, &errors,
+                        &o, NULL);
         report_rate("ZeroMQ round-trip floor (echo, no daemon), 1", "submit.floor_echo_1", r,
                     p50, p99, errors, "rt ", &o);
         atomic_store(&echo_stop, true);
@@ -248,10 +250,12 @@ int workload_submit(void)
         {W_BATCH, 1, "submit.batch_1", "submit_many_jobs x%d, 1 client", "job"},
         {W_BATCH, opt_clients, "submit.batch_n", "submit_many_jobs x%d, %d clients", "job"},
     };
+    int retries = 0;
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         void *ctx = new_ctx(1, 64);
         daemon_t d;
         jc_t *c = NULL;
+        bool again = false;
         if (start_blocked_daemon(&d, &c, ctx, "20000000") < 0) {
             rc = -1;
         } else {
@@ -261,15 +265,26 @@ int workload_submit(void)
                 snprintf(label, sizeof label, runs[i].what, opt_batch);
             else
                 snprintf(label, sizeof label, runs[i].what, runs[i].clients);
-            r = run_workers(runs[i].kind, runs[i].clients, d.endpoint, 0, 19000000, d.pid, &p50,
-                            &p99, &errors, &o);
-            report_rate(label, runs[i].key, r, p50, p99, errors, runs[i].unit, &o);
+            r = run_workers(runs[i].kind, runs[i].clients, d.endpoint, 0, 19000000, d.pid,
+                            opt_submit_seconds, &p50, &p99, &errors, &o, NULL);
+            double noise = others_end(&o);
+            /* Other sessions' bursts: measure the line again (twice at most). */
+            if (noise >= 0.25 && retries < 2 && opt_quiet_wait > 0 && !errors) {
+                printf("  %-44s (others used %.2f cores: measured again)\n", label, noise);
+                again = true;
+                retries++;
+            } else {
+                report_rate(label, runs[i].key, r, p50, p99, errors, runs[i].unit, &o);
+                retries = 0;
+            }
             if (errors)
                 rc = -1;
         }
         jc_close(&c);
         zmq_ctx_term(ctx);
         daemon_stop(&d);
+        if (again)
+            i--;
     }
     result_set("submit.clients", opt_clients);
     result_set("submit.batch", opt_batch);
@@ -286,7 +301,8 @@ int workload_submit(void)
             printf("  beanstalkd: not measured (could not start it)\n");
             return rc;
         }
-        r = run_workers(W_BS_PUT, n, NULL, port, 1L << 40, b.pid, &p50, &p99, &errors, &o);
+        r = run_workers(W_BS_PUT, n, NULL, port, 1L << 40, b.pid, opt_submit_seconds, &p50, &p99,
+                        &errors, &o, NULL);
         snprintf(label, sizeof label, "beanstalkd put one at a time, %d client%s", n,
                  n > 1 ? "s" : "");
         report_rate(label, n == 1 ? "submit.beanstalkd_put_1" : "submit.beanstalkd_put_n", r,

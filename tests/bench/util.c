@@ -162,8 +162,9 @@ double proc_cpu_seconds(pid_t pid)
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* Busy CPU seconds of the whole machine (every CPU) from /proc/stat. */
-static double sys_busy_seconds(void)
+/* Busy CPU seconds of the whole machine (every CPU) from /proc/stat; *irq:
+ * the irq and softirq part of it. */
+static double sys_busy_seconds(double *irq)
 {
     FILE *f = fopen("/proc/stat", "r");
     if (!f)
@@ -174,26 +175,71 @@ static double sys_busy_seconds(void)
     fclose(f);
     if (n < 8)
         return NAN;
+    double tck = (double)sysconf(_SC_CLK_TCK);
+    if (irq)
+        *irq = (double)(v[5] + v[6]) / tck;
     /* user nice system [idle iowait] irq softirq steal */
-    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tck;
+}
+
+/* CPU seconds of every kernel thread (PF_KTHREAD): journal commits,
+ * writeback, block I/O completion. */
+static double kthreads_seconds(void)
+{
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return 0;
+    double sum = 0;
+    double tck = (double)sysconf(_SC_CLK_TCK);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *p = strrchr(buf, ')');
+        unsigned long flags = 0, ut = 0, st = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %lu %*u %*u %*u %*u %lu %lu", &flags, &ut,
+                        &st) == 3 &&
+            (flags & 0x00200000UL)) /* PF_KTHREAD */
+            sum += (double)(ut + st) / tck;
+    }
+    closedir(dir);
+    return sum;
 }
 
 void others_begin(others_t *o, pid_t daemon)
 {
     o->daemon = daemon;
     o->t = bench_now();
-    o->sys = sys_busy_seconds();
+    o->sys = sys_busy_seconds(&o->irq);
+    o->kth = kthreads_seconds();
     o->self = proc_cpu_seconds(getpid());
     o->dmn = daemon > 0 ? proc_cpu_seconds(daemon) : 0;
 }
 
+double others_kernel(const others_t *o)
+{
+    double t = bench_now() - o->t, irq = 0;
+    sys_busy_seconds(&irq);
+    double k = kthreads_seconds() - o->kth + irq - o->irq;
+    return k > 0 ? k / (t > 0 ? t : 1) : 0;
+}
+
 double others_end(const others_t *o)
 {
-    double t = bench_now() - o->t;
-    double sys = sys_busy_seconds() - o->sys;
+    double t = bench_now() - o->t, irq = 0;
+    double sys = sys_busy_seconds(&irq) - o->sys;
+    double kern = kthreads_seconds() - o->kth + irq - o->irq;
     double self = proc_cpu_seconds(getpid()) - o->self;
     double dmn = o->daemon > 0 ? proc_cpu_seconds(o->daemon) - o->dmn : 0;
-    double other = (sys - self - dmn) / (t > 0 ? t : 1);
+    double other = (sys - kern - self - dmn) / (t > 0 ? t : 1);
     return other > 0 ? other : 0;
 }
 
@@ -350,6 +396,50 @@ static void show_log(const daemon_t *d)
     fclose(f);
 }
 
+/* argv for jobqd on d->dir: a fresh tcp port (or the dir's ipc socket) in
+ * d->endpoint; listen must outlive argv. */
+static int jobqd_argv(daemon_t *d, const char **argv, char *listen, size_t llen,
+                      const char *const *extra)
+{
+    int n = 0;
+    argv[n++] = opt_jobqd;
+    argv[n++] = "--data-dir";
+    argv[n++] = d->dir;
+    if (strcmp(opt_transport, "tcp") == 0) {
+        int port = free_tcp_port();
+        snprintf(listen, llen, "tcp://127.0.0.1:%d", port);
+        argv[n++] = "--listen";
+        argv[n++] = listen;
+        snprintf(d->endpoint, sizeof d->endpoint, "%s", listen);
+    } else {
+        snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s/jobq.sock", d->dir);
+    }
+    if (opt_sync) { /* before extra: a workload's own --sync wins */
+        argv[n++] = "--sync";
+        argv[n++] = opt_sync;
+    }
+    for (int i = 0; extra && extra[i] && n < 62; i++)
+        argv[n++] = extra[i];
+    argv[n] = NULL;
+    return n;
+}
+
+/* Ping until the daemon answers (or exits, or timeout passes). */
+static bool wait_ping(daemon_t *d, double timeout, int reconnect_ivl_ms)
+{
+    void *ctx = zmq_ctx_new();
+    jc_t *c = jc_open_ivl(ctx, d->endpoint, reconnect_ivl_ms);
+    bool ready = false;
+    double end = bench_now() + timeout;
+    while (!ready && bench_now() < end && proc_alive(d->pid)) {
+        if (jc_ping(c) == 0)
+            ready = true;
+    }
+    jc_close(&c);
+    zmq_ctx_term(ctx);
+    return ready;
+}
+
 int jobqd_start(daemon_t *d, const char *const *extra)
 {
     memset(d, 0, sizeof *d);
@@ -358,38 +448,13 @@ int jobqd_start(daemon_t *d, const char *const *extra)
     snprintf(d->log, sizeof d->log, "%s/jobqd.log", d->dir);
     for (int attempt = 0; attempt < 3; attempt++) {
         const char *argv[64];
-        int n = 0;
         char listen[64];
-        argv[n++] = opt_jobqd;
-        argv[n++] = "--data-dir";
-        argv[n++] = d->dir;
-        if (strcmp(opt_transport, "tcp") == 0) {
-            int port = free_tcp_port();
-            snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
-            argv[n++] = "--listen";
-            argv[n++] = listen;
-            snprintf(d->endpoint, sizeof d->endpoint, "%s", listen);
-        } else {
-            snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s/jobq.sock", d->dir);
-        }
-        for (int i = 0; extra && extra[i] && n < 62; i++)
-            argv[n++] = extra[i];
-        argv[n] = NULL;
+        jobqd_argv(d, argv, listen, sizeof listen, extra);
         d->pid = spawn(argv, d->log);
         if (d->pid < 0)
             return -1;
         /* Ready once it answers a ping. */
-        void *ctx = zmq_ctx_new();
-        jc_t *c = jc_open(ctx, d->endpoint);
-        bool ready = false;
-        double end = bench_now() + 20;
-        while (!ready && bench_now() < end && proc_alive(d->pid)) {
-            if (jc_ping(c) == 0)
-                ready = true;
-        }
-        jc_close(&c);
-        zmq_ctx_term(ctx);
-        if (ready) {
+        if (wait_ping(d, 20, 0)) {
             note("jobqd pid %d on %s", (int)d->pid, d->endpoint);
             return 0;
         }
@@ -400,6 +465,31 @@ int jobqd_start(daemon_t *d, const char *const *extra)
         d->pid = 0;
         show_log(d);
     }
+    return -1;
+}
+
+int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double *ready_s)
+{
+    static int restarts;
+    snprintf(d->log, sizeof d->log, "%s/jobqd.%d.log", d->dir, ++restarts);
+    const char *argv[64];
+    char listen[64];
+    jobqd_argv(d, argv, listen, sizeof listen, extra);
+    double t0 = bench_now();
+    d->pid = spawn(argv, d->log);
+    if (d->pid < 0)
+        return -1;
+    if (wait_ping(d, timeout, 10)) {
+        *ready_s = bench_now() - t0;
+        note("jobqd pid %d on %s (restarted in %.3f s)", (int)d->pid, d->endpoint, *ready_s);
+        return 0;
+    }
+    if (proc_alive(d->pid)) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+    }
+    d->pid = 0;
+    show_log(d);
     return -1;
 }
 
@@ -442,18 +532,21 @@ int beanstalkd_start(daemon_t *d, int *portp)
     return -1;
 }
 
-void daemon_stop(daemon_t *d)
+double daemon_term(daemon_t *d, double timeout)
 {
+    double took = -1;
     if (d->pid > 0) {
+        double t0 = bench_now();
         kill(d->pid, SIGTERM);
-        double end = bench_now() + 15;
+        double end = t0 + timeout;
         int status;
         pid_t r;
         while ((r = waitpid(d->pid, &status, WNOHANG)) == 0 && bench_now() < end)
             bench_sleep(0.01); /* poll interval */
         if (r == 0) {
-            fprintf(stderr, "jobq-bench: pid %d did not stop on SIGTERM within 15 s; killing it\n",
-                    (int)d->pid);
+            fprintf(stderr,
+                    "jobq-bench: pid %d did not stop on SIGTERM within %.0f s; killing it\n",
+                    (int)d->pid, timeout);
             kill(d->pid, SIGKILL);
             waitpid(d->pid, &status, 0);
         } else if (r > 0 && WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM) {
@@ -461,9 +554,17 @@ void daemon_stop(daemon_t *d)
             fprintf(stderr, "jobq-bench: pid %d died of signal %d\n", (int)d->pid,
                     WTERMSIG(status));
             show_log(d);
+        } else {
+            took = bench_now() - t0;
         }
         d->pid = 0;
     }
+    return took;
+}
+
+void daemon_stop(daemon_t *d)
+{
+    daemon_term(d, 15);
     if (!opt_keep)
         bench_rmtree(d->dir);
     d->dir[0] = '\0';

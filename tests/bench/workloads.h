@@ -35,6 +35,11 @@ extern int opt_watchers;        /* pollers / subscribers following jobs */
 extern int opt_watch_jobs;      /* busy jobs they follow */
 extern double opt_watch_seconds;
 extern double opt_poll_interval; /* seconds between a poller's queries */
+/* store workload (store.c) */
+extern double opt_store_seconds; /* window of each durable-submit line */
+extern long opt_recover_jobs[4]; /* live jobs for the recovery times */
+extern int opt_nrecover;
+extern long opt_store_log_jobs;  /* jobs with 10 log entries (bytes on disk) */
 
 /* ---- harness (harness.c) ---- */
 
@@ -54,6 +59,9 @@ int measure_list(jc_t *c, long n, long expect_rows, samples_t *lat);
 /* jobqd with job 1 running a long test.delay under --max-running 1, so
  * every job submitted after it stays queued. */
 int start_blocked_daemon(daemon_t *d, jc_t **cp, void *ctx, const char *max_jobs);
+/* The same with more jobqd arguments (NULL-terminated, may be NULL). */
+int start_blocked_daemon_ex(daemon_t *d, jc_t **cp, void *ctx, const char *max_jobs,
+                            const char *const *more);
 /* submit_many_jobs of n test.delay jobs in batches of opt_batch. */
 int submit_batches(jc_t *c, long n, double duration, long repeat);
 
@@ -74,6 +82,20 @@ typedef struct {
  * and time. */
 bool event_record(msgpack_unpacked *up, const void *data, size_t n, event_info_t *ev);
 
+/* ---- submit workers (submit.c) ---- */
+
+typedef enum { W_ECHO, W_PING, W_SUBMIT, W_BATCH, W_BS_PUT } wkind_t;
+/* n client threads of one kind for `seconds` (each its own socket; W_BATCH
+ * sends submit_many_jobs of opt_batch); returns items/s, fills p50/p99 of
+ * the per-request latency (ms), errors, and *items (may be NULL). */
+double run_workers(wkind_t kind, int n, const char *ep, int port, long cap_total, pid_t daemon,
+                   double seconds, double *p50, double *p99, long *errors, others_t *o,
+                   long *items);
+/* One line of rate and latency; records key.per_s/.p50_ms/.p99_ms and the
+ * noise (ends o). */
+void report_rate(const char *label, const char *key, double rate, double p50, double p99,
+                 long errors, const char *unit, const others_t *o);
+
 /* ---- the beanstalkd body (submit.c): one job's ops, as jobqd gets them ---- */
 
 extern const char BS_BODY_NOTE[];
@@ -89,6 +111,7 @@ int workload_shards(void); /* shards.c */
 int workload_submit(void); /* submit.c */
 int workload_events(void); /* events.c: events/s, subscriber and waiter latency */
 int workload_watch(void);  /* watchers.c: pollers against subscribers */
+int workload_store(void);  /* store.c: durable submits, fsyncs, recovery, bytes on disk */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
