@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "jobq_json.h"
 #include <errno.h>
 #include <jansson.h>
 #include <msgpack.h>
@@ -48,33 +50,10 @@ static void poll_pause(void) { zmq_poll(NULL, 0, 5); }
 
 /* ---- JSON <-> msgpack ---- */
 
+/* Test inputs are written as JSON text; libjobq's converter packs them. */
 static void pack_json(msgpack_packer *pk, const json_t *j)
 {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, json_object_size(j));
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
-            msgpack_pack_str_with_body(pk, k, strlen(k));
-            pack_json(pk, v);
-        }
-        break;
-    }
-    case JSON_ARRAY:
-        msgpack_pack_array(pk, json_array_size(j));
-        for (size_t i = 0; i < json_array_size(j); i++)
-            pack_json(pk, json_array_get(j, i));
-        break;
-    case JSON_STRING:
-        msgpack_pack_str_with_body(pk, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER: msgpack_pack_int64(pk, json_integer_value(j)); break;
-    case JSON_REAL: msgpack_pack_double(pk, json_real_value(j)); break;
-    case JSON_TRUE: msgpack_pack_true(pk); break;
-    case JSON_FALSE: msgpack_pack_false(pk); break;
-    case JSON_NULL: msgpack_pack_nil(pk); break;
-    }
+    assert_int_equal(jobq_json_to_msgpack(pk, j, JOBQ_JSON_MAX_DEPTH, NULL, 0), 0);
 }
 
 static json_t *to_json(const msgpack_object *o)

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "jobq_json.h"
 #include <ftw.h>
 #include <jansson.h>
 #include <lmdb.h>
@@ -35,43 +37,10 @@
 
 /* ---- JSON text → msgpack object ---- */
 
+/* Test inputs are written as JSON text; libjobq's converter packs them. */
 static void pack_json(msgpack_packer *pk, const json_t *j)
 {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, json_object_size(j));
-        const char *k;
-        json_t *v;
-        json_object_foreach((json_t *)j, k, v) {
-            msgpack_pack_str_with_body(pk, k, strlen(k));
-            pack_json(pk, v);
-        }
-        break;
-    }
-    case JSON_ARRAY:
-        msgpack_pack_array(pk, json_array_size(j));
-        for (size_t i = 0; i < json_array_size(j); i++)
-            pack_json(pk, json_array_get(j, i));
-        break;
-    case JSON_STRING:
-        msgpack_pack_str_with_body(pk, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(j));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    case JSON_NULL:
-        msgpack_pack_nil(pk);
-        break;
-    }
+    assert_int_equal(jobq_json_to_msgpack(pk, j, JOBQ_JSON_MAX_DEPTH, NULL, 0), 0);
 }
 
 /* JSON text as msgpack bytes in sb (initialised here). */
