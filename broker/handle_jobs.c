@@ -33,7 +33,7 @@ static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
 
 /* Insert a reserved, resolved job and make it runnable. On failure the job
  * is freed and the reservation given back. */
-static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
+static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now, bool burst)
 {
     jq_job_t *job = *jobp;
     uint64_t id = job->id;
@@ -41,7 +41,10 @@ static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
     jq_shard_wrlock(sh);
     int rc = jq_shard_insert(sh, job, now);
-    jq_shard_wrunlock(sh);
+    if (burst)
+        jq_shard_wrunlock_burst(sh);
+    else
+        jq_shard_wrunlock(sh);
     if (rc < 0) {
         jq_table_unreserve(d->table);
         jq_job_destroy(jobp);
@@ -72,7 +75,7 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
     }
     uint64_t id = atomic_fetch_add(&d->last_id, 1) + 1;
     jq_jobspec_resolve(job, id, NULL, 0, c->err, c->errlen); /* no relatives */
-    if (enqueue(d, &job, now) < 0) {
+    if (enqueue(d, &job, now, false) < 0) {
         snprintf(c->err, c->errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;
     }
@@ -145,7 +148,7 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
                 jq_table_unreserve(d->table);
                 jq_job_destroy(&parsed[k]);
                 errors[k] = strdup(msg);
-            } else if (enqueue(d, &parsed[k], now) < 0) {
+            } else if (enqueue(d, &parsed[k], now, true) < 0) {
                 errors[k] = strdup("out of memory");
             } else {
                 ids[k] = id;
@@ -164,8 +167,11 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     free(errors);
     free(ids);
     free(back);
-    if (nvalid)
+    if (nvalid) {
+        /* The batch went to the store as one burst: one commit, one fsync. */
+        jq_table_burst_end(d->table);
         c->hold_ticket = jq_store_ticket(d->store);
+    }
     return JOBQ_ERR_NONE;
 }
 

@@ -52,8 +52,9 @@ typedef struct {
     unsigned calls;
 } sink_t;
 
-static void sink(void *ctx, jq_change_t *head)
+static void sink(void *ctx, jq_change_t *head, bool wake)
 {
+    (void)wake;
     sink_t *s = ctx;
     s->calls++;
     while (head) {
