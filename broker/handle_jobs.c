@@ -33,7 +33,7 @@ static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
 
 /* Insert a reserved, resolved job and make it runnable. On failure the job
  * is freed and the reservation given back. */
-static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now, bool burst)
+static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
 {
     jq_job_t *job = *jobp;
     uint64_t id = job->id;
@@ -41,10 +41,7 @@ static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now, bool burst)
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
     jq_shard_wrlock(sh);
     int rc = jq_shard_insert(sh, job, now);
-    if (burst)
-        jq_shard_wrunlock_burst(sh);
-    else
-        jq_shard_wrunlock(sh);
+    jq_shard_wrunlock(sh);
     if (rc < 0) {
         jq_table_unreserve(d->table);
         jq_job_destroy(jobp);
@@ -75,7 +72,7 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
     }
     uint64_t id = atomic_fetch_add(&d->last_id, 1) + 1;
     jq_jobspec_resolve(job, id, NULL, 0, c->err, c->errlen); /* no relatives */
-    if (enqueue(d, &job, now, false) < 0) {
+    if (enqueue(d, &job, now) < 0) {
         snprintf(c->err, c->errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;
     }
@@ -148,7 +145,7 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
                 jq_table_unreserve(d->table);
                 jq_job_destroy(&parsed[k]);
                 errors[k] = strdup(msg);
-            } else if (enqueue(d, &parsed[k], now, true) < 0) {
+            } else if (enqueue(d, &parsed[k], now) < 0) {
                 errors[k] = strdup("out of memory");
             } else {
                 ids[k] = id;
@@ -167,11 +164,8 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     free(errors);
     free(ids);
     free(back);
-    if (nvalid) {
-        /* The batch went to the store as one burst: one commit, one fsync. */
-        jq_table_burst_end(d->table);
+    if (nvalid)
         c->hold_ticket = jq_store_ticket(d->store);
-    }
     return JOBQ_ERR_NONE;
 }
 

@@ -41,7 +41,7 @@ void jq_changeq_destroy(jq_changeq_t **qp)
     *qp = NULL;
 }
 
-static void push(jq_changeq_t *q, jq_change_t *head, bool wake_consumer)
+void jq_changeq_push(jq_changeq_t *q, jq_change_t *head)
 {
     jq_change_t *tail = head;
     uint64_t n = head ? 1 : 0;
@@ -58,25 +58,14 @@ static void push(jq_changeq_t *q, jq_change_t *head, bool wake_consumer)
             q->head = head;
         q->tail = tail;
     }
-    bool wake = wake_consumer && !q->signaled;
-    if (wake)
-        q->signaled = true;
+    bool wake = !q->signaled;
+    q->signaled = true;
     pthread_mutex_unlock(&q->mu);
     if (wake) {
         uint64_t one = 1;
         ssize_t n = write(q->efd, &one, sizeof one);
         (void)n; /* a full counter still wakes the reader */
     }
-}
-
-void jq_changeq_push(jq_changeq_t *q, jq_change_t *head)
-{
-    push(q, head, true);
-}
-
-void jq_changeq_push_quiet(jq_changeq_t *q, jq_change_t *head)
-{
-    push(q, head, false);
 }
 
 int jq_changeq_fd(jq_changeq_t *q)

@@ -18,9 +18,6 @@ jq_changeq_t *jq_changeq_new(void);
 void jq_changeq_destroy(jq_changeq_t **q);
 /* Any thread: append a list (owned from now on). */
 void jq_changeq_push(jq_changeq_t *q, jq_change_t *head);
-/* Any thread: append without waking the consumer (more follows at once;
- * a jq_changeq_kick ends the burst). */
-void jq_changeq_push_quiet(jq_changeq_t *q, jq_change_t *head);
 /* Consumer: the fd to poll for input. */
 int jq_changeq_fd(jq_changeq_t *q);
 /* Consumer: take every queued record, oldest first (NULL when none), and

@@ -597,15 +597,10 @@ int jq_store_start(jq_store_t *s, jq_table_t *table, jq_changeq_t *out)
     return 0;
 }
 
-void jq_store_sink(void *store, jq_change_t *head, bool wake)
+void jq_store_sink(void *store, jq_change_t *head)
 {
     jq_store_t *s = store;
-    if (!head)
-        jq_changeq_kick(s->in);
-    else if (wake)
-        jq_changeq_push(s->in, head);
-    else /* a burst: one commit for all of it, the kick at its end wakes us */
-        jq_changeq_push_quiet(s->in, head);
+    jq_changeq_push(s->in, head);
 }
 
 void jq_store_set_drain(jq_store_t *s, bool drained)

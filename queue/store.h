@@ -70,7 +70,7 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
 int jq_store_start(jq_store_t *s, jq_table_t *table, jq_changeq_t *out);
 
 /* The table's sink (any thread). */
-void jq_store_sink(void *store, jq_change_t *head, bool wake);
+void jq_store_sink(void *store, jq_change_t *head);
 /* Any thread: queue the drain flag for the next commit. */
 void jq_store_set_drain(jq_store_t *s, bool drained);
 

@@ -117,8 +117,9 @@ void jq_shard_rdlock(jq_shard_t *sh) { pthread_rwlock_rdlock(&sh->lock); }
 void jq_shard_rdunlock(jq_shard_t *sh) { pthread_rwlock_unlock(&sh->lock); }
 void jq_shard_wrlock(jq_shard_t *sh) { pthread_rwlock_wrlock(&sh->lock); }
 
-static void flush(jq_shard_t *sh, bool wake)
+void jq_shard_wrunlock(jq_shard_t *sh)
 {
+    pthread_rwlock_unlock(&sh->lock);
     /* Records were appended in the order they were made; holding the
      * outbox mutex across the hand-off keeps two flushing threads from
      * reordering them. */
@@ -127,29 +128,11 @@ static void flush(jq_shard_t *sh, bool wake)
     sh->outbox_head = sh->outbox_tail = NULL;
     if (head) {
         if (sh->table->sink)
-            sh->table->sink(sh->table->sink_ctx, head, wake);
+            sh->table->sink(sh->table->sink_ctx, head);
         else
             jq_change_list_free(&head);
     }
     pthread_mutex_unlock(&sh->outbox_mu);
-}
-
-void jq_shard_wrunlock(jq_shard_t *sh)
-{
-    pthread_rwlock_unlock(&sh->lock);
-    flush(sh, true);
-}
-
-void jq_shard_wrunlock_burst(jq_shard_t *sh)
-{
-    pthread_rwlock_unlock(&sh->lock);
-    flush(sh, false);
-}
-
-void jq_table_burst_end(jq_table_t *t)
-{
-    if (t->sink)
-        t->sink(t->sink_ctx, NULL, true);
 }
 
 /* First index with jobs[i]->id > id. */

@@ -31,10 +31,8 @@ typedef struct jq_table jq_table_t;
 typedef struct jq_shard jq_shard_t;
 
 /* Receives a list of change records, in order; owns them. Called from the
- * thread that unlocked the shard. wake false: more records follow at once
- * (a burst), the consumer need not be woken yet; head NULL with wake true:
- * only the wake-up that ends such a burst. */
-typedef void (*jq_sink_fn)(void *ctx, jq_change_t *head, bool wake);
+ * thread that unlocked the shard. */
+typedef void (*jq_sink_fn)(void *ctx, jq_change_t *head);
 
 #define JQ_DEFAULT_SHARDS 64
 #define JQ_MAX_SHARDS 4096
@@ -61,10 +59,6 @@ void jq_shard_rdunlock(jq_shard_t *sh);
 void jq_shard_wrlock(jq_shard_t *sh);
 /* Unlock, then hand the outbox to the sink. */
 void jq_shard_wrunlock(jq_shard_t *sh);
-/* The same within a burst of changes (a batch submission): the sink is
- * asked not to wake its consumer; jq_table_burst_end does, once. */
-void jq_shard_wrunlock_burst(jq_shard_t *sh);
-void jq_table_burst_end(jq_table_t *t);
 
 /* Under a lock: the live job with that id, or NULL. */
 jq_job_t *jq_shard_find(jq_shard_t *sh, uint64_t id);

@@ -52,9 +52,8 @@ typedef struct {
     unsigned calls;
 } sink_t;
 
-static void sink(void *ctx, jq_change_t *head, bool wake)
+static void sink(void *ctx, jq_change_t *head)
 {
-    (void)wake;
     sink_t *s = ctx;
     s->calls++;
     while (head) {

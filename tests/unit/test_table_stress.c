@@ -102,9 +102,8 @@ static bool str_is(const msgpack_object *o, const char *s)
            memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
 }
 
-static void sink(void *ctx, jq_change_t *head, bool wake)
+static void sink(void *ctx, jq_change_t *head)
 {
-    (void)wake;
     (void)ctx;
     for (jq_change_t *c = head; c; c = c->next) {
         atomic_fetch_add(&records, 1);
