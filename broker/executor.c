@@ -315,8 +315,23 @@ static bool check_deps(jq_executors_t *p, uint64_t id, uint32_t gen,
         switch (jq_sched_check_dep(p->sched, p->table, dep_id, id, gen, &st)) {
         case JQ_DEP_PARKED:
             return false;
-        case JQ_DEP_RECHECK:
-            return true; /* start_op sees the cancel */
+        case JQ_DEP_RECHECK: {
+            /* The job changed while we looked (a cancel), or it could not
+             * be parked (out of memory): never start it past the check. */
+            jq_shard_t *sh;
+            jq_job_t *job = lock_held(p, id, gen, &sh);
+            if (!job) {
+                jq_sched_release(p->sched);
+                return false;
+            }
+            uint32_t cur = jq_job_current_op(job);
+            if (cur < job->nops && job->ops[cur].status == JQ_CANCELING) {
+                jq_shard_wrunlock(sh);
+                return true; /* start_op finishes the cancel */
+            }
+            release_job(p, sh, job); /* back to the run queue, checked again */
+            return false;
+        }
         case JQ_DEP_NOT_FOUND:
             /* Not in the table: archived (and final for good) or absent. */
             if (p->store && jq_store_archived_status(p->store, dep_id, &st))
