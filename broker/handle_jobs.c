@@ -108,6 +108,8 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     jq_job_t **parsed = calloc(n ? n : 1, sizeof *parsed);
     char **errors = calloc(n ? n : 1, sizeof *errors);
     uint64_t *ids = calloc(n ? n : 1, sizeof *ids); /* ids[k]: job at position k */
+    /* ids in reverse (rev[n-1-k] = ids[k]): &rev[n-k] lists the jobs before
+     * position k nearest first, as jq_jobspec_resolve wants, at no cost. */
     uint64_t *back = calloc(n ? n : 1, sizeof *back);
     if (!parsed || !errors || !ids || !back) {
         free(parsed);
@@ -138,10 +140,7 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     for (uint32_t k = 0; k < n; k++) {
         if (parsed[k]) {
             uint64_t id = next++;
-            /* back[j] = id of the job j+1 places before this one */
-            for (uint32_t j = 0; j < k; j++)
-                back[j] = ids[k - 1 - j];
-            if (jq_jobspec_resolve(parsed[k], id, back, k, msg, sizeof msg) < 0) {
+            if (jq_jobspec_resolve(parsed[k], id, back + (n - k), k, msg, sizeof msg) < 0) {
                 jq_table_unreserve(d->table);
                 jq_job_destroy(&parsed[k]);
                 errors[k] = strdup(msg);
@@ -149,6 +148,7 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
                 errors[k] = strdup("out of memory");
             } else {
                 ids[k] = id;
+                back[n - 1 - k] = id;
             }
         }
         if (ids[k]) {

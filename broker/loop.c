@@ -168,23 +168,6 @@ static void send_reply(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
     zmq_msg_send(body, l->router, ZMQ_DONTWAIT);
 }
 
-static void hold(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body, uint64_t ticket)
-{
-    held_t *h = calloc(1, sizeof *h);
-    if (!h) { /* cannot wait for the commit: answer now rather than never */
-        send_reply(l, rid, delim, body);
-        return;
-    }
-    h->ticket = ticket;
-    h->delimiter = delim;
-    zmq_msg_init(&h->rid);
-    zmq_msg_init(&h->body);
-    zmq_msg_move(&h->rid, rid);
-    zmq_msg_move(&h->body, body);
-    *l->held_tail = h;
-    l->held_tail = &h->next;
-}
-
 /* The request id of a reply we hold, to answer with an error instead. */
 static uint64_t reply_id(zmq_msg_t *body)
 {
@@ -198,14 +181,45 @@ static uint64_t reply_id(zmq_msg_t *body)
     return rep.id;
 }
 
+static void hold(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body, uint64_t ticket)
+{
+    held_t *h = calloc(1, sizeof *h);
+    if (!h) { /* cannot wait for the commit: never acknowledge early */
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        wire_reply_error(&pk, reply_id(body), true, JOBQ_ERR_INTERNAL,
+                         "out of memory: the change was made but its commit cannot be awaited");
+        zmq_msg_t err;
+        zmq_msg_init_size(&err, sb.size);
+        memcpy(zmq_msg_data(&err), sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        send_reply(l, rid, delim, &err);
+        zmq_msg_close(&err);
+        return;
+    }
+    h->ticket = ticket;
+    h->delimiter = delim;
+    zmq_msg_init(&h->rid);
+    zmq_msg_init(&h->body);
+    zmq_msg_move(&h->rid, rid);
+    zmq_msg_move(&h->body, body);
+    *l->held_tail = h;
+    l->held_tail = &h->next;
+}
+
+
 /* Send the held replies the store has made good (or has failed). */
 static void release_held(loop_t *l)
 {
     if (!l->held)
         return;
-    uint64_t durable = jq_store_durable(l->d->store);
+    /* failed first: a ticket in (durable, failed] then really was in a
+     * failed batch, not in one committed after the failure was read. */
     char why[256] = "";
     uint64_t failed = jq_store_failed(l->d->store, why, sizeof why);
+    uint64_t durable = jq_store_durable(l->d->store);
     for (held_t **pp = &l->held; *pp;) {
         held_t *h = *pp;
         if (h->ticket > durable && h->ticket > failed) {

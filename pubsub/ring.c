@@ -135,8 +135,17 @@ int jq_ring_append(jq_ring_t *r, uint64_t seq, uint64_t job_id, uint64_t serial,
                    const void *body, size_t len)
 {
     char *copy = malloc(len ? len : 1);
-    if (!copy || job_id == 0)
-        return free(copy), -1;
+    if (!copy || job_id == 0) {
+        /* The job's chain would skip this event: cut it, so a later walk
+         * reports the events lost instead of complete. */
+        pthread_rwlock_wrlock(&r->lock);
+        idx_t *e = idx_find(r, job_id);
+        if (e)
+            idx_del(r, e);
+        pthread_rwlock_unlock(&r->lock);
+        free(copy);
+        return -1;
+    }
     memcpy(copy, body, len);
     pthread_rwlock_wrlock(&r->lock);
     if (r->last + 1 != seq) { /* a restart of numbering: start afresh */

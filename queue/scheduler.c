@@ -253,8 +253,8 @@ jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, jq_table_t *t, uint64_t dep_id,
                 pthread_cond_signal(&s->cond);
             rc = JQ_DEP_PARKED;
         }
-        /* No emit, so this unlock has no records to hand on. */
-        jq_shard_wrunlock(wsh);
+        /* No record made: unlock without flushing under our mutex. */
+        jq_shard_wrunlock_quiet(wsh);
     }
     pthread_mutex_unlock(&s->mu);
     free(node);

@@ -515,7 +515,10 @@ static void *store_main(void *arg)
         if (retrying)
             timeout = 1000;
         else if (s->opts.sync == JQ_SYNC_BATCH && unsynced)
-            timeout = (int)((next_sync - mono_us()) / 1000 + 1);
+        {
+            int64_t left = (next_sync - mono_us()) / 1000 + 1;
+            timeout = left < 0 ? 0 : (int)left; /* overdue: sync now, not never */
+        }
         struct pollfd pfd = {.fd = jq_changeq_fd(s->in), .events = POLLIN};
         if (timeout != 0 && !atomic_load(&s->stopping))
             poll(&pfd, 1, timeout < 0 ? -1 : timeout);

@@ -135,6 +135,11 @@ void jq_shard_wrunlock(jq_shard_t *sh)
     pthread_mutex_unlock(&sh->outbox_mu);
 }
 
+void jq_shard_wrunlock_quiet(jq_shard_t *sh)
+{
+    pthread_rwlock_unlock(&sh->lock);
+}
+
 /* First index with jobs[i]->id > id. */
 static size_t array_upper(const job_array_t *a, uint64_t id)
 {
@@ -211,6 +216,12 @@ static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
     return 0;
 }
 
+static void array_remove_at(job_array_t *a, size_t i)
+{
+    memmove(&a->jobs[i], &a->jobs[i + 1], (a->count - i - 1) * sizeof *a->jobs);
+    a->count--;
+}
+
 int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now)
 {
     job->status = (uint8_t)jq_job_derive_status(job);
@@ -219,7 +230,12 @@ int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now)
     sh->status_counts[job->status]++;
     jq_delta_t d;
     jq_delta_init(&d, job);
-    return queue_record(sh, job, &d, JQ_CHANGE_SUBMIT, now);
+    if (queue_record(sh, job, &d, JQ_CHANGE_SUBMIT, now) == 0)
+        return 0;
+    /* No record, no job: -1 must mean "not in the table". */
+    sh->status_counts[job->status]--;
+    array_remove_at(&sh->live, array_upper(&sh->live, job->id - 1));
+    return -1;
 }
 
 int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
@@ -246,11 +262,6 @@ int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
     return queue_record(sh, job, d, kind, now);
 }
 
-static void array_remove_at(job_array_t *a, size_t i)
-{
-    memmove(&a->jobs[i], &a->jobs[i + 1], (a->count - i - 1) * sizeof *a->jobs);
-    a->count--;
-}
 
 static int move_to_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
 {

@@ -59,6 +59,11 @@ void jq_shard_rdunlock(jq_shard_t *sh);
 void jq_shard_wrlock(jq_shard_t *sh);
 /* Unlock, then hand the outbox to the sink. */
 void jq_shard_wrunlock(jq_shard_t *sh);
+/* Unlock only, for a holder that made no change record: every thread that
+ * makes one flushes it itself, so nothing waits on this unlock. Lets the
+ * scheduler release a shard without doing the sink's work under its own
+ * mutex. */
+void jq_shard_wrunlock_quiet(jq_shard_t *sh);
 
 /* Under a lock: the live job with that id, or NULL. */
 jq_job_t *jq_shard_find(jq_shard_t *sh, uint64_t id);
