@@ -86,6 +86,9 @@ typedef struct {
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
 
+/* Wire name of a method ("submit_job"...). Any thread. */
+const char *jq_method_name(jq_method_t m);
+
 jobq_code_t jq_handle_submit_job(jq_call_t *c);
 jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c);
 jobq_code_t jq_handle_query_jobs(jq_call_t *c);

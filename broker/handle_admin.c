@@ -4,8 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *jq_method_name(jq_method_t m);
-
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
     msgpack_pack_map(c->pk, 5);

@@ -105,7 +105,6 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c)
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
     jq_shard_rdlock(sh);
     const jq_job_t *job = jq_shard_find_any(sh, id);
-    bool answered = true;
     if (!job) {
         jq_shard_rdunlock(sh);
         /* Archived and out of memory, or unknown (Ganeti: None). Archived
@@ -122,12 +121,11 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c)
         jq_waiter_destroy(&w);
         atomic_fetch_sub(&d->waiters, 1);
         return JOBQ_ERR_NONE;
-    } else {
-        jq_waiter_collect_logs(w, job);
-        answered = jq_waiter_evaluate(w, job, c->pk);
-        if (!answered)
-            w->mirror = jq_mirror_new(job, w->keep_logs);
     }
+    jq_waiter_collect_logs(w, job);
+    bool answered = jq_waiter_evaluate(w, job, c->pk);
+    if (!answered)
+        w->mirror = jq_mirror_new(job, w->keep_logs);
     jq_shard_rdunlock(sh);
 
     if (answered || !w->mirror || !(w->request = malloc(c->body_len))) {

@@ -34,7 +34,6 @@ static const struct {
     [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since},
 };
 
-const char *jq_method_name(jq_method_t m);
 const char *jq_method_name(jq_method_t m)
 {
     return (unsigned)m < JQ_M__COUNT ? methods[m].name : "?";
