@@ -26,7 +26,9 @@ static int get_bool(const msgpack_object *args, const char *key, bool *out)
 /* ---- test.delay ---- */
 
 #define DELAY_MAX_SECONDS (7 * 24 * 3600.0)
-#define DELAY_MAX_REPEAT 10000000
+/* Each iteration logs one entry: no more than a job's log may hold by
+ * default (--max-log-entries). */
+#define DELAY_MAX_REPEAT JOBQ_DEFAULT_MAX_LOG_ENTRIES
 
 typedef struct {
     int64_t duration_us;
@@ -121,8 +123,11 @@ static void free_state(jq_task_t *t)
     t->state = NULL;
 }
 
+static const char *const delay_args[] = {"duration", "repeat", "fail", NULL};
+
 static const jq_opdef_t test_delay = {
     .name = "test.delay",
+    .args = delay_args,
     .validate = delay_validate,
     .summarize = delay_summarize,
     .start = delay_start,
@@ -221,8 +226,11 @@ static void log_cleanup(jq_task_t *t)
     free_state(t);
 }
 
+static const char *const log_args[] = {"messages", "fail", NULL};
+
 static const jq_opdef_t test_log = {
     .name = "test.log",
+    .args = log_args,
     .validate = log_validate,
     .summarize = log_summarize,
     .start = log_start,

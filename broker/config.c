@@ -41,20 +41,39 @@ static const char usage[] =
     "                            or T [64G]\n"
     "      --max-request-bytes N largest request answered; 4x that closes the\n"
     "                            connection [16777216]\n"
+    "      --max-log-entries N   log entries one job keeps; the entry that reaches\n"
+    "                            the limit says so, later ones are dropped [100000]\n"
+    "      --max-connections N   client, subscriber and worker connections at\n"
+    "                            once; above it new ones wait until some close\n"
+    "                            [derived from the descriptor limit]\n"
+    "      --max-client-requests N  unanswered requests one connection may have;\n"
+    "                            more are answered Busy [1024]\n"
+    "      --max-client-waiters N   wait_for_job_change requests one connection\n"
+    "                            may have parked [10000]\n"
+    "      --max-subscriptions N event subscriptions, all subscribers together\n"
+    "                            [65536]\n"
+    "      --shutdown-grace SEC  on SIGTERM or shutdown, how long running opcodes\n"
+    "                            may finish before they are interrupted [30]\n"
+    "      --salvage             start even when store records are damaged: move\n"
+    "                            them aside (into the store's `damaged` table)\n"
+    "                            and say which\n"
     "  -c, --config FILE         read options from FILE first: one long option\n"
     "                            per line, \"name value\", '#' starts a comment\n"
     "  -v, --verbose             log each connection-level problem to stderr\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
-    "The daemon stops cleanly on SIGTERM, SIGINT or the `shutdown` request.\n"
+    "The daemon stops cleanly on SIGTERM, SIGINT or the `shutdown` request:\n"
+    "it takes no new jobs, lets running opcodes finish (--shutdown-grace), then\n"
+    "stops; a second signal, or `shutdown --now`, interrupts them at once.\n"
     "Thread count is fixed at start: the loop, the handlers, the executors, the\n"
     "store thread and ZeroMQ's two; it never grows with clients, requests,\n"
     "waiters or jobs. See docs/operations.md for the store and --sync.\n";
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
-       OPT_SYNC_INTERVAL, OPT_MAP_SIZE };
+       OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
+       OPT_MAX_CLIENT_WAIT, OPT_MAX_SUBS, OPT_GRACE, OPT_SALVAGE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -72,6 +91,13 @@ static const struct option long_opts[] = {
     {"sync", required_argument, NULL, OPT_SYNC},
     {"sync-interval", required_argument, NULL, OPT_SYNC_INTERVAL},
     {"store-map-size", required_argument, NULL, OPT_MAP_SIZE},
+    {"max-log-entries", required_argument, NULL, OPT_MAX_LOG},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONN},
+    {"max-client-requests", required_argument, NULL, OPT_MAX_CLIENT_REQ},
+    {"max-client-waiters", required_argument, NULL, OPT_MAX_CLIENT_WAIT},
+    {"max-subscriptions", required_argument, NULL, OPT_MAX_SUBS},
+    {"shutdown-grace", required_argument, NULL, OPT_GRACE},
+    {"salvage", no_argument, NULL, OPT_SALVAGE},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -121,6 +147,19 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     case 'v':
         cfg->verbose = true;
         return 0;
+    case OPT_SALVAGE:
+        cfg->salvage = true;
+        return 0;
+    case OPT_GRACE: {
+        char *end;
+        double g = strtod(val, &end);
+        if (end == val || *end || !(g >= 0 && g <= 86400)) {
+            snprintf(err, errlen, "--shutdown-grace: expected seconds from 0 to 86400, got '%s'", val);
+            return -1;
+        }
+        cfg->shutdown_grace = g;
+        return 0;
+    }
     case OPT_SYNC:
         if (!strcmp(val, "always"))
             cfg->sync = JQ_SYNC_ALWAYS;
@@ -185,6 +224,9 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_EXECUTORS, 1, JQ_MAX_EXECUTORS}, {OPT_MAX_RUNNING, 1, 10000000},
         {OPT_MAX_JOBS, 1, 1000000000ull}, {OPT_MAX_REQUEST, 1024, 1u << 30},
         {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
+        {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 1, 100000000ull},
+        {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
+        {OPT_MAX_SUBS, 1, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -204,6 +246,11 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_REQUEST: cfg->max_request_bytes = (size_t)v; break;
         case OPT_MAX_WAITERS: cfg->max_waiters = v; break;
         case OPT_RING_EVENTS: cfg->ring_events = v; break;
+        case OPT_MAX_LOG: cfg->max_log_entries = v; break;
+        case OPT_MAX_CONN: cfg->max_connections = v; break;
+        case OPT_MAX_CLIENT_REQ: cfg->max_client_requests = v; break;
+        case OPT_MAX_CLIENT_WAIT: cfg->max_client_waiters = v; break;
+        case OPT_MAX_SUBS: cfg->max_subscriptions = v; break;
         }
         return 0;
     }
@@ -265,6 +312,11 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->sync = JQ_SYNC_ALWAYS;
     cfg->sync_interval = 0.1;
     cfg->store_map_size = 64ull << 30;
+    cfg->max_log_entries = JOBQ_DEFAULT_MAX_LOG_ENTRIES;
+    cfg->shutdown_grace = 30;
+    cfg->max_client_requests = 1024;
+    cfg->max_client_waiters = 10000;
+    cfg->max_subscriptions = 65536;
 
     /* The config file comes first so the command line overrides it. */
     for (int i = 1; i < argc - 1; i++)

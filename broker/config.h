@@ -27,6 +27,13 @@ typedef struct {
     unsigned max_running;
     uint64_t max_jobs;
     size_t max_request_bytes;
+    uint64_t max_log_entries;   /* per job */
+    double shutdown_grace;      /* seconds running opcodes get to finish */
+    uint64_t max_connections;   /* 0: derived from the descriptor limit */
+    uint64_t max_client_requests; /* unanswered requests per connection */
+    uint64_t max_client_waiters;  /* parked waits per connection */
+    uint64_t max_subscriptions;   /* event subscriptions, all subscribers */
+    bool salvage;               /* move damaged store records aside */
     bool verbose;
 } jq_config_t;
 

@@ -16,6 +16,7 @@
 #include "table.h"
 #include "wire.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 typedef enum {
@@ -35,6 +36,18 @@ typedef enum {
     JQ_M__COUNT
 } jq_method_t;
 
+/* shutdown_requested */
+#define JQ_SHUTDOWN_NONE 0
+#define JQ_SHUTDOWN_GRACEFUL 1 /* no new jobs; running opcodes may finish */
+#define JQ_SHUTDOWN_NOW 2      /* interrupt running opcodes at once */
+
+/* The loop's own counters, copied after each turn for `stats`. */
+typedef struct {
+    _Atomic uint64_t connections, connections_peak, max_connections, accept_pauses;
+    _Atomic bool accepting;
+    _Atomic uint64_t replies_waiting, replies_late, replies_to_gone, busy_dropped;
+} jq_loop_stats_t;
+
 typedef struct {
     jq_config_t cfg;
     void *zctx;
@@ -52,14 +65,16 @@ typedef struct {
     _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
     int64_t started_mono;
-    _Atomic uint64_t last_id;       /* last job id handed out */
+    pthread_mutex_t drain_mu;       /* orders set_drain_flag's two writes */
     _Atomic bool drained;
     _Atomic bool stopping;          /* refuse submissions */
-    _Atomic bool shutdown_requested;
+    _Atomic int shutdown_requested; /* JQ_SHUTDOWN_* */
+    jq_loop_stats_t loop_stats;
     _Atomic bool handlers_stop;
     _Atomic uint64_t requests[JQ_M__COUNT];
     _Atomic uint64_t errors[JOBQ_ERR__COUNT];
     _Atomic uint64_t dropped;
+    _Atomic uint64_t dropped_size;  /* requests refused for their size */
     _Atomic uint64_t submitted;
     _Atomic uint64_t changes_consumed;
 } jq_daemon_t;
@@ -85,6 +100,10 @@ typedef struct {
 } jq_call_t;
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
+
+/* The reply shows state of a job in shard sh (read under its lock just
+ * now) that is not committed yet: hold it until it is. No lock held. */
+void jq_call_hold(jq_call_t *c, jq_shard_t *sh);
 
 /* Wire name of a method ("submit_job"...). Any thread. */
 const char *jq_method_name(jq_method_t m);
@@ -138,7 +157,11 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
 
 /* Load the store into the table, settle the jobs that were in flight when
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
- * Before any thread but the store's runs. */
+ * Before any thread runs. */
 int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+
+/* What the daemon does when the store commits or fails (commit.c): the
+ * hooks the store thread calls. */
+void jq_daemon_store_hooks(jq_daemon_t *d, jq_store_hooks_t *hooks);
 
 #endif

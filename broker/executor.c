@@ -1,9 +1,11 @@
-/* executor.c: executor threads — pick jobs from the scheduler, walk their
+/* executor.c: executor threads — take jobs from the scheduler, walk their
  * opcodes through waiting → running → end (JOBMODEL §1.5), check
  * dependencies (§1.7), and step running opcodes from a timer heap.
  *
  * Every change goes through the table's write protocol (lock, transition,
- * emit, unlock); opcode code (start/step) runs with no lock held. */
+ * emit, unlock); opcode code (start/step) runs with no lock held. The
+ * scheduler says which executor holds a job, so an executor that locks a
+ * job it holds never has to ask whether it still may change it. */
 #include "executor.h"
 #include "wire.h"
 
@@ -13,20 +15,21 @@
 #include <string.h>
 #include <time.h>
 
+/* Longest an opcode's log entry waits for the store to catch up: a store
+ * that cannot commit slows logging to a trickle, never stops a thread. */
+#define LOG_THROTTLE_US 1000000
+
 struct jq_executor {
     unsigned index;
     pthread_t thread;
     struct jq_executors *pool;
-    jq_task_t **heap; /* by deadline */
-    size_t ntasks, cap;
+    jq_heap_t timers;     /* started tasks, by deadline */
+    jq_task_t **starting; /* tasks waiting for their running record's commit */
+    size_t nstarting, capstarting;
 };
 
 struct jq_executors {
-    jq_table_t *table;
-    jq_sched_t *sched;
-    jq_store_t *store;
-    const jq_opset_t *ops;
-    unsigned n;
+    jq_executors_opts_t o;
     jq_executor_t ex[];
 };
 
@@ -44,106 +47,54 @@ int64_t jq_now_mono(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* ---- timer heap of tasks ---- */
-
-static void heap_set(jq_executor_t *ex, size_t i, jq_task_t *t)
+static bool task_before(const void *a, const void *b)
 {
-    ex->heap[i] = t;
-    t->heap_index = i;
+    return ((const jq_task_t *)a)->deadline < ((const jq_task_t *)b)->deadline;
 }
 
-static void heap_up(jq_executor_t *ex, size_t i)
+static void task_moved(void *t, size_t index)
 {
-    jq_task_t *t = ex->heap[i];
-    while (i > 0 && ex->heap[(i - 1) / 2]->deadline > t->deadline) {
-        heap_set(ex, i, ex->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(ex, i, t);
+    ((jq_task_t *)t)->heap_index = index;
 }
-
-static void heap_down(jq_executor_t *ex, size_t i)
-{
-    jq_task_t *t = ex->heap[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= ex->ntasks)
-            break;
-        if (c + 1 < ex->ntasks && ex->heap[c + 1]->deadline < ex->heap[c]->deadline)
-            c++;
-        if (ex->heap[c]->deadline >= t->deadline)
-            break;
-        heap_set(ex, i, ex->heap[c]);
-        i = c;
-    }
-    heap_set(ex, i, t);
-}
-
-static int heap_add(jq_executor_t *ex, jq_task_t *t)
-{
-    if (ex->ntasks == ex->cap) {
-        size_t cap = ex->cap ? ex->cap * 2 : 64;
-        jq_task_t **grown = realloc(ex->heap, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        ex->heap = grown;
-        ex->cap = cap;
-    }
-    ex->heap[ex->ntasks++] = t;
-    heap_up(ex, ex->ntasks - 1);
-    return 0;
-}
-
-static void heap_remove(jq_executor_t *ex, jq_task_t *t)
-{
-    size_t i = t->heap_index;
-    jq_task_t *last = ex->heap[--ex->ntasks];
-    if (i == ex->ntasks)
-        return;
-    heap_set(ex, i, last);
-    heap_up(ex, i);
-    heap_down(ex, last->heap_index);
-}
-
-/* ---- job transitions ---- */
 
 static void task_free(jq_task_t **tp)
 {
     jq_task_t *t = *tp;
-    if (t->def && t->def->cleanup)
+    if (t->started && t->def->cleanup)
         t->def->cleanup(t);
     jq_blob_free(&t->result);
+    jq_blob_free(&t->args);
     free(t);
     *tp = NULL;
 }
 
-/* After a job's opcode ended (job locked by the caller): either the job is
- * final, or its next opcode goes back to the run queue as Ganeti defers. */
+/* ---- job transitions ---- */
+
+/* After a job's opcode ended or could not start (job locked by the
+ * caller): either the job is final, or its next opcode goes back to the
+ * run queue as Ganeti defers. Unlocks. */
 static void release_job(jq_executors_t *p, jq_shard_t *sh, jq_job_t *job)
 {
     uint64_t id = job->id;
-    job->runner = -1;
-    if (jq_status_final((jq_status_t)job->status)) {
-        job->sched_state = JQ_SCHED_DONE;
+    jq_status_t st = (jq_status_t)job->status;
+    if (jq_status_final(st)) {
         jq_shard_wrunlock(sh);
-        jq_sched_release(p->sched);
-        jq_sched_job_finished(p->sched, id);
+        jq_sched_done(p->o.sched, id, st);
         return;
     }
-    int prio;
-    uint32_t gen = jq_job_requeue(job, &prio);
+    int prio = jq_job_priority(job);
+    uint64_t serial = job->change_serial;
     jq_shard_wrunlock(sh);
-    jq_sched_release(p->sched);
-    jq_sched_push(p->sched, id, prio, gen);
+    jq_sched_requeue(p->o.sched, id, prio, serial);
 }
 
-/* Lock the job held by this executor (ACTIVE at generation gen). */
-static jq_job_t *lock_held(jq_executors_t *p, uint64_t id, uint32_t gen, jq_shard_t **shp)
+/* Lock a job this executor holds; NULL (nothing locked) when it is gone. */
+static jq_job_t *lock_job(jq_executors_t *p, uint64_t id, jq_shard_t **shp)
 {
-    jq_shard_t *sh = jq_table_shard_for(p->table, id);
+    jq_shard_t *sh = jq_table_shard_for(p->o.table, id);
     jq_shard_wrlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
-    if (!job || job->sched_gen != gen || job->sched_state != JQ_SCHED_ACTIVE) {
+    if (!job) {
         jq_shard_wrunlock(sh);
         return NULL;
     }
@@ -151,22 +102,27 @@ static jq_job_t *lock_held(jq_executors_t *p, uint64_t id, uint32_t gen, jq_shar
     return job;
 }
 
+static bool op_canceling(const jq_job_t *job)
+{
+    uint32_t i = jq_job_current_op(job);
+    return i < job->nops && job->ops[i].status == JQ_CANCELING;
+}
+
 /* End the held job's current opcode: canceled when a cancel is pending,
- * else success or error. */
-static void end_op(jq_executors_t *p, uint64_t id, uint32_t gen, bool success,
-                   jq_blob_t *result, const char *error)
+ * else success or error (later opcodes: "Preceding opcode failed"). */
+static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *result,
+                   const char *error)
 {
     jq_shard_t *sh;
-    jq_job_t *job = lock_held(p, id, gen, &sh);
+    jq_job_t *job = lock_job(p, id, &sh);
     if (!job) {
-        jq_sched_release(p->sched);
+        jq_sched_done(p->o.sched, id, JQ_ERROR);
         return;
     }
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
-    uint32_t i = jq_job_current_op(job);
-    if (i < job->nops && job->ops[i].status == JQ_CANCELING) {
+    if (op_canceling(job)) {
         jq_job_mark_canceled(job, now, &d);
     } else if (success) {
         jq_job_op_finish(job, now, true, result, &d);
@@ -176,25 +132,29 @@ static void end_op(jq_executors_t *p, uint64_t id, uint32_t gen, bool success,
         jq_job_op_finish(job, now, false, &err, &d);
         jq_blob_free(&err);
     }
-    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
+    if (!jq_delta_empty(&d, job))
+        jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     release_job(p, sh, job);
 }
 
 static void finish_task(jq_executor_t *ex, jq_task_t *t, jq_step_t r)
 {
     if (t->canceled)
-        end_op(ex->pool, t->job_id, t->gen, false, NULL, "Job canceled by request");
+        end_op(ex->pool, t->job_id, false, NULL, "Job canceled by request");
     else if (r == JQ_STEP_SUCCESS)
-        end_op(ex->pool, t->job_id, t->gen, true, &t->result, NULL);
+        end_op(ex->pool, t->job_id, true, &t->result, NULL);
     else
-        end_op(ex->pool, t->job_id, t->gen, false, NULL, t->error);
+        end_op(ex->pool, t->job_id, false, NULL, t->error);
     task_free(&t);
 }
 
 bool jq_task_log(jq_task_t *t, const char *message)
 {
+    jq_executors_t *p = t->ex->pool;
+    if (p->o.store)
+        jq_store_throttle(p->o.store, JQ_STORE_LOG_BACKLOG, LOG_THROTTLE_US);
     jq_shard_t *sh;
-    jq_job_t *job = lock_held(t->ex->pool, t->job_id, t->gen, &sh);
+    jq_job_t *job = lock_job(p, t->job_id, &sh);
     if (!job) {
         t->canceled = true;
         return false;
@@ -209,30 +169,65 @@ bool jq_task_log(jq_task_t *t, const char *message)
     jq_delta_t d;
     jq_delta_init(&d, job);
     size_t len = strnlen(message, JOBQ_MAX_LOG_MESSAGE);
-    if (jq_job_log(job, now, "message", message, len, &d) == 0)
+    if (jq_job_log(job, now, "message", message, len, p->o.max_log_entries, &d) == 0)
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     jq_shard_wrunlock(sh);
     return true;
 }
 
-/* Start the held job's current opcode: running, then the opcode's start
- * hook with no lock held, then the first step on the next turn. */
-static void start_op(jq_executor_t *ex, uint64_t id, uint32_t gen)
+/* Run the opcode's start hook and put the task on the timer heap; a
+ * failure ends the opcode. */
+static void launch(jq_executor_t *ex, jq_task_t *t)
+{
+    char err[JQ_TASK_ERROR_MAX] = "out of memory";
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    bool ok = msgpack_unpack_next(&up, t->args.data, t->args.len, NULL) == MSGPACK_UNPACK_SUCCESS;
+    t->now = t->deadline = jq_now_mono();
+    if (ok && t->def->start(t, &up.data, err, sizeof err) < 0)
+        ok = false;
+    t->started = true; /* from here cleanup runs */
+    msgpack_unpacked_destroy(&up);
+    jq_blob_free(&t->args);
+    if (!ok || jq_heap_push(&ex->timers, t) < 0) {
+        end_op(ex->pool, t->job_id, false, NULL, err);
+        task_free(&t);
+    }
+}
+
+static int reserve_starting(jq_executor_t *ex)
+{
+    if (ex->nstarting < ex->capstarting)
+        return 0;
+    size_t cap = ex->capstarting ? ex->capstarting * 2 : 16;
+    jq_task_t **grown = realloc(ex->starting, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    ex->starting = grown;
+    ex->capstarting = cap;
+    return 0;
+}
+
+/* The held job's current opcode goes running; the opcode itself starts
+ * once that is committed (see executor.h). */
+static void start_op(jq_executor_t *ex, uint64_t id)
 {
     jq_executors_t *p = ex->pool;
     jq_shard_t *sh;
-    jq_job_t *job = lock_held(p, id, gen, &sh);
+    jq_job_t *job = lock_job(p, id, &sh);
     if (!job) {
-        jq_sched_release(p->sched);
+        jq_sched_done(p->o.sched, id, JQ_ERROR);
         return;
     }
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
     uint32_t i = jq_job_current_op(job);
-    if (i >= job->nops || job->ops[i].status != JQ_WAITING) {
-        if (i < job->nops && job->ops[i].status == JQ_CANCELING)
+    if (i >= job->nops || job->ops[i].status != JQ_WAITING || !job->ops[i].def) {
+        if (op_canceling(job))
             jq_job_mark_canceled(job, now, &d);
+        else if (i < job->nops && job->ops[i].status == JQ_WAITING)
+            jq_job_fail(job, now, "this jobqd does not know the opcode", &d);
         if (!jq_delta_empty(&d, job))
             jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
         release_job(p, sh, job);
@@ -240,51 +235,71 @@ static void start_op(jq_executor_t *ex, uint64_t id, uint32_t gen)
     }
     jq_job_op_running(job, now, &d);
     jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
-    job->runner = (int8_t)ex->index;
-    const jq_opdef_t *def = job->ops[i].def;
-    jq_blob_t args = {0};
-    int copied = jq_blob_set(&args, job->ops[i].args.data, job->ops[i].args.len);
-    jq_shard_wrunlock(sh);
-
     jq_task_t *t = calloc(1, sizeof *t);
-    char err[JQ_TASK_ERROR_MAX] = "out of memory";
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    bool ok = t && copied == 0 &&
-              msgpack_unpack_next(&up, args.data, args.len, NULL) == MSGPACK_UNPACK_SUCCESS;
     if (t) {
-        *t = (jq_task_t){.job_id = id, .gen = gen, .ex = ex, .now = jq_now_mono()};
-        t->deadline = t->now;
-        if (ok && def->start(t, &up.data, err, sizeof err) < 0)
-            ok = false;
-        t->def = def; /* from here cleanup runs */
+        t->job_id = id;
+        t->def = job->ops[i].def;
+        t->ex = ex;
+        t->heap_index = JQ_HEAP_NONE;
     }
-    msgpack_unpacked_destroy(&up);
-    jq_blob_free(&args);
-    if (!ok || heap_add(ex, t) < 0) {
-        end_op(p, id, gen, false, NULL, err);
+    int copied = t ? jq_blob_set(&t->args, job->ops[i].args.data, job->ops[i].args.len) : -1;
+    jq_shard_wrunlock(sh); /* flushes the record: the ticket below covers it */
+    if (copied < 0 || reserve_starting(ex) < 0) {
         if (t)
             task_free(&t);
+        end_op(p, id, false, NULL, "out of memory");
+        return;
     }
+    t->ticket = p->o.store ? jq_store_ticket(p->o.store) : 0;
+    ex->starting[ex->nstarting++] = t;
 }
 
-static void fail_held(jq_executors_t *p, uint64_t id, uint32_t gen, const char *msg,
-                      bool cancel)
+/* Start every task whose running record is committed. */
+static void start_committed(jq_executor_t *ex, uint64_t durable)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < ex->nstarting; i++) {
+        jq_task_t *t = ex->starting[i];
+        if (t->ticket <= durable)
+            launch(ex, t);
+        else
+            ex->starting[keep++] = t;
+    }
+    ex->nstarting = keep;
+}
+
+static uint64_t want_durable(const jq_executor_t *ex)
+{
+    uint64_t want = 0;
+    for (size_t i = 0; i < ex->nstarting; i++)
+        if (!want || ex->starting[i]->ticket < want)
+            want = ex->starting[i]->ticket;
+    return want;
+}
+
+/* The held job's current opcode fails on a dependency: it gets the error,
+ * every later opcode "Preceding opcode failed" (or the job is canceled). */
+static void dep_failed(jq_executors_t *p, uint64_t id, const char *msg, bool cancel)
 {
     jq_shard_t *sh;
-    jq_job_t *job = lock_held(p, id, gen, &sh);
+    jq_job_t *job = lock_job(p, id, &sh);
     if (!job) {
-        jq_sched_release(p->sched);
+        jq_sched_done(p->o.sched, id, JQ_ERROR);
         return;
     }
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
-    if (cancel)
+    if (cancel || op_canceling(job)) {
         jq_job_mark_canceled(job, now, &d);
-    else
-        jq_job_fail(job, now, msg, &d);
-    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
+    } else {
+        jq_blob_t err = {0};
+        jq_blob_exec_error(&err, msg);
+        jq_job_op_finish(job, now, false, &err, &d);
+        jq_blob_free(&err);
+    }
+    if (!jq_delta_empty(&d, job))
+        jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     release_job(p, sh, job);
 }
 
@@ -301,51 +316,35 @@ static void status_list(uint8_t mask, char *buf, size_t len)
 /* Dependencies of the current opcode, in order (JOBMODEL §1.7). Returns
  * true when the opcode may start; otherwise the job was parked, failed or
  * canceled and is no longer ours. */
-static bool check_deps(jq_executors_t *p, uint64_t id, uint32_t gen,
-                       const jq_dep_t *deps, unsigned ndeps)
+static bool check_deps(jq_executors_t *p, uint64_t id, const jq_dep_t *deps, unsigned ndeps)
 {
     char msg[512];
     for (unsigned k = 0; k < ndeps; k++) {
         uint64_t dep_id = (uint64_t)deps[k].job_id;
         if (dep_id == id) {
-            fail_held(p, id, gen, "Job can't depend on itself", false);
+            dep_failed(p, id, "Job can't depend on itself", false);
             return false;
         }
         jq_status_t st;
-        switch (jq_sched_check_dep(p->sched, p->table, dep_id, id, gen, &st)) {
+        switch (jq_sched_check_dep(p->o.sched, id, dep_id, &st)) {
         case JQ_DEP_PARKED:
             return false;
-        case JQ_DEP_RECHECK: {
-            /* The job changed while we looked (a cancel), or it could not
-             * be parked (out of memory): never start it past the check. */
-            jq_shard_t *sh;
-            jq_job_t *job = lock_held(p, id, gen, &sh);
-            if (!job) {
-                jq_sched_release(p->sched);
-                return false;
-            }
-            uint32_t cur = jq_job_current_op(job);
-            if (cur < job->nops && job->ops[cur].status == JQ_CANCELING) {
-                jq_shard_wrunlock(sh);
-                return true; /* start_op finishes the cancel */
-            }
-            release_job(p, sh, job); /* back to the run queue, checked again */
-            return false;
-        }
+        case JQ_DEP_CANCELED:
+            return true; /* start_op finishes the cancel */
         case JQ_DEP_NOT_FOUND:
-            /* Not in the table: archived (and final for good) or absent. */
-            if (p->store && jq_store_archived_status(p->store, dep_id, &st))
+            /* Not live: archived (and final for good) or absent. */
+            if (p->o.store && jq_store_archived_status(p->o.store, dep_id, &st))
                 break;
             snprintf(msg, sizeof msg, "Dependency error: job %llu not found",
                      (unsigned long long)dep_id);
-            fail_held(p, id, gen, msg, false);
+            dep_failed(p, id, msg, false);
             return false;
         case JQ_DEP_FINAL:
             break;
         }
         uint8_t mask = deps[k].status_mask;
         if (st == JQ_CANCELED && !(mask & (1u << JQ_CANCELED))) {
-            fail_held(p, id, gen, NULL, true);
+            dep_failed(p, id, NULL, true);
             return false;
         }
         if (mask == 0 || (mask & (1u << st)))
@@ -355,27 +354,27 @@ static bool check_deps(jq_executors_t *p, uint64_t id, uint32_t gen,
         snprintf(msg, sizeof msg,
                  "Dependency job %llu finished with status '%s', not one of '%s' as required",
                  (unsigned long long)dep_id, jq_status_name(st), allowed);
-        fail_held(p, id, gen, msg, false);
+        dep_failed(p, id, msg, false);
         return false;
     }
     return true;
 }
 
-/* A run-queue entry: take the job if the entry is still current. */
-static void pick_up(jq_executor_t *ex, jq_runnable_t run)
+/* The scheduler gave us a job: pick it up (opcode waiting), check its
+ * dependencies, start it. */
+static void pick_up(jq_executor_t *ex, uint64_t id)
 {
     jq_executors_t *p = ex->pool;
-    jq_shard_t *sh = jq_table_shard_for(p->table, run.job_id);
-    jq_shard_wrlock(sh);
-    jq_job_t *job = jq_shard_find(sh, run.job_id);
-    if (!job || job->sched_gen != run.gen ||
-        (job->sched_state != JQ_SCHED_QUEUED && job->sched_state != JQ_SCHED_DEPWAIT) ||
-        jq_status_final((jq_status_t)job->status)) {
-        jq_shard_wrunlock(sh); /* stale entry, or canceled while queued */
-        jq_sched_release(p->sched);
+    jq_shard_t *sh;
+    jq_job_t *job = lock_job(p, id, &sh);
+    if (!job) {
+        jq_sched_done(p->o.sched, id, JQ_ERROR);
         return;
     }
-    job->sched_state = JQ_SCHED_ACTIVE;
+    if (jq_status_final((jq_status_t)job->status)) {
+        release_job(p, sh, job); /* canceled while queued */
+        return;
+    }
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
@@ -395,8 +394,8 @@ static void pick_up(jq_executor_t *ex, jq_runnable_t run)
         memcpy(deps, job->ops[i].deps, ndeps * sizeof *deps);
     jq_shard_wrunlock(sh);
 
-    if (check_deps(p, run.job_id, run.gen, deps, ndeps))
-        start_op(ex, run.job_id, run.gen);
+    if (check_deps(p, id, deps, ndeps))
+        start_op(ex, id);
 }
 
 /* Steps per turn: then the executor looks at the scheduler again, so kicks,
@@ -405,16 +404,17 @@ static void pick_up(jq_executor_t *ex, jq_runnable_t run)
 
 static void run_due(jq_executor_t *ex, int64_t now)
 {
-    for (int steps = 0; steps < STEPS_PER_TURN && ex->ntasks && ex->heap[0]->deadline <= now;
-         steps++) {
-        jq_task_t *t = ex->heap[0];
+    for (int steps = 0; steps < STEPS_PER_TURN; steps++) {
+        jq_task_t *t = jq_heap_top(&ex->timers);
+        if (!t || t->deadline > now)
+            break;
         t->now = now;
         jq_step_t r = t->def->step(t);
         if (r == JQ_STEP_CONTINUE && !t->canceled) {
-            heap_down(ex, 0);
+            jq_heap_fix(&ex->timers, t->heap_index);
             continue;
         }
-        heap_remove(ex, t);
+        jq_heap_remove(&ex->timers, t->heap_index);
         finish_task(ex, t, r);
         now = jq_now_mono();
     }
@@ -423,23 +423,29 @@ static void run_due(jq_executor_t *ex, int64_t now)
 /* A kicked job: if its opcode is being canceled, end it now. */
 static void on_kick(jq_executor_t *ex, uint64_t id)
 {
-    for (size_t i = 0; i < ex->ntasks; i++) {
-        jq_task_t *t = ex->heap[i];
-        if (t->job_id != id)
-            continue;
-        jq_shard_t *sh = jq_table_shard_for(ex->pool->table, id);
-        jq_shard_rdlock(sh);
-        jq_job_t *job = jq_shard_find(sh, id);
-        uint32_t cur = job ? jq_job_current_op(job) : 0;
-        bool canceling = job && cur < job->nops && job->ops[cur].status == JQ_CANCELING;
-        jq_shard_rdunlock(sh);
-        if (canceling) {
-            t->canceled = true;
-            heap_remove(ex, t);
-            finish_task(ex, t, JQ_STEP_FAIL);
-        }
+    jq_task_t *t = NULL;
+    for (size_t i = 0; !t && i < jq_heap_size(&ex->timers); i++)
+        if (((jq_task_t *)jq_heap_at(&ex->timers, i))->job_id == id)
+            t = jq_heap_at(&ex->timers, i);
+    size_t si = ex->nstarting;
+    for (size_t i = 0; !t && i < ex->nstarting; i++)
+        if (ex->starting[i]->job_id == id)
+            t = ex->starting[si = i];
+    if (!t)
         return;
-    }
+    jq_shard_t *sh = jq_table_shard_for(ex->pool->o.table, id);
+    jq_shard_rdlock(sh);
+    jq_job_t *job = jq_shard_find(sh, id);
+    bool canceling = job && op_canceling(job);
+    jq_shard_rdunlock(sh);
+    if (!canceling)
+        return;
+    t->canceled = true;
+    if (si < ex->nstarting)
+        ex->starting[si] = ex->starting[--ex->nstarting];
+    else
+        jq_heap_remove(&ex->timers, t->heap_index);
+    finish_task(ex, t, JQ_STEP_FAIL);
 }
 
 static void *executor_main(void *arg)
@@ -452,51 +458,51 @@ static void *executor_main(void *arg)
     pthread_setname_np(pthread_self(), name); /* for top -H and perf */
     for (;;) {
         int64_t now = jq_now_mono();
-        int64_t deadline = ex->ntasks ? ex->heap[0]->deadline : INT64_MAX;
-        jq_runnable_t run;
+        jq_task_t *next = jq_heap_top(&ex->timers);
+        int64_t deadline = next ? next->deadline : INT64_MAX;
+        uint64_t run_id = 0, durable = 0;
         size_t nkicked = 0;
-        jq_sched_event_t ev = jq_sched_wait(p->sched, ex->index, now, deadline, &run,
-                                            kicked, 64, &nkicked);
+        jq_sched_event_t ev = jq_sched_wait(p->o.sched, ex->index, now, deadline,
+                                            want_durable(ex), &run_id, kicked, 64, &nkicked,
+                                            &durable);
         if (ev == JQ_EV_STOP)
             break;
         if (ev == JQ_EV_RUN)
-            pick_up(ex, run);
+            pick_up(ex, run_id);
         else if (ev == JQ_EV_KICK)
             for (size_t k = 0; k < nkicked; k++)
                 on_kick(ex, kicked[k]);
-        else
+        else if (ev == JQ_EV_TIMEOUT)
             run_due(ex, jq_now_mono());
+        start_committed(ex, durable);
     }
-    while (ex->ntasks) {
-        jq_task_t *t = ex->heap[ex->ntasks - 1];
-        ex->ntasks--;
-        end_op(p, t->job_id, t->gen, false, NULL, "Interrupted by broker shutdown");
+    while (ex->nstarting || jq_heap_size(&ex->timers)) {
+        jq_task_t *t = ex->nstarting ? ex->starting[--ex->nstarting] : jq_heap_pop(&ex->timers);
+        end_op(p, t->job_id, false, NULL, "Interrupted by broker shutdown");
         task_free(&t);
     }
     return NULL;
 }
 
-jq_executors_t *jq_executors_new(jq_table_t *table, jq_sched_t *sched,
-                                 const jq_opset_t *ops, jq_store_t *store, unsigned n)
+jq_executors_t *jq_executors_new(const jq_executors_opts_t *opts)
 {
+    unsigned n = opts->n;
     if (n == 0 || n > JQ_MAX_EXECUTORS)
         return NULL;
     jq_executors_t *p = calloc(1, sizeof *p + n * sizeof(jq_executor_t));
     if (!p)
         return NULL;
-    p->table = table;
-    p->sched = sched;
-    p->store = store;
-    p->ops = ops;
+    p->o = *opts;
+    p->o.n = 0;
     for (unsigned i = 0; i < n; i++) {
         p->ex[i].index = i;
         p->ex[i].pool = p;
+        jq_heap_init(&p->ex[i].timers, task_before, task_moved);
         if (pthread_create(&p->ex[i].thread, NULL, executor_main, &p->ex[i]) != 0) {
-            p->n = i;
             jq_executors_destroy(&p);
             return NULL;
         }
-        p->n = i + 1;
+        p->o.n = i + 1;
     }
     return p;
 }
@@ -506,10 +512,11 @@ void jq_executors_destroy(jq_executors_t **pp)
     if (!pp || !*pp)
         return;
     jq_executors_t *p = *pp;
-    jq_sched_stop(p->sched);
-    for (unsigned i = 0; i < p->n; i++) {
+    jq_sched_stop(p->o.sched);
+    for (unsigned i = 0; i < p->o.n; i++) {
         pthread_join(p->ex[i].thread, NULL);
-        free(p->ex[i].heap);
+        jq_heap_free(&p->ex[i].timers);
+        free(p->ex[i].starting);
     }
     free(p);
     *pp = NULL;

@@ -5,10 +5,16 @@
  * deadline in its executor's timer heap, stepped when the deadline comes,
  * so one thread carries hundreds of running jobs and a cancel reaches a
  * running opcode at once (the canceler kicks the task's executor).
+ *
+ * An opcode starts only once the record saying it runs is committed: a
+ * crash can then never undo the start of work that already happened (the
+ * job comes back `error`, "interrupted", instead of silently running
+ * again).
  */
 #ifndef JOBQ_EXECUTOR_H
 #define JOBQ_EXECUTOR_H
 
+#include "heap.h"
 #include "opdef.h"
 #include "scheduler.h"
 #include "store.h"
@@ -23,7 +29,6 @@ typedef struct jq_executor jq_executor_t;
 
 struct jq_task {
     uint64_t job_id;
-    uint32_t gen;
     const jq_opdef_t *def;
     int64_t now;         /* CLOCK_MONOTONIC µs when the step was called */
     int64_t deadline;    /* next step, CLOCK_MONOTONIC µs; set by start/step */
@@ -31,22 +36,32 @@ struct jq_task {
     jq_blob_t result;    /* msgpack result, set by a step returning success */
     char error[JQ_TASK_ERROR_MAX]; /* set by a step returning failure */
     bool canceled;       /* set when a log found the opcode canceling */
+    bool started;        /* start ran (so cleanup runs) */
+    uint64_t ticket;     /* not started before the store is durable up to it */
+    jq_blob_t args;      /* until start: the opcode's arguments */
     jq_executor_t *ex;
     size_t heap_index;
 };
 
 /* Executor thread (inside step): add a log entry to the task's job. False
  * when the opcode is being canceled: the step should just return, the
- * executor ends it as canceled. */
+ * executor ends it as canceled. May wait (briefly) while the store is far
+ * behind: a busy log slows itself, not everybody's commits. */
 bool jq_task_log(jq_task_t *task, const char *message);
 
 typedef struct jq_executors jq_executors_t;
 
+typedef struct {
+    jq_table_t *table;
+    jq_sched_t *sched;
+    jq_store_t *store;          /* the commit gate, archived dependencies */
+    const jq_opset_t *ops;
+    uint32_t max_log_entries;   /* per job (0: no limit) */
+    unsigned n;
+} jq_executors_opts_t;
+
 /* Start n executor threads. NULL on failure (nothing left running). */
-/* store (may be NULL) answers for dependencies on archived jobs, which the
- * table no longer holds. */
-jq_executors_t *jq_executors_new(jq_table_t *table, jq_sched_t *sched,
-                                 const jq_opset_t *ops, jq_store_t *store, unsigned n);
+jq_executors_t *jq_executors_new(const jq_executors_opts_t *opts);
 /* Stop: running opcodes end `error` "Interrupted by broker shutdown";
  * joins the threads and frees. */
 void jq_executors_destroy(jq_executors_t **pool);

@@ -29,19 +29,29 @@ jobq_code_t jq_handle_admin_drain(jq_call_t *c)
         snprintf(c->err, c->errlen, "argument 'flag' (boolean) is required");
         return JOBQ_ERR_BAD_ARGUMENT;
     }
+    /* The flag in memory and the last one queued for the store are set
+     * together: two concurrent calls cannot leave them different. */
+    pthread_mutex_lock(&c->d->drain_mu);
     atomic_store(&c->d->drained, o->via.boolean);
     jq_store_set_drain(c->d->store, o->via.boolean);
     c->hold_ticket = jq_store_ticket(c->d->store); /* answered once committed */
+    pthread_mutex_unlock(&c->d->drain_mu);
     msgpack_pack_true(c->pk);
     return JOBQ_ERR_NONE;
 }
 
 jobq_code_t jq_handle_admin_shutdown(jq_call_t *c)
 {
-    /* Refuse submissions from now on; the loop stops once this reply went
-     * out (it checks the flag after forwarding each reply). */
+    bool now = false;
+    if (jq_arg_bool(c, "now", &now) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    /* Refuse submissions from now on; the loop lets running opcodes
+     * finish (unless `now`), and this reply goes out first. A later `now`
+     * cuts a graceful stop short. */
     atomic_store(&c->d->stopping, true);
-    atomic_store(&c->d->shutdown_requested, true);
+    int want = now ? JQ_SHUTDOWN_NOW : JQ_SHUTDOWN_GRACEFUL, cur = JQ_SHUTDOWN_NONE;
+    while (cur < want && !atomic_compare_exchange_weak(&c->d->shutdown_requested, &cur, want))
+        ;
     msgpack_pack_true(c->pk);
     return JOBQ_ERR_NONE;
 }
@@ -81,7 +91,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 24);
+    msgpack_pack_map(pk, 27);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -100,6 +110,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "max_running", ss.max_running);
     pack_kv_u64(pk, "runnable", ss.runnable);
     pack_kv_u64(pk, "dep_waiting", ss.dep_waiting);
+    pack_kv_u64(pk, "pending_commit", ss.pending);
     wire_pack_cstr(pk, "drained");
     if (atomic_load(&d->drained))
         msgpack_pack_true(pk);
@@ -111,20 +122,37 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
         pack_kv_u64(pk, jq_method_name((jq_method_t)m), atomic_load(&d->requests[m]));
     wire_pack_cstr(pk, "errors");
     msgpack_pack_map(pk, JOBQ_ERR_INTERNAL);
-    for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++)
+    for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++) /* the codes the daemon sends */
         pack_kv_u64(pk, jobq_code_name((jobq_code_t)e), atomic_load(&d->errors[e]));
     pack_kv_u64(pk, "dropped", atomic_load(&d->dropped));
+    pack_kv_u64(pk, "too_large", atomic_load(&d->dropped_size));
     pack_kv_u64(pk, "changes", jq_table_changes(d->table));
     pack_kv_u64(pk, "changes_consumed", atomic_load(&d->changes_consumed));
     pack_kv_u64(pk, "submitted", atomic_load(&d->submitted));
-    pack_kv_u64(pk, "last_job_id", atomic_load(&d->last_id));
+    jq_store_stats_t st;
+    jq_store_get_stats(d->store, &st);
+    pack_kv_u64(pk, "last_job_id", st.last_id); /* committed: never handed out again */
     pack_kv_u64(pk, "events_published", atomic_load(&d->last_seq));
     pack_kv_u64(pk, "epoch", d->epoch);
     pack_kv_u64(pk, "waiters", atomic_load(&d->waiters));
-    jq_store_stats_t st;
-    jq_store_get_stats(d->store, &st);
+    const jq_loop_stats_t *ls = &d->loop_stats;
+    wire_pack_cstr(pk, "connections");
+    msgpack_pack_map(pk, 9);
+    pack_kv_u64(pk, "open", atomic_load(&ls->connections));
+    pack_kv_u64(pk, "peak", atomic_load(&ls->connections_peak));
+    pack_kv_u64(pk, "max", atomic_load(&ls->max_connections));
+    pack_kv_u64(pk, "accept_pauses", atomic_load(&ls->accept_pauses));
+    wire_pack_cstr(pk, "accepting");
+    if (atomic_load(&ls->accepting))
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pack_kv_u64(pk, "replies_waiting", atomic_load(&ls->replies_waiting));
+    pack_kv_u64(pk, "replies_late", atomic_load(&ls->replies_late));
+    pack_kv_u64(pk, "replies_to_gone", atomic_load(&ls->replies_to_gone));
+    pack_kv_u64(pk, "busy_dropped", atomic_load(&ls->busy_dropped));
     wire_pack_cstr(pk, "store");
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 9);
     wire_pack_cstr(pk, "sync");
     wire_pack_cstr(pk, st.sync);
     pack_kv_u64(pk, "commits", st.commits);
@@ -134,5 +162,10 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "bytes", st.bytes);
     pack_kv_u64(pk, "queued", jq_store_ticket(d->store) - jq_store_durable(d->store));
     pack_kv_u64(pk, "durable", jq_store_durable(d->store));
+    wire_pack_cstr(pk, "failing");
+    if (jq_store_failing(d->store, NULL, 0))
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
     return JOBQ_ERR_NONE;
 }

@@ -39,8 +39,15 @@ static jobq_code_t parse_wait(jq_call_t *c, jq_waiter_t *w, double *timeout)
                          n->type == MSGPACK_OBJECT_STR ? n->via.str.ptr : "?");
                 return JOBQ_ERR_UNKNOWN_FIELD;
             }
+            /* The waiter's copy keeps only what the watched fields show. */
             if (w->fields[i] == JQ_F_OPLOG)
-                w->keep_logs = true;
+                w->keep |= JQ_MIRROR_LOGS;
+            else if (w->fields[i] == JQ_F_OPRESULT)
+                w->keep |= JQ_MIRROR_RESULTS;
+            else if (w->fields[i] == JQ_F_OPS)
+                w->keep |= JQ_MIRROR_INPUT;
+            else if (w->fields[i] == JQ_F_SUMMARY)
+                w->keep |= JQ_MIRROR_SUMMARY;
         }
         w->nfields = fo->via.array.size;
     }
@@ -109,8 +116,14 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c)
         jq_shard_rdunlock(sh);
         /* Archived and out of memory, or unknown (Ganeti: None). Archived
          * jobs are final, so the rule answers at once. */
-        char err[256];
+        char err[256] = "";
         jq_job_t *stored = jq_store_load_archived(d->store, id, err, sizeof err);
+        if (!stored && err[0]) {
+            jq_waiter_destroy(&w);
+            atomic_fetch_sub(&d->waiters, 1);
+            snprintf(c->err, c->errlen, "%s", err);
+            return JOBQ_ERR_INTERNAL;
+        }
         if (stored) {
             jq_waiter_collect_logs(w, stored);
             jq_waiter_evaluate(w, stored, c->pk);
@@ -124,9 +137,12 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c)
     }
     jq_waiter_collect_logs(w, job);
     bool answered = jq_waiter_evaluate(w, job, c->pk);
+    bool shown = answered && jq_job_uncommitted(job);
     if (!answered)
-        w->mirror = jq_mirror_new(job, w->keep_logs);
+        w->mirror = jq_mirror_new(job, w->keep);
     jq_shard_rdunlock(sh);
+    if (shown) /* the answer waits for the commit of what it shows */
+        jq_call_hold(c, sh);
 
     if (answered || !w->mirror || !(w->request = malloc(c->body_len))) {
         bool oom = !answered;
@@ -161,10 +177,10 @@ jobq_code_t jq_handle_events_since(jq_call_t *c)
     bool more = false, too_old = epoch >= 0 && (uint64_t)epoch != d->epoch;
     uint64_t first = 0, last = 0;
     if (!too_old)
-        too_old = jq_ring_since(d->ring, (uint64_t)after, (size_t)limit, &epk, &count, &more,
-                                &first, &last) == JQ_RING_TOO_OLD;
+        too_old = jq_ring_since(d->ring, (uint64_t)after, (size_t)limit, JOBQ_MAX_REPLY_BYTES,
+                                &epk, &count, &more, &first, &last) == JQ_RING_TOO_OLD;
     else
-        jq_ring_since(d->ring, UINT64_MAX - 1, 0, &epk, &count, &more, &first, &last);
+        jq_ring_since(d->ring, UINT64_MAX - 1, 0, 0, &epk, &count, &more, &first, &last);
     msgpack_pack_map(c->pk, 6);
     wire_pack_cstr(c->pk, "epoch");
     msgpack_pack_uint64(c->pk, d->epoch);

@@ -1,7 +1,9 @@
 /* handle_jobs.c: the methods that change jobs — submit, submit many,
  * cancel, change priority, archive, auto-archive (JOBMODEL §2). Each change
- * follows the table's write protocol; scheduler calls and kicks happen
- * after the shard lock is released. */
+ * follows the table's write protocol; scheduler calls happen after the
+ * shard lock is released. A reply that reports a change is held until the
+ * change is committed; a reply that shows a job's state is held while that
+ * state is not committed yet (jq_call_hold). */
 #include "daemon.h"
 #include "jobspec.h"
 
@@ -22,6 +24,21 @@ static jobq_code_t submission_allowed(jq_call_t *c)
         snprintf(c->err, c->errlen, "Job queue is drained, refusing job");
         return JOBQ_ERR_DRAINED;
     }
+    /* Nothing is taken that cannot be saved: a failing store, or one far
+     * behind, refuses intake until it catches up (by itself). */
+    char why[256];
+    if (jq_store_failing(c->d->store, why, sizeof why)) {
+        snprintf(c->err, c->errlen, "the store cannot save jobs now: %s; submissions are "
+                                    "accepted again as soon as it can", why);
+        return JOBQ_ERR_STORE_FAILED;
+    }
+    uint64_t backlog = jq_store_backlog(c->d->store);
+    if (backlog > JQ_STORE_MAX_BACKLOG) {
+        snprintf(c->err, c->errlen, "the store is %llu changes behind (more than %d); "
+                                    "submit again shortly",
+                 (unsigned long long)backlog, JQ_STORE_MAX_BACKLOG);
+        return JOBQ_ERR_BUSY;
+    }
     return JOBQ_ERR_NONE;
 }
 
@@ -31,25 +48,33 @@ static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
              (unsigned long long)d->cfg.max_jobs);
 }
 
-/* Insert a reserved, resolved job and make it runnable. On failure the job
- * is freed and the reservation given back. */
+/* Insert a reserved job that has its id and resolved dependencies, with
+ * its submit record made before the lock is taken. The scheduler lets it
+ * run once that record is committed. On failure the job is freed, its id
+ * withdrawn and its reservation given back. */
 static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
 {
     jq_job_t *job = *jobp;
     uint64_t id = job->id;
     int prio = jq_job_priority(job);
+    jq_change_t *rec = jq_shard_submit_record(job, now);
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
-    jq_shard_wrlock(sh);
-    int rc = jq_shard_insert(sh, job, now);
-    jq_shard_wrunlock(sh);
+    int rc = -1;
+    if (rec) {
+        jq_shard_wrlock(sh);
+        rc = jq_shard_insert(sh, job, rec);
+        jq_shard_wrunlock(sh); /* flushes the record: the ticket covers it */
+    }
     if (rc < 0) {
+        free(rec);
+        jq_sched_withdraw(d->sched, id);
         jq_table_unreserve(d->table);
         jq_job_destroy(jobp);
         return -1;
     }
     *jobp = NULL; /* the table owns it */
     atomic_fetch_add_explicit(&d->submitted, 1, memory_order_relaxed);
-    jq_sched_push(d->sched, id, prio, 0);
+    jq_sched_submitted(d->sched, id, prio, jq_store_ticket(d->store));
     return 0;
 }
 
@@ -61,8 +86,8 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
         return rc;
     int64_t now = jq_now_wall();
     jq_job_t *job;
-    rc = jq_jobspec_parse(d->ops, wire_map_get(c->args, "ops"), false, now, &job, c->err,
-                          c->errlen);
+    rc = jq_jobspec_parse(d->ops, wire_map_get(c->args, "ops"), false,
+                          jq_sched_last_id(d->sched), now, &job, c->err, c->errlen);
     if (rc != JOBQ_ERR_NONE)
         return rc;
     if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
@@ -70,9 +95,14 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
         queue_full_message(d, c->err, c->errlen);
         return JOBQ_ERR_QUEUE_FULL;
     }
-    uint64_t id = atomic_fetch_add(&d->last_id, 1) + 1;
-    jq_jobspec_resolve(job, id, NULL, 0, c->err, c->errlen); /* no relatives */
-    if (enqueue(d, &job, now) < 0) {
+    uint64_t id = jq_sched_new_jobs(d->sched, 1);
+    if (!id || jq_jobspec_resolve(job, id, NULL, 0, c->err, c->errlen) < 0 ||
+        enqueue(d, &job, now) < 0) {
+        if (job) { /* enqueue cleans up after itself */
+            jq_sched_withdraw(d->sched, id);
+            jq_table_unreserve(d->table);
+            jq_job_destroy(&job);
+        }
         snprintf(c->err, c->errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;
     }
@@ -123,9 +153,10 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     /* Validate and reserve each job on its own; then hand out consecutive
      * ids to those that passed. */
     uint32_t nvalid = 0;
+    uint64_t last_id = jq_sched_last_id(d->sched);
     for (uint32_t k = 0; k < n; k++) {
-        if (jq_jobspec_parse(d->ops, &jobs->via.array.ptr[k], true, now, &parsed[k], msg,
-                             sizeof msg) != JOBQ_ERR_NONE) {
+        if (jq_jobspec_parse(d->ops, &jobs->via.array.ptr[k], true, last_id, now, &parsed[k],
+                             msg, sizeof msg) != JOBQ_ERR_NONE) {
             errors[k] = strdup(msg);
         } else if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
             jq_job_destroy(&parsed[k]);
@@ -135,12 +166,17 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
             nvalid++;
         }
     }
-    uint64_t next = nvalid ? atomic_fetch_add(&d->last_id, nvalid) + 1 : 0;
+    uint64_t next = nvalid ? jq_sched_new_jobs(d->sched, nvalid) : 0;
     msgpack_pack_array(c->pk, n);
     for (uint32_t k = 0; k < n; k++) {
-        if (parsed[k]) {
+        if (parsed[k] && !next) {
+            jq_table_unreserve(d->table);
+            jq_job_destroy(&parsed[k]);
+            errors[k] = strdup("out of memory");
+        } else if (parsed[k]) {
             uint64_t id = next++;
             if (jq_jobspec_resolve(parsed[k], id, back + (n - k), k, msg, sizeof msg) < 0) {
+                jq_sched_withdraw(d->sched, id);
                 jq_table_unreserve(d->table);
                 jq_job_destroy(&parsed[k]);
                 errors[k] = strdup(msg);
@@ -211,38 +247,22 @@ jobq_code_t jq_handle_cancel_job(jq_call_t *c)
     jq_delta_t delta;
     jq_delta_init(&delta, job);
     jq_cancel_t r = jq_job_cancel(job, now, &delta);
-    int runner = -1;
-    bool push = false;
-    uint32_t gen = 0;
-    int prio = 0;
-    if (r != JQ_CANCEL_TOO_LATE) {
-        jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
-        if (r == JQ_CANCEL_PENDING) {
-            if (job->sched_state == JQ_SCHED_DEPWAIT) {
-                /* Parked on a dependency: run it now so the executor
-                 * finishes the cancel instead of waiting for the dep. */
-                gen = jq_job_requeue(job, &prio);
-                push = true;
-            } else {
-                runner = job->runner;
-            }
-        }
-    }
-    jq_shard_wrunlock(sh);
-    if (push)
-        jq_sched_push(d->sched, id, prio, gen);
-    if (runner >= 0)
-        jq_sched_kick(d->sched, (unsigned)runner, id);
     if (r != JQ_CANCEL_TOO_LATE)
-        c->hold_ticket = jq_store_ticket(d->store); /* answered once committed */
-    if (r == JQ_CANCEL_DONE) {
-        jq_sched_job_finished(d->sched, id);
+        jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
+    bool shown = jq_job_uncommitted(job);
+    jq_shard_wrunlock(sh);
+    if (r == JQ_CANCEL_DONE)
+        jq_sched_final(d->sched, id, JQ_CANCELED);
+    else if (r == JQ_CANCEL_PENDING)
+        jq_sched_cancel(d->sched, id); /* parked: run it to its end; running: kick */
+    if (shown)
+        jq_call_hold(c, sh);
+    if (r == JQ_CANCEL_DONE)
         pack_bool_msg(c->pk, true, "Job %llu canceled", id, 0);
-    } else if (r == JQ_CANCEL_PENDING) {
+    else if (r == JQ_CANCEL_PENDING)
         pack_bool_msg(c->pk, true, "Job %llu will be canceled", id, 0);
-    } else {
+    else
         pack_bool_msg(c->pk, false, "Job %llu is no longer waiting in the queue", id, 0);
-    }
     return JOBQ_ERR_NONE;
 }
 
@@ -252,7 +272,7 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
     uint64_t id;
     int64_t prio;
     if (jq_arg_job_id(c, "id", &id) < 0 ||
-        jq_arg_int(c, "priority", true, INT32_MIN, INT32_MAX, &prio) < 0)
+        jq_arg_int(c, "priority", true, INT64_MIN, INT64_MAX, &prio) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
     if (!jq_priority_submittable(prio)) {
         snprintf(c->err, c->errlen, "Invalid priority %lld, allowed are -10, 0, 10",
@@ -267,22 +287,17 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
     jq_delta_t delta;
     jq_delta_init(&delta, job);
     jq_prio_change_t r = jq_job_change_priority(job, (int)prio, &delta);
-    bool push = false;
-    uint32_t gen = 0;
-    int newprio = 0;
-    if (r == JQ_PRIO_CHANGED) {
+    bool changed = r == JQ_PRIO_CHANGED && !jq_delta_empty(&delta, job);
+    if (changed)
         jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
-        if (job->sched_state == JQ_SCHED_QUEUED) {
-            /* Re-file it at its new place; the old entry goes stale. */
-            gen = jq_job_requeue(job, &newprio);
-            push = true;
-        }
-    }
+    int newprio = jq_job_priority(job);
+    uint64_t serial = job->change_serial;
+    bool shown = jq_job_uncommitted(job);
     jq_shard_wrunlock(sh);
-    if (push)
-        jq_sched_push(d->sched, id, newprio, gen);
-    if (r == JQ_PRIO_CHANGED)
-        c->hold_ticket = jq_store_ticket(d->store); /* answered once committed */
+    if (changed) /* queued: moves in line; parked or pending: runs at it later */
+        jq_sched_set_priority(d->sched, id, newprio, serial);
+    if (shown)
+        jq_call_hold(c, sh);
     switch (r) {
     case JQ_PRIO_CHANGED:
         pack_bool_msg(c->pk, true,
@@ -311,9 +326,10 @@ jobq_code_t jq_handle_archive_job(jq_call_t *c)
     jq_shard_wrlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
     bool ok = job && jq_shard_archive(sh, job, jq_now_wall()) == 0;
+    bool shown = job && jq_job_uncommitted(job);
     jq_shard_wrunlock(sh);
-    if (ok)
-        c->hold_ticket = jq_store_ticket(c->d->store); /* answered once committed */
+    if (shown)
+        jq_call_hold(c, sh);
     if (ok)
         msgpack_pack_true(c->pk);
     else
@@ -323,6 +339,11 @@ jobq_code_t jq_handle_archive_job(jq_call_t *c)
 
 /* Jobs examined per shard lock hold: bounds how long a writer waits. */
 #define AUTO_ARCHIVE_CHUNK 1024
+
+static bool budget_spent(void *deadline)
+{
+    return jq_now_mono() >= *(int64_t *)deadline;
+}
 
 jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c)
 {
@@ -341,17 +362,16 @@ jobq_code_t jq_handle_auto_archive_jobs(jq_call_t *c)
     int64_t deadline = jq_now_mono() + (int64_t)(timeout * 1e6);
     uint64_t archived = 0, remaining = 0;
     unsigned nshards = jq_table_shard_count(d->table);
-    bool out_of_time = false;
     for (unsigned i = 0; i < nshards; i++) {
         jq_shard_t *sh = jq_table_shard_at(d->table, i);
         uint64_t after = 0;
         bool done = false;
-        while (!done && !out_of_time) {
+        /* The budget is asked before each job: 0 archives nothing. */
+        while (!done && !budget_spent(&deadline)) {
             jq_shard_wrlock(sh);
             archived += jq_shard_auto_archive(sh, now, cutoff, after, AUTO_ARCHIVE_CHUNK,
-                                              &after, &done);
+                                              budget_spent, &deadline, &after, &done);
             jq_shard_wrunlock(sh);
-            out_of_time = jq_now_mono() >= deadline;
         }
         if (!done) { /* count what this shard still holds past `after` */
             jq_shard_rdlock(sh);

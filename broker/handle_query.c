@@ -5,7 +5,12 @@
  * smallest matching ids (a running bound keeps that work near `limit`),
  * then the rows are packed job by job under the job's shard read lock. A
  * job archived or changed between the two steps is dropped from a listing,
- * as Ganeti drops jobs that vanish while it lists. */
+ * as Ganeti drops jobs that vanish while it lists.
+ *
+ * What a row shows must be committed before the client sees it: a row of
+ * a job whose last change is not committed yet holds the whole reply until
+ * it is (jq_call_hold). An idle queue holds nothing. A reply is bounded in
+ * rows and bytes; `more` says the client should ask for the rest. */
 #include "daemon.h"
 #include "fields.h"
 
@@ -13,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_QUERY_FIELDS 64
+#define MAX_QUERY_FIELDS JQ_F__COUNT
 
 typedef struct {
     jq_field_t fields[MAX_QUERY_FIELDS];
@@ -24,58 +29,93 @@ typedef struct {
     uint64_t seq;        /* snapshot: last event published before reading */
 } query_t;
 
+/* Rows packed into one reply, and their bytes, before it is cut (`more`). */
+typedef struct {
+    msgpack_sbuffer rows;
+    msgpack_packer pk;
+    uint32_t nrows;
+    bool full;
+} page_t;
+
 static bool matches(const query_t *q, const jq_job_t *job)
 {
     return !q->status_mask || (q->status_mask & (1u << job->status));
 }
 
-static void pack_row(msgpack_packer *pk, const query_t *q, const jq_job_t *job)
+static void page_init(page_t *p)
 {
-    msgpack_pack_array(pk, q->nfields);
-    for (unsigned f = 0; f < q->nfields; f++)
-        jq_field_pack(pk, job, q->fields[f]);
+    msgpack_sbuffer_init(&p->rows);
+    msgpack_packer_init(&p->pk, &p->rows, msgpack_sbuffer_write);
+    p->nrows = 0;
+    p->full = false;
 }
 
-static void pack_missing_row(msgpack_packer *pk, const query_t *q, uint64_t id)
+/* One row; the page is full once it holds JOBQ_MAX_REPLY_BYTES (a row is
+ * never split, and the first row always goes in, so paging progresses). */
+static void pack_row(page_t *p, const query_t *q, const jq_job_t *job)
 {
-    msgpack_pack_array(pk, q->nfields);
+    msgpack_pack_array(&p->pk, q->nfields);
+    for (unsigned f = 0; f < q->nfields; f++)
+        jq_field_pack(&p->pk, job, q->fields[f]);
+    p->nrows++;
+    p->full = p->rows.size >= JOBQ_MAX_REPLY_BYTES;
+}
+
+static void pack_missing_row(page_t *p, const query_t *q, uint64_t id)
+{
+    msgpack_pack_array(&p->pk, q->nfields);
     for (unsigned f = 0; f < q->nfields; f++)
         if (q->fields[f] == JQ_F_ID)
-            msgpack_pack_uint64(pk, id);
+            msgpack_pack_uint64(&p->pk, id);
         else
-            msgpack_pack_nil(pk);
+            msgpack_pack_nil(&p->pk);
+    p->nrows++;
 }
 
-static jobq_code_t parse_query(jq_call_t *c, query_t *q)
+static jobq_code_t parse_fields(jq_call_t *c, query_t *q)
 {
-    memset(q, 0, sizeof *q);
     const msgpack_object *fo = wire_map_get(c->args, "fields");
     if (!fo || fo->type == MSGPACK_OBJECT_NIL) {
         q->fields[0] = JQ_F_ID;
         q->fields[1] = JQ_F_STATUS;
         q->nfields = 2;
-    } else {
-        if (fo->type != MSGPACK_OBJECT_ARRAY || fo->via.array.size == 0 ||
-            fo->via.array.size > MAX_QUERY_FIELDS) {
-            snprintf(c->err, c->errlen, "argument 'fields' must be a list of 1 to %d field names",
-                     MAX_QUERY_FIELDS);
+        return JOBQ_ERR_NONE;
+    }
+    if (fo->type != MSGPACK_OBJECT_ARRAY || fo->via.array.size == 0 ||
+        fo->via.array.size > MAX_QUERY_FIELDS) {
+        snprintf(c->err, c->errlen, "argument 'fields' must be a list of 1 to %d field names",
+                 MAX_QUERY_FIELDS);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    uint32_t seen = 0;
+    for (uint32_t i = 0; i < fo->via.array.size; i++) {
+        const msgpack_object *n = &fo->via.array.ptr[i];
+        if (n->type != MSGPACK_OBJECT_STR) {
+            snprintf(c->err, c->errlen, "field names must be strings");
             return JOBQ_ERR_BAD_ARGUMENT;
         }
-        for (uint32_t i = 0; i < fo->via.array.size; i++) {
-            const msgpack_object *n = &fo->via.array.ptr[i];
-            if (n->type != MSGPACK_OBJECT_STR ||
-                jq_field_parse(n->via.str.ptr, n->via.str.size, &q->fields[i]) < 0) {
-                if (n->type == MSGPACK_OBJECT_STR)
-                    snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
-                             (int)(n->via.str.size > 64 ? 64 : n->via.str.size), n->via.str.ptr);
-                else
-                    snprintf(c->err, c->errlen, "field names must be strings");
-                return n->type == MSGPACK_OBJECT_STR ? JOBQ_ERR_UNKNOWN_FIELD
-                                                     : JOBQ_ERR_BAD_ARGUMENT;
-            }
+        if (jq_field_parse(n->via.str.ptr, n->via.str.size, &q->fields[i]) < 0) {
+            snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
+                     (int)(n->via.str.size > 64 ? 64 : n->via.str.size), n->via.str.ptr);
+            return JOBQ_ERR_UNKNOWN_FIELD;
         }
-        q->nfields = fo->via.array.size;
+        if (seen & (1u << q->fields[i])) {
+            snprintf(c->err, c->errlen, "field '%s' is asked for twice",
+                     jq_field_name(q->fields[i]));
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
+        seen |= 1u << q->fields[i];
     }
+    q->nfields = fo->via.array.size;
+    return JOBQ_ERR_NONE;
+}
+
+static jobq_code_t parse_query(jq_call_t *c, query_t *q)
+{
+    memset(q, 0, sizeof *q);
+    jobq_code_t rc = parse_fields(c, q);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
     const msgpack_object *so = wire_map_get(c->args, "status");
     if (so && so->type != MSGPACK_OBJECT_NIL) {
         if (so->type != MSGPACK_OBJECT_ARRAY) {
@@ -121,11 +161,11 @@ static void pack_head(jq_call_t *c, const query_t *q)
 }
 
 /* Rows go to a side buffer first: their count is known only at the end. */
-static void emit_rows(jq_call_t *c, msgpack_sbuffer *rows, uint32_t nrows, bool more)
+static void emit_rows(jq_call_t *c, page_t *p, bool more)
 {
-    msgpack_pack_array(c->pk, nrows);
-    if (rows->size)
-        c->pk->callback(c->pk->data, rows->data, rows->size);
+    msgpack_pack_array(c->pk, p->nrows);
+    if (p->rows.size)
+        c->pk->callback(c->pk->data, p->rows.data, p->rows.size);
     wire_pack_cstr(c->pk, "more");
     if (more)
         msgpack_pack_true(c->pk);
@@ -134,28 +174,46 @@ static void emit_rows(jq_call_t *c, msgpack_sbuffer *rows, uint32_t nrows, bool 
 }
 
 /* A job the table does not hold: archived (in the store) or unknown. Read
- * with the store's own read transaction, no shard lock held. Returns the
- * number of rows packed. */
-static uint32_t pack_stored_row(jq_call_t *c, const query_t *q, msgpack_packer *pk, uint64_t id,
-                                bool missing_row)
+ * with the store's own read transaction, no shard lock held. */
+static jobq_code_t pack_stored_row(jq_call_t *c, const query_t *q, page_t *p, uint64_t id,
+                                   bool missing_row)
 {
     char err[256] = "";
     jq_job_t *job = jq_store_load_archived(c->d->store, id, err, sizeof err);
-    uint32_t n = 0;
-    if (job && matches(q, job)) {
-        pack_row(pk, q, job);
-        n = 1;
-    } else if (!job && missing_row && !q->status_mask) {
-        pack_missing_row(pk, q, id);
-        n = 1;
+    if (!job && err[0]) { /* never serve what cannot be vouched for */
+        snprintf(c->err, c->errlen, "%s", err);
+        return JOBQ_ERR_INTERNAL;
     }
+    if (job && matches(q, job))
+        pack_row(p, q, job);
+    else if (!job && missing_row && !q->status_mask)
+        pack_missing_row(p, q, id);
     jq_job_destroy(&job);
-    return n;
+    return JOBQ_ERR_NONE;
+}
+
+/* One job by id, from the table or the store. */
+static jobq_code_t pack_one(jq_call_t *c, const query_t *q, page_t *p, uint64_t id,
+                            bool missing_row)
+{
+    jq_shard_t *sh = jq_table_shard_for(c->d->table, id);
+    jq_shard_rdlock(sh);
+    const jq_job_t *job = jq_shard_find_any(sh, id);
+    bool shown = false;
+    if (job && matches(q, job) && (missing_row || q->archived || !job->archived)) {
+        pack_row(p, q, job);
+        shown = jq_job_uncommitted(job);
+    }
+    jq_shard_rdunlock(sh);
+    if (shown)
+        jq_call_hold(c, sh);
+    if (!job && (missing_row || q->archived))
+        return pack_stored_row(c, q, p, id, missing_row);
+    return JOBQ_ERR_NONE;
 }
 
 static jobq_code_t query_by_ids(jq_call_t *c, const query_t *q, const msgpack_object *ids)
 {
-    jq_table_t *t = c->d->table;
     if (ids->via.array.size > JOBQ_MAX_ROWS_PER_REPLY) {
         snprintf(c->err, c->errlen, "at most %d ids per query", JOBQ_MAX_ROWS_PER_REPLY);
         return JOBQ_ERR_BAD_ARGUMENT;
@@ -167,29 +225,23 @@ static jobq_code_t query_by_ids(jq_call_t *c, const query_t *q, const msgpack_ob
             return JOBQ_ERR_BAD_ARGUMENT;
         }
     }
-    msgpack_sbuffer rows;
-    msgpack_sbuffer_init(&rows);
-    msgpack_packer rpk;
-    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
-    uint32_t nrows = 0;
-    for (uint32_t i = 0; i < ids->via.array.size; i++) {
+    page_t p;
+    page_init(&p);
+    jobq_code_t rc = JOBQ_ERR_NONE;
+    uint32_t i = 0;
+    /* Cut at the byte bound: `more` then says that the rows answer the
+     * first ids only; the client asks again for the rest. */
+    for (; i < ids->via.array.size && !p.full && rc == JOBQ_ERR_NONE; i++) {
         int64_t id;
         wire_get_int(&ids->via.array.ptr[i], &id);
-        jq_shard_t *sh = jq_table_shard_for(t, (uint64_t)id);
-        jq_shard_rdlock(sh);
-        const jq_job_t *job = jq_shard_find_any(sh, (uint64_t)id);
-        if (job && matches(q, job)) {
-            pack_row(&rpk, q, job);
-            nrows++;
-        }
-        jq_shard_rdunlock(sh);
-        if (!job)
-            nrows += pack_stored_row(c, q, &rpk, (uint64_t)id, true);
+        rc = pack_one(c, q, &p, (uint64_t)id, true);
     }
-    pack_head(c, q);
-    emit_rows(c, &rows, nrows, false);
-    msgpack_sbuffer_destroy(&rows);
-    return JOBQ_ERR_NONE;
+    if (rc == JOBQ_ERR_NONE) {
+        pack_head(c, q);
+        emit_rows(c, &p, i < ids->via.array.size);
+    }
+    msgpack_sbuffer_destroy(&p.rows);
+    return rc;
 }
 
 /* Merge sorted b into sorted a (capacity cap), keeping the smallest cap. */
@@ -232,9 +284,34 @@ static size_t shard_candidates(jq_shard_t *sh, const query_t *q, uint64_t after,
     return n;
 }
 
-static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
+/* The smallest cap matching ids above after, table and store together:
+ * the status filter applies here, before the limit. */
+static size_t candidates(jq_call_t *c, const query_t *q, uint64_t after, size_t cap,
+                         uint64_t *best, uint64_t *shard_ids, uint64_t *tmp)
 {
     jq_table_t *t = c->d->table;
+    size_t nbest = 0;
+    unsigned nshards = jq_table_shard_count(t);
+    for (unsigned i = 0; i < nshards; i++) {
+        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
+        jq_shard_t *sh = jq_table_shard_at(t, i);
+        jq_shard_rdlock(sh);
+        size_t n = shard_candidates(sh, q, after, bound, cap, shard_ids);
+        jq_shard_rdunlock(sh);
+        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    }
+    if (q->archived) { /* archived jobs the table no longer holds */
+        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
+        size_t n = jq_store_archived_ids(c->d->store, after, cap, q->status_mask, shard_ids);
+        while (n > 0 && shard_ids[n - 1] >= bound)
+            n--;
+        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    }
+    return nbest;
+}
+
+static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
+{
     int64_t after = 0, limit = JOBQ_MAX_ROWS_PER_REPLY;
     if (jq_arg_int(c, "after_id", false, 0, INT64_MAX, &after) < 0 ||
         jq_arg_int(c, "limit", false, 1, JOBQ_MAX_ROWS_PER_REPLY, &limit) < 0)
@@ -242,57 +319,38 @@ static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
     size_t cap = (size_t)limit + 1; /* one more tells whether there is more */
     uint64_t *best = malloc(cap * sizeof *best), *shard_ids = malloc(cap * sizeof *best),
              *tmp = malloc(cap * sizeof *best);
+    jobq_code_t rc = JOBQ_ERR_NONE;
     if (!best || !shard_ids || !tmp) {
-        free(best);
-        free(shard_ids);
-        free(tmp);
         snprintf(c->err, c->errlen, "out of memory");
-        return JOBQ_ERR_INTERNAL;
+        rc = JOBQ_ERR_INTERNAL;
     }
-    size_t nbest = 0;
-    unsigned nshards = jq_table_shard_count(t);
-    for (unsigned i = 0; i < nshards; i++) {
-        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
-        jq_shard_t *sh = jq_table_shard_at(t, i);
-        jq_shard_rdlock(sh);
-        size_t n = shard_candidates(sh, q, (uint64_t)after, bound, cap, shard_ids);
-        jq_shard_rdunlock(sh);
-        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    page_t p;
+    page_init(&p);
+    bool more = false;
+    /* Jobs may vanish between choosing and packing (archived, changed):
+     * a page that comes out empty while more exist looks further on, so an
+     * empty page never says `more`. */
+    while (rc == JOBQ_ERR_NONE) {
+        size_t nbest = candidates(c, q, (uint64_t)after, cap, best, shard_ids, tmp);
+        more = nbest == cap;
+        size_t want = more ? cap - 1 : nbest, k = 0;
+        for (; k < want && !p.full && rc == JOBQ_ERR_NONE; k++)
+            rc = pack_one(c, q, &p, best[k], false);
+        if (k < want)
+            more = true; /* cut by bytes */
+        if (p.nrows || !more || !want)
+            break;
+        after = (int64_t)best[want - 1];
     }
-    if (q->archived) { /* archived jobs the table no longer holds */
-        uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
-        size_t n = jq_store_archived_ids(c->d->store, (uint64_t)after, cap, shard_ids);
-        while (n > 0 && shard_ids[n - 1] >= bound)
-            n--;
-        nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
+    if (rc == JOBQ_ERR_NONE) {
+        pack_head(c, q);
+        emit_rows(c, &p, more);
     }
-    bool more = nbest == cap;
-    size_t want = more ? cap - 1 : nbest;
-
-    msgpack_sbuffer rows;
-    msgpack_sbuffer_init(&rows);
-    msgpack_packer rpk;
-    msgpack_packer_init(&rpk, &rows, msgpack_sbuffer_write);
-    uint32_t nrows = 0;
-    for (size_t k = 0; k < want; k++) {
-        jq_shard_t *sh = jq_table_shard_for(t, best[k]);
-        jq_shard_rdlock(sh);
-        const jq_job_t *job = jq_shard_find_any(sh, best[k]);
-        if (job && matches(q, job) && (q->archived || !job->archived)) {
-            pack_row(&rpk, q, job);
-            nrows++;
-        }
-        jq_shard_rdunlock(sh);
-        if (!job && q->archived)
-            nrows += pack_stored_row(c, q, &rpk, best[k], false);
-    }
-    pack_head(c, q);
-    emit_rows(c, &rows, nrows, more);
-    msgpack_sbuffer_destroy(&rows);
+    msgpack_sbuffer_destroy(&p.rows);
     free(best);
     free(shard_ids);
     free(tmp);
-    return JOBQ_ERR_NONE;
+    return rc;
 }
 
 jobq_code_t jq_handle_query_jobs(jq_call_t *c)

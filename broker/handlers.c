@@ -7,6 +7,7 @@
  * never wait on anything but their own socket: no request blocks another
  * for longer than its own table work. */
 #include "daemon.h"
+#include "scan.h"
 #include "waiters.h"
 
 #include <pthread.h>
@@ -55,22 +56,39 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
     *hold_ticket = 0;
     char err[1024] = "";
     msgpack_sbuffer_clear(sb);
+    /* Before msgpack-c sees a byte: the size limit, then a walk that checks
+     * every declared length against the bytes that arrived (msgpack-c
+     * allocates what a header declares), the nesting, the number of
+     * objects and that every string is UTF-8. Nothing is allocated for a
+     * request that fails here. */
+    jq_scan_limits_t limits = {.check_utf8 = true};
+    jq_scan_result_t sr;
+    if (len > d->cfg.max_request_bytes) {
+        jq_scan(body, len < 4096 ? len : 4096, &limits, &sr); /* for its id only */
+        snprintf(err, sizeof err, "request of %zu bytes is over the limit of %zu bytes",
+                 len, d->cfg.max_request_bytes);
+        reply_error(d, sb, sr.id, sr.has_id, JOBQ_ERR_TOO_LARGE, err);
+        atomic_fetch_add_explicit(&d->dropped_size, 1, memory_order_relaxed);
+        return NULL;
+    }
+    if (!jq_scan(body, len, &limits, &sr)) {
+        snprintf(err, sizeof err, "%s (at byte %zu)", jq_scan_status_text(sr.status), sr.offset);
+        reply_error(d, sb, sr.id, sr.has_id,
+                    sr.status == JQ_SCAN_BAD_UTF8 ? JOBQ_ERR_BAD_ARGUMENT : JOBQ_ERR_MALFORMED,
+                    err);
+        return NULL;
+    }
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     size_t off = 0;
     if (msgpack_unpack_next(&up, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
         msgpack_unpacked_destroy(&up);
-        reply_error(d, sb, 0, false, JOBQ_ERR_MALFORMED,
+        reply_error(d, sb, sr.id, sr.has_id, JOBQ_ERR_MALFORMED,
                     "request is not one complete msgpack value");
         return NULL;
     }
     wire_request_t req;
     jobq_code_t rc = wire_request_parse(&up.data, &req, err, sizeof err);
-    if (rc == JOBQ_ERR_NONE && len > d->cfg.max_request_bytes) {
-        snprintf(err, sizeof err, "request of %zu bytes is over the limit of %zu bytes",
-                 len, d->cfg.max_request_bytes);
-        rc = JOBQ_ERR_TOO_LARGE;
-    }
     jq_method_t m = JQ_M__COUNT;
     jq_waiter_t *park = NULL;
     if (rc == JOBQ_ERR_NONE) {
@@ -103,6 +121,17 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
         reply_error(d, sb, req.id, req.has_id, rc, err);
     msgpack_unpacked_destroy(&up);
     return park;
+}
+
+void jq_call_hold(jq_call_t *c, jq_shard_t *sh)
+{
+    /* The record of what the reply shows may still be in the shard's
+     * outbox (its maker flushes right after unlocking): flush it ourselves,
+     * then a ticket read now covers it. */
+    jq_shard_flush(sh);
+    uint64_t t = jq_store_ticket(c->d->store);
+    if (t > c->hold_ticket)
+        c->hold_ticket = t;
 }
 
 /* ---- argument readers ---- */

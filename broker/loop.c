@@ -2,12 +2,21 @@
  *
  * It only moves frames: a request goes to the handlers (inproc PUSH), a
  * reply comes back (inproc PULL) and goes out on the ROUTER. It never
- * decodes a body and never waits on anything but zmq_poll, so an idle or
- * slow client costs the loop nothing. When the handlers fall behind, the
- * loop stops reading the ROUTER (ZeroMQ then queues, then pushes back on
- * the clients) instead of queueing without bound. */
+ * decodes a body (but for the id of a request it turns away) and never
+ * waits on anything but zmq_poll, so an idle or slow client costs the loop
+ * nothing. When the handlers fall behind, the loop stops reading the
+ * ROUTER (ZeroMQ then queues, then pushes back on the clients) instead of
+ * queueing without bound; a client over its own limit is answered `Busy`
+ * (peers.h); a reply a slow client cannot take yet waits, never dropped.
+ *
+ * Stopping: SIGTERM, SIGINT or `shutdown` first stop intake and let the
+ * running opcodes finish, up to --shutdown-grace (Ganeti's queue does
+ * the same); a second signal or `shutdown --now` cuts that short. */
 #include "daemon.h"
+#include "listeners.h"
+#include "peers.h"
 #include "publisher.h"
+#include "scan.h"
 #include "waiters.h"
 
 #include <errno.h>
@@ -16,20 +25,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #define REQUESTS_EP "inproc://jobq-requests"
 #define REPLIES_EP "inproc://jobq-replies"
+/* How often replies waiting for slow readers are tried again. */
+#define RETRY_MS 10
 
 /* A reply waiting for the store: sent once the store is durable up to
- * its ticket (submits are acknowledged only when committed). */
+ * its ticket (a change, or state it shows, is committed). */
 typedef struct held {
     struct held *next;
     uint64_t ticket;
     bool delimiter;
-    zmq_msg_t rid, body;
+    jq_peer_t *peer;
+    zmq_msg_t body;
 } held_t;
 
 typedef struct {
@@ -39,14 +50,48 @@ typedef struct {
     held_t **held_tail;
     jq_publisher_t *publisher;
     jq_waiters_t *waiters;
-    zmq_msg_t rid, body;  /* a request waiting for a handler */
+    jq_peers_t *peers;
+    jq_listeners_t *listeners;
+    zmq_msg_t rid, body;      /* a request waiting for a handler */
     bool delimiter;
     bool pending;
+    bool draining;            /* intake stopped, running opcodes finishing */
+    int64_t grace_deadline;
 } loop_t;
 
 static void set_int(void *s, int opt, int v)
 {
     zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+static jq_peer_t *peer_of(loop_t *l, zmq_msg_t *rid)
+{
+    return jq_peers_get(l->peers, zmq_msg_data(rid), zmq_msg_size(rid));
+}
+
+/* A whole error reply as a message. */
+static void error_msg(zmq_msg_t *out, uint64_t id, bool has_id, jobq_code_t code,
+                      const char *message)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_reply_error(&pk, id, has_id, code, message);
+    zmq_msg_init_size(out, sb.size);
+    memcpy(zmq_msg_data(out), sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The reply to a request leaves (or waits for its reader): the request is
+ * no longer in flight. */
+static void reply_to(loop_t *l, jq_peer_t *p, bool delim, zmq_msg_t *body)
+{
+    if (!p)
+        return;
+    jq_peers_send(l->peers, p, delim, body, true);
+    jq_peer_add_inflight(p, -1);
+    jq_peers_release(l->peers, p);
 }
 
 /* Read one request off the ROUTER into l->rid/l->body. False when there is
@@ -71,8 +116,28 @@ static bool read_request(loop_t *l, int flags)
         atomic_fetch_add(&l->d->dropped, 1);
         if (l->d->cfg.verbose)
             fprintf(stderr, "jobqd: dropped a request with an unexpected frame layout\n");
+        return false;
     }
-    return ok;
+    /* One client may not take every handler: over its limit it is told to
+     * wait for its answers, at no handler's cost. */
+    jq_peer_t *p = peer_of(l, &l->rid);
+    if (p && jq_peer_inflight(p) < l->d->cfg.max_client_requests) {
+        jq_peer_add_inflight(p, 1);
+        return true;
+    }
+    jq_scan_result_t sr;
+    jq_scan(zmq_msg_data(&l->body), zmq_msg_size(&l->body), NULL, &sr);
+    char msg[160];
+    snprintf(msg, sizeof msg, "%llu requests of this connection are unanswered "
+                              "(--max-client-requests): read the replies, then ask again",
+             (unsigned long long)l->d->cfg.max_client_requests);
+    zmq_msg_t err;
+    error_msg(&err, sr.id, sr.has_id, JOBQ_ERR_BUSY, msg);
+    atomic_fetch_add(&l->d->errors[JOBQ_ERR_BUSY], 1);
+    if (p)
+        jq_peers_send(l->peers, p, l->delimiter, &err, false);
+    zmq_msg_close(&err);
+    return false;
 }
 
 /* Hand the pending request to a handler; false when they are all busy. */
@@ -97,28 +162,36 @@ static bool hand_off(loop_t *l, int flags)
 }
 
 /* Waiters answer through here: keepalives, changes, "nochange". */
-static void send_to_waiter(void *ctx, jq_waiter_t *w, const char *body, size_t len)
+static void send_to_waiter(void *ctx, jq_waiter_t *w, const char *body, size_t len,
+                           bool answer)
 {
     loop_t *l = ctx;
-    zmq_msg_t rid;
-    zmq_msg_init(&rid);
-    zmq_msg_copy(&rid, &w->rid);
-    zmq_msg_send(&rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_msg_close(&rid);
-    if (w->delimiter)
-        zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(l->router, body, len, ZMQ_DONTWAIT);
+    zmq_msg_t msg;
+    zmq_msg_init_size(&msg, len);
+    memcpy(zmq_msg_data(&msg), body, len);
+    if (w->peer)
+        jq_peers_send(l->peers, w->peer, w->delimiter, &msg, answer);
+    zmq_msg_close(&msg);
+}
+
+/* A waiter is done (answered, expired or failed). */
+static void waiter_done(void *ctx, jq_waiter_t *w)
+{
+    loop_t *l = ctx;
+    if (w->peer) {
+        jq_peer_add_waiters(w->peer, -1);
+        jq_peers_release(l->peers, w->peer);
+        w->peer = NULL;
+    }
 }
 
 static void reply_error(loop_t *l, jq_waiter_t *w, jobq_code_t code, const char *msg)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    wire_reply_error(&pk, w->request_id, true, code, msg);
-    send_to_waiter(l, w, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
+    zmq_msg_t err;
+    error_msg(&err, w->request_id, true, code, msg);
+    reply_to(l, w->peer, w->delimiter, &err);
+    zmq_msg_close(&err);
+    w->peer = NULL;
     atomic_fetch_add(&l->d->errors[code], 1);
 }
 
@@ -135,11 +208,28 @@ static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
         return; /* cannot happen: see waiters.h */
     zmq_msg_move(&w->rid, rid);
     w->delimiter = delim;
+    w->peer = peer_of(l, &w->rid);
     if (atomic_load(&l->d->stopping)) {
         reply_error(l, w, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
-    } else if (jq_waiters_park(l->waiters, w, jq_now_mono()) != JQ_PARK_RECHECK) {
-        return; /* parked or answered: the waiters own it */
+    } else if (w->peer && jq_peer_waiters(w->peer) >= l->d->cfg.max_client_waiters) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "this connection has %llu requests waiting already "
+                                  "(--max-client-waiters)",
+                 (unsigned long long)l->d->cfg.max_client_waiters);
+        reply_error(l, w, JOBQ_ERR_TOO_MANY_WAITERS, msg);
     } else {
+        jq_peer_t *p = w->peer;
+        if (p) { /* no longer a request in flight: a parked wait of the peer */
+            jq_peer_add_inflight(p, -1);
+            jq_peer_add_waiters(p, 1);
+        }
+        jq_park_t r = jq_waiters_park(l->waiters, w, jq_now_mono());
+        if (r != JQ_PARK_RECHECK)
+            return; /* parked or answered: the waiters own it (waiter_done) */
+        if (p) {
+            jq_peer_add_inflight(p, 1);
+            jq_peer_add_waiters(p, -1);
+        }
         zmq_msg_t again, flag;
         zmq_msg_init(&again);
         zmq_msg_copy(&again, &w->rid);
@@ -148,6 +238,7 @@ static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
         if (zmq_msg_send(&again, l->to_handlers, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
             zmq_msg_send(&flag, l->to_handlers, ZMQ_SNDMORE);
             zmq_send(l->to_handlers, w->request, w->request_len, 0);
+            w->peer = NULL; /* still in flight */
         } else {
             zmq_msg_close(&again);
             zmq_msg_close(&flag);
@@ -156,16 +247,6 @@ static void park(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
     }
     atomic_fetch_sub(&l->d->waiters, 1);
     jq_waiter_destroy(&w);
-}
-
-static void send_reply(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body)
-{
-    /* A ROUTER drops what it cannot deliver (peer gone, or its queue full):
-     * a client that stopped reading cannot stall the loop. */
-    zmq_msg_send(rid, l->router, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    if (delim)
-        zmq_send(l->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_msg_send(body, l->router, ZMQ_DONTWAIT);
 }
 
 /* The request id of a reply we hold, to answer with an error instead. */
@@ -181,34 +262,25 @@ static uint64_t reply_id(zmq_msg_t *body)
     return rep.id;
 }
 
-static void hold(loop_t *l, zmq_msg_t *rid, bool delim, zmq_msg_t *body, uint64_t ticket)
+static void hold(loop_t *l, jq_peer_t *p, bool delim, zmq_msg_t *body, uint64_t ticket)
 {
     held_t *h = calloc(1, sizeof *h);
     if (!h) { /* cannot wait for the commit: never acknowledge early */
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        wire_reply_error(&pk, reply_id(body), true, JOBQ_ERR_INTERNAL,
-                         "out of memory: the change was made but its commit cannot be awaited");
         zmq_msg_t err;
-        zmq_msg_init_size(&err, sb.size);
-        memcpy(zmq_msg_data(&err), sb.data, sb.size);
-        msgpack_sbuffer_destroy(&sb);
-        send_reply(l, rid, delim, &err);
+        error_msg(&err, reply_id(body), true, JOBQ_ERR_INTERNAL,
+                  "out of memory: the change was made but its commit cannot be awaited");
+        reply_to(l, p, delim, &err);
         zmq_msg_close(&err);
         return;
     }
     h->ticket = ticket;
     h->delimiter = delim;
-    zmq_msg_init(&h->rid);
+    h->peer = p;
     zmq_msg_init(&h->body);
-    zmq_msg_move(&h->rid, rid);
     zmq_msg_move(&h->body, body);
     *l->held_tail = h;
     l->held_tail = &h->next;
 }
-
 
 /* Send the held replies the store has made good (or has failed). */
 static void release_held(loop_t *l)
@@ -227,23 +299,20 @@ static void release_held(loop_t *l)
             continue;
         }
         if (h->ticket > durable) {
-            char msg[384];
-            snprintf(msg, sizeof msg, "the job was accepted but could not be saved: %s; "
-                                      "it is kept in memory and saved when the store recovers",
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "not saved: %s. What this request changed (or the state its answer "
+                     "shows) stays in memory, a submitted job does not start, and all of it "
+                     "is saved as soon as the store can; if jobqd stops first it is lost",
                      why);
-            msgpack_sbuffer sb;
-            msgpack_sbuffer_init(&sb);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            wire_reply_error(&pk, reply_id(&h->body), true, JOBQ_ERR_STORE_FAILED, msg);
+            zmq_msg_t err;
+            error_msg(&err, reply_id(&h->body), true, JOBQ_ERR_STORE_FAILED, msg);
             zmq_msg_close(&h->body);
-            zmq_msg_init_size(&h->body, sb.size);
-            memcpy(zmq_msg_data(&h->body), sb.data, sb.size);
-            msgpack_sbuffer_destroy(&sb);
+            zmq_msg_init(&h->body);
+            zmq_msg_move(&h->body, &err);
             atomic_fetch_add(&l->d->errors[JOBQ_ERR_STORE_FAILED], 1);
         }
-        send_reply(l, &h->rid, h->delimiter, &h->body);
-        zmq_msg_close(&h->rid);
+        reply_to(l, h->peer, h->delimiter, &h->body);
         zmq_msg_close(&h->body);
         *pp = h->next;
         free(h);
@@ -271,11 +340,11 @@ static void forward_reply(loop_t *l)
             uint64_t ticket;
             memcpy(&ticket, f + 1, sizeof ticket);
             if (ticket <= jq_store_durable(l->d->store))
-                send_reply(l, &rid, delim, &body);
+                reply_to(l, peer_of(l, &rid), delim, &body);
             else
-                hold(l, &rid, delim, &body, ticket);
+                hold(l, peer_of(l, &rid), delim, &body, ticket);
         } else {
-            send_reply(l, &rid, delim, &body);
+            reply_to(l, peer_of(l, &rid), delim, &body);
         }
     }
     zmq_msg_close(&rid);
@@ -302,21 +371,17 @@ static int bind_endpoints(loop_t *l)
     jq_daemon_t *d = l->d;
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", d->cfg.data_dir);
-    mode_t old = umask(0117); /* the socket file is born 0660 */
-    int rc = zmq_bind(l->router, ep);
-    umask(old);
-    if (rc < 0) {
+    if (jq_listeners_bind(l->listeners, l->router, ep, NULL, 0) < 0) {
         fprintf(stderr, "jobqd: cannot serve on %s: %s\n", ep, zmq_strerror(errno));
         return -1;
     }
-    chmod(ep + 6, 0660);
     for (unsigned i = 0; i < d->cfg.nlisten; i++)
-        if (zmq_bind(l->router, d->cfg.listen[i]) < 0) {
+        if (jq_listeners_bind(l->listeners, l->router, d->cfg.listen[i], NULL, 0) < 0) {
             fprintf(stderr, "jobqd: cannot serve on %s: %s\n", d->cfg.listen[i],
                     zmq_strerror(errno));
             return -1;
         }
-    return 0;
+    return jq_listeners_watch(l->listeners, l->router);
 }
 
 static int signal_fd(void)
@@ -328,6 +393,38 @@ static int signal_fd(void)
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
+/* First stop request: no new jobs, no new starts; running opcodes finish
+ * within the grace period. */
+static void start_draining(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    l->draining = true;
+    atomic_store(&d->stopping, true);
+    jq_sched_pause(d->sched);
+    l->grace_deadline = jq_now_mono() + (int64_t)(d->cfg.shutdown_grace * 1e6);
+    jq_sched_stats_t ss;
+    jq_sched_get_stats(d->sched, &ss);
+    if (ss.running)
+        fprintf(stderr, "jobqd: shutting down: %llu running jobs may finish their opcode "
+                        "within %.0f s (--shutdown-grace); no new job starts\n",
+                (unsigned long long)ss.running, d->cfg.shutdown_grace);
+}
+
+/* Still draining? False once nothing runs or the grace period is over. */
+static bool still_draining(loop_t *l, int64_t now)
+{
+    jq_sched_stats_t ss;
+    jq_sched_get_stats(l->d->sched, &ss);
+    if (!ss.running)
+        return false;
+    if (now >= l->grace_deadline) {
+        fprintf(stderr, "jobqd: --shutdown-grace is over: interrupting %llu running jobs\n",
+                (unsigned long long)ss.running);
+        return false;
+    }
+    return true;
+}
+
 static void stop(loop_t *l, jq_handlers_t **handlers)
 {
     jq_daemon_t *d = l->d;
@@ -336,8 +433,17 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
      * with ShuttingDown). */
     if (l->pending)
         hand_off(l, 0);
-    while (read_request(l, ZMQ_DONTWAIT))
-        hand_off(l, 0);
+    for (;;) {
+        if (read_request(l, ZMQ_DONTWAIT)) {
+            hand_off(l, 0);
+            continue;
+        }
+        int ev;
+        size_t len = sizeof ev;
+        zmq_getsockopt(l->router, ZMQ_EVENTS, &ev, &len);
+        if (!(ev & ZMQ_POLLIN))
+            break;
+    }
     jq_executors_destroy(&d->executors);
     atomic_store(&d->handlers_stop, true);
     zmq_pollitem_t item = {.socket = l->from_handlers, .events = ZMQ_POLLIN};
@@ -362,6 +468,125 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
     publish_changes(l);
     release_held(l);
     jq_waiters_fail_all(l->waiters, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
+    /* The last replies leave before the socket closes (bounded). */
+    for (int i = 0; i < 200 && jq_peers_flush(l->peers); i++)
+        usleep(RETRY_MS * 1000);
+}
+
+/* Read the ROUTER until it is empty or the handlers are full. */
+static void read_requests(loop_t *l)
+{
+    for (int k = 0; k < 256; k++) {
+        if (!l->pending && !(l->pending = read_request(l, ZMQ_DONTWAIT))) {
+            int ev;
+            size_t len = sizeof ev;
+            zmq_getsockopt(l->router, ZMQ_EVENTS, &ev, &len);
+            if (!(ev & ZMQ_POLLIN))
+                break;
+            continue; /* a dropped frame or a Busy answer; read on */
+        }
+        if (!hand_off(l, ZMQ_DONTWAIT))
+            break;
+        l->pending = false;
+    }
+}
+
+static void forward_replies(loop_t *l)
+{
+    /* Replies before new requests: they free handlers for the requests
+     * behind. */
+    for (int k = 0; k < 256; k++) {
+        forward_reply(l);
+        int ev;
+        size_t len = sizeof ev;
+        zmq_getsockopt(l->from_handlers, ZMQ_EVENTS, &ev, &len);
+        if (!(ev & ZMQ_POLLIN))
+            break;
+    }
+}
+
+#define MAX_ITEMS (4 + JQ_MAX_BOUND)
+
+/* What `stats` shows of the loop's own state, copied where handlers may
+ * read it. */
+static void publish_stats(loop_t *l)
+{
+    jq_listeners_stats_t ls;
+    jq_peers_stats_t ps;
+    jq_listeners_get_stats(l->listeners, &ls);
+    jq_peers_get_stats(l->peers, &ps);
+    jq_loop_stats_t *o = &l->d->loop_stats;
+    atomic_store_explicit(&o->connections, ls.connections, memory_order_relaxed);
+    atomic_store_explicit(&o->connections_peak, ls.peak, memory_order_relaxed);
+    atomic_store_explicit(&o->max_connections, ls.max, memory_order_relaxed);
+    atomic_store_explicit(&o->accept_pauses, ls.pauses, memory_order_relaxed);
+    atomic_store_explicit(&o->accepting, !ls.paused, memory_order_relaxed);
+    atomic_store_explicit(&o->replies_waiting, ps.backlog, memory_order_relaxed);
+    atomic_store_explicit(&o->replies_late, ps.sent_late, memory_order_relaxed);
+    atomic_store_explicit(&o->replies_to_gone, ps.dropped_gone, memory_order_relaxed);
+    atomic_store_explicit(&o->busy_dropped, ps.dropped_busy, memory_order_relaxed);
+}
+
+static void serve(loop_t *l, int sigfd)
+{
+    jq_daemon_t *d = l->d;
+    for (;;) {
+        int req = atomic_load(&d->shutdown_requested);
+        if (req == JQ_SHUTDOWN_NOW)
+            break;
+        int64_t now = jq_now_mono();
+        if (req == JQ_SHUTDOWN_GRACEFUL && !l->draining)
+            start_draining(l);
+        if (l->draining && !still_draining(l, now))
+            break;
+        zmq_pollitem_t items[MAX_ITEMS] = {
+            {.socket = l->pending ? l->to_handlers : l->router,
+             .events = l->pending ? ZMQ_POLLOUT : ZMQ_POLLIN},
+            {.socket = l->from_handlers, .events = ZMQ_POLLIN},
+            {.fd = sigfd, .events = ZMQ_POLLIN},
+            {.fd = jq_changeq_fd(d->changeq), .events = ZMQ_POLLIN},
+        };
+        size_t nitems = 4 + jq_listeners_pollitems(l->listeners, items + 4, MAX_ITEMS - 4);
+        int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
+        jq_waiters_tick(l->waiters, now);
+        int64_t next = jq_waiters_next_wake(l->waiters);
+        if (next < wake)
+            wake = next;
+        long timeout_ms = (long)((wake - now + 999) / 1000);
+        if (jq_peers_flush(l->peers) && timeout_ms > RETRY_MS)
+            timeout_ms = RETRY_MS; /* slow readers: try their replies again soon */
+        if (l->draining && timeout_ms > 50)
+            timeout_ms = 50;
+        if (zmq_poll(items, (int)nitems, timeout_ms < 0 ? 0 : timeout_ms) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (items[2].revents & ZMQ_POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sigfd, &si, sizeof si) == sizeof si)
+                ;
+            bool again = atomic_load(&d->shutdown_requested) != JQ_SHUTDOWN_NONE;
+            fprintf(stderr, "jobqd: signal received, %s\n",
+                    again ? "interrupting running jobs now" : "shutting down");
+            atomic_store(&d->shutdown_requested, again ? JQ_SHUTDOWN_NOW : JQ_SHUTDOWN_GRACEFUL);
+            continue;
+        }
+        for (size_t i = 4; i < nitems; i++)
+            if (items[i].revents & ZMQ_POLLIN) {
+                jq_listeners_on_events(l->listeners);
+                break;
+            }
+        /* Committed changes go out first: they also release held replies.
+         * (A waiter parked below catches up from the ring either way.) */
+        if (items[3].revents & ZMQ_POLLIN)
+            publish_changes(l);
+        if (items[1].revents & ZMQ_POLLIN)
+            forward_replies(l);
+        if (items[0].revents)
+            read_requests(l);
+        publish_stats(l);
+    }
 }
 
 int jq_loop_run(jq_daemon_t *d)
@@ -377,82 +602,35 @@ int jq_loop_run(jq_daemon_t *d)
     zmq_setsockopt(l.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     set_int(l.router, ZMQ_BACKLOG, 4096);
     set_int(l.router, ZMQ_LINGER, 2000); /* let the last replies out */
+    /* A reply a peer cannot take is reported (EAGAIN), not dropped: it
+     * waits in peers.c until the peer reads. */
+    set_int(l.router, ZMQ_ROUTER_MANDATORY, 1);
     set_int(l.to_handlers, ZMQ_SNDHWM, 1000);
     set_int(l.to_handlers, ZMQ_LINGER, 0);
     set_int(l.from_handlers, ZMQ_RCVHWM, 0);
     int sigfd = signal_fd();
     jq_handlers_t *handlers = NULL;
     int rc = -1;
-    l.waiters = jq_waiters_new(d->ring, send_to_waiter, &l, &d->waiters,
-                               (int64_t)(d->cfg.keepalive * 1e6));
-    if (sigfd < 0 || !l.waiters || bind_endpoints(&l) < 0 ||
-        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, d->epoch, &d->last_seq,
-                                         d->publish_eps, JQ_MAX_LISTEN + 1,
+    jq_waiters_hooks_t wh = {.send = send_to_waiter, .done = waiter_done, .ctx = &l};
+    l.waiters = jq_waiters_new(d->ring, &wh, &d->waiters, (int64_t)(d->cfg.keepalive * 1e6));
+    l.peers = jq_peers_new(l.router);
+    l.listeners = jq_listeners_new(d->zctx, d->cfg.verbose);
+    if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners || bind_endpoints(&l) < 0 ||
+        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, l.listeners, d->epoch,
+                                         &d->last_seq, d->publish_eps, JQ_MAX_LISTEN + 1,
                                          &d->npublish_eps)) ||
         zmq_bind(l.to_handlers, REQUESTS_EP) < 0 || zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
         !(handlers = jq_handlers_new(d, REQUESTS_EP, REPLIES_EP))) {
-        if (sigfd < 0 || !l.waiters)
+        if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners)
             fprintf(stderr, "jobqd: cannot start: %s\n", strerror(errno));
         goto out;
     }
-    fprintf(stderr, "jobqd %s: serving on ipc://%s/jobq.sock%s (%u shards, %u handlers, %u executors)\n",
+    uint64_t maxconn = jq_listeners_set_max(l.listeners, d->cfg.max_connections);
+    fprintf(stderr, "jobqd %s: serving on ipc://%s/jobq.sock%s (%u shards, %u handlers, "
+                    "%u executors, up to %llu connections)\n",
             JOBQ_VERSION, d->cfg.data_dir, d->cfg.nlisten ? " and --listen endpoints" : "",
-            d->cfg.shards, d->cfg.handlers, d->cfg.executors);
-
-    while (!atomic_load(&d->shutdown_requested)) {
-        zmq_pollitem_t items[4] = {
-            {.socket = l.pending ? l.to_handlers : l.router,
-             .events = l.pending ? ZMQ_POLLOUT : ZMQ_POLLIN},
-            {.socket = l.from_handlers, .events = ZMQ_POLLIN},
-            {.fd = sigfd, .events = ZMQ_POLLIN},
-            {.fd = jq_changeq_fd(d->changeq), .events = ZMQ_POLLIN},
-        };
-        int64_t now = jq_now_mono();
-        int64_t wake = jq_publisher_heartbeat(l.publisher, now, jq_now_wall());
-        jq_waiters_tick(l.waiters, now);
-        int64_t next = jq_waiters_next_wake(l.waiters);
-        if (next < wake)
-            wake = next;
-        long timeout_ms = (long)((wake - now + 999) / 1000);
-        if (zmq_poll(items, 4, timeout_ms < 0 ? 0 : timeout_ms) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (items[2].revents & ZMQ_POLLIN) {
-            fprintf(stderr, "jobqd: signal received, shutting down\n");
-            break;
-        }
-        /* Committed changes go out first: they also release held replies.
-         * (A waiter parked below catches up from the ring either way.) */
-        if (items[3].revents & ZMQ_POLLIN)
-            publish_changes(&l);
-        /* Replies before new requests: they free handlers for the requests
-         * behind. */
-        for (int k = 0; k < 256 && (items[1].revents & ZMQ_POLLIN); k++) {
-            forward_reply(&l);
-            int ev;
-            size_t len = sizeof ev;
-            zmq_getsockopt(l.from_handlers, ZMQ_EVENTS, &ev, &len);
-            if (!(ev & ZMQ_POLLIN))
-                break;
-        }
-        if (items[0].revents) {
-            for (int k = 0; k < 256; k++) {
-                if (!l.pending && !(l.pending = read_request(&l, ZMQ_DONTWAIT))) {
-                    int ev;
-                    size_t len = sizeof ev;
-                    zmq_getsockopt(l.router, ZMQ_EVENTS, &ev, &len);
-                    if (!(ev & ZMQ_POLLIN))
-                        break;
-                    continue; /* a dropped frame; read on */
-                }
-                if (!hand_off(&l, ZMQ_DONTWAIT))
-                    break;
-                l.pending = false;
-            }
-        }
-    }
+            d->cfg.shards, d->cfg.handlers, d->cfg.executors, (unsigned long long)maxconn);
+    serve(&l, sigfd);
     stop(&l, &handlers);
     rc = 0;
 out:
@@ -460,12 +638,13 @@ out:
     while (l.held) { /* the store never made these good */
         held_t *h = l.held;
         l.held = h->next;
-        zmq_msg_close(&h->rid);
         zmq_msg_close(&h->body);
         free(h);
     }
     jq_waiters_destroy(&l.waiters);
     jq_publisher_destroy(&l.publisher);
+    jq_peers_destroy(&l.peers);
+    jq_listeners_destroy(&l.listeners);
     if (sigfd >= 0)
         close(sigfd);
     zmq_msg_close(&l.rid);

@@ -2,6 +2,7 @@
  * its lock, the table, scheduler, executors, then the loop. */
 #include "builtin_ops.h"
 #include "daemon.h"
+#include "datadir.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,30 +20,13 @@
  * draft API, but honoured by the stable library too. */
 #define JQ_ZMQ_ZERO_COPY_RECV 10
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    size_t len = strnlen(path, sizeof buf);
-    if (len == sizeof buf)
-        return -1;
-    memcpy(buf, path, len + 1);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0750) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0750) < 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* One daemon per data directory: a second one would take over the socket
  * path of the first. */
 static int lock_data_dir(jq_daemon_t *d)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/lock", d->cfg.data_dir);
-    d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    d->lock_fd = jq_open_private(path, O_RDWR | O_CREAT, 0640);
     if (d->lock_fd < 0) {
         fprintf(stderr, "jobqd: cannot open %s: %s\n", path, strerror(errno));
         return -1;
@@ -86,33 +70,35 @@ int main(int argc, char **argv)
     raise_fd_limit();
     d->lock_fd = -1;
     d->started_mono = jq_now_mono();
-    if (mkdir_p(d->cfg.data_dir) < 0) {
-        fprintf(stderr, "jobqd: cannot create data directory %s: %s\n", d->cfg.data_dir,
-                strerror(errno));
+    pthread_mutex_init(&d->drain_mu, NULL);
+    /* Nothing is opened in a directory the daemon cannot trust. */
+    if (jq_datadir_prepare(d->cfg.data_dir, err, sizeof err) < 0) {
+        fprintf(stderr, "jobqd: %s\n", err);
         return 1;
     }
     if (lock_data_dir(d) < 0)
         return 1;
     d->ops = jq_builtin_ops();
-    d->zctx = zmq_ctx_new();
-    d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
-    d->changeq = jq_changeq_new();
-    d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
     char store_dir[sizeof d->cfg.data_dir + 8];
     memcpy(store_dir, d->cfg.data_dir, strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1));
     strcpy(store_dir + strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1), "/store");
     jq_store_opts_t so = {.dir = store_dir, .map_size = d->cfg.store_map_size,
                           .sync = (jq_sync_t)d->cfg.sync,
                           .sync_interval_us = (int64_t)(d->cfg.sync_interval * 1e6),
-                          .ops = d->ops};
-    /* Change records flow: table (under no lock) → store thread (commit)
-     * → loop (publish). */
+                          .salvage = d->cfg.salvage};
+    /* The store first, while this is the only thread: its check forks. */
     d->store = jq_store_open(&so, err, sizeof err);
     if (!d->store) {
         fprintf(stderr, "jobqd: %s\n", err);
         rc = 1;
         goto out;
     }
+    d->zctx = zmq_ctx_new();
+    d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
+    d->changeq = jq_changeq_new();
+    d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
+    /* Change records flow: table (under no lock) → store thread (commit)
+     * → loop (publish). */
     d->table = jq_table_new(d->cfg.shards, jq_store_sink, d->store);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
     if (d->zctx) {
@@ -132,8 +118,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "jobqd: %s\n", err);
         goto out;
     }
-    if (jq_store_start(d->store, d->table, d->changeq) < 0 ||
-        !(d->executors = jq_executors_new(d->table, d->sched, d->ops, d->store, d->cfg.executors))) {
+    jq_store_hooks_t hooks;
+    jq_daemon_store_hooks(d, &hooks);
+    jq_executors_opts_t eo = {.table = d->table, .sched = d->sched, .store = d->store,
+                              .ops = d->ops, .max_log_entries = (uint32_t)d->cfg.max_log_entries,
+                              .n = d->cfg.executors};
+    if (jq_store_start(d->store, &hooks) < 0 || !(d->executors = jq_executors_new(&eo))) {
         fprintf(stderr, "jobqd: cannot start: out of threads\n");
         goto out;
     }
@@ -148,7 +138,9 @@ out:
     jq_table_destroy(&d->table);
     jq_changeq_destroy(&d->changeq);
     jq_ring_destroy(&d->ring);
-    close(d->lock_fd);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+    pthread_mutex_destroy(&d->drain_mu);
     if (rc == 0)
         fprintf(stderr, "jobqd: stopped\n");
     return rc;

@@ -1,6 +1,7 @@
 /* publisher.c: one PUB socket on every event endpoint, the sequence
  * numbers, heartbeats and the replay ring. */
 #include "publisher.h"
+#include "listeners.h"
 #include "event.h"
 #include "wire.h"
 
@@ -21,28 +22,23 @@ struct jq_publisher {
     msgpack_sbuffer body;
 };
 
-static int bind_one(jq_publisher_t *p, const char *ep, char (*eps)[512], unsigned max,
-                    unsigned *neps)
+static int bind_one(jq_publisher_t *p, jq_listeners_t *l, const char *ep, char (*eps)[512],
+                    unsigned max, unsigned *neps)
 {
-    if (zmq_bind(p->pub, ep) < 0) {
+    char resolved[512];
+    if (jq_listeners_bind(l, p->pub, ep, resolved, sizeof resolved) < 0) {
         fprintf(stderr, "jobqd: cannot publish on %s: %s\n", ep, zmq_strerror(errno));
         return -1;
     }
-    if (*neps < max) {
-        size_t len = 512;
-        if (zmq_getsockopt(p->pub, ZMQ_LAST_ENDPOINT, eps[*neps], &len) < 0) {
-            size_t n = strnlen(ep, 511);
-            memcpy(eps[*neps], ep, n);
-            eps[*neps][n] = '\0';
-        }
-        (*neps)++;
-    }
+    if (*neps < max)
+        snprintf(eps[(*neps)++], 512, "%s", resolved);
     return 0;
 }
 
 jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
-                                 uint64_t epoch, _Atomic uint64_t *last_seq,
-                                 char (*eps)[512], unsigned max, unsigned *neps)
+                                 jq_listeners_t *listeners, uint64_t epoch,
+                                 _Atomic uint64_t *last_seq, char (*eps)[512], unsigned max,
+                                 unsigned *neps)
 {
     jq_publisher_t *p = calloc(1, sizeof *p);
     if (!p)
@@ -54,16 +50,18 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *
     p->pub = zmq_socket(zctx, ZMQ_PUB);
     int linger = 0;
     zmq_setsockopt(p->pub, ZMQ_LINGER, &linger, sizeof linger);
+    /* What a subscriber sends is a subscription: a topic of a few bytes.
+     * Anything larger closes its connection before it costs memory. */
+    int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
+    zmq_setsockopt(p->pub, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->data_dir);
     *neps = 0;
-    mode_t old = umask(0117);
-    int rc = bind_one(p, ep, eps, max, neps);
-    umask(old);
-    if (rc == 0)
-        chmod(ep + 6, 0660);
+    int rc = bind_one(p, listeners, ep, eps, max, neps);
     for (unsigned i = 0; rc == 0 && i < cfg->npublish; i++)
-        rc = bind_one(p, cfg->publish[i], eps, max, neps);
+        rc = bind_one(p, listeners, cfg->publish[i], eps, max, neps);
+    if (rc == 0)
+        rc = jq_listeners_watch(listeners, p->pub);
     if (rc < 0)
         jq_publisher_destroy(&p);
     return p;

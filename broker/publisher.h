@@ -15,15 +15,20 @@
 #include <stdatomic.h>
 
 #define JQ_HEARTBEAT_US 1000000
+/* Largest message a subscriber may send (a subscription: one topic). */
+#define JQ_SUBSCRIPTION_MAX_BYTES 256
 
 typedef struct jq_publisher jq_publisher_t;
+struct jq_listeners;
 
-/* Binds ipc://DATA_DIR/events.sock and cfg->publish endpoints. The bound
- * endpoints (wildcards resolved) are written to eps (up to max entries of
- * 512 bytes); *neps says how many. NULL with a message on stderr. */
+/* Binds ipc://DATA_DIR/events.sock and cfg->publish endpoints through
+ * listeners (which count their connections). The bound endpoints
+ * (wildcards resolved) are written to eps (up to max entries of 512
+ * bytes); *neps says how many. NULL with a message on stderr. */
 jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
-                                 uint64_t epoch, _Atomic uint64_t *last_seq,
-                                 char (*eps)[512], unsigned max, unsigned *neps);
+                                 struct jq_listeners *listeners, uint64_t epoch,
+                                 _Atomic uint64_t *last_seq, char (*eps)[512], unsigned max,
+                                 unsigned *neps);
 void jq_publisher_destroy(jq_publisher_t **p);
 
 /* Publish one record; returns its sequence number. */

@@ -14,15 +14,14 @@
 
 typedef struct {
     jq_daemon_t *d;
-    uint64_t *ids; /* jobs to settle */
+    uint64_t *ids; /* every job loaded */
     size_t n, cap;
 } loader_t;
 
 static int insert_loaded(void *ctx, jq_job_t *job)
 {
     loader_t *l = ctx;
-    bool settle = !jq_status_final((jq_status_t)job->status);
-    if (settle && l->n == l->cap) {
+    if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 1024;
         uint64_t *grown = realloc(l->ids, cap * sizeof *grown);
         if (!grown) {
@@ -31,6 +30,14 @@ static int insert_loaded(void *ctx, jq_job_t *job)
         }
         l->ids = grown;
         l->cap = cap;
+    }
+    /* Opcodes this jobqd runs get their definitions; others keep their
+     * names, and a job reaching one fails then, saying so (executor.c). */
+    for (uint32_t i = 0; i < job->nops; i++) {
+        const char *name = jq_op_name(&job->ops[i]);
+        const jq_opdef_t *def = jq_opset_find(l->d->ops, name, strlen(name));
+        if (def)
+            jq_op_set_name(&job->ops[i], def, NULL, 0);
     }
     uint64_t id = job->id;
     jq_shard_t *sh = jq_table_shard_for(l->d->table, id);
@@ -41,13 +48,14 @@ static int insert_loaded(void *ctx, jq_job_t *job)
         jq_job_destroy(&job);
         return -1;
     }
-    if (settle)
-        l->ids[l->n++] = id;
+    l->ids[l->n++] = id;
     return 0;
 }
 
-/* One job that was not finished when the daemon stopped. */
-static void settle(jq_daemon_t *d, uint64_t id, int64_t now)
+/* One job as it was when the daemon stopped: settled if it was not
+ * finished, then known to the scheduler (queued, or final for its
+ * dependants). -1 out of memory. */
+static int settle(jq_daemon_t *d, uint64_t id, int64_t now)
 {
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
     jq_shard_wrlock(sh);
@@ -55,11 +63,9 @@ static void settle(jq_daemon_t *d, uint64_t id, int64_t now)
     jq_status_t st = (jq_status_t)job->status;
     jq_delta_t delta;
     jq_delta_init(&delta, job);
-    bool run = true;
     if (st == JQ_RUNNING || st == JQ_CANCELING) {
-        jq_job_log(job, now, "message", RESTARTED_MESSAGE, strlen(RESTARTED_MESSAGE), &delta);
+        jq_job_log(job, now, "message", RESTARTED_MESSAGE, strlen(RESTARTED_MESSAGE), 0, &delta);
         jq_job_fail(job, now, "Unclean shutdown: " RESTARTED_MESSAGE, &delta);
-        run = false;
     } else if (st == JQ_WAITING) {
         uint32_t i = jq_job_current_op(job);
         job->ops[i].status = JQ_QUEUED;
@@ -67,11 +73,10 @@ static void settle(jq_daemon_t *d, uint64_t id, int64_t now)
     }
     if (!jq_delta_empty(&delta, job))
         jq_shard_emit(sh, job, &delta, JQ_CHANGE_UPDATE, now);
-    job->sched_state = run ? JQ_SCHED_QUEUED : JQ_SCHED_DONE;
+    st = (jq_status_t)job->status;
     int prio = jq_job_priority(job);
     jq_shard_wrunlock(sh);
-    if (run)
-        jq_sched_push(d->sched, id, prio, 0);
+    return jq_sched_load(d->sched, id, prio, st);
 }
 
 int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
@@ -85,17 +90,27 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
         free(l.ids);
         return -1;
     }
-    atomic_store(&d->last_id, last_id);
+    jq_sched_set_last_id(d->sched, last_id);
     atomic_store(&d->drained, drained);
     jq_table_add_archived(d->table, narchived);
     int64_t now = jq_now_wall();
-    for (size_t i = 0; i < l.n; i++)
-        settle(d, l.ids[i], now);
+    size_t nsettled = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        if (settle(d, l.ids[i], now) < 0) {
+            snprintf(err, errlen, "out of memory recovering job %llu",
+                     (unsigned long long)l.ids[i]);
+            free(l.ids);
+            return -1;
+        }
+    }
+    jq_sched_stats_t ss;
+    jq_sched_get_stats(d->sched, &ss);
+    nsettled = ss.runnable;
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
-        fprintf(stderr, "jobqd: recovered %llu live jobs (%zu to run or settle) and %llu archived "
+        fprintf(stderr, "jobqd: recovered %llu live jobs (%zu to run) and %llu archived "
                         "in %.2f s; last job id %llu%s\n",
-                (unsigned long long)live, l.n, (unsigned long long)narchived,
+                (unsigned long long)live, nsettled, (unsigned long long)narchived,
                 (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,
                 drained ? "; the queue is drained" : "");
     free(l.ids);

@@ -3,6 +3,7 @@
  * or deadline). Everything but jq_waiter_new/evaluate/collect runs on the
  * loop thread. */
 #include "waiters.h"
+#include "heap.h"
 #include "mirror.h"
 #include "wire.h"
 
@@ -11,14 +12,12 @@
 
 struct jq_waiters {
     jq_ring_t *ring;
-    jq_waiter_send_fn send;
-    void *ctx;
+    jq_waiters_hooks_t hooks;
     _Atomic uint64_t *count;  /* parked + in flight, shared with handlers */
     int64_t keepalive_us;
     jq_waiter_t **buckets;
     size_t nbuckets, n;
-    jq_waiter_t **heap;
-    size_t nheap, capheap;
+    jq_heap_t heap;           /* by next wake */
 };
 
 jq_waiter_t *jq_waiter_new(void)
@@ -47,14 +46,11 @@ void jq_waiter_destroy(jq_waiter_t **wp)
 
 void jq_waiter_collect_logs(jq_waiter_t *w, const jq_job_t *job)
 {
-    /* Serial k is the k-th entry across the opcodes in order. */
-    uint32_t skip = w->prev_log_serial;
-    for (uint32_t i = 0; i < job->nops; i++)
-        for (uint32_t k = 0; k < job->ops[i].nlog; k++) {
-            if (skip) {
-                skip--;
-                continue;
-            }
+    /* Found without walking the entries the client has seen already. */
+    uint32_t first_op, first;
+    jq_job_log_find(job, w->prev_log_serial, &first_op, &first);
+    for (uint32_t i = first_op; i < job->nops; i++)
+        for (uint32_t k = i == first_op ? first : 0; k < job->ops[i].nlog; k++) {
             msgpack_sbuffer_write(&w->new_logs, job->ops[i].log[k].data, job->ops[i].log[k].len);
             w->nnew_logs++;
         }
@@ -98,7 +94,24 @@ bool jq_waiter_evaluate(jq_waiter_t *w, const jq_job_t *job, msgpack_packer *pk)
     return answer;
 }
 
-jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
+/* ---- heap by next wake ---- */
+
+static int64_t wake_of(const jq_waiter_t *w)
+{
+    return w->next_keepalive < w->deadline ? w->next_keepalive : w->deadline;
+}
+
+static bool wakes_before(const void *a, const void *b)
+{
+    return wake_of(a) < wake_of(b);
+}
+
+static void waiter_moved(void *w, size_t index)
+{
+    ((jq_waiter_t *)w)->heap_index = index;
+}
+
+jq_waiters_t *jq_waiters_new(jq_ring_t *ring, const jq_waiters_hooks_t *hooks,
                              _Atomic uint64_t *count, int64_t keepalive_us)
 {
     jq_waiters_t *ws = calloc(1, sizeof *ws);
@@ -110,9 +123,9 @@ jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
         free(ws);
         return NULL;
     }
+    jq_heap_init(&ws->heap, wakes_before, waiter_moved);
     ws->ring = ring;
-    ws->send = send;
-    ws->ctx = ctx;
+    ws->hooks = *hooks;
     ws->count = count;
     ws->keepalive_us = keepalive_us;
     return ws;
@@ -120,6 +133,8 @@ jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
 
 static void release(jq_waiters_t *ws, jq_waiter_t **w)
 {
+    if (ws->hooks.done)
+        ws->hooks.done(ws->hooks.ctx, *w);
     atomic_fetch_sub(ws->count, 1);
     jq_waiter_destroy(w);
 }
@@ -129,46 +144,13 @@ void jq_waiters_destroy(jq_waiters_t **wsp)
     if (!wsp || !*wsp)
         return;
     jq_waiters_t *ws = *wsp;
-    for (size_t i = 0; i < ws->nheap; i++)
-        release(ws, &ws->heap[i]);
-    free(ws->heap);
+    jq_waiter_t *w;
+    while ((w = jq_heap_pop(&ws->heap)))
+        release(ws, &w);
+    jq_heap_free(&ws->heap);
     free(ws->buckets);
     free(ws);
     *wsp = NULL;
-}
-
-/* ---- heap by next wake ---- */
-
-static int64_t wake_of(const jq_waiter_t *w)
-{
-    return w->next_keepalive < w->deadline ? w->next_keepalive : w->deadline;
-}
-
-static void heap_set(jq_waiters_t *ws, size_t i, jq_waiter_t *w)
-{
-    ws->heap[i] = w;
-    w->heap_index = i;
-}
-
-static void heap_fix(jq_waiters_t *ws, size_t i)
-{
-    jq_waiter_t *w = ws->heap[i];
-    while (i > 0 && wake_of(ws->heap[(i - 1) / 2]) > wake_of(w)) {
-        heap_set(ws, i, ws->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= ws->nheap)
-            break;
-        if (c + 1 < ws->nheap && wake_of(ws->heap[c + 1]) < wake_of(ws->heap[c]))
-            c++;
-        if (wake_of(ws->heap[c]) >= wake_of(w))
-            break;
-        heap_set(ws, i, ws->heap[c]);
-        i = c;
-    }
-    heap_set(ws, i, w);
 }
 
 static size_t bucket_of(const jq_waiters_t *ws, uint64_t job_id)
@@ -178,16 +160,8 @@ static size_t bucket_of(const jq_waiters_t *ws, uint64_t job_id)
 
 static int add(jq_waiters_t *ws, jq_waiter_t *w)
 {
-    if (ws->nheap == ws->capheap) {
-        size_t cap = ws->capheap ? ws->capheap * 2 : 256;
-        jq_waiter_t **grown = realloc(ws->heap, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        ws->heap = grown;
-        ws->capheap = cap;
-    }
-    ws->heap[ws->nheap++] = w;
-    heap_fix(ws, ws->nheap - 1);
+    if (jq_heap_push(&ws->heap, w) < 0)
+        return -1;
     size_t b = bucket_of(ws, w->job_id);
     w->next_same_job = ws->buckets[b];
     ws->buckets[b] = w;
@@ -200,12 +174,7 @@ static void remove_waiter(jq_waiters_t *ws, jq_waiter_t *w)
     while (*pp != w)
         pp = &(*pp)->next_same_job;
     *pp = w->next_same_job;
-    size_t i = w->heap_index;
-    jq_waiter_t *last = ws->heap[--ws->nheap];
-    if (i < ws->nheap) {
-        heap_set(ws, i, last);
-        heap_fix(ws, i);
-    }
+    jq_heap_remove(&ws->heap, w->heap_index);
 }
 
 /* ---- answering ---- */
@@ -222,7 +191,7 @@ static void answer_with(jq_waiters_t *ws, jq_waiter_t *w, const char *what)
         wire_reply_ok_begin(&pk, w->request_id, true);
         wire_pack_cstr(&pk, "nochange");
     }
-    ws->send(ws->ctx, w, sb.data, sb.size);
+    ws->hooks.send(ws->hooks.ctx, w, sb.data, sb.size, !what);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -236,22 +205,23 @@ static bool try_answer(jq_waiters_t *ws, jq_waiter_t *w)
     wire_reply_ok_begin(&pk, w->request_id, true);
     bool answered = jq_waiter_evaluate(w, w->mirror, &pk);
     if (answered)
-        ws->send(ws->ctx, w, sb.data, sb.size);
+        ws->hooks.send(ws->hooks.ctx, w, sb.data, sb.size, true);
     msgpack_sbuffer_destroy(&sb);
     return answered;
 }
 
-static void on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
+static int on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
 {
     (void)op_index;
     jq_waiter_t *w = ctx;
     int64_t serial;
     if (!wire_get_int(&entry->via.array.ptr[0], &serial) || serial <= w->prev_log_serial)
-        return;
+        return 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &w->new_logs, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *entry);
     w->nnew_logs++;
+    return 0;
 }
 
 /* Apply one record (msgpack bytes) to the waiter's mirror. */
@@ -261,7 +231,7 @@ static int apply(jq_waiter_t *w, const char *record, size_t len)
     msgpack_unpacked_init(&up);
     int rc = -1;
     if (msgpack_unpack_next(&up, record, len, NULL) == MSGPACK_UNPACK_SUCCESS)
-        rc = jq_mirror_apply(w->mirror, &up.data, w->keep_logs, on_log, w);
+        rc = jq_mirror_apply(w->mirror, &up.data, w->keep, on_log, w);
     msgpack_unpacked_destroy(&up);
     return rc;
 }
@@ -275,7 +245,7 @@ static void replay_event(void *ctx, const char *body, size_t len)
     if (msgpack_unpack_next(&up, body, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
         const msgpack_object *change = wire_map_get(&up.data, "change");
         if (change)
-            jq_mirror_apply(w->mirror, change, w->keep_logs, on_log, w);
+            jq_mirror_apply(w->mirror, change, w->keep, on_log, w);
     }
     msgpack_unpacked_destroy(&up);
 }
@@ -312,13 +282,14 @@ void jq_waiters_on_change(jq_waiters_t *ws, uint64_t job_id, const char *record,
 
 int64_t jq_waiters_next_wake(jq_waiters_t *ws)
 {
-    return ws->nheap ? wake_of(ws->heap[0]) : INT64_MAX;
+    jq_waiter_t *w = jq_heap_top(&ws->heap);
+    return w ? wake_of(w) : INT64_MAX;
 }
 
 void jq_waiters_tick(jq_waiters_t *ws, int64_t now)
 {
-    while (ws->nheap && wake_of(ws->heap[0]) <= now) {
-        jq_waiter_t *w = ws->heap[0];
+    jq_waiter_t *w;
+    while ((w = jq_heap_top(&ws->heap)) && wake_of(w) <= now) {
         if (w->deadline <= now) {
             answer_with(ws, w, NULL);
             remove_waiter(ws, w);
@@ -327,7 +298,7 @@ void jq_waiters_tick(jq_waiters_t *ws, int64_t now)
         }
         answer_with(ws, w, "keepalive");
         w->next_keepalive = now + ws->keepalive_us;
-        heap_fix(ws, 0);
+        jq_heap_fix(&ws->heap, w->heap_index);
     }
 }
 
@@ -335,13 +306,13 @@ void jq_waiters_fail_all(jq_waiters_t *ws, jobq_code_t code, const char *message
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    while (ws->nheap) {
-        jq_waiter_t *w = ws->heap[0];
+    jq_waiter_t *w;
+    while ((w = jq_heap_top(&ws->heap))) {
         msgpack_sbuffer_clear(&sb);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         wire_reply_error(&pk, w->request_id, true, code, message);
-        ws->send(ws->ctx, w, sb.data, sb.size);
+        ws->hooks.send(ws->hooks.ctx, w, sb.data, sb.size, true);
         remove_waiter(ws, w);
         release(ws, &w);
     }

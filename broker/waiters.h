@@ -34,7 +34,7 @@ typedef struct jq_waiter {
     uint32_t prev_log_serial;
     int64_t deadline;         /* CLOCK_MONOTONIC µs */
     jq_job_t *mirror;         /* the job as of mirror->change_serial */
-    bool keep_logs;           /* `oplog` is watched: the mirror keeps logs */
+    unsigned keep;            /* what the mirror keeps (JQ_MIRROR_*) */
     char *request;            /* the original request body, to re-run the */
     size_t request_len;       /* first check if the ring lost events */
     /* The hand-off: the handler stores 1 (release) before sending the
@@ -50,6 +50,7 @@ typedef struct jq_waiter {
     uint32_t nnew_logs;
     size_t heap_index;
     struct jq_waiter *next_same_job;
+    struct jq_peer *peer;     /* the connection's record in the loop */
 } jq_waiter_t;
 
 /* Any thread: a new waiter with an empty log buffer; NULL out of memory. */
@@ -64,12 +65,18 @@ bool jq_waiter_evaluate(jq_waiter_t *w, const jq_job_t *job, msgpack_packer *pk)
 /* Any thread: collect the job's log entries after w->prev_log_serial. */
 void jq_waiter_collect_logs(jq_waiter_t *w, const jq_job_t *job);
 
-/* Sends one reply (the body is a whole reply map) to the waiter's client. */
-typedef void (*jq_waiter_send_fn)(void *ctx, jq_waiter_t *w, const char *body, size_t len);
+typedef struct {
+    /* Send one reply (a whole reply map) to the waiter's client; answer is
+     * false for a keepalive (which may be dropped, an answer never is). */
+    void (*send)(void *ctx, jq_waiter_t *w, const char *body, size_t len, bool answer);
+    /* The waiter is done and about to be freed. */
+    void (*done)(void *ctx, jq_waiter_t *w);
+    void *ctx;
+} jq_waiters_hooks_t;
 
 typedef struct jq_waiters jq_waiters_t;
 
-jq_waiters_t *jq_waiters_new(jq_ring_t *ring, jq_waiter_send_fn send, void *ctx,
+jq_waiters_t *jq_waiters_new(jq_ring_t *ring, const jq_waiters_hooks_t *hooks,
                              _Atomic uint64_t *count, int64_t keepalive_us);
 /* Drops every waiter without answering. */
 void jq_waiters_destroy(jq_waiters_t **ws);

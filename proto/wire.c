@@ -22,6 +22,7 @@ static const char *const code_names[JOBQ_ERR__COUNT] = {
     [JOBQ_ERR_UNKNOWN_FIELD] = "UnknownField",
     [JOBQ_ERR_TOO_MANY_WAITERS] = "TooManyWaiters",
     [JOBQ_ERR_STORE_FAILED] = "StoreFailed",
+    [JOBQ_ERR_BUSY] = "Busy",
     [JOBQ_ERR_INTERNAL] = "Internal",
     [JOBQ_ERR_TIMEOUT] = "Timeout",
     [JOBQ_ERR_TRANSPORT] = "Transport",

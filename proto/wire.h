@@ -27,8 +27,10 @@
 #define JOBQ_MAX_OP_NAME 64
 #define JOBQ_MAX_ROWS_PER_REPLY 100000
 #define JOBQ_MAX_LOG_MESSAGE 4096
+#define JOBQ_DEFAULT_MAX_LOG_ENTRIES 100000 /* per job (--max-log-entries) */
 #define JOBQ_MAX_DEPENDS 64
 #define JOBQ_MAX_EVENTS_PER_REPLY 10000
+#define JOBQ_MAX_REPLY_BYTES (32u * 1024 * 1024) /* query_jobs, events_since: then `more` */
 #define JOBQ_KEEPALIVE_SECONDS 5     /* while wait_for_job_change is parked */
 #define JOBQ_MAX_WAIT_SECONDS 600    /* longest wait_for_job_change timeout */
 
@@ -48,7 +50,9 @@ typedef enum {
     JOBQ_ERR_INVALID_DEPENDS,  /* malformed or relative dependency */
     JOBQ_ERR_UNKNOWN_FIELD,    /* query field not known */
     JOBQ_ERR_TOO_MANY_WAITERS, /* wait_for_job_change: --max-waiters parked */
-    JOBQ_ERR_STORE_FAILED,     /* the job could not be made durable */
+    JOBQ_ERR_STORE_FAILED,     /* the store cannot commit: nothing new accepted */
+    JOBQ_ERR_BUSY,             /* over a limit for now (store backlog, requests
+                                  in flight on this connection): ask again */
     JOBQ_ERR_INTERNAL,         /* the daemon's own failure */
     /* Client-side only: never sent by the daemon. */
     JOBQ_ERR_TIMEOUT,          /* no reply within the caller's timeout */

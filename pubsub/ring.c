@@ -1,20 +1,37 @@
 /* ring.c: slot array indexed by seq % capacity, and a small open-addressing
  * index job id → seq of the job's newest event, each slot linking to the
- * seq of the same job's previous event. */
+ * seq of the same job's previous event.
+ *
+ * Event bodies are reference counted: a reader takes references under the
+ * read lock and copies the bytes after releasing it, so a large
+ * events_since never holds the lock the loop needs to append. */
 #include "ring.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+typedef struct {
+    _Atomic uint32_t refs;
+    uint32_t len;
+    char data[];
+} body_t;
 
 typedef struct {
     uint64_t seq;       /* 0: empty */
     uint64_t job_id;
     uint64_t serial;
     uint64_t prev_seq;  /* the same job's previous event, 0 none */
-    char *body;
+    body_t *body;
     uint32_t len;
 } slot_t;
+
+static void body_unref(body_t *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
 
 typedef struct {
     uint64_t job_id;    /* 0: empty */
@@ -63,7 +80,7 @@ void jq_ring_destroy(jq_ring_t **rp)
         return;
     jq_ring_t *r = *rp;
     for (size_t i = 0; i < r->cap; i++)
-        free(r->slots[i].body);
+        body_unref(r->slots[i].body);
     free(r->slots);
     free(r->idx);
     pthread_rwlock_destroy(&r->lock);
@@ -126,7 +143,7 @@ static void evict_oldest(jq_ring_t *r)
     if (e && e->seq == s->seq)
         idx_del(r, e);
     r->bytes -= s->len;
-    free(s->body);
+    body_unref(s->body);
     memset(s, 0, sizeof *s);
     r->first++;
 }
@@ -134,8 +151,8 @@ static void evict_oldest(jq_ring_t *r)
 int jq_ring_append(jq_ring_t *r, uint64_t seq, uint64_t job_id, uint64_t serial,
                    const void *body, size_t len)
 {
-    char *copy = malloc(len ? len : 1);
-    if (!copy || job_id == 0) {
+    body_t *copy = malloc(sizeof *copy + (len ? len : 1));
+    if (!copy || job_id == 0 || len > UINT32_MAX) {
         /* The job's chain would skip this event: cut it, so a later walk
          * reports the events lost instead of complete. */
         pthread_rwlock_wrlock(&r->lock);
@@ -146,7 +163,9 @@ int jq_ring_append(jq_ring_t *r, uint64_t seq, uint64_t job_id, uint64_t serial,
         free(copy);
         return -1;
     }
-    memcpy(copy, body, len);
+    atomic_init(&copy->refs, 1);
+    copy->len = (uint32_t)len;
+    memcpy(copy->data, body, len);
     pthread_rwlock_wrlock(&r->lock);
     if (r->last + 1 != seq) { /* a restart of numbering: start afresh */
         while (r->first <= r->last)
@@ -200,15 +219,16 @@ bool jq_ring_job_since(jq_ring_t *r, uint64_t job_id, uint64_t after,
         return false;
     while (n > 0) {
         slot_t *s = slot_of(r, chain[--n]);
-        fn(ctx, s->body, s->len);
+        fn(ctx, s->body->data, s->len);
     }
     return true;
 }
 
-jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max,
+jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max, size_t max_bytes,
                               msgpack_packer *pk, size_t *count, bool *more,
                               uint64_t *first_seq, uint64_t *last_seq)
 {
+    body_t **refs = max ? malloc(max * sizeof *refs) : NULL;
     pthread_rwlock_rdlock(&r->lock);
     *first_seq = r->first;
     *last_seq = r->last;
@@ -216,18 +236,32 @@ jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max,
     *more = false;
     if (after + 1 < r->first && after < r->last) {
         pthread_rwlock_unlock(&r->lock);
+        free(refs);
         return JQ_RING_TOO_OLD;
     }
     uint64_t from = after + 1 < r->first ? r->first : after + 1;
     uint64_t avail = r->last >= from ? r->last - from + 1 : 0;
-    size_t n = avail > max ? max : (size_t)avail;
+    size_t n = 0, bytes = 0;
+    if (!refs)
+        max = 0; /* out of memory: an empty answer with `more` */
+    /* Only references under the lock; the copying comes after it. The
+     * first event always fits, so a client paging on always progresses. */
+    while (n < max && n < avail) {
+        slot_t *s = slot_of(r, from + n);
+        if (n && bytes + s->len > max_bytes)
+            break;
+        atomic_fetch_add_explicit(&s->body->refs, 1, memory_order_relaxed);
+        refs[n++] = s->body;
+        bytes += s->len;
+    }
+    pthread_rwlock_unlock(&r->lock);
     *more = avail > n;
     msgpack_pack_array(pk, n);
     for (size_t k = 0; k < n; k++) {
-        slot_t *s = slot_of(r, from + k);
-        pk->callback(pk->data, s->body, s->len);
+        pk->callback(pk->data, refs[k]->data, refs[k]->len);
+        body_unref(refs[k]);
     }
     *count = n;
-    pthread_rwlock_unlock(&r->lock);
+    free(refs);
     return JQ_RING_OK;
 }

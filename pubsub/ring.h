@@ -6,8 +6,9 @@
  * first; the oldest events fall off. Sequence numbers are contiguous, so an
  * event's slot is found by arithmetic. The owner thread (the publisher)
  * appends and walks a job's events without locking; other threads read
- * through jq_ring_since, which takes the ring's read lock (the owner takes
- * the write lock only to append). No I/O under that lock.
+ * through jq_ring_since, which takes the ring's read lock only to take
+ * references to event bodies (the owner takes the write lock only to
+ * append). No I/O and no copying under that lock.
  */
 #ifndef JOBQ_RING_H
 #define JOBQ_RING_H
@@ -44,9 +45,10 @@ typedef enum {
 } jq_ring_since_t;
 
 /* Any thread: pack, as one msgpack array, the bodies of up to max events
- * with seq > after. *count is how many; *more true when more remain;
- * *first_seq and *last_seq say what the ring holds. */
-jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max,
+ * (and about max_bytes; at least one) with seq > after. *count is how
+ * many; *more true when more remain; *first_seq and *last_seq say what the
+ * ring holds. The ring's lock is held only to take references. */
+jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max, size_t max_bytes,
                               msgpack_packer *pk, size_t *count, bool *more,
                               uint64_t *first_seq, uint64_t *last_seq);
 

@@ -36,11 +36,23 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 
     bool submit = kind == JQ_CHANGE_SUBMIT;
-    int lo = submit ? 0 : d->op_lo, hi = submit ? (int)job->nops - 1 : d->op_hi;
+    /* After a record that could not be made, this one carries every opcode
+     * and every log entry since the last record that was: whoever applies
+     * records catches up without knowing one went missing. */
+    bool full = submit || job->record_lost;
+    int lo = full ? 0 : d->op_lo, hi = full ? (int)job->nops - 1 : d->op_hi;
     uint32_t nchanged = hi >= lo ? (uint32_t)(hi - lo + 1) : 0;
-    uint32_t log_from = submit ? 0 : d->log_from;
+    uint32_t log_from = submit ? 0 : job->log_recorded;
 
-    msgpack_pack_map(&pk, submit ? 13 : 12);
+    /* The new entries, found without walking the old ones (a busy job has
+     * many): they start at (first_op, first_index) and run to the end. */
+    uint32_t first_op, first_index, nnew = job->log_serial - log_from, nlog_ops = 0;
+    jq_job_log_find(job, log_from, &first_op, &first_index);
+    for (uint32_t i = first_op; i < job->nops && nnew; i++)
+        if (job->ops[i].nlog > (i == first_op ? first_index : 0))
+            nlog_ops++;
+
+    msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0));
     wire_pack_cstr(&pk, "job");
     msgpack_pack_uint64(&pk, job->id);
     wire_pack_cstr(&pk, "serial");
@@ -62,36 +74,38 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
     if (submit) {
         wire_pack_cstr(&pk, "input");
         jq_field_pack(&pk, job, JQ_F_OPS);
+        wire_pack_cstr(&pk, "summary");
+        jq_field_pack(&pk, job, JQ_F_SUMMARY);
     }
     wire_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, nchanged);
     for (int i = lo; i <= hi; i++)
         pack_op_state(&pk, &job->ops[i], (uint32_t)i);
-    /* Serials are handed out in order across opcodes, so the entries after
-     * log_from are everything past the first log_from entries. They all
-     * belong to one opcode (a log goes to the current one, one record per
-     * change); log_op names it so a mirror can file them. */
-    uint32_t nnew = job->log_serial - log_from, skip = log_from;
-    int log_op = -1;
     wire_pack_cstr(&pk, "log");
     msgpack_pack_array(&pk, nnew);
-    for (uint32_t i = 0; i < job->nops && nnew; i++) {
-        const jq_op_t *op = &job->ops[i];
-        for (uint32_t k = 0; k < op->nlog; k++) {
-            if (skip) {
-                skip--;
-                continue;
-            }
-            if (log_op < 0)
-                log_op = (int)i;
-            jq_blob_pack(&pk, &op->log[k]);
-        }
-    }
+    for (uint32_t i = first_op; i < job->nops && nnew; i++)
+        for (uint32_t k = i == first_op ? first_index : 0; k < job->ops[i].nlog; k++)
+            jq_blob_pack(&pk, &job->ops[i].log[k]);
+    /* Entries normally belong to one opcode (the current one): log_op
+     * names it. Only a catch-up record can span opcodes; log_ops then says
+     * how many entries each takes, in order. */
     wire_pack_cstr(&pk, "log_op");
-    if (log_op < 0)
+    if (nnew == 0)
         msgpack_pack_nil(&pk);
     else
-        msgpack_pack_int(&pk, log_op);
+        msgpack_pack_uint32(&pk, first_op);
+    if (nlog_ops > 1) {
+        wire_pack_cstr(&pk, "log_ops");
+        msgpack_pack_array(&pk, nlog_ops);
+        for (uint32_t i = first_op; i < job->nops; i++) {
+            uint32_t from = i == first_op ? first_index : 0;
+            if (job->ops[i].nlog <= from)
+                continue;
+            msgpack_pack_array(&pk, 2);
+            msgpack_pack_uint32(&pk, i);
+            msgpack_pack_uint32(&pk, job->ops[i].nlog - from);
+        }
+    }
 
     jq_change_t *c = sb.data ? malloc(sizeof *c + sb.size) : NULL;
     if (c) {

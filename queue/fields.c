@@ -38,7 +38,7 @@ void jq_op_pack_input(msgpack_packer *pk, const jq_op_t *op)
 {
     msgpack_pack_map(pk, 4);
     wire_pack_cstr(pk, "op");
-    wire_pack_cstr(pk, op->def->name);
+    wire_pack_cstr(pk, jq_op_name(op));
     wire_pack_cstr(pk, "args");
     jq_blob_pack(pk, &op->args);
     wire_pack_cstr(pk, "priority");
@@ -114,7 +114,7 @@ void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
         case JQ_F_OPEXEC: wire_pack_ts(pk, op->exec_ts); break;
         case JQ_F_OPEND: wire_pack_ts(pk, op->end_ts); break;
         case JQ_F_OPPRIORITY: msgpack_pack_int(pk, op->priority); break;
-        case JQ_F_SUMMARY: wire_pack_cstr(pk, op->summary ? op->summary : op->def->name); break;
+        case JQ_F_SUMMARY: wire_pack_cstr(pk, op->summary ? op->summary : jq_op_name(op)); break;
         default: msgpack_pack_nil(pk); break;
         }
     }

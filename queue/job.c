@@ -62,7 +62,6 @@ jq_job_t *jq_job_new(uint64_t id, uint32_t nops, int64_t now)
     job->id = id;
     job->nops = nops;
     job->received_ts = now;
-    job->runner = -1;
     job->status = JQ_QUEUED;
     return job;
 }
@@ -155,6 +154,8 @@ void jq_job_destroy(jq_job_t **jobp)
         jq_blob_free(&op->args);
         jq_blob_free(&op->result);
         free(op->summary);
+        if (!op->def)
+            free((char *)op->name);
         free(op->deps);
         for (uint32_t k = 0; k < op->nlog; k++)
             jq_blob_free(&op->log[k]);
@@ -256,9 +257,19 @@ static int grow_log(jq_op_t *op)
     return 0;
 }
 
-int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_t len)
+int jq_op_set_name(jq_op_t *op, const struct jq_opdef *def, const char *name, size_t len)
 {
-    if (op_index >= job->nops)
+    if (!op->def)
+        free((char *)op->name);
+    op->def = def;
+    op->name = def ? def->name : strndup(name, len);
+    return op->name ? 0 : -1;
+}
+
+int jq_job_append_log(jq_job_t *job, uint32_t op_index, uint32_t serial, const void *entry,
+                      size_t len)
+{
+    if (op_index >= job->nops || serial == 0)
         return -1;
     jq_op_t *op = &job->ops[op_index];
     if (grow_log(op) < 0)
@@ -266,16 +277,45 @@ int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_
     op->log[op->nlog] = (jq_blob_t){0};
     if (jq_blob_set(&op->log[op->nlog], entry, len) < 0)
         return -1;
+    if (op->nlog == 0)
+        op->log_base = serial - 1;
     op->nlog++;
     return 0;
 }
 
+void jq_job_log_find(const jq_job_t *job, uint32_t after, uint32_t *opp, uint32_t *indexp)
+{
+    /* Serials grow across opcodes in order, so the opcodes holding entries
+     * newer than `after` are a suffix: walk back until one holds none. */
+    uint32_t found = job->nops;
+    for (uint32_t i = job->nops; i-- > 0;) {
+        const jq_op_t *op = &job->ops[i];
+        if (!op->nlog)
+            continue;
+        if (op->log_base + op->nlog <= after)
+            break;
+        found = i;
+    }
+    *opp = found;
+    *indexp = 0;
+    if (found < job->nops && after > job->ops[found].log_base)
+        *indexp = after - job->ops[found].log_base;
+}
+
 int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
-               size_t msglen, jq_delta_t *d)
+               size_t msglen, uint32_t max_entries, jq_delta_t *d)
 {
     uint32_t i = jq_job_current_op(job);
     if (i == job->nops || jq_status_final(job->ops[i].status))
         return -1;
+    if (max_entries && job->log_serial >= max_entries)
+        return 1;
+    char limit_msg[160];
+    if (max_entries && job->log_serial + 1 == max_entries) {
+        type = "message";
+        msglen = (size_t)snprintf(limit_msg, sizeof limit_msg, JQ_LOG_LIMIT_MESSAGE, max_entries);
+        msg = limit_msg;
+    }
     jq_op_t *op = &job->ops[i];
     if (grow_log(op) < 0)
         return -1;
@@ -293,17 +333,12 @@ int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
     op->log[op->nlog] = (jq_blob_t){0};
     if (!sb.data || jq_blob_take(&op->log[op->nlog], &sb) < 0)
         return -1;
+    if (op->nlog == 0)
+        op->log_base = job->log_serial;
     op->nlog++;
     job->log_serial++;
     (void)d; /* the new serial is the delta */
     return 0;
-}
-
-uint32_t jq_job_requeue(jq_job_t *job, int *prio)
-{
-    job->sched_state = JQ_SCHED_QUEUED;
-    *prio = jq_job_priority(job);
-    return ++job->sched_gen;
 }
 
 static void finalize(jq_job_t *job, int64_t now, jq_delta_t *d)
@@ -408,10 +443,13 @@ jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d)
         return JQ_PRIO_FINISHED;
     if (st == JQ_CANCELING)
         return JQ_PRIO_CANCELING;
-    bool changed = false;
+    bool pending = false, changed = false;
     for (uint32_t k = 0; k < job->nops; k++) {
         jq_op_t *op = &job->ops[k];
-        if (op->status == JQ_QUEUED || op->status == JQ_WAITING) {
+        if (op->status != JQ_QUEUED && op->status != JQ_WAITING)
+            continue;
+        pending = true;
+        if (op->priority != prio) { /* the same value changes nothing */
             op->priority = (int8_t)prio;
             jq_delta_mark(d, (int)k);
             changed = true;
@@ -419,5 +457,5 @@ jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d)
     }
     if (changed)
         d->job_changed = true;
-    return changed ? JQ_PRIO_CHANGED : JQ_PRIO_NO_PENDING;
+    return pending ? JQ_PRIO_CHANGED : JQ_PRIO_NO_PENDING;
 }

@@ -59,40 +59,40 @@ typedef struct {
 struct jq_opdef;
 
 typedef struct {
-    const struct jq_opdef *def; /* the executor's definition; owns the name */
+    const struct jq_opdef *def; /* the executor's definition, or NULL when
+                                   this jobqd does not know the opcode (a
+                                   stored job whose opcode went away) */
+    const char *name;           /* def->name, or an owned copy when !def */
     jq_blob_t args;             /* msgpack map as submitted */
     jq_blob_t result;           /* msgpack value, nil until the opcode ends */
-    char *summary;              /* e.g. "test.delay(0.2)" */
+    char *summary;              /* e.g. "test.delay(0.2)"; NULL: the name */
     jq_dep_t *deps;             /* resolved to absolute ids */
     jq_blob_t *log;             /* each a msgpack [serial, ts, type, msg] */
     int64_t start_ts, exec_ts, end_ts; /* microseconds since epoch, 0 unset */
     uint32_t nlog, caplog;
+    uint32_t log_base;          /* job log serial before this opcode's first
+                                   entry: entry k has serial log_base + k + 1 */
     uint8_t ndeps;
     uint8_t status;             /* jq_status_t */
     int8_t priority;            /* current */
     int8_t input_priority;      /* as submitted, never changes */
 } jq_op_t;
 
-/* Where the scheduler stands with a job; read and written under the job's
- * shard lock so that a stale run-queue entry can be told from a live one. */
-typedef enum {
-    JQ_SCHED_QUEUED = 0, /* an entry with sched_gen is in the run queue */
-    JQ_SCHED_DEPWAIT,    /* parked until a dependency finishes */
-    JQ_SCHED_ACTIVE,     /* an executor holds it */
-    JQ_SCHED_DONE        /* final: nobody schedules it again */
-} jq_sched_state_t;
-
 typedef struct jq_job {
     uint64_t id;
     int64_t received_ts, start_ts, end_ts;
     uint64_t change_serial;  /* serial of the last change record */
+    /* Serial of the last change the store has committed; written by the
+     * store thread under the shard's read lock, so it is atomic. A reply
+     * showing the job is held while change_serial is ahead of it. */
+    _Atomic uint64_t committed_serial;
     uint32_t log_serial;     /* last log serial handed out */
-    uint32_t sched_gen;      /* bumped when run-queue entries go stale */
+    uint32_t log_recorded;   /* log serial covered by the last record made */
     uint32_t nops;
     uint8_t status;          /* cached derived status, see jq_job_derive */
-    uint8_t sched_state;     /* jq_sched_state_t */
-    int8_t runner;           /* executor index running it, -1 none */
     bool archived;
+    bool record_lost;        /* a record could not be encoded: the next one
+                                carries every opcode and the missed log */
     jq_op_t ops[];
 } jq_job_t;
 
@@ -130,9 +130,14 @@ int64_t jq_job_age_ref(const jq_job_t *job);
 int jq_job_pickup(jq_job_t *job, int64_t now, jq_delta_t *d);
 /* Current opcode waiting → running (exec timestamp). */
 int jq_job_op_running(jq_job_t *job, int64_t now, jq_delta_t *d);
-/* Append a log entry to the current opcode. type and msg are strings. */
+/* Append a log entry to the current opcode. type and msg are strings.
+ * max_entries (0: no limit) caps the job's log: the entry that reaches it
+ * says so instead of what was asked (JQ_LOG_LIMIT_MESSAGE), later ones are
+ * discarded. Returns 0 appended, 1 discarded, -1 not possible (no running
+ * opcode, or out of memory). */
+#define JQ_LOG_LIMIT_MESSAGE "jobq: this job reached its log limit of %u entries; later entries are discarded"
 int jq_job_log(jq_job_t *job, int64_t now, const char *type, const char *msg,
-               size_t msglen, jq_delta_t *d);
+               size_t msglen, uint32_t max_entries, jq_delta_t *d);
 /* Current opcode ends. On success result (owned, moved) is stored and the
  * job reads queued again if opcodes remain. On error result is stored and
  * every later opcode becomes error "Preceding opcode failed". */
@@ -151,6 +156,8 @@ typedef enum {
 } jq_cancel_t;
 jq_cancel_t jq_job_cancel(jq_job_t *job, int64_t now, jq_delta_t *d);
 
+/* Every queued or waiting opcode takes prio (JQ_PRIO_CHANGED; the delta is
+ * empty when they all had it already: nothing to record). */
 typedef enum {
     JQ_PRIO_CHANGED,
     JQ_PRIO_FINISHED,      /* job final */
@@ -159,15 +166,19 @@ typedef enum {
 } jq_prio_change_t;
 jq_prio_change_t jq_job_change_priority(jq_job_t *job, int prio, jq_delta_t *d);
 
-/* Put the job back in the scheduler's hands as QUEUED under a new
- * generation (older run-queue entries go stale); returns the generation
- * and its priority, for the jq_sched_push the caller makes after
- * unlocking. */
-uint32_t jq_job_requeue(jq_job_t *job, int *prio);
-
-/* Append an encoded log entry (copied) to opcode op_index, without
- * touching serials: for rebuilding a job from stored or published entries. */
-int jq_job_append_log(jq_job_t *job, uint32_t op_index, const void *entry, size_t len);
+/* Append an encoded log entry (copied) with the given serial to opcode
+ * op_index, without touching the job's serials: for rebuilding a job from
+ * stored or published entries. -1 when op_index is out of range or out of
+ * memory. */
+int jq_job_append_log(jq_job_t *job, uint32_t op_index, uint32_t serial, const void *entry,
+                      size_t len);
+/* Where the entries with serial > after start: *op and *index of the first
+ * one (op == nops when there is none). O(opcodes), not O(entries). */
+void jq_job_log_find(const jq_job_t *job, uint32_t after, uint32_t *op, uint32_t *index);
+/* The opcode's name (never NULL). */
+static inline const char *jq_op_name(const jq_op_t *op) { return op->name ? op->name : "?"; }
+/* Name the opcode: def when known, else an owned copy of name. -1 OOM. */
+int jq_op_set_name(jq_op_t *op, const struct jq_opdef *def, const char *name, size_t len);
 
 /* Blob helpers. */
 int jq_blob_set(jq_blob_t *b, const void *data, size_t len);

@@ -2,6 +2,7 @@
 #include "jobcodec.h"
 #include "wire.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,14 +31,16 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
     msgpack_pack_array(&pk, job->nops);
     for (uint32_t i = 0; i < job->nops; i++) {
         const jq_op_t *op = &job->ops[i];
-        msgpack_pack_map(&pk, 10);
+        msgpack_pack_map(&pk, 11);
         wire_pack_cstr(&pk, "op");
-        wire_pack_cstr(&pk, op->def->name);
+        wire_pack_cstr(&pk, jq_op_name(op));
         wire_pack_cstr(&pk, "args");
         if (op->args.data)
             msgpack_sbuffer_write(sb, op->args.data, op->args.len);
         else
             msgpack_pack_map(&pk, 0);
+        wire_pack_cstr(&pk, "summary");
+        wire_pack_cstr(&pk, op->summary ? op->summary : jq_op_name(op));
         kv_i64(&pk, "input_priority", op->input_priority);
         kv_i64(&pk, "priority", op->priority);
         wire_pack_cstr(&pk, "status");
@@ -65,67 +68,100 @@ static bool get_i64(const msgpack_object *map, const char *key, int64_t *out)
     return wire_get_int(wire_map_get(map, key), out);
 }
 
-static int decode_op(const jq_opset_t *set, const msgpack_object *o, jq_op_t *op,
-                     char *err, size_t errlen)
+static int set_summary(jq_op_t *op, const msgpack_object *summary)
+{
+    if (!summary || summary->type != MSGPACK_OBJECT_STR)
+        return 0; /* format 1, or none given: the name stands for it */
+    op->summary = strndup(summary->via.str.ptr, summary->via.str.size);
+    return op->summary ? 0 : -1;
+}
+
+static int decode_deps(jq_op_t *op, const msgpack_object *deps, bool masks, char *err,
+                       size_t errlen)
+{
+    if (!deps || deps->type == MSGPACK_OBJECT_NIL || deps->via.array.size == 0)
+        return 0;
+    if (deps->type != MSGPACK_OBJECT_ARRAY || deps->via.array.size > JOBQ_MAX_DEPENDS) {
+        snprintf(err, errlen, "malformed dependencies");
+        return -1;
+    }
+    if (!(op->deps = calloc(deps->via.array.size, sizeof *op->deps))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (uint32_t k = 0; k < deps->via.array.size; k++) {
+        const msgpack_object *p = &deps->via.array.ptr[k];
+        int64_t id, mask = 0;
+        if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
+            !wire_get_int(&p->via.array.ptr[0], &id) || id <= 0) {
+            snprintf(err, errlen, "malformed dependency");
+            return -1;
+        }
+        const msgpack_object *m = &p->via.array.ptr[1];
+        if (masks) { /* stored form: a bit mask */
+            if (!wire_get_int(m, &mask) || mask < 0 || mask > 0xff) {
+                snprintf(err, errlen, "malformed dependency");
+                return -1;
+            }
+        } else { /* record form: a list of status names */
+            if (m->type != MSGPACK_OBJECT_ARRAY) {
+                snprintf(err, errlen, "malformed dependency");
+                return -1;
+            }
+            for (uint32_t i = 0; i < m->via.array.size; i++) {
+                jq_status_t st;
+                const msgpack_object *n = &m->via.array.ptr[i];
+                if (n->type != MSGPACK_OBJECT_STR ||
+                    jq_status_parse(n->via.str.ptr, n->via.str.size, &st) < 0) {
+                    snprintf(err, errlen, "malformed dependency status");
+                    return -1;
+                }
+                mask |= 1 << st;
+            }
+        }
+        op->deps[k].job_id = id;
+        op->deps[k].status_mask = (uint8_t)mask;
+        op->ndeps = (uint8_t)(k + 1);
+    }
+    return 0;
+}
+
+static bool get_prio(const msgpack_object *map, const char *key, int64_t *out)
+{
+    return get_i64(map, key, out) && *out >= JQ_PRIO_HIGHEST && *out <= JQ_PRIO_LOWEST;
+}
+
+static int decode_op(const msgpack_object *o, jq_op_t *op, char *err, size_t errlen)
 {
     const msgpack_object *name = wire_map_get(o, "op");
     const msgpack_object *args = wire_map_get(o, "args");
     const msgpack_object *status = wire_map_get(o, "status");
-    const msgpack_object *deps = wire_map_get(o, "depends");
     int64_t iprio, prio;
     jq_status_t st;
-    if (!name || name->type != MSGPACK_OBJECT_STR || !args || args->type != MSGPACK_OBJECT_MAP ||
+    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
+        name->via.str.size > JOBQ_MAX_OP_NAME || !args || args->type != MSGPACK_OBJECT_MAP ||
         !status || status->type != MSGPACK_OBJECT_STR ||
         jq_status_parse(status->via.str.ptr, status->via.str.size, &st) < 0 ||
-        !get_i64(o, "input_priority", &iprio) || !get_i64(o, "priority", &prio) ||
+        !get_prio(o, "input_priority", &iprio) || !get_prio(o, "priority", &prio) ||
         !get_i64(o, "start_ts", &op->start_ts) || !get_i64(o, "exec_ts", &op->exec_ts) ||
-        !get_i64(o, "end_ts", &op->end_ts) || !deps || deps->type != MSGPACK_OBJECT_ARRAY ||
-        deps->via.array.size > JOBQ_MAX_DEPENDS) {
+        !get_i64(o, "end_ts", &op->end_ts)) {
         snprintf(err, errlen, "malformed opcode");
-        return -1;
-    }
-    op->def = jq_opset_find(set, name->via.str.ptr, name->via.str.size);
-    if (!op->def) {
-        snprintf(err, errlen, "unknown opcode '%.*s'", (int)(name->via.str.size > 64 ? 64 : name->via.str.size),
-                 name->via.str.ptr);
         return -1;
     }
     op->status = (uint8_t)st;
     op->input_priority = (int8_t)iprio;
     op->priority = (int8_t)prio;
-    char summary[128];
-    op->def->summarize(args, summary, sizeof summary);
-    if (jq_blob_pack_object(&op->args, args) < 0 ||
-        jq_blob_pack_object(&op->result, wire_map_get(o, "result")) < 0 ||
-        !(op->summary = strdup(summary))) {
+    if (jq_op_set_name(op, NULL, name->via.str.ptr, name->via.str.size) < 0 ||
+        set_summary(op, wire_map_get(o, "summary")) < 0 ||
+        jq_blob_pack_object(&op->args, args) < 0 ||
+        jq_blob_pack_object(&op->result, wire_map_get(o, "result")) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (deps->via.array.size) {
-        op->deps = calloc(deps->via.array.size, sizeof *op->deps);
-        if (!op->deps) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        for (uint32_t k = 0; k < deps->via.array.size; k++) {
-            const msgpack_object *p = &deps->via.array.ptr[k];
-            int64_t id, mask;
-            if (p->type != MSGPACK_OBJECT_ARRAY || p->via.array.size != 2 ||
-                !wire_get_int(&p->via.array.ptr[0], &id) ||
-                !wire_get_int(&p->via.array.ptr[1], &mask)) {
-                snprintf(err, errlen, "malformed dependency");
-                return -1;
-            }
-            op->deps[k].job_id = id;
-            op->deps[k].status_mask = (uint8_t)mask;
-            op->ndeps = (uint8_t)(k + 1);
-        }
-    }
-    return 0;
+    return decode_deps(op, wire_map_get(o, "depends"), true, err, errlen);
 }
 
-jq_job_t *jq_job_decode(const jq_opset_t *set, const void *data, size_t len, char *err,
-                        size_t errlen)
+jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen)
 {
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -139,7 +175,8 @@ jq_job_t *jq_job_decode(const jq_opset_t *set, const void *data, size_t len, cha
     int64_t id, received, start, end, cserial, lserial;
     if (!get_i64(root, "id", &id) || id <= 0 || !get_i64(root, "received_ts", &received) ||
         !get_i64(root, "start_ts", &start) || !get_i64(root, "end_ts", &end) ||
-        !get_i64(root, "change_serial", &cserial) || !get_i64(root, "log_serial", &lserial) ||
+        !get_i64(root, "change_serial", &cserial) || cserial < 1 ||
+        !get_i64(root, "log_serial", &lserial) || lserial < 0 || lserial > UINT32_MAX ||
         !ops || ops->type != MSGPACK_OBJECT_ARRAY || ops->via.array.size == 0 ||
         ops->via.array.size > JOBQ_MAX_OPS_PER_JOB) {
         snprintf(err, errlen, "not a stored job");
@@ -154,9 +191,10 @@ jq_job_t *jq_job_decode(const jq_opset_t *set, const void *data, size_t len, cha
     job->end_ts = end;
     job->change_serial = (uint64_t)cserial;
     job->log_serial = (uint32_t)lserial;
+    job->log_recorded = job->log_serial;
     for (uint32_t i = 0; i < job->nops; i++) {
         char why[128];
-        if (decode_op(set, &ops->via.array.ptr[i], &job->ops[i], why, sizeof why) < 0) {
+        if (decode_op(&ops->via.array.ptr[i], &job->ops[i], why, sizeof why) < 0) {
             snprintf(err, errlen, "job %lld, opcode %u: %s", (long long)id, i, why);
             jq_job_destroy(&job);
             goto out;
@@ -165,5 +203,57 @@ jq_job_t *jq_job_decode(const jq_opset_t *set, const void *data, size_t len, cha
     job->status = (uint8_t)jq_job_derive_status(job);
 out:
     msgpack_unpacked_destroy(&up);
+    return job;
+}
+
+static int64_t ts_of(const msgpack_object *o)
+{
+    int64_t sec, usec;
+    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        !wire_get_int(&o->via.array.ptr[0], &sec) || !wire_get_int(&o->via.array.ptr[1], &usec))
+        return 0;
+    return sec * 1000000 + usec;
+}
+
+jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char *err,
+                                    size_t errlen)
+{
+    const msgpack_object *input = wire_map_get(rec, "input");
+    const msgpack_object *summary = wire_map_get(rec, "summary");
+    if (!input || input->type != MSGPACK_OBJECT_ARRAY || input->via.array.size == 0 ||
+        input->via.array.size > JOBQ_MAX_OPS_PER_JOB ||
+        (summary && (summary->type != MSGPACK_OBJECT_ARRAY ||
+                     summary->via.array.size != input->via.array.size))) {
+        snprintf(err, errlen, "not a submit record");
+        return NULL;
+    }
+    jq_job_t *job = jq_job_new(id, input->via.array.size, ts_of(wire_map_get(rec, "received_ts")));
+    if (!job) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    job->change_serial = 1;
+    for (uint32_t i = 0; i < job->nops; i++) {
+        const msgpack_object *o = &input->via.array.ptr[i];
+        const msgpack_object *name = wire_map_get(o, "op");
+        const msgpack_object *args = wire_map_get(o, "args");
+        jq_op_t *op = &job->ops[i];
+        int64_t prio;
+        char why[128] = "malformed opcode";
+        if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
+            name->via.str.size > JOBQ_MAX_OP_NAME || !args || args->type != MSGPACK_OBJECT_MAP ||
+            !get_prio(o, "priority", &prio) ||
+            jq_op_set_name(op, NULL, name->via.str.ptr, name->via.str.size) < 0 ||
+            (summary && set_summary(op, &summary->via.array.ptr[i]) < 0) ||
+            jq_blob_pack_object(&op->args, args) < 0 ||
+            decode_deps(op, wire_map_get(o, "depends"), false, why, sizeof why) < 0) {
+            snprintf(err, errlen, "opcode %u: %s", i, why);
+            jq_job_destroy(&job);
+            return NULL;
+        }
+        op->priority = op->input_priority = (int8_t)prio;
+        op->status = JQ_QUEUED;
+    }
+    job->status = (uint8_t)jq_job_derive_status(job);
     return job;
 }

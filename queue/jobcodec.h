@@ -1,28 +1,40 @@
 /* jobcodec.h: a job's stored form — everything but its log entries, which
- * the store keeps under their own keys — as one msgpack map.
+ * the store keeps under their own keys — as one msgpack map, and a job
+ * built from its submit record.
  *
- * Store format version 1 (bump JQ_STORE_FORMAT in store.h when this
+ * Neither needs to know the opcodes: the store keeps whatever was
+ * accepted, names and all, and never judges it again (opcodes may come and
+ * go between runs; recovery decides what to do with a job whose opcode is
+ * gone). Decoded opcodes have def NULL and own their names; the caller
+ * resolves them against an opcode set when it needs to run them.
+ *
+ * Store format version 2 (bump JQ_STORE_FORMAT in store.h when this
  * changes):
  *   {"id": u64, "received_ts": i64 µs, "start_ts": i64, "end_ts": i64,
  *    "change_serial": u64, "log_serial": u32,
- *    "ops": [{"op": str, "args": map, "input_priority": int, "priority": int,
- *             "status": str, "start_ts": i64, "exec_ts": i64, "end_ts": i64,
- *             "result": any, "depends": [[job_id, status_mask], ...]}, ...]}
- * Timestamps are microseconds since the epoch, 0 for unset. */
+ *    "ops": [{"op": str, "args": map, "summary": str, "input_priority": int,
+ *             "priority": int, "status": str, "start_ts": i64,
+ *             "exec_ts": i64, "end_ts": i64, "result": any,
+ *             "depends": [[job_id, status_mask], ...]}, ...]}
+ * Timestamps are microseconds since the epoch, 0 for unset. (Format 1 had
+ * no "summary"; decoding accepts its absence.) */
 #ifndef JOBQ_JOBCODEC_H
 #define JOBQ_JOBCODEC_H
 
 #include "job.h"
-#include "opdef.h"
 
 #include <msgpack.h>
 
 /* Encode job (without log entries) into sb (appended). */
 void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job);
-/* Decode a stored job. NULL with a message when the bytes are not a job of
- * this format or name an opcode set does not know. Derived fields (status,
- * summaries) are recomputed; log entries are added by the caller. */
-jq_job_t *jq_job_decode(const jq_opset_t *set, const void *data, size_t len, char *err,
-                        size_t errlen);
+/* Decode a stored job. NULL with a message when the bytes are not a job
+ * of this format. The derived status is recomputed; log entries are added
+ * by the caller. */
+jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen);
+/* The job a submit change record describes (its "input", "summary" and
+ * "received_ts"), at change serial 1. NULL with a message when the record
+ * is not one. */
+jq_job_t *jq_job_from_submit_record(const msgpack_object *record, uint64_t id, char *err,
+                                    size_t errlen);
 
 #endif

@@ -13,7 +13,7 @@ const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t 
     return NULL;
 }
 
-static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative,
+static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, uint64_t last_id,
                                  jq_op_t *op, char *err, size_t errlen, unsigned idx)
 {
     if (o->type == MSGPACK_OBJECT_NIL)
@@ -45,6 +45,14 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative,
                      (long long)id, id < 0 ? " is relative, allowed only in submit_many_jobs" : "");
             return JOBQ_ERR_INVALID_DEPENDS;
         }
+        /* A job that does not exist yet could come to depend on this one:
+         * two jobs waiting for each other forever. */
+        if (id > 0 && (uint64_t)id > last_id) {
+            snprintf(err, errlen, "opcode %u has invalid dependencies: job %lld does not exist "
+                                  "(the last job id is %llu)",
+                     idx, (long long)id, (unsigned long long)last_id);
+            return JOBQ_ERR_INVALID_DEPENDS;
+        }
         const msgpack_object *sts = &pair->via.array.ptr[1];
         uint8_t mask = 0;
         for (uint32_t s = 0; s < sts->via.array.size; s++) {
@@ -66,8 +74,37 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative,
     return JOBQ_ERR_NONE;
 }
 
+/* Every key of args must be one the opcode declares. */
+static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *args,
+                                   unsigned idx, char *err, size_t errlen)
+{
+    if (!def->args)
+        return JOBQ_ERR_NONE;
+    for (uint32_t i = 0; i < args->via.map.size; i++) {
+        const msgpack_object *k = &args->via.map.ptr[i].key;
+        bool known = false;
+        for (const char *const *a = def->args; *a && !known; a++)
+            known = wire_str_eq(k, *a);
+        if (known)
+            continue;
+        char takes[256] = "";
+        size_t off = 0;
+        for (const char *const *a = def->args; *a && off < sizeof takes; a++)
+            off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "", *a);
+        if (k->type == MSGPACK_OBJECT_STR)
+            snprintf(err, errlen, "opcode %u (%s): unknown argument '%.*s' (%s takes %s)", idx,
+                     def->name, (int)(k->via.str.size > 64 ? 64 : k->via.str.size),
+                     k->via.str.ptr, def->name, off ? takes : "no arguments");
+        else
+            snprintf(err, errlen, "opcode %u (%s): argument names must be strings", idx, def->name);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    return JOBQ_ERR_NONE;
+}
+
 static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsigned idx,
-                            bool allow_relative, jq_op_t *op, char *err, size_t errlen)
+                            bool allow_relative, uint64_t last_id, jq_op_t *op, char *err,
+                            size_t errlen)
 {
     if (o->type != MSGPACK_OBJECT_MAP) {
         snprintf(err, errlen, "opcode %u is not a map {op, args, priority, depends}", idx);
@@ -79,12 +116,13 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
         snprintf(err, errlen, "opcode %u has no 'op' name", idx);
         return JOBQ_ERR_BAD_ARGUMENT;
     }
-    op->def = jq_opset_find(set, name->via.str.ptr, name->via.str.size);
-    if (!op->def) {
+    const jq_opdef_t *def = jq_opset_find(set, name->via.str.ptr, name->via.str.size);
+    if (!def) {
         snprintf(err, errlen, "opcode %u: unknown opcode '%.*s'", idx,
                  (int)name->via.str.size, name->via.str.ptr);
         return JOBQ_ERR_UNKNOWN_OPCODE;
     }
+    jq_op_set_name(op, def, NULL, 0);
     const msgpack_object *args = wire_map_get(o, "args");
     msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
     if (!args || args->type == MSGPACK_OBJECT_NIL)
@@ -93,6 +131,9 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
         snprintf(err, errlen, "opcode %u (%s): 'args' must be a map", idx, op->def->name);
         return JOBQ_ERR_BAD_ARGUMENT;
     }
+    jobq_code_t rc = check_arg_names(op->def, args, idx, err, errlen);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
     char why[256];
     if (op->def->validate(args, why, sizeof why) < 0) {
         snprintf(err, errlen, "opcode %u (%s): %s", idx, op->def->name, why);
@@ -109,7 +150,7 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
     op->priority = op->input_priority = (int8_t)prio;
     const msgpack_object *deps = wire_map_get(o, "depends");
     if (deps) {
-        jobq_code_t rc = parse_depends(deps, allow_relative, op, err, errlen, idx);
+        rc = parse_depends(deps, allow_relative, last_id, op, err, errlen, idx);
         if (rc != JOBQ_ERR_NONE)
             return rc;
     }
@@ -124,8 +165,8 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
 }
 
 jobq_code_t jq_jobspec_parse(const jq_opset_t *set, const msgpack_object *ops,
-                             bool allow_relative, int64_t now, jq_job_t **out,
-                             char *err, size_t errlen)
+                             bool allow_relative, uint64_t last_id, int64_t now,
+                             jq_job_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!ops || ops->type != MSGPACK_OBJECT_ARRAY) {
@@ -146,7 +187,7 @@ jobq_code_t jq_jobspec_parse(const jq_opset_t *set, const msgpack_object *ops,
         return JOBQ_ERR_INTERNAL;
     }
     for (uint32_t i = 0; i < job->nops; i++) {
-        jobq_code_t rc = parse_op(set, &ops->via.array.ptr[i], i, allow_relative,
+        jobq_code_t rc = parse_op(set, &ops->via.array.ptr[i], i, allow_relative, last_id,
                                   &job->ops[i], err, errlen);
         if (rc != JOBQ_ERR_NONE) {
             jq_job_destroy(&job);

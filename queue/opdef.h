@@ -19,6 +19,9 @@ typedef enum {
 
 typedef struct jq_opdef {
     const char *name;
+    /* The argument names it takes, NULL-terminated; any other argument is
+     * refused at submit (a typo is not a job). NULL: not checked. */
+    const char *const *args;
     /* Any thread. 0, or -1 with a message naming the bad argument. */
     int (*validate)(const msgpack_object *args, char *err, size_t errlen);
     /* Any thread. Writes "name(detail)" into buf. */

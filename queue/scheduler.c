@@ -1,5 +1,13 @@
-/* scheduler.c: run-queue heap, dependency parking and executor wake-ups. */
+/* scheduler.c: per-job scheduling records, the run heap and the commit
+ * gate (both indexed heaps), dependency parking and executor wake-ups.
+ *
+ * A priority travels with the job change serial it was read at: a handler
+ * changing it and an executor requeueing the job read it under the shard
+ * lock at different moments and tell the scheduler afterwards, in either
+ * order; the one made at the higher serial wins, so a late caller never
+ * puts back a stale priority. */
 #include "scheduler.h"
+#include "heap.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -7,39 +15,69 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct {
-    int prio;
-    uint64_t seq; /* FIFO within a priority */
-    uint64_t job_id;
-    uint32_t gen;
-} entry_t;
+typedef enum {
+    S_NEW,     /* id handed out, not yet in the table */
+    S_PENDING, /* in the commit gate until the store is durable up to ticket */
+    S_QUEUED,  /* in the run heap */
+    S_ACTIVE,  /* an executor holds it */
+    S_PARKED,  /* waiting for park_on to be final */
+    S_FINAL
+} sstate_t;
 
-typedef struct dep_node {
-    struct dep_node *next;
-    uint64_t dep_id;
-    uint64_t waiter_id;
-    uint32_t gen;
-    int prio;
-} dep_node_t;
+typedef struct sjob {
+    uint64_t id;
+    uint64_t ticket;            /* S_PENDING: store position of its submit */
+    uint64_t prio_serial;       /* change serial the priority was read at */
+    struct sjob *hnext;         /* hash chain */
+    struct sjob *parked;        /* jobs parked on this one */
+    struct sjob *park_next, **park_pprev; /* S_PARKED: in park_on's list */
+    size_t heap_index;          /* in the run heap or the commit gate */
+    int8_t prio;
+    uint8_t state;              /* sstate_t */
+    uint8_t final_status;       /* jq_status_t, when final */
+    bool final;                 /* final in the table (may still be held) */
+    bool cancel;                /* a cancel came while an executor held it */
+    bool forget;                /* archived while held: free on release */
+    int16_t runner;             /* S_ACTIVE: the executor */
+} sjob_t;
 
 typedef struct {
     uint64_t *ids;
     size_t count, cap;
+    uint64_t want_durable; /* 0: not waiting for the store */
 } inbox_t;
 
 struct jq_sched {
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    entry_t *heap;
-    size_t nheap, capheap;
-    uint64_t seq;
-    unsigned running, max_running;
-    dep_node_t **deps; /* chained hash by dep_id */
-    size_t ndep_buckets, ndeps;
-    inbox_t *inboxes;  /* one per executor */
+    sjob_t **buckets;           /* chained hash by id */
+    size_t nbuckets, count;
+    jq_heap_t run;              /* S_QUEUED, by (priority, id) */
+    jq_heap_t gate;             /* S_PENDING, by ticket */
+    uint64_t last_id;
+    uint64_t durable;
+    unsigned running, max_running, parked;
+    inbox_t *inboxes;           /* one per executor */
     unsigned nexecutors;
-    bool stopping;
+    bool paused, stopping;
 };
+
+static bool run_before(const void *a, const void *b)
+{
+    const sjob_t *x = a, *y = b;
+    return x->prio < y->prio || (x->prio == y->prio && x->id < y->id);
+}
+
+static bool gate_before(const void *a, const void *b)
+{
+    const sjob_t *x = a, *y = b;
+    return x->ticket < y->ticket || (x->ticket == y->ticket && x->id < y->id);
+}
+
+static void moved(void *e, size_t index)
+{
+    ((sjob_t *)e)->heap_index = index;
+}
 
 jq_sched_t *jq_sched_new(unsigned max_running, unsigned nexecutors)
 {
@@ -48,15 +86,17 @@ jq_sched_t *jq_sched_new(unsigned max_running, unsigned nexecutors)
     jq_sched_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->ndep_buckets = 1024;
-    s->deps = calloc(s->ndep_buckets, sizeof *s->deps);
+    s->nbuckets = 1024;
+    s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
     s->inboxes = calloc(nexecutors, sizeof *s->inboxes);
-    if (!s->deps || !s->inboxes) {
-        free(s->deps);
+    if (!s->buckets || !s->inboxes) {
+        free(s->buckets);
         free(s->inboxes);
         free(s);
         return NULL;
     }
+    jq_heap_init(&s->run, run_before, moved);
+    jq_heap_init(&s->gate, gate_before, moved);
     s->max_running = max_running;
     s->nexecutors = nexecutors;
     pthread_mutex_init(&s->mu, NULL);
@@ -73,226 +113,340 @@ void jq_sched_destroy(jq_sched_t **sp)
     if (!sp || !*sp)
         return;
     jq_sched_t *s = *sp;
-    for (size_t b = 0; b < s->ndep_buckets; b++)
-        for (dep_node_t *n = s->deps[b], *next; n; n = next) {
-            next = n->next;
-            free(n);
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (sjob_t *r = s->buckets[b], *next; r; r = next) {
+            next = r->hnext;
+            free(r);
         }
     for (unsigned i = 0; i < s->nexecutors; i++)
         free(s->inboxes[i].ids);
     free(s->inboxes);
-    free(s->deps);
-    free(s->heap);
+    free(s->buckets);
+    jq_heap_free(&s->run);
+    jq_heap_free(&s->gate);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s);
     *sp = NULL;
 }
 
-static bool before(const entry_t *a, const entry_t *b)
+/* ---- the hash of records (under mu) ---- */
+
+static size_t bucket_of(size_t nbuckets, uint64_t id)
 {
-    return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (nbuckets - 1);
 }
 
-static int heap_push(jq_sched_t *s, uint64_t id, int prio, uint32_t gen)
+static sjob_t *find(jq_sched_t *s, uint64_t id)
 {
-    if (s->nheap == s->capheap) {
-        size_t cap = s->capheap ? s->capheap * 2 : 256;
-        entry_t *grown = realloc(s->heap, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        s->heap = grown;
-        s->capheap = cap;
+    for (sjob_t *r = s->buckets[bucket_of(s->nbuckets, id)]; r; r = r->hnext)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void grow(jq_sched_t *s)
+{
+    size_t nb = s->nbuckets * 2;
+    sjob_t **grown = calloc(nb, sizeof *grown);
+    if (!grown)
+        return; /* longer chains; still correct */
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (sjob_t *r = s->buckets[b], *next; r; r = next) {
+            next = r->hnext;
+            size_t nbk = bucket_of(nb, r->id);
+            r->hnext = grown[nbk];
+            grown[nbk] = r;
+        }
+    free(s->buckets);
+    s->buckets = grown;
+    s->nbuckets = nb;
+}
+
+static void insert(jq_sched_t *s, sjob_t *r)
+{
+    size_t b = bucket_of(s->nbuckets, r->id);
+    r->hnext = s->buckets[b];
+    s->buckets[b] = r;
+    if (++s->count > 2 * s->nbuckets)
+        grow(s);
+}
+
+static void unlink_record(jq_sched_t *s, sjob_t *r)
+{
+    sjob_t **pp = &s->buckets[bucket_of(s->nbuckets, r->id)];
+    while (*pp != r)
+        pp = &(*pp)->hnext;
+    *pp = r->hnext;
+    s->count--;
+}
+
+/* ---- moving records between places (under mu) ---- */
+
+static void leave_heaps(jq_sched_t *s, sjob_t *r)
+{
+    if (r->state == S_QUEUED)
+        jq_heap_remove(&s->run, r->heap_index);
+    else if (r->state == S_PENDING)
+        jq_heap_remove(&s->gate, r->heap_index);
+}
+
+static void unpark(jq_sched_t *s, sjob_t *r)
+{
+    if (r->state != S_PARKED)
+        return;
+    *r->park_pprev = r->park_next;
+    if (r->park_next)
+        r->park_next->park_pprev = r->park_pprev;
+    r->park_next = NULL;
+    r->park_pprev = NULL;
+    s->parked--;
+}
+
+/* Into the run heap. Out of memory there is the one failure we cannot
+ * report to anybody: retry on the next push rather than lose the job. */
+static void enqueue(jq_sched_t *s, sjob_t *r)
+{
+    r->state = S_QUEUED;
+    while (jq_heap_push(&s->run, r) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&s->mu);
     }
-    entry_t e = {.prio = prio, .seq = s->seq++, .job_id = id, .gen = gen};
-    size_t i = s->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&e, &s->heap[parent]))
-            break;
-        s->heap[i] = s->heap[parent];
-        i = parent;
+    if (s->running < s->max_running && !s->paused)
+        pthread_cond_signal(&s->cond);
+}
+
+/* Everything parked on r looks again: back to the run queue. */
+static void wake_parked(jq_sched_t *s, sjob_t *r)
+{
+    while (r->parked) {
+        sjob_t *w = r->parked;
+        unpark(s, w);
+        enqueue(s, w);
     }
-    s->heap[i] = e;
+}
+
+static void make_final(jq_sched_t *s, sjob_t *r, jq_status_t status)
+{
+    r->final = true;
+    r->final_status = (uint8_t)status;
+    if (r->state != S_ACTIVE) {
+        leave_heaps(s, r);
+        unpark(s, r);
+        r->state = S_FINAL;
+    }
+    wake_parked(s, r);
+}
+
+/* ---- ids and submission ---- */
+
+void jq_sched_set_last_id(jq_sched_t *s, uint64_t last)
+{
+    pthread_mutex_lock(&s->mu);
+    s->last_id = last;
+    pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t jq_sched_last_id(jq_sched_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t v = s->last_id;
+    pthread_mutex_unlock(&s->mu);
+    return v;
+}
+
+uint64_t jq_sched_new_jobs(jq_sched_t *s, uint32_t n)
+{
+    if (n == 0)
+        return 0;
+    /* Allocated before the mutex is taken: executors never wait for a
+     * batch's mallocs. */
+    sjob_t **recs = malloc(n * sizeof *recs);
+    uint32_t made = 0;
+    while (recs && made < n && (recs[made] = calloc(1, sizeof **recs)))
+        made++;
+    if (made < n) {
+        while (recs && made)
+            free(recs[--made]);
+        free(recs);
+        return 0;
+    }
+    pthread_mutex_lock(&s->mu);
+    uint64_t first = s->last_id + 1;
+    for (uint32_t k = 0; k < n; k++) {
+        recs[k]->id = first + k;
+        recs[k]->state = S_NEW;
+        recs[k]->heap_index = JQ_HEAP_NONE;
+        recs[k]->runner = -1;
+        insert(s, recs[k]);
+    }
+    s->last_id += n;
+    pthread_mutex_unlock(&s->mu);
+    free(recs);
+    return first;
+}
+
+static void set_prio(sjob_t *r, int prio, uint64_t serial)
+{
+    if (serial >= r->prio_serial) {
+        r->prio = (int8_t)prio;
+        r->prio_serial = serial;
+    }
+}
+
+void jq_sched_submitted(jq_sched_t *s, uint64_t id, int prio, uint64_t ticket)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_NEW) { /* not canceled meanwhile */
+        set_prio(r, prio, 1); /* the submit record is serial 1 */
+        r->ticket = ticket;
+        if (ticket <= s->durable) {
+            enqueue(s, r);
+        } else {
+            r->state = S_PENDING;
+            if (jq_heap_push(&s->gate, r) < 0)
+                enqueue(s, r); /* cannot wait for the commit: the executor's
+                                  own gate (running is committed before the
+                                  opcode starts) still holds */
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void free_record(jq_sched_t *s, sjob_t *r)
+{
+    leave_heaps(s, r);
+    unpark(s, r);
+    wake_parked(s, r);
+    unlink_record(s, r);
+    free(r);
+}
+
+void jq_sched_withdraw(jq_sched_t *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state != S_ACTIVE)
+        free_record(s, r);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
+{
+    sjob_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->id = id;
+    r->heap_index = JQ_HEAP_NONE;
+    r->runner = -1;
+    r->prio = (int8_t)prio;
+    pthread_mutex_lock(&s->mu);
+    insert(s, r);
+    if (id > s->last_id)
+        s->last_id = id;
+    if (jq_status_final(status)) {
+        r->state = S_FINAL;
+        r->final = true;
+        r->final_status = (uint8_t)status;
+    } else {
+        enqueue(s, r);
+    }
+    pthread_mutex_unlock(&s->mu);
     return 0;
 }
 
-static entry_t heap_pop(jq_sched_t *s)
+void jq_sched_durable(jq_sched_t *s, uint64_t durable)
 {
-    entry_t top = s->heap[0];
-    entry_t last = s->heap[--s->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->nheap)
+    pthread_mutex_lock(&s->mu);
+    if (durable > s->durable)
+        s->durable = durable;
+    sjob_t *r;
+    while ((r = jq_heap_top(&s->gate)) && r->ticket <= s->durable) {
+        jq_heap_pop(&s->gate);
+        enqueue(s, r);
+    }
+    for (unsigned i = 0; i < s->nexecutors; i++)
+        if (s->inboxes[i].want_durable && s->inboxes[i].want_durable <= s->durable) {
+            pthread_cond_broadcast(&s->cond);
             break;
-        if (c + 1 < s->nheap && before(&s->heap[c + 1], &s->heap[c]))
-            c++;
-        if (!before(&s->heap[c], &last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->nheap)
-        s->heap[i] = last;
-    return top;
-}
-
-int jq_sched_push(jq_sched_t *s, uint64_t job_id, int prio, uint32_t gen)
-{
-    pthread_mutex_lock(&s->mu);
-    int rc = heap_push(s, job_id, prio, gen);
-    if (rc == 0 && s->running < s->max_running)
-        pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-void jq_sched_kick(jq_sched_t *s, unsigned executor, uint64_t job_id)
-{
-    if (executor >= s->nexecutors)
-        return;
-    pthread_mutex_lock(&s->mu);
-    inbox_t *in = &s->inboxes[executor];
-    if (in->count == in->cap) {
-        size_t cap = in->cap ? in->cap * 2 : 16;
-        uint64_t *grown = realloc(in->ids, cap * sizeof *grown);
-        if (grown) {
-            in->ids = grown;
-            in->cap = cap;
         }
-    }
-    if (in->count < in->cap)
-        in->ids[in->count++] = job_id;
-    pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mu);
 }
 
-void jq_sched_release(jq_sched_t *s)
+/* ---- handlers ---- */
+
+void jq_sched_set_priority(jq_sched_t *s, uint64_t id, int prio, uint64_t serial)
 {
     pthread_mutex_lock(&s->mu);
-    if (s->running)
-        s->running--;
-    if (s->nheap)
-        pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->mu);
-}
-
-void jq_sched_stop(jq_sched_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    s->stopping = true;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static size_t bucket_of(const jq_sched_t *s, uint64_t id)
-{
-    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 40) & (s->ndep_buckets - 1);
-}
-
-static void deps_grow(jq_sched_t *s)
-{
-    size_t nb = s->ndep_buckets * 2;
-    dep_node_t **grown = calloc(nb, sizeof *grown);
-    if (!grown)
-        return; /* keep the longer chains; still correct */
-    size_t old_nb = s->ndep_buckets;
-    dep_node_t **old = s->deps;
-    s->deps = grown;
-    s->ndep_buckets = nb;
-    for (size_t b = 0; b < old_nb; b++)
-        for (dep_node_t *n = old[b], *next; n; n = next) {
-            next = n->next;
-            size_t nbk = bucket_of(s, n->dep_id);
-            n->next = s->deps[nbk];
-            s->deps[nbk] = n;
-        }
-    free(old);
-}
-
-jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, jq_table_t *t, uint64_t dep_id,
-                                  uint64_t waiter_id, uint32_t gen,
-                                  jq_status_t *status)
-{
-    dep_node_t *node = malloc(sizeof *node);
-    pthread_mutex_lock(&s->mu);
-    /* The dependency's status is read under the scheduler mutex, and its
-     * finisher takes the mutex after making it final: either we see it
-     * final, or our parking happens before the finisher looks. */
-    jq_shard_t *dsh = jq_table_shard_for(t, dep_id);
-    jq_shard_rdlock(dsh);
-    jq_job_t *dep = jq_shard_find_any(dsh, dep_id);
-    jq_status_t st = dep ? (jq_status_t)dep->status : JQ_QUEUED;
-    jq_shard_rdunlock(dsh);
-    jq_dep_check_t rc;
-    if (!dep) {
-        rc = JQ_DEP_NOT_FOUND;
-    } else if (jq_status_final(st)) {
-        *status = st;
-        rc = JQ_DEP_FINAL;
-    } else {
-        jq_shard_t *wsh = jq_table_shard_for(t, waiter_id);
-        jq_shard_wrlock(wsh);
-        jq_job_t *w = jq_shard_find(wsh, waiter_id);
-        rc = JQ_DEP_RECHECK;
-        if (node && w && w->sched_gen == gen && w->sched_state == JQ_SCHED_ACTIVE &&
-            w->status == JQ_WAITING) {
-            w->sched_state = JQ_SCHED_DEPWAIT;
-            *node = (dep_node_t){.dep_id = dep_id, .waiter_id = waiter_id, .gen = gen,
-                                 .prio = jq_job_priority(w)};
-            size_t b = bucket_of(s, dep_id);
-            node->next = s->deps[b];
-            s->deps[b] = node;
-            node = NULL;
-            if (++s->ndeps > 2 * s->ndep_buckets)
-                deps_grow(s);
-            if (s->running)
-                s->running--;
-            if (s->nheap)
-                pthread_cond_signal(&s->cond);
-            rc = JQ_DEP_PARKED;
-        }
-        /* No record made: unlock without flushing under our mutex. */
-        jq_shard_wrunlock_quiet(wsh);
+    sjob_t *r = find(s, id);
+    if (r) {
+        set_prio(r, prio, serial);
+        if (r->state == S_QUEUED)
+            jq_heap_fix(&s->run, r->heap_index);
     }
     pthread_mutex_unlock(&s->mu);
-    free(node);
-    return rc;
 }
 
-void jq_sched_job_finished(jq_sched_t *s, uint64_t job_id)
+void jq_sched_cancel(jq_sched_t *s, uint64_t id)
 {
     pthread_mutex_lock(&s->mu);
-    dep_node_t **pp = &s->deps[bucket_of(s, job_id)];
-    bool pushed = false;
-    while (*pp) {
-        dep_node_t *n = *pp;
-        if (n->dep_id != job_id) {
-            pp = &n->next;
-            continue;
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_PARKED) {
+        unpark(s, r);
+        enqueue(s, r);
+    } else if (r && r->state == S_ACTIVE) {
+        r->cancel = true;
+        inbox_t *in = &s->inboxes[r->runner];
+        if (in->count == in->cap) {
+            size_t cap = in->cap ? in->cap * 2 : 16;
+            uint64_t *grown = realloc(in->ids, cap * sizeof *grown);
+            if (grown) {
+                in->ids = grown;
+                in->cap = cap;
+            }
         }
-        *pp = n->next;
-        s->ndeps--;
-        /* A waiter canceled meanwhile got a new gen; its entry is dropped
-         * by the executor as stale, so pushing it is harmless. */
-        if (heap_push(s, n->waiter_id, n->prio, n->gen) == 0)
-            pushed = true;
-        free(n);
-    }
-    if (pushed)
+        if (in->count < in->cap)
+            in->ids[in->count++] = id;
         pthread_cond_broadcast(&s->cond);
+    }
     pthread_mutex_unlock(&s->mu);
 }
+
+void jq_sched_final(jq_sched_t *s, uint64_t id, jq_status_t status)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r)
+        make_final(s, r, status);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void jq_sched_forget(jq_sched_t *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_ACTIVE)
+        r->forget = true;
+    else if (r)
+        free_record(s, r);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- executors ---- */
 
 jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
-                               int64_t deadline, jq_runnable_t *run,
-                               uint64_t *kicked, size_t maxkick, size_t *nkicked)
+                               int64_t deadline, uint64_t want_durable, uint64_t *run_id,
+                               uint64_t *kicked, size_t maxkick, size_t *nkicked,
+                               uint64_t *durable)
 {
     jq_sched_event_t ev;
     bool timed_out = deadline <= now;
     pthread_mutex_lock(&s->mu);
     inbox_t *in = &s->inboxes[executor];
+    in->want_durable = want_durable;
     for (;;) {
         if (s->stopping) {
             ev = JQ_EV_STOP;
@@ -307,14 +461,20 @@ jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
             ev = JQ_EV_KICK;
             break;
         }
+        if (want_durable && s->durable >= want_durable) {
+            ev = JQ_EV_DURABLE;
+            break;
+        }
         /* New work before due steps: starting a job is quick and bounded
          * by the running cap, while an opcode that never waits (a zero
          * delay) is always due and would otherwise keep jobs from starting. */
-        if (s->nheap && s->running < s->max_running) {
-            entry_t e = heap_pop(s);
+        if (jq_heap_size(&s->run) && s->running < s->max_running && !s->paused) {
+            sjob_t *r = jq_heap_pop(&s->run);
+            r->state = S_ACTIVE;
+            r->runner = (int16_t)executor;
+            r->cancel = false;
             s->running++;
-            run->job_id = e.job_id;
-            run->gen = e.gen;
+            *run_id = r->id;
             ev = JQ_EV_RUN;
             break;
         }
@@ -331,16 +491,109 @@ jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
                 timed_out = true;
         }
     }
+    in->want_durable = 0;
+    *durable = s->durable;
     pthread_mutex_unlock(&s->mu);
     return ev;
+}
+
+/* An executor lets go of r (under mu). */
+static void release(jq_sched_t *s, sjob_t *r)
+{
+    if (s->running)
+        s->running--;
+    r->runner = -1;
+    if (jq_heap_size(&s->run) && !s->paused)
+        pthread_cond_signal(&s->cond);
+}
+
+void jq_sched_requeue(jq_sched_t *s, uint64_t id, int prio, uint64_t serial)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_ACTIVE) {
+        release(s, r);
+        set_prio(r, prio, serial);
+        if (r->forget) {
+            free_record(s, r);
+        } else if (r->final) {
+            r->state = S_FINAL;
+        } else {
+            enqueue(s, r);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void jq_sched_done(jq_sched_t *s, uint64_t id, jq_status_t status)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_ACTIVE) {
+        release(s, r);
+        r->state = S_FINAL;
+        if (r->forget)
+            free_record(s, r);
+        else
+            make_final(s, r, r->final ? (jq_status_t)r->final_status : status);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t dep_id,
+                                  jq_status_t *status)
+{
+    jq_dep_check_t rc;
+    pthread_mutex_lock(&s->mu);
+    sjob_t *w = find(s, waiter_id), *d = find(s, dep_id);
+    if (!w || w->state != S_ACTIVE || w->cancel || w->final) {
+        rc = JQ_DEP_CANCELED;
+    } else if (!d) {
+        rc = JQ_DEP_NOT_FOUND;
+    } else if (d->final) {
+        *status = (jq_status_t)d->final_status;
+        rc = JQ_DEP_FINAL;
+    } else {
+        /* Parked under the same mutex the finisher takes to wake its
+         * dependants: either it is final already, or it will find us. */
+        release(s, w);
+        w->state = S_PARKED;
+        w->park_next = d->parked;
+        if (d->parked)
+            d->parked->park_pprev = &w->park_next;
+        w->park_pprev = &d->parked;
+        d->parked = w;
+        s->parked++;
+        rc = JQ_DEP_PARKED;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void jq_sched_pause(jq_sched_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->paused = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void jq_sched_stop(jq_sched_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void jq_sched_get_stats(jq_sched_t *s, jq_sched_stats_t *out)
 {
     pthread_mutex_lock(&s->mu);
-    out->runnable = s->nheap;
+    out->runnable = jq_heap_size(&s->run);
+    out->pending = jq_heap_size(&s->gate);
     out->running = s->running;
-    out->dep_waiting = s->ndeps;
+    out->dep_waiting = s->parked;
+    out->known = s->count;
     out->max_running = s->max_running;
+    out->paused = s->paused;
     pthread_mutex_unlock(&s->mu);
 }

@@ -1,74 +1,129 @@
-/* scheduler.h: the scheduler — the run queue (priority, then FIFO), the cap on
- * jobs running at once, jobs parked on dependencies, and the wake-ups of
- * the executor threads.
+/* scheduler.h: the scheduler — job ids, the run queue (priority, then
+ * submission order), the commit gate, the cap on jobs running at once, jobs
+ * parked on dependencies with the final statuses they wait for, and the
+ * wake-ups of the executor threads.
  *
- * Entries carry the job's sched_gen; an entry whose gen no longer matches
- * the job (priority changed, job canceled) is stale and the executor drops
- * it. The scheduler keeps job ids, never job pointers, so it can never
- * touch a job that was archived meanwhile.
+ * The scheduler keeps one small record per live job, under one mutex, and
+ * is the only authority on where a job stands with it: new (id handed out,
+ * not yet in the table), pending (in the table, waiting for its submit
+ * record's commit), queued (in the run heap), active (an executor holds
+ * it), parked (on a dependency) or final. A job is in the run heap at most
+ * once; a priority change moves it in place. It keeps what dependency
+ * checks need (each live job's final status) itself, so it never reads the
+ * table: no shard lock is ever taken under its mutex, and its mutex is
+ * never taken under a shard lock by code that waits for it long (every
+ * call here is short and does no I/O).
  *
- * One mutex guards it all; it may be held while taking a shard lock (to
- * check a dependency), never the other way round. Every function may be
- * called from any thread unless it says "executor thread".
+ * Every function may be called from any thread unless it says "executor
+ * thread".
  */
 #ifndef JOBQ_SCHED_H
 #define JOBQ_SCHED_H
 
-#include "table.h"
+#include "job.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct jq_sched jq_sched_t;
 
-typedef struct {
-    uint64_t job_id;
-    uint32_t gen;
-} jq_runnable_t;
-
 jq_sched_t *jq_sched_new(unsigned max_running, unsigned nexecutors);
 void jq_sched_destroy(jq_sched_t **s);
 
-/* A job (at generation gen) may run; wakes an executor. -1 out of memory. */
-int jq_sched_push(jq_sched_t *s, uint64_t job_id, int prio, uint32_t gen);
-/* Ask executor `executor` to look at a job it runs now (a cancel). */
-void jq_sched_kick(jq_sched_t *s, unsigned executor, uint64_t job_id);
-/* A running slot taken by a JQ_EV_RUN is free again. */
-void jq_sched_release(jq_sched_t *s);
+/* ---- ids and submission ---- */
+
+/* Start-up: ids continue after last. */
+void jq_sched_set_last_id(jq_sched_t *s, uint64_t last);
+uint64_t jq_sched_last_id(jq_sched_t *s);
+/* Hand out n consecutive ids and return the first (0: out of memory,
+ * nothing handed out). From now on the jobs exist for dependency checks
+ * (not final), but none runs before jq_sched_submitted. */
+uint64_t jq_sched_new_jobs(jq_sched_t *s, uint32_t n);
+/* Job id is in the table: it may run once the store is durable up to
+ * ticket (its submit record is committed). */
+void jq_sched_submitted(jq_sched_t *s, uint64_t id, int prio, uint64_t ticket);
+/* Job id never made it into the table: forget it (jobs parked on it look
+ * again and find it missing). */
+void jq_sched_withdraw(jq_sched_t *s, uint64_t id);
+/* Start-up: a job loaded from the store; non-final ones are queued. -1 out
+ * of memory. */
+int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status);
+
+/* The store thread: everything up to `durable` is committed. */
+void jq_sched_durable(jq_sched_t *s, uint64_t durable);
+
+/* ---- changes made by request handlers ---- */
+
+/* The job's priority changed (to prio, at change serial `serial`): a
+ * queued job moves in the run queue, a parked or pending one runs at the
+ * new priority when its time comes. */
+void jq_sched_set_priority(jq_sched_t *s, uint64_t id, int prio, uint64_t serial);
+/* A cancel made the job canceling: if parked on a dependency it is queued
+ * now (its executor ends it), if an executor holds it that executor is
+ * kicked and will not park it. */
+void jq_sched_cancel(jq_sched_t *s, uint64_t id);
+/* The job became final outside an executor (a queued job canceled): it
+ * leaves the run queue, dependants look again. */
+void jq_sched_final(jq_sched_t *s, uint64_t id, jq_status_t status);
+/* The job's archiving is committed: forget it (dependency checks find it
+ * in the store from now on). */
+void jq_sched_forget(jq_sched_t *s, uint64_t id);
+
+/* ---- executors ---- */
+
+typedef enum {
+    JQ_EV_RUN,      /* *run_id: the executor now holds that job */
+    JQ_EV_KICK,     /* kicked ids (a cancel of a job it holds) */
+    JQ_EV_DURABLE,  /* the store reached want_durable */
+    JQ_EV_TIMEOUT,  /* the deadline passed */
+    JQ_EV_STOP
+} jq_sched_event_t;
+
+/* Executor thread: wait for something to do, in this order: stop, kicks,
+ * durable ≥ want_durable (0: not waiting for the store), a job to run (if
+ * under the cap and not paused), then JQ_EV_TIMEOUT when deadline
+ * (CLOCK_MONOTONIC µs; INT64_MAX none) is not after now. *durable is what
+ * the store has committed. */
+jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
+                               int64_t deadline, uint64_t want_durable, uint64_t *run_id,
+                               uint64_t *kicked, size_t maxkick, size_t *nkicked,
+                               uint64_t *durable);
+
+/* Executor thread, holding job id: its opcode ended and it has more to
+ * run — back to the run queue at prio, read at change serial `serial`
+ * (its place by id is kept). */
+void jq_sched_requeue(jq_sched_t *s, uint64_t id, int prio, uint64_t serial);
+/* Executor thread, holding job id: it is final (or gone: pass the status
+ * it had, JQ_ERROR when unknown); its slot is free, dependants look again. */
+void jq_sched_done(jq_sched_t *s, uint64_t id, jq_status_t status);
+
+typedef enum {
+    JQ_DEP_PARKED,    /* not final: the waiter is parked, its slot free */
+    JQ_DEP_FINAL,     /* *status holds the dependency's final status */
+    JQ_DEP_NOT_FOUND, /* not live: archived (ask the store) or never existed */
+    JQ_DEP_CANCELED   /* the waiter itself is being canceled: not parked */
+} jq_dep_check_t;
+
+/* Executor thread, holding job waiter_id: check dependency dep_id and,
+ * when it is not final, park the waiter; it is queued again the moment
+ * the dependency is final (or forgotten). */
+jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t dep_id,
+                                  jq_status_t *status);
+
+/* Stop handing out jobs (graceful shutdown); running ones go on. */
+void jq_sched_pause(jq_sched_t *s);
 /* Wake every executor with JQ_EV_STOP from now on. */
 void jq_sched_stop(jq_sched_t *s);
 
-typedef enum {
-    JQ_DEP_PARKED,    /* dependency not final: job parked, slot released */
-    JQ_DEP_NOT_FOUND, /* no such job, live or archived */
-    JQ_DEP_FINAL,     /* *status holds the dependency's final status */
-    JQ_DEP_RECHECK    /* the job itself changed (canceled): look again */
-} jq_dep_check_t;
-
-/* Executor thread, holding job `waiter_id` (state ACTIVE, generation gen):
- * check dependency dep_id and, when it is not final, park the waiter so it
- * is pushed again the moment the dependency finishes. */
-jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, jq_table_t *t, uint64_t dep_id,
-                                  uint64_t waiter_id, uint32_t gen,
-                                  jq_status_t *status);
-/* Job `job_id` is final: push every job parked on it. */
-void jq_sched_job_finished(jq_sched_t *s, uint64_t job_id);
-
-typedef enum { JQ_EV_RUN, JQ_EV_KICK, JQ_EV_TIMEOUT, JQ_EV_STOP } jq_sched_event_t;
-
-/* Executor thread: wait for something to do, in this order: stop, kicks,
- * a job to run (if under the cap), then JQ_EV_TIMEOUT at once when deadline
- * (CLOCK_MONOTONIC, microseconds; INT64_MAX for none) is not after now. JQ_EV_RUN takes a running slot and fills *run;
- * JQ_EV_KICK fills kicked (up to maxkick ids, *nkicked). */
-jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
-                               int64_t deadline, jq_runnable_t *run,
-                               uint64_t *kicked, size_t maxkick, size_t *nkicked);
-
 typedef struct {
-    uint64_t runnable;   /* entries in the run queue (stale ones included) */
-    uint64_t running;
-    uint64_t dep_waiting;
+    uint64_t runnable;    /* in the run queue */
+    uint64_t pending;     /* waiting for their submit record's commit */
+    uint64_t running;     /* held by executors */
+    uint64_t dep_waiting; /* parked on a dependency */
+    uint64_t known;       /* live jobs the scheduler keeps a record of */
     unsigned max_running;
+    bool paused;
 } jq_sched_stats_t;
 void jq_sched_get_stats(jq_sched_t *s, jq_sched_stats_t *out);
 

@@ -1,12 +1,13 @@
-/* store.c: LMDB layout, group commit and recovery (see store.h). */
+/* store.c: LMDB layout, checksums, group commit and recovery (see store.h).
+ * The start-up check and the format upgrade are in storecheck.c. */
 #include "store.h"
 #include "jobcodec.h"
-#include "jobspec.h"
 #include "mirror.h"
+#include "storeint.h"
 #include "wire.h"
 
 #include <errno.h>
-#include <lmdb.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,24 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-struct jq_store {
-    MDB_env *env;
-    MDB_dbi meta, jobs, archive, logs;
-    jq_store_opts_t opts;
-    jq_changeq_t *in;          /* records waiting for a commit */
-    jq_changeq_t *out;         /* committed records, for the publisher */
-    jq_table_t *table;
-    pthread_t thread;
-    bool started;
-    _Atomic bool stopping;
-    _Atomic uint64_t durable;  /* records committed */
-    _Atomic uint64_t failed;   /* records up to here were in a failed commit */
-    pthread_mutex_t mu;        /* guards failmsg */
-    char failmsg[256];
-    _Atomic uint64_t commits, fsyncs, records, failures;
-    uint64_t last_id;          /* store thread only */
-};
+#include <unistd.h>
 
 static int64_t mono_us(void)
 {
@@ -41,47 +25,26 @@ static int64_t mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static void be64(unsigned char *p, uint64_t v)
+/* ---- opening ---- */
+
+static void close_env(jq_store_t *s)
 {
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
+    if (s->env)
+        mdb_env_close(s->env);
+    s->env = NULL;
 }
 
-static uint64_t get_be64(const unsigned char *p)
+static void store_free(jq_store_t *s)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void be32(unsigned char *p, uint32_t v)
-{
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (unsigned char)v;
-}
-
-static int meta_get(jq_store_t *s, MDB_txn *txn, const char *key, void *out, size_t len)
-{
-    MDB_val k = {strlen(key), (void *)key}, v;
-    int rc = mdb_get(txn, s->meta, &k, &v);
-    if (rc == 0 && v.mv_size == len)
-        memcpy(out, v.mv_data, len);
-    return rc == 0 && v.mv_size != len ? MDB_CORRUPTED : rc;
-}
-
-static int meta_put(jq_store_t *s, MDB_txn *txn, const char *key, const void *val, size_t len)
-{
-    MDB_val k = {strlen(key), (void *)key}, v = {len, (void *)val};
-    return mdb_put(txn, s->meta, &k, &v, 0);
+    close_env(s);
+    jq_changeq_destroy(&s->in);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->progress);
+    free(s);
 }
 
 jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
 {
-    if (mkdir(opts->dir, 0750) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", opts->dir, strerror(errno));
-        return NULL;
-    }
     jq_store_t *s = calloc(1, sizeof *s);
     if (!s || !(s->in = jq_changeq_new())) {
         free(s);
@@ -90,119 +53,75 @@ jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
     }
     s->opts = *opts;
     pthread_mutex_init(&s->mu, NULL);
-    unsigned flags = MDB_NOTLS | (opts->sync == JQ_SYNC_ALWAYS ? 0 : MDB_NOSYNC);
-    MDB_txn *txn = NULL;
-    int rc = mdb_env_create(&s->env);
-    if (rc == 0)
-        rc = mdb_env_set_maxdbs(s->env, 4);
-    if (rc == 0)
-        rc = mdb_env_set_mapsize(s->env, opts->map_size);
-    if (rc == 0)
-        rc = mdb_env_set_maxreaders(s->env, 512);
-    if (rc == 0)
-        rc = mdb_env_open(s->env, opts->dir, flags, 0640);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot open the store in %s: %s%s", opts->dir, mdb_strerror(rc),
-                 rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ? " (damaged, or not an LMDB store)" : "");
-        goto fail;
-    }
-    /* Read first: a store we refuse must be left exactly as it was. */
-    uint32_t format = 0;
+    pthread_cond_init(&s->progress, NULL);
+    /* The child process reads everything first: only a store it read from
+     * end to end without crashing, hanging or finding a damaged record
+     * (unless salvaging) is opened here. */
     bool fresh = false;
-    if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) == 0) {
-        MDB_dbi meta;
-        rc = mdb_dbi_open(txn, "meta", 0, &meta);
-        if (rc == MDB_NOTFOUND) {
-            MDB_dbi main_db;
-            MDB_stat st;
-            fresh = mdb_dbi_open(txn, NULL, 0, &main_db) == 0 &&
-                    mdb_stat(txn, main_db, &st) == 0 && st.ms_entries == 0;
-            rc = fresh ? 0 : MDB_INCOMPATIBLE;
-        } else if (rc == 0) {
-            s->meta = meta;
-            rc = meta_get(s, txn, "format", &format, sizeof format);
-        }
-        mdb_txn_abort(txn);
-        txn = NULL;
-    }
-    if (rc != 0) {
-        snprintf(err, errlen, "the store in %s is damaged or not jobq's: %s", opts->dir,
-                 mdb_strerror(rc));
-        goto fail;
-    }
-    if (!fresh && format != JQ_STORE_FORMAT) {
-        snprintf(err, errlen, "the store in %s has format %u; this jobqd reads format %d%s",
-                 opts->dir, format, JQ_STORE_FORMAT,
-                 format > JQ_STORE_FORMAT ? " (written by a newer jobqd)" : "");
-        goto fail;
-    }
-    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) == 0 &&
-        (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) == 0 &&
-        (rc = mdb_dbi_open(txn, "jobs", MDB_CREATE, &s->jobs)) == 0 &&
-        (rc = mdb_dbi_open(txn, "archive", MDB_CREATE, &s->archive)) == 0 &&
-        (rc = mdb_dbi_open(txn, "logs", MDB_CREATE, &s->logs)) == 0) {
-        if (fresh) {
-            format = JQ_STORE_FORMAT;
-            rc = meta_put(s, txn, "format", &format, sizeof format);
-        }
-        rc = rc ? rc : mdb_txn_commit(txn);
-        txn = NULL;
-    }
-    if (rc != 0) {
-        if (txn)
-            mdb_txn_abort(txn);
-        snprintf(err, errlen, "cannot initialise the store in %s: %s", opts->dir, mdb_strerror(rc));
-        goto fail;
+    if (jq_store_precheck(s, &fresh, err, errlen) < 0 ||
+        (!fresh && jq_store_check_in_child(s, err, errlen) < 0) ||
+        jq_store_open_env(s, fresh, err, errlen) < 0) {
+        store_free(s);
+        return NULL;
     }
     return s;
-fail:
-    if (s->env)
-        mdb_env_close(s->env);
-    jq_changeq_destroy(&s->in);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
-    return NULL;
 }
 
 /* ---- reading ---- */
 
-/* Append the job's log entries (key prefix be64 id) from the logs db. */
-static int load_logs(jq_store_t *s, MDB_txn *txn, jq_job_t *job)
+/* The payload of a job value: [status][stored job]. */
+static jq_job_t *decode_job_value(const MDB_val *k, const MDB_val *v, char *err, size_t errlen)
+{
+    const unsigned char *payload;
+    size_t len;
+    if (jq_store_verify(k, v, &payload, &len) < 0 || len < 2 || k->mv_size != 8) {
+        snprintf(err, errlen, "its record fails its checksum (damaged)");
+        return NULL;
+    }
+    jq_job_t *job = jq_job_decode(payload + 1, len - 1, err, errlen);
+    if (job && job->id != jq_get_be64(k->mv_data)) {
+        snprintf(err, errlen, "its record holds job %llu (damaged)", (unsigned long long)job->id);
+        jq_job_destroy(&job);
+    }
+    return job;
+}
+
+/* Append the job's log entries from the logs db. -1 with a message when an
+ * entry is damaged. */
+static int load_logs(jq_store_t *s, MDB_txn *txn, jq_job_t *job, char *err, size_t errlen)
 {
     MDB_cursor *cur;
-    if (mdb_cursor_open(txn, s->logs, &cur) != 0)
+    int rc = mdb_cursor_open(txn, s->logs, &cur);
+    if (rc != 0) {
+        snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
         return -1;
+    }
     unsigned char kb[12];
-    be64(kb, job->id);
-    be32(kb + 8, 0);
+    jq_put_be64(kb, job->id);
+    jq_put_be32(kb + 8, 0);
     MDB_val k = {sizeof kb, kb}, v;
-    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), out = 0;
-    while (rc == 0 && k.mv_size == 12 && get_be64(k.mv_data) == job->id) {
-        const unsigned char *p = v.mv_data;
-        if (v.mv_size < 3 ||
-            jq_job_append_log(job, (uint32_t)(p[0] << 8 | p[1]), p + 2, v.mv_size - 2) < 0) {
+    int out = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         rc == 0 && k.mv_size == 12 && jq_get_be64(k.mv_data) == job->id;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint32_t serial = jq_get_be32((const unsigned char *)k.mv_data + 8);
+        uint32_t op;
+        const unsigned char *entry;
+        size_t len;
+        if (jq_store_log_entry(&k, &v, &op, &entry, &len) < 0 ||
+            jq_job_append_log(job, op, serial, entry, len) < 0) {
+            snprintf(err, errlen, "its log entry %u is damaged (key logs/%016llx%08x)", serial,
+                     (unsigned long long)job->id, serial);
             out = -1;
             break;
         }
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (out == 0 && rc != 0 && rc != MDB_NOTFOUND) {
+        snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
+        out = -1;
     }
     mdb_cursor_close(cur);
     return out;
-}
-
-static jq_job_t *get_job(jq_store_t *s, MDB_txn *txn, MDB_dbi dbi, uint64_t id, char *err,
-                         size_t errlen)
-{
-    unsigned char kb[8];
-    be64(kb, id);
-    MDB_val k = {sizeof kb, kb}, v;
-    int rc = mdb_get(txn, dbi, &k, &v);
-    if (rc != 0) {
-        if (rc != MDB_NOTFOUND)
-            snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
-        return NULL;
-    }
-    return jq_job_decode(s->opts.ops, v.mv_data, v.mv_size, err, errlen);
 }
 
 int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_id,
@@ -216,33 +135,35 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
     }
     uint8_t drain = 0;
     *last_id = 0;
-    meta_get(s, txn, "last_id", last_id, sizeof *last_id);
-    /* After a crash, ids may have been shown (by a query) for jobs whose
-     * commit never happened: continue above the reserve, not above the
-     * last committed id, so no id is handed out twice. */
-    uint64_t reserve = 0;
-    if (meta_get(s, txn, "id_reserve", &reserve, sizeof reserve) == 0 && reserve > *last_id)
-        *last_id = reserve;
-    meta_get(s, txn, "drain", &drain, sizeof drain);
+    jq_store_meta_get(s, txn, "last_id", last_id, sizeof *last_id);
+    jq_store_meta_get(s, txn, "drain", &drain, sizeof drain);
     *drained = drain != 0;
     MDB_stat st;
     *narchived = mdb_stat(txn, s->archive, &st) == 0 ? st.ms_entries : 0;
+    /* The highest archived id counts too (ids are never handed out twice). */
     MDB_cursor *cur;
+    MDB_val k, v;
+    if (mdb_cursor_open(txn, s->archive, &cur) == 0) {
+        if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8 &&
+            jq_get_be64(k.mv_data) > *last_id)
+            *last_id = jq_get_be64(k.mv_data);
+        mdb_cursor_close(cur);
+    }
     int out = 0;
     if ((rc = mdb_cursor_open(txn, s->jobs, &cur)) != 0) {
         snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
         mdb_txn_abort(txn);
         return -1;
     }
-    MDB_val k, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        char why[256];
-        jq_job_t *job = k.mv_size == 8 ? jq_job_decode(s->opts.ops, v.mv_data, v.mv_size, why, sizeof why) : NULL;
-        if (!job || job->id != get_be64(k.mv_data) || load_logs(s, txn, job) < 0) {
-            snprintf(err, errlen, "the store is damaged: job %llu: %s",
-                     k.mv_size == 8 ? (unsigned long long)get_be64(k.mv_data) : 0ull,
-                     job ? "bad log entries" : why);
+        char why[256] = "";
+        jq_job_t *job = decode_job_value(&k, &v, why, sizeof why);
+        if (!job || load_logs(s, txn, job, why, sizeof why) < 0) {
+            snprintf(err, errlen, "the store is damaged: job %llu (key jobs/%016llx): %s; "
+                                  "start with --salvage to move damaged records aside",
+                     k.mv_size == 8 ? (unsigned long long)jq_get_be64(k.mv_data) : 0ull,
+                     k.mv_size == 8 ? (unsigned long long)jq_get_be64(k.mv_data) : 0ull, why);
             jq_job_destroy(&job);
             out = -1;
             break;
@@ -257,24 +178,59 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
     }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    s->last_id = *last_id;
+    atomic_store(&s->last_id, *last_id);
     return out;
+}
+
+static jq_job_t *get_job(MDB_txn *txn, MDB_dbi dbi, uint64_t id, char *err, size_t errlen)
+{
+    unsigned char kb[8];
+    jq_put_be64(kb, id);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc != 0) {
+        if (rc != MDB_NOTFOUND)
+            snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
+        return NULL;
+    }
+    char why[200] = "";
+    jq_job_t *job = decode_job_value(&k, &v, why, sizeof why);
+    if (!job)
+        snprintf(err, errlen, "the stored record of job %llu is damaged: %s",
+                 (unsigned long long)id, why);
+    return job;
 }
 
 jq_job_t *jq_store_load_archived(jq_store_t *s, uint64_t id, char *err, size_t errlen)
 {
     MDB_txn *txn;
-    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0) {
-        snprintf(err, errlen, "store read failed");
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "store read failed: %s", mdb_strerror(rc));
         return NULL;
     }
-    jq_job_t *job = get_job(s, txn, s->archive, id, err, errlen);
-    if (job && load_logs(s, txn, job) < 0)
+    jq_job_t *job = get_job(txn, s->archive, id, err, errlen);
+    char why[200];
+    if (job && load_logs(s, txn, job, why, sizeof why) < 0) {
+        snprintf(err, errlen, "archived job %llu: %s", (unsigned long long)id, why);
         jq_job_destroy(&job);
-    if (job)
+    }
+    if (job) {
         job->archived = true;
+        atomic_store_explicit(&job->committed_serial, job->change_serial, memory_order_relaxed);
+    }
     mdb_txn_abort(txn);
     return job;
+}
+
+/* The status byte of a checked job value; -1 when damaged. */
+static int value_status(const MDB_val *k, const MDB_val *v)
+{
+    const unsigned char *payload;
+    size_t len;
+    if (jq_store_verify(k, v, &payload, &len) < 0 || len < 2 || payload[0] >= JQ_STATUS__COUNT)
+        return -1;
+    return payload[0];
 }
 
 bool jq_store_archived_status(jq_store_t *s, uint64_t id, jq_status_t *status)
@@ -282,17 +238,19 @@ bool jq_store_archived_status(jq_store_t *s, uint64_t id, jq_status_t *status)
     MDB_txn *txn;
     if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
         return false;
-    char err[128];
-    jq_job_t *job = get_job(s, txn, s->archive, id, err, sizeof err);
+    unsigned char kb[8];
+    jq_put_be64(kb, id);
+    MDB_val k = {sizeof kb, kb}, v;
+    int st = mdb_get(txn, s->archive, &k, &v) == 0 ? value_status(&k, &v) : -1;
     mdb_txn_abort(txn);
-    if (!job)
+    if (st < 0)
         return false;
-    *status = (jq_status_t)job->status;
-    jq_job_destroy(&job);
+    *status = (jq_status_t)st;
     return true;
 }
 
-size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint64_t *out)
+size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint8_t status_mask,
+                             uint64_t *out)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
@@ -301,12 +259,20 @@ size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint64_t
         return 0;
     if (mdb_cursor_open(txn, s->archive, &cur) == 0) {
         unsigned char kb[8];
-        be64(kb, after + 1);
+        jq_put_be64(kb, after + 1);
         MDB_val k = {sizeof kb, kb}, v;
         for (int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && n < cap;
-             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-            if (k.mv_size == 8)
-                out[n++] = get_be64(k.mv_data);
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8)
+                continue;
+            /* Filtered here, before any limit applies: a page never comes
+             * back short of matching jobs that exist further on. A damaged
+             * record is listed (its row says so when read). */
+            int st = value_status(&k, &v);
+            if (status_mask && st >= 0 && !(status_mask & (1u << st)))
+                continue;
+            out[n++] = jq_get_be64(k.mv_data);
+        }
         mdb_cursor_close(cur);
     }
     mdb_txn_abort(txn);
@@ -327,9 +293,10 @@ typedef struct {
     MDB_txn *txn;
     cached_t *slots;
     size_t cap;
-    uint64_t job_id; /* whose log entries on_log is writing */
+    uint64_t job_id;     /* whose log entries on_log is writing */
+    uint64_t last_id;    /* highest job id submitted in the batch */
     msgpack_sbuffer buf;
-    int rc;
+    char why[256];       /* a record the store could not apply */
 } batch_t;
 
 static cached_t *cache_slot(batch_t *b, uint64_t id)
@@ -340,103 +307,111 @@ static cached_t *cache_slot(batch_t *b, uint64_t id)
     return &b->slots[i];
 }
 
-static void on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
+static int on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
 {
     batch_t *b = ctx;
     int64_t serial;
-    if (b->rc || !wire_get_int(&entry->via.array.ptr[0], &serial))
-        return;
+    if (op_index > 0xffff || !wire_get_int(&entry->via.array.ptr[0], &serial) || serial <= 0 ||
+        serial > UINT32_MAX)
+        return -1;
     unsigned char kb[12];
-    be64(kb, b->job_id);
-    be32(kb + 8, (uint32_t)serial);
+    jq_put_be64(kb, b->job_id);
+    jq_put_be32(kb + 8, (uint32_t)serial);
     msgpack_sbuffer_clear(&b->buf);
-    unsigned char idx[2] = {(unsigned char)(op_index >> 8), (unsigned char)op_index};
-    msgpack_sbuffer_write(&b->buf, (const char *)idx, 2);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b->buf, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *entry);
-    MDB_val k = {sizeof kb, kb}, v = {b->buf.size, b->buf.data};
-    b->rc = mdb_put(b->txn, b->s->logs, &k, &v, 0);
+    unsigned char idx[2] = {(unsigned char)(op_index >> 8), (unsigned char)op_index};
+    int rc = jq_store_put(b->txn, b->s->logs, kb, sizeof kb, idx, 2, b->buf.data, b->buf.size);
+    if (rc) {
+        snprintf(b->why, sizeof b->why, "%s", mdb_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 static int put_job(batch_t *b, MDB_dbi dbi, const jq_job_t *job)
 {
     unsigned char kb[8];
-    be64(kb, job->id);
+    jq_put_be64(kb, job->id);
     msgpack_sbuffer_clear(&b->buf);
     jq_job_encode(&b->buf, job);
-    MDB_val k = {sizeof kb, kb}, v = {b->buf.size, b->buf.data};
-    return mdb_put(b->txn, dbi, &k, &v, 0);
+    unsigned char st = job->status;
+    return jq_store_put(b->txn, dbi, kb, sizeof kb, &st, 1, b->buf.data, b->buf.size);
 }
 
-/* One record into the batch. Records the store cannot use are skipped with
- * a message: they were accepted by the table, so refusing the batch would
- * refuse every other job in it too. */
-static void apply_record(batch_t *b, const jq_change_t *c)
+/* One record into the batch: 0, or an LMDB error code, or -1 with b->why
+ * (a record the store cannot use). Either fails the whole batch. */
+static int apply_record(batch_t *b, const jq_change_t *c)
 {
     jq_store_t *s = b->s;
     if (c->job_id == 0) { /* the drain flag */
         uint8_t drain = c->len && c->data[0];
-        b->rc = meta_put(s, b->txn, "drain", &drain, sizeof drain);
-        return;
+        return jq_store_meta_put(s, b->txn, "drain", &drain, sizeof drain);
     }
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
-    char err[256] = "";
+    int rc = 0;
     if (msgpack_unpack_next(&up, c->data, c->len, NULL) != MSGPACK_UNPACK_SUCCESS) {
-        fprintf(stderr, "jobqd: store: unreadable change record of job %llu skipped\n",
-                (unsigned long long)c->job_id);
-        msgpack_unpacked_destroy(&up);
-        return;
+        snprintf(b->why, sizeof b->why, "change %llu of job %llu is not msgpack",
+                 (unsigned long long)c->serial, (unsigned long long)c->job_id);
+        rc = -1;
+        goto out;
     }
     const msgpack_object *rec = &up.data;
     cached_t *slot = cache_slot(b, c->job_id);
-    if (wire_str_eq(wire_map_get(rec, "kind"), "submit")) {
-        int64_t received = 0, sec, usec;
-        const msgpack_object *ts = wire_map_get(rec, "received_ts");
-        if (ts && ts->type == MSGPACK_OBJECT_ARRAY && ts->via.array.size == 2 &&
-            wire_get_int(&ts->via.array.ptr[0], &sec) && wire_get_int(&ts->via.array.ptr[1], &usec))
-            received = sec * 1000000 + usec;
-        jq_job_t *job = NULL;
-        if (jq_jobspec_parse(s->opts.ops, wire_map_get(rec, "input"), false, received, &job, err,
-                             sizeof err) == JOBQ_ERR_NONE) {
-            job->id = c->job_id;
-            jq_job_destroy(&slot->job);
-            slot->id = c->job_id;
-            slot->job = job;
-            slot->archived = false;
-            if (c->job_id > s->last_id)
-                s->last_id = c->job_id;
+    char err[256] = "";
+    if (c->kind == JQ_CHANGE_SUBMIT) {
+        jq_job_t *job = jq_job_from_submit_record(rec, c->job_id, err, sizeof err);
+        if (!job) {
+            snprintf(b->why, sizeof b->why, "the submit record of job %llu: %s",
+                     (unsigned long long)c->job_id, err);
+            rc = -1;
+            goto out;
         }
+        jq_job_destroy(&slot->job);
+        slot->id = c->job_id;
+        slot->job = job;
+        slot->archived = false;
+        if (c->job_id > b->last_id)
+            b->last_id = c->job_id;
     } else if (!slot->job) {
-        slot->job = get_job(s, b->txn, s->jobs, c->job_id, err, sizeof err);
-        if (slot->job)
-            slot->id = c->job_id;
-    }
-    if (!slot->job) {
-        fprintf(stderr, "jobqd: store: change %llu of job %llu skipped: %s\n",
-                (unsigned long long)c->serial, (unsigned long long)c->job_id,
-                err[0] ? err : "job not in the store");
-        msgpack_unpacked_destroy(&up);
-        return;
+        slot->job = get_job(b->txn, s->jobs, c->job_id, err, sizeof err);
+        if (!slot->job) {
+            snprintf(b->why, sizeof b->why, "change %llu of job %llu: %s",
+                     (unsigned long long)c->serial, (unsigned long long)c->job_id,
+                     err[0] ? err : "the job is not in the store");
+            rc = -1;
+            goto out;
+        }
+        slot->id = c->job_id;
     }
     b->job_id = c->job_id;
-    jq_mirror_apply(slot->job, rec, false, on_log, b);
+    if (c->kind != JQ_CHANGE_SUBMIT &&
+        jq_mirror_apply(slot->job, rec, JQ_MIRROR_RESULTS, on_log, b) < 0) {
+        if (!b->why[0])
+            snprintf(b->why, sizeof b->why, "change %llu of job %llu does not apply",
+                     (unsigned long long)c->serial, (unsigned long long)c->job_id);
+        rc = -1;
+        goto out;
+    }
     if (slot->job->archived && !slot->archived) {
         unsigned char kb[8];
-        be64(kb, c->job_id);
+        jq_put_be64(kb, c->job_id);
         MDB_val k = {sizeof kb, kb};
-        int rc = mdb_del(b->txn, s->jobs, &k, NULL);
+        rc = mdb_del(b->txn, s->jobs, &k, NULL);
         if (rc == 0 || rc == MDB_NOTFOUND)
             rc = put_job(b, s->archive, slot->job);
-        if (rc)
-            b->rc = rc;
         slot->archived = true;
     }
+out:
     msgpack_unpacked_destroy(&up);
+    return rc;
 }
 
-static int commit_batch(jq_store_t *s, jq_change_t *head, size_t n)
+/* Commit the first n records of head in one transaction. */
+static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n, char *why,
+                        size_t whylen)
 {
     batch_t b = {.s = s};
     b.cap = 16;
@@ -444,62 +419,82 @@ static int commit_batch(jq_store_t *s, jq_change_t *head, size_t n)
         b.cap *= 2;
     b.slots = calloc(b.cap, sizeof *b.slots);
     msgpack_sbuffer_init(&b.buf);
-    if (!b.slots)
+    if (!b.slots) {
+        snprintf(why, whylen, "out of memory");
         return ENOMEM;
-    uint64_t last_id = s->last_id;
+    }
     int rc = mdb_txn_begin(s->env, NULL, 0, &b.txn);
-    for (const jq_change_t *c = head; rc == 0 && c && !b.rc; c = c->next)
-        apply_record(&b, c);
-    rc = rc ? rc : b.rc;
+    const jq_change_t *c = head;
+    for (size_t i = 0; rc == 0 && i < n; i++, c = c->next)
+        rc = apply_record(&b, c);
     for (size_t i = 0; i < b.cap; i++) {
         cached_t *e = &b.slots[i];
         if (rc == 0 && e->job && !e->archived)
             rc = put_job(&b, s->jobs, e->job);
         jq_job_destroy(&e->job);
     }
-    if (rc == 0 && s->last_id != last_id) {
-        uint64_t reserve = s->last_id + JQ_STORE_ID_RESERVE;
-        rc = meta_put(s, b.txn, "last_id", &s->last_id, sizeof s->last_id);
-        if (rc == 0)
-            rc = meta_put(s, b.txn, "id_reserve", &reserve, sizeof reserve);
-    }
+    uint64_t last = atomic_load(&s->last_id);
+    if (rc == 0 && b.last_id > last)
+        rc = jq_store_meta_put(s, b.txn, "last_id", &b.last_id, sizeof b.last_id);
     if (b.txn) {
         if (rc == 0)
             rc = mdb_txn_commit(b.txn);
         else
             mdb_txn_abort(b.txn);
     }
-    if (rc != 0)
-        s->last_id = last_id;
+    if (rc == 0 && b.last_id > last)
+        atomic_store(&s->last_id, b.last_id);
+    if (rc == -1)
+        snprintf(why, whylen, "%s", b.why);
     free(b.slots);
     msgpack_sbuffer_destroy(&b.buf);
     return rc;
 }
 
-/* After a commit: archived jobs leave the table's memory (readers find them
- * in the store from now on); records go on to the publisher. */
-static void hand_on(jq_store_t *s, jq_change_t *head)
+/* Say what went wrong in words an operator acts on. */
+static void describe_failure(jq_store_t *s, int rc, const char *why, char *out, size_t len)
 {
-    jq_change_t *keep = NULL, **tail = &keep;
-    while (head) {
-        jq_change_t *c = head;
-        head = c->next;
-        c->next = NULL;
-        if (c->job_id == 0) {
-            free(c);
-            continue;
-        }
-        if (s->table && c->kind == JQ_CHANGE_ARCHIVE)
-            jq_table_evict_archived(s->table, c->job_id);
-        *tail = c;
-        tail = &c->next;
+    switch (rc) {
+    case MDB_MAP_FULL:
+        snprintf(out, len, "the store is full: it reached --store-map-size (%llu bytes); "
+                           "archive jobs or restart with a larger --store-map-size",
+                 (unsigned long long)s->opts.map_size);
+        break;
+    case ENOSPC:
+        snprintf(out, len, "the disk holding %s is full (%s)", s->opts.dir, strerror(rc));
+        break;
+    case EDQUOT:
+        snprintf(out, len, "the disk quota for %s is used up (%s)", s->opts.dir, strerror(rc));
+        break;
+    case EFBIG:
+        snprintf(out, len, "the store file reached the largest size this process may write "
+                           "(%s; see ulimit -f)", strerror(rc));
+        break;
+    case EIO:
+        snprintf(out, len, "the disk holding %s failed to write (%s)", s->opts.dir, strerror(rc));
+        break;
+    case -1:
+        snprintf(out, len, "a change could not be stored: %s", why);
+        break;
+    default:
+        snprintf(out, len, "%s", mdb_strerror(rc));
     }
-    /* Pushed even when empty (a batch of meta records only): the wake-up
-     * is what lets the loop release the replies waiting for this commit. */
-    if (s->out)
-        jq_changeq_push(s->out, keep);
-    else
-        jq_change_list_free(&keep);
+}
+
+/* Detach the first n records of *head. */
+static jq_change_t *take_first(jq_change_t **head, jq_change_t **tail, size_t n)
+{
+    jq_change_t *first = *head, *last = NULL, *c = *head;
+    for (size_t i = 0; i < n && c; i++) {
+        last = c;
+        c = c->next;
+    }
+    if (last)
+        last->next = NULL;
+    *head = c;
+    if (!c)
+        *tail = NULL;
+    return first;
 }
 
 static void *store_main(void *arg)
@@ -508,14 +503,17 @@ static void *store_main(void *arg)
     pthread_setname_np(pthread_self(), "jobqd-store"); /* for top -H and perf */
     jq_change_t *pending = NULL, *pending_tail = NULL;
     size_t npending = 0;
-    bool unsynced = false, retrying = false;
+    /* After a failure the next attempt commits at most `chunk` records,
+     * halving on each failure: a disk with room for some of the backlog
+     * takes that much at once instead of failing all of it forever. */
+    size_t chunk = SIZE_MAX;
+    bool unsynced = false, retrying = false, backoff = false;
     int64_t next_sync = mono_us() + s->opts.sync_interval_us;
     for (;;) {
         int timeout = -1;
         if (retrying)
-            timeout = 1000;
-        else if (s->opts.sync == JQ_SYNC_BATCH && unsynced)
-        {
+            timeout = backoff ? 1000 : 0;
+        else if (s->opts.sync == JQ_SYNC_BATCH && unsynced) {
             int64_t left = (next_sync - mono_us()) / 1000 + 1;
             timeout = left < 0 ? 0 : (int)left; /* overdue: sync now, not never */
         }
@@ -532,31 +530,45 @@ static void *store_main(void *arg)
             npending++;
         }
         if (pending) {
-            int rc = commit_batch(s, pending, npending);
+            size_t n = npending < chunk ? npending : chunk;
+            char why[256] = "";
+            int rc = commit_batch(s, pending, n, why, sizeof why);
             if (rc == 0) {
+                jq_change_t *done = take_first(&pending, &pending_tail, n);
+                npending -= n;
                 atomic_fetch_add(&s->commits, 1);
-                atomic_fetch_add(&s->records, npending);
+                atomic_fetch_add(&s->records, n);
                 if (s->opts.sync == JQ_SYNC_ALWAYS)
                     atomic_fetch_add(&s->fsyncs, 1);
                 unsynced = true;
-                atomic_fetch_add(&s->durable, npending);
+                uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
                 atomic_store(&s->failed, 0);
-                hand_on(s, pending);
-                pending = pending_tail = NULL;
-                npending = 0;
-                retrying = false;
+                if (atomic_exchange(&s->failing, false))
+                    fprintf(stderr, "jobqd: store: commits succeed again\n");
+                chunk = chunk >= SIZE_MAX / 2 ? SIZE_MAX : chunk * 2;
+                retrying = npending > 0; /* the rest of a cut batch: at once */
+                backoff = false;
+                if (s->hooks.committed)
+                    s->hooks.committed(s->hooks.ctx, done, durable);
+                else
+                    jq_change_list_free(&done);
+                pthread_mutex_lock(&s->mu);
+                pthread_cond_broadcast(&s->progress);
+                pthread_mutex_unlock(&s->mu);
             } else {
                 pthread_mutex_lock(&s->mu);
-                snprintf(s->failmsg, sizeof s->failmsg, "%s%s", mdb_strerror(rc),
-                         rc == MDB_MAP_FULL ? " (the store reached --store-map-size)" : "");
+                describe_failure(s, rc, why, s->failmsg, sizeof s->failmsg);
                 pthread_mutex_unlock(&s->mu);
-                if (!retrying)
-                    fprintf(stderr, "jobqd: store: commit of %zu changes failed: %s; retrying\n",
-                            npending, s->failmsg);
+                if (!atomic_exchange(&s->failing, true))
+                    fprintf(stderr, "jobqd: store: commit of %zu changes failed: %s; "
+                                    "submissions are refused until it succeeds; retrying\n",
+                            n, s->failmsg);
                 atomic_fetch_add(&s->failures, 1);
                 atomic_store(&s->failed, atomic_load(&s->durable) + npending);
-                if (s->out)
-                    jq_changeq_kick(s->out); /* the loop answers the waiting submitters */
+                if (s->hooks.failed)
+                    s->hooks.failed(s->hooks.ctx);
+                backoff = n == 1; /* nothing smaller to try: wait a while */
+                chunk = n > 1 ? n / 2 : 1;
                 retrying = true;
             }
         }
@@ -569,31 +581,22 @@ static void *store_main(void *arg)
         /* Stopping: the producers are gone, so what was taken is all. */
         if (atomic_load(&s->stopping) && !pending)
             break;
-        if (atomic_load(&s->stopping) && retrying) {
+        if (atomic_load(&s->stopping) && retrying && backoff) {
             fprintf(stderr, "jobqd: store: %zu changes could not be saved: %s\n", npending,
                     s->failmsg);
             break;
         }
     }
     jq_change_list_free(&pending);
-    /* A clean stop: every id handed out is committed (or was never shown),
-     * so the next start continues right above it. */
-    MDB_txn *txn;
-    if (!retrying && mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
-        if (meta_put(s, txn, "id_reserve", &s->last_id, sizeof s->last_id) == 0)
-            mdb_txn_commit(txn);
-        else
-            mdb_txn_abort(txn);
-    }
     if (s->opts.sync != JQ_SYNC_NONE)
         mdb_env_sync(s->env, 1);
     return NULL;
 }
 
-int jq_store_start(jq_store_t *s, jq_table_t *table, jq_changeq_t *out)
+int jq_store_start(jq_store_t *s, const jq_store_hooks_t *hooks)
 {
-    s->table = table;
-    s->out = out;
+    if (hooks)
+        s->hooks = *hooks;
     if (pthread_create(&s->thread, NULL, store_main, s) != 0)
         return -1;
     s->started = true;
@@ -630,6 +633,33 @@ uint64_t jq_store_failed(jq_store_t *s, char *msg, size_t len)
     return f;
 }
 
+bool jq_store_failing(jq_store_t *s, char *msg, size_t len)
+{
+    bool failing = atomic_load(&s->failing);
+    if (failing && msg) {
+        pthread_mutex_lock(&s->mu);
+        snprintf(msg, len, "%s", s->failmsg);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return failing;
+}
+
+void jq_store_throttle(jq_store_t *s, uint64_t max, int64_t max_wait_us)
+{
+    if (jq_store_backlog(s) <= max)
+        return;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    int64_t ns = deadline.tv_nsec + (max_wait_us % 1000000) * 1000;
+    deadline.tv_sec += max_wait_us / 1000000 + ns / 1000000000;
+    deadline.tv_nsec = ns % 1000000000;
+    pthread_mutex_lock(&s->mu);
+    while (jq_store_backlog(s) > max && !atomic_load(&s->stopping) &&
+           pthread_cond_timedwait(&s->progress, &s->mu, &deadline) == 0)
+        ;
+    pthread_mutex_unlock(&s->mu);
+}
+
 void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out)
 {
     static const char *const names[] = {"always", "batch", "none"};
@@ -637,6 +667,7 @@ void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out)
     out->fsyncs = atomic_load(&s->fsyncs);
     out->records = atomic_load(&s->records);
     out->failures = atomic_load(&s->failures);
+    out->last_id = atomic_load(&s->last_id);
     out->sync = names[s->opts.sync];
     MDB_envinfo info;
     MDB_stat st;
@@ -653,11 +684,11 @@ void jq_store_close(jq_store_t **sp)
     if (s->started) {
         atomic_store(&s->stopping, true);
         jq_changeq_kick(s->in);
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->progress);
+        pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
-    mdb_env_close(s->env);
-    jq_changeq_destroy(&s->in);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
+    store_free(s);
     *sp = NULL;
 }

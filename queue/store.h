@@ -6,16 +6,25 @@
  * shard lock), applies each to the stored job (queue/mirror.c, the same
  * code that keeps waiters' copies current), and commits everything that
  * arrived while the previous commit ran in one transaction: one fsync for
- * the whole batch. Only then are the records handed on (to the publisher),
- * so nothing is published that a crash could take back, and `durable`
- * advances, which releases the submit replies waiting for it.
+ * the whole batch. Only then does `durable` advance and the records go to
+ * the `committed` hook (the daemon marks jobs committed, releases held
+ * replies, runs what waited for the commit, publishes). A record the store
+ * cannot apply fails its whole batch: nothing is acknowledged that the
+ * store skipped. A failed batch is retried in smaller and smaller pieces,
+ * so that a disk with a little room again makes progress at once.
  *
- * Layout (store format JQ_STORE_FORMAT; job encoding in jobcodec.h):
- *   meta     "format" → u32, "last_id" → u64, "id_reserve" → u64,
- *            "drain" → u8                                     (host order)
- *   jobs     be64 id → stored job                (live jobs)
- *   archive  be64 id → stored job                (archived jobs)
- *   logs     be64 id . be32 serial → be16 opcode index . log entry (msgpack)
+ * Layout (store format JQ_STORE_FORMAT; job encoding in jobcodec.h). Every
+ * value starts with a 4-byte big-endian CRC-32 of the key and the rest of
+ * the value (LMDB keeps no checksums of its own): a damaged record is
+ * found, never served.
+ *   meta     "format" → u32, "last_id" → u64 (highest committed job id),
+ *            "drain" → u8, "store_id" → 16 bytes         (host order)
+ *   jobs     be64 id → u8 status . stored job            (live jobs)
+ *   archive  be64 id → u8 status . stored job            (archived jobs)
+ *   logs     be64 id . be32 serial → be16 opcode index . log entry
+ *   damaged  "<db>/<hex key>" → the raw value            (--salvage only)
+ * Beside data.mdb, `store.id` names the store (the same 16 bytes, in hex),
+ * so an emptied or missing data.mdb is never taken for a new store.
  * Readers (archive lookups, from any thread) use their own read
  * transactions and never block the writer.
  */
@@ -24,16 +33,17 @@
 
 #include "changeq.h"
 #include "job.h"
-#include "opdef.h"
-#include "table.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#define JQ_STORE_FORMAT 1
-/* Ids a crash may skip: each commit records last id + this as the point
- * the next start continues from (a clean stop records the exact last id). */
-#define JQ_STORE_ID_RESERVE 1000000
+#define JQ_STORE_FORMAT 2
+/* Records waiting for a commit beyond which submissions are refused
+ * (`Busy`) until the store catches up. */
+#define JQ_STORE_MAX_BACKLOG 65536
+/* Records waiting for a commit beyond which an opcode's log entries wait:
+ * a busy log never stands long between a submit and its commit. */
+#define JQ_STORE_LOG_BACKLOG 1024
 
 typedef enum {
     JQ_SYNC_ALWAYS, /* fsync every commit before anything is acknowledged */
@@ -42,58 +52,87 @@ typedef enum {
 } jq_sync_t;
 
 typedef struct {
-    const char *dir;        /* created if missing */
+    const char *dir;        /* must exist (the daemon's data directory checks) */
     uint64_t map_size;      /* bytes LMDB may grow to */
     jq_sync_t sync;
     int64_t sync_interval_us;
-    const jq_opset_t *ops;
+    bool salvage;           /* move damaged records aside instead of refusing */
 } jq_store_opts_t;
 
 typedef struct jq_store jq_store_t;
 
-/* Open (or create) the store and check its format. NULL with a message:
- * a newer or unknown format, or a damaged file, is refused untouched. */
+/* Check the store (in a child process, so that a file damaged in a way
+ * LMDB cannot survive costs a refusal, not the daemon), then open or
+ * create it. NULL with a message: a newer format, a damaged record (named)
+ * or file, or a store file that went missing or empty, is refused
+ * untouched — unless opts->salvage, which moves damaged records aside and
+ * says so on stderr. A format 1 store is upgraded in place. */
 jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen);
 /* Stops the thread after it committed what was queued; closes. */
 void jq_store_close(jq_store_t **s);
 
 /* Recovery: every live job with its log entries, in id order, handed to fn
- * (which owns it). Also the last id handed out, the drain flag and the
- * number of archived jobs. -1 with a message naming the damaged job. */
+ * (which owns it); opcodes have no definition yet (jobcodec.h). Also the
+ * highest job id ever committed, the drain flag and the number of archived
+ * jobs. -1 with a message naming the damaged job. */
 typedef int (*jq_store_job_fn)(void *ctx, jq_job_t *job);
 int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_id,
                   bool *drained, uint64_t *narchived, char *err, size_t errlen);
 
-/* Start the store thread: committed records go to out (in order, meta
- * records dropped); archived jobs, once committed, are evicted from table's
- * memory. */
-int jq_store_start(jq_store_t *s, jq_table_t *table, jq_changeq_t *out);
+typedef struct {
+    /* Store thread, after each commit: the committed records (owned, in
+     * order, drain-flag records included: job_id 0) and the new durable
+     * count. */
+    void (*committed)(void *ctx, jq_change_t *head, uint64_t durable);
+    /* Store thread, after a commit failed. */
+    void (*failed)(void *ctx);
+    void *ctx;
+} jq_store_hooks_t;
+
+int jq_store_start(jq_store_t *s, const jq_store_hooks_t *hooks);
 
 /* The table's sink (any thread). */
 void jq_store_sink(void *store, jq_change_t *head);
-/* Any thread: queue the drain flag for the next commit. */
+/* Any thread: queue the drain flag for the next commit. The caller orders
+ * concurrent calls (the last one queued is what the store keeps). */
 void jq_store_set_drain(jq_store_t *s, bool drained);
 
-/* Any thread: records queued so far; read after a change is made, every
- * record of that change is among them. */
+/* Any thread: records queued so far; read after a change's record is with
+ * the sink, it covers that record. */
 uint64_t jq_store_ticket(jq_store_t *s);
 /* Any thread: records committed so far (durable per the sync mode). */
 uint64_t jq_store_durable(jq_store_t *s);
-/* Any thread: records up to this ticket were in a commit that failed (0:
- * none since the last success); msg says why. They are retried. */
+/* Any thread: records up to this ticket were at stake in a commit that
+ * failed (0: none since the last success); msg says why. */
 uint64_t jq_store_failed(jq_store_t *s, char *msg, size_t len);
+/* Any thread: true while the last commit failed (msg says why). */
+bool jq_store_failing(jq_store_t *s, char *msg, size_t len);
+/* Any thread: records waiting for a commit. */
+static inline uint64_t jq_store_backlog(jq_store_t *s)
+{
+    uint64_t t = jq_store_ticket(s), d = jq_store_durable(s);
+    return t > d ? t - d : 0;
+}
+/* Any thread: wait until at most `max` records wait for a commit, or
+ * max_wait_us passed (so a failing store slows callers, never stops them
+ * for good). */
+void jq_store_throttle(jq_store_t *s, uint64_t max, int64_t max_wait_us);
 
-/* Any thread: an archived job with its log, or NULL (not found, or with
- * err set on a read failure). */
+/* Any thread: an archived job with its log, or NULL (not found; err set
+ * when the read failed or the record is damaged). */
 jq_job_t *jq_store_load_archived(jq_store_t *s, uint64_t id, char *err, size_t errlen);
-/* Any thread: the status of an archived job; false when not archived. */
+/* Any thread: the status of an archived job; false when not archived (or
+ * its record is damaged). */
 bool jq_store_archived_status(jq_store_t *s, uint64_t id, jq_status_t *status);
-/* Any thread: up to cap archived ids above after, ascending. */
-size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint64_t *out);
+/* Any thread: up to cap archived ids above after, ascending, whose status
+ * is in status_mask (0: any). */
+size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint8_t status_mask,
+                             uint64_t *out);
 
 typedef struct {
     uint64_t commits, fsyncs, records, failures;
     uint64_t bytes;          /* size of the data file in use */
+    uint64_t last_id;        /* highest committed job id */
     const char *sync;        /* "always", "batch", "none" */
 } jq_store_stats_t;
 void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out);

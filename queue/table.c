@@ -120,6 +120,11 @@ void jq_shard_wrlock(jq_shard_t *sh) { pthread_rwlock_wrlock(&sh->lock); }
 void jq_shard_wrunlock(jq_shard_t *sh)
 {
     pthread_rwlock_unlock(&sh->lock);
+    jq_shard_flush(sh);
+}
+
+void jq_shard_flush(jq_shard_t *sh)
+{
     /* Records were appended in the order they were made; holding the
      * outbox mutex across the hand-off keeps two flushing threads from
      * reordering them. */
@@ -133,11 +138,6 @@ void jq_shard_wrunlock(jq_shard_t *sh)
             jq_change_list_free(&head);
     }
     pthread_mutex_unlock(&sh->outbox_mu);
-}
-
-void jq_shard_wrunlock_quiet(jq_shard_t *sh)
-{
-    pthread_rwlock_unlock(&sh->lock);
 }
 
 /* First index with jobs[i]->id > id. */
@@ -196,15 +196,8 @@ jq_job_t *jq_shard_find_any(jq_shard_t *sh, uint64_t id)
     return job ? job : array_find(&sh->archived, id);
 }
 
-static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
-                        jq_change_kind_t kind, int64_t now)
+static void outbox_append(jq_shard_t *sh, jq_change_t *c)
 {
-    job->change_serial++;
-    jq_change_t *c = jq_change_encode(job, kind, d, now);
-    if (!c) {
-        job->change_serial--;
-        return -1;
-    }
     pthread_mutex_lock(&sh->outbox_mu);
     if (sh->outbox_tail)
         sh->outbox_tail->next = c;
@@ -213,6 +206,28 @@ static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
     sh->outbox_tail = c;
     pthread_mutex_unlock(&sh->outbox_mu);
     atomic_fetch_add_explicit(&sh->table->changes, 1, memory_order_relaxed);
+}
+
+/* The job's records so far covered everything up to now. */
+static void recorded(jq_job_t *job)
+{
+    job->record_lost = false;
+    job->log_recorded = job->log_serial;
+}
+
+static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
+                        jq_change_kind_t kind, int64_t now)
+{
+    job->change_serial++;
+    jq_change_t *c = jq_change_encode(job, kind, d, now);
+    if (!c) {
+        /* No gap in serials; the next record catches up (change.c). */
+        job->change_serial--;
+        job->record_lost = true;
+        return -1;
+    }
+    recorded(job);
+    outbox_append(sh, c);
     return 0;
 }
 
@@ -222,20 +237,26 @@ static void array_remove_at(job_array_t *a, size_t i)
     a->count--;
 }
 
-int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now)
+jq_change_t *jq_shard_submit_record(jq_job_t *job, int64_t now)
 {
     job->status = (uint8_t)jq_job_derive_status(job);
+    job->change_serial = 1;
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    jq_change_t *c = jq_change_encode(job, JQ_CHANGE_SUBMIT, &d, now);
+    if (!c)
+        job->change_serial = 0;
+    return c;
+}
+
+int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, jq_change_t *record)
+{
     if (array_insert(&sh->live, job) < 0)
         return -1;
     sh->status_counts[job->status]++;
-    jq_delta_t d;
-    jq_delta_init(&d, job);
-    if (queue_record(sh, job, &d, JQ_CHANGE_SUBMIT, now) == 0)
-        return 0;
-    /* No record, no job: -1 must mean "not in the table". */
-    sh->status_counts[job->status]--;
-    array_remove_at(&sh->live, array_upper(&sh->live, job->id - 1));
-    return -1;
+    recorded(job);
+    outbox_append(sh, record);
+    return 0;
 }
 
 int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
@@ -244,6 +265,8 @@ int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
     if (array_insert(&sh->live, job) < 0)
         return -1;
     sh->status_counts[job->status]++;
+    atomic_store_explicit(&job->committed_serial, job->change_serial, memory_order_relaxed);
+    recorded(job);
     atomic_fetch_add(&sh->table->live, 1);
     return 0;
 }
@@ -257,23 +280,30 @@ int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
         sh->status_counts[st]++;
     }
     job->status = (uint8_t)st;
-    if (jq_status_final(st))
-        job->sched_state = JQ_SCHED_DONE;
     return queue_record(sh, job, d, kind, now);
 }
 
 
+/* The archive record is made first: a job whose record could not be made
+ * stays live, so memory and store never disagree about where it is. */
 static int move_to_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
 {
-    if (array_insert(&sh->archived, job) < 0)
-        return -1;
     job->archived = true;
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    job->change_serial++;
+    jq_change_t *c = jq_change_encode(job, JQ_CHANGE_ARCHIVE, &d, now);
+    if (!c || array_insert(&sh->archived, job) < 0) {
+        free(c);
+        job->change_serial--;
+        job->archived = false;
+        return -1;
+    }
+    recorded(job);
+    outbox_append(sh, c);
     sh->status_counts[job->status]--;
     atomic_fetch_sub(&sh->table->live, 1);
     atomic_fetch_add(&sh->table->archived, 1);
-    jq_delta_t d;
-    jq_delta_init(&d, job);
-    queue_record(sh, job, &d, JQ_CHANGE_ARCHIVE, now);
     return 0;
 }
 
@@ -292,6 +322,7 @@ int jq_shard_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
 
 size_t jq_shard_auto_archive(jq_shard_t *sh, int64_t now, int64_t cutoff,
                              uint64_t after_id, size_t max_examine,
+                             bool (*spent)(void *ctx), void *ctx,
                              uint64_t *last_id, bool *done)
 {
     job_array_t *a = &sh->live;
@@ -300,6 +331,8 @@ size_t jq_shard_auto_archive(jq_shard_t *sh, int64_t now, int64_t cutoff,
     /* One compaction pass: kept jobs slide down over archived ones. */
     for (; i < a->count; i++) {
         jq_job_t *job = a->jobs[i];
+        if (examined < max_examine && spent && spent(ctx))
+            max_examine = examined; /* out of budget: examine no more */
         if (examined < max_examine) {
             examined++;
             *last_id = job->id;
@@ -343,6 +376,30 @@ void jq_table_evict_archived(jq_table_t *t, uint64_t id)
         jq_job_destroy(&job);
     }
     pthread_rwlock_unlock(&sh->lock);
+}
+
+void jq_table_mark_committed(jq_table_t *t, const jq_change_t *head)
+{
+    /* A read lock is enough: only this field changes, atomically, and
+     * readers of the job may go on meanwhile. Consecutive records of one
+     * shard share one lock hold. */
+    jq_shard_t *held = NULL;
+    for (const jq_change_t *c = head; c; c = c->next) {
+        if (c->job_id == 0)
+            continue;
+        jq_shard_t *sh = jq_table_shard_for(t, c->job_id);
+        if (sh != held) {
+            if (held)
+                pthread_rwlock_unlock(&held->lock);
+            pthread_rwlock_rdlock(&sh->lock);
+            held = sh;
+        }
+        jq_job_t *job = jq_shard_find_any(sh, c->job_id);
+        if (job && atomic_load_explicit(&job->committed_serial, memory_order_relaxed) < c->serial)
+            atomic_store_explicit(&job->committed_serial, c->serial, memory_order_relaxed);
+    }
+    if (held)
+        pthread_rwlock_unlock(&held->lock);
 }
 
 void jq_table_add_archived(jq_table_t *t, uint64_t n)

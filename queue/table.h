@@ -16,8 +16,8 @@
  * sink runs outside the shard lock (under the small outbox mutex only) and
  * must not block.
  *
- * Lock order: the scheduler mutex may be taken before a shard lock, never
- * after. No code holds two shard locks.
+ * Lock order: no code holds two shard locks, and none takes a shard lock
+ * while holding the scheduler's mutex.
  */
 #ifndef JOBQ_TABLE_H
 #define JOBQ_TABLE_H
@@ -59,21 +59,25 @@ void jq_shard_rdunlock(jq_shard_t *sh);
 void jq_shard_wrlock(jq_shard_t *sh);
 /* Unlock, then hand the outbox to the sink. */
 void jq_shard_wrunlock(jq_shard_t *sh);
-/* Unlock only, for a holder that made no change record: every thread that
- * makes one flushes it itself, so nothing waits on this unlock. Lets the
- * scheduler release a shard without doing the sink's work under its own
- * mutex. */
-void jq_shard_wrunlock_quiet(jq_shard_t *sh);
+/* No lock held: hand whatever the outbox holds to the sink now. A reader
+ * that saw a change not yet committed calls it so that the change's record
+ * is surely with the sink (the thread that made it may not have flushed
+ * yet) before it asks the store for a ticket that covers it. */
+void jq_shard_flush(jq_shard_t *sh);
 
 /* Under a lock: the live job with that id, or NULL. */
 jq_job_t *jq_shard_find(jq_shard_t *sh, uint64_t id);
 /* Under a lock: live or archived. */
 jq_job_t *jq_shard_find_any(jq_shard_t *sh, uint64_t id);
 
-/* Under the write lock: add a job (reserved with jq_table_reserve) and emit
- * its submit record. The table owns it on success; -1 when out of memory
- * or the id is taken (job untouched, reservation kept). */
-int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, int64_t now);
+/* No lock held: encode a new job's submit record (change serial 1), so
+ * the heavy part of a submission happens before the shard lock is taken.
+ * NULL when out of memory. */
+jq_change_t *jq_shard_submit_record(jq_job_t *job, int64_t now);
+/* Under the write lock: add a job (reserved with jq_table_reserve) with
+ * its submit record. The table owns both on success; -1 when out of
+ * memory or the id is taken (both untouched, reservation kept). */
+int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, jq_change_t *record);
 /* The same for a job loaded from the store at start-up: no record (the
  * store has it already). */
 int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job);
@@ -82,21 +86,35 @@ int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job);
 int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
                   jq_change_kind_t kind, int64_t now);
 /* Under the write lock: move a final live job to the archive (emits the
- * archive record). -1 when it is not live or not final. */
+ * archive record). -1 when it is not live or not final, or its record
+ * could not be made (it stays live). */
 int jq_shard_archive(jq_shard_t *sh, jq_job_t *job, int64_t now);
 
 /* Any thread, no lock held: drop an archived job from memory once the
  * store holds it (takes the shard's write lock). */
 void jq_table_evict_archived(jq_table_t *t, uint64_t id);
+/* Any thread, no lock held: these records are committed; each job's
+ * committed_serial catches up with them (takes read locks). */
+void jq_table_mark_committed(jq_table_t *t, const jq_change_t *head);
+/* Under a lock: true when the job shows a change the store has not
+ * committed yet (a reply showing it must wait for the commit). */
+static inline bool jq_job_uncommitted(const jq_job_t *job)
+{
+    return job->change_serial >
+           atomic_load_explicit(&((jq_job_t *)job)->committed_serial, memory_order_relaxed);
+}
 /* Count archived jobs the table does not hold (the store's, at start). */
 void jq_table_add_archived(jq_table_t *t, uint64_t n);
 
 /* Under the write lock: archive final live jobs with id > after_id whose
  * age reference is older than cutoff (INT64_MAX: any), examining at most
- * max_examine live jobs. Returns the number archived; *last_id is the last
- * id examined, *done true when the shard's end was reached. */
+ * max_examine live jobs and asking spent(ctx) (may be NULL) before each:
+ * once it says the time budget is spent, no more are examined. Returns
+ * the number archived; *last_id is the last id examined, *done true when
+ * the shard's end was reached. */
 size_t jq_shard_auto_archive(jq_shard_t *sh, int64_t now, int64_t cutoff,
                              uint64_t after_id, size_t max_examine,
+                             bool (*spent)(void *ctx), void *ctx,
                              uint64_t *last_id, bool *done);
 
 /* Under a lock: listing helpers. */

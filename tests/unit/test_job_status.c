@@ -219,7 +219,6 @@ static jq_job_t *fresh(uint32_t n)
     assert_int_equal(job->id, 7);
     assert_int_equal(job->nops, n);
     assert_int_equal(job->received_ts, T0);
-    assert_int_equal(job->runner, -1);
     for (uint32_t i = 0; i < n; i++)
         assert_int_equal(job->ops[i].status, Q);
     return job;
@@ -391,7 +390,7 @@ static void test_pickup_running_finish(void **state)
     assert_int_equal(jq_job_op_finish(job, T0 + 80, true, NULL, &d), -1);
     assert_int_equal(jq_job_fail(job, T0 + 80, "x", &d), -1);
     assert_int_equal(jq_job_mark_canceled(job, T0 + 80, &d), -1);
-    assert_int_equal(jq_job_log(job, T0 + 80, "message", "x", 1, &d), -1);
+    assert_int_equal(jq_job_log(job, T0 + 80, "message", "x", 1, 0, &d), -1);
     assert_true(jq_delta_empty(&d, job));
     assert_int_equal(job->end_ts, T0 + 72);
     jq_job_destroy(&job);
@@ -699,8 +698,8 @@ static void test_log_serials(void **state)
     assert_int_equal(jq_job_pickup(job, T0 + 1, &d), 0);
     assert_int_equal(jq_job_op_running(job, T0 + 2, &d), 0);
     jq_delta_init(&d, job);
-    assert_int_equal(jq_job_log(job, T0 + 3, "message", "a", 1, &d), 0);
-    assert_int_equal(jq_job_log(job, T0 + 1000004, "message", "bb", 2, &d), 0);
+    assert_int_equal(jq_job_log(job, T0 + 3, "message", "a", 1, 0, &d), 0);
+    assert_int_equal(jq_job_log(job, T0 + 1000004, "message", "bb", 2, 0, &d), 0);
     /* The delta carries the new entries: serial > log_from. */
     assert_int_equal(d.log_from, 0);
     assert_int_equal(job->log_serial, 2);
@@ -711,13 +710,13 @@ static void test_log_serials(void **state)
     assert_int_equal(d.log_from, 2);
     assert_int_equal(jq_job_pickup(job, T0 + 6, &d), 0);
     assert_int_equal(jq_job_op_running(job, T0 + 7, &d), 0);
-    assert_int_equal(jq_job_log(job, T0 + 8, "message", "ccc", 3, &d), 0);
+    assert_int_equal(jq_job_log(job, T0 + 8, "message", "ccc", 3, 0, &d), 0);
     assert_int_equal(jq_job_op_finish(job, T0 + 9, true, NULL, &d), 0);
     /* Many entries on the third opcode: the log array grows. */
     char msg[16];
     for (int i = 0; i < 40; i++) {
         snprintf(msg, sizeof msg, "m%d", i);
-        assert_int_equal(jq_job_log(job, T0 + 10 + i, "message", msg, strlen(msg), &d), 0);
+        assert_int_equal(jq_job_log(job, T0 + 10 + i, "message", msg, strlen(msg), 0, &d), 0);
     }
     assert_int_equal(job->log_serial, 43);
     assert_int_equal(job->ops[0].nlog, 2);
@@ -731,11 +730,11 @@ static void test_log_serials(void **state)
         check_log_entry(&job->ops[2].log[i], (uint32_t)(4 + i), T0 + 10 + i, msg);
     }
     /* The message length is what counts, not a terminator. */
-    assert_int_equal(jq_job_log(job, T0 + 60, "message", "xyz", 2, &d), 0);
+    assert_int_equal(jq_job_log(job, T0 + 60, "message", "xyz", 2, 0, &d), 0);
     check_log_entry(&job->ops[2].log[40], 44, T0 + 60, "xy");
     /* Ending the job ends the log. */
     jq_job_fail(job, T0 + 70, "stop", &d);
-    assert_int_equal(jq_job_log(job, T0 + 71, "message", "late", 4, &d), -1);
+    assert_int_equal(jq_job_log(job, T0 + 71, "message", "late", 4, 0, &d), -1);
     assert_int_equal(job->log_serial, 44);
     jq_job_destroy(&job);
 }

@@ -66,7 +66,7 @@ static jq_job_t *parse(const char *ops, bool relative, jobq_code_t expect, char 
     mp_t m;
     jq_job_t *job = (jq_job_t *)1;
     err[0] = '\0';
-    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), mp(&m, ops), relative, NOW, &job,
+    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), mp(&m, ops), UINT64_MAX >> 1, relative, NOW, &job,
                                       err, errlen);
     mp_free(&m);
     if (rc != expect)
@@ -110,7 +110,7 @@ static void test_ops_list(void **state)
     (void)state;
     char err[256];
     jq_job_t *job = (jq_job_t *)1;
-    assert_int_equal(jq_jobspec_parse(jq_builtin_ops(), NULL, false, NOW, &job, err,
+    assert_int_equal(jq_jobspec_parse(jq_builtin_ops(), NULL, false, UINT64_MAX >> 1, NOW, &job, err,
                                       sizeof err),
                      JOBQ_ERR_BAD_ARGUMENT);
     assert_null(job);
@@ -297,7 +297,7 @@ static void test_depends_errors(void **state)
     assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
     jq_job_t *job;
     char err[256];
-    assert_int_equal(jq_jobspec_parse(jq_builtin_ops(), &up.data, true, NOW, &job, err,
+    assert_int_equal(jq_jobspec_parse(jq_builtin_ops(), &up.data, true, UINT64_MAX >> 1, NOW, &job, err,
                                       sizeof err),
                      JOBQ_ERR_INVALID_DEPENDS);
     assert_null(job);
@@ -515,12 +515,12 @@ static void test_custom_opset(void **state)
     jq_job_t *job;
     char err[128];
     assert_int_equal(jq_jobspec_parse(&set, mp(&m, "[{\"op\":\"t.yes\"},{\"op\":\"t.no\"}]"),
-                                      false, NOW, &job, err, sizeof err),
+                                      false, UINT64_MAX >> 1, NOW, &job, err, sizeof err),
                      JOBQ_ERR_BAD_ARGUMENT);
     assert_string_equal(err, "opcode 1 (t.no): never valid");
     mp_free(&m);
     assert_int_equal(jq_jobspec_parse(&set, mp(&m, "[{\"op\":\"t.yes\",\"args\":{\"a\":1}}]"),
-                                      false, NOW, &job, err, sizeof err),
+                                      false, UINT64_MAX >> 1, NOW, &job, err, sizeof err),
                      JOBQ_ERR_NONE);
     assert_string_equal(job->ops[0].summary, "t");
     assert_ptr_equal(job->ops[0].def, &def_yes);

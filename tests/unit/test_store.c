@@ -67,7 +67,7 @@ static jq_job_t *job_from(const char *ops, uint64_t id)
     assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
     jq_job_t *job = NULL;
     char err[256];
-    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), &up.data, false, NOW, &job, err, sizeof err);
+    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), &up.data, false, UINT64_MAX >> 1, NOW, &job, err, sizeof err);
     if (rc != JOBQ_ERR_NONE)
         fail_msg("%s: %s", ops, err);
     assert_int_equal(jq_jobspec_resolve(job, id, NULL, 0, err, sizeof err), 0);
@@ -161,7 +161,7 @@ static void test_codec_round_trip(void **state)
     msgpack_sbuffer_init(&sb);
     jq_job_encode(&sb, job);
     char err[256] = "";
-    jq_job_t *back = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    jq_job_t *back = jq_job_decode(sb.data, sb.size, err, sizeof err);
     if (!back)
         fail_msg("decode: %s", err);
     assert_jobs_equal(job, back);
@@ -184,10 +184,10 @@ static void test_codec_round_trip(void **state)
 
     /* Trailing bytes, a truncated value: refused. */
     msgpack_sbuffer_write(&sb2, "\xc0", 1);
-    jq_job_t *bad = jq_job_decode(jq_builtin_ops(), sb2.data, sb2.size, err, sizeof err);
+    jq_job_t *bad = jq_job_decode(sb2.data, sb2.size, err, sizeof err);
     assert_null(bad);
     assert_non_null(strstr(err, "not a msgpack value"));
-    bad = jq_job_decode(jq_builtin_ops(), sb.data, sb.size - 3, err, sizeof err);
+    bad = jq_job_decode(sb.data, sb.size - 3, err, sizeof err);
     assert_null(bad);
     msgpack_sbuffer_destroy(&sb2);
     msgpack_sbuffer_destroy(&sb);
@@ -200,7 +200,7 @@ static void expect_decode_error(const char *json, const char *needle)
     msgpack_sbuffer sb;
     to_msgpack(&sb, json);
     char err[256] = "";
-    jq_job_t *job = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    jq_job_t *job = jq_job_decode(sb.data, sb.size, err, sizeof err);
     msgpack_sbuffer_destroy(&sb);
     if (job)
         fail_msg("%s decoded", json);
@@ -222,7 +222,7 @@ static void test_codec_refusals(void **state)
     msgpack_sbuffer sb;
     to_msgpack(&sb, STORED_JOB("3", STORED_OP("test.log", "")));
     char err[256];
-    jq_job_t *job = jq_job_decode(jq_builtin_ops(), sb.data, sb.size, err, sizeof err);
+    jq_job_t *job = jq_job_decode(sb.data, sb.size, err, sizeof err);
     msgpack_sbuffer_destroy(&sb);
     if (!job)
         fail_msg("template: %s", err);
@@ -540,7 +540,7 @@ static void run_op(jq_table_t *table, uint64_t id, const char *logmsg, int64_t a
     jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, at);
     jq_delta_init(&d, job);
     assert_int_equal(jq_job_op_running(job, at + 1, &d), 0);
-    assert_int_equal(jq_job_log(job, at + 2, "message", logmsg, strlen(logmsg), &d), 0);
+    assert_int_equal(jq_job_log(job, at + 2, "message", logmsg, strlen(logmsg), 0, &d), 0);
     jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, at + 2);
     jq_delta_init(&d, job);
     jq_blob_t result = {0};
@@ -556,7 +556,7 @@ static void insert(jq_table_t *table, jq_job_t *job)
     assert_true(jq_table_reserve(table, 1000));
     jq_shard_t *sh = jq_table_shard_for(table, job->id);
     jq_shard_wrlock(sh);
-    assert_int_equal(jq_shard_insert(sh, job, NOW), 0);
+    assert_int_equal(jq_shard_insert(sh, job, jq_shard_submit_record(job, NOW)), 0);
     jq_shard_wrunlock(sh);
 }
 

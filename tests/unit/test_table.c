@@ -38,7 +38,7 @@ static jq_job_t *make_job(uint64_t id, uint32_t nops, int64_t now)
     jq_job_t *job = jq_job_new(id, nops, now);
     assert_non_null(job);
     for (uint32_t i = 0; i < nops; i++) {
-        job->ops[i].def = &def;
+        jq_op_set_name(&job->ops[i], &def, NULL, 0);
         job->ops[i].priority = job->ops[i].input_priority = (int8_t)(i == 1 ? -10 : 0);
     }
     return job;
@@ -193,9 +193,21 @@ static int t_cancel(jq_job_t *j, int64_t now, jq_delta_t *d)
 }
 static int t_log2(jq_job_t *j, int64_t now, jq_delta_t *d)
 {
-    if (jq_job_log(j, now, "message", "one", 3, d) < 0)
+    if (jq_job_log(j, now, "message", "one", 3, 0, d) < 0)
         return -1;
-    return jq_job_log(j, now + 1, "message", "two", 3, d);
+    return jq_job_log(j, now + 1, "message", "two", 3, 0, d);
+}
+
+/* Under the write lock: jq_shard_insert with the submit record made
+ * first, as the daemon does; the record is freed when the insert fails. */
+static int insert_locked(jq_shard_t *sh, jq_job_t *job, int64_t now)
+{
+    jq_change_t *rec = jq_shard_submit_record(job, now);
+    assert_non_null(rec);
+    int rc = jq_shard_insert(sh, job, rec);
+    if (rc < 0)
+        free(rec);
+    return rc;
 }
 
 static void insert(jq_table_t *t, jq_job_t *job, int64_t now)
@@ -203,7 +215,7 @@ static void insert(jq_table_t *t, jq_job_t *job, int64_t now)
     assert_true(jq_table_reserve(t, UINT64_MAX));
     jq_shard_t *sh = jq_table_shard_for(t, job->id);
     jq_shard_wrlock(sh);
-    assert_int_equal(jq_shard_insert(sh, job, now), 0);
+    assert_int_equal(insert_locked(sh, job, now), 0);
     jq_shard_wrunlock(sh);
 }
 
@@ -260,7 +272,7 @@ static void test_insert_find_archive(void **state)
     jq_job_t *dup = make_job(3, 1, T0);
     jq_shard_t *sh = jq_table_shard_for(t, 3);
     jq_shard_wrlock(sh);
-    assert_int_equal(jq_shard_insert(sh, dup, T0), -1);
+    assert_int_equal(insert_locked(sh, dup, T0), -1);
     jq_shard_wrunlock(sh);
     jq_job_destroy(&dup);
 
@@ -442,7 +454,7 @@ static void test_auto_archive(void **state)
     bool done;
     /* Cutoff: age reference strictly older than T0 + 5 s → 1 and 3. */
     jq_shard_wrlock(sh);
-    size_t n = jq_shard_auto_archive(sh, T0 + 100, T0 + 5000000, 0, SIZE_MAX, &last, &done);
+    size_t n = jq_shard_auto_archive(sh, T0 + 100, T0 + 5000000, 0, SIZE_MAX, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 2);
     assert_int_equal(last, 10);
@@ -476,40 +488,40 @@ static void test_auto_archive(void **state)
     /* The budget: examine at most 3 live jobs per call, resume after
      * last_id. Live now: 2 4 5 6 7 8 9 10 (5, 7, 9 final). */
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 0, 3, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 0, 3, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 1); /* 2, 4, 5 examined: 5 archived */
     assert_int_equal(last, 5);
     assert_false(done);
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, last, 3, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, last, 3, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 1); /* 6, 7, 8: 7 */
     assert_int_equal(last, 8);
     assert_false(done);
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, last, 3, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, last, 3, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 1); /* 9, 10: 9, and the end */
     assert_int_equal(last, 10);
     assert_true(done);
     /* Exactly at the budget with nothing behind: done. */
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 8, 1, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 8, 1, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 0);
     assert_int_equal(last, 10);
     assert_true(done);
     /* Past the end: nothing examined, last_id = after_id, done. */
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 10, 5, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 10, 5, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 0);
     assert_int_equal(last, 10);
     assert_true(done);
     /* A zero budget examines nothing and is not done while jobs remain. */
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 0, 0, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, INT64_MAX, 0, 0, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 0);
     assert_int_equal(last, 0);
@@ -526,7 +538,7 @@ static void test_auto_archive(void **state)
     /* Age reference: start_ts when not ended; received_ts otherwise. A
      * non-final job is never archived whatever its age. */
     jq_shard_wrlock(sh);
-    n = jq_shard_auto_archive(sh, T0, T0 + 1, 0, SIZE_MAX, &last, &done);
+    n = jq_shard_auto_archive(sh, T0, T0 + 1, 0, SIZE_MAX, NULL, NULL, &last, &done);
     jq_shard_wrunlock(sh);
     assert_int_equal(n, 0);
     assert_true(done);
@@ -600,7 +612,6 @@ static void test_change_records(void **state)
     jq_delta_init(&d, job);
     assert_int_equal(jq_job_mark_canceled(job, T0 + 30, &d), 0);
     assert_int_equal(jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, T0 + 30), 0);
-    assert_int_equal(job->sched_state, JQ_SCHED_DONE); /* final: nobody schedules it */
     assert_int_equal(jq_shard_archive(sh, job, T0 + 40), 0);
     assert_int_equal(s.n, 9); /* nothing before the unlock */
     jq_shard_wrunlock(sh);
@@ -638,8 +649,8 @@ static void test_records_batch_order(void **state)
     assert_true(jq_table_reserve(t, 10));
     assert_true(jq_table_reserve(t, 10));
     jq_shard_wrlock(sh);
-    assert_int_equal(jq_shard_insert(sh, make_job(1, 1, T0), T0), 0);
-    assert_int_equal(jq_shard_insert(sh, make_job(2, 1, T0), T0), 0);
+    assert_int_equal(insert_locked(sh, make_job(1, 1, T0), T0), 0);
+    assert_int_equal(insert_locked(sh, make_job(2, 1, T0), T0), 0);
     for (uint64_t id = 1; id <= 2; id++) {
         jq_job_t *job = jq_shard_find(sh, id);
         jq_delta_t d;

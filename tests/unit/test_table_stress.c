@@ -171,14 +171,14 @@ static void submit(uint64_t *x)
     uint32_t nops = 1 + (uint32_t)(rnd(x) % 3);
     jq_job_t *job = jq_job_new(id, nops, T0);
     for (uint32_t i = 0; i < nops; i++) {
-        job->ops[i].def = &def;
+        jq_op_set_name(&job->ops[i], &def, NULL, 0);
         job->ops[i].priority = job->ops[i].input_priority = (int8_t)((int)(rnd(x) % 3) * 10 - 10);
     }
     if (!jq_table_reserve(table, UINT64_MAX))
         violation("reserve failed");
     jq_shard_t *sh = jq_table_shard_for(table, id);
     jq_shard_wrlock(sh);
-    if (jq_shard_insert(sh, job, T0) != 0)
+    if (jq_shard_insert(sh, job, jq_shard_submit_record(job, T0)) != 0)
         violation("insert of %llu failed", (unsigned long long)id);
     else
         atomic_fetch_add(&emitted, 1);
@@ -206,7 +206,7 @@ static void transition(uint64_t *x, int64_t now)
         } else if (what < 60) {
             char msg[32];
             int n = snprintf(msg, sizeof msg, "log %llu", (unsigned long long)rnd(x));
-            rc = jq_job_log(job, now, "message", msg, (size_t)n, &d);
+            rc = jq_job_log(job, now, "message", msg, (size_t)n, 0, &d);
         } else if (what < 80) {
             uint32_t cur = jq_job_current_op(job);
             if (cur < job->nops && job->ops[cur].status == JQ_RUNNING)
@@ -262,7 +262,7 @@ static void auto_archive(uint64_t *x, int64_t now)
     uint64_t last = atomic_load(&next_id), after = last ? rnd(x) % last : 0, last_id;
     bool done;
     jq_shard_wrlock(sh);
-    size_t n = jq_shard_auto_archive(sh, now, INT64_MAX, after, 4, &last_id, &done);
+    size_t n = jq_shard_auto_archive(sh, now, INT64_MAX, after, 4, NULL, NULL, &last_id, &done);
     jq_shard_wrunlock(sh);
     atomic_fetch_add(&emitted, n);
     if (last_id < after)
