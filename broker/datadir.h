@@ -1,30 +1,39 @@
-/* datadir.h: trusting the data directory before anything is opened in it,
- * as sshd's StrictModes trusts a home directory.
- *
- * Run as root in a directory another user can write, a daemon that opens
- * files by name follows whatever symlink was planted there (store/lock.mdb
- * → /etc/shadow). So the data directory and its store/ must belong to the
- * daemon's user and be writable by nobody else; once they are, nobody else
- * can plant anything in them later, and checking each of jobq's own entries
- * once (lstat: no symlinks, the right type) is enough.
- */
+/* datadir.h: checks, in the spirit of sshd's StrictModes, that jobqd makes
+ * before it opens anything in its data directory, and the open(2) wrapper
+ * for jobq's own files there. A daemon run as root in a directory someone
+ * else can write to would otherwise follow a planted link and overwrite
+ * whatever it points at. */
 #ifndef JOBQ_DATADIR_H
 #define JOBQ_DATADIR_H
 
 #include <stddef.h>
 #include <sys/types.h>
 
-/* Create dir (and missing parents, 0750) and dir/store (0750) when absent,
- * then check: both real directories (not symlinks), owned by the effective
- * user, not writable by group or others; the parent not writable by others
- * unless sticky (like /tmp); jobq's own entries, where they exist, of the
- * expected type and not symlinks. -1 with one line naming the path, what is
- * wrong and how to fix it. */
+/* Make sure DIR is a directory the daemon can trust, creating it (and
+ * missing parents, mode 0750) when absent:
+ * - it and its subdirectory `store` (created 0750 when absent) are real
+ *   directories, not symlinks (lstat), owned by the effective uid, and not
+ *   writable by group or others;
+ * - its parent directory is a real directory (not a symlink), not writable
+ *   by others unless it has the sticky bit (like /tmp), and owned by root
+ *   or by the effective uid, or has the sticky bit;
+ * - every entry jobq itself creates there that already exists is of the
+ *   expected type and not a symlink: `lock`, `store/data.mdb`,
+ *   `store/lock.mdb` and `store/store.id` are regular files, owned by the
+ *   effective uid, with one link only; `jobq.sock` and `events.sock` are
+ *   sockets (a leftover regular file there is refused too).
+ * Pre-existing directories are never modified: a bad mode is reported, not
+ * fixed. 0, or -1 with a one-line message in err naming the offending path,
+ * saying what is wrong and how to fix it. */
 int jq_datadir_prepare(const char *dir, char *err, size_t errlen);
 
-/* open(2) for jobq's own files in the trusted directory: never follows a
- * symlink (ELOOP); an existing file must be a regular file owned by the
- * effective user (EPERM otherwise). The fd, or -1 with errno. */
+/* open(2) for jobq's own files inside the trusted directory: O_NOFOLLOW and
+ * O_CLOEXEC are always added, so a symlink is refused (errno ELOOP; EEXIST
+ * with O_CREAT|O_EXCL, as for anything that exists). When the file exists it
+ * must be a regular file owned by the effective uid with one link only
+ * (-1, errno EPERM otherwise). O_TRUNC is applied only once those checks
+ * pass, and opening a FIFO never blocks. Returns the fd, or -1 with errno
+ * set. */
 int jq_open_private(const char *path, int flags, mode_t mode);
 
 #endif

@@ -8,6 +8,7 @@
  * for longer than its own table work. */
 #include "daemon.h"
 #include "scan.h"
+#include <msgpack/unpack_define.h>
 #include "waiters.h"
 
 #include <pthread.h>
@@ -61,7 +62,9 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
      * allocates what a header declares), the nesting, the number of
      * objects and that every string is UTF-8. Nothing is allocated for a
      * request that fails here. */
-    jq_scan_limits_t limits = {.check_utf8 = true};
+    /* msgpack-c nests 32 deep at most (MSGPACK_EMBED_STACK_SIZE): deeper
+     * is refused here, with a clear message, rather than by it. */
+    jq_scan_limits_t limits = {.max_depth = MSGPACK_EMBED_STACK_SIZE, .check_utf8 = true};
     jq_scan_result_t sr;
     if (len > d->cfg.max_request_bytes) {
         jq_scan(body, len < 4096 ? len : 4096, &limits, &sr); /* for its id only */

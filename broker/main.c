@@ -67,6 +67,9 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* A write past the file size limit must fail (EFBIG, which the store
+     * reports and retries), not kill the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
     raise_fd_limit();
     d->lock_fd = -1;
     d->started_mono = jq_now_mono();

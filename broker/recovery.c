@@ -55,12 +55,14 @@ static int insert_loaded(void *ctx, jq_job_t *job)
 /* One job as it was when the daemon stopped: settled if it was not
  * finished, then known to the scheduler (queued, or final for its
  * dependants). -1 out of memory. */
-static int settle(jq_daemon_t *d, uint64_t id, int64_t now)
+static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
 {
     jq_shard_t *sh = jq_table_shard_for(d->table, id);
     jq_shard_wrlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
     jq_status_t st = (jq_status_t)job->status;
+    if (!jq_status_final(st))
+        (*unfinished)++;
     jq_delta_t delta;
     jq_delta_init(&delta, job);
     if (st == JQ_RUNNING || st == JQ_CANCELING) {
@@ -96,19 +98,16 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     int64_t now = jq_now_wall();
     size_t nsettled = 0;
     for (size_t i = 0; i < l.n; i++) {
-        if (settle(d, l.ids[i], now) < 0) {
+        if (settle(d, l.ids[i], now, &nsettled) < 0) {
             snprintf(err, errlen, "out of memory recovering job %llu",
                      (unsigned long long)l.ids[i]);
             free(l.ids);
             return -1;
         }
     }
-    jq_sched_stats_t ss;
-    jq_sched_get_stats(d->sched, &ss);
-    nsettled = ss.runnable;
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
-        fprintf(stderr, "jobqd: recovered %llu live jobs (%zu to run) and %llu archived "
+        fprintf(stderr, "jobqd: recovered %llu live jobs (%zu to run or settle) and %llu archived "
                         "in %.2f s; last job id %llu%s\n",
                 (unsigned long long)live, nsettled, (unsigned long long)narchived,
                 (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,

@@ -45,6 +45,10 @@ static void store_free(jq_store_t *s)
 
 jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
 {
+    if (mkdir(opts->dir, 0750) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", opts->dir, strerror(errno));
+        return NULL;
+    }
     jq_store_t *s = calloc(1, sizeof *s);
     if (!s || !(s->in = jq_changeq_new())) {
         free(s);

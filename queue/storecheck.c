@@ -409,7 +409,7 @@ static int child_walk(const jq_store_opts_t *o, walk_t *w)
         return -1;
     MDB_dbi meta;
     if (mdb_dbi_open(txn, "meta", 0, &meta) != 0) {
-        say(w, "F the store in %s is not jobq's (it has no meta table)", o->dir);
+        say(w, "F the store in %s is damaged or not jobq's (it has no meta table)", o->dir);
         return -1;
     }
     MDB_val k = {6, "format"}, v;
@@ -725,10 +725,10 @@ int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
                  mdb_strerror(rc));
         return -1;
     }
-    if (!fresh && format > JQ_STORE_FORMAT) {
-        snprintf(err, errlen, "the store in %s has format %u; this jobqd reads formats 1 to %d "
-                              "(written by a newer jobqd)",
-                 s->opts.dir, format, JQ_STORE_FORMAT);
+    if (!fresh && (format < 1 || format > JQ_STORE_FORMAT)) {
+        snprintf(err, errlen, "the store in %s has format %u; this jobqd reads formats 1 to %d%s",
+                 s->opts.dir, format, JQ_STORE_FORMAT,
+                 format > JQ_STORE_FORMAT ? " (written by a newer jobqd)" : "");
         return -1;
     }
     int have_file_id = read_store_id(s, file_id, err, errlen);

@@ -21,10 +21,12 @@
 
 #include "jobq_json.h"
 #include <errno.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,6 +236,8 @@ static const char *err(const char *method, const char *args, const char *code)
 
 static bool reap(int timeout_ms)
 {
+    if (D.pid <= 0)
+        return true; /* reaped already: never waitpid(0) (or kill(0)) */
     int64_t deadline = now_ms() + timeout_ms;
     for (;;) {
         int st;
@@ -299,6 +303,12 @@ static int start_daemon(const char *const *extra)
     return -1;
 }
 
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
 static int stop_daemon(void **state)
 {
     (void)state;
@@ -308,13 +318,10 @@ static int stop_daemon(void **state)
     if (D.zctx)
         zmq_ctx_term(D.zctx);
     D.zctx = NULL;
-    if (D.pid > 0) {
-        kill(D.pid, SIGTERM);
-        if (!reap(10000)) {
-            kill(D.pid, SIGKILL);
-            reap(10000);
-        }
-    }
+    /* The second signal interrupts what still runs. */
+    if (D.pid > 0 && kill(D.pid, SIGTERM) == 0 && !reap(200) && kill(D.pid, SIGTERM) == 0 &&
+        !reap(10000) && kill(D.pid, SIGKILL) == 0)
+        reap(10000);
     /* Whatever a sanitizer build of the daemon reported fails the test. */
     char path[128];
     int rc = 0;
@@ -330,13 +337,9 @@ static int stop_daemon(void **state)
             rc = -1;
         }
     }
-    const char *files[] = {"jobq.sock", "lock", "stderr.log"};
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", D.dir, files[i]);
-        unlink(path);
-    }
+    /* Nothing is left behind: the store, the sockets, the log. */
     if (D.dir[0])
-        rmdir(D.dir);
+        nftw(D.dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
     return rc;
 }
 
@@ -352,6 +355,7 @@ DAEMON_SETUP(setup_small_requests, "--max-request-bytes", "1024")
 DAEMON_SETUP(setup_max_jobs, "--max-jobs", "3")
 DAEMON_SETUP(setup_one_handler, "--handlers", "1")
 DAEMON_SETUP(setup_one_runner, "--max-running", "1", "--executors", "1")
+DAEMON_SETUP(setup_short_grace, "--shutdown-grace", "2")
 
 /* ---- job helpers ---- */
 
@@ -673,7 +677,7 @@ static void test_drain_and_shutdown(void **state)
 
     /* shutdown, then a submission and a ping already on their way: with
      * one handler they are handled in order. */
-    uint64_t a = send_req_on(D.sock, "shutdown", NULL);
+    uint64_t a = send_req_on(D.sock, "shutdown", "{\"now\":true}");
     uint64_t b = send_req_on(D.sock, "submit_job", "{\"ops\":" DELAY0 "}");
     uint64_t c = send_req_on(D.sock, "ping", NULL);
     r = recv_reply_on(D.sock, a);
@@ -707,18 +711,45 @@ static void test_drain_and_shutdown(void **state)
     assert_int_equal(WEXITSTATUS(D.exit_status), 0);
 }
 
+/* SIGTERM: no new jobs, the running opcodes get --shutdown-grace to end
+ * (and the daemon keeps answering meanwhile), then what still runs is
+ * interrupted and the daemon exits 0. */
 static void test_sigterm(void **state)
 {
     (void)state;
-    uint64_t running = submit(DELAY30);
-    submit(DELAY30);
-    wait_status(running, "running");
+    uint64_t quick = submit("[{\"op\":\"test.delay\",\"args\":{\"duration\":0.5}}]");
+    uint64_t slow = submit(DELAY30);
+    wait_status(quick, "running");
+    wait_status(slow, "running");
     int64_t t0 = now_ms();
     assert_int_equal(kill(D.pid, SIGTERM), 0);
+    wait_status(quick, "success"); /* it finished within the grace */
+    err("submit_job", "{\"ops\":" DELAY0 "}", "ShuttingDown");
+    char s[32];
+    status_of(slow, s, sizeof s);
+    assert_string_equal(s, "running");
     assert_true(reap(10000));
     assert_true(WIFEXITED(D.exit_status));
     assert_int_equal(WEXITSTATUS(D.exit_status), 0);
-    assert_true(now_ms() - t0 < 10000);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= 1500 && took < 10000); /* --shutdown-grace 2 */
+}
+
+/* A second SIGTERM ends the grace at once. */
+static void test_sigterm_twice(void **state)
+{
+    (void)state;
+    uint64_t slow = submit(DELAY30);
+    wait_status(slow, "running");
+    int64_t t0 = now_ms();
+    assert_int_equal(kill(D.pid, SIGTERM), 0);
+    char s[32];
+    status_of(slow, s, sizeof s); /* answered: it still serves */
+    assert_string_equal(s, "running");
+    assert_int_equal(kill(D.pid, SIGTERM), 0);
+    assert_true(reap(10000));
+    assert_int_equal(WEXITSTATUS(D.exit_status), 0);
+    assert_true(now_ms() - t0 < 5000);
 }
 
 /* ---- running jobs ---- */
@@ -828,9 +859,8 @@ static void test_dependencies(void **state)
     char want[512];
     snprintf(want, sizeof want,
              "[[\"OpExecError\",[\"Dependency job %llu finished with status 'error', not one "
-             "of 'success' as required\"]],[\"OpExecError\",[\"Dependency job %llu finished "
-             "with status 'error', not one of 'success' as required\"]]]",
-             (unsigned long long)f, (unsigned long long)f);
+             "of 'success' as required\"]],[\"OpExecError\",[\"Preceding opcode failed\"]]]",
+             (unsigned long long)f);
     expect_json(field(c, "opresult"), want);
     /* Any final status (empty list) accepts error. */
     snprintf(ops, sizeof ops, "[{\"op\":\"test.log\",\"depends\":[[%llu,[]]]}]",
@@ -858,21 +888,14 @@ static void test_dependencies(void **state)
     expect_json(field(w1, "opresult"), "[\"Job canceled by request\"]");
     wait_status(w2, "success");
 
-    /* Missing dependency. */
-    uint64_t m = submit("[{\"op\":\"test.log\",\"depends\":[[999999,[]]]}]");
-    wait_status(m, "error");
-    expect_json(field(m, "opresult"),
-                "[[\"OpExecError\",[\"Dependency error: job 999999 not found\"]]]");
-
-    /* Self: the next id is last_job_id + 1 (this client is alone). */
+    /* A dependency on an id not handed out yet, the job's own id among
+     * them, is refused at submit: two jobs could wait for each other. */
     s = stats();
     uint64_t self = (uint64_t)stat_at(s, NULL, "last_job_id") + 1;
     json_decref(s);
-    snprintf(ops, sizeof ops, "[{\"op\":\"test.log\",\"depends\":[[%llu,[]]]}]",
+    snprintf(ops, sizeof ops, "{\"ops\":[{\"op\":\"test.log\",\"depends\":[[%llu,[]]]}]}",
              (unsigned long long)self);
-    assert_int_equal(submit(ops), self);
-    wait_status(self, "error");
-    expect_json(field(self, "opresult"), "[[\"OpExecError\",[\"Job can't depend on itself\"]]]");
+    assert_non_null(strstr(err("submit_job", ops, "InvalidDependency"), "does not exist"));
 
     /* Relative ids in a batch. */
     json_t *r = ok("submit_many_jobs",
@@ -897,6 +920,16 @@ static void test_dependencies(void **state)
              (unsigned long long)first);
     expect_json(field(second, "ops"), want);
     wait_status(second, "success");
+
+    /* An id handed out to a job that never was (the batch's third job, its
+     * dependency unresolved): found missing when the dependant runs. */
+    snprintf(ops, sizeof ops, "[{\"op\":\"test.log\",\"depends\":[[%llu,[]]]}]",
+             (unsigned long long)(first + 2));
+    uint64_t m = submit(ops);
+    wait_status(m, "error");
+    snprintf(want, sizeof want, "[[\"OpExecError\",[\"Dependency error: job %llu not found\"]]]",
+             (unsigned long long)(first + 2));
+    expect_json(field(m, "opresult"), want);
 }
 
 static void test_cancel_running(void **state)
@@ -981,11 +1014,13 @@ static void test_priority_order(void **state)
     expect_pair(ok("change_job_priority", args), false, msg);
     expect_pair(ok("change_job_priority", "{\"id\":424242,\"priority\":0}"), false,
                 "Job 424242 not found");
-    /* Release the blocker: D, B (both -10, FIFO by queue time), A, C. */
+    /* Release the blocker: B, D (both -10: B was submitted first, and a
+     * priority change keeps a job's place among its peers, as Ganeti
+     * orders by job id), A, C. */
     snprintf(args, sizeof args, "{\"id\":%llu}", (unsigned long long)blocker);
     json_decref(ok("cancel_job", args));
     wait_status(blocker, "canceled");
-    const uint64_t order[] = {Dj, B, A, C};
+    const uint64_t order[] = {B, Dj, A, C};
     for (int i = 0; i < 4; i++)
         wait_status(order[i], "success");
     for (int i = 1; i < 4; i++) {
@@ -1218,7 +1253,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_too_large, setup_small_requests, stop_daemon),
         cmocka_unit_test_setup_teardown(test_queue_full, setup_max_jobs, stop_daemon),
         cmocka_unit_test_setup_teardown(test_drain_and_shutdown, setup_one_handler, stop_daemon),
-        cmocka_unit_test_setup_teardown(test_sigterm, setup_default, stop_daemon),
+        cmocka_unit_test_setup_teardown(test_sigterm, setup_short_grace, stop_daemon),
+        cmocka_unit_test_setup_teardown(test_sigterm_twice, setup_default, stop_daemon),
         cmocka_unit_test_setup_teardown(test_jobs_run, setup_default, stop_daemon),
         cmocka_unit_test_setup_teardown(test_dependencies, setup_default, stop_daemon),
         cmocka_unit_test_setup_teardown(test_cancel_running, setup_default, stop_daemon),

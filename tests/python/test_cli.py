@@ -112,7 +112,13 @@ class Daemon:
 
     def stop(self):
         if self.proc.poll() is None:
+            # A first SIGTERM lets running opcodes finish (--shutdown-grace);
+            # a second one interrupts them at once.
             self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import msgpack
 import pytest
@@ -193,9 +194,16 @@ class Daemon:
         return err
 
     def stop(self):
-        """SIGTERM and check it stopped cleanly: exit 0, no sanitizer report."""
+        """SIGTERM (twice: no grace) and check it stopped cleanly: exit 0,
+        no sanitizer report."""
         if self.proc.poll() is None:
+            # A first SIGTERM lets running opcodes finish (--shutdown-grace);
+            # a second one interrupts them at once.
             self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -586,12 +594,18 @@ class Lmdb:
         if rc:
             raise RuntimeError(self.lib.mdb_strerror(rc).decode())
 
+    @staticmethod
+    def checked(key, payload):
+        """A value as jobq stores it: a CRC-32 of key and payload in front
+        (queue/store.h)."""
+        return (zlib.crc32(key + payload) & 0xffffffff).to_bytes(4, "big") + payload
+
     def put(self, path, db, items, map_size=256 << 20):
         """Put key → value pairs into database db (None: the main one)."""
         lib, env, txn, dbi = self.lib, ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_uint()
         self.ok(lib.mdb_env_create(ctypes.byref(env)))
         try:
-            self.ok(lib.mdb_env_set_maxdbs(env, 4))
+            self.ok(lib.mdb_env_set_maxdbs(env, 8))
             self.ok(lib.mdb_env_set_mapsize(env, ctypes.c_size_t(map_size)))
             self.ok(lib.mdb_env_open(env, path.encode(), 0, 0o640))
             self.ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
@@ -620,14 +634,15 @@ def test_newer_format_is_refused_untouched(data_dir):
     lmdb = Lmdb()
     a, b = make_store(data_dir)
     store = os.path.join(data_dir.path, "store")
-    # meta "format" is a u32 in host order (store.h).
-    lmdb.put(store, "meta", [(b"format", (99).to_bytes(4, sys.byteorder))])
+    # meta "format" is a u32 in host order behind its checksum (store.h).
+    fmt = lambda n: Lmdb.checked(b"format", n.to_bytes(4, sys.byteorder))
+    lmdb.put(store, "meta", [(b"format", fmt(99))])
     h = sha256(os.path.join(store, "data.mdb"))
     rc, err = refused(data_dir.path)
     assert "format 99" in err and "newer jobqd" in err, err
     assert sha256(os.path.join(store, "data.mdb")) == h
-    # Back to format 1: the same store opens with its jobs.
-    lmdb.put(store, "meta", [(b"format", (1).to_bytes(4, sys.byteorder))])
+    # Back to format 2: the same store opens with its jobs.
+    lmdb.put(store, "meta", [(b"format", fmt(2))])
     d = data_dir()
     assert [r["status"] for r in d.rows([a, b], ["id", "status"])] == ["success", "success"]
 
@@ -655,15 +670,21 @@ def test_damaged_or_foreign_store_is_refused_untouched(data_dir, tmp_path):
     assert sha256(os.path.join(other, "store", "data.mdb")) == h
 
 
-def test_damaged_job_record_is_refused_untouched(data_dir):
+def test_damaged_job_record_is_refused_untouched_then_salvaged(data_dir):
     lmdb = Lmdb()
     a, b = make_store(data_dir)
     store = os.path.join(data_dir.path, "store")
     lmdb.put(store, "jobs", [(b.to_bytes(8, "big"), b"\x93\x01\x02\x03")])
     h = sha256(os.path.join(store, "data.mdb"))
     rc, err = refused(data_dir.path)
-    assert "the store is damaged: job %d" % b in err, err
+    assert "the store is damaged: the record jobs/%016x fails its checksum" % b in err, err
+    assert "--salvage" in err, err
     assert sha256(os.path.join(store, "data.mdb")) == h
+    # --salvage moves it aside, says so, and serves the rest.
+    d = data_dir("--salvage")
+    assert "jobs/%016x" % b in d.stderr() and "moved aside" in d.stderr()
+    rows = d.rows([a, b], ["id", "status"])
+    assert rows[0]["status"] == "success" and rows[1]["status"] is None
 
 
 # ---------------------------------------------------------------------------

@@ -66,7 +66,7 @@ static jq_job_t *parse(const char *ops, bool relative, jobq_code_t expect, char 
     mp_t m;
     jq_job_t *job = (jq_job_t *)1;
     err[0] = '\0';
-    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), mp(&m, ops), UINT64_MAX >> 1, relative, NOW, &job,
+    jobq_code_t rc = jq_jobspec_parse(jq_builtin_ops(), mp(&m, ops), relative, 100, NOW, &job,
                                       err, errlen);
     mp_free(&m);
     if (rc != expect)
@@ -400,6 +400,18 @@ static void test_self_dependency(void **state)
     jq_job_destroy(&job);
 }
 
+/* A dependency on an id not handed out yet is refused: the job that gets
+ * it could depend on this one, and the two would wait for each other
+ * forever. (The tests parse with 100 as the last id.) */
+static void test_dependency_on_future_id(void **state)
+{
+    (void)state;
+    expect_err("[{\"op\":\"test.log\",\"depends\":[[101,[]]]}]", false,
+               JOBQ_ERR_INVALID_DEPENDS, "job 101 does not exist (the last job id is 100)");
+    jq_job_t *job = expect_ok("[{\"op\":\"test.log\",\"depends\":[[100,[]]]}]", false);
+    jq_job_destroy(&job);
+}
+
 /* ---- built-in opcodes' arguments ---- */
 
 static void check_args(const char *op, const char *args, bool ok, const char *needle)
@@ -438,7 +450,14 @@ static void test_delay_args(void **state)
     check_args(d, "{\"duration\":1,\"fail\":\"yes\"}", false, "'fail' must be a boolean");
     check_args(d, "{\"duration\":1,\"fail\":1}", false, "'fail'");
     check_args(d, "{\"duration\":1,\"fail\":true}", true, NULL);
-    check_args(d, "{\"duration\":1,\"fail\":false,\"extra\":[1]}", true, NULL);
+    /* A typo is not a job: unknown arguments are refused by name. */
+    check_args(d, "{\"duration\":1,\"fail\":false,\"extra\":[1]}", false,
+               "opcode 0 (test.delay): unknown argument 'extra' (test.delay takes duration, "
+               "repeat, fail)");
+    check_args(d, "{\"duration\":1,\"repat\":3}", false, "unknown argument 'repat'");
+    /* repeat is capped at what one job's log holds by default. */
+    check_args(d, "{\"duration\":1,\"repeat\":100000}", true, NULL);
+    check_args(d, "{\"duration\":1,\"repeat\":100001}", false, "'repeat'");
 }
 
 static void test_log_args(void **state)
@@ -539,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_depends_ok),
         cmocka_unit_test(test_relative),
         cmocka_unit_test(test_self_dependency),
+        cmocka_unit_test(test_dependency_on_future_id),
         cmocka_unit_test(test_delay_args),
         cmocka_unit_test(test_log_args),
         cmocka_unit_test(test_whole_job_fails),
