@@ -224,10 +224,18 @@ static void start_op(jq_executor_t *ex, uint64_t id)
     jq_delta_init(&d, job);
     uint32_t i = jq_job_current_op(job);
     if (i >= job->nops || job->ops[i].status != JQ_WAITING || !job->ops[i].def) {
-        if (op_canceling(job))
+        if (op_canceling(job)) {
             jq_job_mark_canceled(job, now, &d);
-        else if (i < job->nops && job->ops[i].status == JQ_WAITING)
-            jq_job_fail(job, now, "this jobqd does not know the opcode", &d);
+        } else if (i < job->nops && job->ops[i].status == JQ_WAITING) {
+            /* A stored job whose opcode went away (recovery keeps it). */
+            char msg[200];
+            snprintf(msg, sizeof msg, "opcode '%s' is not known to this jobqd: nothing here "
+                                      "runs it any more", jq_op_name(&job->ops[i]));
+            jq_blob_t err = {0};
+            jq_blob_exec_error(&err, msg);
+            jq_job_op_finish(job, now, false, &err, &d);
+            jq_blob_free(&err);
+        }
         if (!jq_delta_empty(&d, job))
             jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
         release_job(p, sh, job);

@@ -119,8 +119,10 @@ int jobq_set_drain_flag(jobq_client_t *self, bool flag, int timeout_ms);
 /* stats: returns the daemon's counters map or NULL. */
 json_t *jobq_stats(jobq_client_t *self, int timeout_ms);
 
-/* shutdown: asks the daemon to stop; returns once it has acknowledged. */
-int jobq_shutdown(jobq_client_t *self, int timeout_ms);
+/* shutdown: asks the daemon to stop; returns once it has acknowledged. It
+ * takes no new jobs and lets running opcodes finish (--shutdown-grace),
+ * or with `now` interrupts them at once. */
+int jobq_shutdown(jobq_client_t *self, bool now, int timeout_ms);
 
 /* Margin added to the daemon-side wait of wait_for_job_change to get the
  * call's timeout, and the wait granted again by each keepalive (the daemon

@@ -157,9 +157,13 @@ static const cli_command_t commands[] = {
      "Prints one \"name: value\" line per counter; nested maps give dotted names\n"
      "(jobs.running, requests.submit_job, errors.QueueFull...).\n"
      "With --json, prints the daemon's map.\n"},
-    {"shutdown", cmd_shutdown, "", "stop the daemon",
-     "The daemon acknowledges, refuses new submissions, interrupts running\n"
-     "opcodes (they end error) and exits. With --json, prints true.\n"},
+    {"shutdown", cmd_shutdown, "[--now]", "stop the daemon",
+     "The daemon acknowledges and refuses new submissions; opcodes that are\n"
+     "running may finish (up to jobqd's --shutdown-grace, 30 s by default) and no\n"
+     "new one starts; then it exits. Jobs between opcodes resume at the next\n"
+     "start.\n"
+     "  --now   interrupt running opcodes at once (they end error)\n"
+     "With --json, prints true.\n"},
     {"ping", cmd_ping, "", "check that the daemon answers",
      "Prints the daemon's version, protocol version and clock, and the round trip\n"
      "time. With --json, prints the daemon's answer {version, protocol, time,\n"

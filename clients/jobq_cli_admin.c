@@ -302,26 +302,38 @@ out:
 
 int cmd_shutdown(cli_t *cli, int argc, char **argv)
 {
+    cli_opt_t opts[] = {
+        {.name = "now"},
+        {0},
+    };
     char **pos;
     int npos;
     bool done;
-    int rc = parse_simple(cli, argc, argv, 0, 0, &pos, &npos, &done);
+    int rc = cli_parse(cli, argc, argv, opts, &pos, &npos, &done);
     if (done)
         goto out;
+    if (npos) {
+        rc = cli_usage(cli, "unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    bool now = opts[0].count > 0;
     if (!cli_client(cli)) {
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    if (jobq_shutdown(cli->client, cli->timeout_ms) < 0) {
+    if (jobq_shutdown(cli->client, now, cli->timeout_ms) < 0) {
         rc = cli_call_failed(cli);
         goto out;
     }
     if (cli->json)
         cli_print_json(json_true());
+    else if (now)
+        printf("Daemon is shutting down now: running jobs are interrupted\n");
     else
-        printf("Daemon is shutting down\n");
+        printf("Daemon is shutting down: running opcodes may finish first\n");
     rc = CLI_EXIT_OK;
 out:
+    cli_opts_free(opts);
     free(pos);
     return rc;
 }

@@ -498,9 +498,12 @@ json_t *jobq_stats(jobq_client_t *self, int timeout_ms)
     return call_typed(self, "stats", json_object(), JSON_OBJECT, timeout_ms);
 }
 
-int jobq_shutdown(jobq_client_t *self, int timeout_ms)
+int jobq_shutdown(jobq_client_t *self, bool now, int timeout_ms)
 {
-    json_t *r = call_typed(self, "shutdown", json_object(), JSON_TRUE, timeout_ms);
+    json_t *args = json_object();
+    if (now)
+        json_object_set_new(args, "now", json_true());
+    json_t *r = call_typed(self, "shutdown", args, JSON_TRUE, timeout_ms);
     if (!r)
         return -1;
     json_decref(r);

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -455,10 +457,29 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n, char *
     return rc;
 }
 
+/* LMDB reports a short write as EIO: a disk that filled, or the file size
+ * limit, cut the write. Find which, so the message names the cause. */
+static int real_cause(jq_store_t *s, int rc)
+{
+    if (rc != EIO)
+        return rc;
+    struct statvfs vfs;
+    if (statvfs(s->opts.dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (4u << 20))
+        return ENOSPC;
+    struct rlimit rl;
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", s->opts.dir);
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        stat(path, &st) == 0 && (uint64_t)st.st_size + (1u << 20) >= rl.rlim_cur)
+        return EFBIG;
+    return rc;
+}
+
 /* Say what went wrong in words an operator acts on. */
 static void describe_failure(jq_store_t *s, int rc, const char *why, char *out, size_t len)
 {
-    switch (rc) {
+    switch (real_cause(s, rc)) {
     case MDB_MAP_FULL:
         snprintf(out, len, "the store is full: it reached --store-map-size (%llu bytes); "
                            "archive jobs or restart with a larger --store-map-size",
@@ -547,7 +568,9 @@ static void *store_main(void *arg)
                 unsynced = true;
                 uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
                 atomic_store(&s->failed, 0);
-                if (atomic_exchange(&s->failing, false))
+                /* Failing until everything that waited is saved: a piece
+                 * of the backlog fitting does not make room for intake. */
+                if (!npending && atomic_exchange(&s->failing, false))
                     fprintf(stderr, "jobqd: store: commits succeed again\n");
                 chunk = chunk >= SIZE_MAX / 2 ? SIZE_MAX : chunk * 2;
                 retrying = npending > 0; /* the rest of a cut batch: at once */

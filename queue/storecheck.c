@@ -29,7 +29,7 @@
 #include <zlib.h>
 
 /* A child that reports no progress for this long is taken to hang. */
-#define CHECK_STALL_SECONDS 30
+#define CHECK_STALL_SECONDS 10
 /* Progress lines from the child every this many records. */
 #define CHECK_PROGRESS_EVERY 20000
 #define STORE_ID_BYTES 16

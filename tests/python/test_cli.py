@@ -490,7 +490,15 @@ def test_errors_counted_by_code(daemon):
 
 
 def test_shutdown(daemon):
-    assert daemon.ok("shutdown") == "Daemon is shutting down\n"
+    assert daemon.ok("shutdown") == "Daemon is shutting down: running opcodes may finish first\n"
+    assert daemon.proc.wait(timeout=15) == 0
+
+
+def test_shutdown_now_interrupts_running_jobs(daemon):
+    job = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(job, {"running"})
+    assert daemon.ok("shutdown", "--now") == \
+        "Daemon is shutting down now: running jobs are interrupted\n"
     assert daemon.proc.wait(timeout=15) == 0
 
 

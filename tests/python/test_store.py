@@ -71,14 +71,15 @@ class JobqError(RuntimeError):
 class Daemon:
     """One run of jobqd on a data directory that outlives it."""
 
-    def __init__(self, data_dir, *args, log_dir=None, ctx=None):
+    def __init__(self, data_dir, *args, log_dir=None, ctx=None, preexec_fn=None):
         self.dir = data_dir
         self.args = args
         log_dir = log_dir or os.path.dirname(data_dir)
         self.log_path = os.path.join(log_dir, "jobqd-%d-%d.log" % (os.getpid(), time.monotonic_ns()))
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([JOBQD, "--data-dir", data_dir, *MAP, *args],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log,
+                                     preexec_fn=preexec_fn)
         self.ctx = ctx or zmq.Context()
         self.own_ctx = ctx is None
         self.sock = self.dealer()

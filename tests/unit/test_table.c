@@ -14,8 +14,12 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "mirror.h"
 #include "opdef.h"
 #include "table.h"
+#include "waiters.h"
+
+#include <sys/mman.h>
 
 #define T0 1700000000000000LL
 
@@ -669,9 +673,173 @@ static void test_records_batch_order(void **state)
     sink_clear(&s);
 }
 
+/* ---- work that must not grow with a job's log ---- */
+
+/* Every log entry of the job but the newest `keep` is made unreadable: a
+ * guard page stands in for its bytes, so any code that touches an old
+ * entry crashes the test. Returns the saved pointers to put back. */
+static char **poison_old_entries(jq_job_t *job, uint32_t keep, void *guard)
+{
+    uint32_t total = job->log_serial, left = total - keep;
+    char **saved = calloc(total, sizeof *saved);
+    assert_non_null(saved);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < job->nops && left; i++)
+        for (uint32_t k = 0; k < job->ops[i].nlog && left; k++, left--) {
+            saved[n++] = job->ops[i].log[k].data;
+            job->ops[i].log[k].data = guard;
+        }
+    return saved;
+}
+
+static void unpoison(jq_job_t *job, char **saved)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < job->nops; i++)
+        for (uint32_t k = 0; k < job->ops[i].nlog && saved[n]; k++)
+            job->ops[i].log[k].data = saved[n++];
+    free(saved);
+}
+
+/* A new log record, a waiter's collection of new entries and the search
+ * for where they start never look at the entries before them: the work
+ * per record is the same with 100,000 entries as with none (a record used
+ * to walk them all, under the shard write lock). */
+static void test_log_work_does_not_grow_with_the_log(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    jq_job_t *job = make_job(9, 3, T0);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    assert_int_equal(jq_job_pickup(job, T0, &d), 0);
+    assert_int_equal(jq_job_op_running(job, T0, &d), 0);
+    for (int i = 0; i < 10; i++) /* a few in opcode 0, the rest in opcode 1 */
+        assert_int_equal(jq_job_log(job, T0, "message", "early", 5, 0, &d), 0);
+    assert_int_equal(jq_job_op_finish(job, T0, true, NULL, &d), 0);
+    assert_int_equal(jq_job_pickup(job, T0, &d), 0);
+    assert_int_equal(jq_job_op_running(job, T0, &d), 0);
+    for (int i = 10; i < N; i++)
+        assert_int_equal(jq_job_log(job, T0, "message", "step", 4, 0, &d), 0);
+    job->log_recorded = job->log_serial; /* every entry so far was in a record */
+    void *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(guard != MAP_FAILED);
+    char **saved = poison_old_entries(job, 0, guard);
+
+    jq_delta_init(&d, job);
+    assert_int_equal(jq_job_log(job, T0 + 1, "message", "new", 3, 0, &d), 0);
+    job->change_serial++;
+    job->status = (uint8_t)jq_job_derive_status(job); /* what emit caches */
+    jq_change_t *c = jq_change_encode(job, JQ_CHANGE_UPDATE, &d, T0 + 1);
+    assert_non_null(c);
+    const uint32_t one[] = {N + 1};
+    check_rec(c, 9, c->serial, "update", "running", 0, one, 1);
+    free(c);
+    uint32_t op, index;
+    jq_job_log_find(job, N, &op, &index);
+    assert_int_equal(op, 1);
+    assert_int_equal(index, N - 10);
+    jq_job_log_find(job, 3, &op, &index); /* an early one: found by arithmetic */
+    assert_int_equal(op, 0);
+    assert_int_equal(index, 3);
+    jq_waiter_t *w = jq_waiter_new();
+    w->prev_log_serial = N;
+    jq_waiter_collect_logs(w, job);
+    assert_int_equal(w->nnew_logs, 1);
+    jq_waiter_destroy(&w);
+
+    unpoison(job, saved);
+    munmap(guard, 4096);
+    jq_job_destroy(&job);
+}
+
+/* The job's log stops at the limit: the entry that reaches it says so,
+ * later ones are dropped (and make no record). */
+static void test_log_limit(void **state)
+{
+    (void)state;
+    jq_job_t *job = make_job(3, 1, T0);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    jq_job_pickup(job, T0, &d);
+    jq_job_op_running(job, T0, &d);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(jq_job_log(job, T0, "message", "m", 1, 5, &d), 0);
+    assert_int_equal(jq_job_log(job, T0, "message", "m", 1, 5, &d), 0); /* the 5th */
+    assert_int_equal(jq_job_log(job, T0, "message", "m", 1, 5, &d), 1); /* dropped */
+    assert_int_equal(job->log_serial, 5);
+    assert_int_equal(job->ops[0].nlog, 5);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, job->ops[0].log[4].data, job->ops[0].log[4].len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *msg = &up.data.via.array.ptr[3];
+    assert_non_null(memmem(msg->via.str.ptr, msg->via.str.size, "log limit of 5 entries", 22));
+    msgpack_unpacked_destroy(&up);
+    jq_job_destroy(&job);
+}
+
+/* A record that could not be made: the next one carries every opcode and
+ * every log entry since the last record, even across opcodes, so whoever
+ * applies records (the store, a waiter's copy) catches up unaware. */
+static void test_catch_up_after_a_lost_record(void **state)
+{
+    (void)state;
+    sink_t s = {0};
+    jq_table_t *t = jq_table_new(1, sink, &s);
+    jq_job_t *job = make_job(4, 3, T0);
+    insert(t, job, T0);
+    jq_job_t *mirror = NULL;
+    jq_shard_t *sh = jq_table_shard_at(t, 0);
+    jq_shard_rdlock(sh);
+    mirror = jq_mirror_new(jq_shard_find(sh, 4), JQ_MIRROR_ALL);
+    jq_shard_rdunlock(sh);
+    assert_non_null(mirror);
+    /* Changes made as if their records had failed: serials stay put,
+     * record_lost is set (what queue_record does when encoding fails). */
+    jq_shard_wrlock(sh);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    jq_job_pickup(job, T0, &d);
+    jq_job_op_running(job, T0, &d);
+    jq_job_log(job, T0, "message", "in op 0", 7, 0, &d);
+    jq_job_op_finish(job, T0, true, NULL, &d);
+    jq_job_pickup(job, T0, &d);
+    jq_job_op_running(job, T0, &d);
+    jq_job_log(job, T0, "message", "in op 1", 7, 0, &d);
+    job->record_lost = true;
+    /* The next change is recorded: it carries everything. */
+    jq_delta_init(&d, job);
+    jq_job_log(job, T0 + 1, "message", "also op 1", 9, 0, &d);
+    assert_int_equal(jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, T0 + 1), 0);
+    assert_false(job->record_lost);
+    jq_shard_wrunlock(sh);
+    assert_int_equal(s.n, 2);
+    const uint32_t serials[] = {1, 2, 3};
+    check_rec(s.recs[1], 4, 2, "update", "running", 3, serials, 3);
+    rec_t r;
+    rec_open(&r, s.recs[1]);
+    assert_int_equal(jq_mirror_apply(mirror, r.root, JQ_MIRROR_ALL, NULL, NULL), 1);
+    const msgpack_object *spans = get(r.root, "log_ops");
+    assert_int_equal(spans->via.array.size, 2);
+    rec_close(&r);
+    /* The copy rebuilt from records alone equals the job. */
+    assert_int_equal(mirror->ops[0].status, JQ_SUCCESS);
+    assert_int_equal(mirror->ops[1].status, JQ_RUNNING);
+    assert_int_equal(mirror->ops[0].nlog, 1);
+    assert_int_equal(mirror->ops[1].nlog, 2);
+    assert_int_equal(mirror->log_serial, 3);
+    jq_job_destroy(&mirror);
+    sink_clear(&s);
+    jq_table_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_log_work_does_not_grow_with_the_log),
+        cmocka_unit_test(test_log_limit),
+        cmocka_unit_test(test_catch_up_after_a_lost_record),
         cmocka_unit_test(test_new_destroy),
         cmocka_unit_test(test_insert_find_archive),
         cmocka_unit_test(test_reserve),
