@@ -6,7 +6,7 @@
 
 #include "bench.h"
 
-#define LONG_REPEAT 10000000L /* test.delay's largest repeat */
+#define LONG_REPEAT 100000L /* test.delay's largest repeat (a job's log limit) */
 #define BLOCKER_SECONDS 3600.0
 
 /* ---- options (main.c; defaults in --help) ---- */
