@@ -436,3 +436,49 @@ def test_shutdown_lets_running_opcodes_finish_then_now_interrupts(data_dir):
     rows = d.rows([quick, slow, queued], ["id", "status", "opresult"])
     assert [r["status"] for r in rows] == ["success", "error", "success"], rows
     assert "Interrupted by broker shutdown" in rows[1]["opresult"][0][1][0], rows
+
+
+# ---------------------------------------------------------------------------
+# what a parked wait costs
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_parked_waits_do_not_copy_what_they_do_not_watch(data_dir):
+    """A wait keeps a copy of the job to judge changes by; it holds only
+    what the watched fields show. 200 waits on a job with 4 MB of arguments
+    used to cost 800 MB."""
+    d = data_dir("--max-running", "1")
+    blocker = blocker_and_waiter(d)
+    big = d.submit({"op": "test.log", "args": {"messages": ["z" * 4000] * 1000}})
+    info = d.job(big, ["status"])
+    before = rss_kb(d.proc.pid)
+    sock = d.dealer()
+    try:
+        for k in range(200):
+            sock.send(msgpack.packb({"v": 1, "id": 1000 + k, "method": "wait_for_job_change",
+                                     "args": {"id": big, "fields": ["status"],
+                                              "prev_job_info": [info["status"]],
+                                              "prev_log_serial": 0, "timeout": 60}}))
+        d.wait(lambda: d.call("stats")["waiters"] >= 200, "200 waits to park")
+        grown_mb = (rss_kb(d.proc.pid) - before) / 1024
+        assert grown_mb < 64, "200 parked waits grew the daemon by %.0f MB" % grown_mb
+        # They still work: the change reaches them.
+        d.call("cancel_job", id=big)
+        answered = 0
+        deadline = time.monotonic() + 20
+        while answered < 200 and time.monotonic() < deadline:
+            if sock.poll(200):
+                rep = msgpack.unpackb(sock.recv(), raw=False)
+                if not rep.get("keepalive"):
+                    assert rep["ok"] and rep["result"][0] == ["canceled"], rep
+                    answered += 1
+        assert answered == 200
+    finally:
+        sock.close(0)
+    d.call("cancel_job", id=blocker)
