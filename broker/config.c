@@ -116,6 +116,21 @@ static int parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     return 0;
 }
 
+/* A number of seconds from lo to hi into *out; -1 with a message naming
+ * the option. */
+static int parse_seconds(const char *name, const char *val, double lo, double hi, double *out,
+                         char *err, size_t errlen)
+{
+    char *end;
+    double v = strtod(val, &end);
+    if (end == val || *end || !(v >= lo && v <= hi)) {
+        snprintf(err, errlen, "--%s: expected seconds from %g to %g, got '%s'", name, lo, hi, val);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
                  char *err, size_t errlen)
 {
@@ -150,16 +165,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     case OPT_SALVAGE:
         cfg->salvage = true;
         return 0;
-    case OPT_GRACE: {
-        char *end;
-        double g = strtod(val, &end);
-        if (end == val || *end || !(g >= 0 && g <= 86400)) {
-            snprintf(err, errlen, "--shutdown-grace: expected seconds from 0 to 86400, got '%s'", val);
-            return -1;
-        }
-        cfg->shutdown_grace = g;
-        return 0;
-    }
+    case OPT_GRACE:
+        return parse_seconds(name, val, 0, 86400, &cfg->shutdown_grace, err, errlen);
     case OPT_SYNC:
         if (!strcmp(val, "always"))
             cfg->sync = JQ_SYNC_ALWAYS;
@@ -172,16 +179,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
             return -1;
         }
         return 0;
-    case OPT_SYNC_INTERVAL: {
-        char *end;
-        double k = strtod(val, &end);
-        if (end == val || *end || !(k >= 0.001 && k <= 60)) {
-            snprintf(err, errlen, "--sync-interval: expected seconds from 0.001 to 60, got '%s'", val);
-            return -1;
-        }
-        cfg->sync_interval = k;
-        return 0;
-    }
+    case OPT_SYNC_INTERVAL:
+        return parse_seconds(name, val, 0.001, 60, &cfg->sync_interval, err, errlen);
     case OPT_MAP_SIZE: {
         char *end;
         errno = 0;
@@ -205,16 +204,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         cfg->store_map_size = v << shift;
         return 0;
     }
-    case OPT_KEEPALIVE: {
-        char *end;
-        double k = strtod(val, &end);
-        if (end == val || *end || !(k >= 0.01 && k <= 3600)) {
-            snprintf(err, errlen, "--keepalive: expected seconds from 0.01 to 3600, got '%s'", val);
-            return -1;
-        }
-        cfg->keepalive = k;
-        return 0;
-    }
+    case OPT_KEEPALIVE:
+        return parse_seconds(name, val, 0.01, 3600, &cfg->keepalive, err, errlen);
     }
     static const struct {
         int opt;

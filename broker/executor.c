@@ -108,10 +108,11 @@ static bool op_canceling(const jq_job_t *job)
     return i < job->nops && job->ops[i].status == JQ_CANCELING;
 }
 
-/* End the held job's current opcode: canceled when a cancel is pending,
- * else success or error (later opcodes: "Preceding opcode failed"). */
-static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *result,
-                   const char *error)
+/* End the held job's current opcode: canceled when asked to or when a
+ * cancel is pending, else success or error (later opcodes: "Preceding
+ * opcode failed"). */
+static void end_op_as(jq_executors_t *p, uint64_t id, bool cancel, bool success,
+                      jq_blob_t *result, const char *error)
 {
     jq_shard_t *sh;
     jq_job_t *job = lock_job(p, id, &sh);
@@ -122,7 +123,7 @@ static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *resu
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
-    if (op_canceling(job)) {
+    if (cancel || op_canceling(job)) {
         jq_job_mark_canceled(job, now, &d);
     } else if (success) {
         jq_job_op_finish(job, now, true, result, &d);
@@ -135,6 +136,12 @@ static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *resu
     if (!jq_delta_empty(&d, job))
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     release_job(p, sh, job);
+}
+
+static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *result,
+                   const char *error)
+{
+    end_op_as(p, id, false, success, result, error);
 }
 
 static void finish_task(jq_executor_t *ex, jq_task_t *t, jq_step_t r)
@@ -289,26 +296,7 @@ static uint64_t want_durable(const jq_executor_t *ex)
  * every later opcode "Preceding opcode failed" (or the job is canceled). */
 static void dep_failed(jq_executors_t *p, uint64_t id, const char *msg, bool cancel)
 {
-    jq_shard_t *sh;
-    jq_job_t *job = lock_job(p, id, &sh);
-    if (!job) {
-        jq_sched_done(p->o.sched, id, JQ_ERROR);
-        return;
-    }
-    int64_t now = jq_now_wall();
-    jq_delta_t d;
-    jq_delta_init(&d, job);
-    if (cancel || op_canceling(job)) {
-        jq_job_mark_canceled(job, now, &d);
-    } else {
-        jq_blob_t err = {0};
-        jq_blob_exec_error(&err, msg);
-        jq_job_op_finish(job, now, false, &err, &d);
-        jq_blob_free(&err);
-    }
-    if (!jq_delta_empty(&d, job))
-        jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
-    release_job(p, sh, job);
+    end_op_as(p, id, cancel, false, NULL, msg);
 }
 
 static void status_list(uint8_t mask, char *buf, size_t len)

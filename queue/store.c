@@ -649,25 +649,29 @@ void jq_store_set_drain(jq_store_t *s, bool drained)
 uint64_t jq_store_ticket(jq_store_t *s) { return jq_changeq_pushed(s->in); }
 uint64_t jq_store_durable(jq_store_t *s) { return atomic_load(&s->durable); }
 
+/* Why the last commit failed, into msg (when there is a msg). */
+static void copy_failmsg(jq_store_t *s, char *msg, size_t len)
+{
+    if (!msg)
+        return;
+    pthread_mutex_lock(&s->mu);
+    snprintf(msg, len, "%s", s->failmsg);
+    pthread_mutex_unlock(&s->mu);
+}
+
 uint64_t jq_store_failed(jq_store_t *s, char *msg, size_t len)
 {
     uint64_t f = atomic_load(&s->failed);
-    if (f && msg) {
-        pthread_mutex_lock(&s->mu);
-        snprintf(msg, len, "%s", s->failmsg);
-        pthread_mutex_unlock(&s->mu);
-    }
+    if (f)
+        copy_failmsg(s, msg, len);
     return f;
 }
 
 bool jq_store_failing(jq_store_t *s, char *msg, size_t len)
 {
     bool failing = atomic_load(&s->failing);
-    if (failing && msg) {
-        pthread_mutex_lock(&s->mu);
-        snprintf(msg, len, "%s", s->failmsg);
-        pthread_mutex_unlock(&s->mu);
-    }
+    if (failing)
+        copy_failmsg(s, msg, len);
     return failing;
 }
 

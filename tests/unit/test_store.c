@@ -323,9 +323,11 @@ static jq_store_opts_t opts_for(const char *dir)
                              .sync_interval_us = 100000};
 }
 
-/* Write key → value into database db (NULL: the main one) with LMDB. */
-static void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
-                     const void *val, size_t vlen)
+/* Write key → value into database db (NULL: the main one) with LMDB;
+ * with `checked`, with the store's checksum in front (a well-formed
+ * value), else the bytes as they are (damage). */
+static void lmdb_write(const char *dir, const char *db, const void *key, size_t klen,
+                       const void *val, size_t vlen, bool checked)
 {
     MDB_env *env;
     MDB_txn *txn;
@@ -337,27 +339,24 @@ static void lmdb_put(const char *dir, const char *db, const void *key, size_t kl
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    if (checked)
+        assert_int_equal(jq_store_put(txn, dbi, key, klen, NULL, 0, val, vlen), 0);
+    else
+        assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
     assert_int_equal(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 }
 
-/* The same, with the store's checksum in front (a well-formed value). */
+static void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
+                     const void *val, size_t vlen)
+{
+    lmdb_write(dir, db, key, klen, val, vlen, false);
+}
+
 static void lmdb_put_checked(const char *dir, const char *db, const void *key, size_t klen,
                              const void *val, size_t vlen)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_set_mapsize(env, 64ull << 20), 0);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, db, MDB_CREATE, &dbi), 0);
-    assert_int_equal(jq_store_put(txn, dbi, key, klen, NULL, 0, val, vlen), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    lmdb_write(dir, db, key, klen, val, vlen, true);
 }
 
 static int count_job(void *ctx, jq_job_t *job)
