@@ -541,8 +541,17 @@ double daemon_term(daemon_t *d, double timeout)
         double end = t0 + timeout;
         int status;
         pid_t r;
-        while ((r = waitpid(d->pid, &status, WNOHANG)) == 0 && bench_now() < end)
+        bool again = false;
+        while ((r = waitpid(d->pid, &status, WNOHANG)) == 0 && bench_now() < end) {
+            /* A first SIGTERM lets jobqd's running opcodes finish (up to
+             * --shutdown-grace); a second one interrupts them, which is
+             * the stop the workloads time. (Two at once could merge.) */
+            if (!again && bench_now() - t0 > 0.2) {
+                kill(d->pid, SIGTERM);
+                again = true;
+            }
             bench_sleep(0.01); /* poll interval */
+        }
         if (r == 0) {
             fprintf(stderr,
                     "jobq-bench: pid %d did not stop on SIGTERM within %.0f s; killing it\n",

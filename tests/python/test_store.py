@@ -12,7 +12,7 @@ data-directory lock; refusal of a newer-format, foreign or damaged store
 listings, paging, stats, the queue limit, dependencies, wait_for_job_change)
 across restarts; cancels, priority changes, archives and the drain flag
 surviving a kill -9 right after their answer; the three --sync modes and
-group commit; StoreFailed when a commit fails (map full).
+group commit. (A store that cannot commit: test_durability.py.)
 
 No sleeps wait for state: every wait is a bounded poll. The random delay
 before each kill is the load pattern, not a wait.
@@ -937,25 +937,3 @@ def test_drain_flag_persists(data_dir):
     d.kill()
     d = data_dir()
     assert d.call("stats")["drained"] is True
-
-
-# ---------------------------------------------------------------------------
-# a commit that fails
-
-def test_store_failed_when_the_map_is_full(data_dir):
-    d = data_dir("--store-map-size", "1M")
-    small = d.submit({"op": "test.log", "args": {"messages": ["fits"]}})
-    big = {"op": "test.log", "args": {"messages": ["x" * 4096] * 512}}  # 2 MiB
-    with pytest.raises(JobqError) as e:
-        d.submit(big)
-    assert e.value.code == "StoreFailed", e.value
-    assert "could not be saved" in str(e.value) and "--store-map-size" in str(e.value)
-    st = d.call("stats")
-    assert st["store"]["failures"] >= 1 and st["errors"]["StoreFailed"] >= 1, st
-    # Still serving; the acknowledged job is there.
-    assert d.job(small)["status"] in FINAL + ("queued", "running")
-    d.stop()
-    # The unacknowledged job was never saved; the acknowledged one was.
-    d = data_dir()
-    assert d.job(small, ["id", "status"])["status"] == "success"
-    assert d.listing() == [{"id": small}]
