@@ -15,9 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-/* Longest an opcode's log entry waits for the store to catch up: a store
- * that cannot commit slows logging to a trickle, never stops a thread. */
-#define LOG_THROTTLE_US 1000000
+/* While the store is far behind, due steps (which log) are put off by
+ * this much at a time: a busy log slows itself, and the executor stays
+ * free for cancels, stops and new jobs meanwhile. */
+#define STEP_DEFER_US 5000
 
 struct jq_executor {
     unsigned index;
@@ -158,8 +159,6 @@ static void finish_task(jq_executor_t *ex, jq_task_t *t, jq_step_t r)
 bool jq_task_log(jq_task_t *t, const char *message)
 {
     jq_executors_t *p = t->ex->pool;
-    if (p->o.store)
-        jq_store_throttle(p->o.store, JQ_STORE_LOG_BACKLOG, LOG_THROTTLE_US);
     jq_shard_t *sh;
     jq_job_t *job = lock_job(p, t->job_id, &sh);
     if (!job) {
@@ -249,7 +248,13 @@ static void start_op(jq_executor_t *ex, uint64_t id)
         return;
     }
     jq_job_op_running(job, now, &d);
-    jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
+    if (jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now) < 0) {
+        /* No record says it runs: it must not start (the next record
+         * catches up). */
+        jq_shard_wrunlock(sh);
+        end_op(p, id, false, NULL, "out of memory: the opcode's start could not be recorded");
+        return;
+    }
     jq_task_t *t = calloc(1, sizeof *t);
     if (t) {
         t->job_id = id;
@@ -400,10 +405,16 @@ static void pick_up(jq_executor_t *ex, uint64_t id)
 
 static void run_due(jq_executor_t *ex, int64_t now)
 {
+    jq_store_t *store = ex->pool->o.store;
     for (int steps = 0; steps < STEPS_PER_TURN; steps++) {
         jq_task_t *t = jq_heap_top(&ex->timers);
         if (!t || t->deadline > now)
             break;
+        if (store && jq_store_backlog(store) > JQ_STORE_LOG_BACKLOG) {
+            t->deadline = now + STEP_DEFER_US;
+            jq_heap_fix(&ex->timers, t->heap_index);
+            continue;
+        }
         t->now = now;
         jq_step_t r = t->def->step(t);
         if (r == JQ_STEP_CONTINUE && !t->canceled) {

@@ -45,8 +45,9 @@ struct jq_task {
 
 /* Executor thread (inside step): add a log entry to the task's job. False
  * when the opcode is being canceled: the step should just return, the
- * executor ends it as canceled. May wait (briefly) while the store is far
- * behind: a busy log slows itself, not everybody's commits. */
+ * executor ends it as canceled. (While the store is far behind, the
+ * executor puts steps off: a busy log slows itself, not everybody's
+ * commits.) */
 bool jq_task_log(jq_task_t *task, const char *message);
 
 typedef struct jq_executors jq_executors_t;

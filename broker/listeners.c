@@ -37,11 +37,15 @@ jq_listeners_t *jq_listeners_new(void *zctx, bool verbose)
     return l;
 }
 
+static void resume_accepting(jq_listeners_t *l);
+
 void jq_listeners_destroy(jq_listeners_t **lp)
 {
     if (!lp || !*lp)
         return;
     jq_listeners_t *l = *lp;
+    if (l->st.paused)
+        resume_accepting(l); /* the socket files where clients look for them */
     for (unsigned i = 0; i < l->nmonitors; i++)
         zmq_close(l->monitors[i]);
     free(l);
@@ -73,8 +77,8 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     snprintf(b->endpoint, sizeof b->endpoint, "%s", endpoint);
     if (bind_one(b) < 0)
         return -1;
-    /* Pausing unbinds and binds again: a wildcard port must come back the
-     * same, so remember the address it got. */
+    /* The address it got, wildcards resolved: what ping's `publish` shows
+     * and what an ipc pause moves aside. */
     size_t n = sizeof b->endpoint;
     char last[512];
     if (zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, last, &n) == 0)
@@ -132,7 +136,7 @@ uint64_t jq_listeners_set_max(jq_listeners_t *l, uint64_t max)
         max = room;
     }
     l->st.max = max;
-    l->low = max - max / 10;
+    l->low = max >= 20 ? max - max / 10 : max - 1; /* below max: no flapping */
     return max;
 }
 
@@ -144,24 +148,47 @@ size_t jq_listeners_pollitems(jq_listeners_t *l, zmq_pollitem_t *items, size_t m
     return n;
 }
 
+/* An ipc endpoint's socket file, and the name it hides under while new
+ * connections are not accepted. */
+static void ipc_paths(const bound_t *b, char *path, char *hidden, size_t len)
+{
+    snprintf(path, len, "%s", b->endpoint + 6);
+    snprintf(hidden, len, "%s.full", b->endpoint + 6);
+}
+
+/* Unbinding would not do: libzmq closes every connection a listener
+ * accepted when it goes. So an ipc socket file is moved aside (connect()
+ * then finds nothing and clients retry by themselves) and moved back
+ * later; the listener and its connections never notice. TCP listeners
+ * stay: libzmq takes EMFILE on a TCP accept in its stride (the connection
+ * waits in the kernel's backlog), which the reserve below the limit makes
+ * rare. */
 static void pause_accepting(jq_listeners_t *l)
 {
+    char path[600], hidden[600];
     for (unsigned i = 0; i < l->nbound; i++)
-        zmq_unbind(l->bound[i].socket, l->bound[i].endpoint);
+        if (l->bound[i].ipc) {
+            ipc_paths(&l->bound[i], path, hidden, sizeof path);
+            if (rename(path, hidden) < 0)
+                fprintf(stderr, "jobqd: cannot move %s aside: %s\n", path, strerror(errno));
+        }
     l->st.paused = true;
     l->st.pauses++;
     fprintf(stderr, "jobqd: %llu connections (--max-connections %llu): not accepting new ones "
-                    "until fewer than %llu are open\n",
+                    "until at most %llu are open\n",
             (unsigned long long)l->st.connections, (unsigned long long)l->st.max,
             (unsigned long long)l->low);
 }
 
 static void resume_accepting(jq_listeners_t *l)
 {
+    char path[600], hidden[600];
     for (unsigned i = 0; i < l->nbound; i++)
-        if (bind_one(&l->bound[i]) < 0)
-            fprintf(stderr, "jobqd: cannot serve on %s again: %s\n", l->bound[i].endpoint,
-                    zmq_strerror(errno));
+        if (l->bound[i].ipc) {
+            ipc_paths(&l->bound[i], path, hidden, sizeof path);
+            if (rename(hidden, path) < 0)
+                fprintf(stderr, "jobqd: cannot put %s back: %s\n", path, strerror(errno));
+        }
     l->st.paused = false;
     fprintf(stderr, "jobqd: %llu connections: accepting new ones again\n",
             (unsigned long long)l->st.connections);

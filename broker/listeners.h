@@ -6,9 +6,9 @@
  * ipc endpoint, so the daemon must stop accepting before that can happen.
  * It counts connections from the sockets' monitor events; at the
  * high-water mark (--max-connections, by default what the descriptor limit
- * leaves after a reserve) it unbinds its endpoints — connected clients
- * keep being served, new ones wait in their own reconnect loop — and binds
- * them again below the low-water mark. Loop thread only.
+ * leaves after a reserve) it moves its ipc socket files aside — connected
+ * clients keep being served, new ones wait in their own reconnect loop —
+ * and puts them back below the low-water mark. Loop thread only.
  */
 #ifndef JOBQ_LISTENERS_H
 #define JOBQ_LISTENERS_H

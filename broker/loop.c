@@ -56,6 +56,7 @@ typedef struct {
     bool delimiter;
     bool pending;
     bool draining;            /* intake stopped, running opcodes finishing */
+    int64_t next_flush;       /* when to try them again */
     int64_t grace_deadline;
 } loop_t;
 
@@ -87,11 +88,8 @@ static void error_msg(zmq_msg_t *out, uint64_t id, bool has_id, jobq_code_t code
  * no longer in flight. */
 static void reply_to(loop_t *l, jq_peer_t *p, bool delim, zmq_msg_t *body)
 {
-    if (!p)
-        return;
-    jq_peers_send(l->peers, p, delim, body, true);
-    jq_peer_add_inflight(p, -1);
-    jq_peers_release(l->peers, p);
+    if (p)
+        jq_peers_send(l->peers, p, delim, body, JQ_SEND_REPLY);
 }
 
 /* Read one request off the ROUTER into l->rid/l->body. False when there is
@@ -121,12 +119,14 @@ static bool read_request(loop_t *l, int flags)
     /* One client may not take every handler: over its limit it is told to
      * wait for its answers, at no handler's cost. */
     jq_peer_t *p = peer_of(l, &l->rid);
-    if (p && jq_peer_inflight(p) < l->d->cfg.max_client_requests) {
+    if (p && jq_peer_inflight(p) < l->d->cfg.max_client_requests &&
+        jq_peer_waiting_bytes(p) < JQ_PEER_MAX_WAITING_BYTES) {
         jq_peer_add_inflight(p, 1);
         return true;
     }
     jq_scan_result_t sr;
-    jq_scan(zmq_msg_data(&l->body), zmq_msg_size(&l->body), NULL, &sr);
+    size_t len = zmq_msg_size(&l->body); /* the id comes first: a bounded look */
+    jq_scan(zmq_msg_data(&l->body), len < 4096 ? len : 4096, NULL, &sr);
     char msg[160];
     snprintf(msg, sizeof msg, "%llu requests of this connection are unanswered "
                               "(--max-client-requests): read the replies, then ask again",
@@ -135,7 +135,7 @@ static bool read_request(loop_t *l, int flags)
     error_msg(&err, sr.id, sr.has_id, JOBQ_ERR_BUSY, msg);
     atomic_fetch_add(&l->d->errors[JOBQ_ERR_BUSY], 1);
     if (p)
-        jq_peers_send(l->peers, p, l->delimiter, &err, false);
+        jq_peers_send(l->peers, p, l->delimiter, &err, JQ_SEND_EXTRA);
     zmq_msg_close(&err);
     return false;
 }
@@ -170,7 +170,8 @@ static void send_to_waiter(void *ctx, jq_waiter_t *w, const char *body, size_t l
     zmq_msg_init_size(&msg, len);
     memcpy(zmq_msg_data(&msg), body, len);
     if (w->peer)
-        jq_peers_send(l->peers, w->peer, w->delimiter, &msg, answer);
+        jq_peers_send(l->peers, w->peer, w->delimiter, &msg,
+                      answer ? JQ_SEND_ANSWER : JQ_SEND_EXTRA);
     zmq_msg_close(&msg);
 }
 
@@ -553,8 +554,14 @@ static void serve(loop_t *l, int sigfd)
         if (next < wake)
             wake = next;
         long timeout_ms = (long)((wake - now + 999) / 1000);
-        if (jq_peers_flush(l->peers) && timeout_ms > RETRY_MS)
-            timeout_ms = RETRY_MS; /* slow readers: try their replies again soon */
+        /* Slow readers' replies are tried again every RETRY_MS, not at
+         * every turn of the loop. */
+        if (now >= l->next_flush) {
+            jq_peers_flush(l->peers);
+            l->next_flush = now + RETRY_MS * 1000;
+        }
+        if (jq_peers_waiting(l->peers) && timeout_ms > RETRY_MS)
+            timeout_ms = RETRY_MS;
         if (l->draining && timeout_ms > 50)
             timeout_ms = 50;
         if (zmq_poll(items, (int)nitems, timeout_ms < 0 ? 0 : timeout_ms) < 0) {

@@ -10,6 +10,7 @@
 typedef struct waiting {
     struct waiting *next;
     bool delimiter;
+    bool reply;          /* JQ_SEND_REPLY: in flight until it leaves */
     zmq_msg_t body;
 } waiting_t;
 
@@ -18,6 +19,7 @@ struct jq_peer {
     struct jq_peer *blocked_next; /* in the list of peers with replies waiting */
     waiting_t *head, *tail;
     uint32_t nwaiting;
+    uint64_t waiting_bytes;
     uint32_t inflight;            /* requests read whose reply has not left */
     uint32_t waiters;             /* parked waits */
     bool blocked;
@@ -48,17 +50,26 @@ jq_peers_t *jq_peers_new(void *router)
     return ps;
 }
 
+/* The head of the peer's queue is done with (sent, or its peer gone). */
+static void pop_waiting(jq_peers_t *ps, jq_peer_t *p)
+{
+    waiting_t *w = p->head;
+    p->head = w->next;
+    if (!p->head)
+        p->tail = NULL;
+    if (w->reply)
+        jq_peer_add_inflight(p, -1);
+    p->waiting_bytes -= zmq_msg_size(&w->body);
+    zmq_msg_close(&w->body);
+    free(w);
+    p->nwaiting--;
+    ps->stats.backlog--;
+}
+
 static void drop_waiting(jq_peers_t *ps, jq_peer_t *p)
 {
-    while (p->head) {
-        waiting_t *w = p->head;
-        p->head = w->next;
-        zmq_msg_close(&w->body);
-        free(w);
-    }
-    ps->stats.backlog -= p->nwaiting;
-    p->tail = NULL;
-    p->nwaiting = 0;
+    while (p->head)
+        pop_waiting(ps, p);
 }
 
 void jq_peers_destroy(jq_peers_t **psp)
@@ -140,6 +151,7 @@ void jq_peers_release(jq_peers_t *ps, jq_peer_t *p)
 uint32_t jq_peer_inflight(const jq_peer_t *p) { return p->inflight; }
 uint32_t jq_peer_waiters(const jq_peer_t *p) { return p->waiters; }
 uint32_t jq_peer_backlog(const jq_peer_t *p) { return p->nwaiting; }
+uint64_t jq_peer_waiting_bytes(const jq_peer_t *p) { return p->waiting_bytes; }
 
 void jq_peer_add_inflight(jq_peer_t *p, int delta)
 {
@@ -163,13 +175,18 @@ static int try_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *bod
     return 0;
 }
 
-static void queue_reply(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body)
+static void queue_reply(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body,
+                        bool reply)
 {
     waiting_t *w = malloc(sizeof *w);
-    if (!w)
-        return; /* out of memory: the one case an answer is lost */
+    if (!w) { /* out of memory: the one case an answer is lost */
+        if (reply)
+            jq_peer_add_inflight(p, -1);
+        return;
+    }
     w->next = NULL;
     w->delimiter = delimiter;
+    w->reply = reply;
     zmq_msg_init(&w->body);
     zmq_msg_move(&w->body, body);
     if (p->tail)
@@ -178,6 +195,7 @@ static void queue_reply(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t 
         p->head = w;
     p->tail = w;
     p->nwaiting++;
+    p->waiting_bytes += zmq_msg_size(&w->body);
     ps->stats.backlog++;
     if (!p->blocked) {
         p->blocked = true;
@@ -186,25 +204,28 @@ static void queue_reply(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t 
     }
 }
 
-void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body, bool answer)
+void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body,
+                   jq_send_kind_t kind)
 {
+    bool reply = kind == JQ_SEND_REPLY;
     if (!p->nwaiting) {
         int rc = try_send(ps, p, delimiter, body);
-        if (rc == 0)
-            return;
-        if (rc == EHOSTUNREACH) {
-            if (answer)
+        if (rc == 0 || rc == EHOSTUNREACH) {
+            if (rc && kind != JQ_SEND_EXTRA)
                 ps->stats.dropped_gone++;
+            if (reply)
+                jq_peer_add_inflight(p, -1);
+            jq_peers_release(ps, p);
             return;
         }
     }
     /* Only answers wait; a keepalive or Busy to a peer far behind is
      * better dropped than queued without end. */
-    if (!answer && p->nwaiting) {
+    if (kind == JQ_SEND_EXTRA && p->nwaiting) {
         ps->stats.dropped_busy++;
         return;
     }
-    queue_reply(ps, p, delimiter, body);
+    queue_reply(ps, p, delimiter, body, reply);
 }
 
 bool jq_peers_flush(jq_peers_t *ps)
@@ -214,12 +235,7 @@ bool jq_peers_flush(jq_peers_t *ps)
         jq_peer_t *p = *pp;
         int rc = 0;
         while (p->head && (rc = try_send(ps, p, p->head->delimiter, &p->head->body)) == 0) {
-            waiting_t *w = p->head;
-            p->head = w->next;
-            zmq_msg_close(&w->body);
-            free(w);
-            p->nwaiting--;
-            ps->stats.backlog--;
+            pop_waiting(ps, p);
             ps->stats.sent_late++;
         }
         if (rc == EHOSTUNREACH) {
@@ -227,7 +243,6 @@ bool jq_peers_flush(jq_peers_t *ps)
             drop_waiting(ps, p);
         }
         if (!p->head) {
-            p->tail = NULL;
             p->blocked = false;
             *pp = p->blocked_next;
             jq_peers_release(ps, p);
@@ -235,6 +250,11 @@ bool jq_peers_flush(jq_peers_t *ps)
             pp = &p->blocked_next;
         }
     }
+    return ps->blocked != NULL;
+}
+
+bool jq_peers_waiting(const jq_peers_t *ps)
+{
     return ps->blocked != NULL;
 }
 

@@ -7,8 +7,10 @@
  * one. So a peer over its limit gets `Busy` for new requests instead of a
  * handler's time, and replies its connection cannot take right now
  * (ZMQ_ROUTER_MANDATORY says EAGAIN) wait here, in order, and are sent as
- * soon as it reads again. A peer with nothing under way has no record: an
- * idle client costs nothing here. Loop thread only.
+ * soon as it reads again. A reply that waits still counts as in flight, so
+ * a client that never reads is held to --max-client-requests replies (and
+ * JQ_PEER_MAX_WAITING_BYTES of them). A peer with nothing under way has no
+ * record: an idle client costs nothing here. Loop thread only.
  */
 #ifndef JOBQ_PEERS_H
 #define JOBQ_PEERS_H
@@ -45,11 +47,27 @@ void jq_peer_add_waiters(jq_peer_t *p, int delta);
 /* Replies waiting for this peer to read. */
 uint32_t jq_peer_backlog(const jq_peer_t *p);
 
+/* Bytes of replies waiting for one peer beyond which its new requests are
+ * answered Busy (with --max-client-requests, this bounds what a client
+ * that never reads can make the daemon hold). */
+#define JQ_PEER_MAX_WAITING_BYTES (64u << 20)
+
+typedef enum {
+    JQ_SEND_REPLY,  /* the answer to a request in flight: it stops being in
+                       flight when it leaves (or its peer is gone) */
+    JQ_SEND_ANSWER, /* an answer to a parked wait: never dropped */
+    JQ_SEND_EXTRA   /* a keepalive or a Busy: dropped rather than queued
+                       behind other replies */
+} jq_send_kind_t;
+
 /* Send [rid, (""), body] to the peer, or queue it behind what waits (the
- * message is taken over: body is emptied). `answer` false marks a reply
- * that may be dropped rather than queued (a keepalive, a Busy to a peer
- * far behind). */
-void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body, bool answer);
+ * message is taken over: body is emptied). */
+void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body,
+                   jq_send_kind_t kind);
+/* Bytes of replies waiting for the peer. */
+uint64_t jq_peer_waiting_bytes(const jq_peer_t *p);
+/* True while replies wait for slow readers. */
+bool jq_peers_waiting(const jq_peers_t *ps);
 /* Try again to send what waits; true while something still does. */
 bool jq_peers_flush(jq_peers_t *ps);
 

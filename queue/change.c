@@ -46,11 +46,15 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
 
     /* The new entries, found without walking the old ones (a busy job has
      * many): they start at (first_op, first_index) and run to the end. */
-    uint32_t first_op, first_index, nnew = job->log_serial - log_from, nlog_ops = 0;
+    uint32_t first_op, first_index, nnew = 0, nlog_ops = 0;
     jq_job_log_find(job, log_from, &first_op, &first_index);
-    for (uint32_t i = first_op; i < job->nops && nnew; i++)
-        if (job->ops[i].nlog > (i == first_op ? first_index : 0))
+    for (uint32_t i = first_op; i < job->nops && job->log_serial > log_from; i++) {
+        uint32_t from = i == first_op ? first_index : 0;
+        if (job->ops[i].nlog > from) {
+            nnew += job->ops[i].nlog - from; /* counted: the array says what it holds */
             nlog_ops++;
+        }
+    }
 
     msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0));
     wire_pack_cstr(&pk, "job");

@@ -54,16 +54,25 @@ static void sift_down(jq_heap_t *h, size_t i)
     place(h, i, e);
 }
 
+int jq_heap_reserve(jq_heap_t *h, size_t n)
+{
+    if (n <= h->cap)
+        return 0;
+    size_t cap = h->cap ? h->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    void **grown = realloc(h->items, cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    h->items = grown;
+    h->cap = cap;
+    return 0;
+}
+
 int jq_heap_push(jq_heap_t *h, void *elem)
 {
-    if (h->count == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        void **grown = realloc(h->items, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        h->items = grown;
-        h->cap = cap;
-    }
+    if (h->count == h->cap && jq_heap_reserve(h, h->cap ? h->cap * 2 : 64) < 0)
+        return -1;
     h->items[h->count++] = elem;
     sift_up(h, h->count - 1);
     return 0;

@@ -35,6 +35,9 @@ static inline size_t jq_heap_size(const jq_heap_t *h) { return h->count; }
 static inline void *jq_heap_top(const jq_heap_t *h) { return h->count ? h->items[0] : NULL; }
 static inline void *jq_heap_at(const jq_heap_t *h, size_t i) { return i < h->count ? h->items[i] : NULL; }
 
+/* Room for n elements in all: pushes up to there cannot fail. -1 when out
+ * of memory (the heap is unchanged). */
+int jq_heap_reserve(jq_heap_t *h, size_t n);
 /* -1 when out of memory (the heap is unchanged). */
 int jq_heap_push(jq_heap_t *h, void *elem);
 /* The least element, removed; NULL when empty. */

@@ -203,19 +203,23 @@ static void unpark(jq_sched_t *s, sjob_t *r)
     s->parked--;
 }
 
-/* Into the run heap. Out of memory there is the one failure we cannot
- * report to anybody: retry on the next push rather than lose the job. */
+/* Into the run heap. Both heaps have room for every record (reserve), so
+ * this cannot fail. */
 static void enqueue(jq_sched_t *s, sjob_t *r)
 {
     r->state = S_QUEUED;
-    while (jq_heap_push(&s->run, r) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&s->mu);
-    }
+    jq_heap_push(&s->run, r);
     if (s->running < s->max_running && !s->paused)
         pthread_cond_signal(&s->cond);
+}
+
+/* Room in both heaps for n more records (under mu). */
+static int reserve(jq_sched_t *s, size_t n)
+{
+    return jq_heap_reserve(&s->run, s->count + n) < 0 ||
+                   jq_heap_reserve(&s->gate, s->count + n) < 0
+               ? -1
+               : 0;
 }
 
 /* Everything parked on r looks again: back to the run queue. */
@@ -274,6 +278,13 @@ uint64_t jq_sched_new_jobs(jq_sched_t *s, uint32_t n)
         return 0;
     }
     pthread_mutex_lock(&s->mu);
+    if (reserve(s, n) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        while (made)
+            free(recs[--made]);
+        free(recs);
+        return 0;
+    }
     uint64_t first = s->last_id + 1;
     for (uint32_t k = 0; k < n; k++) {
         recs[k]->id = first + k;
@@ -307,10 +318,7 @@ void jq_sched_submitted(jq_sched_t *s, uint64_t id, int prio, uint64_t ticket)
             enqueue(s, r);
         } else {
             r->state = S_PENDING;
-            if (jq_heap_push(&s->gate, r) < 0)
-                enqueue(s, r); /* cannot wait for the commit: the executor's
-                                  own gate (running is committed before the
-                                  opcode starts) still holds */
+            jq_heap_push(&s->gate, r);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -344,6 +352,11 @@ int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
     r->runner = -1;
     r->prio = (int8_t)prio;
     pthread_mutex_lock(&s->mu);
+    if (reserve(s, 1) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        free(r);
+        return -1;
+    }
     insert(s, r);
     if (id > s->last_id)
         s->last_id = id;

@@ -41,7 +41,6 @@ static void store_free(jq_store_t *s)
     close_env(s);
     jq_changeq_destroy(&s->in);
     pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->progress);
     free(s);
 }
 
@@ -59,7 +58,6 @@ jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
     }
     s->opts = *opts;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->progress, NULL);
     /* The child process reads everything first: only a store it read from
      * end to end without crashing, hanging or finding a damaged record
      * (unless salvaging) is opened here. */
@@ -92,6 +90,37 @@ static jq_job_t *decode_job_value(const MDB_val *k, const MDB_val *v, char *err,
     return job;
 }
 
+/* Entries moved aside by --salvage leave holes in an opcode's serials;
+ * each is filled with an entry saying so, so that serials stay contiguous
+ * within an opcode (what finding new entries relies on). */
+static int fill_gap(jq_job_t *job, uint32_t op_index, uint32_t serial)
+{
+    if (op_index >= job->nops)
+        return -1;
+    const jq_op_t *op = &job->ops[op_index];
+    if (!op->nlog || serial <= op->log_base + op->nlog + 1)
+        return 0;
+    if (serial - (op->log_base + op->nlog) > JOBQ_DEFAULT_MAX_LOG_ENTRIES * 10u)
+        return -1;
+    static const char lost[] = "jobq: this log entry was damaged and moved aside (--salvage)";
+    for (uint32_t s = op->log_base + op->nlog + 1; s < serial; s++) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_array(&pk, 4);
+        msgpack_pack_uint32(&pk, s);
+        msgpack_pack_nil(&pk);
+        msgpack_pack_str_with_body(&pk, "message", 7);
+        msgpack_pack_str_with_body(&pk, lost, sizeof lost - 1);
+        int rc = jq_job_append_log(job, op_index, s, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Append the job's log entries from the logs db. -1 with a message when an
  * entry is damaged. */
 static int load_logs(jq_store_t *s, MDB_txn *txn, jq_job_t *job, char *err, size_t errlen)
@@ -115,6 +144,7 @@ static int load_logs(jq_store_t *s, MDB_txn *txn, jq_job_t *job, char *err, size
         const unsigned char *entry;
         size_t len;
         if (jq_store_log_entry(&k, &v, &op, &entry, &len) < 0 ||
+            fill_gap(job, op, serial) < 0 ||
             jq_job_append_log(job, op, serial, entry, len) < 0) {
             snprintf(err, errlen, "its log entry %u is damaged (key logs/%016llx%08x)", serial,
                      (unsigned long long)job->id, serial);
@@ -579,9 +609,6 @@ static void *store_main(void *arg)
                     s->hooks.committed(s->hooks.ctx, done, durable);
                 else
                     jq_change_list_free(&done);
-                pthread_mutex_lock(&s->mu);
-                pthread_cond_broadcast(&s->progress);
-                pthread_mutex_unlock(&s->mu);
             } else {
                 pthread_mutex_lock(&s->mu);
                 describe_failure(s, rc, why, s->failmsg, sizeof s->failmsg);
@@ -675,22 +702,6 @@ bool jq_store_failing(jq_store_t *s, char *msg, size_t len)
     return failing;
 }
 
-void jq_store_throttle(jq_store_t *s, uint64_t max, int64_t max_wait_us)
-{
-    if (jq_store_backlog(s) <= max)
-        return;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    int64_t ns = deadline.tv_nsec + (max_wait_us % 1000000) * 1000;
-    deadline.tv_sec += max_wait_us / 1000000 + ns / 1000000000;
-    deadline.tv_nsec = ns % 1000000000;
-    pthread_mutex_lock(&s->mu);
-    while (jq_store_backlog(s) > max && !atomic_load(&s->stopping) &&
-           pthread_cond_timedwait(&s->progress, &s->mu, &deadline) == 0)
-        ;
-    pthread_mutex_unlock(&s->mu);
-}
-
 void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out)
 {
     static const char *const names[] = {"always", "batch", "none"};
@@ -715,9 +726,6 @@ void jq_store_close(jq_store_t **sp)
     if (s->started) {
         atomic_store(&s->stopping, true);
         jq_changeq_kick(s->in);
-        pthread_mutex_lock(&s->mu);
-        pthread_cond_broadcast(&s->progress);
-        pthread_mutex_unlock(&s->mu);
         pthread_join(s->thread, NULL);
     }
     store_free(s);

@@ -41,8 +41,9 @@
 /* Records waiting for a commit beyond which submissions are refused
  * (`Busy`) until the store catches up. */
 #define JQ_STORE_MAX_BACKLOG 65536
-/* Records waiting for a commit beyond which an opcode's log entries wait:
- * a busy log never stands long between a submit and its commit. */
+/* Records waiting for a commit beyond which executors put opcode steps
+ * (and so their log entries) off: a busy log never stands long between a
+ * submit and its commit. */
 #define JQ_STORE_LOG_BACKLOG 1024
 
 typedef enum {
@@ -113,10 +114,6 @@ static inline uint64_t jq_store_backlog(jq_store_t *s)
     uint64_t t = jq_store_ticket(s), d = jq_store_durable(s);
     return t > d ? t - d : 0;
 }
-/* Any thread: wait until at most `max` records wait for a commit, or
- * max_wait_us passed (so a failing store slows callers, never stops them
- * for good). */
-void jq_store_throttle(jq_store_t *s, uint64_t max, int64_t max_wait_us);
 
 /* Any thread: an archived job with its log, or NULL (not found; err set
  * when the read failed or the record is damaged). */

@@ -29,9 +29,11 @@
 #include <zlib.h>
 
 /* A child that reports no progress for this long is taken to hang. */
-#define CHECK_STALL_SECONDS 10
-/* Progress lines from the child every this many records. */
-#define CHECK_PROGRESS_EVERY 20000
+#define CHECK_STALL_SECONDS 60
+/* Progress lines from the child at most this often (and after every
+ * record that took longer: one huge value read from a cold disk is slow,
+ * not a hang). */
+#define CHECK_PROGRESS_US 500000
 #define STORE_ID_BYTES 16
 
 /* ---- checksummed values ---- */
@@ -267,6 +269,7 @@ static int check_size(MDB_env *env, const char *dir, char *err, size_t errlen)
 
 typedef struct {
     int fd;            /* to the parent */
+    int64_t last_said; /* CLOCK_MONOTONIC µs of the last progress line */
     uint64_t records;
     uint32_t format;
     bool salvage;
@@ -292,8 +295,14 @@ static void say(walk_t *w, const char *fmt, ...)
 
 static void progress(walk_t *w)
 {
-    if (++w->records % CHECK_PROGRESS_EVERY == 0)
+    w->records++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    if (now - w->last_said >= CHECK_PROGRESS_US) {
         say(w, "P %llu", (unsigned long long)w->records);
+        w->last_said = now;
+    }
 }
 
 static void key_text(const MDB_val *k, char *out, size_t len)
@@ -529,7 +538,7 @@ int jq_store_check_in_child(jq_store_t *s, char *err, size_t errlen)
 
 /* Rewrite every value of a format 1 table with its checksum (and, for
  * jobs, the status byte in front). */
-static int upgrade_table(MDB_txn *txn, MDB_dbi dbi, bool jobs, msgpack_sbuffer *sb)
+static int upgrade_table(MDB_txn *txn, MDB_dbi dbi, bool jobs, bool salvage, msgpack_sbuffer *sb)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, dbi, &cur);
@@ -544,6 +553,8 @@ static int upgrade_table(MDB_txn *txn, MDB_dbi dbi, bool jobs, msgpack_sbuffer *
         if (jobs) {
             char why[128];
             jq_job_t *job = jq_job_decode(v.mv_data, v.mv_size, why, sizeof why);
+            if (!job && salvage)
+                continue; /* left as it is: it fails its checksum, salvage moves it */
             if (!job) {
                 rc = MDB_CORRUPTED;
                 break;
@@ -568,11 +579,11 @@ static int upgrade_from_1(jq_store_t *s, MDB_txn *txn)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    int rc = upgrade_table(txn, s->jobs, true, &sb);
+    int rc = upgrade_table(txn, s->jobs, true, s->opts.salvage, &sb);
     if (!rc)
-        rc = upgrade_table(txn, s->archive, true, &sb);
+        rc = upgrade_table(txn, s->archive, true, s->opts.salvage, &sb);
     if (!rc)
-        rc = upgrade_table(txn, s->logs, false, &sb);
+        rc = upgrade_table(txn, s->logs, false, s->opts.salvage, &sb);
     msgpack_sbuffer_destroy(&sb);
     /* Meta: format 1 kept raw values and a reserve of ids above the last;
      * ids shown under format 1 may reach the reserve, so continue there. */
@@ -635,12 +646,13 @@ static int salvage(jq_store_t *s, MDB_txn *txn, uint32_t format, uint64_t *moved
             nbad++;
         }
         mdb_cursor_close(cur);
-        /* Copies first: the pointers into the map die with the first write. */
-        for (size_t j = 0; rc == 0 && j < nbad; j++) {
+        /* Copies first: the pointers into the map die with the first write.
+         * Only copies are moved (and freed). */
+        size_t ncopied = 0;
+        for (size_t j = 0; rc == 0 && j < nbad; j++, ncopied++) {
             void *copy = malloc(bad[2 * j].mv_size + bad[2 * j + 1].mv_size);
             if (!copy) {
                 rc = ENOMEM;
-                nbad = j;
                 break;
             }
             memcpy(copy, bad[2 * j].mv_data, bad[2 * j].mv_size);
@@ -648,7 +660,7 @@ static int salvage(jq_store_t *s, MDB_txn *txn, uint32_t format, uint64_t *moved
             bad[2 * j].mv_data = copy;
             bad[2 * j + 1].mv_data = (char *)copy + bad[2 * j].mv_size;
         }
-        for (size_t j = 0; j < nbad; j++) {
+        for (size_t j = 0; j < ncopied; j++) {
             char kt[80], key[96];
             key_text(&bad[2 * j], kt, sizeof kt);
             snprintf(key, sizeof key, "%s/%s", names[i], kt);
@@ -780,7 +792,8 @@ int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
     }
     if (moved)
         fprintf(stderr, "jobqd: --salvage: %llu damaged record%s moved aside into the store's "
-                        "`damaged` table; the jobs they held are gone from the queue\n",
+                        "`damaged` table: a job whose record moved is gone from the queue, a log entry "
+                        "that moved is marked in its job's log\n",
                 (unsigned long long)moved, moved == 1 ? "" : "s");
     if (!have_file_id && write_store_id(s, stored_id, err, errlen) < 0)
         return -1;

@@ -22,8 +22,7 @@ struct jq_store {
     _Atomic uint64_t durable;  /* records committed */
     _Atomic uint64_t failed;   /* records up to here were at stake in a failed commit */
     _Atomic uint64_t last_id;  /* highest job id committed */
-    pthread_mutex_t mu;        /* guards failmsg; with `progress`, throttled callers */
-    pthread_cond_t progress;   /* broadcast after each commit */
+    pthread_mutex_t mu;        /* guards failmsg */
     char failmsg[256];
     _Atomic uint64_t commits, fsyncs, records, failures;
 };

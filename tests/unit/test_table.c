@@ -692,11 +692,11 @@ static char **poison_old_entries(jq_job_t *job, uint32_t keep, void *guard)
     return saved;
 }
 
-static void unpoison(jq_job_t *job, char **saved)
+static void unpoison(jq_job_t *job, char **saved, uint32_t count)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < job->nops; i++)
-        for (uint32_t k = 0; k < job->ops[i].nlog && saved[n]; k++)
+        for (uint32_t k = 0; k < job->ops[i].nlog && n < count; k++)
             job->ops[i].log[k].data = saved[n++];
     free(saved);
 }
@@ -724,6 +724,7 @@ static void test_log_work_does_not_grow_with_the_log(void **state)
     job->log_recorded = job->log_serial; /* every entry so far was in a record */
     void *guard = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     assert_true(guard != MAP_FAILED);
+    uint32_t poisoned = job->log_serial;
     char **saved = poison_old_entries(job, 0, guard);
 
     jq_delta_init(&d, job);
@@ -748,7 +749,7 @@ static void test_log_work_does_not_grow_with_the_log(void **state)
     assert_int_equal(w->nnew_logs, 1);
     jq_waiter_destroy(&w);
 
-    unpoison(job, saved);
+    unpoison(job, saved, poisoned);
     munmap(guard, 4096);
     jq_job_destroy(&job);
 }
