@@ -396,7 +396,7 @@ static int apply_record(batch_t *b, const jq_change_t *c)
     }
     const msgpack_object *rec = &up.data;
     cached_t *slot = cache_slot(b, c->job_id);
-    char err[256] = "";
+    char err[192] = ""; /* room for it in b->why with the job named */
     if (c->kind == JQ_CHANGE_SUBMIT) {
         jq_job_t *job = jq_job_from_submit_record(rec, c->job_id, err, sizeof err);
         if (!job) {

@@ -449,6 +449,14 @@ static int child_walk(const jq_store_opts_t *o, walk_t *w)
     return 0;
 }
 
+/* A line of the child's report, cut to fit (the start says what it is). */
+static void copy_line(char *dst, size_t len, const char *line)
+{
+    size_t n = strnlen(line, len - 1);
+    memcpy(dst, line, n);
+    dst[n] = '\0';
+}
+
 int jq_store_check_in_child(jq_store_t *s, char *err, size_t errlen)
 {
     int fds[2];
@@ -498,8 +506,8 @@ int jq_store_check_in_child(jq_store_t *s, char *err, size_t errlen)
             if (!strncmp(line, "OK", 2))
                 ok = true;
             else if ((line[0] == 'D' || line[0] == 'F') && !first_bad[0])
-                snprintf(first_bad, sizeof first_bad, "%s", line + 2);
-            snprintf(last, sizeof last, "%s", line);
+                copy_line(first_bad, sizeof first_bad, line + 2);
+            copy_line(last, sizeof last, line);
             line = nl + 1;
         }
         have = strlen(line);
