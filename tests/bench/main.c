@@ -5,7 +5,8 @@
  * with raw ZeroMQ clients and prints what it measured. See --help and
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
- * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c). */
+ * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c,
+ * core.c). */
 #include "workloads.h"
 
 #include <getopt.h>
@@ -62,6 +63,11 @@ double opt_store_seconds = 3;
 long opt_recover_jobs[4] = {100000, 1000000};
 int opt_nrecover = 2;
 long opt_store_log_jobs = 10000;
+double opt_core_seconds = 5;
+long opt_core_jobs = 5000;
+double opt_core_biglog_timeout = 120;
+long opt_core_log_entries = 100000;
+long opt_core_busy_jobs = 1000;
 
 /* ------------------------------------------------------------------ */
 /* summary                                                              */
@@ -182,6 +188,27 @@ static void summary(void)
     x = result_get("shards.ratio_total");
     fmt(v, sizeof v, "%.2fx", x);
     row("throughput --shards 64 / --shards 1", v, "(report)", -1, "-");
+    x = result_get("core.query_idle_p99_ms");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f ms", x,
+             result_get("core.query_busy_p99_ms"));
+    snprintf(what, sizeof what, "query p99, idle / %ld logging jobs", opt_core_busy_jobs);
+    row(what, v, "(report)", -1, "-");
+    x = result_get("core.submit_idle_p99_ms");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f ms", x,
+             result_get("core.submit_busy_p99_ms"));
+    snprintf(what, sizeof what, "submit p99, idle / %ld logging jobs", opt_core_busy_jobs);
+    row(what, v, "(report)", -1, "-");
+    x = result_get("core.biglog_seconds");
+    if (isnan(x) && !isnan(result_get("core.biglog_log_serial")))
+        snprintf(v, sizeof v, "unfinished (%.0f)", result_get("core.biglog_log_serial"));
+    else
+        fmt(v, sizeof v, "%.2f s", x);
+    snprintf(what, sizeof what, "one job logging %ld entries, end to end", opt_core_log_entries);
+    row(what, v, "(report)", -1, "-");
+    x = result_get("core.shards1_jobs_per_s");
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x,
+             result_get("core.shards64_jobs_per_s"));
+    row("dependent jobs, hot shard, --shards 1 / 64", v, "(report)", -1, "-");
     printf("\n  other processes on the machine used up to %.2f cores during a measurement"
            " (%d line%s at 0.25 cores or more: treat those figures as noisy)\n",
            noise_max, noisy_lines, noisy_lines == 1 ? "" : "s");
@@ -214,6 +241,11 @@ static void usage(FILE *f)
 "           batch and none (1 and C clients, one at a time and in batches)\n"
 "           with commits/s, fsyncs/s and jobs per fsync; recovery time and\n"
 "           RSS for stores of --recover-jobs live jobs; bytes on disk per job\n"
+"  core     query and submit latency idle and with --core-busy-jobs jobs\n"
+"           logging (--sync always; store records/s and backlog); one job\n"
+"           with --core-log-entries log entries end to end, its oplog query,\n"
+"           recovery; jobs depending on a job whose shard is hot (another\n"
+"           job logging flat out there), --shards 1 against --shards 64\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -260,6 +292,14 @@ static void usage(FILE *f)
 "                           filled one after the other; 0: skip [100000,1000000]\n"
 "      --store-log-jobs N   finished jobs (and as many with 10 log entries\n"
 "                           each) for bytes on disk; 0: skip [10000]\n"
+"      --core-seconds S     measuring window per core latency line [5]\n"
+"      --core-busy-jobs N   jobs logging every 10 ms in the core latency line\n"
+"                           under load [1000]\n"
+"      --core-log-entries N log entries of the core long-log job (test.delay\n"
+"                           repeat; at most 100000) [100000]\n"
+"      --core-biglog-timeout S  longest wait for the long-log job to finish, and\n"
+"                           for the dependent jobs of a core shards line [120]\n"
+"      --core-jobs N        dependent jobs per core shards line [5000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -385,7 +425,8 @@ int main(int argc, char **argv)
         O_BUSYSEC, O_SHJOBS, O_SHSEC, O_READERS, O_WRITERS, O_PIPE, O_IDS, O_LOGJOBS,
         O_SUBSEC, O_CLIENTS, O_BATCH, O_MEMJOBS, O_JSON, O_KEEP, O_QUIET, O_EVSEC, O_EVSUBS,
         O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS,
-        O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC
+        O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
+        O_COREBUSY
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -425,6 +466,11 @@ int main(int argc, char **argv)
         {"sync", required_argument, 0, O_SYNC},
         {"recover-jobs", required_argument, 0, O_RECJOBS},
         {"store-log-jobs", required_argument, 0, O_STLOGS},
+        {"core-seconds", required_argument, 0, O_CORESEC},
+        {"core-jobs", required_argument, 0, O_COREJOBS},
+        {"core-biglog-timeout", required_argument, 0, O_COREBIGTO},
+        {"core-log-entries", required_argument, 0, O_CORELOGS},
+        {"core-busy-jobs", required_argument, 0, O_COREBUSY},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -471,6 +517,11 @@ int main(int argc, char **argv)
         case O_SYNC: opt_sync = optarg; break;
         case O_RECJOBS: bad |= parse_recover(optarg) < 0; break;
         case O_STLOGS: opt_store_log_jobs = atol(optarg); break;
+        case O_CORESEC: opt_core_seconds = atof(optarg); break;
+        case O_COREJOBS: opt_core_jobs = atol(optarg); break;
+        case O_COREBIGTO: opt_core_biglog_timeout = atof(optarg); break;
+        case O_CORELOGS: opt_core_log_entries = atol(optarg); break;
+        case O_COREBUSY: opt_core_busy_jobs = atol(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -489,12 +540,15 @@ int main(int argc, char **argv)
         opt_submit_seconds <= 0 || opt_ev_seconds <= 0 || opt_ev_subs < 1 || opt_ev_jobs < 1 ||
         opt_ev_samples < 1 || opt_waiters < 1 || opt_waiter_conns < 1 || opt_watchers < 1 ||
         opt_watch_jobs < 1 || opt_watch_seconds <= 0 || opt_poll_interval < 0 ||
-        opt_store_seconds <= 0 || opt_store_log_jobs < 0)
+        opt_store_seconds <= 0 || opt_store_log_jobs < 0 || opt_core_seconds <= 0 ||
+        opt_core_jobs < 1 || opt_core_biglog_timeout <= 0 || opt_core_log_entries < 1 ||
+        opt_core_log_entries > LONG_REPEAT || opt_core_busy_jobs < 1)
         bad = true;
-    enum { NWL = 8 };
+    enum { NWL = 9 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
-                                           "memory", "events", "watch",  "store"};
+                                           "memory", "events", "watch",  "store",
+                                           "core"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -567,7 +621,7 @@ int main(int argc, char **argv)
     int rc = 0;
     int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
                              workload_submit, workload_memory, workload_events,
-                             workload_watch,  workload_store};
+                             workload_watch,  workload_store,  workload_core};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

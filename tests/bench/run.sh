@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh: build jobqd and jobq-bench in Release and run the benchmark.
 #
-#   tests/bench/run.sh                 # every workload (about 6.5 minutes)
+#   tests/bench/run.sh                 # every workload (about 7 minutes)
 #   tests/bench/run.sh submit memory   # selected workloads
 #   tests/bench/run.sh --help          # jobq-bench's options
 #

@@ -1,6 +1,6 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
- * events.c, watchers.c) share with main.c and harness.c: the options, the
- * report helpers and the workload entry points. */
+ * events.c, watchers.c, store.c, core.c) share with main.c and harness.c:
+ * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
 
@@ -40,6 +40,12 @@ extern double opt_store_seconds; /* window of each durable-submit line */
 extern long opt_recover_jobs[4]; /* live jobs for the recovery times */
 extern int opt_nrecover;
 extern long opt_store_log_jobs;  /* jobs with 10 log entries (bytes on disk) */
+/* core workload (core.c) */
+extern double opt_core_seconds;        /* window of each latency line */
+extern long opt_core_jobs;             /* dependent jobs per shards line */
+extern double opt_core_biglog_timeout; /* longest wait for the long log / dependents */
+extern long opt_core_log_entries;      /* log entries of the long-log job */
+extern long opt_core_busy_jobs;        /* logging jobs of the busy latency line */
 
 /* ---- harness (harness.c) ---- */
 
@@ -112,6 +118,7 @@ int workload_submit(void); /* submit.c */
 int workload_events(void); /* events.c: events/s, subscriber and waiter latency */
 int workload_watch(void);  /* watchers.c: pollers against subscribers */
 int workload_store(void);  /* store.c: durable submits, fsyncs, recovery, bytes on disk */
+int workload_core(void);   /* core.c: latency under a log load, a long log, hot shard */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
