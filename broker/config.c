@@ -50,8 +50,6 @@ static const char usage[] =
     "                            more are answered Busy [1024]\n"
     "      --max-client-waiters N   wait_for_job_change requests one connection\n"
     "                            may have parked [10000]\n"
-    "      --max-subscriptions N event subscriptions, all subscribers together\n"
-    "                            [65536]\n"
     "      --shutdown-grace SEC  on SIGTERM or shutdown, how long running opcodes\n"
     "                            may finish before they are interrupted [30]\n"
     "      --salvage             start even when store records are damaged: move\n"
@@ -73,7 +71,7 @@ static const char usage[] =
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
-       OPT_MAX_CLIENT_WAIT, OPT_MAX_SUBS, OPT_GRACE, OPT_SALVAGE };
+       OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -95,7 +93,6 @@ static const struct option long_opts[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONN},
     {"max-client-requests", required_argument, NULL, OPT_MAX_CLIENT_REQ},
     {"max-client-waiters", required_argument, NULL, OPT_MAX_CLIENT_WAIT},
-    {"max-subscriptions", required_argument, NULL, OPT_MAX_SUBS},
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
     {"salvage", no_argument, NULL, OPT_SALVAGE},
     {"config", required_argument, NULL, 'c'},
@@ -217,7 +214,6 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
         {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 1, 100000000ull},
         {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
-        {OPT_MAX_SUBS, 1, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -241,7 +237,6 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_CONN: cfg->max_connections = v; break;
         case OPT_MAX_CLIENT_REQ: cfg->max_client_requests = v; break;
         case OPT_MAX_CLIENT_WAIT: cfg->max_client_waiters = v; break;
-        case OPT_MAX_SUBS: cfg->max_subscriptions = v; break;
         }
         return 0;
     }
@@ -307,7 +302,6 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->shutdown_grace = 30;
     cfg->max_client_requests = 1024;
     cfg->max_client_waiters = 10000;
-    cfg->max_subscriptions = 65536;
 
     /* The config file comes first so the command line overrides it. */
     for (int i = 1; i < argc - 1; i++)

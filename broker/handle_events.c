@@ -35,7 +35,7 @@ static jobq_code_t parse_wait(jq_call_t *c, jq_waiter_t *w, double *timeout)
             if (n->type != MSGPACK_OBJECT_STR ||
                 jq_field_parse(n->via.str.ptr, n->via.str.size, &w->fields[i]) < 0) {
                 snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
-                         n->type == MSGPACK_OBJECT_STR ? (int)(n->via.str.size > 64 ? 64 : n->via.str.size) : 1,
+                         n->type == MSGPACK_OBJECT_STR ? wire_utf8_quote_len(n->via.str.ptr, n->via.str.size, 64) : 1,
                          n->type == MSGPACK_OBJECT_STR ? n->via.str.ptr : "?");
                 return JOBQ_ERR_UNKNOWN_FIELD;
             }

@@ -271,12 +271,21 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
     jq_daemon_t *d = c->d;
     uint64_t id;
     int64_t prio;
-    if (jq_arg_job_id(c, "id", &id) < 0 ||
-        jq_arg_int(c, "priority", true, INT64_MIN, INT64_MAX, &prio) < 0)
+    if (jq_arg_job_id(c, "id", &id) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
-    if (!jq_priority_submittable(prio)) {
-        snprintf(c->err, c->errlen, "Invalid priority %lld, allowed are -10, 0, 10",
-                 (long long)prio);
+    const msgpack_object *po = wire_map_get(c->args, "priority");
+    int rc = jq_priority_parse(po, &prio);
+    if (rc == -1) {
+        snprintf(c->err, c->errlen, "argument 'priority' must be an integer (-10, 0 or 10)");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    if (rc < 0) {
+        if (po->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            snprintf(c->err, c->errlen, "Invalid priority %llu, allowed are -10, 0, 10",
+                     (unsigned long long)po->via.u64);
+        else
+            snprintf(c->err, c->errlen, "Invalid priority %lld, allowed are -10, 0, 10",
+                     (long long)po->via.i64);
         return JOBQ_ERR_INVALID_PRIORITY;
     }
     jq_shard_t *sh;

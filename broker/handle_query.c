@@ -96,7 +96,7 @@ static jobq_code_t parse_fields(jq_call_t *c, query_t *q)
         }
         if (jq_field_parse(n->via.str.ptr, n->via.str.size, &q->fields[i]) < 0) {
             snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
-                     (int)(n->via.str.size > 64 ? 64 : n->via.str.size), n->via.str.ptr);
+                     wire_utf8_quote_len(n->via.str.ptr, n->via.str.size, 64), n->via.str.ptr);
             return JOBQ_ERR_UNKNOWN_FIELD;
         }
         if (seen & (1u << q->fields[i])) {

@@ -100,8 +100,8 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
                 memcmp(methods[i].name, req.method, req.method_len) == 0)
                 m = (jq_method_t)i;
         if (m == JQ_M__COUNT) {
-            snprintf(err, sizeof err, "unknown method '%.*s'", (int)req.method_len > 64 ? 64 : (int)req.method_len,
-                     req.method);
+            snprintf(err, sizeof err, "unknown method '%.*s'",
+                     wire_utf8_quote_len(req.method, req.method_len, 64), req.method);
             rc = JOBQ_ERR_UNKNOWN_METHOD;
         }
     }

@@ -4,16 +4,22 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+
+#define MAX_TCP_FDS 4 /* listening sockets behind one TCP endpoint */
 
 typedef struct {
     void *socket;
     char endpoint[512]; /* as bound, wildcards resolved */
     bool ipc;
+    int tcp_fds[MAX_TCP_FDS]; /* libzmq's listening sockets of a TCP endpoint */
+    unsigned ntcp;
 } bound_t;
 
 struct jq_listeners {
@@ -25,7 +31,16 @@ struct jq_listeners {
     bool verbose;
     jq_listeners_stats_t st;
     uint64_t low;            /* resume accepting at or below this */
+    uint64_t limit;          /* the descriptor limit */
+    int backlog;             /* of every listening socket */
 };
+
+static uint64_t fd_limit(void)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? rl.rlim_cur
+                                                                              : 1u << 20;
+}
 
 jq_listeners_t *jq_listeners_new(void *zctx, bool verbose)
 {
@@ -34,6 +49,14 @@ jq_listeners_t *jq_listeners_new(void *zctx, bool verbose)
         return NULL;
     l->zctx = zctx;
     l->verbose = verbose;
+    l->limit = fd_limit();
+    /* What waits in a listening socket is accepted even while paused: a
+     * short queue keeps that within the reserve; a client that finds it
+     * full retries (ipc) or resends its SYN (TCP). */
+    uint64_t b = l->limit / 16;
+    l->backlog = b < JQ_LISTEN_BACKLOG_MIN ? JQ_LISTEN_BACKLOG_MIN
+                 : b > JQ_LISTEN_BACKLOG_MAX ? JQ_LISTEN_BACKLOG_MAX
+                                             : (int)b;
     return l;
 }
 
@@ -50,6 +73,45 @@ void jq_listeners_destroy(jq_listeners_t **lp)
         zmq_close(l->monitors[i]);
     free(l);
     *lp = NULL;
+}
+
+/* Is fd a listening TCP socket? */
+static bool listening_tcp(int fd)
+{
+    int on = 0, domain = 0;
+    socklen_t len = sizeof on, dlen = sizeof domain;
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on &&
+           getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 &&
+           (domain == AF_INET || domain == AF_INET6);
+}
+
+static bool known_tcp_fd(const jq_listeners_t *l, int fd)
+{
+    for (unsigned i = 0; i < l->nbound; i++)
+        for (unsigned k = 0; k < l->bound[i].ntcp; k++)
+            if (l->bound[i].tcp_fds[k] == fd)
+                return true;
+    return false;
+}
+
+/* libzmq keeps a TCP endpoint's listening socket to itself; the one that
+ * appeared with this bind (binds happen one at a time on the loop's
+ * thread) is the one to gate while paused. */
+static void find_tcp_fds(jq_listeners_t *l, bound_t *b)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) && b->ntcp < MAX_TCP_FDS) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || fd < 0 || fd == dirfd(d))
+            continue;
+        if (listening_tcp((int)fd) && !known_tcp_fd(l, (int)fd))
+            b->tcp_fds[b->ntcp++] = (int)fd;
+    }
+    closedir(d);
 }
 
 static int bind_one(bound_t *b)
@@ -72,11 +134,13 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
         return -1;
     }
     bound_t *b = &l->bound[l->nbound];
-    b->socket = socket;
-    b->ipc = strncmp(endpoint, "ipc://", 6) == 0;
+    *b = (bound_t){.socket = socket, .ipc = strncmp(endpoint, "ipc://", 6) == 0};
     snprintf(b->endpoint, sizeof b->endpoint, "%s", endpoint);
+    zmq_setsockopt(socket, ZMQ_BACKLOG, &l->backlog, sizeof l->backlog);
     if (bind_one(b) < 0)
         return -1;
+    if (strncmp(endpoint, "tcp://", 6) == 0)
+        find_tcp_fds(l, b);
     /* The address it got, wildcards resolved: what ping's `publish` shows
      * and what an ipc pause moves aside. */
     size_t n = sizeof b->endpoint;
@@ -121,17 +185,18 @@ static unsigned open_fds(void)
 
 uint64_t jq_listeners_set_max(jq_listeners_t *l, uint64_t max)
 {
-    struct rlimit rl;
-    uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                         ? rl.rlim_cur
-                         : 1u << 20;
     uint64_t used = open_fds();
-    uint64_t room = limit > used + JQ_FD_RESERVE ? limit - used - JQ_FD_RESERVE : 1;
+    /* Beyond the mark, what may still come in: a full queue on every
+     * listening socket, and what libzmq accepts before the loop hears of
+     * the connection that reached the mark (an eighth, at least 16). */
+    uint64_t room = l->limit > used + JQ_FD_RESERVE ? l->limit - used - JQ_FD_RESERVE : 0;
+    uint64_t late = (uint64_t)l->backlog * l->nbound + (room / 8 > 16 ? room / 8 : 16);
+    room = room > late ? room - late : 1;
     if (max == 0 || max > room) {
         if (max > room)
             fprintf(stderr, "jobqd: --max-connections %llu is more than the descriptor limit "
                             "(%llu, %llu in use) allows; using %llu\n",
-                    (unsigned long long)max, (unsigned long long)limit,
+                    (unsigned long long)max, (unsigned long long)l->limit,
                     (unsigned long long)used, (unsigned long long)room);
         max = room;
     }
@@ -159,10 +224,33 @@ static void ipc_paths(const bound_t *b, char *path, char *hidden, size_t len)
 /* Unbinding would not do: libzmq closes every connection a listener
  * accepted when it goes. So an ipc socket file is moved aside (connect()
  * then finds nothing and clients retry by themselves) and moved back
- * later; the listener and its connections never notice. TCP listeners
- * stay: libzmq takes EMFILE on a TCP accept in its stride (the connection
- * waits in the kernel's backlog), which the reserve below the limit makes
- * rare. */
+ * later; the listener and its connections never notice. A TCP listener
+ * gets a socket filter that drops connection requests (a SYN without
+ * ACK): clients resend theirs until the filter goes. Connections it
+ * accepted before carry a copy of the filter, which drops nothing they
+ * ever receive. */
+static const struct sock_filter drop_syn[] = {
+    BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13), /* the TCP flags */
+    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 1, 0), /* SYN, no ACK */
+    BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+    BPF_STMT(BPF_RET | BPF_K, 0),
+};
+
+static void gate_tcp(const bound_t *b, bool closed)
+{
+    struct sock_fprog prog = {.len = sizeof drop_syn / sizeof drop_syn[0],
+                              .filter = (struct sock_filter *)drop_syn};
+    for (unsigned k = 0; k < b->ntcp; k++) {
+        int rc = closed ? setsockopt(b->tcp_fds[k], SOL_SOCKET, SO_ATTACH_FILTER, &prog,
+                                     sizeof prog)
+                        : setsockopt(b->tcp_fds[k], SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
+        if (rc < 0)
+            fprintf(stderr, "jobqd: cannot %s new connections on %s: %s\n",
+                    closed ? "hold back" : "let in", b->endpoint, strerror(errno));
+    }
+}
+
 static void pause_accepting(jq_listeners_t *l)
 {
     char path[600], hidden[600];
@@ -171,6 +259,8 @@ static void pause_accepting(jq_listeners_t *l)
             ipc_paths(&l->bound[i], path, hidden, sizeof path);
             if (rename(path, hidden) < 0)
                 fprintf(stderr, "jobqd: cannot move %s aside: %s\n", path, strerror(errno));
+        } else {
+            gate_tcp(&l->bound[i], true);
         }
     l->st.paused = true;
     l->st.pauses++;
@@ -188,6 +278,8 @@ static void resume_accepting(jq_listeners_t *l)
             ipc_paths(&l->bound[i], path, hidden, sizeof path);
             if (rename(hidden, path) < 0)
                 fprintf(stderr, "jobqd: cannot put %s back: %s\n", path, strerror(errno));
+        } else {
+            gate_tcp(&l->bound[i], false);
         }
     l->st.paused = false;
     fprintf(stderr, "jobqd: %llu connections: accepting new ones again\n",
@@ -219,6 +311,9 @@ void jq_listeners_on_events(jq_listeners_t *l)
                 l->st.accepted++;
                 if (l->st.connections > l->st.peak)
                     l->st.peak = l->st.connections;
+                /* At once: every event still queued is a connection in. */
+                if (!l->st.paused && l->st.max && l->st.connections >= l->st.max)
+                    pause_accepting(l);
             } else if (event == ZMQ_EVENT_DISCONNECTED && l->st.connections) {
                 l->st.connections--;
             }

@@ -6,9 +6,11 @@
  * ipc endpoint, so the daemon must stop accepting before that can happen.
  * It counts connections from the sockets' monitor events; at the
  * high-water mark (--max-connections, by default what the descriptor limit
- * leaves after a reserve) it moves its ipc socket files aside — connected
- * clients keep being served, new ones wait in their own reconnect loop —
- * and puts them back below the low-water mark. Loop thread only.
+ * leaves after a reserve) it moves its ipc socket files aside and holds
+ * back TCP connection requests with a socket filter — connected clients
+ * keep being served, new ones wait in their own reconnect loop or resend
+ * their SYN — and lets them in again below the low-water mark. Loop
+ * thread only.
  */
 #ifndef JOBQ_LISTENERS_H
 #define JOBQ_LISTENERS_H
@@ -18,9 +20,14 @@
 #include <stdint.h>
 #include <zmq.h>
 
-/* Descriptors kept free below the limit: the daemon's own files, and the
- * connections libzmq accepts before the loop learns of them. */
+/* Descriptors kept free for the daemon's own files. Beyond it, the
+ * default --max-connections leaves room for what comes in after the mark:
+ * a full queue on each listening socket and what libzmq accepts before
+ * the loop learns of the connection at the mark. */
 #define JQ_FD_RESERVE 64
+/* Listening queue: a sixteenth of the descriptor limit, within these. */
+#define JQ_LISTEN_BACKLOG_MIN 16
+#define JQ_LISTEN_BACKLOG_MAX 1024
 #define JQ_MAX_BOUND 40
 
 typedef struct jq_listeners jq_listeners_t;

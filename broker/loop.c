@@ -135,7 +135,7 @@ static bool read_request(loop_t *l, int flags)
     error_msg(&err, sr.id, sr.has_id, JOBQ_ERR_BUSY, msg);
     atomic_fetch_add(&l->d->errors[JOBQ_ERR_BUSY], 1);
     if (p)
-        jq_peers_send(l->peers, p, l->delimiter, &err, JQ_SEND_EXTRA);
+        jq_peers_send(l->peers, p, l->delimiter, &err, JQ_SEND_BUSY);
     zmq_msg_close(&err);
     return false;
 }
@@ -607,7 +607,6 @@ int jq_loop_run(jq_daemon_t *d)
     l.from_handlers = zmq_socket(d->zctx, ZMQ_PULL);
     int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
     zmq_setsockopt(l.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    set_int(l.router, ZMQ_BACKLOG, 4096);
     set_int(l.router, ZMQ_LINGER, 2000); /* let the last replies out */
     /* A reply a peer cannot take is reported (EAGAIN), not dropped: it
      * waits in peers.c until the peer reads. */

@@ -211,7 +211,7 @@ void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body
     if (!p->nwaiting) {
         int rc = try_send(ps, p, delimiter, body);
         if (rc == 0 || rc == EHOSTUNREACH) {
-            if (rc && kind != JQ_SEND_EXTRA)
+            if (rc && (kind == JQ_SEND_REPLY || kind == JQ_SEND_ANSWER))
                 ps->stats.dropped_gone++;
             if (reply)
                 jq_peer_add_inflight(p, -1);
@@ -219,9 +219,10 @@ void jq_peers_send(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t *body
             return;
         }
     }
-    /* Only answers wait; a keepalive or Busy to a peer far behind is
-     * better dropped than queued without end. */
-    if (kind == JQ_SEND_EXTRA && p->nwaiting) {
+    /* A keepalive behind replies says nothing they do not. */
+    if (kind == JQ_SEND_EXTRA)
+        return;
+    if (kind == JQ_SEND_BUSY && p->waiting_bytes >= JQ_PEER_MAX_BUSY_BYTES) {
         ps->stats.dropped_busy++;
         return;
     }

@@ -26,7 +26,7 @@ typedef struct jq_peers jq_peers_t;
 typedef struct {
     uint64_t sent_late;     /* replies that waited for a slow reader */
     uint64_t dropped_gone;  /* replies to peers that had disconnected */
-    uint64_t dropped_busy;  /* Busy answers not queued: peer far behind */
+    uint64_t dropped_busy;  /* Busy answers dropped: JQ_PEER_MAX_BUSY_BYTES wait */
     uint64_t backlog;       /* replies waiting now */
 } jq_peers_stats_t;
 
@@ -56,9 +56,15 @@ typedef enum {
     JQ_SEND_REPLY,  /* the answer to a request in flight: it stops being in
                        flight when it leaves (or its peer is gone) */
     JQ_SEND_ANSWER, /* an answer to a parked wait: never dropped */
-    JQ_SEND_EXTRA   /* a keepalive or a Busy: dropped rather than queued
-                       behind other replies */
+    JQ_SEND_BUSY,   /* a Busy answer: it waits like any answer, up to
+                       JQ_PEER_MAX_BUSY_BYTES of waiting replies */
+    JQ_SEND_EXTRA   /* a keepalive: dropped rather than queued behind other
+                       replies (the replies say the daemon is alive) */
 } jq_send_kind_t;
+
+/* Bytes of replies waiting for one peer beyond which even a Busy answer is
+ * dropped (counted): the peer sent requests by the million and read none. */
+#define JQ_PEER_MAX_BUSY_BYTES (2 * (uint64_t)JQ_PEER_MAX_WAITING_BYTES)
 
 /* Send [rid, (""), body] to the peer, or queue it behind what waits (the
  * message is taken over: body is emptied). */

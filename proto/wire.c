@@ -157,6 +157,29 @@ void wire_reply_ok_begin(msgpack_packer *pk, uint64_t id, bool has_id)
     wire_pack_cstr(pk, "result");
 }
 
+int wire_utf8_quote_len(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return (int)n;
+    size_t len = max;
+    while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+        len--; /* s[len] starts a character: the cut falls between two */
+    return (int)len;
+}
+
+/* A message cut by snprintf may end inside a character: drop its start. */
+static size_t utf8_whole_len(const char *s)
+{
+    size_t n = strlen(s), start = n;
+    while (start > 0 && ((unsigned char)s[start - 1] & 0xC0) == 0x80 && n - start < 3)
+        start--;
+    if (start == 0 || ((unsigned char)s[start - 1] & 0x80) == 0)
+        return n; /* ASCII last */
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    return n - (start - 1) >= need ? n : start - 1;
+}
+
 void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
                       jobq_code_t code, const char *message)
 {
@@ -168,7 +191,8 @@ void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
     wire_pack_cstr(pk, "code");
     wire_pack_cstr(pk, jobq_code_name(code));
     wire_pack_cstr(pk, "message");
-    wire_pack_cstr(pk, message ? message : "");
+    message = message ? message : "";
+    wire_pack_strn(pk, message, utf8_whole_len(message));
 }
 
 void wire_reply_keepalive(msgpack_packer *pk, uint64_t id)

@@ -109,6 +109,9 @@ const msgpack_object *wire_map_get(const msgpack_object *map, const char *key);
 bool wire_str_eq(const msgpack_object *o, const char *s);
 void wire_pack_cstr(msgpack_packer *pk, const char *s);
 void wire_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+/* How many of the n bytes of UTF-8 string s to quote so that at most max
+ * are quoted and no character is cut. */
+int wire_utf8_quote_len(const char *s, size_t n, size_t max);
 /* Integer value of o into *out; false if o is not an integer (a float with
  * an integral value is accepted, as JSON-born clients send those). */
 bool wire_get_int(const msgpack_object *o, int64_t *out);

@@ -4,6 +4,7 @@
  * and the job is final exactly when end_ts is set. */
 #include "job.h"
 #include "opdef.h"
+#include "wire.h"
 
 #include <msgpack.h>
 #include <stdlib.h>
@@ -31,6 +32,19 @@ int jq_status_parse(const char *name, size_t len, jq_status_t *out)
 bool jq_priority_submittable(int64_t prio)
 {
     return prio == -10 || prio == 0 || prio == 10;
+}
+
+int jq_priority_parse(const msgpack_object *o, int64_t *out)
+{
+    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 > INT64_MAX)
+        return -2;
+    int64_t v;
+    if (!wire_get_int(o, &v))
+        return -1;
+    if (!jq_priority_submittable(v))
+        return -2;
+    *out = v;
+    return 0;
 }
 
 void jq_delta_init(jq_delta_t *d, const jq_job_t *job)

@@ -43,6 +43,10 @@ static inline bool jq_status_final(jq_status_t s)
 }
 /* Submittable priorities: -10, 0, 10. */
 bool jq_priority_submittable(int64_t prio);
+/* A priority as a client sent it: 0 with *out set; -1 not an integer
+ * (BadArgument); -2 an integer that is not a submittable priority, however
+ * large (InvalidPriority). */
+int jq_priority_parse(const msgpack_object *o, int64_t *out);
 
 typedef struct {
     char *data; /* msgpack bytes; NULL means nil */

@@ -93,7 +93,7 @@ static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *
             off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "", *a);
         if (k->type == MSGPACK_OBJECT_STR)
             snprintf(err, errlen, "opcode %u (%s): unknown argument '%.*s' (%s takes %s)", idx,
-                     def->name, (int)(k->via.str.size > 64 ? 64 : k->via.str.size),
+                     def->name, wire_utf8_quote_len(k->via.str.ptr, k->via.str.size, 64),
                      k->via.str.ptr, def->name, off ? takes : "no arguments");
         else
             snprintf(err, errlen, "opcode %u (%s): argument names must be strings", idx, def->name);
@@ -142,7 +142,12 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
     int64_t prio = JQ_PRIO_DEFAULT;
     const msgpack_object *po = wire_map_get(o, "priority");
     if (po && po->type != MSGPACK_OBJECT_NIL) {
-        if (!wire_get_int(po, &prio) || !jq_priority_submittable(prio)) {
+        int rc = jq_priority_parse(po, &prio);
+        if (rc == -1) {
+            snprintf(err, errlen, "opcode %u: priority must be an integer (-10, 0 or 10)", idx);
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
+        if (rc < 0) {
             snprintf(err, errlen, "opcode %u has invalid priority, allowed are -10, 0, 10", idx);
             return JOBQ_ERR_INVALID_PRIORITY;
         }

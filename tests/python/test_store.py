@@ -84,11 +84,23 @@ class Daemon:
         self.own_ctx = ctx is None
         self.sock = self.dealer()
         self.rid = 0
+        try:
+            self._wait_ready()
+        except BaseException:
+            # No half-made daemon left to the garbage collector: a zmq
+            # Context collected with its sockets hangs in term().
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._close()
+            raise
+
+    def _wait_ready(self):
         deadline = time.monotonic() + 20
         while True:
             try:
                 self.info = self.call("ping", rpc_timeout=0.2)
-                break
+                return
             except TimeoutError:
                 assert time.monotonic() < deadline, "jobqd did not answer ping: " + self.stderr()
                 assert self.proc.poll() is None, "jobqd exited: " + self.stderr()
