@@ -150,6 +150,8 @@ int jc_call(jc_t *c, int timeout_ms);
 
 /* Packs a one-opcode test.delay job: [ {op, args:{duration, repeat}} ]. */
 void pack_delay_job(msgpack_packer *pk, double duration, long repeat);
+/* The same job, its opcode depending on job dep's success when dep > 0. */
+void pack_delay_job_dep(msgpack_packer *pk, double duration, long repeat, uint64_t dep);
 /* submit_job of one test.delay; returns the id or 0. */
 uint64_t jc_submit_delay(jc_t *c, double duration, long repeat);
 /* submit_many_jobs of n identical test.delay jobs; returns jobs accepted,

@@ -114,41 +114,13 @@ static int crpc(jc_t *c, int timeout_ms)
     }
 }
 
-/* One test.delay opcode list; dep > 0 adds "depends": [[dep, ["success"]]]. */
-static void pack_ops(msgpack_packer *pk, double duration, long repeat, uint64_t dep)
-{
-    msgpack_pack_array(pk, 1);
-    msgpack_pack_map(pk, dep ? 3 : 2);
-    wire_pack_cstr(pk, "op");
-    wire_pack_cstr(pk, "test.delay");
-    wire_pack_cstr(pk, "args");
-    msgpack_pack_map(pk, repeat ? 2 : 1);
-    wire_pack_cstr(pk, "duration");
-    if (duration == (double)(long)duration)
-        msgpack_pack_long(pk, (long)duration);
-    else
-        msgpack_pack_double(pk, duration);
-    if (repeat) {
-        wire_pack_cstr(pk, "repeat");
-        msgpack_pack_long(pk, repeat);
-    }
-    if (dep) {
-        wire_pack_cstr(pk, "depends");
-        msgpack_pack_array(pk, 1);
-        msgpack_pack_array(pk, 2);
-        msgpack_pack_uint64(pk, dep);
-        msgpack_pack_array(pk, 1);
-        wire_pack_cstr(pk, "success");
-    }
-}
-
 /* submit_job of one test.delay: the id, 0 on failure (counted in e). */
 static uint64_t submit_one(jc_t *c, double duration, long repeat, cerrs_t *e)
 {
     msgpack_packer *pk = jc_begin(c, "submit_job");
     msgpack_pack_map(pk, 1);
     wire_pack_cstr(pk, "ops");
-    pack_ops(pk, duration, repeat, 0);
+    pack_delay_job(pk, duration, repeat);
     int rc = crpc(c, 10000);
     int64_t id = 0;
     if (rc == 0 && wire_get_int(c->rep.result, &id) && id > 0)
@@ -174,7 +146,7 @@ static long submit_many(jc_t *c, uint32_t n, double duration, long repeat, uint6
     wire_pack_cstr(pk, "jobs");
     msgpack_pack_array(pk, n);
     for (uint32_t i = 0; i < n; i++)
-        pack_ops(pk, duration, repeat, dep);
+        pack_delay_job_dep(pk, duration, repeat, dep);
     int rc = crpc(c, 60000);
     if (rc != 0) {
         cerrs_count(e, c, rc, "submit_many_jobs");
@@ -395,7 +367,7 @@ static int qs_window(jc_t *c, const uint64_t *ids, int nids, qs_t *r)
             pk = jc_begin(c, "submit_job");
             msgpack_pack_map(pk, 1);
             wire_pack_cstr(pk, "ops");
-            pack_ops(pk, 0, 0, 0);
+            pack_delay_job(pk, 0, 0);
             a = bench_now();
             rc = crpc(c, 10000);
             b = bench_now();

@@ -113,8 +113,13 @@ int jc_call(jc_t *c, int timeout_ms)
 
 void pack_delay_job(msgpack_packer *pk, double duration, long repeat)
 {
+    pack_delay_job_dep(pk, duration, repeat, 0);
+}
+
+void pack_delay_job_dep(msgpack_packer *pk, double duration, long repeat, uint64_t dep)
+{
     msgpack_pack_array(pk, 1);
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, dep ? 3 : 2);
     wire_pack_cstr(pk, "op");
     wire_pack_cstr(pk, "test.delay");
     wire_pack_cstr(pk, "args");
@@ -127,6 +132,14 @@ void pack_delay_job(msgpack_packer *pk, double duration, long repeat)
     if (repeat) {
         wire_pack_cstr(pk, "repeat");
         msgpack_pack_long(pk, repeat);
+    }
+    if (dep) {
+        wire_pack_cstr(pk, "depends");
+        msgpack_pack_array(pk, 1);
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_uint64(pk, dep);
+        msgpack_pack_array(pk, 1);
+        wire_pack_cstr(pk, "success");
     }
 }
 

@@ -12,7 +12,6 @@ fake ROUTER written here that sends keepalives and stale replies).
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ import time
 import msgpack
 import pytest
 import zmq
+from jobqd_stop import stop_jobqd
 
 BUILD = os.environ.get("JOBQ_BUILD_DIR", "/work/main/build")
 JOBQD = os.path.join(BUILD, "broker", "jobqd")
@@ -111,19 +111,7 @@ class Daemon:
             time.sleep(0.02)
 
     def stop(self):
-        if self.proc.poll() is None:
-            # A first SIGTERM lets running opcodes finish (--shutdown-grace);
-            # a second one interrupts them at once.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_jobqd(self.proc, 10)
         self.log.close()
 
 

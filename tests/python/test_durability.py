@@ -21,18 +21,12 @@ before kills are the load pattern, not waits.
 import os
 import random
 import resource
-import signal
-import struct
-import subprocess
 import time
-import zlib
 
 import msgpack
 import pytest
-import zmq
 
-from test_store import (FINAL, RESTARTED, Daemon, JobqError, Lmdb, data_dir,  # noqa: F401
-                        refused, sha256)
+from test_store import FINAL, JobqError, Lmdb, data_dir, refused  # noqa: F401
 
 MODES = ("always", "batch", "none")
 

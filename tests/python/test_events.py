@@ -20,6 +20,7 @@ import time
 import msgpack
 import pytest
 import zmq
+from jobqd_stop import stop_jobqd
 
 BUILD = os.environ.get("JOBQ_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 JOBQD = os.path.join(BUILD, "broker", "jobqd")
@@ -120,19 +121,7 @@ class Daemon:
 
     def stop(self):
         """Stop it and check it stopped cleanly: exit 0, no sanitizer report."""
-        if self.proc.poll() is None:
-            # A first SIGTERM lets running opcodes finish (--shutdown-grace);
-            # a second one interrupts them at once.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_jobqd(self.proc, 10)
         err = self.proc.stderr.read().decode(errors="replace")
         self.ctx.destroy(0)
         shutil.rmtree(self.dir, ignore_errors=True)

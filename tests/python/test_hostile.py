@@ -66,6 +66,7 @@ import time
 import msgpack
 import pytest
 import zmq
+from jobqd_stop import stop_jobqd
 from zmq.utils.monitor import recv_monitor_message
 
 BUILD = os.environ.get("JOBQ_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
@@ -195,17 +196,7 @@ class Daemon:
     def stop(self):
         """SIGTERM (again after 0.5 s: running opcodes are interrupted),
         then exit 0 and no sanitizer report."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_jobqd(self.proc)
         err = self.stderr()
         self.log.close()
         assert "Sanitizer" not in err and "runtime error" not in err, err

@@ -23,7 +23,6 @@ import hashlib
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ import zlib
 import msgpack
 import pytest
 import zmq
+from jobqd_stop import stop_jobqd
 
 BUILD = os.environ.get("JOBQ_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 JOBQD = os.path.join(BUILD, "broker", "jobqd")
@@ -68,6 +68,9 @@ class JobqError(RuntimeError):
         self.code = code
 
 
+SHARED_CTX = zmq.Context()
+
+
 class Daemon:
     """One run of jobqd on a data directory that outlives it."""
 
@@ -80,8 +83,10 @@ class Daemon:
         self.proc = subprocess.Popen([JOBQD, "--data-dir", data_dir, *MAP, *args],
                                      stdout=subprocess.DEVNULL, stderr=self.log,
                                      preexec_fn=preexec_fn)
-        self.ctx = ctx or zmq.Context()
-        self.own_ctx = ctx is None
+        # One context for the whole run unless the caller brings one: a
+        # context the garbage collector finds with sockets still open hangs
+        # in term(), and a module-level one is never collected.
+        self.ctx = ctx or SHARED_CTX
         self.sock = self.dealer()
         self.rid = 0
         try:
@@ -189,8 +194,6 @@ class Daemon:
 
     def _close(self):
         self.sock.close(0)
-        if self.own_ctx:
-            self.ctx.destroy(0)
         self.log.close()
 
     def check_clean_log(self):
@@ -209,19 +212,7 @@ class Daemon:
     def stop(self):
         """SIGTERM (twice: no grace) and check it stopped cleanly: exit 0,
         no sanitizer report."""
-        if self.proc.poll() is None:
-            # A first SIGTERM lets running opcodes finish (--shutdown-grace);
-            # a second one interrupts them at once.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_jobqd(self.proc)
         err = self.check_clean_log()
         self._close()
         assert self.proc.returncode == 0, err
