@@ -9,7 +9,9 @@
  *
  * What a row shows must be committed before the client sees it: a row of
  * a job whose last change is not committed yet holds the whole reply until
- * it is (jq_call_hold). An idle queue holds nothing. A reply is bounded in
+ * it is (jq_call_hold); a reply that shows nothing of the log waits only
+ * for the job's last change of anything else, so a busy log does not hold
+ * a listing of statuses. An idle queue holds nothing. A reply is bounded in
  * rows and bytes; `more` says the client should ask for the rest. */
 #include "daemon.h"
 #include "fields.h"
@@ -23,6 +25,7 @@
 typedef struct {
     jq_field_t fields[MAX_QUERY_FIELDS];
     unsigned nfields;
+    bool shows_log;      /* oplog, log_serial or change_serial asked for */
     uint8_t status_mask; /* 0: no filter */
     bool archived;
     bool snapshot;
@@ -107,6 +110,7 @@ static jobq_code_t parse_fields(jq_call_t *c, query_t *q)
         seen |= 1u << q->fields[i];
     }
     q->nfields = fo->via.array.size;
+    q->shows_log = seen & (1u << JQ_F_OPLOG | 1u << JQ_F_LOG_SERIAL | 1u << JQ_F_CHANGE_SERIAL);
     return JOBQ_ERR_NONE;
 }
 
@@ -202,7 +206,7 @@ static jobq_code_t pack_one(jq_call_t *c, const query_t *q, page_t *p, uint64_t 
     bool shown = false;
     if (job && matches(q, job) && (missing_row || q->archived || !job->archived)) {
         pack_row(p, q, job);
-        shown = jq_job_uncommitted(job);
+        shown = q->shows_log ? jq_job_uncommitted(job) : jq_job_state_uncommitted(job);
     }
     jq_shard_rdunlock(sh);
     if (shown)

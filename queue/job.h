@@ -86,6 +86,9 @@ typedef struct jq_job {
     uint64_t id;
     int64_t received_ts, start_ts, end_ts;
     uint64_t change_serial;  /* serial of the last change record */
+    /* Serial of the last change record that changed more than the log: a
+     * reply showing nothing of the log waits only for that one. */
+    uint64_t state_serial;
     /* Serial of the last change the store has committed; written by the
      * store thread under the shard's read lock, so it is atomic. A reply
      * showing the job is held while change_serial is ahead of it. */

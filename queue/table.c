@@ -218,6 +218,8 @@ static void recorded(jq_job_t *job)
 static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
                         jq_change_kind_t kind, int64_t now)
 {
+    /* A record that catches up after a lost one may carry anything. */
+    bool log_only = d->op_lo > d->op_hi && !d->job_changed && !job->record_lost;
     job->change_serial++;
     jq_change_t *c = jq_change_encode(job, kind, d, now);
     if (!c) {
@@ -226,6 +228,8 @@ static int queue_record(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
         job->record_lost = true;
         return -1;
     }
+    if (!log_only)
+        job->state_serial = job->change_serial;
     recorded(job);
     outbox_append(sh, c);
     return 0;
@@ -240,12 +244,12 @@ static void array_remove_at(job_array_t *a, size_t i)
 jq_change_t *jq_shard_submit_record(jq_job_t *job, int64_t now)
 {
     job->status = (uint8_t)jq_job_derive_status(job);
-    job->change_serial = 1;
+    job->change_serial = job->state_serial = 1;
     jq_delta_t d;
     jq_delta_init(&d, job);
     jq_change_t *c = jq_change_encode(job, JQ_CHANGE_SUBMIT, &d, now);
     if (!c)
-        job->change_serial = 0;
+        job->change_serial = job->state_serial = 0;
     return c;
 }
 
@@ -266,6 +270,7 @@ int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
         return -1;
     sh->status_counts[job->status]++;
     atomic_store_explicit(&job->committed_serial, job->change_serial, memory_order_relaxed);
+    job->state_serial = job->change_serial;
     recorded(job);
     atomic_fetch_add(&sh->table->live, 1);
     return 0;
@@ -299,6 +304,7 @@ static int move_to_archive(jq_shard_t *sh, jq_job_t *job, int64_t now)
         job->archived = false;
         return -1;
     }
+    job->state_serial = job->change_serial;
     recorded(job);
     outbox_append(sh, c);
     sh->status_counts[job->status]--;

@@ -103,6 +103,13 @@ static inline bool jq_job_uncommitted(const jq_job_t *job)
     return job->change_serial >
            atomic_load_explicit(&((jq_job_t *)job)->committed_serial, memory_order_relaxed);
 }
+/* The same for a reply that shows nothing of the log (no oplog, log_serial
+ * or change_serial): log entries made since the commit do not count. */
+static inline bool jq_job_state_uncommitted(const jq_job_t *job)
+{
+    return job->state_serial >
+           atomic_load_explicit(&((jq_job_t *)job)->committed_serial, memory_order_relaxed);
+}
 /* Count archived jobs the table does not hold (the store's, at start). */
 void jq_table_add_archived(jq_table_t *t, uint64_t n);
 

@@ -64,7 +64,7 @@ long opt_recover_jobs[4] = {100000, 1000000};
 int opt_nrecover = 2;
 long opt_store_log_jobs = 10000;
 double opt_core_seconds = 5;
-long opt_core_jobs = 5000;
+long opt_core_jobs = 50000;
 double opt_core_biglog_timeout = 120;
 long opt_core_log_entries = 100000;
 long opt_core_busy_jobs = 1000;
@@ -299,7 +299,7 @@ static void usage(FILE *f)
 "                           repeat; at most 100000) [100000]\n"
 "      --core-biglog-timeout S  longest wait for the long-log job to finish, and\n"
 "                           for the dependent jobs of a core shards line [120]\n"
-"      --core-jobs N        dependent jobs per core shards line [5000]\n"
+"      --core-jobs N        dependent jobs per core shards line [50000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"

@@ -835,12 +835,55 @@ static void test_catch_up_after_a_lost_record(void **state)
     jq_table_destroy(&t);
 }
 
+/* A reply that shows nothing of the log is held only by the job's last
+ * change of something else: log entries since that commit do not count
+ * (a listing of statuses stays fast while jobs log), anything else does. */
+static void test_log_entries_do_not_hold_state_replies(void **state)
+{
+    (void)state;
+    sink_t s = {0};
+    jq_table_t *t = jq_table_new(1, sink, &s);
+    jq_job_t *job = make_job(5, 2, T0);
+    insert(t, job, T0);
+    jq_shard_t *sh = jq_table_shard_at(t, 0);
+    jq_shard_wrlock(sh);
+    jq_delta_t d;
+    jq_delta_init(&d, job);
+    jq_job_pickup(job, T0, &d);
+    jq_job_op_running(job, T0, &d);
+    assert_int_equal(jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, T0), 0);
+    jq_shard_wrunlock(sh);
+    jq_table_mark_committed(t, s.recs[s.n - 1]); /* running: committed */
+    jq_shard_wrlock(sh);
+    assert_false(jq_job_uncommitted(job));
+    for (int i = 0; i < 3; i++) {
+        jq_delta_init(&d, job);
+        jq_job_log(job, T0 + 1, "message", "step", 4, 0, &d);
+        assert_int_equal(jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, T0 + 1), 0);
+    }
+    assert_true(jq_job_uncommitted(job));
+    assert_false(jq_job_state_uncommitted(job));
+    jq_delta_init(&d, job);
+    assert_int_equal(jq_job_op_finish(job, T0 + 2, true, NULL, &d), 0);
+    assert_int_equal(jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, T0 + 2), 0);
+    assert_true(jq_job_state_uncommitted(job));
+    jq_shard_wrunlock(sh);
+    jq_table_mark_committed(t, s.recs[s.n - 1]);
+    jq_shard_rdlock(sh);
+    assert_false(jq_job_uncommitted(job));
+    assert_false(jq_job_state_uncommitted(job));
+    jq_shard_rdunlock(sh);
+    sink_clear(&s);
+    jq_table_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_log_work_does_not_grow_with_the_log),
         cmocka_unit_test(test_log_limit),
         cmocka_unit_test(test_catch_up_after_a_lost_record),
+        cmocka_unit_test(test_log_entries_do_not_hold_state_replies),
         cmocka_unit_test(test_new_destroy),
         cmocka_unit_test(test_insert_find_archive),
         cmocka_unit_test(test_reserve),
