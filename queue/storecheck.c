@@ -336,8 +336,12 @@ static const char *judge(const char *db, const MDB_val *k, const MDB_val *v, uin
     if (is_job) {
         if (k->mv_size != 8)
             return "has a key that is not a job id";
-        if (format >= 2) /* its checksum holds: it is what jobq wrote */
-            return n < 2 || p[0] >= JQ_STATUS__COUNT ? "is not a stored job" : NULL;
+        if (format >= 2) {
+            if (n < 2 || p[0] >= JQ_STATUS__COUNT)
+                return "is not a stored job";
+            p++;
+            n--;
+        }
         char why[128];
         jq_job_t *job = jq_job_decode(p, n, why, sizeof why);
         bool ok = job && job->id == jq_get_be64(k->mv_data);
