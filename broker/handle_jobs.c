@@ -283,9 +283,12 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
         if (po->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             snprintf(c->err, c->errlen, "Invalid priority %llu, allowed are -10, 0, 10",
                      (unsigned long long)po->via.u64);
-        else
+        else if (po->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
             snprintf(c->err, c->errlen, "Invalid priority %lld, allowed are -10, 0, 10",
                      (long long)po->via.i64);
+        else /* a whole number sent as a float */
+            snprintf(c->err, c->errlen, "Invalid priority %g, allowed are -10, 0, 10",
+                     po->via.f64);
         return JOBQ_ERR_INVALID_PRIORITY;
     }
     jq_shard_t *sh;

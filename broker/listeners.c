@@ -139,8 +139,12 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     zmq_setsockopt(socket, ZMQ_BACKLOG, &l->backlog, sizeof l->backlog);
     if (bind_one(b) < 0)
         return -1;
-    if (strncmp(endpoint, "tcp://", 6) == 0)
+    if (strncmp(endpoint, "tcp://", 6) == 0) {
         find_tcp_fds(l, b);
+        if (!b->ntcp) /* served all the same; only the pause cannot hold it */
+            fprintf(stderr, "jobqd: warning: the listening socket of %s was not found; "
+                            "--max-connections cannot pause it\n", endpoint);
+    }
     /* The address it got, wildcards resolved: what ping's `publish` shows
      * and what an ipc pause moves aside. */
     size_t n = sizeof b->endpoint;

@@ -50,6 +50,14 @@ jq_peers_t *jq_peers_new(void *router)
     return ps;
 }
 
+/* What one waiting reply costs: its body and the bookkeeping around it
+ * (this entry, libzmq's message header), so that the per-peer byte bounds
+ * hold for a flood of tiny Busy answers too. */
+static uint64_t waiting_cost(const waiting_t *w)
+{
+    return zmq_msg_size((zmq_msg_t *)&w->body) + sizeof *w + 64;
+}
+
 /* The head of the peer's queue is done with (sent, or its peer gone). */
 static void pop_waiting(jq_peers_t *ps, jq_peer_t *p)
 {
@@ -59,7 +67,7 @@ static void pop_waiting(jq_peers_t *ps, jq_peer_t *p)
         p->tail = NULL;
     if (w->reply)
         jq_peer_add_inflight(p, -1);
-    p->waiting_bytes -= zmq_msg_size(&w->body);
+    p->waiting_bytes -= waiting_cost(w);
     zmq_msg_close(&w->body);
     free(w);
     p->nwaiting--;
@@ -195,7 +203,7 @@ static void queue_reply(jq_peers_t *ps, jq_peer_t *p, bool delimiter, zmq_msg_t 
         p->head = w;
     p->tail = w;
     p->nwaiting++;
-    p->waiting_bytes += zmq_msg_size(&w->body);
+    p->waiting_bytes += waiting_cost(w);
     ps->stats.backlog++;
     if (!p->blocked) {
         p->blocked = true;

@@ -547,6 +547,8 @@ def test_priority_errors(jobqd):
     for p in (2**31, -5, 7, 11, -11, -(2**31), -(2**63), 2**62):
         assert d.error("change_job_priority", id=jid, priority=p) == (
             "InvalidPriority", "Invalid priority %d, allowed are -10, 0, 10" % p), p
+    assert d.error("change_job_priority", id=jid, priority=5.0) == (
+        "InvalidPriority", "Invalid priority 5, allowed are -10, 0, 10")
     for p in ("high", "10", 10.5, True, [10], None):
         code, msg = d.error("change_job_priority", id=jid, priority=p)
         assert code == "BadArgument" and "'priority'" in msg, (p, code, msg)
