@@ -192,17 +192,26 @@ static long submit_many(jc_t *c, uint32_t n, double duration, long repeat, uint6
 
 /* Status and log_serial of one job; false (with c->errbuf) when the query
  * failed or the job is unknown. */
-static bool job_state(jc_t *c, uint64_t id, char *status, size_t len, long long *serial)
+/* A query_jobs of ids with the given fields, packed and ready for crpc. */
+static void begin_query(jc_t *c, const uint64_t *ids, uint32_t nids,
+                        const char *const *fields, uint32_t nfields)
 {
     msgpack_packer *pk = jc_begin(c, "query_jobs");
     msgpack_pack_map(pk, 2);
     wire_pack_cstr(pk, "ids");
-    msgpack_pack_array(pk, 1);
-    msgpack_pack_uint64(pk, id);
+    msgpack_pack_array(pk, nids);
+    for (uint32_t k = 0; k < nids; k++)
+        msgpack_pack_uint64(pk, ids[k]);
     wire_pack_cstr(pk, "fields");
-    msgpack_pack_array(pk, 2);
-    wire_pack_cstr(pk, "status");
-    wire_pack_cstr(pk, "log_serial");
+    msgpack_pack_array(pk, nfields);
+    for (uint32_t k = 0; k < nfields; k++)
+        wire_pack_cstr(pk, fields[k]);
+}
+
+static bool job_state(jc_t *c, uint64_t id, char *status, size_t len, long long *serial)
+{
+    static const char *const fields[] = {"status", "log_serial"};
+    begin_query(c, &id, 1, fields, 2);
     if (crpc(c, 60000) != 0)
         return false;
     const msgpack_object *rows = wire_map_get(c->rep.result, "rows");
@@ -337,17 +346,8 @@ static int qs_window(jc_t *c, const uint64_t *ids, int nids, qs_t *r)
 {
     double t0 = bench_now(), end = t0 + opt_core_seconds;
     for (long i = 0; bench_now() < end; i++) {
-        msgpack_packer *pk = jc_begin(c, "query_jobs");
-        msgpack_pack_map(pk, 2);
-        wire_pack_cstr(pk, "ids");
-        msgpack_pack_array(pk, (uint32_t)nids);
-        for (int k = 0; k < nids; k++)
-            msgpack_pack_uint64(pk, ids[k]);
-        wire_pack_cstr(pk, "fields");
-        msgpack_pack_array(pk, 3);
-        wire_pack_cstr(pk, "id");
-        wire_pack_cstr(pk, "status");
-        wire_pack_cstr(pk, "log_serial");
+        static const char *const fields[] = {"id", "status", "log_serial"};
+        begin_query(c, ids, (uint32_t)nids, fields, 3);
         double a = bench_now();
         int rc = crpc(c, 10000);
         double b = bench_now();
@@ -364,7 +364,7 @@ static int qs_window(jc_t *c, const uint64_t *ids, int nids, qs_t *r)
             cerrs_count(&r->e, c, rc, "query_jobs");
         }
         if (i % 10 == 9) {
-            pk = jc_begin(c, "submit_job");
+            msgpack_packer *pk = jc_begin(c, "submit_job");
             msgpack_pack_map(pk, 1);
             wire_pack_cstr(pk, "ops");
             pack_delay_job(pk, 0, 0);
@@ -521,14 +521,8 @@ out:
  * it failed. */
 static bool oplog_query(jc_t *c, uint64_t id, double *ms, size_t *bytes, long *entries)
 {
-    msgpack_packer *pk = jc_begin(c, "query_jobs");
-    msgpack_pack_map(pk, 2);
-    wire_pack_cstr(pk, "ids");
-    msgpack_pack_array(pk, 1);
-    msgpack_pack_uint64(pk, id);
-    wire_pack_cstr(pk, "fields");
-    msgpack_pack_array(pk, 1);
-    wire_pack_cstr(pk, "oplog");
+    static const char *const fields[] = {"oplog"};
+    begin_query(c, &id, 1, fields, 1);
     double a = bench_now();
     int rc = crpc(c, 120000);
     *ms = (bench_now() - a) * 1e3;
