@@ -204,9 +204,14 @@ static jobq_code_t pack_one(jq_call_t *c, const query_t *q, page_t *p, uint64_t 
     jq_shard_rdlock(sh);
     const jq_job_t *job = jq_shard_find_any(sh, id);
     bool shown = false;
-    if (job && matches(q, job) && (missing_row || q->archived || !job->archived)) {
-        pack_row(p, q, job);
-        shown = q->shows_log ? jq_job_uncommitted(job) : jq_job_state_uncommitted(job);
+    if (job && (missing_row || q->archived || !job->archived)) {
+        if (matches(q, job)) {
+            pack_row(p, q, job);
+            shown = q->shows_log ? jq_job_uncommitted(job) : jq_job_state_uncommitted(job);
+        } else {
+            /* Left out by the status filter: the absence shows its status. */
+            shown = jq_job_state_uncommitted(job);
+        }
     }
     jq_shard_rdunlock(sh);
     if (shown)
@@ -262,9 +267,11 @@ static size_t merge_keep(uint64_t *a, size_t na, const uint64_t *b, size_t nb,
     return k;
 }
 
-/* Up to cap matching ids of one shard with after < id < bound, ascending. */
+/* Up to cap matching ids of one shard with after < id < bound, ascending;
+ * *hold when a job the filter left out has a status not committed yet (its
+ * absence from the page shows that status). */
 static size_t shard_candidates(jq_shard_t *sh, const query_t *q, uint64_t after,
-                               uint64_t bound, size_t cap, uint64_t *out)
+                               uint64_t bound, size_t cap, uint64_t *out, bool *hold)
 {
     size_t n = 0, li = jq_shard_live_after(sh, after);
     size_t ai = q->archived ? jq_shard_archived_after(sh, after) : jq_shard_archived_size(sh);
@@ -284,6 +291,8 @@ static size_t shard_candidates(jq_shard_t *sh, const query_t *q, uint64_t after,
             break;
         if (matches(q, next))
             out[n++] = next->id;
+        else if (jq_job_state_uncommitted(next))
+            *hold = true;
     }
     return n;
 }
@@ -299,9 +308,12 @@ static size_t candidates(jq_call_t *c, const query_t *q, uint64_t after, size_t 
     for (unsigned i = 0; i < nshards; i++) {
         uint64_t bound = nbest == cap ? best[cap - 1] : UINT64_MAX;
         jq_shard_t *sh = jq_table_shard_at(t, i);
+        bool hold = false;
         jq_shard_rdlock(sh);
-        size_t n = shard_candidates(sh, q, after, bound, cap, shard_ids);
+        size_t n = shard_candidates(sh, q, after, bound, cap, shard_ids, &hold);
         jq_shard_rdunlock(sh);
+        if (hold)
+            jq_call_hold(c, sh);
         nbest = merge_keep(best, nbest, shard_ids, n, tmp, cap);
     }
     if (q->archived) { /* archived jobs the table no longer holds */

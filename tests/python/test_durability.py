@@ -3,7 +3,8 @@ sees"; docs/protocol.md): end to end against a real jobqd.
 
 Covers: kill -9 straight after a query or wait_for_job_change answer, in a
 loop (20 crashes in each --sync mode): every state a client was shown is
-back after the restart, never undone; a full store refuses intake, starts
+back after the restart, never undone, and so is a job's absence from a
+status-filtered listing; a full store refuses intake, starts
 nothing it could not save, and comes back with every acknowledged job; a
 disk that fills and frees again (RLIMIT_FSIZE standing in) stops intake
 and resumes it by itself, the error naming the cause; a stored job whose
@@ -110,6 +111,32 @@ def test_kill_9_after_an_answer_never_undoes_what_it_showed(data_dir, mode):
     for row in d.rows(sorted(seen), SEEN_FIELDS):
         assert_not_undone(seen[row["id"]], row)
     assert any(r["status"] in FINAL for r in seen.values())
+
+
+def test_kill_9_after_a_listing_left_out_a_canceled_job(data_dir):
+    """A listing of queued jobs that leaves out a job a cancel has just
+    taken out of the queue shows that cancel: it is answered once the cancel
+    is committed, so after a crash straight after it the job is canceled,
+    not queued (and run) again."""
+    left_out = []
+    for rnd in range(12):
+        d = data_dir("--sync", "always", "--max-running", "1")
+        for jid in left_out:
+            assert d.job(jid, ["id", "status"])["status"] == "canceled", (jid, left_out)
+        blocker_and_waiter(d)
+        jid = d.submit({"op": "test.log"})
+        canceler = d.dealer()  # its answer is not waited for
+        canceler.send(msgpack.packb({"v": 1, "id": 1, "method": "cancel_job",
+                                     "args": {"id": jid}}))
+        deadline = time.monotonic() + 10
+        while any(r["id"] == jid for r in d.listing(status=["queued"])):
+            assert time.monotonic() < deadline, "the cancel never took effect"
+        canceler.close(0)
+        left_out.append(jid)
+        d.kill()  # straight after the answer
+    d = data_dir("--sync", "always")
+    for row in d.rows(left_out, ["id", "status"]):
+        assert row["status"] == "canceled", (row, left_out)
 
 
 # ---------------------------------------------------------------------------
