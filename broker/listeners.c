@@ -27,6 +27,7 @@ struct jq_listeners {
     bound_t bound[JQ_MAX_BOUND];
     unsigned nbound;
     void *monitors[JQ_MAX_BOUND];
+    int monitor_fds[JQ_MAX_BOUND]; /* their ZMQ_FD: what the loop polls */
     unsigned nmonitors;
     bool verbose;
     jq_listeners_stats_t st;
@@ -166,12 +167,18 @@ int jq_listeners_watch(jq_listeners_t *l, void *socket)
     if (zmq_socket_monitor(socket, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) < 0)
         return -1;
     void *m = zmq_socket(l->zctx, ZMQ_PAIR);
-    if (!m || zmq_connect(m, ep) < 0) {
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (!m || zmq_connect(m, ep) < 0 || zmq_getsockopt(m, ZMQ_FD, &fd, &len) < 0) {
         if (m)
             zmq_close(m);
         return -1;
     }
+    l->monitor_fds[l->nmonitors] = fd;
     l->monitors[l->nmonitors++] = m;
+    /* Read it dry once: its descriptor signals a message only to a reader
+     * that has found nothing to read (libzmq wakes sleeping readers only). */
+    jq_listeners_on_events(l);
     return 0;
 }
 
@@ -212,8 +219,13 @@ uint64_t jq_listeners_set_max(jq_listeners_t *l, uint64_t max)
 size_t jq_listeners_pollitems(jq_listeners_t *l, zmq_pollitem_t *items, size_t max)
 {
     size_t n = 0;
+    /* Their file descriptors, not the sockets: zmq_poll checks every socket
+     * item's mailbox with a system call of its own on each turn of the loop
+     * (two turns per request), while connection events are rare. The
+     * descriptor wakes the loop when a monitor has something, and
+     * on_events reads until nothing is left, so no event waits unseen. */
     for (unsigned i = 0; i < l->nmonitors && n < max; i++)
-        items[n++] = (zmq_pollitem_t){.socket = l->monitors[i], .events = ZMQ_POLLIN};
+        items[n++] = (zmq_pollitem_t){.fd = l->monitor_fds[i], .events = ZMQ_POLLIN};
     return n;
 }
 
@@ -295,6 +307,14 @@ void jq_listeners_on_events(jq_listeners_t *l)
     for (unsigned i = 0; i < l->nmonitors; i++) {
         zmq_msg_t ev, addr;
         for (;;) {
+            /* ZMQ_EVENTS takes in the socket's commands at once; a receive
+             * alone may put that off (libzmq throttles it), and in a
+             * connection flood that delay is descriptors gone. */
+            int ready = 0;
+            size_t len = sizeof ready;
+            if (zmq_getsockopt(l->monitors[i], ZMQ_EVENTS, &ready, &len) < 0 ||
+                !(ready & ZMQ_POLLIN))
+                break;
             zmq_msg_init(&ev);
             if (zmq_msg_recv(&ev, l->monitors[i], ZMQ_DONTWAIT) < 0) {
                 zmq_msg_close(&ev);
