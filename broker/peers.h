@@ -48,8 +48,9 @@ void jq_peer_add_waiters(jq_peer_t *p, int delta);
 uint32_t jq_peer_backlog(const jq_peer_t *p);
 
 /* Bytes of replies waiting for one peer (bodies and their bookkeeping)
- * beyond which its new requests are answered Busy (with --max-client-requests, this bounds what a client
- * that never reads can make the daemon hold). */
+ * beyond which its new requests are answered Busy (with
+ * --max-client-requests, this bounds what a client that never reads can
+ * make the daemon hold). */
 #define JQ_PEER_MAX_WAITING_BYTES (64u << 20)
 
 typedef enum {
