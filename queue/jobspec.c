@@ -83,14 +83,15 @@ static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *
     for (uint32_t i = 0; i < args->via.map.size; i++) {
         const msgpack_object *k = &args->via.map.ptr[i].key;
         bool known = false;
-        for (const char *const *a = def->args; *a && !known; a++)
-            known = wire_str_eq(k, *a);
+        for (const jq_argdef_t *a = def->args; a->name && !known; a++)
+            known = wire_str_eq(k, a->name);
         if (known)
             continue;
         char takes[256] = "";
         size_t off = 0;
-        for (const char *const *a = def->args; *a && off < sizeof takes; a++)
-            off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "", *a);
+        for (const jq_argdef_t *a = def->args; a->name && off < sizeof takes; a++)
+            off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "",
+                                    a->name);
         if (k->type == MSGPACK_OBJECT_STR)
             snprintf(err, errlen, "opcode %u (%s): unknown argument '%.*s' (%s takes %s)", idx,
                      def->name, wire_utf8_quote_len(k->via.str.ptr, k->via.str.size, 64),
