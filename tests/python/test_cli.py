@@ -386,7 +386,7 @@ def test_list_table_and_paging(daemon):
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "STATUS", "PRIORITY", "SUMMARY"]
     assert len(lines) == 26
-    assert lines[1].split()[:3] == [str(ids[0]), "success", "0"]
+    assert lines[1].split()[:3] == [str(ids[0]), "success", "normal"]
     assert lines[1].split()[3].startswith("test.delay(")
 
     before = daemon.js("stats")["requests"].get("query_jobs", 0)
