@@ -121,6 +121,10 @@ def test_list_opcodes_request(daemon):
         r = call(daemon, "submit_job", ops=[{"op": name, "args": {**args, "bogus": 1}}])
         assert not r["ok"] and "unknown argument 'bogus'" in r["error"]["message"]
         assert ", ".join(args) in r["error"]["message"]
+    # A required argument is required.
+    r = call(daemon, "submit_job", ops=[{"op": "test.delay", "args": {"repeat": 1}}])
+    assert not r["ok"] and r["error"]["code"] == "BadArgument"
+    assert "missing argument 'duration' (required)" in r["error"]["message"]
 
 
 def test_list_opcodes_command_and_submit_help(daemon):
