@@ -3,6 +3,7 @@
  * The CLI is split by concern: jobq_cli.c (main, global options, command
  * table, help), jobq_cli_opts.c (option parsing, number parsing, error
  * reporting), jobq_cli_fmt.c (timestamps and value formatting),
+ * jobq_cli_prio.c (priorities by name),
  * jobq_cli_submit.c, jobq_cli_query.c, jobq_cli_watch.c,
  * jobq_cli_monitor.c and jobq_cli_admin.c (the commands).
  * Every command is a function taking the parsed global state and its own
