@@ -123,10 +123,24 @@ static void free_state(jq_task_t *t)
     t->state = NULL;
 }
 
-static const char *const delay_args[] = {"duration", "repeat", "fail", NULL};
+/* Kept beside delay_parse: what it reads, list_opcodes reports. The
+ * limits are written out in the descriptions; these catch a change. */
+_Static_assert(DELAY_MAX_SECONDS == 604800.0, "update delay_args' description");
+_Static_assert(DELAY_MAX_REPEAT == 100000, "update delay_args' description");
+static const jq_argdef_t delay_args[] = {
+    {.name = "duration", .type = "number", .required = true,
+     .description = "seconds each iteration waits, from 0 to 604800 (7 days)"},
+    {.name = "repeat", .type = "integer", .def = JQ_ARGDEF_INT, .defval.i = 0,
+     .description = "iterations, each logging one line first, from 0 to 100000; 0: one "
+                    "iteration, no log"},
+    {.name = "fail", .type = "boolean", .def = JQ_ARGDEF_BOOL, .defval.b = false,
+     .description = "end the opcode with an error after the delay"},
+    {0},
+};
 
 static const jq_opdef_t test_delay = {
     .name = "test.delay",
+    .description = "wait for a while, optionally logging each iteration, then succeed or fail",
     .args = delay_args,
     .validate = delay_validate,
     .summarize = delay_summarize,
@@ -226,10 +240,19 @@ static void log_cleanup(jq_task_t *t)
     free_state(t);
 }
 
-static const char *const log_args[] = {"messages", "fail", NULL};
+/* Kept beside log_validate: what it reads, list_opcodes reports. */
+_Static_assert(JOBQ_MAX_LOG_MESSAGE == 4096, "update log_args' description");
+static const jq_argdef_t log_args[] = {
+    {.name = "messages", .type = "list of strings", .def = JQ_ARGDEF_EMPTY_LIST,
+     .description = "log entries to write, in order (each at most 4096 bytes)"},
+    {.name = "fail", .type = "boolean", .def = JQ_ARGDEF_BOOL, .defval.b = false,
+     .description = "end the opcode with an error after logging"},
+    {0},
+};
 
 static const jq_opdef_t test_log = {
     .name = "test.log",
+    .description = "write the given log entries, then succeed (result: their number) or fail",
     .args = log_args,
     .validate = log_validate,
     .summarize = log_summarize,

@@ -33,6 +33,8 @@ typedef enum {
     JQ_M_SHUTDOWN,
     JQ_M_WAIT_FOR_JOB_CHANGE,
     JQ_M_EVENTS_SINCE,
+    JQ_M_LIST_FIELDS,
+    JQ_M_LIST_OPCODES,
     JQ_M__COUNT
 } jq_method_t;
 
@@ -121,6 +123,8 @@ jobq_code_t jq_handle_admin_drain(jq_call_t *c);
 jobq_code_t jq_handle_admin_shutdown(jq_call_t *c);
 jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c);
 jobq_code_t jq_handle_events_since(jq_call_t *c);
+jobq_code_t jq_handle_list_fields(jq_call_t *c);
+jobq_code_t jq_handle_list_opcodes(jq_call_t *c);
 
 /* Argument readers shared by handlers: a required/optional job id or
  * integer. They fill err and return -1 on a bad or missing value. */

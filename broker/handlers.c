@@ -34,6 +34,8 @@ static const struct {
     [JQ_M_SHUTDOWN] = {"shutdown", jq_handle_admin_shutdown},
     [JQ_M_WAIT_FOR_JOB_CHANGE] = {"wait_for_job_change", jq_handle_wait_for_job_change},
     [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since},
+    [JQ_M_LIST_FIELDS] = {"list_fields", jq_handle_list_fields},
+    [JQ_M_LIST_OPCODES] = {"list_opcodes", jq_handle_list_opcodes},
 };
 
 const char *jq_method_name(jq_method_t m)

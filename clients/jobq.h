@@ -237,4 +237,16 @@ bool jobq_sub_live(jobq_sub_t *self);
 /* Copies the counters into *out. */
 void jobq_sub_counters(jobq_sub_t *self, jobq_sub_counters_t *out);
 
+/* ------------------------------------------------------------------ */
+/* What the daemon offers (the requests list_fields and list_opcodes). */
+
+/* list_fields: the query fields, [{"name", "description"}...] in the
+ * daemon's order, or NULL. */
+json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms);
+
+/* list_opcodes: the opcodes the daemon runs, [{"name", "description",
+ * "source", "args": [{"name", "type", "required", "default",
+ * "description"}...]}...], or NULL. */
+json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
+
 #endif

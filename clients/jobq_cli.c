@@ -24,12 +24,14 @@ static const cli_command_t commands[] = {
      "fail=true a boolean, name=null null, 'tags=[1,2]' a list) and taken as a\n"
      "string otherwise (name=foo). Prints the new job id alone on stdout.\n"
      "With --wait, then follows the job as 'jobq watch' does and exits with\n"
-     "watch's codes (a refused submission is then 2).\n"
+     "watch's codes (a refused submission is then 2). The opcodes and their\n"
+     "arguments: 'jobq list-opcodes' (listed below when the daemon answers).\n"
      "\n"
      "Options:\n"
      "  -a, --args JSON          opcode arguments as a JSON object; KEY=VALUE words\n"
      "                           are merged into it and win over its keys\n"
-     "  -p, --priority P         opcode priority: -10 (high), 0 (default) or 10 (low)\n"
+     "  -p, --priority P         opcode priority: high (-10), normal (0, the\n"
+     "                           default) or low (10), by name or number\n"
      "  -d, --depends ID[:S,S]   depend on job ID finishing with one of the statuses\n"
      "                           S (success, error, canceled); without statuses any\n"
      "                           final status will do, except that a canceled\n"
@@ -42,25 +44,29 @@ static const cli_command_t commands[] = {
      "FILE ('-' for stdin) holds a JSON list of jobs. A job is a list of opcodes,\n"
      "or an object {\"ops\": [opcode...]}; an opcode is an object\n"
      "{\"op\": NAME, \"args\": {...}, \"priority\": P, \"depends\": [[ID, [S...]]...]}\n"
-     "where only \"op\" is required. A negative dependency ID is relative: -1 is\n"
+     "where only \"op\" is required; P is a number or \"high\", \"normal\", \"low\". A negative dependency ID is relative: -1 is\n"
      "the previous job of the same FILE, -2 the one before it.\n"
      "Prints one line per job: its id, or \"error: MESSAGE\". Exits 1 when any\n"
      "job was refused, 2 when FILE cannot be read or is not such a list.\n"
      "\n"
      "Options:\n"
      "      --ignore-drain       submit even while the queue is drained\n"},
-    {"list", cmd_list, "[OPTIONS]", "list jobs as a table",
+    {"list", cmd_list, "[ID...] [OPTIONS]", "list jobs as a table",
      "Lists every live job in id order (paging through the daemon's answers as\n"
-     "needed), one row per job. Default columns: id, status, priority, summary.\n"
+     "needed), one row per job; given IDs, just those jobs, in that order (live\n"
+     "or archived; a job that does not exist is reported on stderr and makes\n"
+     "the exit code 1). Default columns: id, status, priority, summary.\n"
      "Per-opcode lists are joined by \",\", timestamps are shown as ISO-8601 local\n"
-     "time, a missing value as \"-\".\n"
+     "time, priorities by name (high, normal, low) when they have one, a missing\n"
+     "value as \"-\".\n"
      "\n"
      "Options:\n"
      "  -o, --output FIELDS      comma-separated fields to show; \"+FIELDS\" adds\n"
      "                           them to the default columns. Fields: id, status,\n"
      "                           priority, archived, ops, opresult, opstatus, oplog,\n"
      "                           opstart, opexec, opend, oppriority, summary,\n"
-     "                           received_ts, start_ts, end_ts, log_serial\n"
+     "                           received_ts, start_ts, end_ts, log_serial,\n"
+     "                           change_serial ('jobq list-fields' describes them)\n"
      "      --status S[,S...]    only jobs with one of these statuses (queued,\n"
      "                           waiting, canceling, running, canceled, success,\n"
      "                           error); repeatable\n"
@@ -69,9 +75,18 @@ static const cli_command_t commands[] = {
      "      --archived           include archived jobs\n"
      "      --no-headers         do not print the header line\n"
      "With --json, prints {\"fields\": [...], \"rows\": [[...]...], \"more\": B},\n"
-     "where more is true when --limit left jobs out.\n"},
+     "where more is true when --limit left jobs out; priorities are numbers.\n"},
+    {"list-fields", cmd_list_fields, "", "list the fields list -o accepts",
+     "Prints each query field of the daemon with a one-line description.\n"
+     "With --json, prints the daemon's answer [{\"name\", \"description\"}...].\n"},
+    {"list-opcodes", cmd_list_opcodes, "", "list the opcodes the daemon runs",
+     "Prints each opcode the daemon runs, with a description, then one line per\n"
+     "argument: its name, type, whether required or its default, and what it does.\n"
+     "With --json, prints the daemon's answer [{\"name\", \"description\",\n"
+     "\"source\", \"args\": [{\"name\", \"type\", \"required\", \"default\",\n"
+     "\"description\"}...]}...].\n"},
     {"info", cmd_info, "ID...", "show the details of jobs",
-     "For each job: status, priority, whether archived, received/start/end times,\n"
+     "For each job: status, priority (by name when it has one), whether archived, received/start/end times,\n"
      "and for each opcode its name, status, priority, summary, arguments (JSON),\n"
      "dependencies, timestamps, result (JSON) and log entries. Timestamps are\n"
      "ISO-8601 local time with microseconds. A job that does not exist is\n"
@@ -116,18 +131,27 @@ static const cli_command_t commands[] = {
      "      --recent N           finished jobs shown in the table (default 10)\n"
      "Exit codes: 0 stopped by --count or --duration; 1 the daemon could not be\n"
      "reached or a request failed; 2 bad command line.\n"},
-    {"cancel", cmd_cancel, "ID", "cancel a job",
+    {"cancel", cmd_cancel, "ID...", "cancel jobs",
      "A queued job is canceled at once; a waiting or running one is marked\n"
-     "canceling and ends canceled shortly after. Prints the daemon's message;\n"
-     "when the job cannot be canceled (not found, already finished or\n"
-     "canceling) the message goes to stderr and the exit code is 1.\n"
-     "With --json, prints the daemon's answer [ok, message].\n"},
-    {"priority", cmd_priority, "ID P", "change the priority of a job's pending opcodes",
-     "P is -10 (high), 0 or 10 (low); any other integer is sent and refused by\n"
-     "the daemon (InvalidPriority). Prints the daemon's message; when nothing\n"
-     "changed (job not found, finished, canceling, no pending opcode) the\n"
-     "message goes to stderr and the exit code is 1.\n"
-     "With --json, prints the daemon's answer [ok, message].\n"},
+     "canceling and ends canceled shortly after. Cancels each job in turn and\n"
+     "prints the daemon's message, one line per job; when a job cannot be\n"
+     "canceled (not found, already finished or canceling) its message goes to\n"
+     "stderr and the exit code is 1. A request the daemon refuses or does not\n"
+     "answer stops there (exit code 1).\n"
+     "With --json, prints the daemon's answer [ok, message], one line per job.\n"},
+    {"priority", cmd_priority, "ID P | --priority P ID...",
+     "change the priority of jobs' pending opcodes",
+     "P is high (-10), normal (0) or low (10), by name or number; any other\n"
+     "integer is sent and refused by the daemon (InvalidPriority). The first\n"
+     "form changes one job; with --priority (-p), as gnt-job change-priority,\n"
+     "every word is a job ID. Prints the daemon's message, one line per job;\n"
+     "when nothing changed (job not found, finished, canceling, no pending\n"
+     "opcode) the message goes to stderr and the exit code is 1. A request the\n"
+     "daemon refuses (InvalidPriority) or does not answer stops there.\n"
+     "\n"
+     "Options:\n"
+     "  -p, --priority P         the new priority; every word is then a job ID\n"
+     "With --json, prints the daemon's answer [ok, message], one line per job.\n"},
     {"archive", cmd_archive, "ID...", "move finished jobs to the archive",
      "Archives each job in turn. A job that is not found, already archived or\n"
      "not finished is reported on stderr and makes the exit code 1.\n"
@@ -149,10 +173,11 @@ static const cli_command_t commands[] = {
      "                           call timeout. The call waits at least the budget\n"
      "                           plus 5 s.\n"
      "With --json, prints [archived, remaining].\n"},
-    {"drain", cmd_drain, "on|off", "set or clear the drain flag",
+    {"drain", cmd_drain, "[on|off]", "show, set or clear the drain flag",
      "While the flag is set the daemon refuses submissions (Drained) except those\n"
      "made with --ignore-drain; queued and running jobs are not affected.\n"
-     "With --json, prints true.\n"},
+     "Without an argument, prints whether the flag is set (from stats' drained).\n"
+     "With --json, prints true after on/off, the flag (true/false) without.\n"},
     {"stats", cmd_stats, "", "show the daemon's counters",
      "Prints one \"name: value\" line per counter; nested maps give dotted names\n"
      "(jobs.running, requests.submit_job, errors.QueueFull...).\n"
@@ -168,6 +193,12 @@ static const cli_command_t commands[] = {
      "Prints the daemon's version, protocol version and clock, and the round trip\n"
      "time. With --json, prints the daemon's answer {version, protocol, time,\n"
      "epoch, publish}.\n"},
+    {"version", cmd_version, "", "show the versions of jobq and of the daemon",
+     "Prints jobq's version and protocol version, then the daemon's (with its\n"
+     "endpoint) when it answers within 0.5 s; nothing more when it does not.\n"
+     "Exits 0 either way. 'jobq --version' is the same.\n"
+     "With --json, prints {\"version\", \"protocol\", \"daemon\": PING | null}, PING\n"
+     "being the daemon's answer to ping.\n"},
     {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
 };
 
@@ -180,7 +211,8 @@ static const char common_help[] =
     "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
     "                           (default 30; s/m/h/d suffixes allowed)\n"
     "      --json               print machine-readable JSON instead of text\n"
-    "  -h, --help               show this help\n";
+    "  -h, --help               show this help\n"
+    "      --version            show the versions (before the command only)\n";
 
 void cli_print_help(const cli_command_t *cmd)
 {
@@ -211,6 +243,13 @@ void cli_print_help(const cli_command_t *cmd)
     printf("\n%s", common_help);
 }
 
+void cli_help(cli_t *cli)
+{
+    cli_print_help(cli->cmd);
+    if (cli->cmd && cli->cmd->fn == cmd_submit)
+        cli_help_opcodes(cli);
+}
+
 static const cli_command_t *find_command(const char *name)
 {
     for (size_t i = 0; i < NCOMMANDS; i++)
@@ -237,6 +276,8 @@ static int cmd_help(cli_t *cli, int argc, char **argv)
         goto out;
     }
     cli_print_help(cmd);
+    if (cmd && cmd->fn == cmd_submit)
+        cli_help_opcodes(cli);
     rc = CLI_EXIT_OK;
 out:
     free(pos);
@@ -270,8 +311,17 @@ int main(int argc, char **argv)
     if (env && *env)
         cli.endpoint = env;
 
-    /* Global options before the command. */
+    /* Global options before the command. --version is one of them here
+     * only: it runs the version command, after the other options (-s, -t,
+     * --json) have been read. */
     int ci = command_index(argc, argv);
+    bool version = false;
+    for (int i = 1; i < ci; i++)
+        if (strcmp(argv[i], "--version") == 0) {
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+            argc--, ci--, i--;
+            version = true;
+        }
     char **pos;
     int npos;
     bool done;
@@ -284,6 +334,12 @@ int main(int argc, char **argv)
     free(pos);
     if (done)
         return rc;
+    if (version) {
+        cli.cmd = find_command("version");
+        rc = cmd_version(&cli, 1, (char *[]){"version", NULL});
+        jobq_client_destroy(&cli.client);
+        return rc;
+    }
     if (ci >= argc) {
         fprintf(stderr, "jobq: missing command (see 'jobq --help')\n");
         return CLI_EXIT_USAGE;

@@ -3,6 +3,7 @@
  * The CLI is split by concern: jobq_cli.c (main, global options, command
  * table, help), jobq_cli_opts.c (option parsing, number parsing, error
  * reporting), jobq_cli_fmt.c (timestamps and value formatting),
+ * jobq_cli_prio.c (priorities by name),
  * jobq_cli_submit.c, jobq_cli_query.c, jobq_cli_watch.c,
  * jobq_cli_monitor.c and jobq_cli_admin.c (the commands).
  * Every command is a function taking the parsed global state and its own
@@ -81,11 +82,23 @@ int cli_usage(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Reports the client's last failure; returns CLI_EXIT_FAIL. */
 int cli_call_failed(cli_t *cli);
 void cli_print_help(const cli_command_t *cmd);
+/* Help of the command being run (cli->cmd; NULL: of jobq), with the
+ * daemon's opcodes after submit's. */
+void cli_help(cli_t *cli);
 
 /* Number parsing; each returns 0 or -1 when the word is not valid. */
 int cli_parse_job_id(const char *s, uint64_t *out);    /* integer >= 1 */
 int cli_parse_int(const char *s, long long *out);       /* any integer */
 int cli_parse_seconds(const char *s, double *out);      /* number >= 0, optional s/m/h/d */
+/* Priorities by name (jobq_cli_prio.c): high (-10), normal (0), low (10).
+ * cli_parse_priority takes a name (any case) or an integer; 0 or -1. */
+int cli_parse_priority(const char *s, long long *out);
+#define CLI_PRIORITY_HELP "high, normal or low (or -10, 0, 10)"
+/* The name of a priority value, or NULL when it has none. */
+const char *cli_priority_name(long long p);
+/* A copy of a priority or list of priorities with each named value
+ * replaced by its name (other values as they are). New reference. */
+json_t *cli_priority_names(const json_t *v);
 /* A value from the command line: JSON when it parses as JSON, else a string. */
 json_t *cli_parse_value(const char *s);
 
@@ -128,5 +141,13 @@ int cmd_drain(cli_t *cli, int argc, char **argv);
 int cmd_stats(cli_t *cli, int argc, char **argv);
 int cmd_shutdown(cli_t *cli, int argc, char **argv);
 int cmd_ping(cli_t *cli, int argc, char **argv);
+int cmd_list_fields(cli_t *cli, int argc, char **argv);
+int cmd_list_opcodes(cli_t *cli, int argc, char **argv);
+int cmd_version(cli_t *cli, int argc, char **argv);
+
+/* Prints the daemon's opcodes for `jobq submit --help` when it answers
+ * within CLI_HELP_DAEMON_TIMEOUT_MS; prints nothing otherwise. */
+#define CLI_HELP_DAEMON_TIMEOUT_MS 500
+void cli_help_opcodes(cli_t *cli);
 
 #endif

@@ -1,10 +1,11 @@
 /* jobq_cli_admin.c: the single-call commands of jobq: cancel, priority,
- * archive, autoarchive, drain, stats, shutdown and ping.
+ * archive, autoarchive, drain, stats, shutdown, ping and version.
  *
- * Each parses its arguments, makes one library call (archive: one per job
- * id) and prints the answer: a sentence for people, or with --json the
- * decoded result. Answers of the form [false, message] (cancel, priority)
- * are failures: the message goes to stderr and the exit code is 1.
+ * Each parses its arguments, makes one library call (cancel, priority and
+ * archive: one per job id) and prints the answer: a sentence for people,
+ * or with --json the decoded result. Answers of the form [false, message]
+ * (cancel, priority) are failures: the message goes to stderr and the exit
+ * code is 1.
  */
 #include <math.h>
 #include <stdio.h>
@@ -32,7 +33,9 @@ static int parse_simple(cli_t *cli, int argc, char **argv, int nmin, int nmax, c
     return 0;
 }
 
-/* Prints a [bool, message] answer; returns the exit code. */
+/* Prints a [bool, message] answer: with --json the answer on a line of
+ * its own, else the message on stdout, or on stderr when it is a failure.
+ * Returns the exit code. */
 static int report_pair(cli_t *cli, json_t *r)
 {
     json_t *ok = json_array_get(r, 0);
@@ -49,57 +52,111 @@ static int report_pair(cli_t *cli, json_t *r)
     return CLI_EXIT_OK;
 }
 
+/* Parses every word of pos as a job id into a malloc'ed array; NULL with
+ * *rc set (usage error printed) when one is not. */
+static uint64_t *parse_ids(cli_t *cli, char **pos, int npos, int *rc)
+{
+    uint64_t *ids = calloc((size_t)npos + 1, sizeof *ids);
+    if (!ids) {
+        cli_error(cli, "out of memory");
+        *rc = CLI_EXIT_FAIL;
+        return NULL;
+    }
+    for (int i = 0; i < npos; i++)
+        if (cli_parse_job_id(pos[i], &ids[i]) < 0) {
+            free(ids);
+            *rc = cli_usage(cli, "invalid job ID '%s'", pos[i]);
+            return NULL;
+        }
+    return ids;
+}
+
+/* Makes a [bool, message] call (cancel or change priority) for each job
+ * in turn, one line of result per job. A failed call (the daemon refused
+ * the request, or did not answer) stops there: the jobs after it would
+ * fail the same way. Returns 1 if any job failed. */
+static int each_job(cli_t *cli, const uint64_t *ids, int n, bool set_prio, int prio)
+{
+    int rc = CLI_EXIT_OK;
+    for (int i = 0; i < n; i++) {
+        json_t *r = set_prio ? jobq_change_job_priority(cli->client, ids[i], prio, cli->timeout_ms)
+                             : jobq_cancel_job(cli->client, ids[i], cli->timeout_ms);
+        if (!r)
+            return cli_call_failed(cli);
+        if (report_pair(cli, r) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+        json_decref(r);
+    }
+    return rc;
+}
+
 int cmd_cancel(cli_t *cli, int argc, char **argv)
 {
     char **pos;
     int npos;
     bool done;
-    uint64_t id;
-    int rc = parse_simple(cli, argc, argv, 1, 1, &pos, &npos, &done);
-    if (done)
+    uint64_t *ids = NULL;
+    int rc = parse_simple(cli, argc, argv, 1, -1, &pos, &npos, &done);
+    if (done || !(ids = parse_ids(cli, pos, npos, &rc)))
         goto out;
-    if (cli_parse_job_id(pos[0], &id) < 0) {
-        rc = cli_usage(cli, "invalid job ID '%s'", pos[0]);
-        goto out;
-    }
     if (!cli_client(cli)) {
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    json_t *r = jobq_cancel_job(cli->client, id, cli->timeout_ms);
-    rc = r ? report_pair(cli, r) : cli_call_failed(cli);
-    json_decref(r);
+    rc = each_job(cli, ids, npos, false, 0);
 out:
+    free(ids);
     free(pos);
     return rc;
 }
 
+/* Two forms: "priority ID P" (one job, kept for compatibility) and, as
+ * gnt-job change-priority, "priority --priority P ID..." (every word an
+ * id). A P among the words with --priority is an invalid id, so the two
+ * cannot be confused. */
 int cmd_priority(cli_t *cli, int argc, char **argv)
 {
+    cli_opt_t opts[] = {
+        {.name = "priority", .short_name = 'p', .has_arg = true},
+        {0},
+    };
     char **pos;
     int npos;
     bool done;
-    uint64_t id;
+    uint64_t *ids = NULL;
     long long prio;
-    int rc = parse_simple(cli, argc, argv, 2, 2, &pos, &npos, &done);
+    int rc = cli_parse(cli, argc, argv, opts, &pos, &npos, &done);
     if (done)
         goto out;
-    if (cli_parse_job_id(pos[0], &id) < 0) {
-        rc = cli_usage(cli, "invalid job ID '%s'", pos[0]);
+    const char *pword = opts[0].value;
+    if (!pword) {
+        if (npos != 2) {
+            rc = npos > 2 ? cli_usage(cli, "unexpected argument '%s' (several jobs: jobq "
+                                           "priority --priority P ID...)", pos[2])
+                          : cli_usage(cli, "missing argument (usage: jobq priority ID P, or "
+                                           "jobq priority --priority P ID...)");
+            goto out;
+        }
+        pword = pos[1];
+        npos = 1;
+    } else if (npos == 0) {
+        rc = cli_usage(cli, "missing job ID");
         goto out;
     }
-    if (cli_parse_int(pos[1], &prio) < 0 || prio < -1000000 || prio > 1000000) {
-        rc = cli_usage(cli, "invalid priority '%s' (an integer: -10, 0 or 10)", pos[1]);
+    if (!(ids = parse_ids(cli, pos, npos, &rc)))
+        goto out;
+    if (cli_parse_priority(pword, &prio) < 0) {
+        rc = cli_usage(cli, "invalid priority '%s' (" CLI_PRIORITY_HELP ")", pword);
         goto out;
     }
     if (!cli_client(cli)) {
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    json_t *r = jobq_change_job_priority(cli->client, id, (int)prio, cli->timeout_ms);
-    rc = r ? report_pair(cli, r) : cli_call_failed(cli);
-    json_decref(r);
+    rc = each_job(cli, ids, npos, true, (int)prio);
 out:
+    free(ids);
+    cli_opts_free(opts);
     free(pos);
     return rc;
 }
@@ -219,14 +276,41 @@ out:
     return rc;
 }
 
+/* Without an argument shows the flag, read from stats' "drained". */
+static int show_drain(cli_t *cli)
+{
+    if (!cli_client(cli))
+        return CLI_EXIT_FAIL;
+    json_t *r = jobq_stats(cli->client, cli->timeout_ms);
+    if (!r)
+        return cli_call_failed(cli);
+    json_t *flag = json_object_get(r, "drained");
+    int rc = CLI_EXIT_OK;
+    if (!json_is_boolean(flag)) {
+        cli_error(cli, "the daemon's stats have no \"drained\" flag");
+        rc = CLI_EXIT_FAIL;
+    } else if (cli->json) {
+        cli_print_json(flag);
+    } else {
+        printf(json_is_true(flag) ? "Drain flag: on (submissions are refused)\n"
+                                  : "Drain flag: off (submissions are accepted)\n");
+    }
+    json_decref(r);
+    return rc;
+}
+
 int cmd_drain(cli_t *cli, int argc, char **argv)
 {
     char **pos;
     int npos;
     bool done, flag;
-    int rc = parse_simple(cli, argc, argv, 1, 1, &pos, &npos, &done);
+    int rc = parse_simple(cli, argc, argv, 0, 1, &pos, &npos, &done);
     if (done)
         goto out;
+    if (npos == 0) {
+        rc = show_drain(cli);
+        goto out;
+    }
     if (strcmp(pos[0], "on") == 0) {
         flag = true;
     } else if (strcmp(pos[0], "off") == 0) {
@@ -368,6 +452,40 @@ int cmd_ping(cli_t *cli, int argc, char **argv)
                version ? version : "?",
                (long long)json_integer_value(json_object_get(r, "protocol")), cli->endpoint,
                cli_fmt_ts(json_object_get(r, "time"), buf, sizeof buf), ms);
+    }
+    json_decref(r);
+    rc = CLI_EXIT_OK;
+out:
+    free(pos);
+    return rc;
+}
+
+/* jobq --version and jobq version: the CLI's own version always; the
+ * daemon's when it answers within a short time (a version query must not
+ * hang on a stopped daemon). */
+int cmd_version(cli_t *cli, int argc, char **argv)
+{
+    char **pos;
+    int npos;
+    bool done;
+    int rc = parse_simple(cli, argc, argv, 0, 0, &pos, &npos, &done);
+    if (done)
+        goto out;
+    int wait_ms = cli->timeout_ms < CLI_HELP_DAEMON_TIMEOUT_MS ? cli->timeout_ms
+                                                               : CLI_HELP_DAEMON_TIMEOUT_MS;
+    json_t *r = cli_client(cli) ? jobq_ping(cli->client, wait_ms) : NULL;
+    if (cli->json) {
+        json_t *out = json_pack("{s:s, s:i, s:O?}", "version", JOBQ_VERSION, "protocol",
+                                JOBQ_PROTOCOL_VERSION, "daemon", r);
+        cli_print_json(out);
+        json_decref(out);
+    } else {
+        printf("jobq %s (protocol %d)\n", JOBQ_VERSION, JOBQ_PROTOCOL_VERSION);
+        const char *version = json_string_value(json_object_get(r, "version"));
+        if (r)
+            printf("jobqd %s (protocol %lld) at %s\n", version ? version : "?",
+                   (long long)json_integer_value(json_object_get(r, "protocol")),
+                   cli->endpoint);
     }
     json_decref(r);
     rc = CLI_EXIT_OK;

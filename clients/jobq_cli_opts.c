@@ -133,10 +133,7 @@ static int apply_common(cli_t *cli, int which, const char *value, bool *done)
         return 0;
     default: /* COMMON_HELP */
         *done = true;
-        if (cli->cmd)
-            cli_print_help(cli->cmd);
-        else
-            cli_print_help(NULL);
+        cli_help(cli);
         return CLI_EXIT_OK;
     }
 }

@@ -111,8 +111,8 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
     }
     if (opts[O_PRIO].count) {
         long long prio;
-        if (cli_parse_int(opts[O_PRIO].value, &prio) < 0) {
-            rc = cli_usage(cli, "invalid priority '%s' (an integer: -10, 0 or 10)",
+        if (cli_parse_priority(opts[O_PRIO].value, &prio) < 0) {
+            rc = cli_usage(cli, "invalid priority '%s' (" CLI_PRIORITY_HELP ")",
                            opts[O_PRIO].value);
             goto out;
         }
@@ -176,6 +176,16 @@ static json_t *normalise_jobs(cli_t *cli, json_t *input)
             cli_error(cli, "job %zu: expected a list of opcodes or an object with \"ops\"", i);
             json_decref(jobs);
             return NULL;
+        }
+        /* Priorities by name become numbers; anything else goes as it is
+         * and the daemon judges it. */
+        size_t k;
+        json_t *op;
+        json_array_foreach(ops, k, op) {
+            json_t *p = json_object_get(op, "priority");
+            long long prio;
+            if (json_is_string(p) && cli_parse_priority(json_string_value(p), &prio) == 0)
+                json_object_set_new(op, "priority", json_integer(prio));
         }
         json_array_append(jobs, ops);
     }

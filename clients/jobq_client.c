@@ -571,3 +571,13 @@ json_t *jobq_events_since(jobq_client_t *self, uint64_t after_seq, uint64_t epoc
     }
     return r;
 }
+
+json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "list_fields", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "list_opcodes", json_object(), JSON_ARRAY, timeout_ms);
+}

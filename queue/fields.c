@@ -5,21 +5,47 @@
 
 #include <string.h>
 
-static const char *const field_names[JQ_F__COUNT] = {
-    "id", "status", "priority", "archived", "ops", "opresult", "opstatus",
-    "oplog", "opstart", "opexec", "opend", "oppriority", "summary",
-    "received_ts", "start_ts", "end_ts", "log_serial", "change_serial",
+/* Name and one-line description of each field, in jq_field_t order; the
+ * list_fields request and `jobq list-fields` show these. */
+static const struct {
+    const char *name;
+    const char *description;
+} field_defs[JQ_F__COUNT] = {
+    [JQ_F_ID] = {"id", "job id"},
+    [JQ_F_STATUS] = {"status", "job status, derived from the opcodes' statuses"},
+    [JQ_F_PRIORITY] = {"priority", "current job priority: the lowest of its unfinished "
+                                   "opcodes' priorities, 0 when all are finished"},
+    [JQ_F_ARCHIVED] = {"archived", "whether the job was moved to the archive"},
+    [JQ_F_OPS] = {"ops", "the opcodes as submitted: op, args, priority, depends"},
+    [JQ_F_OPRESULT] = {"opresult", "per-opcode results"},
+    [JQ_F_OPSTATUS] = {"opstatus", "per-opcode statuses"},
+    [JQ_F_OPLOG] = {"oplog", "per-opcode log entries [serial, timestamp, type, message]"},
+    [JQ_F_OPSTART] = {"opstart", "per-opcode times the opcode was picked up"},
+    [JQ_F_OPEXEC] = {"opexec", "per-opcode times the opcode started executing"},
+    [JQ_F_OPEND] = {"opend", "per-opcode times the opcode ended"},
+    [JQ_F_OPPRIORITY] = {"oppriority", "per-opcode current priorities"},
+    [JQ_F_SUMMARY] = {"summary", "per-opcode summaries, e.g. test.delay(0.2)"},
+    [JQ_F_RECEIVED_TS] = {"received_ts", "time the job was submitted"},
+    [JQ_F_START_TS] = {"start_ts", "time the job's first opcode was picked up"},
+    [JQ_F_END_TS] = {"end_ts", "time the job ended"},
+    [JQ_F_LOG_SERIAL] = {"log_serial", "highest log entry serial of the job (0 when none)"},
+    [JQ_F_CHANGE_SERIAL] = {"change_serial", "serial of the job's last change record"},
 };
 
 const char *jq_field_name(jq_field_t f)
 {
-    return (unsigned)f < JQ_F__COUNT ? field_names[f] : "?";
+    return (unsigned)f < JQ_F__COUNT ? field_defs[f].name : "?";
+}
+
+const char *jq_field_description(jq_field_t f)
+{
+    return (unsigned)f < JQ_F__COUNT ? field_defs[f].description : "?";
 }
 
 int jq_field_parse(const char *name, size_t len, jq_field_t *out)
 {
     for (int i = 0; i < JQ_F__COUNT; i++)
-        if (strlen(field_names[i]) == len && memcmp(field_names[i], name, len) == 0) {
+        if (strlen(field_defs[i].name) == len && memcmp(field_defs[i].name, name, len) == 0) {
             *out = (jq_field_t)i;
             return 0;
         }

@@ -30,6 +30,8 @@ typedef enum {
 } jq_field_t;
 
 const char *jq_field_name(jq_field_t f);
+/* One line for people (list_fields). */
+const char *jq_field_description(jq_field_t f);
 /* 0 and *out, or -1 for an unknown name. */
 int jq_field_parse(const char *name, size_t len, jq_field_t *out);
 void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f);

@@ -74,7 +74,9 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, u
     return JOBQ_ERR_NONE;
 }
 
-/* Every key of args must be one the opcode declares. */
+/* Every key of args must be one the opcode declares, and every argument
+ * it declares required must be there: the declarations list_opcodes shows
+ * are the rules submit applies. */
 static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *args,
                                    unsigned idx, char *err, size_t errlen)
 {
@@ -83,14 +85,15 @@ static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *
     for (uint32_t i = 0; i < args->via.map.size; i++) {
         const msgpack_object *k = &args->via.map.ptr[i].key;
         bool known = false;
-        for (const char *const *a = def->args; *a && !known; a++)
-            known = wire_str_eq(k, *a);
+        for (const jq_argdef_t *a = def->args; a->name && !known; a++)
+            known = wire_str_eq(k, a->name);
         if (known)
             continue;
         char takes[256] = "";
         size_t off = 0;
-        for (const char *const *a = def->args; *a && off < sizeof takes; a++)
-            off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "", *a);
+        for (const jq_argdef_t *a = def->args; a->name && off < sizeof takes; a++)
+            off += (size_t)snprintf(takes + off, sizeof takes - off, "%s%s", off ? ", " : "",
+                                    a->name);
         if (k->type == MSGPACK_OBJECT_STR)
             snprintf(err, errlen, "opcode %u (%s): unknown argument '%.*s' (%s takes %s)", idx,
                      def->name, wire_utf8_quote_len(k->via.str.ptr, k->via.str.size, 64),
@@ -98,6 +101,14 @@ static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *
         else
             snprintf(err, errlen, "opcode %u (%s): argument names must be strings", idx, def->name);
         return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    for (const jq_argdef_t *a = def->args; a->name; a++) {
+        const msgpack_object *v = a->required ? wire_map_get(args, a->name) : NULL;
+        if (a->required && (!v || v->type == MSGPACK_OBJECT_NIL)) {
+            snprintf(err, errlen, "opcode %u (%s): missing argument '%s' (required)", idx,
+                     def->name, a->name);
+            return JOBQ_ERR_BAD_ARGUMENT;
+        }
     }
     return JOBQ_ERR_NONE;
 }

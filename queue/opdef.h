@@ -6,6 +6,7 @@
 #define JOBQ_OPDEF_H
 
 #include <msgpack.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,11 +18,41 @@ typedef enum {
     JQ_STEP_FAIL      /* done; the task's error message says why */
 } jq_step_t;
 
+/* Kinds of a documented default value (list_opcodes shows them). */
+typedef enum {
+    JQ_ARGDEF_NONE = 0, /* no default (required, or absent means absent) */
+    JQ_ARGDEF_BOOL,
+    JQ_ARGDEF_INT,
+    JQ_ARGDEF_NUMBER,
+    JQ_ARGDEF_STRING,
+    JQ_ARGDEF_EMPTY_LIST
+} jq_argdef_kind_t;
+
+/* One argument an opcode takes, as list_opcodes reports it. The names
+ * also drive the submit-time check, so the documentation cannot list an
+ * argument the opcode does not take, nor leave one out. */
+typedef struct {
+    const char *name;        /* argument key; NULL ends an array of these */
+    const char *type;        /* for people: "number", "integer", "boolean"... */
+    bool required;           /* refused at submit when missing */
+    jq_argdef_kind_t def;    /* kind of the default below */
+    union {
+        bool b;
+        int64_t i;
+        double d;
+        const char *s;
+    } defval;                /* the default, when def is not NONE */
+    const char *description; /* one line */
+} jq_argdef_t;
+
 typedef struct jq_opdef {
     const char *name;
-    /* The argument names it takes, NULL-terminated; any other argument is
-     * refused at submit (a typo is not a job). NULL: not checked. */
-    const char *const *args;
+    /* One line for people (list_opcodes, jobq submit --help). */
+    const char *description;
+    /* The arguments it takes, ended by an entry with a NULL name; any other
+     * argument is refused at submit (a typo is not a job). NULL: not
+     * checked (and none listed). */
+    const jq_argdef_t *args;
     /* Any thread. 0, or -1 with a message naming the bad argument. */
     int (*validate)(const msgpack_object *args, char *err, size_t errlen);
     /* Any thread. Writes "name(detail)" into buf. */

@@ -258,9 +258,9 @@ def test_bad_priority(daemon):
     p = daemon.jobq("submit", "test.delay", "duration=0", "--priority", "5")
     assert p.returncode == 1
     assert re.fullmatch(r"jobq: submit: InvalidPriority: .+", one_error_line(p))
-    p = daemon.jobq("submit", "test.delay", "duration=0", "--priority", "high")
+    p = daemon.jobq("submit", "test.delay", "duration=0", "--priority", "urgent")
     assert p.returncode == 2
-    one_error_line(p)
+    assert "invalid priority 'urgent'" in one_error_line(p)
     job = daemon.submit("test.delay", "duration=0", "-p", "-10")
     assert daemon.job(job)["ops"][0]["priority"] == -10
     p = daemon.jobq("priority", job, 7)
@@ -386,7 +386,7 @@ def test_list_table_and_paging(daemon):
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "STATUS", "PRIORITY", "SUMMARY"]
     assert len(lines) == 26
-    assert lines[1].split()[:3] == [str(ids[0]), "success", "0"]
+    assert lines[1].split()[:3] == [str(ids[0]), "success", "normal"]
     assert lines[1].split()[3].startswith("test.delay(")
 
     before = daemon.js("stats")["requests"].get("query_jobs", 0)
@@ -504,7 +504,8 @@ def test_json_output_everywhere(daemon):
 # ---------------------------------------------------------------- usage
 
 COMMANDS = ["submit", "submit-many", "list", "info", "watch", "cancel", "priority",
-            "archive", "autoarchive", "drain", "stats", "shutdown", "ping", "monitor"]
+            "archive", "autoarchive", "drain", "stats", "shutdown", "ping", "monitor",
+            "list-fields", "list-opcodes", "version"]
 
 
 def test_help():
@@ -522,7 +523,7 @@ def test_usage_errors():
                  ["watch", "1", "2"], ["cancel", "0"], ["priority", "1"], ["list", "--limit", "0"],
                  ["list", "-o"], ["ping", "extra"], ["-t", "0", "ping"], ["-t", "abc", "ping"],
                  ["submit", "test.delay", "noequals"], ["submit", "x", "--args", "[1]"],
-                 ["autoarchive"], ["drain"]):
+                 ["autoarchive"], ["drain", "on", "off"]):
         p = run(*argv, endpoint="ipc:///nonexistent/jobq.sock")
         assert p.returncode == 2, (argv, p.stderr)
         one_error_line(p)

@@ -438,7 +438,7 @@ static void test_delay_args(void **state)
 {
     (void)state;
     const char *d = "test.delay";
-    check_args(d, "{}", false, "opcode 0 (test.delay): 'duration'");
+    check_args(d, "{}", false, "opcode 0 (test.delay): missing argument 'duration' (required)");
     check_args(d, "{\"duration\":null}", false, "'duration'");
     check_args(d, "{\"duration\":\"1\"}", false, "'duration'");
     check_args(d, "{\"duration\":-1}", false, "'duration'");
