@@ -1,6 +1,8 @@
 /* config.c: option parsing and --help for jobqd. */
 #include "config.h"
 #include "executor.h"
+#include "log.h"
+#include "paths.h"
 #include "ring.h"
 #include "store.h"
 #include "table.h"
@@ -8,22 +10,30 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
+/* The help text, around the defaults actually in effect (build tree or
+ * installed: see paths.h). */
+static const char usage_head[] =
     "Usage: jobqd [OPTIONS]\n"
     "The jobq broker: takes jobs from clients over ZeroMQ and runs them.\n"
     "\n"
-    "  -d, --data-dir DIR        data directory; clients are served on\n"
-    "                            ipc://DIR/jobq.sock (mode 0660)\n"
-    "                            [default: " JOBQ_DEFAULT_DATA_DIR "]\n"
+    "  -d, --data-dir DIR        data directory: the store and its lock\n";
+/* then "[default: ...]" */
+static const char usage_run_dir[] =
+    "      --run-dir DIR         directory of the sockets: clients are served on\n"
+    "                            ipc://DIR/jobq.sock, events published on\n"
+    "                            ipc://DIR/events.sock (both mode 0660)\n";
+/* then "[default: ...]" */
+static const char usage_rest[] =
     "  -l, --listen ENDPOINT     also serve on ENDPOINT, e.g. tcp://127.0.0.1:5555\n"
     "                            (repeatable, up to 16)\n"
     "  -p, --publish ENDPOINT    also publish events on ENDPOINT, e.g.\n"
     "                            tcp://127.0.0.1:5556 (repeatable, up to 16);\n"
-    "                            always on ipc://DIR/events.sock (mode 0660)\n"
+    "                            always on ipc://RUN_DIR/events.sock\n"
     "      --shards N            job table shards, 1..4096 [64]\n"
     "      --handlers N          request handler threads, 1..64 [2]\n"
     "      --executors N         executor threads, 1..64 [2]\n"
@@ -45,7 +55,7 @@ static const char usage[] =
     "                            the limit says so, later ones are dropped [100000]\n"
     "      --max-connections N   client, subscriber and worker connections at\n"
     "                            once; above it new ones wait until some close\n"
-    "                            [derived from the descriptor limit]\n"
+    "                            [0: derived from the descriptor limit]\n"
     "      --max-client-requests N  unanswered requests one connection may have;\n"
     "                            more are answered Busy [1024]\n"
     "      --max-client-waiters N   wait_for_job_change requests one connection\n"
@@ -55,26 +65,51 @@ static const char usage[] =
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
+    "      --log-level LEVEL     log lines of LEVEL and above to stderr: error,\n"
+    "                            warning, notice, info or debug [info]\n"
+    "  -v, --verbose             same as --log-level debug (also logs each\n"
+    "                            connection-level problem)\n"
     "  -c, --config FILE         read options from FILE first: one long option\n"
-    "                            per line, \"name value\", '#' starts a comment\n"
-    "  -v, --verbose             log each connection-level problem to stderr\n"
+    "                            per line, \"name = value\" (or \"name value\"),\n"
+    "                            '#' starts a comment; the command line wins\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
     "The daemon stops cleanly on SIGTERM, SIGINT or the `shutdown` request:\n"
     "it takes no new jobs, lets running opcodes finish (--shutdown-grace), then\n"
-    "stops; a second signal, or `shutdown --now`, interrupts them at once.\n"
+    "stops and removes its socket files; a second signal, or `shutdown --now`,\n"
+    "interrupts them at once. SIGHUP reloads the config file: --max-running,\n"
+    "--max-jobs, --max-waiters, --max-client-requests, --max-client-waiters,\n"
+    "--max-log-entries, --max-request-bytes, --keepalive, --shutdown-grace and\n"
+    "--log-level take effect; a change to any other option is logged and waits\n"
+    "for a restart. Under systemd (Type=notify) it reports readiness.\n"
     "Thread count is fixed at start: the loop, the handlers, the executors, the\n"
     "store thread and ZeroMQ's two; it never grows with clients, requests,\n"
-    "waiters or jobs. See docs/operations.md for the store and --sync.\n";
+    "waiters or jobs. See docs/operations.md for the store, --sync, logging\n"
+    "and reloading.\n";
+
+static void print_usage(void)
+{
+    jq_default_dirs_t dd = jq_default_dirs();
+    fputs(usage_head, stdout);
+    printf("                            [default: %s]\n", dd.data_dir);
+    fputs(usage_run_dir, stdout);
+    if (!strcmp(dd.data_dir, dd.run_dir))
+        printf("                            [default: the data directory]\n");
+    else
+        printf("                            [default: the data directory when --data-dir\n"
+               "                            is given, else %s]\n", dd.run_dir);
+    fputs(usage_rest, stdout);
+}
 
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
-       OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE };
+       OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
+    {"run-dir", required_argument, NULL, OPT_RUN_DIR},
     {"listen", required_argument, NULL, 'l'},
     {"publish", required_argument, NULL, 'p'},
     {"shards", required_argument, NULL, OPT_SHARDS},
@@ -95,6 +130,7 @@ static const struct option long_opts[] = {
     {"max-client-waiters", required_argument, NULL, OPT_MAX_CLIENT_WAIT},
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
     {"salvage", no_argument, NULL, OPT_SALVAGE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -139,7 +175,28 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
             return -1;
         }
         snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", val);
+        if (!cfg->run_dir_given) /* the sockets stay beside the data */
+            snprintf(cfg->run_dir, sizeof cfg->run_dir, "%s", val);
         return 0;
+    case OPT_RUN_DIR:
+        if (strlen(val) + 16 >= sizeof cfg->run_dir) {
+            snprintf(err, errlen, "--run-dir: path too long");
+            return -1;
+        }
+        snprintf(cfg->run_dir, sizeof cfg->run_dir, "%s", val);
+        cfg->run_dir_given = true;
+        return 0;
+    case OPT_LOG_LEVEL: {
+        jq_log_level_t level;
+        if (jq_log_level_parse(val, &level) < 0) {
+            snprintf(err, errlen,
+                     "--log-level: expected error, warning, notice, info or debug, got '%s'",
+                     val);
+            return -1;
+        }
+        cfg->log_level = (int)level;
+        return 0;
+    }
     case 'l':
         if (cfg->nlisten == JQ_MAX_LISTEN || strlen(val) >= sizeof cfg->listen[0]) {
             snprintf(err, errlen, "--listen: at most %d endpoints of under 512 bytes",
@@ -157,13 +214,36 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         snprintf(cfg->publish[cfg->npublish++], sizeof cfg->publish[0], "%s", val);
         return 0;
     case 'v':
-        cfg->verbose = true;
+    case OPT_SALVAGE: {
+        /* A flag: on the command line (val NULL) it is set; in the config
+         * file it may say yes or no. */
+        bool on;
+        if (!val || !*val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "on") ||
+            !strcmp(val, "1"))
+            on = true;
+        else if (!strcmp(val, "no") || !strcmp(val, "false") || !strcmp(val, "off") ||
+                 !strcmp(val, "0"))
+            on = false;
+        else {
+            snprintf(err, errlen, "--%s: expected yes or no, got '%s'", name, val);
+            return -1;
+        }
+        if (opt == OPT_SALVAGE) {
+            cfg->salvage = on;
+        } else {
+            cfg->verbose = on;
+            if (on)
+                cfg->log_level = JQ_LOG_DEBUG;
+        }
         return 0;
-    case OPT_SALVAGE:
-        cfg->salvage = true;
+    }
+    case OPT_GRACE: {
+        double sec;
+        if (parse_seconds(name, val, 0, 86400, &sec, err, errlen) < 0)
+            return -1;
+        cfg->shutdown_grace = sec;
         return 0;
-    case OPT_GRACE:
-        return parse_seconds(name, val, 0, 86400, &cfg->shutdown_grace, err, errlen);
+    }
     case OPT_SYNC:
         if (!strcmp(val, "always"))
             cfg->sync = JQ_SYNC_ALWAYS;
@@ -201,8 +281,13 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         cfg->store_map_size = v << shift;
         return 0;
     }
-    case OPT_KEEPALIVE:
-        return parse_seconds(name, val, 0.01, 3600, &cfg->keepalive, err, errlen);
+    case OPT_KEEPALIVE: {
+        double sec;
+        if (parse_seconds(name, val, 0.01, 3600, &sec, err, errlen) < 0)
+            return -1;
+        cfg->keepalive = sec;
+        return 0;
+    }
     }
     static const struct {
         int opt;
@@ -212,7 +297,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_EXECUTORS, 1, JQ_MAX_EXECUTORS}, {OPT_MAX_RUNNING, 1, 10000000},
         {OPT_MAX_JOBS, 1, 1000000000ull}, {OPT_MAX_REQUEST, 1024, 1u << 30},
         {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
-        {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 1, 100000000ull},
+        {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 0, 100000000ull},
         {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
@@ -244,6 +329,15 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     return -1;
 }
 
+static char *skip_space(char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/* One option per line: "name = value", "name=value" or "name value";
+ * '#' starts a comment; a flag may stand alone or say yes/no. */
 static int load_file(jq_config_t *cfg, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
@@ -255,25 +349,45 @@ static int load_file(jq_config_t *cfg, const char *path, char *err, size_t errle
     int lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
         lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = -1;
+            break;
+        }
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char name[64], val[4096];
-        int n = sscanf(line, " %63s %4095s", name, val);
-        if (n <= 0)
-            continue;
+        char *name = skip_space(line);
+        size_t n = strcspn(name, " \t=\r\n");
+        if (n == 0 && (*name == '\0' || *name == '\r' || *name == '\n'))
+            continue; /* blank */
+        char *val = name + n;
+        bool eq = false;
+        val = skip_space(val);
+        if (*val == '=') {
+            eq = true;
+            val = skip_space(val + 1);
+        }
+        name[n] = '\0';
+        size_t vlen = strlen(val);
+        while (vlen && strchr(" \t\r\n", val[vlen - 1]))
+            val[--vlen] = '\0';
         const struct option *o = long_opts;
         while (o->name && strcmp(o->name, name) != 0)
             o++;
-        if (!o->name || o->val == 'c' || o->val == 'h' || o->val == 'V' ||
-            (o->has_arg == required_argument && n < 2)) {
-            snprintf(err, errlen, "%s:%d: unknown option or missing value '%s'", path,
-                     lineno, name);
+        if (!n || !o->name || o->val == 'c' || o->val == 'h' || o->val == 'V') {
+            snprintf(err, errlen, "%s:%d: unknown option '%s'", path, lineno, n ? name : "=");
+            rc = -1;
+            break;
+        }
+        if (o->has_arg == required_argument && !*val) {
+            snprintf(err, errlen, "%s:%d: option '%s' needs a value%s", path, lineno, name,
+                     eq ? "" : " (name = value)");
             rc = -1;
             break;
         }
         char why[256];
-        if (apply(cfg, o->val, name, n == 2 ? val : "", why, sizeof why) < 0) {
+        if (apply(cfg, o->val, name, val, why, sizeof why) < 0) {
             snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
             rc = -1;
         }
@@ -282,10 +396,29 @@ static int load_file(jq_config_t *cfg, const char *path, char *err, size_t errle
     return rc;
 }
 
-int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+/* The value of -c/--config at argv[i] (NULL if it is not one); *skip is
+ * set when the value is the next argument. */
+static const char *config_arg(int argc, char **argv, int i, bool *skip)
+{
+    const char *a = argv[i];
+    *skip = false;
+    if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+        *skip = true;
+        return i + 1 < argc ? argv[i + 1] : NULL;
+    }
+    if (!strncmp(a, "--config=", 9))
+        return a + 9;
+    if (!strncmp(a, "-c", 2) && a[2])
+        return a + 2;
+    return NULL;
+}
+
+static void set_defaults(jq_config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", JOBQ_DEFAULT_DATA_DIR);
+    jq_default_dirs_t dd = jq_default_dirs();
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", dd.data_dir);
+    snprintf(cfg->run_dir, sizeof cfg->run_dir, "%s", dd.run_dir);
     cfg->shards = JQ_DEFAULT_SHARDS;
     cfg->handlers = 2;
     cfg->executors = 2;
@@ -302,19 +435,36 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     cfg->shutdown_grace = 30;
     cfg->max_client_requests = 1024;
     cfg->max_client_waiters = 10000;
+    cfg->log_level = JQ_LOG_DEFAULT;
+}
 
+int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    set_defaults(cfg);
     /* The config file comes first so the command line overrides it. */
-    for (int i = 1; i < argc - 1; i++)
-        if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config"))
-            if (load_file(cfg, argv[i + 1], err, errlen) < 0)
-                return -1;
-    optind = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        bool skip;
+        const char *path = config_arg(argc, argv, i, &skip);
+        if (!path)
+            continue;
+        if (strlen(path) >= sizeof cfg->config_path) {
+            snprintf(err, errlen, "--config: path too long");
+            return -1;
+        }
+        snprintf(cfg->config_path, sizeof cfg->config_path, "%s", path);
+        if (load_file(cfg, path, err, errlen) < 0)
+            return -1;
+        i += skip;
+    }
+    optind = 0; /* glibc: start afresh (a reload parses argv again) */
     opterr = 0;
     int opt, idx;
     while ((opt = getopt_long(argc, argv, ":d:l:p:c:vhV", long_opts, &idx)) != -1) {
         switch (opt) {
         case 'h':
-            fputs(usage, stdout);
+            print_usage();
             return 1;
         case 'V':
             printf("jobqd %s (protocol %d)\n", JOBQ_VERSION, JOBQ_PROTOCOL_VERSION);
@@ -341,5 +491,99 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
     }
+    return 0;
+}
+
+/* Appends ", name=value" to a list of what a reload changed. */
+static void note(char *buf, size_t len, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void note(char *buf, size_t len, const char *name, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    if (used + 1 >= len)
+        return;
+    snprintf(buf + used, len - used, "%s%s=", used ? ", " : "", name);
+    used = strlen(buf);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+static bool endpoints_differ(char (*a)[512], unsigned na, char (*b)[512], unsigned nb)
+{
+    if (na != nb)
+        return true;
+    for (unsigned i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]))
+            return true;
+    return false;
+}
+
+int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t errlen)
+{
+    jq_config_t *next = malloc(sizeof *next);
+    if (!next) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = jq_config_load(next, argc, argv, err, errlen);
+    if (rc != 0) {
+        if (rc > 0)
+            snprintf(err, errlen, "unexpected --help or --version");
+        free(next);
+        return -1;
+    }
+    const char *file = cur->config_path;
+    /* What cannot change while the daemon runs: said, and left alone. */
+    struct {
+        const char *name;
+        bool differs;
+    } fixed[] = {
+        {"data-dir", strcmp(cur->data_dir, next->data_dir) != 0},
+        {"run-dir", strcmp(cur->run_dir, next->run_dir) != 0},
+        {"listen", endpoints_differ(cur->listen, cur->nlisten, next->listen, next->nlisten)},
+        {"publish", endpoints_differ(cur->publish, cur->npublish, next->publish, next->npublish)},
+        {"shards", cur->shards != next->shards},
+        {"handlers", cur->handlers != next->handlers},
+        {"executors", cur->executors != next->executors},
+        {"ring-events", cur->ring_events != next->ring_events},
+        {"sync", cur->sync != next->sync},
+        {"sync-interval", cur->sync_interval != next->sync_interval},
+        {"store-map-size", cur->store_map_size != next->store_map_size},
+        {"max-connections", cur->max_connections != next->max_connections},
+        {"salvage", cur->salvage != next->salvage},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        if (fixed[i].differs)
+            jq_log(JQ_LOG_WARNING, "%s changed in %s: needs a restart (keeping the running value)",
+                   fixed[i].name, file);
+
+    char changed[512] = "";
+#define TAKE(field, name, fmt, cast)                                                           \
+    if (cur->field != next->field) {                                                           \
+        cur->field = next->field;                                                              \
+        note(changed, sizeof changed, name, fmt, (cast)cur->field);                            \
+    }
+    TAKE(max_running, "max-running", "%u", unsigned)
+    TAKE(max_jobs, "max-jobs", "%llu", unsigned long long)
+    TAKE(max_waiters, "max-waiters", "%llu", unsigned long long)
+    TAKE(max_client_requests, "max-client-requests", "%llu", unsigned long long)
+    TAKE(max_client_waiters, "max-client-waiters", "%llu", unsigned long long)
+    TAKE(max_log_entries, "max-log-entries", "%llu", unsigned long long)
+    TAKE(max_request_bytes, "max-request-bytes", "%llu", unsigned long long)
+    TAKE(keepalive, "keepalive", "%g", double)
+    TAKE(shutdown_grace, "shutdown-grace", "%g", double)
+#undef TAKE
+    if (cur->log_level != next->log_level) {
+        cur->log_level = next->log_level;
+        note(changed, sizeof changed, "log-level", "%s",
+             jq_log_level_name((jq_log_level_t)cur->log_level));
+    }
+    cur->verbose = next->verbose;
+    jq_log(JQ_LOG_NOTICE, "reloaded %s: %s%s", file, changed[0] ? "now " : "nothing changed",
+           changed);
+    free(next);
     return 0;
 }

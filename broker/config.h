@@ -1,44 +1,64 @@
 /* config.h: jobqd's options, from the command line and an optional config
- * file of the same long options (one "name value" per line). */
+ * file of the same long options (one "name = value" per line), and what a
+ * reload (SIGHUP) may change of them. */
 #ifndef JOBQ_CONFIG_H
 #define JOBQ_CONFIG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define JQ_MAX_LISTEN 16
+#define JQ_PATH_BYTES 4096
 
+/* Fields marked "reloadable" may change on SIGHUP (the loop thread writes
+ * them, jq_config_reload): they are atomics, read by any thread. The rest
+ * is fixed once the daemon runs. */
 typedef struct {
-    char data_dir[4096];
-    char listen[JQ_MAX_LISTEN][512]; /* extra endpoints */
+    char data_dir[JQ_PATH_BYTES];
+    char run_dir[JQ_PATH_BYTES];      /* jobq.sock and events.sock */
+    char config_path[JQ_PATH_BYTES];  /* --config, "" without */
+    char listen[JQ_MAX_LISTEN][512];  /* extra endpoints */
     unsigned nlisten;
     char publish[JQ_MAX_LISTEN][512]; /* extra event endpoints */
     unsigned npublish;
-    uint64_t max_waiters;
-    uint64_t ring_events;       /* replay ring size, events */
-    double keepalive;           /* seconds between keepalives to waiters */
-    int sync;                   /* jq_sync_t */
-    double sync_interval;       /* seconds, for --sync batch */
-    uint64_t store_map_size;    /* bytes */
+    _Atomic uint64_t max_waiters;     /* reloadable */
+    uint64_t ring_events;             /* replay ring size, events */
+    _Atomic double keepalive;         /* reloadable: seconds between keepalives
+                                         to waiters (loop thread only) */
+    int sync;                         /* jq_sync_t */
+    double sync_interval;             /* seconds, for --sync batch */
+    uint64_t store_map_size;          /* bytes */
     unsigned shards;
     unsigned handlers;
     unsigned executors;
-    unsigned max_running;
-    uint64_t max_jobs;
-    size_t max_request_bytes;
-    uint64_t max_log_entries;   /* per job */
-    double shutdown_grace;      /* seconds running opcodes get to finish */
-    uint64_t max_connections;   /* 0: derived from the descriptor limit */
-    uint64_t max_client_requests; /* unanswered requests per connection */
-    uint64_t max_client_waiters;  /* parked waits per connection */
-    bool salvage;               /* move damaged store records aside */
-    bool verbose;
+    _Atomic unsigned max_running;     /* reloadable (the scheduler holds it) */
+    _Atomic uint64_t max_jobs;        /* reloadable */
+    _Atomic size_t max_request_bytes; /* reloadable */
+    _Atomic uint64_t max_log_entries; /* reloadable: per job (the executors hold it) */
+    _Atomic double shutdown_grace;    /* reloadable: seconds running opcodes get
+                                         to finish (loop thread only) */
+    uint64_t max_connections;         /* 0: derived from the descriptor limit */
+    _Atomic uint64_t max_client_requests; /* reloadable: unanswered requests per
+                                             connection */
+    _Atomic uint64_t max_client_waiters;  /* reloadable: parked waits per connection */
+    _Atomic int log_level;            /* reloadable: jq_log_level_t */
+    bool salvage;                     /* move damaged store records aside */
+    bool verbose;                     /* -v: log level debug */
+    bool run_dir_given;               /* else run_dir follows --data-dir */
 } jq_config_t;
 
 /* Defaults, then the config file (if --config is given), then the command
  * line. Returns 0, 1 when --help/--version printed and the daemon should
  * exit 0, or -1 with err set. */
 int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* SIGHUP: read the config file and the command line again (argc/argv as
+ * at start: the command line still wins) and take over into cur what may
+ * change at run time. A setting that may not and differs is logged as a
+ * warning and left as it is. A file that does not parse leaves cur
+ * unchanged: -1 with err set. Loop thread. */
+int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t errlen);
 
 #endif

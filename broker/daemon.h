@@ -52,6 +52,8 @@ typedef struct {
 
 typedef struct {
     jq_config_t cfg;
+    int argc;                       /* the command line, parsed again on reload */
+    char **argv;
     void *zctx;
     jq_table_t *table;
     jq_sched_t *sched;
@@ -66,10 +68,12 @@ typedef struct {
     unsigned npublish_eps;
     _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
+    int run_lock_fd;                /* flock'ed RUN_DIR/lock (another run dir) */
     int64_t started_mono;
     pthread_mutex_t drain_mu;       /* orders set_drain_flag's two writes */
     _Atomic bool drained;
     _Atomic bool stopping;          /* refuse submissions */
+    bool told_stopping;             /* STOPPING=1 sent (loop thread) */
     _Atomic int shutdown_requested; /* JQ_SHUTDOWN_* */
     jq_loop_stats_t loop_stats;
     _Atomic bool handlers_stop;
@@ -163,6 +167,19 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
  * Before any thread runs. */
 int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+
+/* Living under a service manager (service.c). sd_notify is a no-op
+ * without $NOTIFY_SOCKET. Loop thread. */
+/* Sockets bound, recovery done, handlers running: READY=1. */
+void jq_service_ready(jq_daemon_t *d);
+/* A stop begins: STOPPING=1 (once). */
+void jq_service_stopping(jq_daemon_t *d);
+/* SIGHUP: reload the config file's reloadable settings into d->cfg and
+ * hand them to the scheduler, executors and log (the loop applies its own:
+ * keepalive, request size). Never fails the daemon: a file that does not
+ * parse is logged and the running settings stay. 0 when settings were
+ * reloaded. */
+int jq_service_reload(jq_daemon_t *d);
 
 /* What the daemon does when the store commits or fails (commit.c): the
  * hooks the store thread calls. */

@@ -130,42 +130,43 @@ static int check_dir(const char *path, const char *what, char *err, size_t errle
 
 /* Whoever may write the parent may rename the data directory away and put
  * another in its place. */
-static int check_parent(const char *parent, const char *dir, const char *base, char *err,
-                        size_t errlen)
+static int check_parent(const char *parent, const char *dir, const char *what, const char *base,
+                        char *err, size_t errlen)
 {
     struct stat st;
     if (lstat(parent, &st) < 0)
-        return fail(err, errlen, "cannot examine %s, the parent of data directory %s: %s", parent,
-                    dir, strerror(errno));
+        return fail(err, errlen, "cannot examine %s, the parent of %s %s: %s", parent,
+                    what, dir, strerror(errno));
     if (S_ISLNK(st.st_mode)) {
         /* The link's own mode says nothing about the directory it names;
          * judging that one would mean following the link. */
         char *real = realpath(parent, NULL);
         fail(err, errlen,
-             "%s, the parent of data directory %s, is a symlink; give the data directory by "
+             "%s, the parent of %s %s, is a symlink; give the %s by "
              "its real path%s%s%s%s%s",
-             parent, dir, real ? " (" : "", real ? real : "", real ? "/" : "", real ? base : "",
-             real ? ")" : "");
+             parent, what, dir, what, real ? " (" : "", real ? real : "", real ? "/" : "",
+             real ? base : "", real ? ")" : "");
         free(real);
         return -1;
     }
     if (!S_ISDIR(st.st_mode))
-        return fail(err, errlen, "%s, the parent of data directory %s, is a %s, not a directory",
-                    parent, dir, type_name(st.st_mode));
+        return fail(err, errlen, "%s, the parent of %s %s, is a %s, not a directory",
+                    parent, what, dir, type_name(st.st_mode));
     bool sticky = st.st_mode & S_ISVTX;
     if ((st.st_mode & S_IWOTH) && !sticky)
         return fail(err, errlen,
-                    "%s, the parent of data directory %s, is writable by others without the "
-                    "sticky bit (mode %04o), so anyone could replace the data directory; "
+                    "%s, the parent of %s %s, is writable by others without the "
+                    "sticky bit (mode %04o), so anyone could replace the %s; "
                     "chmod o-w %s",
-                    parent, dir, (unsigned)(st.st_mode & 07777), parent);
+                    parent, what, dir, (unsigned)(st.st_mode & 07777), what, parent);
     uid_t me = geteuid();
     if (st.st_uid != 0 && st.st_uid != me && !sticky)
         return fail(err, errlen,
-                    "%s, the parent of data directory %s, is owned by uid %u (neither root nor "
-                    "uid %u that jobqd runs as), who could replace the data directory; put the "
-                    "data directory in a directory owned by root or by uid %u",
-                    parent, dir, (unsigned)st.st_uid, (unsigned)me, (unsigned)me);
+                    "%s, the parent of %s %s, is owned by uid %u (neither root nor "
+                    "uid %u that jobqd runs as), who could replace the %s; put the "
+                    "%s in a directory owned by root or by uid %u",
+                    parent, what, dir, (unsigned)st.st_uid, (unsigned)me, what, what,
+                    (unsigned)me);
     return 0;
 }
 
@@ -209,14 +210,16 @@ static int check_entry(const char *dir, const char *name, mode_t type, char *err
     return 0;
 }
 
-int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
+/* DIR, created when absent (with missing parents), judged with its
+ * parent; its normalized path (no trailing '/') into path. */
+static int prepare_dir(const char *dir, const char *what, char *path, char *err, size_t errlen)
 {
     if (!dir || !*dir)
-        return fail(err, errlen, "no data directory given");
-    char path[DD_MAX], store[DD_MAX], parent[DD_MAX];
+        return fail(err, errlen, "no %s given", what);
+    char parent[DD_MAX];
     size_t len = strlen(dir);
-    if (len >= sizeof path - 32) /* room for "/store/lock.mdb" and the like */
-        return fail(err, errlen, "data directory path too long (%zu bytes)", len);
+    if (len >= DD_MAX - 32) /* room for "/store/lock.mdb" and the like */
+        return fail(err, errlen, "%s path too long (%zu bytes)", what, len);
     memcpy(path, dir, len + 1);
     while (len > 1 && path[len - 1] == '/')
         path[--len] = '\0';
@@ -225,7 +228,7 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
     base = base ? base + 1 : path;
     if (!strcmp(base, ".") || !strcmp(base, "..")) {
         char *real = realpath(path, NULL);
-        fail(err, errlen, "data directory %s ends in '%s'; give its real path%s%s%s", path, base,
+        fail(err, errlen, "%s %s ends in '%s'; give its real path%s%s%s", what, path, base,
              real ? " (" : "", real ? real : "", real ? ")" : "");
         free(real);
         return -1;
@@ -244,13 +247,34 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
     /* Created only when absent: an existing directory is judged as it is,
      * never changed (a bad mode is reported, not silently fixed). The
      * parent is judged before anything is made in it. */
-    if (mkdir_p(parent, err, errlen) < 0 || check_parent(parent, path, base, err, errlen) < 0)
+    if (mkdir_p(parent, err, errlen) < 0 || check_parent(parent, path, what, base, err, errlen) < 0)
         return -1;
     if (mkdir_absent(path) < 0)
-        return fail(err, errlen, "cannot create data directory %s: %s", path, strerror(errno));
-    if (check_dir(path, "data directory", err, errlen) < 0)
+        return fail(err, errlen, "cannot create %s %s: %s", what, path, strerror(errno));
+    return check_dir(path, what, err, errlen);
+}
+
+typedef struct {
+    const char *name;
+    mode_t type;
+} entry_t;
+
+static int check_entries(const char *path, const entry_t *entries, size_t n, char *err,
+                         size_t errlen)
+{
+    for (size_t i = 0; i < n; i++)
+        if (check_entry(path, entries[i].name, entries[i].type, err, errlen) < 0)
+            return -1;
+    return 0;
+}
+
+int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
+{
+    char path[DD_MAX], store[DD_MAX];
+    if (prepare_dir(dir, "data directory", path, err, errlen) < 0)
         return -1;
     /* Only now that the data directory is trusted is anything made in it. */
+    size_t len = strlen(path);
     memcpy(store, path, len);
     strcpy(store + len, "/store"); /* fits: len was checked above */
     if (mkdir_absent(store) < 0)
@@ -258,18 +282,25 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
     if (check_dir(store, "store directory", err, errlen) < 0)
         return -1;
 
-    static const struct {
-        const char *name;
-        mode_t type;
-    } entries[] = {
+    static const entry_t entries[] = {
         {"lock", S_IFREG},           {"jobq.sock", S_IFSOCK},
         {"events.sock", S_IFSOCK},   {"store/data.mdb", S_IFREG},
         {"store/lock.mdb", S_IFREG}, {"store/store.id", S_IFREG},
     };
-    for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)
-        if (check_entry(path, entries[i].name, entries[i].type, err, errlen) < 0)
-            return -1;
-    return 0;
+    return check_entries(path, entries, sizeof entries / sizeof *entries, err, errlen);
+}
+
+int jq_rundir_prepare(const char *dir, char *err, size_t errlen)
+{
+    char path[DD_MAX];
+    if (prepare_dir(dir, "run directory", path, err, errlen) < 0)
+        return -1;
+    static const entry_t entries[] = {
+        {"lock", S_IFREG},
+        {"jobq.sock", S_IFSOCK},
+        {"events.sock", S_IFSOCK},
+    };
+    return check_entries(path, entries, sizeof entries / sizeof *entries, err, errlen);
 }
 
 int jq_open_private(const char *path, int flags, mode_t mode)

@@ -1,8 +1,8 @@
 /* datadir.h: checks, in the spirit of sshd's StrictModes, that jobqd makes
- * before it opens anything in its data directory, and the open(2) wrapper
- * for jobq's own files there. A daemon run as root in a directory someone
- * else can write to would otherwise follow a planted link and overwrite
- * whatever it points at. */
+ * before it opens anything in its data and run directories, and the
+ * open(2) wrapper for jobq's own files there. A daemon run as root in a
+ * directory someone else can write to would otherwise follow a planted
+ * link and overwrite whatever it points at. */
 #ifndef JOBQ_DATADIR_H
 #define JOBQ_DATADIR_H
 
@@ -26,6 +26,12 @@
  * fixed. 0, or -1 with a one-line message in err naming the offending path,
  * saying what is wrong and how to fix it. */
 int jq_datadir_prepare(const char *dir, char *err, size_t errlen);
+
+/* The same for the run directory (--run-dir), where the sockets are when
+ * it is not the data directory: DIR and its parent are judged as above
+ * (DIR created 0750 when absent), and its entries `lock` (a regular file)
+ * and `jobq.sock`, `events.sock` (sockets), when they exist. */
+int jq_rundir_prepare(const char *dir, char *err, size_t errlen);
 
 /* open(2) for jobq's own files inside the trusted directory: O_NOFOLLOW and
  * O_CLOEXEC are always added, so a symlink is refused (errno ELOOP; EEXIST

@@ -10,6 +10,7 @@
 #include "wire.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct jq_executor {
 
 struct jq_executors {
     jq_executors_opts_t o;
+    _Atomic uint32_t max_log_entries; /* o.max_log_entries, changed by reloads */
     jq_executor_t ex[];
 };
 
@@ -175,7 +177,8 @@ bool jq_task_log(jq_task_t *t, const char *message)
     jq_delta_t d;
     jq_delta_init(&d, job);
     size_t len = strnlen(message, JOBQ_MAX_LOG_MESSAGE);
-    if (jq_job_log(job, now, "message", message, len, p->o.max_log_entries, &d) == 0)
+    uint32_t max_log = atomic_load_explicit(&p->max_log_entries, memory_order_relaxed);
+    if (jq_job_log(job, now, "message", message, len, max_log, &d) == 0)
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     jq_shard_wrunlock(sh);
     return true;
@@ -501,6 +504,7 @@ jq_executors_t *jq_executors_new(const jq_executors_opts_t *opts)
         return NULL;
     p->o = *opts;
     p->o.n = 0;
+    atomic_init(&p->max_log_entries, opts->max_log_entries);
     for (unsigned i = 0; i < n; i++) {
         p->ex[i].index = i;
         p->ex[i].pool = p;
@@ -512,6 +516,11 @@ jq_executors_t *jq_executors_new(const jq_executors_opts_t *opts)
         p->o.n = i + 1;
     }
     return p;
+}
+
+void jq_executors_set_max_log_entries(jq_executors_t *pool, uint32_t max)
+{
+    atomic_store_explicit(&pool->max_log_entries, max, memory_order_relaxed);
 }
 
 void jq_executors_destroy(jq_executors_t **pp)

@@ -63,6 +63,8 @@ typedef struct {
 
 /* Start n executor threads. NULL on failure (nothing left running). */
 jq_executors_t *jq_executors_new(const jq_executors_opts_t *opts);
+/* A new per-job log limit (a reload; 0: no limit). Any thread. */
+void jq_executors_set_max_log_entries(jq_executors_t *pool, uint32_t max);
 /* Stop: running opcodes end `error` "Interrupted by broker shutdown";
  * joins the threads and frees. */
 void jq_executors_destroy(jq_executors_t **pool);

@@ -1,5 +1,6 @@
 /* handle_admin.c: ping, stats, set_drain_flag and shutdown. */
 #include "daemon.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -76,6 +77,27 @@ static void pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t v)
     msgpack_pack_uint64(pk, v);
 }
 
+/* The settings a reload (SIGHUP) may change, as they are now. */
+static void pack_limits(msgpack_packer *pk, jq_daemon_t *d)
+{
+    const jq_config_t *cfg = &d->cfg;
+    wire_pack_cstr(pk, "limits");
+    msgpack_pack_map(pk, 10);
+    pack_kv_u64(pk, "max_running", cfg->max_running);
+    pack_kv_u64(pk, "max_jobs", cfg->max_jobs);
+    pack_kv_u64(pk, "max_waiters", cfg->max_waiters);
+    pack_kv_u64(pk, "max_client_requests", cfg->max_client_requests);
+    pack_kv_u64(pk, "max_client_waiters", cfg->max_client_waiters);
+    pack_kv_u64(pk, "max_log_entries", cfg->max_log_entries);
+    pack_kv_u64(pk, "max_request_bytes", cfg->max_request_bytes);
+    wire_pack_cstr(pk, "keepalive");
+    msgpack_pack_double(pk, cfg->keepalive);
+    wire_pack_cstr(pk, "shutdown_grace");
+    msgpack_pack_double(pk, cfg->shutdown_grace);
+    wire_pack_cstr(pk, "log_level");
+    wire_pack_cstr(pk, jq_log_level_name((jq_log_level_t)cfg->log_level));
+}
+
 jobq_code_t jq_handle_admin_stats(jq_call_t *c)
 {
     jq_daemon_t *d = c->d;
@@ -91,7 +113,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 27);
+    msgpack_pack_map(pk, 28);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -106,6 +128,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "live_jobs", jq_table_live_count(d->table));
     pack_kv_u64(pk, "archived_jobs", jq_table_archived_count(d->table));
     pack_kv_u64(pk, "max_jobs", d->cfg.max_jobs);
+    pack_limits(pk, d);
     pack_kv_u64(pk, "running", ss.running);
     pack_kv_u64(pk, "max_running", ss.max_running);
     pack_kv_u64(pk, "runnable", ss.runnable);

@@ -1,6 +1,7 @@
 /* listeners.c: binding, monitors, and pausing accept at the high-water
  * mark (see listeners.h). */
 #include "listeners.h"
+#include "log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -29,7 +30,6 @@ struct jq_listeners {
     void *monitors[JQ_MAX_BOUND];
     int monitor_fds[JQ_MAX_BOUND]; /* their ZMQ_FD: what the loop polls */
     unsigned nmonitors;
-    bool verbose;
     jq_listeners_stats_t st;
     uint64_t low;            /* resume accepting at or below this */
     uint64_t limit;          /* the descriptor limit */
@@ -43,13 +43,12 @@ static uint64_t fd_limit(void)
                                                                               : 1u << 20;
 }
 
-jq_listeners_t *jq_listeners_new(void *zctx, bool verbose)
+jq_listeners_t *jq_listeners_new(void *zctx)
 {
     jq_listeners_t *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
     l->zctx = zctx;
-    l->verbose = verbose;
     l->limit = fd_limit();
     /* What waits in a listening socket is accepted even while paused: a
      * short queue keeps that within the reserve; a client that finds it
@@ -143,8 +142,8 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     if (strncmp(endpoint, "tcp://", 6) == 0) {
         find_tcp_fds(l, b);
         if (!b->ntcp) /* served all the same; only the pause cannot hold it */
-            fprintf(stderr, "jobqd: warning: the listening socket of %s was not found; "
-                            "--max-connections cannot pause it\n", endpoint);
+            jq_log(JQ_LOG_WARNING, "the listening socket of %s was not found; "
+                                   "--max-connections cannot pause it", endpoint);
     }
     /* The address it got, wildcards resolved: what ping's `publish` shows
      * and what an ipc pause moves aside. */
@@ -205,8 +204,8 @@ uint64_t jq_listeners_set_max(jq_listeners_t *l, uint64_t max)
     room = room > late ? room - late : 1;
     if (max == 0 || max > room) {
         if (max > room)
-            fprintf(stderr, "jobqd: --max-connections %llu is more than the descriptor limit "
-                            "(%llu, %llu in use) allows; using %llu\n",
+            jq_log(JQ_LOG_WARNING, "--max-connections %llu is more than the descriptor limit "
+                                   "(%llu, %llu in use) allows; using %llu",
                     (unsigned long long)max, (unsigned long long)l->limit,
                     (unsigned long long)used, (unsigned long long)room);
         max = room;
@@ -262,7 +261,7 @@ static void gate_tcp(const bound_t *b, bool closed)
                                      sizeof prog)
                         : setsockopt(b->tcp_fds[k], SOL_SOCKET, SO_DETACH_FILTER, NULL, 0);
         if (rc < 0)
-            fprintf(stderr, "jobqd: cannot %s new connections on %s: %s\n",
+            jq_log(JQ_LOG_ERROR, "cannot %s new connections on %s: %s",
                     closed ? "hold back" : "let in", b->endpoint, strerror(errno));
     }
 }
@@ -274,14 +273,14 @@ static void pause_accepting(jq_listeners_t *l)
         if (l->bound[i].ipc) {
             ipc_paths(&l->bound[i], path, hidden, sizeof path);
             if (rename(path, hidden) < 0)
-                fprintf(stderr, "jobqd: cannot move %s aside: %s\n", path, strerror(errno));
+                jq_log(JQ_LOG_ERROR, "cannot move %s aside: %s", path, strerror(errno));
         } else {
             gate_tcp(&l->bound[i], true);
         }
     l->st.paused = true;
     l->st.pauses++;
-    fprintf(stderr, "jobqd: %llu connections (--max-connections %llu): not accepting new ones "
-                    "until at most %llu are open\n",
+    jq_log(JQ_LOG_WARNING, "%llu connections (--max-connections %llu): not accepting new ones "
+                           "until at most %llu are open",
             (unsigned long long)l->st.connections, (unsigned long long)l->st.max,
             (unsigned long long)l->low);
 }
@@ -293,12 +292,12 @@ static void resume_accepting(jq_listeners_t *l)
         if (l->bound[i].ipc) {
             ipc_paths(&l->bound[i], path, hidden, sizeof path);
             if (rename(hidden, path) < 0)
-                fprintf(stderr, "jobqd: cannot put %s back: %s\n", path, strerror(errno));
+                jq_log(JQ_LOG_ERROR, "cannot put %s back: %s", path, strerror(errno));
         } else {
             gate_tcp(&l->bound[i], false);
         }
     l->st.paused = false;
-    fprintf(stderr, "jobqd: %llu connections: accepting new ones again\n",
+    jq_log(JQ_LOG_NOTICE, "%llu connections: accepting new ones again",
             (unsigned long long)l->st.connections);
 }
 

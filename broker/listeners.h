@@ -41,7 +41,7 @@ typedef struct {
     bool paused;
 } jq_listeners_stats_t;
 
-jq_listeners_t *jq_listeners_new(void *zctx, bool verbose);
+jq_listeners_t *jq_listeners_new(void *zctx);
 void jq_listeners_destroy(jq_listeners_t **l);
 
 /* Bind socket to endpoint and remember it (an ipc socket file gets mode

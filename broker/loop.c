@@ -11,9 +11,11 @@
  *
  * Stopping: SIGTERM, SIGINT or `shutdown` first stop intake and let the
  * running opcodes finish, up to --shutdown-grace (Ganeti's queue does
- * the same); a second signal or `shutdown --now` cuts that short. */
+ * the same); a second signal or `shutdown --now` cuts that short. SIGHUP
+ * reloads the config file (service.c) between two turns of the loop. */
 #include "daemon.h"
 #include "listeners.h"
+#include "log.h"
 #include "peers.h"
 #include "publisher.h"
 #include "scan.h"
@@ -112,8 +114,7 @@ static bool read_request(loop_t *l, int flags)
     }
     if (!ok) {
         atomic_fetch_add(&l->d->dropped, 1);
-        if (l->d->cfg.verbose)
-            fprintf(stderr, "jobqd: dropped a request with an unexpected frame layout\n");
+        jq_log(JQ_LOG_DEBUG, "dropped a request with an unexpected frame layout");
         return false;
     }
     /* One client may not take every handler: over its limit it is told to
@@ -371,15 +372,15 @@ static int bind_endpoints(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char ep[4200];
-    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", d->cfg.data_dir);
+    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", d->cfg.run_dir);
     if (jq_listeners_bind(l->listeners, l->router, ep, NULL, 0) < 0) {
-        fprintf(stderr, "jobqd: cannot serve on %s: %s\n", ep, zmq_strerror(errno));
+        jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
     for (unsigned i = 0; i < d->cfg.nlisten; i++)
         if (jq_listeners_bind(l->listeners, l->router, d->cfg.listen[i], NULL, 0) < 0) {
-            fprintf(stderr, "jobqd: cannot serve on %s: %s\n", d->cfg.listen[i],
-                    zmq_strerror(errno));
+            jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", d->cfg.listen[i],
+                   zmq_strerror(errno));
             return -1;
         }
     return jq_listeners_watch(l->listeners, l->router);
@@ -391,6 +392,7 @@ static int signal_fd(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
@@ -401,14 +403,15 @@ static void start_draining(loop_t *l)
     jq_daemon_t *d = l->d;
     l->draining = true;
     atomic_store(&d->stopping, true);
+    jq_service_stopping(d);
     jq_sched_pause(d->sched);
     l->grace_deadline = jq_now_mono() + (int64_t)(d->cfg.shutdown_grace * 1e6);
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
     if (ss.running)
-        fprintf(stderr, "jobqd: shutting down: %llu running jobs may finish their opcode "
-                        "within %.0f s (--shutdown-grace); no new job starts\n",
-                (unsigned long long)ss.running, d->cfg.shutdown_grace);
+        jq_log(JQ_LOG_NOTICE, "shutting down: %llu running jobs may finish their opcode "
+                              "within %.0f s (--shutdown-grace); no new job starts",
+               (unsigned long long)ss.running, (double)d->cfg.shutdown_grace);
 }
 
 /* Still draining? False once nothing runs or the grace period is over. */
@@ -419,8 +422,8 @@ static bool still_draining(loop_t *l, int64_t now)
     if (!ss.running)
         return false;
     if (now >= l->grace_deadline) {
-        fprintf(stderr, "jobqd: --shutdown-grace is over: interrupting %llu running jobs\n",
-                (unsigned long long)ss.running);
+        jq_log(JQ_LOG_WARNING, "--shutdown-grace is over: interrupting %llu running jobs",
+               (unsigned long long)ss.running);
         return false;
     }
     return true;
@@ -430,6 +433,7 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
 {
     jq_daemon_t *d = l->d;
     atomic_store(&d->stopping, true);
+    jq_service_stopping(d);
     /* Requests already queued at the ROUTER are answered too (submissions
      * with ShuttingDown). */
     if (l->pending)
@@ -528,6 +532,37 @@ static void publish_stats(loop_t *l)
     atomic_store_explicit(&o->busy_dropped, ps.dropped_busy, memory_order_relaxed);
 }
 
+/* SIGHUP: the config file again; what the loop itself holds of it
+ * follows (the others' part is done in jq_service_reload). */
+static void reload(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    if (jq_service_reload(d) < 0)
+        return;
+    jq_waiters_set_keepalive(l->waiters, (int64_t)(d->cfg.keepalive * 1e6));
+    /* Connections made from now on get the new hard limit; the soft one
+     * (handlers.c) holds for all at once. */
+    int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
+    zmq_setsockopt(l->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+}
+
+static void on_signals(loop_t *l, int sigfd)
+{
+    jq_daemon_t *d = l->d;
+    struct signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGHUP) {
+            if (atomic_load(&d->shutdown_requested) == JQ_SHUTDOWN_NONE)
+                reload(l);
+            continue;
+        }
+        bool again = atomic_load(&d->shutdown_requested) != JQ_SHUTDOWN_NONE;
+        jq_log(JQ_LOG_NOTICE, "%s received, %s", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
+               again ? "interrupting running jobs now" : "shutting down");
+        atomic_store(&d->shutdown_requested, again ? JQ_SHUTDOWN_NOW : JQ_SHUTDOWN_GRACEFUL);
+    }
+}
+
 static void serve(loop_t *l, int sigfd)
 {
     jq_daemon_t *d = l->d;
@@ -570,13 +605,7 @@ static void serve(loop_t *l, int sigfd)
             break;
         }
         if (items[2].revents & ZMQ_POLLIN) {
-            struct signalfd_siginfo si;
-            while (read(sigfd, &si, sizeof si) == sizeof si)
-                ;
-            bool again = atomic_load(&d->shutdown_requested) != JQ_SHUTDOWN_NONE;
-            fprintf(stderr, "jobqd: signal received, %s\n",
-                    again ? "interrupting running jobs now" : "shutting down");
-            atomic_store(&d->shutdown_requested, again ? JQ_SHUTDOWN_NOW : JQ_SHUTDOWN_GRACEFUL);
+            on_signals(l, sigfd);
             continue;
         }
         for (size_t i = 4; i < nitems; i++)
@@ -620,7 +649,7 @@ int jq_loop_run(jq_daemon_t *d)
     jq_waiters_hooks_t wh = {.send = send_to_waiter, .done = waiter_done, .ctx = &l};
     l.waiters = jq_waiters_new(d->ring, &wh, &d->waiters, (int64_t)(d->cfg.keepalive * 1e6));
     l.peers = jq_peers_new(l.router);
-    l.listeners = jq_listeners_new(d->zctx, d->cfg.verbose);
+    l.listeners = jq_listeners_new(d->zctx);
     if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners || bind_endpoints(&l) < 0 ||
         !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, l.listeners, d->epoch,
                                          &d->last_seq, d->publish_eps, JQ_MAX_LISTEN + 1,
@@ -628,14 +657,16 @@ int jq_loop_run(jq_daemon_t *d)
         zmq_bind(l.to_handlers, REQUESTS_EP) < 0 || zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
         !(handlers = jq_handlers_new(d, REQUESTS_EP, REPLIES_EP))) {
         if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners)
-            fprintf(stderr, "jobqd: cannot start: %s\n", strerror(errno));
+            jq_log(JQ_LOG_ERROR, "cannot start: %s", strerror(errno));
         goto out;
     }
     uint64_t maxconn = jq_listeners_set_max(l.listeners, d->cfg.max_connections);
-    fprintf(stderr, "jobqd %s: serving on ipc://%s/jobq.sock%s (%u shards, %u handlers, "
-                    "%u executors, up to %llu connections)\n",
-            JOBQ_VERSION, d->cfg.data_dir, d->cfg.nlisten ? " and --listen endpoints" : "",
-            d->cfg.shards, d->cfg.handlers, d->cfg.executors, (unsigned long long)maxconn);
+    jq_log(JQ_LOG_INFO, "version %s, serving on ipc://%s/jobq.sock%s (data in %s; %u shards, "
+                        "%u handlers, %u executors, up to %llu connections)",
+           JOBQ_VERSION, d->cfg.run_dir, d->cfg.nlisten ? " and --listen endpoints" : "",
+           d->cfg.data_dir, d->cfg.shards, d->cfg.handlers, d->cfg.executors,
+           (unsigned long long)maxconn);
+    jq_service_ready(d);
     serve(&l, sigfd);
     stop(&l, &handlers);
     rc = 0;

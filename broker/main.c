@@ -1,8 +1,10 @@
-/* main.c: jobqd start-up and tear-down: options, the data directory and
- * its lock, the table, scheduler, executors, then the loop. */
+/* main.c: jobqd start-up and tear-down: options, the log, the data and
+ * run directories and their locks, the table, scheduler, executors, then
+ * the loop; on a clean stop the socket files go. */
 #include "builtin_ops.h"
 #include "daemon.h"
 #include "datadir.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,23 +22,46 @@
  * draft API, but honoured by the stable library too. */
 #define JQ_ZMQ_ZERO_COPY_RECV 10
 
-/* One daemon per data directory: a second one would take over the socket
- * path of the first. */
-static int lock_data_dir(jq_daemon_t *d)
+/* One daemon per data directory, and per run directory: a second one
+ * would take over the socket paths of the first. */
+static int lock_dir(const char *dir, const char *what, int *fd)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/lock", d->cfg.data_dir);
-    d->lock_fd = jq_open_private(path, O_RDWR | O_CREAT, 0640);
-    if (d->lock_fd < 0) {
-        fprintf(stderr, "jobqd: cannot open %s: %s\n", path, strerror(errno));
+    char path[JQ_PATH_BYTES + 8];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    *fd = jq_open_private(path, O_RDWR | O_CREAT, 0640);
+    if (*fd < 0) {
+        jq_log(JQ_LOG_ERROR, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        fprintf(stderr, "jobqd: data directory %s is in use by another jobqd (%s is locked)\n",
-                d->cfg.data_dir, path);
+    if (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+        jq_log(JQ_LOG_ERROR, "%s %s is in use by another jobqd (%s is locked)", what, dir, path);
         return -1;
     }
     return 0;
+}
+
+/* Same directory? (The run directory defaults to the data directory.) */
+static bool same_dir(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* A clean stop takes its socket files away, so a client finds no socket
+ * and knows at once that no daemon runs (after a crash they stay; the
+ * next start binds over them). libzmq may have removed them already. */
+static void remove_sockets(const char *run_dir)
+{
+    static const char *const names[] = {"jobq.sock", "events.sock"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char path[JQ_PATH_BYTES + 16];
+        if (snprintf(path, sizeof path, "%s/%s", run_dir, names[i]) >= (int)sizeof path)
+            continue; /* cannot be: --run-dir is shorter */
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0)
+            jq_log(JQ_LOG_WARNING, "cannot remove %s: %s", path, strerror(errno));
+    }
 }
 
 /* Idle clients cost a file descriptor each: take all the kernel allows. */
@@ -54,17 +79,23 @@ int main(int argc, char **argv)
     static jq_daemon_t daemon; /* the top-level context */
     jq_daemon_t *d = &daemon;
     char err[512];
+    jq_log_setup("jobqd");
     int rc = jq_config_load(&d->cfg, argc, argv, err, sizeof err);
     if (rc != 0) {
-        if (rc < 0)
+        if (rc < 0) /* a usage error: plain, whatever the log's form */
             fprintf(stderr, "jobqd: %s\n", err);
         return rc < 0 ? 2 : 0;
     }
-    /* Signals are taken by the loop's signalfd; every thread blocks them. */
+    d->argc = argc;
+    d->argv = argv;
+    jq_log_set_level((jq_log_level_t)d->cfg.log_level);
+    /* Signals are taken by the loop's signalfd; every thread blocks them
+     * (SIGHUP too: a reload, never the default death). */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     /* A write past the file size limit must fail (EFBIG, which the store
@@ -72,15 +103,25 @@ int main(int argc, char **argv)
     signal(SIGXFSZ, SIG_IGN);
     raise_fd_limit();
     d->lock_fd = -1;
+    d->run_lock_fd = -1;
     d->started_mono = jq_now_mono();
     pthread_mutex_init(&d->drain_mu, NULL);
     /* Nothing is opened in a directory the daemon cannot trust. */
+    rc = 1;
     if (jq_datadir_prepare(d->cfg.data_dir, err, sizeof err) < 0) {
-        fprintf(stderr, "jobqd: %s\n", err);
-        return 1;
+        jq_log(JQ_LOG_ERROR, "%s", err);
+        goto out_locks;
     }
-    if (lock_data_dir(d) < 0)
-        return 1;
+    if (lock_dir(d->cfg.data_dir, "data directory", &d->lock_fd) < 0)
+        goto out_locks;
+    if (!same_dir(d->cfg.data_dir, d->cfg.run_dir)) {
+        if (jq_rundir_prepare(d->cfg.run_dir, err, sizeof err) < 0) {
+            jq_log(JQ_LOG_ERROR, "%s", err);
+            goto out_locks;
+        }
+        if (lock_dir(d->cfg.run_dir, "run directory", &d->run_lock_fd) < 0)
+            goto out_locks;
+    }
     d->ops = jq_builtin_ops();
     char store_dir[sizeof d->cfg.data_dir + 8];
     memcpy(store_dir, d->cfg.data_dir, strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1));
@@ -92,7 +133,7 @@ int main(int argc, char **argv)
     /* The store first, while this is the only thread: its check forks. */
     d->store = jq_store_open(&so, err, sizeof err);
     if (!d->store) {
-        fprintf(stderr, "jobqd: %s\n", err);
+        jq_log(JQ_LOG_ERROR, "%s", err);
         rc = 1;
         goto out;
     }
@@ -114,11 +155,11 @@ int main(int argc, char **argv)
     }
     rc = 1;
     if (!d->zctx || !d->changeq || !d->ring || !d->table || !d->sched) {
-        fprintf(stderr, "jobqd: cannot start: out of memory\n");
+        jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
     if (jq_recover(d, err, sizeof err) < 0) {
-        fprintf(stderr, "jobqd: %s\n", err);
+        jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
     jq_store_hooks_t hooks;
@@ -127,7 +168,7 @@ int main(int argc, char **argv)
                               .ops = d->ops, .max_log_entries = (uint32_t)d->cfg.max_log_entries,
                               .n = d->cfg.executors};
     if (jq_store_start(d->store, &hooks) < 0 || !(d->executors = jq_executors_new(&eo))) {
-        fprintf(stderr, "jobqd: cannot start: out of threads\n");
+        jq_log(JQ_LOG_ERROR, "cannot start: out of threads");
         goto out;
     }
     if (jq_loop_run(d) == 0)
@@ -141,10 +182,15 @@ out:
     jq_table_destroy(&d->table);
     jq_changeq_destroy(&d->changeq);
     jq_ring_destroy(&d->ring);
+    if (rc == 0) /* still under the locks: no new daemon has bound them */
+        remove_sockets(d->cfg.run_dir);
+out_locks:
+    pthread_mutex_destroy(&d->drain_mu);
+    if (d->run_lock_fd >= 0)
+        close(d->run_lock_fd);
     if (d->lock_fd >= 0)
         close(d->lock_fd);
-    pthread_mutex_destroy(&d->drain_mu);
     if (rc == 0)
-        fprintf(stderr, "jobqd: stopped\n");
-    return rc;
+        jq_log(JQ_LOG_INFO, "stopped");
+    return rc ? 1 : 0;
 }

@@ -2,6 +2,7 @@
  * numbers, heartbeats and the replay ring. */
 #include "publisher.h"
 #include "listeners.h"
+#include "log.h"
 #include "event.h"
 #include "wire.h"
 
@@ -27,7 +28,7 @@ static int bind_one(jq_publisher_t *p, jq_listeners_t *l, const char *ep, char (
 {
     char resolved[512];
     if (jq_listeners_bind(l, p->pub, ep, resolved, sizeof resolved) < 0) {
-        fprintf(stderr, "jobqd: cannot publish on %s: %s\n", ep, zmq_strerror(errno));
+        jq_log(JQ_LOG_ERROR, "cannot publish on %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
     if (*neps < max)
@@ -55,7 +56,7 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *
     int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
     zmq_setsockopt(p->pub, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     char ep[4200];
-    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->data_dir);
+    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
     *neps = 0;
     int rc = bind_one(p, listeners, ep, eps, max, neps);
     for (unsigned i = 0; rc == 0 && i < cfg->npublish; i++)

@@ -5,6 +5,7 @@
  * say the broker restarted while they ran. Already finished opcodes of a
  * partly run job keep their results, so it resumes where it stopped. */
 #include "daemon.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,8 +108,8 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     }
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
-        fprintf(stderr, "jobqd: recovered %llu live jobs (%zu to run or settle) and %llu archived "
-                        "in %.2f s; last job id %llu%s\n",
+        jq_log(JQ_LOG_INFO, "recovered %llu live jobs (%zu to run or settle) and %llu archived "
+                            "in %.2f s; last job id %llu%s",
                 (unsigned long long)live, nsettled, (unsigned long long)narchived,
                 (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,
                 drained ? "; the queue is drained" : "");

@@ -111,6 +111,11 @@ static void waiter_moved(void *w, size_t index)
     ((jq_waiter_t *)w)->heap_index = index;
 }
 
+void jq_waiters_set_keepalive(jq_waiters_t *ws, int64_t keepalive_us)
+{
+    ws->keepalive_us = keepalive_us;
+}
+
 jq_waiters_t *jq_waiters_new(jq_ring_t *ring, const jq_waiters_hooks_t *hooks,
                              _Atomic uint64_t *count, int64_t keepalive_us)
 {

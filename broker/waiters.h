@@ -80,6 +80,9 @@ jq_waiters_t *jq_waiters_new(jq_ring_t *ring, const jq_waiters_hooks_t *hooks,
                              _Atomic uint64_t *count, int64_t keepalive_us);
 /* Drops every waiter without answering. */
 void jq_waiters_destroy(jq_waiters_t **ws);
+/* A new keepalive interval (a reload): each waiter's next keepalive
+ * follows it after the one already due. */
+void jq_waiters_set_keepalive(jq_waiters_t *ws, int64_t keepalive_us);
 
 typedef enum {
     JQ_PARK_PARKED,    /* waiting */

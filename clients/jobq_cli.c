@@ -13,8 +13,14 @@
 #include <string.h>
 
 #include "jobq_cli.h"
+#include "paths.h"
 
-#define DEFAULT_ENDPOINT "ipc://" JOBQ_DEFAULT_DATA_DIR "/jobq.sock"
+/* The endpoint of the daemon this jobq goes with: the build tree's, or an
+ * installed jobq's the installed daemon's (paths.h). */
+static void default_endpoint(char *buf, size_t len)
+{
+    snprintf(buf, len, "ipc://%s/jobq.sock", jq_default_dirs().run_dir);
+}
 
 static int cmd_help(cli_t *cli, int argc, char **argv);
 
@@ -204,10 +210,10 @@ static const cli_command_t commands[] = {
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
-static const char common_help[] =
+static const char common_help[] = /* a format: the default endpoint */
     "Common options (before or after the command):\n"
     "  -s, --server ENDPOINT    daemon endpoint; default $JOBQ_ENDPOINT, else\n"
-    "                           " DEFAULT_ENDPOINT "\n"
+    "                           %s\n"
     "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
     "                           (default 30; s/m/h/d suffixes allowed)\n"
     "      --json               print machine-readable JSON instead of text\n"
@@ -216,6 +222,8 @@ static const char common_help[] =
 
 void cli_print_help(const cli_command_t *cmd)
 {
+    char ep[4200];
+    default_endpoint(ep, sizeof ep);
     if (!cmd) {
         printf("Usage: jobq [OPTIONS] COMMAND [ARGS...]\n\n"
                "Client of the jobq job-queue daemon (jobqd).\n\nCommands:\n");
@@ -229,7 +237,9 @@ void cli_print_help(const cli_command_t *cmd)
             snprintf(left, sizeof left, "%s %s", commands[i].name, commands[i].synopsis);
             printf("  %-*s  %s\n", width, left, commands[i].summary);
         }
-        printf("\n%s\n", common_help);
+        putchar('\n');
+        printf(common_help, ep);
+        putchar('\n');
         printf("Exit codes: 0 success; 1 the operation failed (daemon error, daemon not\n"
                "reachable, job not found...); 2 bad command line (watch: see\n"
                "'jobq watch --help'). Errors are one line on stderr.\n"
@@ -240,7 +250,8 @@ void cli_print_help(const cli_command_t *cmd)
            toupper((unsigned char)cmd->summary[0]), cmd->summary + 1);
     if (*cmd->help)
         printf("\n%s", cmd->help);
-    printf("\n%s", common_help);
+    putchar('\n');
+    printf(common_help, ep);
 }
 
 void cli_help(cli_t *cli)
@@ -306,7 +317,9 @@ static int command_index(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    cli_t cli = {.timeout_ms = CLI_DEFAULT_TIMEOUT_MS, .endpoint = DEFAULT_ENDPOINT};
+    char default_ep[4200];
+    default_endpoint(default_ep, sizeof default_ep);
+    cli_t cli = {.timeout_ms = CLI_DEFAULT_TIMEOUT_MS, .endpoint = default_ep};
     const char *env = getenv("JOBQ_ENDPOINT");
     if (env && *env)
         cli.endpoint = env;

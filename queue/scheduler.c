@@ -590,6 +590,14 @@ void jq_sched_pause(jq_sched_t *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+void jq_sched_set_max_running(jq_sched_t *s, unsigned max)
+{
+    pthread_mutex_lock(&s->mu);
+    s->max_running = max ? max : 1;
+    pthread_cond_broadcast(&s->cond); /* idle executors look again */
+    pthread_mutex_unlock(&s->mu);
+}
+
 void jq_sched_stop(jq_sched_t *s)
 {
     pthread_mutex_lock(&s->mu);

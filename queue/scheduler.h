@@ -113,6 +113,10 @@ jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t de
 
 /* Stop handing out jobs (graceful shutdown); running ones go on. */
 void jq_sched_pause(jq_sched_t *s);
+/* The running cap changes (a reload): more jobs start at once when it
+ * grows; when it shrinks, running jobs go on and no new one starts until
+ * fewer than max run. max >= 1. Any thread. */
+void jq_sched_set_max_running(jq_sched_t *s, unsigned max);
 /* Wake every executor with JQ_EV_STOP from now on. */
 void jq_sched_stop(jq_sched_t *s);
 

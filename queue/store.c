@@ -2,6 +2,7 @@
  * The start-up check and the format upgrade are in storecheck.c. */
 #include "store.h"
 #include "jobcodec.h"
+#include "log.h"
 #include "mirror.h"
 #include "storeint.h"
 #include "wire.h"
@@ -601,7 +602,7 @@ static void *store_main(void *arg)
                 /* Failing until everything that waited is saved: a piece
                  * of the backlog fitting does not make room for intake. */
                 if (!npending && atomic_exchange(&s->failing, false))
-                    fprintf(stderr, "jobqd: store: commits succeed again\n");
+                    jq_log(JQ_LOG_NOTICE, "store: commits succeed again");
                 chunk = chunk >= SIZE_MAX / 2 ? SIZE_MAX : chunk * 2;
                 retrying = npending > 0; /* the rest of a cut batch: at once */
                 backoff = false;
@@ -614,8 +615,8 @@ static void *store_main(void *arg)
                 describe_failure(s, rc, why, s->failmsg, sizeof s->failmsg);
                 pthread_mutex_unlock(&s->mu);
                 if (!atomic_exchange(&s->failing, true))
-                    fprintf(stderr, "jobqd: store: commit of %zu changes failed: %s; "
-                                    "submissions are refused until it succeeds; retrying\n",
+                    jq_log(JQ_LOG_ERROR, "store: commit of %zu changes failed: %s; "
+                                         "submissions are refused until it succeeds; retrying",
                             n, s->failmsg);
                 atomic_fetch_add(&s->failures, 1);
                 atomic_store(&s->failed, atomic_load(&s->durable) + npending);
@@ -636,7 +637,7 @@ static void *store_main(void *arg)
         if (atomic_load(&s->stopping) && !pending)
             break;
         if (atomic_load(&s->stopping) && retrying && backoff) {
-            fprintf(stderr, "jobqd: store: %zu changes could not be saved: %s\n", npending,
+            jq_log(JQ_LOG_ERROR, "store: %zu changes could not be saved: %s", npending,
                     s->failmsg);
             break;
         }

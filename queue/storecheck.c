@@ -11,6 +11,7 @@
  * serves what it cannot vouch for, and never crashes on it. The child runs
  * before any thread is started. */
 #include "jobcodec.h"
+#include "log.h"
 #include "storeint.h"
 #include "wire.h"
 
@@ -687,7 +688,7 @@ static int salvage(jq_store_t *s, MDB_txn *txn, uint32_t format, uint64_t *moved
             if (rc == 0)
                 rc = mdb_del(txn, dbis[i], &bad[2 * j], NULL);
             if (rc == 0 && *moved < 10)
-                fprintf(stderr, "jobqd: --salvage: record %s %s: moved aside\n", key,
+                jq_log(JQ_LOG_WARNING, "--salvage: record %s %s: moved aside", key,
                         judge(names[i], &bad[2 * j], &bad[2 * j + 1], format));
             if (rc == 0)
                 (*moved)++;
@@ -790,7 +791,7 @@ int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
         if (fresh)
             rc = jq_store_meta_put(s, txn, "format", &now_format, sizeof now_format);
         else if (format == 1) {
-            fprintf(stderr, "jobqd: upgrading the store in %s from format 1 to %d (checksums)\n",
+            jq_log(JQ_LOG_NOTICE, "upgrading the store in %s from format 1 to %d (checksums)",
                     s->opts.dir, JQ_STORE_FORMAT);
             rc = upgrade_from_1(s, txn);
         }
@@ -808,9 +809,9 @@ int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
         return -1;
     }
     if (moved)
-        fprintf(stderr, "jobqd: --salvage: %llu damaged record%s moved aside into the store's "
-                        "`damaged` table: a job whose record moved is gone from the queue, a log entry "
-                        "that moved is marked in its job's log\n",
+        jq_log(JQ_LOG_WARNING, "--salvage: %llu damaged record%s moved aside into the store's "
+                               "`damaged` table: a job whose record moved is gone from the queue, a "
+                               "log entry that moved is marked in its job's log",
                 (unsigned long long)moved, moved == 1 ? "" : "s");
     if (!have_file_id && write_store_id(s, stored_id, err, errlen) < 0)
         return -1;

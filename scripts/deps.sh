@@ -1,7 +1,7 @@
 # deps.sh: install the Debian 12 packages jobq needs, only those missing.
 # Sourced by scripts/run and scripts/test; needs root or sudo for apt-get.
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
-libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev python3-zmq python3-msgpack \
+libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev python3-zmq python3-msgpack \
 python3-pytest procps"
 
 jobq_install_deps() {

@@ -8,7 +8,7 @@ import tempfile
 
 from test_events import Daemon, JOBQD
 
-OPTIONS = ["--data-dir", "--listen", "--publish", "--shards", "--handlers", "--executors",
+OPTIONS = ["--data-dir", "--run-dir", "--log-level", "--listen", "--publish", "--shards", "--handlers", "--executors",
            "--max-running", "--max-jobs", "--max-waiters", "--ring-events", "--keepalive",
            "--sync", "--sync-interval", "--store-map-size", "--max-request-bytes", "--config",
            "--verbose", "--help", "--version"]
