@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# test_package.sh: builds the Debian packages with scripts/package into a
+# temporary directory and checks what each holds (dpkg-deb -c, -I, -e).
+# Slow (a whole build), so it runs only when asked: JOBQ_TEST_PACKAGE=1;
+# otherwise it exits 77, which ctest reports as skipped.
+set -euo pipefail
+if [ "${JOBQ_TEST_PACKAGE:-0}" != 1 ]; then
+    echo "skipped: set JOBQ_TEST_PACKAGE=1 to build the Debian packages"
+    exit 77
+fi
+top=$(cd "$(dirname "$0")/../.." && pwd)
+out=$(mktemp -d /tmp/jobq-package.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+JOBQ_DEB_DIR="$out" "$top/scripts/package"
+
+version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
+arch=$(dpkg --print-architecture)
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+fail=0
+check() { # PACKAGE PATH...: each PATH is in PACKAGE's .deb
+    local deb="$out/${1}_${version}_${arch}.deb" p
+    shift
+    [ -f "$deb" ] || { echo "FAIL: $deb was not built"; fail=1; return; }
+    local list
+    list=$(dpkg-deb -c "$deb" | awk '{print $6}')
+    for p in "$@"; do
+        grep -qx "./$p" <<<"$list" || { echo "FAIL: $(basename "$deb") lacks /$p"; fail=1; }
+    done
+}
+check jobqd usr/sbin/jobqd lib/systemd/system/jobqd.service usr/lib/sysusers.d/jobq.conf \
+    usr/share/man/man8/jobqd.8.gz
+check jobq usr/bin/jobq usr/share/man/man1/jobq.1.gz
+check libjobq0 "usr/lib/$multiarch/libjobq.so.0.1.0" "usr/lib/$multiarch/libjobq.so.0"
+check libjobq-dev usr/include/jobq/jobq.h usr/include/jobq/wire.h \
+    "usr/lib/$multiarch/libjobq.a" "usr/lib/$multiarch/libjobq.so" \
+    "usr/lib/$multiarch/pkgconfig/jobq.pc" "usr/lib/$multiarch/cmake/jobq/jobqConfig.cmake"
+
+# The unit runs the packaged daemon; the user is made before it starts.
+ctl="$out/ctl"
+dpkg-deb -e "$out/jobqd_${version}_${arch}.deb" "$ctl"
+dpkg-deb --fsys-tarfile "$out/jobqd_${version}_${arch}.deb" |
+    tar -xOf - ./lib/systemd/system/jobqd.service | grep -q '^ExecStart=/usr/sbin/jobqd ' ||
+    { echo "FAIL: the packaged unit does not run /usr/sbin/jobqd"; fail=1; }
+grep -q 'systemd-sysusers.*jobq.conf' "$ctl/postinst" ||
+    { echo "FAIL: jobqd's postinst does not create the user"; fail=1; }
+grep -q "deb-systemd-helper enable 'jobqd.service'" "$ctl/postinst" ||
+    { echo "FAIL: jobqd's postinst does not enable the unit"; fail=1; }
+dpkg-deb -I "$out/libjobq-dev_${version}_${arch}.deb" | grep -q "libjobq0 (= $version)" ||
+    { echo "FAIL: libjobq-dev does not depend on libjobq0 of its version"; fail=1; }
+dpkg-deb --fsys-tarfile "$out/libjobq-dev_${version}_${arch}.deb" |
+    tar -xOf - "./usr/lib/$multiarch/pkgconfig/jobq.pc" | grep -qx "libdir=/usr/lib/$multiarch" ||
+    { echo "FAIL: jobq.pc does not name /usr/lib/$multiarch"; fail=1; }
+[ "$fail" = 0 ] && echo "packages built and checked"
+exit "$fail"
