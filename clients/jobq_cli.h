@@ -22,6 +22,7 @@
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1  /* the operation failed (daemon error, no daemon...) */
 #define CLI_EXIT_USAGE 2 /* bad command line */
+#define CLI_EXIT_NOT_RUNNING 3 /* nothing listens at the endpoint (jobqd stopped) */
 
 #define CLI_DEFAULT_TIMEOUT_MS 30000
 
@@ -78,7 +79,8 @@ jobq_client_t *cli_client(cli_t *cli);
 void cli_error(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Usage error: prints the line and a hint; returns CLI_EXIT_USAGE. */
 int cli_usage(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Reports the client's last failure; returns CLI_EXIT_FAIL. */
+/* Reports the client's last failure; returns CLI_EXIT_NOT_RUNNING when
+ * the daemon is not running, else CLI_EXIT_FAIL. */
 int cli_call_failed(cli_t *cli);
 void cli_print_help(const cli_command_t *cmd);
 
@@ -110,7 +112,8 @@ char *cli_fmt_log_entry(const json_t *entry);
 /* Follows job id until it ends, printing its log entries and status
  * changes (jobq_cli_watch.c): over the event stream, or with
  * wait_for_job_change when poll is set or the stream is unusable. Returns
- * watch's exit code: 0 success, 1 error or canceled, 2 other failure. */
+ * watch's exit code: 0 success, 1 error or canceled, 2 other failure, 3
+ * jobqd not running. */
 int cli_follow_job(cli_t *cli, uint64_t id, bool poll);
 
 /* Commands. */

@@ -319,6 +319,19 @@ static void print_event_line(const json_t *ev)
     putchar('\n');
 }
 
+/* The timeout of the subscriber's next request: -t, cut to what is left
+ * of --duration (stop_at, -1 for none) so that a slow or silent daemon
+ * cannot hold monitor past it. */
+static int call_timeout(const cli_t *cli, int64_t stop_at)
+{
+    if (stop_at < 0)
+        return cli->timeout_ms;
+    int64_t left = stop_at - mono_ms();
+    if (left < 1)
+        left = 1;
+    return left < cli->timeout_ms ? (int)left : cli->timeout_ms;
+}
+
 int cmd_monitor(cli_t *cli, int argc, char **argv)
 {
     cli_opt_t opts[] = {
@@ -363,20 +376,26 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    sub = jobq_sub_new(c, NULL, NULL, 0);
+    int64_t start = mono_ms(), last_draw = 0;
+    int64_t stop_at = duration >= 0 ? start + (int64_t)(duration * 1000) : -1;
+    sub = jobq_sub_new(c, NULL, NULL, 0, call_timeout(cli, stop_at));
     if (!sub) {
-        rc = cli_call_failed(cli);
+        if (jobq_client_status(c) == JOBQ_ERR_TRANSPORT) {
+            /* The daemon answered but offers no stream we can use (no
+             * event endpoint of our transport, no events socket file). */
+            cli_error(cli, "%s", jobq_client_reason(c));
+            rc = CLI_EXIT_FAIL;
+        } else {
+            rc = cli_call_failed(cli);
+        }
         goto out;
     }
-    jobq_sub_set_call_timeout(sub, cli->timeout_ms);
     json_t *fields = json_pack("[s,s,s,s,s]", "status", "summary", "opstatus", "start_ts",
                                "end_ts");
     jobq_sub_set_fields(sub, fields);
     json_decref(fields);
     m.view = json_object();
     m.recent = json_array();
-    int64_t start = mono_ms(), last_draw = 0;
-    int64_t stop_at = duration >= 0 ? start + (int64_t)(duration * 1000) : -1;
     long long seen = 0;
     rc = CLI_EXIT_OK;
     while (count < 0 || seen < count) {
@@ -387,6 +406,7 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         if (stop_at >= 0 && stop_at - now < wait)
             wait = (int)(stop_at - now);
         json_t *ev = NULL;
+        jobq_sub_set_call_timeout(sub, call_timeout(cli, stop_at));
         int n = jobq_sub_next(sub, &ev, wait);
         if (n < 0) {
             rc = cli_call_failed(cli);

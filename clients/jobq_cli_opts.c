@@ -72,6 +72,10 @@ int cli_call_failed(cli_t *cli)
     jobq_client_t *c = cli->client;
     jobq_code_t code = c ? jobq_client_status(c) : JOBQ_ERR_TRANSPORT;
     const char *reason = c ? jobq_client_reason(c) : "not connected";
+    if (code == JOBQ_ERR_NOT_RUNNING) {
+        fprintf(stderr, "jobq: %s\n", reason); /* "jobqd is not running at ..." */
+        return CLI_EXIT_NOT_RUNNING;
+    }
     if (code == JOBQ_ERR_TIMEOUT || code == JOBQ_ERR_TRANSPORT)
         fprintf(stderr, "jobq: cannot reach the daemon at %s: %s\n", cli->endpoint, reason);
     else

@@ -144,8 +144,9 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
         goto out;
     }
     if (jobq_submit_job(c, ops, opts[O_IGNORE_DRAIN].count > 0, &id, cli->timeout_ms) < 0) {
-        cli_call_failed(cli);
-        rc = wait ? 2 : CLI_EXIT_FAIL; /* --wait: watch's "other failure" */
+        rc = cli_call_failed(cli);
+        if (wait && rc == CLI_EXIT_FAIL)
+            rc = 2; /* --wait: watch's "other failure" */
         goto out;
     }
     printf("%llu\n", (unsigned long long)id);
