@@ -26,11 +26,6 @@
 
 #define CLI_DEFAULT_TIMEOUT_MS 30000
 
-/* json_dumps flag for JSON embedded in text output: 15 significant digits
- * print 0.1 as 0.1 (17, jansson's default and used for --json, prints
- * 0.10000000000000001). */
-#define CLI_TEXT_REAL_PRECISION JSON_REAL_PRECISION(15)
-
 typedef struct cli cli_t;
 typedef int (*cli_cmd_fn)(cli_t *cli, int argc, char **argv);
 
@@ -93,6 +88,13 @@ json_t *cli_parse_value(const char *s);
 
 /* Output helpers (jobq_cli_fmt.c). */
 void cli_print_json(const json_t *v); /* compact, one line */
+/* JSON text of v, reals in their shortest exact form (0.098, not
+ * 0.098000000000000004); compact, or with ", " and ": " separators.
+ * Caller frees; NULL when out of memory. */
+char *cli_json_text(const json_t *v, bool compact);
+/* The shortest "%g" text of d that reads back as d, with ".0" added to a
+ * whole number (it stays a real). */
+void cli_format_real(double d, char *buf, size_t len);
 /* ISO-8601 local time with microseconds for a [sec, usec] timestamp into
  * buf; "-" for null or anything else. Returns buf. */
 const char *cli_fmt_ts(const json_t *ts, char *buf, size_t len);

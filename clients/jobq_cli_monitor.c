@@ -309,9 +309,12 @@ static void print_event_line(const json_t *ev)
         printf(" op%lld=%s", (long long)json_integer_value(json_object_get(x, "index")),
                json_string_value(json_object_get(x, "status")) ?: "?");
     json_array_foreach(json_object_get(c, "log"), i, x) {
-        char *msg = cli_fmt_value(json_array_get(x, 3));
-        printf(" log%lld=\"%s\"", (long long)json_integer_value(json_array_get(x, 0)),
-               msg ? msg : "?");
+        /* A message as a JSON string: quotes, backslashes, newlines and
+         * control characters escaped, so that an event stays one line. */
+        json_t *m = json_array_get(x, 3);
+        char *msg = m ? cli_json_text(m, true) : NULL;
+        printf(" log%lld=%s", (long long)json_integer_value(json_array_get(x, 0)),
+               msg ? msg : "null");
         free(msg);
     }
     if (json_is_true(json_object_get(ev, "recovered")))

@@ -241,7 +241,7 @@ static void print_ts_line(const char *indent, const char *label, const json_t *t
 
 static void print_json_line(const char *indent, const char *label, const json_t *v)
 {
-    char *s = json_dumps(v, JSON_ENCODE_ANY | CLI_TEXT_REAL_PRECISION);
+    char *s = cli_json_text(v, false);
     printf("%s%s %s\n", indent, label, s ? s : "?");
     free(s);
 }
