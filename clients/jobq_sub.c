@@ -199,9 +199,10 @@ static char *pick_endpoint(jobq_client_t *client, int timeout_ms)
     if (!found) {
         char *listed = json_dumps(list, JSON_COMPACT | JSON_ENCODE_ANY);
         jobq_client_fail(client, JOBQ_ERR_TRANSPORT,
-                         "jobqd at %s publishes no %sevent endpoint (it publishes %s); start "
+                         "jobqd at %s publishes no %s%sevent endpoint (it publishes %s); start "
                          "it with --publish %sHOST:PORT to follow events from here",
-                         mine, want, listed ? listed : "?", *want ? want : "tcp://");
+                         mine, want, *want ? " " : "", listed ? listed : "?",
+                         *want ? want : "tcp://");
         free(listed);
     } else if (strcmp(want, "tcp://") == 0 &&
                (strncmp(found, "tcp://0.0.0.0:", 14) == 0 || strncmp(found, "tcp://*:", 8) == 0)) {
