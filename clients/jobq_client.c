@@ -55,6 +55,10 @@
 
 #define REASON_MAX 512
 #define MONITOR_ENDPOINT "inproc://jobq-client-monitor" /* per context */
+/* Reconnect attempts come every 100-200 ms (ZMQ_RECONNECT_IVL and its
+ * jitter): when the monitor says nothing for this long while the
+ * connection is down, its events were lost (see ensure_up). */
+#define CONN_QUIET_MS 600
 
 /* What the monitor last said about the connection. */
 typedef enum { CONN_UNKNOWN, CONN_UP, CONN_DOWN } conn_state_t;
@@ -204,15 +208,16 @@ static long remaining_ms(int64_t deadline)
     return left > 0 ? (long)left : 0;
 }
 
-/* Reads every pending monitor event and updates the connection state. */
-static void read_monitor(jobq_client_t *self)
+/* Reads every pending monitor event and updates the connection state.
+ * Returns the number of events read. */
+static int read_monitor(jobq_client_t *self)
 {
-    for (;;) {
+    for (int n = 0;; n++) {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, self->mon, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
-            return;
+            return n;
         }
         uint16_t event = 0;
         if (zmq_msg_size(&msg) >= sizeof event)
@@ -295,6 +300,7 @@ static int ensure_up(jobq_client_t *self, int64_t deadline, int timeout_ms, cons
         return -1;
     }
     uint64_t failed = self->failed_attempts;
+    int64_t quiet_until = now_ms() + CONN_QUIET_MS;
     for (;;) {
         if (self->conn == CONN_UP)
             return 0;
@@ -302,19 +308,27 @@ static int ensure_up(jobq_client_t *self, int64_t deadline, int timeout_ms, cons
             set_not_running(self, while_);
             return -1;
         }
+        /* No news for long and no TCP connect in progress: a CONNECTED
+         * event may have been dropped (the monitor's queue is bounded and
+         * a long outage fills it). Let the request try. */
+        if (!self->attempt_start && now_ms() >= quiet_until)
+            return 0;
         long left = remaining_ms(deadline);
         if (left == 0) {
             set_error(self, JOBQ_ERR_TIMEOUT, "no connection to jobqd at %s within %g s",
                       self->endpoint, timeout_ms / 1000.0);
             return -1;
         }
+        if (!self->attempt_start && (left < 0 || left > quiet_until - now_ms()))
+            left = (long)(quiet_until - now_ms());
         zmq_pollitem_t item = {.socket = self->mon, .events = ZMQ_POLLIN};
         if (zmq_poll(&item, 1, left) < 0 && errno != EINTR) {
             set_error(self, JOBQ_ERR_TRANSPORT, "cannot watch the connection: %s",
                       zmq_strerror(errno));
             return -1;
         }
-        read_monitor(self);
+        if (read_monitor(self))
+            quiet_until = now_ms() + CONN_QUIET_MS;
     }
 }
 
