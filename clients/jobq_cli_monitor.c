@@ -254,6 +254,9 @@ static void draw(monitor_t *m, bool tty)
         char el[32];
         fmt_secs(el, sizeof el, elapsed(json_object_get(e, "start"), NULL));
         char *log = cli_fmt_value(json_object_get(e, "log"));
+        for (char *p = log; p && *p; p++) /* one row per job, whatever the message */
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
         printf("%-8s  %-9s  %-8s  %-24s  %s\n", json_string_value(k),
                json_string_value(json_object_get(e, "status")), el, op_name(e),
                log ? log : "-");

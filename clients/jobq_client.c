@@ -32,9 +32,10 @@
  * attempt at once. For tcp:// a refused connect does; a connect nobody
  * answers is given up after JOBQ_CONNECT_TIMEOUT_MS (ZMQ_CONNECT_TIMEOUT).
  * While a call waits for its reply it watches the monitor too: when the
- * connection drops, the request is lost; an idempotent call (anything but
- * a submission) is sent once more after the reconnect, any other fails at
- * once, saying that it may or may not have been carried out.
+ * connection drops, the request is lost; a call that may safely be
+ * repeated (idempotent(): read-only methods, submissions with a client
+ * token) is sent once more after the reconnect, any other fails at once,
+ * saying that it may or may not have been carried out.
  */
 #include "jobq.h"
 
@@ -46,7 +47,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <zmq.h>
 
