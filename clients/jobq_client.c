@@ -268,8 +268,9 @@ static void set_not_running(jobq_client_t *self, const char *while_)
     struct stat st;
     if (self->attempt_timed_out && !self->ipc_path) {
         set_error(self, JOBQ_ERR_TRANSPORT,
-                  "cannot connect to jobqd at %s: no answer to the connection within %g s%s",
-                  self->endpoint, JOBQ_CONNECT_TIMEOUT_MS / 1000.0, while_);
+                  "no answer to the TCP connection within %g s (host down, or packets "
+                  "dropped?)%s",
+                  JOBQ_CONNECT_TIMEOUT_MS / 1000.0, while_);
     } else if (self->ipc_path && stat(self->ipc_path, &st) != 0 && errno == ENOENT) {
         set_error(self, JOBQ_ERR_NOT_RUNNING, "jobqd is not running at %s (no socket file at %s)%s",
                   self->endpoint, self->ipc_path, while_);

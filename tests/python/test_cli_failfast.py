@@ -102,6 +102,35 @@ def test_not_running_is_reported_at_once(tmp_path, make_endpoint):
         assert "connection refused" in line
 
 
+def test_tcp_connect_nobody_answers_is_given_up_after_3_s():
+    """A listening socket whose accept queue is full drops new SYNs (Linux):
+    the connect is neither accepted nor refused. libjobq gives it up after
+    JOBQ_CONNECT_TIMEOUT_MS (3 s), not after -t."""
+    with socket.socket() as lsock:
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                c = socket.socket()
+                c.setblocking(False)
+                try:
+                    c.connect(("127.0.0.1", port))
+                except BlockingIOError:
+                    pass
+                fillers.append(c)
+            p, took = timed("-t", "20", "ping", endpoint=f"tcp://127.0.0.1:{port}")
+        finally:
+            for c in fillers:
+                c.close()
+    assert p.returncode == 1, p.stderr
+    assert one_error_line(p) == (f"jobq: cannot reach the daemon at tcp://127.0.0.1:{port}: "
+                                 "no answer to the TCP connection within 3 s "
+                                 "(host down, or packets dropped?)")
+    assert 2.5 < took < 3 + FAST, took
+
+
 def test_libjobq_status_is_not_running(tmp_path):
     """The CLI's exit code 3 comes from libjobq's NotRunning status; the
     daemon's error replies keep their codes (exit 1)."""
