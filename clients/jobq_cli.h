@@ -26,6 +26,10 @@
 
 #define CLI_DEFAULT_TIMEOUT_MS 30000
 
+/* Superseded by cli_json_text (shortest exact reals); kept while code
+ * merged from other branches still passes it to json_dumps. */
+#define CLI_TEXT_REAL_PRECISION JSON_REAL_PRECISION(15)
+
 typedef struct cli cli_t;
 typedef int (*cli_cmd_fn)(cli_t *cli, int argc, char **argv);
 
