@@ -413,7 +413,7 @@ def test_endpoints_are_checked_as_usage_errors():
 def test_more_usage_errors_exit_2():
     for argv in (["monitor", "--duration", "x"], ["monitor", "--count", "0"],
                  ["list", "--page-size", "0"], ["submit", "x", "--poll"],
-                 ["cancel", "1", "2"], ["autoarchive", "1", "--timeout", "x"],
+                 ["cancel", "x"], ["autoarchive", "1", "--timeout", "x"],
                  ["shutdown", "--bogus"], ["--json=1", "ping"], ["help", "nosuch"]):
         p = run(*argv, endpoint="ipc:///nonexistent/jobq.sock")
         assert p.returncode == 2, (argv, p.stderr)
