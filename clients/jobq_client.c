@@ -455,7 +455,7 @@ static bool idempotent(const char *method, const json_t *args)
         if (strcmp(method, read_only[i]) == 0)
             return true;
     return (strcmp(method, "submit_job") == 0 || strcmp(method, "submit_many_jobs") == 0) &&
-           json_object_get(args, "client_token") != NULL;
+           json_object_get(args, "token") != NULL; /* the client token (protocol.md) */
 }
 
 /* The single request path. keepalive_grace_ms > 0: each keepalive for
