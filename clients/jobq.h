@@ -10,9 +10,18 @@
  * fresh request id and waits for the reply carrying that id; replies with
  * other ids (answers to earlier calls that timed out) are discarded, and
  * keepalive replies are skipped: they extend nothing, the timeout is the
- * caller's, except in jobq_wait_for_job_change whose daemon-side wait is
- * the point of the call (see there). The wire protocol is docs/protocol.md; the envelope codec is
- * proto/wire.h.
+ * caller's, except in jobq_wait_for_job_change without a timeout of its
+ * own, whose daemon-side wait is the point of the call (see there). The
+ * wire protocol is docs/protocol.md; the envelope codec is proto/wire.h.
+ *
+ * Failing fast: the client watches its connection (a ZeroMQ socket
+ * monitor). A call made while nothing listens at the endpoint fails at
+ * once (within one reconnect interval, 100-200 ms, at most) with
+ * JOBQ_ERR_NOT_RUNNING instead of waiting out its timeout; so does a call
+ * whose connection is lost while it waits for its reply, unless it can
+ * safely be sent again (read-only methods: ping, query_jobs, stats,
+ * events_since, wait_for_job_change; submissions with a client token),
+ * in which case it is sent once more when the daemon is back.
  *
  * Values cross the API as jansson values (json_t). Arguments are borrowed:
  * the library never steals a reference. Returned json_t values are new
@@ -23,10 +32,18 @@
  * Return scheme: int functions return 0 on success and -1 on failure;
  * pointer functions return NULL on failure. On failure the status is one of
  * - a daemon error code (the daemon's error reply; the reason is its message),
- * - JOBQ_ERR_TIMEOUT: no reply within the timeout (daemon not running,
- *   hung, or slower than the timeout),
- * - JOBQ_ERR_TRANSPORT: the request could not be sent (for an ipc://
- *   endpoint this includes "the socket file does not exist"),
+ * - JOBQ_ERR_NOT_RUNNING: nothing listens at the endpoint: for ipc:// no
+ *   socket file, or a file nobody listens on (left by a crash); for tcp://
+ *   a refused connection. Also when the daemon went away while the call
+ *   waited for its reply (the reason then says so, and whether the
+ *   request may have been carried out). The reason starts "jobqd is not
+ *   running at ENDPOINT".
+ * - JOBQ_ERR_TIMEOUT: no reply within the timeout (daemon hung, or slower
+ *   than the timeout),
+ * - JOBQ_ERR_TRANSPORT: the request could not be sent, a TCP connect got
+ *   no answer within JOBQ_CONNECT_TIMEOUT_MS, or the connection was lost
+ *   while a request that cannot be repeated waited for its reply and the
+ *   daemon is back (it may or may not have been carried out),
  * - JOBQ_ERR_MALFORMED: the daemon's reply could not be understood,
  * - JOBQ_ERR_BAD_ARGUMENT: the caller's arguments were rejected before
  *   sending (wrong JSON type, nesting too deep).
@@ -45,6 +62,10 @@
 #include "wire.h"
 
 typedef struct _jobq_client_t jobq_client_t;
+
+/* How long a TCP connect nobody answers (no refusal either: host down,
+ * packets dropped) is waited for before the attempt fails. */
+#define JOBQ_CONNECT_TIMEOUT_MS 3000
 
 /* Creates a client connected (asynchronously, as ZeroMQ does) to endpoint,
  * e.g. "ipc:///var/lib/jobq/jobq.sock" or "tcp://127.0.0.1:5555". Returns
@@ -133,14 +154,16 @@ int jobq_shutdown(jobq_client_t *self, bool now, int timeout_ms);
 /* wait_for_job_change (Ganeti's WaitForJobChange): fields (array of field
  * names, required), prev_job_info (array, or NULL for nil), prev_log_serial
  * (-1 for nil), wait_s the daemon's wait in seconds (0 < wait_s <= 600).
- * The call waits wait_s + JOBQ_WFJC_MARGIN_MS; each keepalive from the
- * daemon proves it alive and extends the wait to at least
- * JOBQ_WFJC_KEEPALIVE_GRACE_MS from then. On success stores in *result
+ * timeout_ms > 0: the call takes at most that long, keepalives or not
+ * (make it longer than wait_s, or an unchanged job times the call out).
+ * timeout_ms <= 0: the call waits wait_s + JOBQ_WFJC_MARGIN_MS, and each
+ * keepalive from the daemon proves it alive and extends the wait to at
+ * least JOBQ_WFJC_KEEPALIVE_GRACE_MS from then. On success stores in *result
  * (new reference) [job_info, log_entries], the string "nochange" (nothing
  * changed within wait_s) or null (no such job), and returns 0. */
 int jobq_wait_for_job_change(jobq_client_t *self, uint64_t id, const json_t *fields,
                              const json_t *prev_job_info, int64_t prev_log_serial,
-                             double wait_s, json_t **result);
+                             double wait_s, int timeout_ms, json_t **result);
 
 /* events_since: the published events after after_seq (epoch 0: do not
  * check the epoch; limit 0: the daemon's default). Returns the result map
@@ -202,14 +225,16 @@ typedef struct {
  * the daemon (ping's "publish" list: for an ipc:// client endpoint the
  * first ipc:// entry, for tcp:// the first tcp:// entry, else the first).
  * job_ids/njobs: the jobs to follow (at most JOBQ_SUB_MAX_JOBS); njobs 0
- * follows every job. Subscribes at once (step 1 of the algorithm); the
- * snapshot is taken by the first jobq_sub_next. Returns NULL on failure,
+ * follows every job. timeout_ms: the timeout of that ping and the initial
+ * per-call timeout (jobq_sub_set_call_timeout). Subscribes at once (step 1
+ * of the algorithm); the snapshot is taken by the first jobq_sub_next.
+ * Returns NULL on failure,
  * with the reason in the client (jobq_client_status/reason): the daemon
  * did not answer ping, published no usable endpoint, or an ipc endpoint's
  * socket file does not exist. */
 #define JOBQ_SUB_MAX_JOBS 1000
 jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
-                         const uint64_t *job_ids, size_t njobs);
+                         const uint64_t *job_ids, size_t njobs, int timeout_ms);
 
 /* Destroys the subscriber and nulls *self_p; NULL-safe, idempotent. */
 void jobq_sub_destroy(jobq_sub_t **self_p);
@@ -219,11 +244,12 @@ void jobq_sub_destroy(jobq_sub_t **self_p);
  * missing). Default: id, change_serial, status. Returns 0 or -1. */
 int jobq_sub_set_fields(jobq_sub_t *self, const json_t *fields);
 
-/* Per-call timeout of the subscriber's requests (default 30000 ms). */
+/* Per-call timeout of the subscriber's requests (initially jobq_sub_new's). */
 void jobq_sub_set_call_timeout(jobq_sub_t *self, int timeout_ms);
 
 /* The next event. Returns 1 with *ev_out set (a new reference), 0 when
- * timeout_ms passed without one, -1 on failure (a request failed: the
+ * timeout_ms passed without one, -1 on failure (a request failed, or the
+ * client's connection shows the daemon gone: JOBQ_ERR_NOT_RUNNING; the
  * reason is the client's; calling again retries). */
 int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms);
 

@@ -30,8 +30,9 @@ static const cli_command_t commands[] = {
      "fail=true a boolean, name=null null, 'tags=[1,2]' a list) and taken as a\n"
      "string otherwise (name=foo). Prints the new job id alone on stdout.\n"
      "With --wait, then follows the job as 'jobq watch' does and exits with\n"
-     "watch's codes (a refused submission is then 2). The opcodes and their\n"
-     "arguments: 'jobq list-opcodes' (listed below when the daemon answers).\n"
+     "watch's codes (a refused submission is then 2, jobqd not running 3).\n"
+     "The opcodes and their arguments: 'jobq list-opcodes' (listed below when\n"
+     "the daemon answers).\n"
      "\n"
      "Options:\n"
      "  -a, --args JSON          opcode arguments as a JSON object; KEY=VALUE words\n"
@@ -53,7 +54,8 @@ static const cli_command_t commands[] = {
      "where only \"op\" is required; P is a number or \"high\", \"normal\", \"low\". A negative dependency ID is relative: -1 is\n"
      "the previous job of the same FILE, -2 the one before it.\n"
      "Prints one line per job: its id, or \"error: MESSAGE\". Exits 1 when any\n"
-     "job was refused, 2 when FILE cannot be read or is not such a list.\n"
+     "job was refused, 2 when FILE cannot be read (the error names FILE and\n"
+     "the system's reason) or is not such a list (line and column).\n"
      "\n"
      "Options:\n"
      "      --ignore-drain       submit even while the queue is drained\n"},
@@ -103,18 +105,27 @@ static const cli_command_t commands[] = {
      "each status change, until the job ends (the final status is the last line).\n"
      "Each line starts with the time since the watch started: \"[+1.234s] \",\n"
      "then \"status: STATUS\" or a log entry \"TIMESTAMP message\" (entries of\n"
-     "another type than \"message\": \"TIMESTAMP [type] message\"). With --json,\n"
-     "each line is {\"status\": S, \"elapsed\": SECONDS} or\n"
+     "another type than \"message\": \"TIMESTAMP [type] message\"). A job that\n"
+     "ends error or canceled is explained before its final status, as in\n"
+     "  error: opcode 0 (test.delay) failed: MESSAGE\n"
+     "  canceled: opcode 0 (test.delay) was canceled: MESSAGE\n"
+     "(the first such opcode and its result's message). With --json, each line\n"
+     "is {\"status\": S, \"elapsed\": SECONDS} (the final one of an error or\n"
+     "canceled job with \"error\": {\"opcode\": I, \"op\": NAME, \"message\": M}) or\n"
      "{\"log\": [serial, timestamp, type, message], \"elapsed\": SECONDS}.\n"
      "Follows the daemon's event stream (the endpoint is taken from ping); when it\n"
      "cannot be reached (no endpoint published, no socket file, nothing received\n"
-     "within 3 s) it falls back to wait_for_job_change.\n"
+     "within 3 s) it falls back to wait_for_job_change. -t bounds each request;\n"
+     "each wait_for_job_change waits at most half of it on the daemon (30 s at\n"
+     "most), so no call outlives -t. When jobqd stops or dies meanwhile, watch\n"
+     "says so at once.\n"
      "\n"
      "Options:\n"
      "      --poll               use wait_for_job_change instead of the stream\n"
      "\n"
      "Exit codes: 0 the job ended success; 1 it ended error or canceled; 2 any\n"
-     "other failure (no such job, daemon unreachable, bad command line).\n"},
+     "other failure (no such job, daemon unreachable, bad command line); 3 jobqd\n"
+     "is not running (or stopped while watching).\n"},
     {"monitor", cmd_monitor, "[--events] [OPTIONS]", "live view of the whole queue",
      "Built from the daemon's event stream alone (a snapshot, then every change).\n"
      "Without --events: a table of counts by status, the active jobs (waiting,\n"
@@ -123,6 +134,8 @@ static const cli_command_t commands[] = {
      "every second (blank-line separated) when stdout is not a terminal.\n"
      "With --events: one line per event,\n"
      "  TIME seq=S job=ID serial=N KIND STATUS [opI=STATUS...] [logN=\"MSG\"...]\n"
+     "(MSG a JSON string: quotes, backslashes, newlines and control characters\n"
+     "escaped, so an event is always one line)\n"
      "and \"TIME resync REASON seq=S epoch=E jobs=N\" for each snapshot (the first\n"
      "line, and after the daemon restarted or events were lost for good).\n"
      "With --json (implies --events): one JSON object per event, as libjobq\n"
@@ -133,17 +146,21 @@ static const cli_command_t commands[] = {
      "Options:\n"
      "      --events             one line per event instead of the table\n"
      "  -n, --count N            stop after N change events (resyncs not counted)\n"
-     "      --duration S         stop after S seconds (s/m/h/d suffixes allowed)\n"
+     "      --duration S         stop after S seconds (s/m/h/d suffixes allowed);\n"
+     "                           requests are cut short to keep to it\n"
      "      --recent N           finished jobs shown in the table (default 10)\n"
+     "Over tcp://, the daemon must publish events on TCP too (jobqd --publish\n"
+     "tcp://HOST:PORT); monitor says so when it does not.\n"
      "Exit codes: 0 stopped by --count or --duration; 1 the daemon could not be\n"
-     "reached or a request failed; 2 bad command line.\n"},
+     "reached, publishes no usable event endpoint, or a request failed; 2 bad\n"
+     "command line; 3 jobqd is not running (or stopped while monitoring).\n"},
     {"cancel", cmd_cancel, "ID...", "cancel jobs",
      "A queued job is canceled at once; a waiting or running one is marked\n"
      "canceling and ends canceled shortly after. Cancels each job in turn and\n"
      "prints the daemon's message, one line per job; when a job cannot be\n"
      "canceled (not found, already finished or canceling) its message goes to\n"
      "stderr and the exit code is 1. A request the daemon refuses or does not\n"
-     "answer stops there (exit code 1).\n"
+     "answer stops there (exit code 1; 3 when jobqd is not running).\n"
      "With --json, prints the daemon's answer [ok, message], one line per job.\n"},
     {"priority", cmd_priority, "ID P | --priority P ID...",
      "change the priority of jobs' pending opcodes",
@@ -212,7 +229,8 @@ static const cli_command_t commands[] = {
 
 static const char common_help[] = /* a format: the default endpoint */
     "Common options (before or after the command):\n"
-    "  -s, --server ENDPOINT    daemon endpoint; default $JOBQ_ENDPOINT, else\n"
+    "  -s, --server ENDPOINT    daemon endpoint, ipc://PATH or tcp://HOST:PORT;\n"
+    "                           default $JOBQ_ENDPOINT, else\n"
     "                           %s\n"
     "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
     "                           (default 30; s/m/h/d suffixes allowed)\n"
@@ -240,10 +258,10 @@ void cli_print_help(const cli_command_t *cmd)
         putchar('\n');
         printf(common_help, ep);
         putchar('\n');
-        printf("Exit codes: 0 success; 1 the operation failed (daemon error, daemon not\n"
-               "reachable, job not found...); 2 bad command line (watch: see\n"
-               "'jobq watch --help'). Errors are one line on stderr.\n"
-               "'jobq COMMAND --help' describes a command.\n");
+        printf("Exit codes: 0 success; 1 the operation failed (daemon error, no reply,\n"
+               "job not found...); 2 bad command line; 3 jobqd is not running at the\n"
+               "endpoint, said at once (watch: see 'jobq watch --help'). Errors are one\n"
+               "line on stderr. 'jobq COMMAND --help' describes a command.\n");
         return;
     }
     printf("Usage: jobq %s %s\n\n%c%s.\n", cmd->name, cmd->synopsis,

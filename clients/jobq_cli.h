@@ -23,13 +23,9 @@
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1  /* the operation failed (daemon error, no daemon...) */
 #define CLI_EXIT_USAGE 2 /* bad command line */
+#define CLI_EXIT_NOT_RUNNING 3 /* nothing listens at the endpoint (jobqd stopped) */
 
 #define CLI_DEFAULT_TIMEOUT_MS 30000
-
-/* json_dumps flag for JSON embedded in text output: 15 significant digits
- * print 0.1 as 0.1 (17, jansson's default and used for --json, prints
- * 0.10000000000000001). */
-#define CLI_TEXT_REAL_PRECISION JSON_REAL_PRECISION(15)
 
 typedef struct cli cli_t;
 typedef int (*cli_cmd_fn)(cli_t *cli, int argc, char **argv);
@@ -79,7 +75,8 @@ jobq_client_t *cli_client(cli_t *cli);
 void cli_error(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Usage error: prints the line and a hint; returns CLI_EXIT_USAGE. */
 int cli_usage(cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Reports the client's last failure; returns CLI_EXIT_FAIL. */
+/* Reports the client's last failure; returns CLI_EXIT_NOT_RUNNING when
+ * the daemon is not running, else CLI_EXIT_FAIL. */
 int cli_call_failed(cli_t *cli);
 void cli_print_help(const cli_command_t *cmd);
 /* Help of the command being run (cli->cmd; NULL: of jobq), with the
@@ -104,6 +101,13 @@ json_t *cli_parse_value(const char *s);
 
 /* Output helpers (jobq_cli_fmt.c). */
 void cli_print_json(const json_t *v); /* compact, one line */
+/* JSON text of v, reals in their shortest exact form (0.098, not
+ * 0.098000000000000004); compact, or with ", " and ": " separators.
+ * Caller frees; NULL when out of memory. */
+char *cli_json_text(const json_t *v, bool compact);
+/* The shortest "%g" text of d that reads back as d, with ".0" added to a
+ * whole number (it stays a real). */
+void cli_format_real(double d, char *buf, size_t len);
 /* ISO-8601 local time with microseconds for a [sec, usec] timestamp into
  * buf; "-" for null or anything else. Returns buf. */
 const char *cli_fmt_ts(const json_t *ts, char *buf, size_t len);
@@ -123,7 +127,8 @@ char *cli_fmt_log_entry(const json_t *entry);
 /* Follows job id until it ends, printing its log entries and status
  * changes (jobq_cli_watch.c): over the event stream, or with
  * wait_for_job_change when poll is set or the stream is unusable. Returns
- * watch's exit code: 0 success, 1 error or canceled, 2 other failure. */
+ * watch's exit code: 0 success, 1 error or canceled, 2 other failure, 3
+ * jobqd not running. */
 int cli_follow_job(cli_t *cli, uint64_t id, bool poll);
 
 /* Commands. */

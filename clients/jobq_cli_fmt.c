@@ -3,9 +3,12 @@
  * Timestamps arrive as [seconds, microseconds] and are shown as ISO-8601
  * local time with microseconds and the UTC offset
  * (2024-05-01T12:34:56.123456+02:00). Per-opcode list fields are joined
- * with "," in tables. All JSON output goes through jansson; text output
- * prints reals with 15 significant digits (0.1, not 0.10000000000000001),
- * --json output with jansson's default 17, which reads back exactly.
+ * with "," in tables. JSON text (--json and JSON inside text output) is
+ * written here rather than by json_dumps so that a real prints as a person
+ * writes it: with the fewest significant digits that read back as the
+ * same double (0.098, not jansson's 0.098000000000000004), so the output
+ * is both short and exact. Strings and integers are still encoded by
+ * jansson.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,9 +17,89 @@
 
 #include "jobq_cli.h"
 
+void cli_format_real(double d, char *buf, size_t len)
+{
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    /* Still a real when read back: 1 prints as 1.0, as jansson does. */
+    if (!strpbrk(buf, ".eEn")) {
+        size_t n = strlen(buf);
+        if (n + 2 < len)
+            memcpy(buf + n, ".0", 3);
+    }
+}
+
+/* Appends v's JSON text to f. */
+static int write_json(FILE *f, const json_t *v, bool compact)
+{
+    const char *comma = compact ? "," : ", ", *colon = compact ? ":" : ": ";
+    size_t i;
+    json_t *item;
+    switch (json_typeof(v)) {
+    case JSON_REAL: {
+        char buf[40];
+        cli_format_real(json_real_value(v), buf, sizeof buf);
+        return fputs(buf, f) < 0 ? -1 : 0;
+    }
+    case JSON_ARRAY:
+        fputc('[', f);
+        json_array_foreach(v, i, item) {
+            if (i)
+                fputs(comma, f);
+            if (write_json(f, item, compact) < 0)
+                return -1;
+        }
+        return fputc(']', f) < 0 ? -1 : 0;
+    case JSON_OBJECT: {
+        const char *key;
+        bool first = true;
+        fputc('{', f);
+        json_object_foreach((json_t *)v, key, item) {
+            json_t *k = json_string(key);
+            char *ks = k ? json_dumps(k, JSON_ENCODE_ANY) : NULL;
+            json_decref(k);
+            if (!ks)
+                return -1;
+            fprintf(f, "%s%s%s", first ? "" : comma, ks, colon);
+            free(ks);
+            first = false;
+            if (write_json(f, item, compact) < 0)
+                return -1;
+        }
+        return fputc('}', f) < 0 ? -1 : 0;
+    }
+    default: {
+        char *s = json_dumps(v, JSON_ENCODE_ANY);
+        if (!s)
+            return -1;
+        fputs(s, f);
+        free(s);
+        return 0;
+    }
+    }
+}
+
+char *cli_json_text(const json_t *v, bool compact)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    int rc = write_json(f, v, compact);
+    if (fclose(f) != 0 || rc < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 void cli_print_json(const json_t *v)
 {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = cli_json_text(v, true);
     if (s) {
         fputs(s, stdout);
         fputc('\n', stdout);
@@ -70,7 +153,7 @@ char *cli_fmt_value(const json_t *v)
         return strdup("-");
     if (json_is_string(v))
         return strdup(json_string_value(v));
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | CLI_TEXT_REAL_PRECISION);
+    char *s = cli_json_text(v, true);
     return s ? s : strdup("?");
 }
 

@@ -254,6 +254,9 @@ static void draw(monitor_t *m, bool tty)
         char el[32];
         fmt_secs(el, sizeof el, elapsed(json_object_get(e, "start"), NULL));
         char *log = cli_fmt_value(json_object_get(e, "log"));
+        for (char *p = log; p && *p; p++) /* one row per job, whatever the message */
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
         printf("%-8s  %-9s  %-8s  %-24s  %s\n", json_string_value(k),
                json_string_value(json_object_get(e, "status")), el, op_name(e),
                log ? log : "-");
@@ -309,14 +312,30 @@ static void print_event_line(const json_t *ev)
         printf(" op%lld=%s", (long long)json_integer_value(json_object_get(x, "index")),
                json_string_value(json_object_get(x, "status")) ?: "?");
     json_array_foreach(json_object_get(c, "log"), i, x) {
-        char *msg = cli_fmt_value(json_array_get(x, 3));
-        printf(" log%lld=\"%s\"", (long long)json_integer_value(json_array_get(x, 0)),
-               msg ? msg : "?");
+        /* A message as a JSON string: quotes, backslashes, newlines and
+         * control characters escaped, so that an event stays one line. */
+        json_t *m = json_array_get(x, 3);
+        char *msg = m ? cli_json_text(m, true) : NULL;
+        printf(" log%lld=%s", (long long)json_integer_value(json_array_get(x, 0)),
+               msg ? msg : "null");
         free(msg);
     }
     if (json_is_true(json_object_get(ev, "recovered")))
         printf(" (recovered)");
     putchar('\n');
+}
+
+/* The timeout of the subscriber's next request: -t, cut to what is left
+ * of --duration (stop_at, -1 for none) so that a slow or silent daemon
+ * cannot hold monitor past it. */
+static int call_timeout(const cli_t *cli, int64_t stop_at)
+{
+    if (stop_at < 0)
+        return cli->timeout_ms;
+    int64_t left = stop_at - mono_ms();
+    if (left < 1)
+        left = 1;
+    return left < cli->timeout_ms ? (int)left : cli->timeout_ms;
 }
 
 int cmd_monitor(cli_t *cli, int argc, char **argv)
@@ -363,20 +382,26 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    sub = jobq_sub_new(c, NULL, NULL, 0);
+    int64_t start = mono_ms(), last_draw = 0;
+    int64_t stop_at = duration >= 0 ? start + (int64_t)(duration * 1000) : -1;
+    sub = jobq_sub_new(c, NULL, NULL, 0, call_timeout(cli, stop_at));
     if (!sub) {
-        rc = cli_call_failed(cli);
+        if (jobq_client_status(c) == JOBQ_ERR_TRANSPORT) {
+            /* The daemon answered but offers no stream we can use (no
+             * event endpoint of our transport, no events socket file). */
+            cli_error(cli, "%s", jobq_client_reason(c));
+            rc = CLI_EXIT_FAIL;
+        } else {
+            rc = cli_call_failed(cli);
+        }
         goto out;
     }
-    jobq_sub_set_call_timeout(sub, cli->timeout_ms);
     json_t *fields = json_pack("[s,s,s,s,s]", "status", "summary", "opstatus", "start_ts",
                                "end_ts");
     jobq_sub_set_fields(sub, fields);
     json_decref(fields);
     m.view = json_object();
     m.recent = json_array();
-    int64_t start = mono_ms(), last_draw = 0;
-    int64_t stop_at = duration >= 0 ? start + (int64_t)(duration * 1000) : -1;
     long long seen = 0;
     rc = CLI_EXIT_OK;
     while (count < 0 || seen < count) {
@@ -387,6 +412,7 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         if (stop_at >= 0 && stop_at - now < wait)
             wait = (int)(stop_at - now);
         json_t *ev = NULL;
+        jobq_sub_set_call_timeout(sub, call_timeout(cli, stop_at));
         int n = jobq_sub_next(sub, &ev, wait);
         if (n < 0) {
             rc = cli_call_failed(cli);

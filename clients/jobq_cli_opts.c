@@ -72,6 +72,10 @@ int cli_call_failed(cli_t *cli)
     jobq_client_t *c = cli->client;
     jobq_code_t code = c ? jobq_client_status(c) : JOBQ_ERR_TRANSPORT;
     const char *reason = c ? jobq_client_reason(c) : "not connected";
+    if (code == JOBQ_ERR_NOT_RUNNING) {
+        fprintf(stderr, "jobq: %s\n", reason); /* "jobqd is not running at ..." */
+        return CLI_EXIT_NOT_RUNNING;
+    }
     if (code == JOBQ_ERR_TIMEOUT || code == JOBQ_ERR_TRANSPORT)
         fprintf(stderr, "jobq: cannot reach the daemon at %s: %s\n", cli->endpoint, reason);
     else
@@ -136,6 +140,34 @@ static int apply_common(cli_t *cli, int which, const char *value, bool *done)
         cli_help(cli);
         return CLI_EXIT_OK;
     }
+}
+
+/* An endpoint a daemon can be reached at: ipc://PATH or tcp://HOST:PORT
+ * (inproc:// is in-process only, so never jobqd's). */
+static bool valid_endpoint(const char *e)
+{
+    if (strncmp(e, "ipc://", 6) == 0)
+        return e[6] != '\0';
+    if (strncmp(e, "tcp://", 6) != 0)
+        return false;
+    const char *host = e + 6, *colon = strrchr(host, ':');
+    if (!colon || colon == host || !colon[1])
+        return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return !errno && !*end && isdigit((unsigned char)colon[1]) && port >= 1 && port <= 65535;
+}
+
+/* Once a command's options are parsed the endpoint is final: check it. */
+static int check_endpoint(cli_t *cli, bool *done)
+{
+    if (!cli->cmd || strcmp(cli->cmd->name, "help") == 0 || valid_endpoint(cli->endpoint))
+        return 0;
+    *done = true;
+    const char *env = getenv("JOBQ_ENDPOINT");
+    return cli_usage(cli, "invalid endpoint '%s'%s: expected ipc://PATH or tcp://HOST:PORT",
+                     cli->endpoint, env && env == cli->endpoint ? " (from $JOBQ_ENDPOINT)" : "");
 }
 
 int cli_parse(cli_t *cli, int argc, char **argv, cli_opt_t *opts, char ***pos, int *npos,
@@ -219,7 +251,7 @@ int cli_parse(cli_t *cli, int argc, char **argv, cli_opt_t *opts, char ***pos, i
                 return rc;
         }
     }
-    return 0;
+    return check_endpoint(cli, done);
 }
 
 void cli_opts_free(cli_opt_t *opts)

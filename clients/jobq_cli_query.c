@@ -333,7 +333,7 @@ static void print_ts_line(const char *indent, const char *label, const json_t *t
 
 static void print_json_line(const char *indent, const char *label, const json_t *v)
 {
-    char *s = json_dumps(v, JSON_ENCODE_ANY | CLI_TEXT_REAL_PRECISION);
+    char *s = cli_json_text(v, false);
     printf("%s%s %s\n", indent, label, s ? s : "?");
     free(s);
 }
@@ -555,9 +555,7 @@ static void print_opcodes(const json_t *ops)
             const char *type = json_string_value(json_object_get(a, "type"));
             const char *adesc = json_string_value(json_object_get(a, "description"));
             json_t *def = json_object_get(a, "default");
-            char *defs = json_is_null(def) || !def ? NULL
-                                                   : json_dumps(def, JSON_ENCODE_ANY |
-                                                                         CLI_TEXT_REAL_PRECISION);
+            char *defs = json_is_null(def) || !def ? NULL : cli_json_text(def, true);
             int rc1, rc2;
             if (json_is_true(json_object_get(a, "required")))
                 rc1 = asprintf(&left[k], "%s (%s, required)", an ? an : "?", type ? type : "?");

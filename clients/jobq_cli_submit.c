@@ -7,6 +7,7 @@
  * them in one call, so relative dependencies (-1 = previous job) work.
  * submit --wait then follows the job as "watch" does (cli_follow_job). 
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,9 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
         goto out;
     }
     if (jobq_submit_job(c, ops, opts[O_IGNORE_DRAIN].count > 0, &id, cli->timeout_ms) < 0) {
-        cli_call_failed(cli);
-        rc = wait ? 2 : CLI_EXIT_FAIL; /* --wait: watch's "other failure" */
+        rc = cli_call_failed(cli);
+        if (wait && rc == CLI_EXIT_FAIL)
+            rc = 2; /* --wait: watch's "other failure" */
         goto out;
     }
     printf("%llu\n", (unsigned long long)id);
@@ -210,13 +212,25 @@ int cmd_submit_many(cli_t *cli, int argc, char **argv)
         goto out;
     }
     json_error_t err;
-    if (strcmp(pos[0], "-") == 0)
-        input = json_loadf(stdin, JSON_REJECT_DUPLICATES, &err);
-    else
-        input = json_load_file(pos[0], JSON_REJECT_DUPLICATES, &err);
+    bool from_stdin = strcmp(pos[0], "-") == 0;
+    FILE *f = from_stdin ? stdin : fopen(pos[0], "r");
+    if (!f) {
+        cli_error(cli, "cannot open %s: %s", pos[0], strerror(errno));
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    input = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+    int read_errno = ferror(f) ? errno : 0;
+    if (!from_stdin)
+        fclose(f);
     if (!input) {
-        cli_error(cli, "%s: %s (line %d)", strcmp(pos[0], "-") ? pos[0] : "stdin", err.text,
-                  err.line);
+        const char *name = from_stdin ? "stdin" : pos[0];
+        if (read_errno)
+            cli_error(cli, "cannot read %s: %s", name, strerror(read_errno));
+        else if (err.line > 0)
+            cli_error(cli, "%s: line %d, column %d: %s", name, err.line, err.column, err.text);
+        else
+            cli_error(cli, "%s: %s", name, err.text);
         rc = CLI_EXIT_USAGE;
         goto out;
     }

@@ -17,8 +17,17 @@
  * time elapsed since the watch started, so a person sees how long each
  * step took without reading timestamps.
  *
+ * A job that ends error or canceled is explained before its final status,
+ * as gnt-job watch does: the first opcode that failed (or was canceled)
+ * and its result's message, read with one query_jobs at the end.
+ *
+ * Timeouts: -t bounds each request; with wait_for_job_change each call's
+ * daemon-side wait is half of it (at most WATCH_WFJC_WAIT_S), so a call
+ * never outlives -t even when the daemon sends keepalives.
+ *
  * Exit codes: 0 the job ended success, 1 it ended error or canceled, 2 any
- * other failure (job not found, daemon unreachable, usage).
+ * other failure (job not found, daemon unreachable, usage), 3 jobqd is
+ * not running.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,16 +75,81 @@ static double elapsed(watch_t *w)
     return (double)(long long)((mono_s() - w->t0) * 1000) / 1000;
 }
 
+/* The message of an opcode's result: an error's messages ([class,
+ * [message...]] as the executors encode failures) joined by "; ", a
+ * string as is, anything else as JSON. Caller frees. */
+static char *result_message(const json_t *res)
+{
+    json_t *msgs = json_array_get(res, 1);
+    if (json_is_array(res) && json_array_size(res) == 2 &&
+        json_is_string(json_array_get(res, 0)) && json_is_array(msgs) && json_array_size(msgs)) {
+        char *out = NULL;
+        size_t i;
+        json_t *m;
+        json_array_foreach(msgs, i, m) {
+            char *one = cli_fmt_value(m), *joined = NULL;
+            if (!one || asprintf(&joined, "%s%s%s", out ? out : "", out ? "; " : "", one) < 0)
+                joined = NULL;
+            free(one);
+            free(out);
+            out = joined;
+            if (!out)
+                return NULL;
+        }
+        return out;
+    }
+    return cli_fmt_value(res);
+}
+
+/* Why the job ended error or canceled: {"opcode", "op", "message"} of
+ * its first opcode in that status, or NULL when it cannot be read. */
+static json_t *job_failure(watch_t *w, const char *status)
+{
+    json_t *ids = json_pack("[I]", (json_int_t)w->id);
+    json_t *fields = json_pack("[s,s,s]", "ops", "opstatus", "opresult");
+    json_t *res = jobq_query_jobs(w->cli->client, ids, fields, NULL, 0, 0, true,
+                                  w->cli->timeout_ms);
+    json_decref(ids);
+    json_decref(fields);
+    json_t *row = json_array_get(json_object_get(res, "rows"), 0), *out = NULL;
+    json_t *ops = json_array_get(row, 0), *st = json_array_get(row, 1),
+           *results = json_array_get(row, 2);
+    for (size_t i = 0; i < json_array_size(st); i++) {
+        const char *s = json_string_value(json_array_get(st, i));
+        if (!s || strcmp(s, status) != 0)
+            continue;
+        char *msg = result_message(json_array_get(results, i));
+        const char *op = json_string_value(json_object_get(json_array_get(ops, i), "op"));
+        out = json_pack("{s:I, s:s, s:s}", "opcode", (json_int_t)i, "op", op ? op : "?",
+                        "message", msg ? msg : "?");
+        free(msg);
+        break;
+    }
+    json_decref(res);
+    return out;
+}
+
 static void emit_status(watch_t *w, const char *status)
 {
     double el = elapsed(w);
+    bool failed = strcmp(status, "error") == 0 || strcmp(status, "canceled") == 0;
+    json_t *why = failed ? job_failure(w, status) : NULL;
     if (w->cli->json) {
         json_t *o = json_pack("{s:s, s:f}", "status", status, "elapsed", el);
+        if (why)
+            json_object_set(o, "error", why);
         cli_print_json(o);
         json_decref(o);
     } else {
+        if (why)
+            printf("[+%.3fs] %s: opcode %lld (%s) %s: %s\n", el, status,
+                   (long long)json_integer_value(json_object_get(why, "opcode")),
+                   json_string_value(json_object_get(why, "op")),
+                   strcmp(status, "error") == 0 ? "failed" : "was canceled",
+                   json_string_value(json_object_get(why, "message")));
         printf("[+%.3fs] status: %s\n", el, status);
     }
+    json_decref(why);
     snprintf(w->status, sizeof w->status, "%s", status);
 }
 
@@ -152,24 +226,33 @@ static int on_event(watch_t *w, const json_t *ev)
     return observe(w, status, json_object_get(change, "log"));
 }
 
+/* Reports the client's failure; returns watch's exit code for it. */
+static int failed(watch_t *w)
+{
+    return cli_call_failed(w->cli) == CLI_EXIT_NOT_RUNNING ? CLI_EXIT_NOT_RUNNING
+                                                            : WATCH_EXIT_OTHER;
+}
+
 /* Follows over the stream. Returns an exit code, or -1 when the stream is
  * unusable and the caller should fall back to wait_for_job_change. */
 static int follow_stream(watch_t *w, jobq_client_t *c)
 {
-    jobq_sub_t *sub = jobq_sub_new(c, NULL, &w->id, 1);
-    if (!sub)
+    jobq_sub_t *sub = jobq_sub_new(c, NULL, &w->id, 1, w->cli->timeout_ms);
+    if (!sub) {
+        jobq_code_t code = jobq_client_status(c);
+        if (code == JOBQ_ERR_NOT_RUNNING || code == JOBQ_ERR_TIMEOUT)
+            return failed(w); /* wait_for_job_change would not fare better */
         return -1;
+    }
     json_t *fields = json_pack("[s,s]", "status", "oplog");
     jobq_sub_set_fields(sub, fields);
     json_decref(fields);
-    jobq_sub_set_call_timeout(sub, w->cli->timeout_ms);
     int rc = -1;
     while (rc < 0) {
         json_t *ev = NULL;
         int n = jobq_sub_next(sub, &ev, WATCH_NEXT_MS);
         if (n < 0) {
-            cli_call_failed(w->cli);
-            rc = WATCH_EXIT_OTHER;
+            rc = failed(w);
         } else if (n > 0) {
             rc = on_event(w, ev);
             json_decref(ev);
@@ -186,13 +269,15 @@ static int follow_stream(watch_t *w, jobq_client_t *c)
 static int follow_wfjc(watch_t *w, jobq_client_t *c)
 {
     json_t *fields = json_pack("[s]", "status"), *prev = NULL;
+    double wait_s = w->cli->timeout_ms / 2000.0;
+    if (wait_s > WATCH_WFJC_WAIT_S)
+        wait_s = WATCH_WFJC_WAIT_S;
     int rc = -1;
     while (rc < 0) {
         json_t *res = NULL;
         if (jobq_wait_for_job_change(c, w->id, fields, prev, w->serial ? w->serial : -1,
-                                     WATCH_WFJC_WAIT_S, &res) < 0) {
-            cli_call_failed(w->cli);
-            rc = WATCH_EXIT_OTHER;
+                                     wait_s, w->cli->timeout_ms, &res) < 0) {
+            rc = failed(w);
             break;
         }
         if (json_is_null(res)) {

@@ -16,6 +16,26 @@
  * and a keepalive proves it alive (call_impl's keepalive_grace_ms).
  * Frames that are not a single msgpack map with a readable id cannot be
  * matched to anything and are dropped as well.
+ *
+ * Failing fast: ZeroMQ connects in the background and retries forever, so
+ * a call to a stopped daemon would only time out. Each client therefore
+ * watches its DEALER with a socket monitor (a PAIR socket in the client's
+ * own context) and keeps the connection state it reports: up after
+ * CONNECTED, down after DISCONNECTED or a failed connect attempt
+ * (CONNECT_RETRIED that does not merely follow a DISCONNECTED: that one
+ * only schedules the next attempt). A call starts only on an up
+ * connection; when it is down (or not yet known: just created) the call
+ * waits for the outcome of the next attempt, which ZeroMQ makes every
+ * 100-200 ms (ZMQ_RECONNECT_IVL plus jitter): connected, or refused ->
+ * JOBQ_ERR_NOT_RUNNING. For ipc:// a missing socket file and a file
+ * nobody listens on (ECONNREFUSED: left behind by a crash) both fail the
+ * attempt at once. For tcp:// a refused connect does; a connect nobody
+ * answers is given up after JOBQ_CONNECT_TIMEOUT_MS (ZMQ_CONNECT_TIMEOUT).
+ * While a call waits for its reply it watches the monitor too: when the
+ * connection drops, the request is lost; a call that may safely be
+ * repeated (idempotent(): read-only methods, submissions with a client
+ * token) is sent once more after the reconnect, any other fails at once,
+ * saying that it may or may not have been carried out.
  */
 #include "jobq.h"
 
@@ -34,12 +54,28 @@
 #include "jobq_json.h"
 
 #define REASON_MAX 512
+#define MONITOR_ENDPOINT "inproc://jobq-client-monitor" /* per context */
+/* Reconnect attempts come every 100-200 ms (ZMQ_RECONNECT_IVL and its
+ * jitter): when the monitor says nothing for this long while the
+ * connection is down, its events were lost (see ensure_up). */
+#define CONN_QUIET_MS 600
+
+/* What the monitor last said about the connection. */
+typedef enum { CONN_UNKNOWN, CONN_UP, CONN_DOWN } conn_state_t;
 
 struct _jobq_client_t {
     void *ctx;                  /* ZeroMQ context owned by this client */
     void *sock;                 /* DEALER socket connected to endpoint */
     char *endpoint;             /* endpoint as given to jobq_client_new */
     char *ipc_path;             /* filesystem path of an ipc:// endpoint, else NULL */
+    void *mon;                  /* PAIR socket receiving sock's monitor events */
+    conn_state_t conn;          /* connection state (see the file comment) */
+    bool after_disconnect;      /* the next CONNECT_RETRIED only schedules a retry */
+    uint64_t failed_attempts;   /* connect attempts that failed, ever */
+    uint64_t drops;             /* connections lost, ever */
+    int64_t attempt_start;      /* when the TCP connect in progress began (ms) */
+    bool attempt_timed_out;     /* the last failed attempt ran out of time */
+    uint64_t checked_failures;  /* failed_attempts at the last check_connection */
     uint64_t next_id;           /* request id of the next call */
     jobq_code_t status;         /* code of the last failure, NONE after success */
     char reason[REASON_MAX];    /* human text of the last failure */
@@ -96,8 +132,20 @@ jobq_client_t *jobq_client_new(const char *endpoint)
     self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
     if (!self->sock)
         goto fail;
-    int linger = 0;
+    int linger = 0, connect_timeout = JOBQ_CONNECT_TIMEOUT_MS;
     zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_CONNECT_TIMEOUT, &connect_timeout, sizeof connect_timeout);
+    /* The monitor before the connect, so that the first attempt is seen. */
+    if (zmq_socket_monitor(self->sock, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED |
+                               ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED) != 0)
+        goto fail;
+    self->mon = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (!self->mon)
+        goto fail;
+    zmq_setsockopt(self->mon, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self->mon, MONITOR_ENDPOINT) != 0)
+        goto fail;
     if (zmq_connect(self->sock, endpoint) != 0)
         goto fail;
     return self;
@@ -111,8 +159,12 @@ void jobq_client_destroy(jobq_client_t **self_p)
     if (!self_p || !*self_p)
         return;
     jobq_client_t *self = *self_p;
-    if (self->sock)
+    if (self->sock) {
+        zmq_socket_monitor(self->sock, NULL, 0);
         zmq_close(self->sock);
+    }
+    if (self->mon)
+        zmq_close(self->mon);
     if (self->ctx)
         zmq_ctx_term(self->ctx);
     free(self->ipc_path);
@@ -156,12 +208,160 @@ static long remaining_ms(int64_t deadline)
     return left > 0 ? (long)left : 0;
 }
 
-/* Waits for events on the socket until deadline; returns 1 when ready,
- * 0 on timeout, -1 on error. */
-static int wait_socket(jobq_client_t *self, short events, int64_t deadline)
+/* Reads every pending monitor event and updates the connection state.
+ * Returns the number of events read. */
+static int read_monitor(jobq_client_t *self)
+{
+    for (int n = 0;; n++) {
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, self->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return n;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&msg) >= sizeof event)
+            memcpy(&event, zmq_msg_data(&msg), sizeof event);
+        bool more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+        while (more) { /* the second frame: the endpoint */
+            zmq_msg_init(&msg);
+            int rc = zmq_msg_recv(&msg, self->mon, ZMQ_DONTWAIT);
+            more = rc >= 0 && zmq_msg_more(&msg);
+            zmq_msg_close(&msg);
+        }
+        switch (event) {
+        case ZMQ_EVENT_CONNECTED:
+            self->conn = CONN_UP;
+            self->after_disconnect = false;
+            self->attempt_start = 0;
+            break;
+        case ZMQ_EVENT_CONNECT_DELAYED:
+            self->attempt_start = now_ms();
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            self->conn = CONN_DOWN;
+            self->drops++;
+            self->after_disconnect = true;
+            break;
+        case ZMQ_EVENT_CONNECT_RETRIED:
+            if (self->after_disconnect) { /* schedules the first reconnect */
+                self->after_disconnect = false;
+                break;
+            }
+            self->conn = CONN_DOWN;
+            self->failed_attempts++;
+            self->attempt_timed_out = self->attempt_start &&
+                                      now_ms() - self->attempt_start >= JOBQ_CONNECT_TIMEOUT_MS - 100;
+            self->attempt_start = 0;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* Records why the daemon cannot be reached after a failed connect
+ * attempt; `while_` is appended (context of a request in flight). */
+static void set_not_running(jobq_client_t *self, const char *while_)
+{
+    struct stat st;
+    if (self->attempt_timed_out && !self->ipc_path) {
+        set_error(self, JOBQ_ERR_TRANSPORT,
+                  "no answer to the TCP connection within %g s (host down, or packets "
+                  "dropped?)%s",
+                  JOBQ_CONNECT_TIMEOUT_MS / 1000.0, while_);
+    } else if (self->ipc_path && stat(self->ipc_path, &st) != 0 && errno == ENOENT) {
+        set_error(self, JOBQ_ERR_NOT_RUNNING, "jobqd is not running at %s (no socket file at %s)%s",
+                  self->endpoint, self->ipc_path, while_);
+    } else if (self->ipc_path) {
+        set_error(self, JOBQ_ERR_NOT_RUNNING,
+                  "jobqd is not running at %s (nobody listens on %s: a socket file left by a "
+                  "jobqd that did not stop cleanly?)%s",
+                  self->endpoint, self->ipc_path, while_);
+    } else {
+        set_error(self, JOBQ_ERR_NOT_RUNNING, "jobqd is not running at %s (connection refused)%s",
+                  self->endpoint, while_);
+    }
+}
+
+/* Makes sure the connection is up before a request is sent. When it is
+ * down or not known yet, waits (up to deadline) for the outcome of the
+ * next connect attempt. Returns 0 when up, -1 with the status set (`while_`
+ * appended to a not-running reason). */
+static int ensure_up(jobq_client_t *self, int64_t deadline, int timeout_ms, const char *while_)
+{
+    read_monitor(self);
+    if (self->conn == CONN_UP)
+        return 0;
+    struct stat st;
+    if (self->conn == CONN_DOWN && self->ipc_path && stat(self->ipc_path, &st) != 0 &&
+        errno == ENOENT) {
+        set_not_running(self, while_); /* no file: the next attempt fails too */
+        return -1;
+    }
+    uint64_t failed = self->failed_attempts;
+    int64_t quiet_until = now_ms() + CONN_QUIET_MS;
+    for (;;) {
+        if (self->conn == CONN_UP)
+            return 0;
+        if (self->failed_attempts > failed) {
+            set_not_running(self, while_);
+            return -1;
+        }
+        /* No news for long and no TCP connect in progress: a CONNECTED
+         * event may have been dropped (the monitor's queue is bounded and
+         * a long outage fills it). Let the request try. */
+        if (!self->attempt_start && now_ms() >= quiet_until)
+            return 0;
+        long left = remaining_ms(deadline);
+        if (left == 0) {
+            set_error(self, JOBQ_ERR_TIMEOUT, "no connection to jobqd at %s within %g s",
+                      self->endpoint, timeout_ms / 1000.0);
+            return -1;
+        }
+        if (!self->attempt_start && (left < 0 || left > quiet_until - now_ms()))
+            left = (long)(quiet_until - now_ms());
+        zmq_pollitem_t item = {.socket = self->mon, .events = ZMQ_POLLIN};
+        if (zmq_poll(&item, 1, left) < 0 && errno != EINTR) {
+            set_error(self, JOBQ_ERR_TRANSPORT, "cannot watch the connection: %s",
+                      zmq_strerror(errno));
+            return -1;
+        }
+        if (read_monitor(self))
+            quiet_until = now_ms() + CONN_QUIET_MS;
+    }
+}
+
+/* Waits for a reply on the socket or a connection event until deadline;
+ * returns 1 when the socket is readable, 2 when the monitor has news (read
+ * already), 0 on timeout, -1 on error. */
+static int wait_reply(jobq_client_t *self, int64_t deadline)
 {
     for (;;) {
-        zmq_pollitem_t item = {.socket = self->sock, .events = events};
+        zmq_pollitem_t items[2] = {{.socket = self->sock, .events = ZMQ_POLLIN},
+                                   {.socket = self->mon, .events = ZMQ_POLLIN}};
+        int rc = zmq_poll(items, 2, remaining_ms(deadline));
+        if (rc > 0) {
+            if (items[1].revents & ZMQ_POLLIN) {
+                read_monitor(self);
+                return 2;
+            }
+            return 1;
+        }
+        if (rc == 0)
+            return remaining_ms(deadline) == 0 ? 0 : 1;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Waits for the socket to accept a message until deadline; 1 ready, 0
+ * timeout, -1 error. */
+static int wait_send(jobq_client_t *self, int64_t deadline)
+{
+    for (;;) {
+        zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLOUT};
         int rc = zmq_poll(&item, 1, remaining_ms(deadline));
         if (rc > 0)
             return 1;
@@ -182,7 +382,7 @@ static int send_request(jobq_client_t *self, const char *data, size_t size,
             set_error(self, JOBQ_ERR_TRANSPORT, "cannot send: %s", zmq_strerror(errno));
             return -1;
         }
-        int rc = wait_socket(self, ZMQ_POLLOUT, deadline);
+        int rc = wait_send(self, deadline);
         if (rc == 0) {
             set_error(self, JOBQ_ERR_TIMEOUT, "request not sent within %g s",
                       timeout_ms / 1000.0);
@@ -244,6 +444,20 @@ done:
     return matched;
 }
 
+/* Whether sending the request again cannot do what sending it once would
+ * not: read-only methods, and submissions that carry a client token (the
+ * daemon answers a repeat with the first answer). */
+static bool idempotent(const char *method, const json_t *args)
+{
+    static const char *const read_only[] = {"ping", "query_jobs", "wait_for_job_change",
+                                            "events_since", "stats"};
+    for (size_t i = 0; i < sizeof read_only / sizeof *read_only; i++)
+        if (strcmp(method, read_only[i]) == 0)
+            return true;
+    return (strcmp(method, "submit_job") == 0 || strcmp(method, "submit_many_jobs") == 0) &&
+           json_object_get(args, "token") != NULL; /* the client token (protocol.md) */
+}
+
 /* The single request path. keepalive_grace_ms > 0: each keepalive for
  * this request moves the deadline to at least that far from now. */
 static int call_impl(jobq_client_t *self, const char *method, const json_t *args,
@@ -255,12 +469,6 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
         *result = NULL;
     if (args && !json_is_object(args)) {
         set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments must be a JSON object", method);
-        return -1;
-    }
-    struct stat st;
-    if (self->ipc_path && stat(self->ipc_path, &st) != 0 && errno == ENOENT) {
-        set_error(self, JOBQ_ERR_TRANSPORT, "no socket file at %s (is jobqd running?)",
-                  self->ipc_path);
         return -1;
     }
     int64_t start = now_ms();
@@ -285,22 +493,50 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
         msgpack_sbuffer_destroy(&sbuf);
         return -1;
     }
-    rc = send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms);
-    msgpack_sbuffer_destroy(&sbuf);
-    if (rc < 0)
-        return -1;
+    int outcome = -1;
+    bool resent = false, may_repeat = idempotent(method, args);
+    char while_[160];
+    snprintf(while_, sizeof while_, "; it stopped while %s was waiting for its reply%s", method,
+             may_repeat ? "" : ", which may or may not have been carried out");
+    if (ensure_up(self, deadline, timeout_ms, "") < 0 ||
+        send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms) < 0)
+        goto out;
+    uint64_t drops = self->drops, failed = self->failed_attempts;
 
     for (;;) {
-        int ready = wait_socket(self, ZMQ_POLLIN, deadline);
+        int ready = wait_reply(self, deadline);
         if (ready == 0) {
             /* After keepalives moved the deadline, say how long we waited. */
             set_error(self, JOBQ_ERR_TIMEOUT, "no reply within %g s",
                       extended ? (double)((now_ms() - start) / 100) / 10 : timeout_ms / 1000.0);
-            return -1;
+            goto out;
         }
         if (ready < 0) {
             set_error(self, JOBQ_ERR_TRANSPORT, "cannot receive: %s", zmq_strerror(errno));
-            return -1;
+            goto out;
+        }
+        if (ready == 2) {
+            if (self->drops == drops && self->failed_attempts == failed)
+                continue;
+            /* The connection dropped: the request is lost with it. */
+            if (ensure_up(self, deadline, timeout_ms, while_) < 0)
+                goto out;
+            if (!may_repeat || resent) {
+                set_error(self, JOBQ_ERR_TRANSPORT,
+                          "the connection to jobqd at %s was lost while %s was waiting for its "
+                          "reply (the daemon restarted?)%s",
+                          self->endpoint, method,
+                          may_repeat ? "" : "; it may or may not have been carried out");
+                goto out;
+            }
+            /* Same bytes, same id: should both copies be answered, the
+             * second is a stale reply to the next call. */
+            resent = true;
+            if (send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms) < 0)
+                goto out;
+            drops = self->drops;
+            failed = self->failed_attempts;
+            continue;
         }
         zmq_msg_t msg;
         zmq_msg_init(&msg);
@@ -309,11 +545,10 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
             if (errno == EAGAIN || errno == EINTR)
                 continue;
             set_error(self, JOBQ_ERR_TRANSPORT, "cannot receive: %s", zmq_strerror(errno));
-            return -1;
+            goto out;
         }
         /* A reply is one frame; a multi-frame message is not ours to read. */
         bool multipart = zmq_msg_more(&msg);
-        int outcome = -1;
         int matched = 0;
         if (!multipart)
             matched = handle_frame(self, method, id, zmq_msg_data(&msg), zmq_msg_size(&msg),
@@ -335,9 +570,23 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
                 extended = true;
             }
         } else if (matched) {
-            return outcome;
+            break;
         }
     }
+out:
+    msgpack_sbuffer_destroy(&sbuf);
+    return outcome;
+}
+
+int jobq_client_check_connection(jobq_client_t *self)
+{
+    read_monitor(self);
+    if (self->conn != CONN_DOWN || self->failed_attempts == self->checked_failures) {
+        self->checked_failures = self->failed_attempts;
+        return 0;
+    }
+    set_not_running(self, "");
+    return -1;
 }
 
 int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
@@ -512,7 +761,7 @@ int jobq_shutdown(jobq_client_t *self, bool now, int timeout_ms)
 
 int jobq_wait_for_job_change(jobq_client_t *self, uint64_t id, const json_t *fields,
                              const json_t *prev_job_info, int64_t prev_log_serial,
-                             double wait_s, json_t **result)
+                             double wait_s, int timeout_ms, json_t **result)
 {
     assert(result);
     *result = NULL;
@@ -534,9 +783,14 @@ int jobq_wait_for_job_change(jobq_client_t *self, uint64_t id, const json_t *fie
         set_error(self, JOBQ_ERR_BAD_ARGUMENT, "wait_for_job_change: invalid arguments");
         return -1;
     }
-    int timeout_ms = (int)(wait_s * 1000) + JOBQ_WFJC_MARGIN_MS;
-    int rc = call_impl(self, "wait_for_job_change", args, result, timeout_ms,
-                       JOBQ_WFJC_KEEPALIVE_GRACE_MS);
+    /* The caller's timeout is a hard limit; without one, keepalives keep
+     * a slow daemon's answer coming. */
+    int grace = 0;
+    if (timeout_ms <= 0) {
+        timeout_ms = (int)(wait_s * 1000) + JOBQ_WFJC_MARGIN_MS;
+        grace = JOBQ_WFJC_KEEPALIVE_GRACE_MS;
+    }
+    int rc = call_impl(self, "wait_for_job_change", args, result, timeout_ms, grace);
     json_decref(args);
     if (rc < 0)
         return -1;

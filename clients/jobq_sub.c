@@ -45,7 +45,7 @@
 
 #define SUB_RCVHWM 200000          /* events buffered while we are busy */
 #define SUB_CHECK_INTERVAL_MS 1000 /* job mode: change_serial check period */
-#define SUB_DEFAULT_CALL_MS 30000
+#define SUB_SLICE_MS 100           /* how often a wait looks at the client's connection */
 #define SUB_OLD_EPOCHS 4           /* epochs left behind, remembered */
 
 struct _jobq_sub_t {
@@ -175,9 +175,9 @@ static void resync(jobq_sub_t *self, const char *reason)
 /* Picks the PUB endpoint from ping's "publish" list for the client's
  * endpoint; a wildcard host (0.0.0.0, or the "*" wildcard) is replaced by
  * the client's host. Returns a malloc'ed string or NULL. */
-static char *pick_endpoint(jobq_client_t *client)
+static char *pick_endpoint(jobq_client_t *client, int timeout_ms)
 {
-    json_t *ping = jobq_ping(client, SUB_DEFAULT_CALL_MS);
+    json_t *ping = jobq_ping(client, timeout_ms);
     if (!ping)
         return NULL;
     const char *mine = jobq_client_endpoint(client);
@@ -197,9 +197,13 @@ static char *pick_endpoint(jobq_client_t *client)
     }
     char *out = NULL;
     if (!found) {
+        char *listed = json_dumps(list, JSON_COMPACT | JSON_ENCODE_ANY);
         jobq_client_fail(client, JOBQ_ERR_TRANSPORT,
-                         "the daemon publishes no %sevents endpoint (ping has no usable "
-                         "\"publish\" entry)", want);
+                         "jobqd at %s publishes no %s%sevent endpoint (it publishes %s); start "
+                         "it with --publish %sHOST:PORT to follow events from here",
+                         mine, want, *want ? " " : "", listed ? listed : "?",
+                         *want ? want : "tcp://");
+        free(listed);
     } else if (strcmp(want, "tcp://") == 0 &&
                (strncmp(found, "tcp://0.0.0.0:", 14) == 0 || strncmp(found, "tcp://*:", 8) == 0)) {
         const char *port = strrchr(found, ':');
@@ -214,7 +218,7 @@ static char *pick_endpoint(jobq_client_t *client)
 }
 
 jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
-                         const uint64_t *job_ids, size_t njobs)
+                         const uint64_t *job_ids, size_t njobs, int timeout_ms)
 {
     assert(client);
     if (njobs > JOBQ_SUB_MAX_JOBS || (njobs && !job_ids)) {
@@ -226,10 +230,10 @@ jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
     if (!self)
         return NULL;
     self->client = client;
-    self->call_ms = SUB_DEFAULT_CALL_MS;
+    self->call_ms = timeout_ms;
     self->need_snapshot = true;
     self->snap_reason = "start";
-    self->endpoint = events_endpoint ? strdup(events_endpoint) : pick_endpoint(client);
+    self->endpoint = events_endpoint ? strdup(events_endpoint) : pick_endpoint(client, timeout_ms);
     self->serials = json_object();
     self->check_serials = json_object();
     self->fields = json_pack("[s,s,s]", "id", "change_serial", "status");
@@ -728,7 +732,13 @@ int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms)
         int64_t left = deadline < 0 ? -1 : deadline - now_ms();
         if (deadline >= 0 && left < 0)
             left = 0;
+        /* The stream says nothing when the daemon goes away: look at the
+         * client's connection between slices of the wait. */
+        if (left < 0 || left > SUB_SLICE_MS)
+            left = SUB_SLICE_MS;
         if (read_stream(self, (int)left) < 0)
+            return -1;
+        if (jobq_client_check_connection(self->client) < 0)
             return -1;
         /* A busy stream of skipped events must not hold the caller past
          * its deadline. */

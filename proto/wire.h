@@ -57,6 +57,9 @@ typedef enum {
     /* Client-side only: never sent by the daemon. */
     JOBQ_ERR_TIMEOUT,          /* no reply within the caller's timeout */
     JOBQ_ERR_TRANSPORT,        /* could not send or connect */
+    JOBQ_ERR_NOT_RUNNING,      /* nothing listens at the endpoint (daemon
+                                  stopped, or stopped while a request was in
+                                  flight) */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 

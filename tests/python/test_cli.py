@@ -534,12 +534,10 @@ def test_usage_errors():
 def test_no_daemon_ipc(tmp_path):
     ep = f"ipc://{tmp_path}/jobq.sock"
     p = run("ping", endpoint=ep)
-    assert p.returncode == 1
+    assert p.returncode == 3
     line = one_error_line(p)
-    assert line.startswith(f"jobq: cannot reach the daemon at {ep}: ")
-    assert "jobqd running" in line
-    # watch: other failure → 2
-    assert run("watch", 1, endpoint=ep).returncode == 2
+    assert line.startswith(f"jobq: jobqd is not running at {ep} (no socket file at ")
+    assert run("watch", 1, endpoint=ep).returncode == 3
 
 
 def test_no_daemon_tcp_times_out():

@@ -118,7 +118,7 @@ def test_watch_falls_back_without_events_socket(daemon):
 def test_watch_no_daemon(tmp_path):
     p = subprocess.run([JOBQ, "-s", f"ipc://{tmp_path}/none.sock", "watch", "1"],
                        capture_output=True, text=True, timeout=30)
-    assert p.returncode == 2
+    assert p.returncode == 3
     assert "no socket file" in p.stderr
 
 

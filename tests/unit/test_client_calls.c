@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -167,17 +170,57 @@ static void test_matching(void **state)
     rmdir(dir);
 }
 
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* No socket file: NotRunning at once, not after the 10 s timeout. */
 static void test_missing_ipc_socket(void **state)
 {
     (void)state;
     jobq_client_t *c = jobq_client_new("ipc:///nonexistent-dir/jobq.sock");
     assert_non_null(c);
-    assert_null(jobq_stats(c, 1000));
-    assert_int_equal(jobq_client_status(c), JOBQ_ERR_TRANSPORT);
-    assert_non_null(strstr(jobq_client_reason(c), "/nonexistent-dir/jobq.sock"));
+    double t0 = mono_s();
+    assert_null(jobq_stats(c, 10000));
+    assert_int_equal(jobq_client_status(c), JOBQ_ERR_NOT_RUNNING);
+    assert_non_null(strstr(jobq_client_reason(c), "jobqd is not running at "));
+    assert_non_null(strstr(jobq_client_reason(c), "no socket file at /nonexistent-dir/jobq.sock"));
+    /* Again on the same client (the connection is known to be down). */
+    assert_null(jobq_ping(c, 10000));
+    assert_int_equal(jobq_client_status(c), JOBQ_ERR_NOT_RUNNING);
+    assert_true(mono_s() - t0 < 2.0);
     jobq_client_destroy(&c);
     assert_null(jobq_client_new("not an endpoint"));
     assert_null(jobq_client_new(NULL));
+}
+
+/* A socket file nobody listens on (what a crashed daemon leaves): the
+ * connect is refused, and the call says so at once. */
+static void test_stale_ipc_socket(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/jobq-stale-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/jobq.sock", dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    close(fd); /* the file stays, nobody listens */
+    char ep[200];
+    snprintf(ep, sizeof ep, "ipc://%s", sa.sun_path);
+    jobq_client_t *c = jobq_client_new(ep);
+    double t0 = mono_s();
+    assert_null(jobq_ping(c, 10000));
+    assert_true(mono_s() - t0 < 2.0);
+    assert_int_equal(jobq_client_status(c), JOBQ_ERR_NOT_RUNNING);
+    assert_non_null(strstr(jobq_client_reason(c), "nobody listens on"));
+    jobq_client_destroy(&c);
+    unlink(sa.sun_path);
+    rmdir(dir);
 }
 
 int main(void)
@@ -185,6 +228,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matching),
         cmocka_unit_test(test_missing_ipc_socket),
+        cmocka_unit_test(test_stale_ipc_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

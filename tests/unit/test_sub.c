@@ -323,7 +323,7 @@ static void test_all_jobs(void **state)
     fake_start(&f, &th);
 
     jobq_client_t *c = jobq_client_new(f.rep_ep);
-    jobq_sub_t *s = jobq_sub_new(c, NULL, NULL, 0);
+    jobq_sub_t *s = jobq_sub_new(c, NULL, NULL, 0, 30000);
     assert_non_null(s);
     assert_string_equal(jobq_sub_endpoint(s), f.pub_ep);
 
@@ -393,7 +393,7 @@ static void test_one_job(void **state)
     fake_start(&f, &th);
     jobq_client_t *c = jobq_client_new(f.rep_ep);
     uint64_t job = 2;
-    jobq_sub_t *s = jobq_sub_new(c, f.pub_ep, &job, 1);
+    jobq_sub_t *s = jobq_sub_new(c, f.pub_ep, &job, 1, 30000);
     assert_non_null(s);
     json_t *fields = json_pack("[s]", "status");
     assert_int_equal(jobq_sub_set_fields(s, fields), 0);
@@ -424,11 +424,11 @@ static void test_no_endpoint(void **state)
     (void)state;
     jobq_client_t *c = jobq_client_new("ipc:///nonexistent-dir/jobq.sock");
     uint64_t job = 1;
-    assert_null(jobq_sub_new(c, "ipc:///nonexistent-dir/events.sock", &job, 1));
+    assert_null(jobq_sub_new(c, "ipc:///nonexistent-dir/events.sock", &job, 1, 30000));
     assert_int_equal(jobq_client_status(c), JOBQ_ERR_TRANSPORT);
     assert_non_null(strstr(jobq_client_reason(c), "/nonexistent-dir/events.sock"));
-    assert_null(jobq_sub_new(c, NULL, NULL, 0)); /* ping fails: no daemon */
-    assert_int_equal(jobq_client_status(c), JOBQ_ERR_TRANSPORT);
+    assert_null(jobq_sub_new(c, NULL, NULL, 0, 30000)); /* ping fails: no daemon */
+    assert_int_equal(jobq_client_status(c), JOBQ_ERR_NOT_RUNNING);
     jobq_client_destroy(&c);
 }
 
