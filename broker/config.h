@@ -32,6 +32,7 @@ typedef struct {
     uint64_t max_connections;   /* 0: derived from the descriptor limit */
     uint64_t max_client_requests; /* unanswered requests per connection */
     uint64_t max_client_waiters;  /* parked waits per connection */
+    uint64_t token_window;      /* seconds a client token is remembered */
     bool salvage;               /* move damaged store records aside */
     bool verbose;
 } jq_config_t;

@@ -6,7 +6,14 @@
 
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
-    msgpack_pack_map(c->pk, 5);
+    msgpack_pack_map(c->pk, 7);
+    /* Every version this daemon answers (a client picks one it speaks),
+     * and how long a client token is remembered. */
+    wire_pack_cstr(c->pk, "protocols");
+    msgpack_pack_array(c->pk, 1);
+    msgpack_pack_int(c->pk, JOBQ_PROTOCOL_VERSION);
+    wire_pack_cstr(c->pk, "token_window");
+    msgpack_pack_uint64(c->pk, c->d->cfg.token_window);
     wire_pack_cstr(c->pk, "epoch");
     msgpack_pack_uint64(c->pk, c->d->epoch);
     wire_pack_cstr(c->pk, "publish");

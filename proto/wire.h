@@ -57,6 +57,9 @@ typedef enum {
     /* Client-side only: never sent by the daemon. */
     JOBQ_ERR_TIMEOUT,          /* no reply within the caller's timeout */
     JOBQ_ERR_TRANSPORT,        /* could not send or connect */
+    /* Daemon codes added since: after the others, so their values (the
+     * C library's ABI) never move. */
+    JOBQ_ERR_TOKEN_REUSED,     /* a client token sent again with another body */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 
