@@ -87,6 +87,22 @@ int jobq_submit_job(jobq_client_t *self, const json_t *ops, bool ignore_drain,
 json_t *jobq_submit_many_jobs(jobq_client_t *self, const json_t *jobs,
                               bool ignore_drain, int timeout_ms);
 
+/* Retry-safe submissions (docs/protocol.md "Client tokens"): token (1 to
+ * JOBQ_TOKEN_MAX bytes of UTF-8 text, unique per submission, e.g. from
+ * jobq_new_token; NULL sends none) lets the daemon answer a repeated call
+ * with the first call's ids instead of creating the jobs again. When a
+ * call with a token times out (JOBQ_ERR_TIMEOUT) it is sent again, with
+ * the same token, up to `retries` more times (each with timeout_ms).
+ * Otherwise as jobq_submit_job / jobq_submit_many_jobs. */
+#define JOBQ_TOKEN_MAX 64
+int jobq_submit_job_ex(jobq_client_t *self, const json_t *ops, bool ignore_drain,
+                       const char *token, int retries, uint64_t *id_out, int timeout_ms);
+json_t *jobq_submit_many_jobs_ex(jobq_client_t *self, const json_t *jobs, bool ignore_drain,
+                                 const char *token, int retries, int timeout_ms);
+/* A fresh random token (32 hex digits and a NUL) in buf of len >= 33.
+ * 0, or -1 when len is too small. */
+int jobq_new_token(char *buf, size_t len);
+
 /* query_jobs: ids (array of ints) or NULL for a listing; fields (array of
  * names) or NULL for the daemon's default; status (array of status names)
  * or NULL for no filter; after_id 0 to start at the beginning; limit 0 for

@@ -19,15 +19,17 @@ stopped and checked at the end. No sleep waits for state, but the window
 test waits out a one-second window.
 """
 import os
+import re
 import struct
+import threading
 import time
-import zlib
 
 import msgpack
 import pytest
 import zmq
 
-from test_store import SHARED_CTX, JobqError, Lmdb, data_dir  # noqa: F401
+from test_cli import run as run_cli
+from test_store import JobqError, Lmdb, data_dir  # noqa: F401
 
 DELAY = {"op": "test.delay", "args": {"duration": 0}}
 
@@ -173,6 +175,67 @@ def test_bad_token_is_bad_argument(data_dir, token):
             d.call(method, token=token, **args)
         assert e.value.code == "BadArgument", method
     assert count_jobs(d) == 0
+    d.stop()
+
+
+class DropFirstReply(threading.Thread):
+    """A ROUTER standing in for jobqd that never answers the first request
+    (its reply is "lost") and answers each later one; it keeps them all."""
+
+    def __init__(self, ctx, endpoint, result):
+        super().__init__(daemon=True)
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.bind(endpoint)
+        self.result = result
+        self.requests = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            rid, body = self.sock.recv_multipart()
+            req = msgpack.unpackb(body, raw=False)
+            self.requests.append(req)
+            if len(self.requests) > 1:
+                self.sock.send_multipart([rid, msgpack.packb(
+                    {"v": 1, "id": req["id"], "ok": True, "result": self.result})])
+        self.sock.close(0)
+
+
+@pytest.mark.parametrize("cmd,result,out", [
+    (["submit", "test.delay", "duration=0"], 42, "42"),
+    (["submit-many", "-"], [[True, 42]], "42")])
+def test_cli_retries_once_with_the_same_token(tmp_path, cmd, result, out):
+    ep = "ipc://%s/fake.sock" % tmp_path
+    ctx = zmq.Context()
+    fake = DropFirstReply(ctx, ep, result)
+    fake.start()
+    try:
+        p = run_cli("-t", "0.5", *cmd, endpoint=ep,
+                    input='[[{"op": "test.delay", "args": {"duration": 0}}]]\n')
+    finally:
+        fake.stop.set()
+        fake.join()
+        ctx.term()
+    assert p.returncode == 0, p.stderr
+    assert out in p.stdout
+    reqs = fake.requests
+    assert len(reqs) == 2, reqs
+    assert reqs[0]["method"] == reqs[1]["method"] == ("submit_job" if cmd[0] == "submit"
+                                                       else "submit_many_jobs")
+    assert re.fullmatch(r"[0-9a-f]{32}", reqs[0]["args"]["token"]), reqs[0]
+    assert reqs[0]["args"] == reqs[1]["args"]  # the same token and body
+    assert reqs[0]["id"] != reqs[1]["id"]
+
+
+def test_cli_tokens_differ_per_submission(data_dir):
+    d = data_dir()
+    ep = d.endpoint
+    a = run_cli("submit", "test.delay", "duration=0", endpoint=ep)
+    b = run_cli("submit", "test.delay", "duration=0", endpoint=ep)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    assert int(b.stdout) == int(a.stdout) + 1
     d.stop()
 
 
