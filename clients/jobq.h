@@ -72,8 +72,8 @@ const char *jobq_client_reason(jobq_client_t *self);
 int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
               json_t **result, int timeout_ms);
 
-/* ping: returns {"version", "protocol", "time", "epoch", "publish"} or
- * NULL. */
+/* ping: returns {"version", "protocol", "protocols", "time", "epoch",
+ * "publish", "token_window"} or NULL. */
 json_t *jobq_ping(jobq_client_t *self, int timeout_ms);
 
 /* submit_job: ops is a JSON array of opcode objects
