@@ -128,9 +128,14 @@ static int token_attach(jq_job_t *job, const token_call_t *t, const msgpack_sbuf
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    /* In hex: the record is also the published event, and every client
+     * must be able to read it (JSON has no bytes). */
+    char hex[2 * JQ_TOKEN_MAX + 1];
+    for (size_t i = 0; i < t->len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)t->token[i]);
     msgpack_pack_map(&pk, reply ? 3 : 2);
     wire_pack_cstr(&pk, "token");
-    msgpack_pack_bin_with_body(&pk, t->token, t->len);
+    msgpack_pack_str_with_body(&pk, hex, 2 * t->len);
     wire_pack_cstr(&pk, "hash");
     msgpack_pack_uint64(&pk, t->hash);
     if (reply) {

@@ -57,13 +57,14 @@ static int sbuf_write(void *data, const char *buf, size_t len)
 uint64_t jq_tokens_hash(const char *method, const msgpack_object *body)
 {
     uint64_t h = fnv1a(FNV_BASIS, method, strlen(method) + 1);
+    /* 63 bits: a JSON integer (int64) holds it exactly. */
     msgpack_packer pk; /* streams the canonical encoding into the hash */
     msgpack_packer_init(&pk, &h, sbuf_write);
     if (body)
         msgpack_pack_object(&pk, *body);
     else
         msgpack_pack_nil(&pk);
-    return h;
+    return h >> 1;
 }
 
 jq_tokens_t *jq_tokens_new(int64_t window_us, size_t max_count)
@@ -241,6 +242,18 @@ size_t jq_tokens_count(jq_tokens_t *t)
     return n;
 }
 
+/* The token's bytes from the hex the record keeps; false if not hex. */
+static bool unhex(const char *s, size_t len, unsigned char *out)
+{
+    for (size_t i = 0; i < len; i++) {
+        int c = s[i], v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return false;
+        out[i / 2] = (unsigned char)(i % 2 ? out[i / 2] << 4 | v : v);
+    }
+    return true;
+}
+
 /* A stored batch reply with the positions whose job is not stored turned
  * into failures. -1 when it is not a batch reply or out of memory. */
 static int restore_batch(const msgpack_object *reply, jq_tokens_exists_fn exists, void *ctx,
@@ -284,12 +297,11 @@ int jq_tokens_restore(jq_tokens_t *t, const void *client, size_t client_len, uin
     const msgpack_object *tok = wire_map_get(&up.data, "token");
     const msgpack_object *reply = wire_map_get(&up.data, "reply");
     int64_t hash;
-    const char *tp = NULL;
+    unsigned char tp[JQ_TOKEN_MAX];
     uint32_t tl = 0;
-    if (tok && tok->type == MSGPACK_OBJECT_BIN) {
-        tp = tok->via.bin.ptr;
-        tl = tok->via.bin.size;
-    }
+    if (tok && tok->type == MSGPACK_OBJECT_STR && tok->via.str.size % 2 == 0 &&
+        tok->via.str.size <= 2 * JQ_TOKEN_MAX && unhex(tok->via.str.ptr, tok->via.str.size, tp))
+        tl = tok->via.str.size / 2;
     /* The hash is stored as the uint64 it is; wire_get_int would refuse
      * the upper half. */
     const msgpack_object *ho = wire_map_get(&up.data, "hash");
@@ -297,7 +309,7 @@ int jq_tokens_restore(jq_tokens_t *t, const void *client, size_t client_len, uin
     hash = hash_ok ? (int64_t)ho->via.u64 : 0;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    if (tp && tl > 0 && tl <= JQ_TOKEN_MAX && hash_ok) {
+    if (tl > 0 && hash_ok) {
         if (reply) {
             if (restore_batch(reply, exists, ctx, &sb) < 0)
                 rc = reply->type == MSGPACK_OBJECT_ARRAY ? -1 : 0;

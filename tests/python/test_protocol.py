@@ -21,6 +21,7 @@ test waits out a one-second window.
 import os
 import re
 import struct
+import subprocess
 import threading
 import time
 
@@ -28,7 +29,7 @@ import msgpack
 import pytest
 import zmq
 
-from test_cli import run as run_cli
+from test_cli import JOBQ, run as run_cli
 from test_store import JobqError, Lmdb, data_dir  # noqa: F401
 
 DELAY = {"op": "test.delay", "args": {"duration": 0}}
@@ -236,6 +237,28 @@ def test_cli_tokens_differ_per_submission(data_dir):
     b = run_cli("submit", "test.delay", "duration=0", endpoint=ep)
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
     assert int(b.stdout) == int(a.stdout) + 1
+    # The token travels in the submit record, readable by every client
+    # (libjobq turns events into JSON, which has no bytes): hex.
+    ev = d.call("events_since", after_seq=0)["events"]
+    clients = [e["change"]["client"] for e in ev if e["change"]["kind"] == "submit"]
+    assert len(clients) == 2 and clients[0]["token"] != clients[1]["token"]
+    assert re.fullmatch(r"[0-9a-f]{64}", clients[0]["token"]), clients
+    assert 0 <= clients[0]["hash"] < 2 ** 63
+    # jobq monitor shows a tokened submission's event (it converts it to JSON).
+    env = dict(os.environ, JOBQ_ENDPOINT=ep)
+    mon = subprocess.Popen([JOBQ, "--json", "monitor"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert '"resync"' in mon.stdout.readline()  # subscribed
+        c = run_cli("submit", "test.delay", "duration=0", endpoint=ep)
+        assert c.returncode == 0, c.stderr
+        line = mon.stdout.readline()
+        assert '"kind":"submit"' in line and '"client"' in line, line
+    finally:
+        mon.kill()
+        mon.wait()
+        mon.stdout.close()
+        mon.stderr.close()
     d.stop()
 
 

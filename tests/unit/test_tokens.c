@@ -143,9 +143,9 @@ static void test_restore(void **state)
     /* A batch: [[true, 1], [false, "no"], [true, 2]]; job 2 was not stored. */
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "token", 5);
-    msgpack_pack_bin_with_body(&pk, "bt", 2);
+    msgpack_pack_str_with_body(&pk, "6274", 4); /* "bt" in hex */
     msgpack_pack_str_with_body(&pk, "hash", 4);
-    msgpack_pack_uint64(&pk, UINT64_MAX - 1);
+    msgpack_pack_uint64(&pk, INT64_MAX - 1);
     msgpack_pack_str_with_body(&pk, "reply", 5);
     msgpack_pack_array(&pk, 3);
     msgpack_pack_array(&pk, 2);
@@ -165,7 +165,7 @@ static void test_restore(void **state)
     char *reply;
     size_t len;
     uint64_t ticket = 99;
-    assert_int_equal(claim(t, "bt", UINT64_MAX - 1, 6 * SEC, &reply, &len, &ticket),
+    assert_int_equal(claim(t, "bt", INT64_MAX - 1, 6 * SEC, &reply, &len, &ticket),
                      JQ_TOKEN_REPLY);
     assert_int_equal(ticket, 0);
     msgpack_unpacked up;
