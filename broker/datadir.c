@@ -265,6 +265,7 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
         {"lock", S_IFREG},           {"jobq.sock", S_IFSOCK},
         {"events.sock", S_IFSOCK},   {"store/data.mdb", S_IFREG},
         {"store/lock.mdb", S_IFREG}, {"store/store.id", S_IFREG},
+        {"epoch", S_IFREG},          {"epoch.new", S_IFREG},
     };
     for (size_t i = 0; i < sizeof entries / sizeof *entries; i++)
         if (check_entry(path, entries[i].name, entries[i].type, err, errlen) < 0)

@@ -3,6 +3,7 @@
 #include "builtin_ops.h"
 #include "daemon.h"
 #include "datadir.h"
+#include "epoch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,10 +98,9 @@ int main(int argc, char **argv)
         goto out;
     }
     d->zctx = zmq_ctx_new();
-    /* Epochs (microseconds) only grow: max(now, the last run's + 1), kept
-     * in the store. */
-    if (jq_store_next_epoch(d->store, (uint64_t)jq_now_wall(), &d->epoch, err,
-                            sizeof err) < 0) {
+    /* Epochs (microseconds) only grow: max(now, the last run's + 1). */
+    if (jq_epoch_next(d->cfg.data_dir, (uint64_t)jq_now_wall(), &d->epoch, err,
+                      sizeof err) < 0) {
         fprintf(stderr, "jobqd: %s\n", err);
         rc = 1;
         goto out;

@@ -160,32 +160,6 @@ static int load_logs(jq_store_t *s, MDB_txn *txn, jq_job_t *job, char *err, size
     return out;
 }
 
-int jq_store_next_epoch(jq_store_t *s, uint64_t now, uint64_t *epoch, char *err,
-                        size_t errlen)
-{
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-    if (rc != 0) {
-        snprintf(err, errlen, "store: %s", mdb_strerror(rc));
-        return -1;
-    }
-    uint64_t last = 0, next = now;
-    if (jq_store_meta_get(s, txn, "epoch", &last, sizeof last) == 0 && last >= next)
-        next = last + 1;
-    if ((rc = jq_store_meta_put(s, txn, "epoch", &next, sizeof next)) != 0)
-        mdb_txn_abort(txn);
-    else
-        rc = mdb_txn_commit(txn);
-    if (rc != 0) {
-        snprintf(err, errlen, "store: cannot save the epoch: %s", mdb_strerror(rc));
-        return -1;
-    }
-    /* Whatever the sync mode: an epoch handed out must never come back. */
-    mdb_env_sync(s->env, 1);
-    *epoch = next;
-    return 0;
-}
-
 int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_id,
                   bool *drained, uint64_t *narchived, char *err, size_t errlen)
 {

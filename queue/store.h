@@ -18,8 +18,7 @@
  * the value (LMDB keeps no checksums of its own): a damaged record is
  * found, never served.
  *   meta     "format" → u32, "last_id" → u64 (highest committed job id),
- *            "drain" → u8, "store_id" → 16 bytes,
- *            "epoch" → u64 (the last run's event epoch)  (host order)
+ *            "drain" → u8, "store_id" → 16 bytes         (host order)
  *   jobs     be64 id → u8 status . stored job            (live jobs)
  *   archive  be64 id → u8 status . stored job            (archived jobs)
  *   logs     be64 id . be32 serial → be16 opcode index . log entry
@@ -72,14 +71,6 @@ typedef struct jq_store jq_store_t;
 jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen);
 /* Stops the thread after it committed what was queued; closes. */
 void jq_store_close(jq_store_t **s);
-
-/* Before the store thread starts: this run's event epoch (microseconds),
- * max(now, the last run's + 1), committed and synced before it is
- * returned, so epochs only grow across restarts even when the clock steps
- * back or two starts share a microsecond. Kept in meta "epoch" (u64, host
- * order; a store without it starts from now). -1 with a message. */
-int jq_store_next_epoch(jq_store_t *s, uint64_t now, uint64_t *epoch, char *err,
-                        size_t errlen);
 
 /* Recovery: every live job with its log entries, in id order, handed to fn
  * (which owns it); opcodes have no definition yet (jobcodec.h). Also the

@@ -1,6 +1,6 @@
 """Protocol guarantees a client written from docs/protocol.md relies on, end
 to end against a real jobqd (broker/tokens.c, broker/handle_jobs.c,
-queue/store.c's epoch, broker/handlers.c's argument readers):
+broker/epoch.c, broker/handlers.c's argument readers):
 
 - client tokens: a submission whose reply was lost (the client went away
   and came back with a new identity, or the daemon was killed right after
@@ -8,8 +8,9 @@ queue/store.c's epoch, broker/handlers.c's argument readers):
   creating nothing; the same token with another body is TokenReused; the
   window forgets a token; a retry racing the first call never makes a
   second job;
-- epochs only grow: across quick restarts, and when the stored last epoch
-  is ahead of the clock (a clock that stepped back);
+- epochs only grow: across quick restarts, across a kill -9, and when the
+  last epoch (DATA_DIR/epoch) is ahead of the clock (a clock that stepped
+  back);
 - a value of the wrong type for any argument of any method is BadArgument
   (never Internal, never accepted);
 - ping names the protocol versions the daemon speaks.
@@ -20,7 +21,6 @@ test waits out a one-second window.
 """
 import os
 import re
-import struct
 import subprocess
 import threading
 import time
@@ -30,7 +30,7 @@ import pytest
 import zmq
 
 from test_cli import JOBQ, run as run_cli
-from test_store import JobqError, Lmdb, data_dir  # noqa: F401
+from test_store import JobqError, data_dir  # noqa: F401
 
 DELAY = {"op": "test.delay", "args": {"duration": 0}}
 
@@ -274,15 +274,24 @@ def test_epochs_only_grow(data_dir):
     assert epochs[0] < epochs[1] < epochs[2], epochs
     # The clock went back (the last epoch is ahead of it): still larger.
     ahead = epochs[-1] + 10 ** 12
-    key = b"epoch"
-    Lmdb().put(os.path.join(data_dir.path, "store"), "meta",
-               [(key, Lmdb.checked(key, struct.pack("=Q", ahead)))])
+    path = os.path.join(data_dir.path, "epoch")
+    with open(path) as f:
+        assert int(f.read()) == epochs[-1]
+    with open(path, "w") as f:
+        f.write("%d\n" % ahead)
     d = data_dir()
     assert d.info["epoch"] == ahead + 1
     assert d.call("stats")["epoch"] == ahead + 1
     d.kill()
     d = data_dir()
     assert d.info["epoch"] == ahead + 2
+    d.stop()
+    # An unreadable file is no epoch: the clock decides (a larger one still
+    # wins on the next start).
+    with open(path, "w") as f:
+        f.write("garbage")
+    d = data_dir()
+    assert epochs[-1] < d.info["epoch"] < ahead
     d.stop()
 
 
