@@ -59,6 +59,9 @@ static jobq_code_t token_begin(jq_call_t *c, const char *method, const msgpack_o
 {
     memset(t, 0, sizeof *t);
     *answered = false;
+    bool ignore_drain; /* a type error is BadArgument, retry or not */
+    if (jq_arg_bool(c, "ignore_drain", &ignore_drain) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
     const msgpack_object *o = wire_map_get(c->args, "token");
     if (!o || o->type == MSGPACK_OBJECT_NIL)
         return JOBQ_ERR_NONE;

@@ -60,8 +60,9 @@ def test_token_retry_after_a_lost_reply_returns_the_same_id(data_dir):
     lost = d.dealer()
     lost.send(msgpack.packb({"v": 1, "id": 1, "method": "submit_job",
                              "args": {"ops": [DELAY], "token": token}}))
+    d.wait(lambda: d.call("stats")["submitted"] == 1, "the first try to be taken")
     d.wait_committed()
-    lost.close(0)
+    lost.close(0)  # its reply unread
     # The retry, from a new connection (a new routing identity).
     again = d.dealer()
     rep = raw_call(d, again, "submit_job", 2, ops=[DELAY], token=token)
