@@ -6,6 +6,7 @@
 #include "ring.h"
 #include "store.h"
 #include "table.h"
+#include "tokens.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -60,6 +61,8 @@ static const char usage_rest[] =
     "                            more are answered Busy [1024]\n"
     "      --max-client-waiters N   wait_for_job_change requests one connection\n"
     "                            may have parked [10000]\n"
+    "      --token-window SEC    how long a submission's client token makes a\n"
+    "                            retry return its ids; 0: off [600]\n"
     "      --shutdown-grace SEC  on SIGTERM or shutdown, how long running opcodes\n"
     "                            may finish before they are interrupted [30]\n"
     "      --salvage             start even when store records are damaged: move\n"
@@ -105,7 +108,8 @@ static void print_usage(void)
 enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_JOBS,
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
-       OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL };
+       OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
+       OPT_TOKEN_WINDOW };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -129,6 +133,7 @@ static const struct option long_opts[] = {
     {"max-client-requests", required_argument, NULL, OPT_MAX_CLIENT_REQ},
     {"max-client-waiters", required_argument, NULL, OPT_MAX_CLIENT_WAIT},
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
+    {"token-window", required_argument, NULL, OPT_TOKEN_WINDOW},
     {"salvage", no_argument, NULL, OPT_SALVAGE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
@@ -299,6 +304,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
         {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 0, 100000000ull},
         {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
+        {OPT_TOKEN_WINDOW, 0, 86400},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -322,6 +328,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_CONN: cfg->max_connections = v; break;
         case OPT_MAX_CLIENT_REQ: cfg->max_client_requests = v; break;
         case OPT_MAX_CLIENT_WAIT: cfg->max_client_waiters = v; break;
+        case OPT_TOKEN_WINDOW: cfg->token_window = v; break;
         }
         return 0;
     }
@@ -427,6 +434,7 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_request_bytes = JOBQ_MAX_REQUEST_BYTES;
     cfg->max_waiters = 100000;
     cfg->ring_events = JQ_RING_DEFAULT_EVENTS;
+    cfg->token_window = JQ_TOKEN_DEFAULT_WINDOW;
     cfg->keepalive = JOBQ_KEEPALIVE_SECONDS;
     cfg->sync = JQ_SYNC_ALWAYS;
     cfg->sync_interval = 0.1;

@@ -44,6 +44,7 @@ typedef struct {
                                              connection */
     _Atomic uint64_t max_client_waiters;  /* reloadable: parked waits per connection */
     _Atomic int log_level;            /* reloadable: jq_log_level_t */
+    uint64_t token_window;            /* seconds a client token is remembered */
     bool salvage;                     /* move damaged store records aside */
     bool verbose;                     /* -v: log level debug */
     bool run_dir_given;               /* else run_dir follows --data-dir */

@@ -14,6 +14,7 @@
 #include "scheduler.h"
 #include "store.h"
 #include "table.h"
+#include "tokens.h"
 #include "wire.h"
 
 #include <pthread.h>
@@ -62,6 +63,7 @@ typedef struct {
     jq_store_t *store;              /* the durable queue (its own thread) */
     jq_changeq_t *changeq;          /* committed change records, for the loop */
     jq_ring_t *ring;                /* replay ring: loop appends, handlers read */
+    jq_tokens_t *tokens;            /* client tokens of recent submissions */
     uint64_t epoch;                 /* this run's event epoch */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */

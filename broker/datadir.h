@@ -18,10 +18,11 @@
  *   by others unless it has the sticky bit (like /tmp), and owned by root
  *   or by the effective uid, or has the sticky bit;
  * - every entry jobq itself creates there that already exists is of the
- *   expected type and not a symlink: `lock`, `store/data.mdb`,
- *   `store/lock.mdb` and `store/store.id` are regular files, owned by the
- *   effective uid, with one link only; `jobq.sock` and `events.sock` are
- *   sockets (a leftover regular file there is refused too).
+ *   expected type and not a symlink: `lock`, `epoch`, `epoch.new`,
+ *   `store/data.mdb`, `store/lock.mdb` and `store/store.id` are regular
+ *   files, owned by the effective uid, with one link only; `jobq.sock`
+ *   and `events.sock` are sockets (a leftover regular file there is
+ *   refused too).
  * Pre-existing directories are never modified: a bad mode is reported, not
  * fixed. 0, or -1 with a one-line message in err naming the offending path,
  * saying what is wrong and how to fix it. */

@@ -7,7 +7,14 @@
 
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
-    msgpack_pack_map(c->pk, 5);
+    msgpack_pack_map(c->pk, 7);
+    /* Every version this daemon answers (a client picks one it speaks),
+     * and how long a client token is remembered. */
+    wire_pack_cstr(c->pk, "protocols");
+    msgpack_pack_array(c->pk, 1);
+    msgpack_pack_int(c->pk, JOBQ_PROTOCOL_VERSION);
+    wire_pack_cstr(c->pk, "token_window");
+    msgpack_pack_uint64(c->pk, c->d->cfg.token_window);
     wire_pack_cstr(c->pk, "epoch");
     msgpack_pack_uint64(c->pk, c->d->epoch);
     wire_pack_cstr(c->pk, "publish");
@@ -144,9 +151,13 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     for (int m = 0; m < JQ_M__COUNT; m++)
         pack_kv_u64(pk, jq_method_name((jq_method_t)m), atomic_load(&d->requests[m]));
     wire_pack_cstr(pk, "errors");
-    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL);
-    for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++) /* the codes the daemon sends */
+    /* The codes the daemon sends: those up to Internal, and those added
+     * after the client-side ones. */
+    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL + 1);
+    for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++)
         pack_kv_u64(pk, jobq_code_name((jobq_code_t)e), atomic_load(&d->errors[e]));
+    pack_kv_u64(pk, jobq_code_name(JOBQ_ERR_TOKEN_REUSED),
+                atomic_load(&d->errors[JOBQ_ERR_TOKEN_REUSED]));
     pack_kv_u64(pk, "dropped", atomic_load(&d->dropped));
     pack_kv_u64(pk, "too_large", atomic_load(&d->dropped_size));
     pack_kv_u64(pk, "changes", jq_table_changes(d->table));

@@ -32,8 +32,11 @@ static jobq_code_t parse_wait(jq_call_t *c, jq_waiter_t *w, double *timeout)
     } else {
         for (uint32_t i = 0; i < fo->via.array.size; i++) {
             const msgpack_object *n = &fo->via.array.ptr[i];
-            if (n->type != MSGPACK_OBJECT_STR ||
-                jq_field_parse(n->via.str.ptr, n->via.str.size, &w->fields[i]) < 0) {
+            if (n->type != MSGPACK_OBJECT_STR) { /* a type error, not a name */
+                snprintf(c->err, c->errlen, "argument 'fields' must be a list of field names");
+                return JOBQ_ERR_BAD_ARGUMENT;
+            }
+            if (jq_field_parse(n->via.str.ptr, n->via.str.size, &w->fields[i]) < 0) {
                 snprintf(c->err, c->errlen, "Unknown output fields selected: %.*s",
                          n->type == MSGPACK_OBJECT_STR ? wire_utf8_quote_len(n->via.str.ptr, n->via.str.size, 64) : 1,
                          n->type == MSGPACK_OBJECT_STR ? n->via.str.ptr : "?");
@@ -66,6 +69,10 @@ static jobq_code_t parse_wait(jq_call_t *c, jq_waiter_t *w, double *timeout)
     /* The client's previous info, normalised through msgpack: compared as
      * values, not bytes, so int widths and the like do not matter. */
     const msgpack_object *prev = wire_map_get(c->args, "prev_job_info");
+    if (prev && prev->type != MSGPACK_OBJECT_NIL && prev->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(c->err, c->errlen, "argument 'prev_job_info' must be a list of values or nil");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
     msgpack_object nil = {.type = MSGPACK_OBJECT_NIL};
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);

@@ -3,7 +3,8 @@
  * follows the table's write protocol; scheduler calls happen after the
  * shard lock is released. A reply that reports a change is held until the
  * change is committed; a reply that shows a job's state is held while that
- * state is not committed yet (jq_call_hold). */
+ * state is not committed yet (jq_call_hold). A submission with a client
+ * token answers a retry with the first call's reply (tokens.h). */
 #include "daemon.h"
 #include "jobspec.h"
 
@@ -42,6 +43,111 @@ static jobq_code_t submission_allowed(jq_call_t *c)
     return JOBQ_ERR_NONE;
 }
 
+/* A submission's client token (docs/protocol.md "Client tokens"). */
+typedef struct {
+    const char *token;   /* NULL: none */
+    size_t len;
+    uint64_t hash;       /* of the method and the jobs it submits */
+    bool claimed;        /* this call is the token's first: it records it */
+    size_t reply_start;  /* where this call's result starts in the reply */
+} token_call_t;
+
+/* Read the optional token and look it up. *answered when it is a retry of
+ * a call already answered: its reply is packed, held as the first one. */
+static jobq_code_t token_begin(jq_call_t *c, const char *method, const msgpack_object *body,
+                               token_call_t *t, bool *answered)
+{
+    memset(t, 0, sizeof *t);
+    *answered = false;
+    bool ignore_drain; /* a type error is BadArgument, retry or not */
+    if (jq_arg_bool(c, "ignore_drain", &ignore_drain) < 0)
+        return JOBQ_ERR_BAD_ARGUMENT;
+    const msgpack_object *o = wire_map_get(c->args, "token");
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return JOBQ_ERR_NONE;
+    if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN) {
+        t->token = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : o->via.bin.ptr;
+        t->len = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : o->via.bin.size;
+    }
+    if (!t->token || t->len == 0 || t->len > JQ_TOKEN_MAX) {
+        snprintf(c->err, c->errlen, "argument 'token' must be a str or bin of 1 to %d bytes",
+                 JQ_TOKEN_MAX);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    t->hash = jq_tokens_hash(method, body);
+    jq_token_claim_t claim;
+    char *reply = NULL;
+    size_t reply_len = 0;
+    uint64_t ticket = 0;
+    if (jq_tokens_claim(c->d->tokens, t->token, t->len, t->hash, jq_now_wall(), &claim, &reply,
+                        &reply_len, &ticket) < 0) {
+        snprintf(c->err, c->errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
+    switch (claim) {
+    case JQ_TOKEN_NEW:
+        t->claimed = c->d->cfg.token_window > 0;
+        t->reply_start = ((msgpack_sbuffer *)c->pk->data)->size;
+        return JOBQ_ERR_NONE;
+    case JQ_TOKEN_REUSED:
+        snprintf(c->err, c->errlen, "client token already used for another submission "
+                                    "within the last %llu s",
+                 (unsigned long long)c->d->cfg.token_window);
+        return JOBQ_ERR_TOKEN_REUSED;
+    case JQ_TOKEN_REPLY:
+        /* The same bytes as the first answer, held until what they show
+         * is committed, like the first. */
+        c->pk->callback(c->pk->data, reply, reply_len);
+        free(reply);
+        c->hold_ticket = ticket;
+        *answered = true;
+        return JOBQ_ERR_NONE;
+    }
+    return JOBQ_ERR_NONE;
+}
+
+/* After the call: record its answer under the token, or let the token go
+ * when it failed (it created nothing). Returns rc. */
+static jobq_code_t token_end(jq_call_t *c, token_call_t *t, jobq_code_t rc)
+{
+    if (!t->claimed)
+        return rc;
+    if (rc != JOBQ_ERR_NONE) {
+        jq_tokens_abandon(c->d->tokens, t->token, t->len);
+    } else {
+        msgpack_sbuffer *sb = c->pk->data;
+        jq_tokens_done(c->d->tokens, t->token, t->len, sb->data + t->reply_start,
+                       sb->size - t->reply_start, c->hold_ticket);
+    }
+    return rc;
+}
+
+/* The token as the job's submit record and stored form carry it: enough
+ * to rebuild the index after a restart. reply: a batch's whole answer
+ * (on its first job only), NULL for submit_job (the answer is the id). */
+static int token_attach(jq_job_t *job, const token_call_t *t, const msgpack_sbuffer *reply)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    /* In hex: the record is also the published event, and every client
+     * must be able to read it (JSON has no bytes). */
+    char hex[2 * JQ_TOKEN_MAX + 1];
+    for (size_t i = 0; i < t->len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)t->token[i]);
+    msgpack_pack_map(&pk, reply ? 3 : 2);
+    wire_pack_cstr(&pk, "token");
+    msgpack_pack_str_with_body(&pk, hex, 2 * t->len);
+    wire_pack_cstr(&pk, "hash");
+    msgpack_pack_uint64(&pk, t->hash);
+    if (reply) {
+        wire_pack_cstr(&pk, "reply");
+        msgpack_sbuffer_write(&sb, reply->data, reply->size);
+    }
+    return sb.data ? jq_blob_take(&job->client, &sb) : -1;
+}
+
 static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
 {
     snprintf(err, len, "Job queue is full (%llu live jobs); archive finished jobs",
@@ -78,7 +184,7 @@ static int enqueue(jq_daemon_t *d, jq_job_t **jobp, int64_t now)
     return 0;
 }
 
-jobq_code_t jq_handle_submit_job(jq_call_t *c)
+static jobq_code_t submit_job(jq_call_t *c, const token_call_t *t)
 {
     jq_daemon_t *d = c->d;
     jobq_code_t rc = submission_allowed(c);
@@ -90,6 +196,11 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
                           jq_sched_last_id(d->sched), now, &job, c->err, c->errlen);
     if (rc != JOBQ_ERR_NONE)
         return rc;
+    if (t->claimed && token_attach(job, t, NULL) < 0) {
+        jq_job_destroy(&job);
+        snprintf(c->err, c->errlen, "out of memory");
+        return JOBQ_ERR_INTERNAL;
+    }
     if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
         jq_job_destroy(&job);
         queue_full_message(d, c->err, c->errlen);
@@ -113,6 +224,16 @@ jobq_code_t jq_handle_submit_job(jq_call_t *c)
     return JOBQ_ERR_NONE;
 }
 
+jobq_code_t jq_handle_submit_job(jq_call_t *c)
+{
+    token_call_t t;
+    bool answered;
+    jobq_code_t rc = token_begin(c, "submit_job", wire_map_get(c->args, "ops"), &t, &answered);
+    if (rc != JOBQ_ERR_NONE || answered)
+        return rc;
+    return token_end(c, &t, submit_job(c, &t));
+}
+
 static void pack_failure(msgpack_packer *pk, const char *msg)
 {
     msgpack_pack_array(pk, 2);
@@ -120,7 +241,18 @@ static void pack_failure(msgpack_packer *pk, const char *msg)
     wire_pack_cstr(pk, msg);
 }
 
-jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
+static void pack_outcome(msgpack_packer *pk, uint64_t id, const char *error)
+{
+    if (id) {
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_true(pk);
+        msgpack_pack_uint64(pk, id);
+    } else {
+        pack_failure(pk, error ? error : "out of memory");
+    }
+}
+
+static jobq_code_t submit_many_jobs(jq_call_t *c, const token_call_t *t)
 {
     jq_daemon_t *d = c->d;
     jobq_code_t rc = submission_allowed(c);
@@ -167,7 +299,10 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
         }
     }
     uint64_t next = nvalid ? jq_sched_new_jobs(d->sched, nvalid) : 0;
-    msgpack_pack_array(c->pk, n);
+    /* Every outcome is known before the first job is enqueued (but for
+     * running out of memory then), so a token's first job can carry the
+     * whole answer to the store. */
+    uint32_t first = n;
     for (uint32_t k = 0; k < n; k++) {
         if (parsed[k] && !next) {
             jq_table_unreserve(d->table);
@@ -180,20 +315,35 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
                 jq_table_unreserve(d->table);
                 jq_job_destroy(&parsed[k]);
                 errors[k] = strdup(msg);
-            } else if (enqueue(d, &parsed[k], now) < 0) {
-                errors[k] = strdup("out of memory");
             } else {
                 ids[k] = id;
                 back[n - 1 - k] = id;
+                if (first == n)
+                    first = k;
             }
         }
-        if (ids[k]) {
-            msgpack_pack_array(c->pk, 2);
-            msgpack_pack_true(c->pk);
-            msgpack_pack_uint64(c->pk, ids[k]);
-        } else {
-            pack_failure(c->pk, errors[k] ? errors[k] : "out of memory");
+    }
+    if (t->claimed && first < n) {
+        msgpack_sbuffer reply;
+        msgpack_sbuffer_init(&reply);
+        msgpack_packer rpk;
+        msgpack_packer_init(&rpk, &reply, msgpack_sbuffer_write);
+        msgpack_pack_array(&rpk, n);
+        for (uint32_t k = 0; k < n; k++)
+            pack_outcome(&rpk, ids[k], errors[k]);
+        if (!reply.data || token_attach(parsed[first], t, &reply) < 0)
+            jq_blob_free(&parsed[first]->client); /* a retry may then submit again */
+        msgpack_sbuffer_destroy(&reply);
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        if (parsed[k] && enqueue(d, &parsed[k], now) < 0) {
+            ids[k] = 0;
+            errors[k] = strdup("out of memory");
         }
+    }
+    msgpack_pack_array(c->pk, n);
+    for (uint32_t k = 0; k < n; k++) {
+        pack_outcome(c->pk, ids[k], errors[k]);
         free(errors[k]);
     }
     free(parsed);
@@ -203,6 +353,17 @@ jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
     if (nvalid)
         c->hold_ticket = jq_store_ticket(d->store);
     return JOBQ_ERR_NONE;
+}
+
+jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c)
+{
+    token_call_t t;
+    bool answered;
+    jobq_code_t rc =
+        token_begin(c, "submit_many_jobs", wire_map_get(c->args, "jobs"), &t, &answered);
+    if (rc != JOBQ_ERR_NONE || answered)
+        return rc;
+    return token_end(c, &t, submit_many_jobs(c, &t));
 }
 
 static void pack_bool_msg(msgpack_packer *pk, bool ok, const char *fmt, uint64_t id, int extra)

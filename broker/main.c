@@ -4,6 +4,7 @@
 #include "builtin_ops.h"
 #include "daemon.h"
 #include "datadir.h"
+#include "epoch.h"
 #include "log.h"
 
 #include <errno.h>
@@ -138,13 +139,20 @@ int main(int argc, char **argv)
         goto out;
     }
     d->zctx = zmq_ctx_new();
-    d->epoch = (uint64_t)jq_now_wall(); /* differs at every start */
+    /* Epochs (microseconds) only grow: max(now, the last run's + 1). */
+    if (jq_epoch_next(d->cfg.data_dir, (uint64_t)jq_now_wall(), &d->epoch, err,
+                      sizeof err) < 0) {
+        fprintf(stderr, "jobqd: %s\n", err);
+        rc = 1;
+        goto out;
+    }
     d->changeq = jq_changeq_new();
     d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
     /* Change records flow: table (under no lock) → store thread (commit)
      * → loop (publish). */
     d->table = jq_table_new(d->cfg.shards, jq_store_sink, d->store);
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
+    d->tokens = jq_tokens_new((int64_t)d->cfg.token_window * 1000000, JQ_TOKEN_MAX_COUNT);
     if (d->zctx) {
         zmq_ctx_set(d->zctx, ZMQ_MAX_SOCKETS, 1024);
         /* Without zero-copy receive libzmq keeps one plain 8 KB input
@@ -154,7 +162,7 @@ int main(int argc, char **argv)
         zmq_ctx_set(d->zctx, JQ_ZMQ_ZERO_COPY_RECV, 0);
     }
     rc = 1;
-    if (!d->zctx || !d->changeq || !d->ring || !d->table || !d->sched) {
+    if (!d->zctx || !d->changeq || !d->ring || !d->table || !d->sched || !d->tokens) {
         jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
@@ -180,6 +188,7 @@ out:
     jq_store_close(&d->store); /* commits what is still queued */
     jq_sched_destroy(&d->sched);
     jq_table_destroy(&d->table);
+    jq_tokens_destroy(&d->tokens);
     jq_changeq_destroy(&d->changeq);
     jq_ring_destroy(&d->ring);
     if (rc == 0) /* still under the locks: no new daemon has bound them */

@@ -3,7 +3,8 @@
  * run again in priority order; waiting jobs go back to queued; jobs that
  * were running or canceling end `error` with a log entry and a result that
  * say the broker restarted while they ran. Already finished opcodes of a
- * partly run job keep their results, so it resumes where it stopped. */
+ * partly run job keep their results, so it resumes where it stopped.
+ * The client tokens of recent submissions come back too (tokens.h). */
 #include "daemon.h"
 #include "log.h"
 
@@ -17,7 +18,58 @@ typedef struct {
     jq_daemon_t *d;
     uint64_t *ids; /* every job loaded */
     size_t n, cap;
+    uint64_t *tokened; /* the loaded jobs that carry a client token */
+    size_t ntokened, captokened;
 } loader_t;
+
+static int note_tokened(loader_t *l, uint64_t id)
+{
+    if (l->ntokened == l->captokened) {
+        size_t cap = l->captokened ? l->captokened * 2 : 64;
+        uint64_t *grown = realloc(l->tokened, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        l->tokened = grown;
+        l->captokened = cap;
+    }
+    l->tokened[l->ntokened++] = id;
+    return 0;
+}
+
+/* For a batch's restored answer: is job id stored (live or archived)? */
+static bool job_stored(void *ctx, uint64_t id)
+{
+    jq_daemon_t *d = ctx;
+    jq_shard_t *sh = jq_table_shard_for(d->table, id);
+    jq_shard_rdlock(sh);
+    bool live = jq_shard_find(sh, id) != NULL;
+    jq_shard_rdunlock(sh);
+    jq_status_t st;
+    return live || jq_store_archived_status(d->store, id, &st);
+}
+
+/* Rebuild the token index from the jobs that carry a token, once every job
+ * is loaded (a batch's answer names later jobs). */
+static int restore_tokens(jq_daemon_t *d, const loader_t *l, int64_t now)
+{
+    for (size_t i = 0; i < l->ntokened; i++) {
+        jq_shard_t *sh = jq_table_shard_for(d->table, l->tokened[i]);
+        jq_shard_rdlock(sh);
+        jq_job_t *job = jq_shard_find(sh, l->tokened[i]);
+        jq_blob_t client = {0};
+        int64_t received = job ? job->received_ts : 0;
+        int rc = job ? jq_blob_set(&client, job->client.data, job->client.len) : 0;
+        jq_shard_rdunlock(sh);
+        if (rc < 0 || (client.data && jq_tokens_restore(d->tokens, client.data, client.len,
+                                                        l->tokened[i], received, now,
+                                                        job_stored, d) < 0)) {
+            jq_blob_free(&client);
+            return -1;
+        }
+        jq_blob_free(&client);
+    }
+    return 0;
+}
 
 static int insert_loaded(void *ctx, jq_job_t *job)
 {
@@ -41,6 +93,10 @@ static int insert_loaded(void *ctx, jq_job_t *job)
             jq_op_set_name(&job->ops[i], def, NULL, 0);
     }
     uint64_t id = job->id;
+    if (job->client.data && note_tokened(l, id) < 0) {
+        jq_job_destroy(&job);
+        return -1;
+    }
     jq_shard_t *sh = jq_table_shard_for(l->d->table, id);
     jq_shard_wrlock(sh);
     int rc = jq_shard_insert_loaded(sh, job);
@@ -91,12 +147,20 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     if (jq_store_load(d->store, insert_loaded, &l, &last_id, &drained, &narchived, err,
                       errlen) < 0) {
         free(l.ids);
+        free(l.tokened);
         return -1;
     }
     jq_sched_set_last_id(d->sched, last_id);
     atomic_store(&d->drained, drained);
     jq_table_add_archived(d->table, narchived);
     int64_t now = jq_now_wall();
+    if (restore_tokens(d, &l, now) < 0) {
+        snprintf(err, errlen, "out of memory restoring client tokens");
+        free(l.ids);
+        free(l.tokened);
+        return -1;
+    }
+    free(l.tokened);
     size_t nsettled = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (settle(d, l.ids[i], now, &nsettled) < 0) {

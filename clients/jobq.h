@@ -93,8 +93,8 @@ const char *jobq_client_reason(jobq_client_t *self);
 int jobq_call(jobq_client_t *self, const char *method, const json_t *args,
               json_t **result, int timeout_ms);
 
-/* ping: returns {"version", "protocol", "time", "epoch", "publish"} or
- * NULL. */
+/* ping: returns {"version", "protocol", "protocols", "time", "epoch",
+ * "publish", "token_window"} or NULL. */
 json_t *jobq_ping(jobq_client_t *self, int timeout_ms);
 
 /* submit_job: ops is a JSON array of opcode objects
@@ -107,6 +107,22 @@ int jobq_submit_job(jobq_client_t *self, const json_t *ops, bool ignore_drain,
  * per-job result list ([true, id] or [false, message] each) or NULL. */
 json_t *jobq_submit_many_jobs(jobq_client_t *self, const json_t *jobs,
                               bool ignore_drain, int timeout_ms);
+
+/* Retry-safe submissions (docs/protocol.md "Client tokens"): token (1 to
+ * JOBQ_TOKEN_MAX bytes of UTF-8 text, unique per submission, e.g. from
+ * jobq_new_token; NULL sends none) lets the daemon answer a repeated call
+ * with the first call's ids instead of creating the jobs again. When a
+ * call with a token times out (JOBQ_ERR_TIMEOUT) it is sent again, with
+ * the same token, up to `retries` more times (each with timeout_ms).
+ * Otherwise as jobq_submit_job / jobq_submit_many_jobs. */
+#define JOBQ_TOKEN_MAX 64
+int jobq_submit_job_ex(jobq_client_t *self, const json_t *ops, bool ignore_drain,
+                       const char *token, int retries, uint64_t *id_out, int timeout_ms);
+json_t *jobq_submit_many_jobs_ex(jobq_client_t *self, const json_t *jobs, bool ignore_drain,
+                                 const char *token, int retries, int timeout_ms);
+/* A fresh random token (32 hex digits and a NUL) in buf of len >= 33.
+ * 0, or -1 when len is too small. */
+int jobq_new_token(char *buf, size_t len);
 
 /* query_jobs: ids (array of ints) or NULL for a listing; fields (array of
  * names) or NULL for the daemon's default; status (array of status names)

@@ -144,7 +144,11 @@ int cmd_submit(cli_t *cli, int argc, char **argv)
         rc = cli_usage(cli, "--poll needs --wait");
         goto out;
     }
-    if (jobq_submit_job(c, ops, opts[O_IGNORE_DRAIN].count > 0, &id, cli->timeout_ms) < 0) {
+    /* A token makes the one retry after a lost reply safe (no second job). */
+    char token[33];
+    jobq_new_token(token, sizeof token);
+    if (jobq_submit_job_ex(c, ops, opts[O_IGNORE_DRAIN].count > 0, token, 1, &id,
+                           cli->timeout_ms) < 0) {
         rc = cli_call_failed(cli);
         if (wait && rc == CLI_EXIT_FAIL)
             rc = 2; /* --wait: watch's "other failure" */
@@ -244,7 +248,9 @@ int cmd_submit_many(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    result = jobq_submit_many_jobs(c, jobs, opts[0].count > 0, cli->timeout_ms);
+    char token[33];
+    jobq_new_token(token, sizeof token);
+    result = jobq_submit_many_jobs_ex(c, jobs, opts[0].count > 0, token, 1, cli->timeout_ms);
     if (!result) {
         rc = cli_call_failed(cli);
         goto out;

@@ -624,15 +624,66 @@ json_t *jobq_ping(jobq_client_t *self, int timeout_ms)
     return call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
 }
 
+/* A submission's arguments with its token, sent again (same token) after
+ * each timeout while retries last. */
+static json_t *call_submit(jobq_client_t *self, const char *method, const char *key,
+                           const json_t *body, bool ignore_drain, const char *token,
+                           int retries, json_type type, int timeout_ms)
+{
+    if (token && (!*token || strlen(token) > JOBQ_TOKEN_MAX)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: a token has 1 to %d bytes", method,
+                  JOBQ_TOKEN_MAX);
+        return NULL;
+    }
+    for (int attempt = 0;; attempt++) {
+        json_t *args = json_pack("{s:O, s:b}", key, (json_t *)body, "ignore_drain", ignore_drain);
+        if (args && token && json_object_set_new(args, "token", json_string(token)) < 0) {
+            json_decref(args);
+            args = NULL;
+        }
+        json_t *r = call_typed(self, method, args, type, timeout_ms);
+        if (r || !token || attempt >= retries || self->status != JOBQ_ERR_TIMEOUT)
+            return r;
+    }
+}
+
+int jobq_new_token(char *buf, size_t len)
+{
+    if (len < 33)
+        return -1;
+    unsigned char raw[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(raw, 1, sizeof raw, f) : 0;
+    if (f)
+        fclose(f);
+    if (got != sizeof raw) { /* no urandom: time and address, unique enough per process */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t a = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        uint64_t b = (uint64_t)(uintptr_t)buf ^ ((uint64_t)clock() << 32);
+        memcpy(raw, &a, 8);
+        memcpy(raw + 8, &b, 8);
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(buf + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
 int jobq_submit_job(jobq_client_t *self, const json_t *ops, bool ignore_drain,
                     uint64_t *id_out, int timeout_ms)
+{
+    return jobq_submit_job_ex(self, ops, ignore_drain, NULL, 0, id_out, timeout_ms);
+}
+
+int jobq_submit_job_ex(jobq_client_t *self, const json_t *ops, bool ignore_drain,
+                       const char *token, int retries, uint64_t *id_out, int timeout_ms)
 {
     if (!json_is_array(ops)) {
         set_error(self, JOBQ_ERR_BAD_ARGUMENT, "submit_job: ops must be a JSON array");
         return -1;
     }
-    json_t *args = json_pack("{s:O, s:b}", "ops", (json_t *)ops, "ignore_drain", ignore_drain);
-    json_t *r = call_typed(self, "submit_job", args, JSON_INTEGER, timeout_ms);
+    json_t *r = call_submit(self, "submit_job", "ops", ops, ignore_drain, token, retries,
+                            JSON_INTEGER, timeout_ms);
     if (!r)
         return -1;
     json_int_t id = json_integer_value(r);
@@ -649,12 +700,18 @@ int jobq_submit_job(jobq_client_t *self, const json_t *ops, bool ignore_drain,
 json_t *jobq_submit_many_jobs(jobq_client_t *self, const json_t *jobs, bool ignore_drain,
                               int timeout_ms)
 {
+    return jobq_submit_many_jobs_ex(self, jobs, ignore_drain, NULL, 0, timeout_ms);
+}
+
+json_t *jobq_submit_many_jobs_ex(jobq_client_t *self, const json_t *jobs, bool ignore_drain,
+                                 const char *token, int retries, int timeout_ms)
+{
     if (!json_is_array(jobs)) {
         set_error(self, JOBQ_ERR_BAD_ARGUMENT, "submit_many_jobs: jobs must be a JSON array");
         return NULL;
     }
-    json_t *args = json_pack("{s:O, s:b}", "jobs", (json_t *)jobs, "ignore_drain", ignore_drain);
-    return call_typed(self, "submit_many_jobs", args, JSON_ARRAY, timeout_ms);
+    return call_submit(self, "submit_many_jobs", "jobs", jobs, ignore_drain, token, retries,
+                       JSON_ARRAY, timeout_ms);
 }
 
 json_t *jobq_query_jobs(jobq_client_t *self, const json_t *ids, const json_t *fields,

@@ -60,6 +60,9 @@ typedef enum {
     JOBQ_ERR_NOT_RUNNING,      /* nothing listens at the endpoint (daemon
                                   stopped, or stopped while a request was in
                                   flight) */
+    /* Daemon codes added since: after the others, so their values (the
+     * C library's ABI) never move. */
+    JOBQ_ERR_TOKEN_REUSED,     /* a client token sent again with another body */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 

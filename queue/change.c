@@ -56,7 +56,8 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         }
     }
 
-    msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0));
+    bool client = submit && job->client.data;
+    msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0) + (client ? 1 : 0));
     wire_pack_cstr(&pk, "job");
     msgpack_pack_uint64(&pk, job->id);
     wire_pack_cstr(&pk, "serial");
@@ -80,6 +81,10 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         jq_field_pack(&pk, job, JQ_F_OPS);
         wire_pack_cstr(&pk, "summary");
         jq_field_pack(&pk, job, JQ_F_SUMMARY);
+        if (client) {
+            wire_pack_cstr(&pk, "client");
+            jq_blob_pack(&pk, &job->client);
+        }
     }
     wire_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, nchanged);

@@ -175,6 +175,7 @@ void jq_job_destroy(jq_job_t **jobp)
             jq_blob_free(&op->log[k]);
         free(op->log);
     }
+    jq_blob_free(&job->client);
     free(job);
     *jobp = NULL;
 }

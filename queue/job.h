@@ -100,6 +100,10 @@ typedef struct jq_job {
     bool archived;
     bool record_lost;        /* a record could not be encoded: the next one
                                 carries every opcode and the missed log */
+    /* The submitting call's client token, when it had one (msgpack map,
+     * docs/protocol.md "Client tokens"): carried by the submit record and
+     * stored with the job so a restart can rebuild the token index. */
+    jq_blob_t client;
     jq_op_t ops[];
 } jq_job_t;
 

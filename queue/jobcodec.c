@@ -17,7 +17,7 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 7);
+    msgpack_pack_map(&pk, job->client.data ? 8 : 7);
     wire_pack_cstr(&pk, "id");
     msgpack_pack_uint64(&pk, job->id);
     kv_i64(&pk, "received_ts", job->received_ts);
@@ -27,6 +27,10 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
     msgpack_pack_uint64(&pk, job->change_serial);
     wire_pack_cstr(&pk, "log_serial");
     msgpack_pack_uint32(&pk, job->log_serial);
+    if (job->client.data) {
+        wire_pack_cstr(&pk, "client");
+        msgpack_sbuffer_write(sb, job->client.data, job->client.len);
+    }
     wire_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, job->nops);
     for (uint32_t i = 0; i < job->nops; i++) {
@@ -74,6 +78,15 @@ static int set_summary(jq_op_t *op, const msgpack_object *summary)
         return 0; /* format 1, or none given: the name stands for it */
     op->summary = strndup(summary->via.str.ptr, summary->via.str.size);
     return op->summary ? 0 : -1;
+}
+
+/* The optional client token map; anything else is ignored (a store without
+ * it, or a value this daemon cannot use, costs only the retry guarantee). */
+static int set_client(jq_job_t *job, const msgpack_object *client)
+{
+    if (!client || client->type != MSGPACK_OBJECT_MAP)
+        return 0;
+    return jq_blob_pack_object(&job->client, client);
 }
 
 static int decode_deps(jq_op_t *op, const msgpack_object *deps, bool masks, char *err,
@@ -192,6 +205,11 @@ jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen)
     job->change_serial = (uint64_t)cserial;
     job->log_serial = (uint32_t)lserial;
     job->log_recorded = job->log_serial;
+    if (set_client(job, wire_map_get(root, "client")) < 0) {
+        snprintf(err, errlen, "out of memory");
+        jq_job_destroy(&job);
+        goto out;
+    }
     for (uint32_t i = 0; i < job->nops; i++) {
         char why[128];
         if (decode_op(&ops->via.array.ptr[i], &job->ops[i], why, sizeof why) < 0) {
@@ -233,6 +251,11 @@ jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char
         return NULL;
     }
     job->change_serial = 1;
+    if (set_client(job, wire_map_get(rec, "client")) < 0) {
+        snprintf(err, errlen, "out of memory");
+        jq_job_destroy(&job);
+        return NULL;
+    }
     for (uint32_t i = 0; i < job->nops; i++) {
         const msgpack_object *o = &input->via.array.ptr[i];
         const msgpack_object *name = wire_map_get(o, "op");

@@ -15,7 +15,10 @@
  *    "ops": [{"op": str, "args": map, "summary": str, "input_priority": int,
  *             "priority": int, "status": str, "start_ts": i64,
  *             "exec_ts": i64, "end_ts": i64, "result": any,
- *             "depends": [[job_id, status_mask], ...]}, ...]}
+ *             "depends": [[job_id, status_mask], ...]}, ...],
+ *    "client": map}
+ * "client" (optional, added without a format change: older daemons ignore
+ * it) is the submitting call's client token, as in the submit record.
  * Timestamps are microseconds since the epoch, 0 for unset. (Format 1 had
  * no "summary"; decoding accepts its absence.) */
 #ifndef JOBQ_JOBCODEC_H

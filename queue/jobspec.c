@@ -18,10 +18,12 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, u
 {
     if (o->type == MSGPACK_OBJECT_NIL)
         return JOBQ_ERR_NONE;
+    /* A value of the wrong type is BadArgument, as for any argument; a
+     * well-formed dependency that cannot be right is InvalidDependency. */
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > JOBQ_MAX_DEPENDS) {
         snprintf(err, errlen, "opcode %u: 'depends' must be a list of at most %d [job_id, [status...]] pairs",
                  idx, JOBQ_MAX_DEPENDS);
-        return JOBQ_ERR_INVALID_DEPENDS;
+        return o->type != MSGPACK_OBJECT_ARRAY ? JOBQ_ERR_BAD_ARGUMENT : JOBQ_ERR_INVALID_DEPENDS;
     }
     uint32_t n = o->via.array.size;
     if (n == 0)
@@ -38,7 +40,11 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, u
             !wire_get_int(&pair->via.array.ptr[0], &id) ||
             pair->via.array.ptr[1].type != MSGPACK_OBJECT_ARRAY) {
             snprintf(err, errlen, "opcode %u: dependency %u must be [job_id, [status...]]", idx, k);
-            return JOBQ_ERR_INVALID_DEPENDS;
+            /* An integer too large for a job id is a value, not a type. */
+            bool huge = pair->type == MSGPACK_OBJECT_ARRAY && pair->via.array.size == 2 &&
+                        pair->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+                        pair->via.array.ptr[1].type == MSGPACK_OBJECT_ARRAY;
+            return huge ? JOBQ_ERR_INVALID_DEPENDS : JOBQ_ERR_BAD_ARGUMENT;
         }
         if (id == 0 || (id < 0 && !allow_relative)) {
             snprintf(err, errlen, "opcode %u has invalid dependencies: job id %lld%s", idx,
@@ -58,8 +64,12 @@ static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, u
         for (uint32_t s = 0; s < sts->via.array.size; s++) {
             const msgpack_object *so = &sts->via.array.ptr[s];
             jq_status_t st;
-            if (so->type != MSGPACK_OBJECT_STR ||
-                jq_status_parse(so->via.str.ptr, so->via.str.size, &st) < 0 ||
+            if (so->type != MSGPACK_OBJECT_STR) {
+                snprintf(err, errlen, "opcode %u: dependency %u must be [job_id, [status...]]",
+                         idx, k);
+                return JOBQ_ERR_BAD_ARGUMENT;
+            }
+            if (jq_status_parse(so->via.str.ptr, so->via.str.size, &st) < 0 ||
                 !jq_status_final(st)) {
                 snprintf(err, errlen, "opcode %u: dependency on job %lld may only name final statuses (canceled, success, error)",
                          idx, (long long)id);

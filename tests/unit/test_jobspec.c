@@ -265,19 +265,29 @@ static void test_priority(void **state)
 static void test_depends_errors(void **state)
 {
     (void)state;
-    static const char *bad[] = {
+    /* Type errors: BadArgument, as for any argument. */
+    static const char *mistyped[] = {
         "5", "\"x\"", "{}",                            /* not a list */
         "[5]", "[[]]", "[[1]]", "[[1,[],3]]",         /* not pairs */
         "[[1,\"success\"]]", "[[1,null]]",            /* status list not a list */
         "[[\"1\",[]]]", "[[1.5,[]]]", "[[null,[]]]",  /* id not an integer */
+        "[[1,[5]]]",                                  /* status not a string */
+    };
+    char ops[256];
+    for (size_t i = 0; i < sizeof mistyped / sizeof mistyped[0]; i++) {
+        snprintf(ops, sizeof ops, "[{\"op\":\"test.log\"},{\"op\":\"test.log\",\"depends\":%s}]",
+                 mistyped[i]);
+        expect_err(ops, true, JOBQ_ERR_BAD_ARGUMENT, "opcode 1");
+        expect_err(ops, false, JOBQ_ERR_BAD_ARGUMENT, "opcode 1");
+    }
+    static const char *bad[] = {
         "[[1,[\"running\"]]]", "[[1,[\"queued\"]]]", "[[1,[\"waiting\"]]]",
         "[[1,[\"canceling\"]]]",                      /* non-final statuses */
         "[[1,[\"success\",\"running\"]]]",
-        "[[1,[\"done\"]]]", "[[1,[5]]]", "[[1,[\"Success\"]]]",
+        "[[1,[\"done\"]]]", "[[1,[\"Success\"]]]",
         "[[0,[]]]",                                   /* id 0 */
         "[[18446744073709551615,[]]]",                /* over INT64_MAX */
     };
-    char ops[256];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(ops, sizeof ops, "[{\"op\":\"test.log\"},{\"op\":\"test.log\",\"depends\":%s}]",
                  bad[i]);
