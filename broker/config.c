@@ -562,6 +562,7 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"store-map-size", cur->store_map_size != next->store_map_size},
         {"max-connections", cur->max_connections != next->max_connections},
         {"salvage", cur->salvage != next->salvage},
+        {"token-window", cur->token_window != next->token_window},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

@@ -447,15 +447,25 @@ done:
 /* Whether sending the request again cannot do what sending it once would
  * not: read-only methods, and submissions that carry a client token (the
  * daemon answers a repeat with the first answer). */
+static bool read_only(const char *method)
+{
+    static const char *const names[] = {"ping",   "query_jobs",  "wait_for_job_change",
+                                        "events_since", "stats", "list_fields",
+                                        "list_opcodes"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(method, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Whether the request may be sent again after its connection dropped: a
+ * read-only one, or a submission carrying a client token (protocol.md),
+ * which the daemon answers once whatever the number of copies. */
 static bool idempotent(const char *method, const json_t *args)
 {
-    static const char *const read_only[] = {"ping", "query_jobs", "wait_for_job_change",
-                                            "events_since", "stats"};
-    for (size_t i = 0; i < sizeof read_only / sizeof *read_only; i++)
-        if (strcmp(method, read_only[i]) == 0)
-            return true;
-    return (strcmp(method, "submit_job") == 0 || strcmp(method, "submit_many_jobs") == 0) &&
-           json_object_get(args, "token") != NULL; /* the client token (protocol.md) */
+    return read_only(method) ||
+           ((strcmp(method, "submit_job") == 0 || strcmp(method, "submit_many_jobs") == 0) &&
+            json_object_get(args, "token") != NULL);
 }
 
 /* The single request path. keepalive_grace_ms > 0: each keepalive for
@@ -495,9 +505,13 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
     }
     int outcome = -1;
     bool resent = false, may_repeat = idempotent(method, args);
+    /* What the caller cannot know when the daemon is gone: whether a
+     * request that changes something was carried out (a token makes a
+     * retry safe, but only a daemon that answers can tell). */
+    const char *unknown = read_only(method) ? "" : ", which may or may not have been carried out";
     char while_[160];
     snprintf(while_, sizeof while_, "; it stopped while %s was waiting for its reply%s", method,
-             may_repeat ? "" : ", which may or may not have been carried out");
+             unknown);
     if (ensure_up(self, deadline, timeout_ms, "") < 0 ||
         send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms) < 0)
         goto out;
@@ -526,7 +540,7 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
                           "the connection to jobqd at %s was lost while %s was waiting for its "
                           "reply (the daemon restarted?)%s",
                           self->endpoint, method,
-                          may_repeat ? "" : "; it may or may not have been carried out");
+                          read_only(method) ? "" : "; it may or may not have been carried out");
                 goto out;
             }
             /* Same bytes, same id: should both copies be answered, the

@@ -52,7 +52,7 @@ int main(int argc, char **argv)
     const char *status = "";
     for (int round = 0; round < 100; round++) {
         json_t *res = NULL;
-        if (jobq_wait_for_job_change(c, id, fields, prev, -1, 5, &res)) {
+        if (jobq_wait_for_job_change(c, id, fields, prev, -1, 5, 10000, &res)) {
             json_decref(fields);
             json_decref(prev);
             return fail(&c, "wait_for_job_change");
