@@ -487,7 +487,28 @@ static void print_pairs(const char *indent, char **left, char **right, size_t n)
         printf("%s%-*s  %s\n", indent, width, left[i], right[i]);
 }
 
-int cmd_list_fields(cli_t *cli, int argc, char **argv)
+/* Prints list_fields' answer: one "NAME  DESCRIPTION" line per field. */
+static void print_fields(const json_t *r)
+{
+    size_t n = json_array_size(r);
+    char **left = calloc(n + 1, sizeof *left), **right = calloc(n + 1, sizeof *right);
+    for (size_t i = 0; left && right && i < n; i++) {
+        json_t *f = json_array_get(r, i);
+        const char *name = json_string_value(json_object_get(f, "name"));
+        const char *desc = json_string_value(json_object_get(f, "description"));
+        left[i] = (char *)(name ? name : "?");
+        right[i] = (char *)(desc ? desc : "");
+    }
+    if (left && right)
+        print_pairs("", left, right, n);
+    free(left);
+    free(right);
+}
+
+/* A command without arguments that shows one of the daemon's lists: its
+ * JSON with --json, else print(list). */
+static int run_listing(cli_t *cli, int argc, char **argv,
+                       json_t *(*call)(jobq_client_t *, int), void (*print)(const json_t *))
 {
     char **pos;
     int npos, rc;
@@ -504,32 +525,24 @@ int cmd_list_fields(cli_t *cli, int argc, char **argv)
         rc = CLI_EXIT_FAIL;
         goto out;
     }
-    if (!(r = jobq_list_fields(cli->client, cli->timeout_ms))) {
+    if (!(r = call(cli->client, cli->timeout_ms))) {
         rc = cli_call_failed(cli);
         goto out;
     }
-    if (cli->json) {
+    if (cli->json)
         cli_print_json(r);
-    } else {
-        size_t n = json_array_size(r);
-        char **left = calloc(n + 1, sizeof *left), **right = calloc(n + 1, sizeof *right);
-        for (size_t i = 0; left && right && i < n; i++) {
-            json_t *f = json_array_get(r, i);
-            const char *name = json_string_value(json_object_get(f, "name"));
-            const char *desc = json_string_value(json_object_get(f, "description"));
-            left[i] = (char *)(name ? name : "?");
-            right[i] = (char *)(desc ? desc : "");
-        }
-        if (left && right)
-            print_pairs("", left, right, n);
-        free(left);
-        free(right);
-    }
+    else
+        print(r);
     rc = CLI_EXIT_OK;
 out:
     json_decref(r);
     free(pos);
     return rc;
+}
+
+int cmd_list_fields(cli_t *cli, int argc, char **argv)
+{
+    return run_listing(cli, argc, argv, jobq_list_fields, print_fields);
 }
 
 /* Prints list_opcodes' answer: per opcode "NAME: DESCRIPTION", then one
@@ -587,34 +600,7 @@ static void print_opcodes(const json_t *ops)
 
 int cmd_list_opcodes(cli_t *cli, int argc, char **argv)
 {
-    char **pos;
-    int npos, rc;
-    bool done;
-    json_t *r = NULL;
-    rc = cli_parse(cli, argc, argv, NULL, &pos, &npos, &done);
-    if (done)
-        goto out;
-    if (npos) {
-        rc = cli_usage(cli, "unexpected argument '%s'", pos[0]);
-        goto out;
-    }
-    if (!cli_client(cli)) {
-        rc = CLI_EXIT_FAIL;
-        goto out;
-    }
-    if (!(r = jobq_list_opcodes(cli->client, cli->timeout_ms))) {
-        rc = cli_call_failed(cli);
-        goto out;
-    }
-    if (cli->json)
-        cli_print_json(r);
-    else
-        print_opcodes(r);
-    rc = CLI_EXIT_OK;
-out:
-    json_decref(r);
-    free(pos);
-    return rc;
+    return run_listing(cli, argc, argv, jobq_list_opcodes, print_opcodes);
 }
 
 void cli_help_opcodes(cli_t *cli)
