@@ -49,6 +49,7 @@ typedef struct {
     size_t len;
     uint64_t hash;       /* of the method and the jobs it submits */
     bool claimed;        /* this call is the token's first: it records it */
+    bool created_nothing; /* every job of the batch was refused */
     size_t reply_start;  /* where this call's result starts in the reply */
 } token_call_t;
 
@@ -72,6 +73,13 @@ static jobq_code_t token_begin(jq_call_t *c, const char *method, const msgpack_o
     if (!t->token || t->len == 0 || t->len > JQ_TOKEN_MAX) {
         snprintf(c->err, c->errlen, "argument 'token' must be a str or bin of 1 to %d bytes",
                  JQ_TOKEN_MAX);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    if (body && body->type == MSGPACK_OBJECT_ARRAY &&
+        body->via.array.size > JOBQ_MAX_JOBS_PER_TOKEN && !strcmp(method, "submit_many_jobs")) {
+        snprintf(c->err, c->errlen, "a batch with a client token holds at most %d jobs (its "
+                                    "answer is kept for the retry); split it",
+                 JOBQ_MAX_JOBS_PER_TOKEN);
         return JOBQ_ERR_BAD_ARGUMENT;
     }
     t->hash = jq_tokens_hash(method, body);
@@ -112,7 +120,8 @@ static jobq_code_t token_end(jq_call_t *c, token_call_t *t, jobq_code_t rc)
 {
     if (!t->claimed)
         return rc;
-    if (rc != JOBQ_ERR_NONE) {
+    if (rc != JOBQ_ERR_NONE || t->created_nothing) {
+        /* Nothing to keep apart from a second copy: a retry may run. */
         jq_tokens_abandon(c->d->tokens, t->token, t->len);
     } else {
         msgpack_sbuffer *sb = c->pk->data;
@@ -252,7 +261,7 @@ static void pack_outcome(msgpack_packer *pk, uint64_t id, const char *error)
     }
 }
 
-static jobq_code_t submit_many_jobs(jq_call_t *c, const token_call_t *t)
+static jobq_code_t submit_many_jobs(jq_call_t *c, token_call_t *t)
 {
     jq_daemon_t *d = c->d;
     jobq_code_t rc = submission_allowed(c);
@@ -323,6 +332,7 @@ static jobq_code_t submit_many_jobs(jq_call_t *c, const token_call_t *t)
             }
         }
     }
+    t->created_nothing = first == n;
     if (t->claimed && first < n) {
         msgpack_sbuffer reply;
         msgpack_sbuffer_init(&reply);

@@ -31,6 +31,7 @@ struct jq_tokens {
     pthread_cond_t settled;     /* a pending entry became done or went */
     int64_t window_us;
     size_t max_count, count;
+    size_t bytes;               /* of the replies kept */
     entry_t *oldest, *newest;
     entry_t *buckets[NBUCKETS];
 };
@@ -107,6 +108,7 @@ static void unlink_free(jq_tokens_t *t, entry_t *e)
     else
         t->newest = e->prev;
     t->count--;
+    t->bytes -= e->reply_len;
     free(e->reply);
     free(e);
 }
@@ -124,14 +126,15 @@ void jq_tokens_destroy(jq_tokens_t **tp)
     *tp = NULL;
 }
 
-/* Drop what is past the window, then the oldest past the cap; a pending
+/* Drop what is past the window, then the oldest past the caps; a pending
  * entry stays (its call is running; it is at most milliseconds old). */
 static void expire(jq_tokens_t *t, int64_t now)
 {
     entry_t *e = t->oldest;
     while (e) {
         entry_t *next = e->next;
-        bool old = now - e->made > t->window_us || t->count > t->max_count;
+        bool old = now - e->made > t->window_us || t->count > t->max_count ||
+                   t->bytes > JQ_TOKEN_MAX_BYTES;
         if (!old)
             break;
         if (!e->pending)
@@ -209,9 +212,11 @@ void jq_tokens_done(jq_tokens_t *t, const void *token, size_t len, const void *r
             memcpy(copy, reply, reply_len);
             e->reply = copy;
             e->reply_len = reply_len;
+            t->bytes += reply_len;
             e->ticket = ticket;
             e->pending = false;
             copy = NULL;
+            expire(t, e->made); /* the byte cap */
         } else { /* out of memory: a retry then submits again */
             unlink_free(t, e);
         }
@@ -327,6 +332,7 @@ int jq_tokens_restore(jq_tokens_t *t, const void *client, size_t client_len, uin
         if (e) {
             e->reply = sb.data;
             e->reply_len = sb.size;
+            t->bytes += sb.size;
             e->ticket = 0; /* committed before this run */
             sb.data = NULL;
         }

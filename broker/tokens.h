@@ -9,7 +9,8 @@
  * held until that ticket is durable like the first; one that finds the
  * token pending waits for the first call to finish (a condition variable;
  * the wait lasts one handler's table work, never a commit). Entries are
- * forgotten after the window, and the oldest first past a count cap. At
+ * forgotten after the window, and the oldest first past a count cap or a
+ * cap on the bytes of the answers kept. At
  * start-up the index is rebuilt from the stored jobs (recovery.c).
  *
  * Any thread; one mutex guards the index, never held while another lock
@@ -26,6 +27,8 @@
 #define JQ_TOKEN_MAX 64
 /* Tokens kept at most (the oldest is forgotten first). */
 #define JQ_TOKEN_MAX_COUNT 100000
+/* Bytes of kept answers at most (the oldest is forgotten first). */
+#define JQ_TOKEN_MAX_BYTES (64u * 1024 * 1024)
 /* Default window, seconds (jobqd --token-window). */
 #define JQ_TOKEN_DEFAULT_WINDOW 600
 

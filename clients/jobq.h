@@ -114,6 +114,7 @@ json_t *jobq_submit_many_jobs(jobq_client_t *self, const json_t *jobs,
  * with the first call's ids instead of creating the jobs again. When a
  * call with a token times out (JOBQ_ERR_TIMEOUT) it is sent again, with
  * the same token, up to `retries` more times (each with timeout_ms).
+ * A batch with a token holds at most JOBQ_MAX_JOBS_PER_TOKEN jobs (wire.h).
  * Otherwise as jobq_submit_job / jobq_submit_many_jobs. */
 #define JOBQ_TOKEN_MAX 64
 int jobq_submit_job_ex(jobq_client_t *self, const json_t *ops, bool ignore_drain,

@@ -250,7 +250,11 @@ int cmd_submit_many(cli_t *cli, int argc, char **argv)
     }
     char token[33];
     jobq_new_token(token, sizeof token);
-    result = jobq_submit_many_jobs_ex(c, jobs, opts[0].count > 0, token, 1, cli->timeout_ms);
+    /* The daemon keeps a tokened batch's answer: above its cap the batch
+     * goes without a token (and so without the retry). */
+    bool tokened = json_array_size(jobs) <= JOBQ_MAX_JOBS_PER_TOKEN;
+    result = jobq_submit_many_jobs_ex(c, jobs, opts[0].count > 0, tokened ? token : NULL, 1,
+                                      cli->timeout_ms);
     if (!result) {
         rc = cli_call_failed(cli);
         goto out;

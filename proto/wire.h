@@ -24,6 +24,9 @@
 #define JOBQ_MAX_REQUEST_BYTES (16u * 1024 * 1024) /* default request cap */
 #define JOBQ_MAX_OPS_PER_JOB 1000
 #define JOBQ_MAX_JOBS_PER_BATCH 100000
+/* Jobs a submit_many_jobs carrying a client token may hold: its whole
+ * answer is kept (in memory and with its first job) for the retry. */
+#define JOBQ_MAX_JOBS_PER_TOKEN 10000
 #define JOBQ_MAX_OP_NAME 64
 #define JOBQ_MAX_ROWS_PER_REPLY 100000
 #define JOBQ_MAX_LOG_MESSAGE 4096

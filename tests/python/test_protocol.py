@@ -101,6 +101,27 @@ def test_token_reused_for_another_body_is_refused(data_dir):
     d.stop()
 
 
+def test_token_batches_are_bounded_and_refused_ones_not_kept(data_dir):
+    d = data_dir()
+    # A tokened batch past the cap is refused whole, creating nothing.
+    with pytest.raises(JobqError) as e:
+        d.call("submit_many_jobs", jobs=[[DELAY]] * 10001, token="too-big")
+    assert e.value.code == "BadArgument" and "10000" in str(e.value), str(e.value)
+    assert count_jobs(d) == 0
+    # A batch none of whose jobs was accepted keeps nothing: the same token
+    # then takes another body (no TokenReused) and creates its job.
+    bad = [[{"op": "no.such.op"}], [{"op": "no.such.op.either"}]]
+    first = d.call("submit_many_jobs", jobs=bad, token="all-refused")
+    assert [ok for ok, _ in first] == [False, False], first
+    again = d.call("submit_many_jobs", jobs=[[DELAY]], token="all-refused")
+    assert again[0][0] is True, again
+    assert count_jobs(d) == 1
+    # At the cap it is accepted.
+    res = d.call("submit_many_jobs", jobs=[[DELAY]] * 10000, token="at-cap")
+    assert all(ok for ok, _ in res)
+    d.stop()
+
+
 BATCH = [[DELAY], [{"op": "no.such.op"}], [dict(DELAY, depends=[[-1, []]])],
          [dict(DELAY, depends=[[-3, ["success"]]])]]
 

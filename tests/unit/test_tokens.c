@@ -1,5 +1,5 @@
 /* test_tokens.c: the client-token index (broker/tokens.c): first claim,
- * retry, reuse with another body, abandon, the window and the count cap,
+ * retry, reuse with another body, abandon, the window, the count and byte caps,
  * a retry that waits for a pending first call on another thread, and the
  * restore of a batch answer whose jobs were not all stored. */
 #include "tokens.h"
@@ -74,6 +74,34 @@ static void test_count_cap(void **state)
     free(reply);
     assert_int_equal(claim(t, "t0", 1, 10, &reply, &len, &ticket), JQ_TOKEN_NEW);
     jq_tokens_destroy(&t);
+}
+
+/* Kept answers are capped in bytes too: three answers of 30 MiB do not
+ * fit in JQ_TOKEN_MAX_BYTES, so the oldest goes as soon as the third is
+ * kept, and what stays is at most the cap. */
+static void test_byte_cap(void **state)
+{
+    (void)state;
+    size_t big = 30u * 1024 * 1024;
+    char *body = calloc(1, big);
+    assert_non_null(body);
+    jq_tokens_t *t = jq_tokens_new(100 * SEC, 100);
+    char *reply, tok[8];
+    size_t len;
+    uint64_t ticket;
+    for (int i = 0; i < 3; i++) {
+        snprintf(tok, sizeof tok, "b%d", i);
+        assert_int_equal(claim(t, tok, 1, i, &reply, &len, &ticket), JQ_TOKEN_NEW);
+        jq_tokens_done(t, tok, strlen(tok), body, big, 0);
+    }
+    assert_int_equal(jq_tokens_count(t), 2);
+    assert_int_equal(claim(t, "b0", 1, 10, &reply, &len, &ticket), JQ_TOKEN_NEW);
+    jq_tokens_abandon(t, "b0", 2);
+    assert_int_equal(claim(t, "b2", 1, 10, &reply, &len, &ticket), JQ_TOKEN_REPLY);
+    assert_int_equal(len, big);
+    free(reply);
+    jq_tokens_destroy(&t);
+    free(body);
 }
 
 static void test_window_zero_is_off(void **state)
@@ -192,6 +220,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_claim_retry_reuse),
         cmocka_unit_test(test_count_cap),
+        cmocka_unit_test(test_byte_cap),
         cmocka_unit_test(test_window_zero_is_off),
         cmocka_unit_test(test_retry_waits_for_a_pending_first_call),
         cmocka_unit_test(test_restore),
