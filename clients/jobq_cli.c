@@ -214,8 +214,8 @@ static const cli_command_t commands[] = {
      "With --json, prints true.\n"},
     {"ping", cmd_ping, "", "check that the daemon answers",
      "Prints the daemon's version, protocol version and clock, and the round trip\n"
-     "time. With --json, prints the daemon's answer {version, protocol, time,\n"
-     "epoch, publish}.\n"},
+     "time. With --json, prints the daemon's answer {version, protocol,\n"
+     "protocols, time, epoch, publish, token_window}.\n"},
     {"version", cmd_version, "", "show the versions of jobq and of the daemon",
      "Prints jobq's version and protocol version, then the daemon's (with its\n"
      "endpoint) when it answers within 0.5 s; nothing more when it does not.\n"
