@@ -51,5 +51,14 @@ dpkg-deb -I "$out/libjobq-dev_${version}_${arch}.deb" | grep -q "libjobq0 (= $ve
 dpkg-deb --fsys-tarfile "$out/libjobq-dev_${version}_${arch}.deb" |
     tar -xOf - "./usr/lib/$multiarch/pkgconfig/jobq.pc" | grep -qx "libdir=/usr/lib/$multiarch" ||
     { echo "FAIL: jobq.pc does not name /usr/lib/$multiarch"; fail=1; }
+# The packaged programs serve and look where the unit puts the daemon,
+# never in the tree they were built in.
+mkdir "$out/root"
+dpkg-deb -x "$out/jobq_${version}_${arch}.deb" "$out/root"
+dpkg-deb -x "$out/jobqd_${version}_${arch}.deb" "$out/root"
+"$out/root/usr/bin/jobq" --help | grep -q 'ipc:///run/jobq/jobq.sock' ||
+    { echo "FAIL: the packaged jobq does not default to ipc:///run/jobq/jobq.sock"; fail=1; }
+"$out/root/usr/sbin/jobqd" --help | grep -q '/var/lib/jobq' ||
+    { echo "FAIL: the packaged jobqd does not default to /var/lib/jobq"; fail=1; }
 [ "$fail" = 0 ] && echo "packages built and checked"
 exit "$fail"
