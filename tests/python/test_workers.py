@@ -196,6 +196,14 @@ def test_jobs_wait_for_a_worker_then_run_in_priority_order(daemon):
     while job_row(d, first, "worker")[0] != "waiting for a worker":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    # A priority change while it waits moves it in the worker queue.
+    moved = max(ids)
+    deadline = time.monotonic() + 10
+    while job_row(d, moved, "status")[0] != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    d.call("change_job_priority", id=moved, priority=-10)
+    ids[moved] = -10
     w = Worker(d, ["w.ord"], capacity=1)
     order = []
     for _ in ids:
