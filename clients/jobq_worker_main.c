@@ -701,14 +701,12 @@ static void remove_tmpdir(const char *dir)
 
 int main(int argc, char **argv)
 {
+    /* The build tree's socket or the installed daemon's (paths.h), as the
+     * jobq CLI finds jobq.sock; the environment wins over both. */
     char default_ep[4200];
+    snprintf(default_ep, sizeof default_ep, "ipc://%s/workers.sock", jq_default_dirs().run_dir);
     const char *env = getenv("JOBQ_WORKER_ENDPOINT");
-    if (env && *env)
-        snprintf(default_ep, sizeof default_ep, "%s", env);
-    else
-        snprintf(default_ep, sizeof default_ep, "ipc://%s/workers.sock",
-                 jq_default_dirs().run_dir);
-    wk_t wk = {.capacity = 1, .endpoint = default_ep, .sfd = -1};
+    wk_t wk = {.capacity = 1, .endpoint = env && *env ? env : default_ep, .sfd = -1};
     wk.cfg.kill_grace_ms = 5000;
     const char *only = NULL, *name = NULL;
     int rc = parse_args(argc, argv, &wk, &only, &name, default_ep);
