@@ -309,8 +309,10 @@ json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
  * is delivered as a revoke event. A worker never gives up on its daemon:
  * while nothing answers it says hello again every lease time (5 s before
  * a welcome told otherwise). The one failure that stops it is a hello the
- * daemon refuses (a bad declaration, a built-in opcode's name): every
- * later jobq_worker_poll returns -1 with the daemon's code and message.
+ * daemon refuses as wrong (BadArgument, Malformed, VersionMismatch: a bad
+ * declaration, a built-in opcode's name): every later jobq_worker_poll
+ * returns -1 with the daemon's code and message. A hello refused for
+ * another reason (Internal) is said again after a pause.
  *
  * Two ways to drive it, on one thread (the owner of the socket):
  * - blocking: jobq_worker_run(w, callback, arg) calls the callback for

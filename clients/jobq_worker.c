@@ -512,8 +512,18 @@ static void on_error(jobq_worker_t *self, const msgpack_object *m)
     const char *code = get_str(wire_map_get(m, "code"), &clen);
     const char *msg = get_str(wire_map_get(m, "message"), &mlen);
     jobq_code_t c = code ? jobq_code_from_name(code, clen) : JOBQ_ERR_INTERNAL;
+    if (self->state == STATE_HELLO && c != JOBQ_ERR_BAD_ARGUMENT && c != JOBQ_ERR_MALFORMED &&
+        c != JOBQ_ERR_VERSION) {
+        /* Refused for now (out of memory...): try again after a pause. */
+        char why[300];
+        snprintf(why, sizeof why, "jobqd refused the hello for now: %.*s",
+                 msg ? (int)(mlen > 200 ? 200 : mlen) : 9, msg ? msg : "no reason");
+        drop_connection(self, why);
+        return;
+    }
     if (self->state == STATE_HELLO) {
-        /* The only message of this connection so far is the hello. */
+        /* The only message of this connection so far is the hello, and
+         * what is wrong with it will be wrong with the next one. */
         self->fatal = true;
         set_error(self, c, "jobqd at %s refused the hello: %.*s", self->endpoint,
                   msg ? (int)(mlen > 300 ? 300 : mlen) : 7, msg ? msg : "no reason");
