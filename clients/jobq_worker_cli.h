@@ -28,8 +28,11 @@
 /* After a handler exits, how long its pipes may stay open (a process it
  * left behind holds them) before they are closed and its group killed. */
 #define WK_DRAIN_MS 2000
-/* Largest result file read. */
-#define WK_RESULT_MAX (16 * 1024 * 1024)
+/* Largest result file read: half the daemon's default message limit
+ * (--max-request-bytes, 16 MiB), so that the done carrying it, encoded,
+ * is not refused (the daemon's refusal would not name the lease, and the
+ * opcode would stay running until its timeout). */
+#define WK_RESULT_MAX (8 * 1024 * 1024)
 
 /* One pipe from a handler (stdout or stderr) and its partial line. */
 typedef struct {
