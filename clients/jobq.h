@@ -424,7 +424,8 @@ void jobq_worker_default_endpoint(char *buf, size_t len);
  * named name (NULL: none; at most JOBQ_WORKER_MAX_NAME bytes, for people)
  * running up to capacity (1 to JOBQ_WORKER_MAX_CAPACITY) opcodes at once.
  * It connects on jobq_worker_connect or the first poll, once its opcodes
- * are declared. NULL on bad arguments or when ZeroMQ fails. */
+ * are declared. NULL on bad arguments (an endpoint ZeroMQ cannot connect
+ * to included) or when ZeroMQ fails. */
 jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capacity);
 
 /* Sends disconnect when connected (the daemon takes back every lease the

@@ -665,6 +665,19 @@ jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capac
         jobq_worker_destroy(&self);
         return NULL;
     }
+    /* An endpoint ZeroMQ cannot connect to would only fail later, again
+     * and again: try it now (the connection itself is made later). */
+    void *probe = zmq_socket(self->ctx, ZMQ_DEALER);
+    int linger = 0;
+    if (probe)
+        zmq_setsockopt(probe, ZMQ_LINGER, &linger, sizeof linger);
+    bool ok = probe && zmq_connect(probe, self->endpoint) == 0;
+    if (probe)
+        zmq_close(probe);
+    if (!ok) {
+        jobq_worker_destroy(&self);
+        return NULL;
+    }
     return self;
 }
 

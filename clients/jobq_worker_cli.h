@@ -63,7 +63,7 @@ typedef struct wk_proc {
     char tail[WK_TAIL_MAX + 1]; /* the last stderr lines, newline-separated */
     size_t tail_len;
     char *result_path;    /* JOBQ_RESULT_FILE */
-    const char *stop_why; /* why SIGTERM was sent ("canceled", "revoked"...), or NULL */
+    char stop_why[64];    /* why SIGTERM was sent ("canceled", "revoked"...), or "" */
     bool revoked;         /* the lease is gone: send nothing more */
     int64_t kill_at;      /* when SIGKILL follows the SIGTERM (0: not armed) */
     bool killed;          /* SIGKILL sent */
@@ -94,7 +94,8 @@ wk_proc_t *wk_proc_start(const wk_config_t *cfg, const jobq_lease_t *lease, cons
 void wk_proc_read(wk_proc_t *p, wk_pipe_t *pipe);
 
 /* SIGTERM to the handler's group (once) and SIGKILL after the grace;
- * why is kept for the log. revoke: nothing more will be sent for it. */
+ * why is copied for the failure message. revoke: nothing more will be
+ * sent for it. */
 void wk_proc_stop(const wk_config_t *cfg, wk_proc_t *p, const char *why, bool revoke);
 
 /* SIGKILL to the group now. */

@@ -160,12 +160,31 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Fills wk->served from DIR (or from --opcodes). EXIT_OK or EXIT_USAGE. */
+static int add_served(wk_t *wk, const char *name)
+{
+    char **v = realloc(wk->served, (wk->nserved + 1) * sizeof *v);
+    char *copy = v ? strdup(name) : NULL;
+    if (v)
+        wk->served = v;
+    if (!copy) {
+        fprintf(stderr, "jobq-worker: out of memory\n");
+        return -1;
+    }
+    wk->served[wk->nserved++] = copy;
+    return 0;
+}
+
+/* Fills wk->served from DIR (or from --opcodes). EXIT_OK, EXIT_USAGE, or
+ * EXIT_FAIL (out of memory). */
 static int find_handlers(wk_t *wk, const char *only)
 {
     const char *dir = wk->cfg.dir;
     if (only) {
         char *list = strdup(only), *save = NULL;
+        if (!list) {
+            fprintf(stderr, "jobq-worker: out of memory\n");
+            return EXIT_FAIL;
+        }
         for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
             if (!valid_name(name)) {
                 usage_error("--opcodes: \"%s\" is not an opcode name (letters, digits, \"._-\")",
@@ -178,8 +197,10 @@ static int find_handlers(wk_t *wk, const char *only)
                 free(list);
                 return EXIT_USAGE;
             }
-            wk->served = realloc(wk->served, (wk->nserved + 1) * sizeof *wk->served);
-            wk->served[wk->nserved++] = strdup(name);
+            if (add_served(wk, name) < 0) {
+                free(list);
+                return EXIT_FAIL;
+            }
         }
         free(list);
     } else {
@@ -200,11 +221,14 @@ static int find_handlers(wk_t *wk, const char *only)
                         dir, name, JOBQ_MAX_OP_NAME);
                 continue;
             }
-            wk->served = realloc(wk->served, (wk->nserved + 1) * sizeof *wk->served);
-            wk->served[wk->nserved++] = strdup(name);
+            if (add_served(wk, name) < 0) {
+                closedir(d);
+                return EXIT_FAIL;
+            }
         }
         closedir(d);
-        qsort(wk->served, wk->nserved, sizeof *wk->served, cmp_str);
+        if (wk->nserved > 1)
+            qsort(wk->served, wk->nserved, sizeof *wk->served, cmp_str);
     }
     if (wk->nserved == 0) {
         fprintf(stderr, "jobq-worker: no executable handler in %s\n", dir);
@@ -710,11 +734,12 @@ int main(int argc, char **argv)
     wk_t wk = {.capacity = 1, .endpoint = env && *env ? env : default_ep, .sfd = -1};
     wk.cfg.kill_grace_ms = 5000;
     const char *only = NULL, *name = NULL;
+    char tmpl[4200] = "";
     int rc = parse_args(argc, argv, &wk, &only, &name, default_ep);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
     if ((rc = find_handlers(&wk, only)) != EXIT_OK)
-        return rc;
+        goto out;
 
     char defname[JOBQ_WORKER_MAX_NAME + 1];
     if (!name) {
@@ -738,37 +763,45 @@ int main(int argc, char **argv)
     wk.sfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (wk.sfd < 0) {
         fprintf(stderr, "jobq-worker: signalfd: %s\n", strerror(errno));
-        return EXIT_FAIL;
+        rc = EXIT_FAIL;
+        goto out;
     }
 
+    wk.w = jobq_worker_new(wk.endpoint, name, wk.capacity);
+    if (!wk.w) {
+        usage_error("cannot connect to \"%s\": not a ZeroMQ endpoint (ipc://PATH, "
+                    "tcp://HOST:PORT)",
+                    wk.endpoint);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if ((rc = declare(&wk)) != EXIT_OK)
+        goto out;
+
     const char *t = getenv("TMPDIR");
-    char tmpl[4200];
     snprintf(tmpl, sizeof tmpl, "%s/jobq-worker-XXXXXX", t && *t ? t : "/tmp");
     if (!mkdtemp(tmpl)) {
         fprintf(stderr, "jobq-worker: cannot create a directory %s: %s\n", tmpl,
                 strerror(errno));
-        return EXIT_FAIL;
+        tmpl[0] = '\0';
+        rc = EXIT_FAIL;
+        goto out;
     }
     wk.cfg.tmpdir = tmpl;
-
-    wk.w = jobq_worker_new(wk.endpoint, name, wk.capacity);
-    if (!wk.w) {
-        fprintf(stderr, "jobq-worker: cannot create a worker for %s\n", wk.endpoint);
-        remove_tmpdir(tmpl);
-        return EXIT_FAIL;
-    }
-    rc = declare(&wk);
-    if (rc == EXIT_OK && jobq_worker_connect(wk.w) < 0) {
+    if (jobq_worker_connect(wk.w) < 0) {
         fprintf(stderr, "jobq-worker: %s\n", jobq_worker_reason(wk.w));
         rc = EXIT_FAIL;
+        goto out;
     }
-    if (rc == EXIT_OK)
-        rc = loop(&wk);
+    rc = loop(&wk);
+out:
     jobq_worker_destroy(&wk.w);
-    remove_tmpdir(tmpl);
+    if (tmpl[0])
+        remove_tmpdir(tmpl);
     for (size_t i = 0; i < wk.nserved; i++)
         free(wk.served[i]);
     free(wk.served);
-    close(wk.sfd);
+    if (wk.sfd >= 0)
+        close(wk.sfd);
     return rc;
 }

@@ -395,9 +395,9 @@ void wk_proc_stop(const wk_config_t *cfg, wk_proc_t *p, const char *why, bool re
             free(p->pending[i].message);
         p->npending = 0;
     }
-    if (p->stop_why || p->exited)
+    if (p->stop_why[0] || p->exited)
         return;
-    p->stop_why = why;
+    snprintf(p->stop_why, sizeof p->stop_why, "%s", why && *why ? why : "stopped");
     kill(-p->pid, SIGTERM);
     p->kill_at = wk_now_ms() + cfg->kill_grace_ms;
     if (cfg->kill_grace_ms <= 0)
@@ -514,7 +514,7 @@ static void failure_message(wk_proc_t *p, char *msg, size_t len)
     } else {
         n = snprintf(msg, len, "ended with wait status %d", p->status);
     }
-    if (p->stop_why && n > 0 && (size_t)n < len)
+    if (p->stop_why[0] && n > 0 && (size_t)n < len)
         n += snprintf(msg + n, len - (size_t)n, " after it was stopped (%s)", p->stop_why);
     if (p->tail_len && n > 0 && (size_t)n < len) {
         size_t tl = p->tail_len;

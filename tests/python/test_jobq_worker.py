@@ -551,6 +551,12 @@ def test_help_and_usage_errors(tmp_path):
         assert p.returncode == 2, (args, p.stderr)
         assert p.stderr.startswith("jobq-worker: ") and len(p.stderr.splitlines()) == 1, \
             (args, p.stderr)
+    # An endpoint that is none.
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "a").write_text("#!/bin/sh\n")
+    (tmp_path / "h" / "a").chmod(0o755)
+    p = worker_cmd("--handlers", str(tmp_path / "h"), "--endpoint", "nonsense")
+    assert p.returncode == 2 and "nonsense" in p.stderr, p.stderr
     # An empty directory, a missing one.
     p = worker_cmd("--handlers", str(tmp_path))
     assert p.returncode == 2 and "no executable handler" in p.stderr, p.stderr

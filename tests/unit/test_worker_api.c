@@ -241,6 +241,8 @@ static void test_declarations_are_checked(void **state)
     jobq_worker_destroy(&w);
     assert_null(w);
     assert_null(jobq_worker_new("ipc:///x", NULL, 0));
+    assert_null(jobq_worker_new("nonsense", NULL, 1));
+    assert_null(jobq_worker_new("tcp://no-port", NULL, 1));
     assert_null(jobq_worker_new("ipc:///x", NULL, JOBQ_WORKER_MAX_CAPACITY + 1));
 }
 
