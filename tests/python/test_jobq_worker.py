@@ -484,6 +484,50 @@ def test_capacity_limits_handlers_at_once(env):
 
 # ---------------------------------------------------------------- connection
 
+def test_stopped_worker_loses_its_lease_and_its_late_result_is_refused(env):
+    # A worker stopped (SIGSTOP) past the lease time is lost: its opcode is
+    # retried on another worker. Resumed, its handler's late done is
+    # refused, the worker reconnects, and the retried attempt's result
+    # stands.
+    d = env.daemon("--worker-heartbeat", "0.2", "--worker-lease", "1")
+    go = env.tmp / "go"
+    env.handler("t.slow", f"""\
+        #!/bin/sh
+        echo "attempt $JOBQ_ATTEMPT"
+        if [ "$JOBQ_ATTEMPT" = 1 ]; then
+            i=0
+            while [ ! -e {go} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+        fi
+        echo "$JOBQ_ATTEMPT" > "$JOBQ_RESULT_FILE"
+        """)
+    first = env.worker(name="first")
+    spec = env.tmp / "jobs.json"
+    spec.write_text(json.dumps([[{"op": "t.slow", "retry": 1}]]))
+    job = int(d.ok("submit-many", str(spec)).split()[0])
+    wait_for(lambda: any(e[3] == "attempt 1" for e in oplog(d, job)), 15, "attempt 1")
+    first.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Lost after 1 s; the opcode waits for a worker again.
+        wait_for(lambda: d.job(job)["status"] in ("queued", "waiting"), 15,
+                 "the opcode to go back to the queue")
+        second = env.worker(name="second")
+        d.wait_status(job, ["success"])
+        assert opresult(d, job) == 2
+        go.touch()  # attempt 1 may end now: its worker is still stopped
+    finally:
+        go.touch()
+        first.proc.send_signal(signal.SIGCONT)
+    first.wait_log("lost jobqd")
+    first.wait_log("connected to jobqd", count=2)
+    # The late result changed nothing.
+    assert d.job(job)["status"] == "success" and opresult(d, job) == 2
+    messages = [e[3] for e in oplog(d, job)]
+    assert "attempt 1" in messages and "attempt 2" in messages
+    # Both workers serve on.
+    second.stop()
+    job = d.submit("t.slow")
+    d.wait_status(job, ["success"])
+
 def test_worker_waits_for_the_daemon_and_survives_its_restart(env):
     d = env.daemon()
     env.handler("t.ok", """\
