@@ -24,12 +24,15 @@
  * and said disconnect: come back at once), else it backs off from 100 ms
  * to 2 s so that a daemon that keeps refusing is not hammered.
  *
+ * The declarations and everything sent for a lease (feedback, done) are
+ * in jobq_worker_send.c; jobq_worker_int.h has the object both share.
+ *
  * Events are decoded when they arrive, not when they are delivered: a
  * cancel read by jobq_worker_tick inside a callback must mark its lease
  * at once. They wait in a FIFO; the one delivered last is kept (its
  * strings are what the caller's event points to) until the next poll.
  */
-#include "jobq.h"
+#include "jobq_worker_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -43,7 +46,6 @@
 
 #include "jobq_json.h"
 
-#define REASON_MAX 512
 /* Before a welcome says otherwise: the daemon's defaults. */
 #define DEFAULT_HEARTBEAT_MS 1000
 #define DEFAULT_LEASE_MS 5000
@@ -61,55 +63,7 @@
 #define JOBQ_INSTALLED_RUN_DIR "/run/jobq"
 #endif
 
-typedef enum { STATE_OFF, STATE_HELLO, STATE_READY } conn_t;
-
-/* A lease held, with what the daemon said of it since. */
-typedef struct {
-    jobq_lease_t lease;
-    jobq_lease_state_t state;
-} held_t;
-
-/* A queued event with the storage its pointers point into. */
-typedef struct event_node {
-    struct event_node *next;
-    jobq_worker_event_t ev;
-    char *opcode;
-    char *reason;
-    char *args_json;
-    char *args_error;
-    json_t *args;
-    void *args_msgpack;
-} event_node_t;
-
-struct _jobq_worker_t {
-    void *ctx;                 /* ZeroMQ context owned by this worker */
-    void *sock;                /* DEALER of the current connection, or NULL */
-    char *endpoint;            /* where it connects */
-    char *name;                /* for people; NULL: none sent */
-    int capacity;              /* opcodes run at once */
-    json_t *opcodes;           /* declarations for hello: array of str or object */
-    bool started;              /* connect was called: keep a connection open */
-    bool fatal;                /* the hello was refused: nothing more happens */
-    conn_t state;              /* see the file comment */
-    int64_t heartbeat_ms;      /* interval: the welcome's, else the default */
-    int64_t lease_ms;          /* silence that ends a connection */
-    int64_t last_sent;         /* when the last message went out (ms) */
-    int64_t last_heard;        /* when the last message came in, or the hello left */
-    int64_t reconnect_at;      /* STATE_OFF after start: when to connect again */
-    int64_t backoff_ms;        /* the back-off the next failed connection gets */
-    held_t *held;              /* leases held */
-    size_t nheld, held_cap;
-    event_node_t *head, *tail; /* events not delivered yet */
-    event_node_t *current;     /* the event delivered last (its storage) */
-    uint64_t malformed;        /* messages from the daemon that made no sense */
-    jobq_code_t status;        /* code of the last failure */
-    char reason[REASON_MAX];   /* its sentence */
-};
-
-static void set_error(jobq_worker_t *self, jobq_code_t code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(jobq_worker_t *self, jobq_code_t code, const char *fmt, ...)
+void jw_set_error(jobq_worker_t *self, jobq_code_t code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -118,13 +72,13 @@ static void set_error(jobq_worker_t *self, jobq_code_t code, const char *fmt, ..
     va_end(ap);
 }
 
-static void set_ok(jobq_worker_t *self)
+void jw_set_ok(jobq_worker_t *self)
 {
     self->status = JOBQ_ERR_NONE;
     self->reason[0] = '\0';
 }
 
-static int64_t now_ms(void)
+int64_t jw_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -155,7 +109,7 @@ static event_node_t *push_event(jobq_worker_t *self, jobq_worker_event_type_t ty
     event_node_t *n = calloc(1, sizeof *n);
     if (!n)
         return NULL;
-    n->reason = jobq_utf8_clean(reason ? reason : "", reason ? reason_len : 0, REASON_MAX,
+    n->reason = jobq_utf8_clean(reason ? reason : "", reason ? reason_len : 0, JW_REASON_MAX,
                                 NULL);
     if (!n->reason) {
         free(n);
@@ -174,7 +128,7 @@ static event_node_t *push_event(jobq_worker_t *self, jobq_worker_event_type_t ty
 /* ------------------------------------------------------------------ */
 /* Leases */
 
-static held_t *find_held(jobq_worker_t *self, const jobq_lease_t *l)
+held_t *jw_find_held(jobq_worker_t *self, const jobq_lease_t *l)
 {
     for (size_t i = 0; i < self->nheld; i++) {
         jobq_lease_t *h = &self->held[i].lease;
@@ -198,7 +152,7 @@ static int add_held(jobq_worker_t *self, const jobq_lease_t *l)
     return 0;
 }
 
-static void drop_held(jobq_worker_t *self, held_t *h)
+void jw_drop_held(jobq_worker_t *self, held_t *h)
 {
     *h = self->held[--self->nheld];
 }
@@ -207,7 +161,7 @@ static void drop_held(jobq_worker_t *self, held_t *h)
 /* Sending */
 
 /* Starts a worker message: a map of n + 2 entries with v and type. */
-static void begin_message(msgpack_packer *pk, const char *type, size_t n)
+void jw_begin_message(msgpack_packer *pk, const char *type, size_t n)
 {
     msgpack_pack_map(pk, n + 2);
     wire_pack_cstr(pk, "v");
@@ -216,7 +170,7 @@ static void begin_message(msgpack_packer *pk, const char *type, size_t n)
     wire_pack_cstr(pk, type);
 }
 
-static void pack_lease(msgpack_packer *pk, const jobq_lease_t *l)
+void jw_pack_lease(msgpack_packer *pk, const jobq_lease_t *l)
 {
     wire_pack_cstr(pk, "job");
     msgpack_pack_uint64(pk, l->job);
@@ -228,25 +182,25 @@ static void pack_lease(msgpack_packer *pk, const jobq_lease_t *l)
 
 /* Sends one frame on the current connection, waiting for room as
  * timeout_ms says (see jobq.h). 0 or -1 with the status set. */
-static int send_frame(jobq_worker_t *self, const msgpack_sbuffer *sb, int timeout_ms)
+int jw_send_frame(jobq_worker_t *self, const msgpack_sbuffer *sb, int timeout_ms)
 {
     if (!self->sock) {
-        set_error(self, JOBQ_ERR_TRANSPORT, "not connected to jobqd at %s", self->endpoint);
+        jw_set_error(self, JOBQ_ERR_TRANSPORT, "not connected to jobqd at %s", self->endpoint);
         return -1;
     }
-    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : jw_now_ms() + timeout_ms;
     for (;;) {
         if (zmq_send(self->sock, sb->data, sb->size, ZMQ_DONTWAIT) >= 0) {
-            self->last_sent = now_ms();
+            self->last_sent = jw_now_ms();
             return 0;
         }
         if (errno != EAGAIN && errno != EINTR) {
-            set_error(self, JOBQ_ERR_TRANSPORT, "cannot send to jobqd at %s: %s",
+            jw_set_error(self, JOBQ_ERR_TRANSPORT, "cannot send to jobqd at %s: %s",
                       self->endpoint, zmq_strerror(errno));
             return -1;
         }
         if (timeout_ms == 0) {
-            set_error(self, JOBQ_ERR_BUSY,
+            jw_set_error(self, JOBQ_ERR_BUSY,
                       "the send queue to jobqd at %s is full (the daemon is slower than "
                       "this worker, or gone)",
                       self->endpoint);
@@ -254,16 +208,16 @@ static int send_frame(jobq_worker_t *self, const msgpack_sbuffer *sb, int timeou
         }
         long left = -1;
         if (deadline >= 0) {
-            left = (long)(deadline - now_ms());
+            left = (long)(deadline - jw_now_ms());
             if (left <= 0) {
-                set_error(self, JOBQ_ERR_TIMEOUT, "no room to send to jobqd at %s within %g s",
+                jw_set_error(self, JOBQ_ERR_TIMEOUT, "no room to send to jobqd at %s within %g s",
                           self->endpoint, timeout_ms / 1000.0);
                 return -1;
             }
         }
         zmq_pollitem_t item = {.socket = self->sock, .events = ZMQ_POLLOUT};
         if (zmq_poll(&item, 1, left) < 0 && errno != EINTR) {
-            set_error(self, JOBQ_ERR_TRANSPORT, "cannot wait to send: %s", zmq_strerror(errno));
+            jw_set_error(self, JOBQ_ERR_TRANSPORT, "cannot wait to send: %s", zmq_strerror(errno));
             return -1;
         }
     }
@@ -276,8 +230,8 @@ static int send_bare(jobq_worker_t *self, const char *type)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin_message(&pk, type, 0);
-    int rc = send_frame(self, &sb, 0);
+    jw_begin_message(&pk, type, 0);
+    int rc = jw_send_frame(self, &sb, 0);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -288,7 +242,7 @@ static int send_hello(jobq_worker_t *self)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin_message(&pk, "hello", self->name ? 3 : 2);
+    jw_begin_message(&pk, "hello", self->name ? 3 : 2);
     if (self->name) {
         wire_pack_cstr(&pk, "name");
         wire_pack_cstr(&pk, self->name);
@@ -299,9 +253,9 @@ static int send_hello(jobq_worker_t *self)
     char err[128];
     int rc = jobq_json_to_msgpack(&pk, self->opcodes, JOBQ_JSON_MAX_DEPTH, err, sizeof err);
     if (rc == 0)
-        rc = send_frame(self, &sb, 0);
+        rc = jw_send_frame(self, &sb, 0);
     else
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "cannot encode the hello: %s", err);
+        jw_set_error(self, JOBQ_ERR_BAD_ARGUMENT, "cannot encode the hello: %s", err);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -313,7 +267,7 @@ static int send_hello(jobq_worker_t *self)
  * a socket) the next try is scheduled. */
 static void open_connection(jobq_worker_t *self)
 {
-    int64_t now = now_ms();
+    int64_t now = jw_now_ms();
     self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
     if (self->sock) {
         int linger = 0;
@@ -347,7 +301,7 @@ static void drop_connection(jobq_worker_t *self, const char *why)
     }
     self->state = STATE_OFF;
     push_event(self, JOBQ_WORKER_EV_DISCONNECTED, why, strlen(why));
-    char reason[REASON_MAX];
+    char reason[JW_REASON_MAX];
     snprintf(reason, sizeof reason, "connection to jobqd given up: %s", why);
     for (size_t i = 0; i < self->nheld; i++) {
         event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, reason, strlen(reason));
@@ -357,9 +311,9 @@ static void drop_connection(jobq_worker_t *self, const char *why)
     self->nheld = 0;
     if (welcomed) {
         self->backoff_ms = RECONNECT_MIN_MS;
-        self->reconnect_at = now_ms();
+        self->reconnect_at = jw_now_ms();
     } else {
-        self->reconnect_at = now_ms() + self->backoff_ms;
+        self->reconnect_at = jw_now_ms() + self->backoff_ms;
         self->backoff_ms = self->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
                                                                      : self->backoff_ms * 2;
     }
@@ -435,7 +389,7 @@ static void on_assign(jobq_worker_t *self, const msgpack_object *m)
         (wire_map_get(m, "priority") && !wire_get_int(wire_map_get(m, "priority"), &prio)) ||
         (timeout && timeout->type != MSGPACK_OBJECT_NIL &&
          !(wire_get_number(timeout, &tmo) && tmo >= 0)) ||
-        find_held(self, &l)) {
+        jw_find_held(self, &l)) {
         self->malformed++;
         return;
     }
@@ -493,11 +447,11 @@ static void on_stop(jobq_worker_t *self, const msgpack_object *m, bool revoke)
         self->malformed++;
         return;
     }
-    held_t *h = find_held(self, &l);
+    held_t *h = jw_find_held(self, &l);
     if (!h)
         return; /* finished, or never ours: nothing to stop */
     if (revoke)
-        drop_held(self, h);
+        jw_drop_held(self, h);
     else
         h->state = JOBQ_LEASE_CANCELED;
     event_node_t *n = push_event(self, revoke ? JOBQ_WORKER_EV_REVOKE : JOBQ_WORKER_EV_CANCEL,
@@ -525,7 +479,7 @@ static void on_error(jobq_worker_t *self, const msgpack_object *m)
         /* The only message of this connection so far is the hello, and
          * what is wrong with it will be wrong with the next one. */
         self->fatal = true;
-        set_error(self, c, "jobqd at %s refused the hello: %.*s", self->endpoint,
+        jw_set_error(self, c, "jobqd at %s refused the hello: %.*s", self->endpoint,
                   msg ? (int)(mlen > 300 ? 300 : mlen) : 7, msg ? msg : "no reason");
         if (self->sock) {
             zmq_close(self->sock);
@@ -587,7 +541,7 @@ static void read_messages(jobq_worker_t *self)
             zmq_msg_close(&msg);
             return;
         }
-        self->last_heard = now_ms();
+        self->last_heard = jw_now_ms();
         bool more = zmq_msg_more(&msg);
         if (!more)
             on_message(self, zmq_msg_data(&msg), zmq_msg_size(&msg));
@@ -607,19 +561,19 @@ static void service(jobq_worker_t *self)
 {
     if (!self->started || self->fatal)
         return;
-    if (self->state == STATE_OFF && now_ms() >= self->reconnect_at)
+    if (self->state == STATE_OFF && jw_now_ms() >= self->reconnect_at)
         open_connection(self);
     read_messages(self);
     if (self->state == STATE_OFF || self->fatal)
         return;
-    int64_t now = now_ms();
+    int64_t now = jw_now_ms();
     if (now - self->last_heard >= self->lease_ms) {
         char why[120];
         snprintf(why, sizeof why, "%s for %.1f s",
                  self->state == STATE_READY ? "jobqd silent" : "no welcome",
                  (now - self->last_heard) / 1000.0);
         drop_connection(self, why);
-        if (now_ms() >= self->reconnect_at)
+        if (jw_now_ms() >= self->reconnect_at)
             open_connection(self);
         return;
     }
@@ -710,153 +664,22 @@ void jobq_worker_destroy(jobq_worker_t **self_p)
     *self_p = NULL;
 }
 
-static bool valid_opcode_name(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > JOBQ_MAX_OP_NAME)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* Checks one declared argument; returns its copy for the hello, or NULL
- * with the status set. */
-static json_t *check_arg(jobq_worker_t *self, const char *op, size_t i, const json_t *a)
-{
-    if (!json_is_object(a) || !json_is_string(json_object_get(a, "name")) ||
-        json_string_length(json_object_get(a, "name")) == 0) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT,
-                  "opcode %s: argument %zu is not an object with a non-empty \"name\"", op, i + 1);
-        return NULL;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)a, key, val) {
-        bool ok = strcmp(key, "name") == 0 ||
-                  ((strcmp(key, "type") == 0 || strcmp(key, "description") == 0) &&
-                   json_is_string(val)) ||
-                  (strcmp(key, "required") == 0 && json_is_boolean(val));
-        if (!ok) {
-            set_error(self, JOBQ_ERR_BAD_ARGUMENT,
-                      "opcode %s, argument %s: %s \"%s\" (an argument has \"name\", \"type\", "
-                      "\"required\" (a boolean) and \"description\")",
-                      op, json_string_value(json_object_get(a, "name")),
-                      strcmp(key, "type") == 0 || strcmp(key, "description") == 0 ||
-                              strcmp(key, "required") == 0
-                          ? "wrong type of"
-                          : "unknown key",
-                      key);
-            return NULL;
-        }
-    }
-    return json_deep_copy(a);
-}
-
-int jobq_worker_add_opcode(jobq_worker_t *self, const char *name, const json_t *decl)
-{
-    assert(self);
-    if (!name || !valid_opcode_name(name)) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT,
-                  "opcode name \"%.80s\" is not 1 to %d letters, digits and \"._-\"",
-                  name ? name : "", JOBQ_MAX_OP_NAME);
-        return -1;
-    }
-    if (self->started) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "opcode %s: declared after connecting", name);
-        return -1;
-    }
-    size_t n = json_array_size(self->opcodes);
-    if (n >= JOBQ_WORKER_MAX_OPCODES) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "opcode %s: more than %d opcodes", name,
-                  JOBQ_WORKER_MAX_OPCODES);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *d = json_array_get(self->opcodes, i);
-        const char *dn = json_is_string(d) ? json_string_value(d)
-                                           : json_string_value(json_object_get(d, "name"));
-        if (strcmp(dn, name) == 0) {
-            set_error(self, JOBQ_ERR_BAD_ARGUMENT, "opcode %s declared twice", name);
-            return -1;
-        }
-    }
-    if (decl && !json_is_object(decl)) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "opcode %s: the declaration is not an object",
-                  name);
-        return -1;
-    }
-    json_t *out = json_pack("{s:s}", "name", name);
-    if (!out) {
-        set_error(self, JOBQ_ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)decl, key, val) {
-        json_t *copy = NULL;
-        if (strcmp(key, "description") == 0 && json_is_string(val)) {
-            copy = json_copy(val);
-        } else if (strcmp(key, "timeout") == 0 && json_is_number(val) &&
-                   json_number_value(val) > 0 && isfinite(json_number_value(val))) {
-            copy = json_copy(val);
-        } else if (strcmp(key, "args") == 0 && json_is_array(val)) {
-            copy = json_array();
-            for (size_t i = 0; copy && i < json_array_size(val); i++) {
-                json_t *a = check_arg(self, name, i, json_array_get(val, i));
-                if (!a) {
-                    json_decref(copy);
-                    json_decref(out);
-                    return -1;
-                }
-                json_array_append_new(copy, a);
-            }
-        } else {
-            bool known = strcmp(key, "description") == 0 || strcmp(key, "timeout") == 0 ||
-                         strcmp(key, "args") == 0;
-            set_error(self, JOBQ_ERR_BAD_ARGUMENT,
-                      known ? "opcode %s: \"%s\" has the wrong type (\"description\": string, "
-                              "\"args\": list, \"timeout\": seconds > 0)"
-                            : "opcode %s: unknown key \"%s\" (a declaration has "
-                              "\"description\", \"args\" and \"timeout\")",
-                      name, key);
-            json_decref(out);
-            return -1;
-        }
-        if (!copy || json_object_set_new(out, key, copy) < 0) {
-            json_decref(out);
-            set_error(self, JOBQ_ERR_INTERNAL, "out of memory");
-            return -1;
-        }
-    }
-    if (json_array_append_new(self->opcodes, out) < 0) {
-        set_error(self, JOBQ_ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    set_ok(self);
-    return 0;
-}
-
 int jobq_worker_connect(jobq_worker_t *self)
 {
     assert(self);
     if (self->fatal)
         return -1;
     if (self->started) {
-        set_ok(self);
+        jw_set_ok(self);
         return 0;
     }
     if (json_array_size(self->opcodes) == 0) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "no opcodes declared");
+        jw_set_error(self, JOBQ_ERR_BAD_ARGUMENT, "no opcodes declared");
         return -1;
     }
     self->started = true;
     open_connection(self);
-    set_ok(self);
+    jw_set_ok(self);
     return 0;
 }
 
@@ -897,7 +720,7 @@ int jobq_worker_timeout_ms(jobq_worker_t *self)
         return -1;
     if (self->head || !self->started)
         return self->head ? 0 : -1;
-    int64_t now = now_ms(), due;
+    int64_t now = jw_now_ms(), due;
     if (self->state == STATE_OFF) {
         due = self->reconnect_at;
     } else {
@@ -923,7 +746,7 @@ int jobq_worker_poll(jobq_worker_t *self, int timeout_ms, jobq_worker_event_t *e
     self->current = NULL;
     if (!self->started && jobq_worker_connect(self) < 0)
         return -1;
-    int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : jw_now_ms() + timeout_ms;
     for (;;) {
         service(self);
         if (self->fatal)
@@ -936,12 +759,12 @@ int jobq_worker_poll(jobq_worker_t *self, int timeout_ms, jobq_worker_event_t *e
             n->next = NULL;
             self->current = n;
             *event = n->ev;
-            set_ok(self);
+            jw_set_ok(self);
             return 1;
         }
         long wait = jobq_worker_timeout_ms(self);
         if (deadline >= 0) {
-            long left = (long)(deadline - now_ms());
+            long left = (long)(deadline - jw_now_ms());
             if (left <= 0)
                 return 0;
             if (wait < 0 || wait > left)
@@ -970,7 +793,7 @@ int jobq_worker_run(jobq_worker_t *self, jobq_worker_fn *fn, void *arg)
 jobq_lease_state_t jobq_worker_lease_state(jobq_worker_t *self, const jobq_lease_t *lease)
 {
     assert(self && lease);
-    held_t *h = find_held(self, lease);
+    held_t *h = jw_find_held(self, lease);
     return h ? h->state : JOBQ_LEASE_NONE;
 }
 
@@ -978,157 +801,4 @@ size_t jobq_worker_leases(jobq_worker_t *self)
 {
     assert(self);
     return self->nheld;
-}
-
-/* The lease must be held on a welcomed connection; -1 with the status set
- * otherwise. */
-static held_t *held_or_fail(jobq_worker_t *self, const jobq_lease_t *lease, const char *what)
-{
-    held_t *h = lease ? find_held(self, lease) : NULL;
-    if (!h) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT,
-                  "%s: lease job %llu op %llu attempt %llu is not held (finished, revoked, or "
-                  "never assigned)",
-                  what, lease ? (unsigned long long)lease->job : 0ULL,
-                  lease ? (unsigned long long)lease->op : 0ULL,
-                  lease ? (unsigned long long)lease->attempt : 0ULL);
-        return NULL;
-    }
-    return h;
-}
-
-int jobq_worker_feedback(jobq_worker_t *self, const jobq_lease_t *lease, const char *type,
-                         const char *message, int timeout_ms)
-{
-    jobq_feedback_entry_t e = {type, message ? message : "", message ? strlen(message) : 0};
-    return jobq_worker_feedback_entries(self, lease, &e, 1, timeout_ms);
-}
-
-int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
-                                 const jobq_feedback_entry_t *entries, size_t n,
-                                 int timeout_ms)
-{
-    assert(self);
-    if (!held_or_fail(self, lease, "feedback"))
-        return -1;
-    if (n == 0 || n > JOBQ_WORKER_MAX_ENTRIES || !entries) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "feedback: 1 to %d entries, not %zu",
-                  JOBQ_WORKER_MAX_ENTRIES, n);
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const char *t = entries[i].type;
-        size_t tl = t ? strlen(t) : 0;
-        if (tl == 0 || tl > JOBQ_WORKER_MAX_ENTRY_TYPE) {
-            set_error(self, JOBQ_ERR_BAD_ARGUMENT, "feedback: an entry's type has 1 to %d bytes",
-                      JOBQ_WORKER_MAX_ENTRY_TYPE);
-            return -1;
-        }
-    }
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin_message(&pk, "feedback", 4);
-    pack_lease(&pk, lease);
-    wire_pack_cstr(&pk, "entries");
-    msgpack_pack_array(&pk, n);
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        size_t tl, ml;
-        char *t = jobq_utf8_clean(entries[i].type, strlen(entries[i].type),
-                                  JOBQ_WORKER_MAX_ENTRY_TYPE, &tl);
-        char *m = jobq_utf8_clean(entries[i].message ? entries[i].message : "",
-                                  entries[i].message ? entries[i].len : 0, JOBQ_MAX_LOG_MESSAGE,
-                                  &ml);
-        if (t && m) {
-            msgpack_pack_array(&pk, 2);
-            wire_pack_strn(&pk, t, tl);
-            wire_pack_strn(&pk, m, ml);
-        } else {
-            set_error(self, JOBQ_ERR_INTERNAL, "out of memory");
-            rc = -1;
-        }
-        free(t);
-        free(m);
-    }
-    if (rc == 0)
-        rc = send_frame(self, &sb, timeout_ms);
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0)
-        set_ok(self);
-    return rc;
-}
-
-/* Sends done for a held lease with the body packed by the caller, and
- * lets the lease go once sent. */
-static int send_done(jobq_worker_t *self, const jobq_lease_t *lease, msgpack_sbuffer *sb,
-                     int timeout_ms)
-{
-    int rc = send_frame(self, sb, timeout_ms);
-    if (rc == 0) {
-        held_t *h = find_held(self, lease);
-        if (h)
-            drop_held(self, h);
-        set_ok(self);
-    }
-    return rc;
-}
-
-int jobq_worker_done(jobq_worker_t *self, const jobq_lease_t *lease, const json_t *result,
-                     int timeout_ms)
-{
-    assert(self);
-    if (!held_or_fail(self, lease, "done"))
-        return -1;
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin_message(&pk, "done", 5);
-    pack_lease(&pk, lease);
-    wire_pack_cstr(&pk, "ok");
-    msgpack_pack_true(&pk);
-    wire_pack_cstr(&pk, "result");
-    char err[128];
-    int rc = 0;
-    if (!result)
-        msgpack_pack_nil(&pk);
-    else if (jobq_json_to_msgpack(&pk, result, JOBQ_JSON_MAX_DEPTH, err, sizeof err) < 0) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "done: the result cannot be sent: %s", err);
-        rc = -1;
-    }
-    if (rc == 0)
-        rc = send_done(self, lease, &sb, timeout_ms);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
-}
-
-int jobq_worker_fail(jobq_worker_t *self, const jobq_lease_t *lease, const char *message,
-                     int timeout_ms)
-{
-    assert(self);
-    if (!held_or_fail(self, lease, "fail"))
-        return -1;
-    size_t ml;
-    char *m = jobq_utf8_clean(message ? message : "", message ? strlen(message) : 0,
-                              JOBQ_MAX_LOG_MESSAGE, &ml);
-    if (!m) {
-        set_error(self, JOBQ_ERR_INTERNAL, "out of memory");
-        return -1;
-    }
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    begin_message(&pk, "done", 5);
-    pack_lease(&pk, lease);
-    wire_pack_cstr(&pk, "ok");
-    msgpack_pack_false(&pk);
-    wire_pack_cstr(&pk, "error");
-    wire_pack_strn(&pk, m, ml);
-    free(m);
-    int rc = send_done(self, lease, &sb, timeout_ms);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
 }
