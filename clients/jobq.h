@@ -292,4 +292,232 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms);
  * "description"}...]}...], or NULL. */
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
 
+/* ------------------------------------------------------------------ */
+/* Workers: the worker side of docs/protocol.md, "Workers".
+ *
+ * A worker object owns one DEALER socket (in a ZeroMQ context of its own,
+ * like the client) connected to the daemon's worker endpoint. It says
+ * hello with the opcodes declared by jobq_worker_add_opcode and its
+ * capacity, delivers what the daemon sends as events (assign, cancel,
+ * revoke...) and sends feedback and done for the leases it holds.
+ *
+ * The library handles liveness itself: it sends a heartbeat whenever it
+ * has sent nothing else for the interval the daemon's welcome gives, and
+ * when the daemon says nothing for its lease time, or says `disconnect`,
+ * it closes the socket and says hello again on a new one (to the daemon a
+ * new worker). Whatever the old connection held is gone then: each lease
+ * is delivered as a revoke event. A worker never gives up on its daemon:
+ * while nothing answers it says hello again every lease time (5 s before
+ * a welcome told otherwise). The one failure that stops it is a hello the
+ * daemon refuses as wrong (BadArgument, Malformed, VersionMismatch: a bad
+ * declaration, a built-in opcode's name): every later jobq_worker_poll
+ * returns -1 with the daemon's code and message. A hello refused for
+ * another reason (Internal) is said again after a pause.
+ *
+ * Two ways to drive it, on one thread (the owner of the socket):
+ * - blocking: jobq_worker_run(w, callback, arg) calls the callback for
+ *   each event. A callback that works on an assignment for longer than
+ *   the heartbeat interval calls jobq_worker_tick (or sends feedback) now
+ *   and then, so the daemon keeps hearing from it, and asks
+ *   jobq_worker_lease_state whether the work was canceled meanwhile.
+ * - polled beside the caller's own sockets: put jobq_worker_socket(w)
+ *   (ZMQ_POLLIN) in the caller's zmq_poll with a timeout of at most
+ *   jobq_worker_timeout_ms(w), then call jobq_worker_poll(w, 0, &ev)
+ *   until it returns 0. The socket is replaced on every reconnect: ask
+ *   for it before each zmq_poll (it is NULL while a reconnect waits).
+ *
+ * A lease is (job, op, attempt). The library keeps the leases it holds
+ * (from assign to done/fail or revoke) and refuses to send anything for
+ * another (JOBQ_ERR_BAD_ARGUMENT), so nothing is ever sent for a lease
+ * after its revoke. Cancel and revoke of leases it does not hold are
+ * dropped.
+ *
+ * Statuses and reasons as for the client: jobq_worker_status and
+ * jobq_worker_reason describe the last failure. Sends take a timeout:
+ * 0 never waits (JOBQ_ERR_BUSY when ZeroMQ's send queue is full: the
+ * daemon is slower than the worker; poll the socket for ZMQ_POLLOUT and
+ * try again), > 0 waits at most that long (JOBQ_ERR_TIMEOUT), < 0 waits
+ * for room as long as it takes.
+ *
+ * Thread contract: one thread at a time per worker object.
+ */
+typedef struct _jobq_worker_t jobq_worker_t;
+
+/* Limits of the worker protocol (docs/protocol.md). */
+#define JOBQ_WORKER_MAX_CAPACITY 1024
+#define JOBQ_WORKER_MAX_OPCODES 256
+#define JOBQ_WORKER_MAX_NAME 64         /* a worker's name, in bytes */
+#define JOBQ_WORKER_MAX_ENTRIES 1000    /* feedback entries per message */
+#define JOBQ_WORKER_MAX_ENTRY_TYPE 32   /* a feedback entry's type, in bytes */
+/* A feedback message or a failure message is cut (at a character) to
+ * JOBQ_MAX_LOG_MESSAGE bytes (wire.h). */
+
+/* One try of one opcode: what assign hands out and every later message
+ * names. */
+typedef struct {
+    uint64_t job;     /* job id */
+    uint64_t op;      /* opcode index in the job */
+    uint64_t attempt; /* 1, 2...: which try */
+} jobq_lease_t;
+
+typedef enum {
+    JOBQ_WORKER_EV_WELCOME = 1, /* registered: worker_id, heartbeat, lease_time */
+    JOBQ_WORKER_EV_ASSIGN,      /* run this: lease, opcode, args, priority, timeout */
+    JOBQ_WORKER_EV_CANCEL,      /* stop the lease's work, then send done or fail:
+                                   reason "canceled" or "timeout" */
+    JOBQ_WORKER_EV_REVOKE,      /* the lease is gone: stop the work and send nothing
+                                   more for it; reason says why */
+    JOBQ_WORKER_EV_ERROR,       /* the daemon refused a message: code and reason,
+                                   lease when has_lease */
+    JOBQ_WORKER_EV_DISCONNECTED /* the connection was given up (reason); a new one
+                                   says hello. Revokes of its leases follow */
+} jobq_worker_event_type_t;
+
+/* An event. The pointers are the worker's, valid until the next
+ * jobq_worker_poll or jobq_worker_run, or jobq_worker_destroy. */
+typedef struct {
+    jobq_worker_event_type_t type;
+    jobq_lease_t lease;        /* ASSIGN, CANCEL, REVOKE; ERROR when has_lease */
+    bool has_lease;            /* ERROR: the refused message named lease */
+    const char *opcode;        /* ASSIGN: the opcode's name */
+    const json_t *args;        /* ASSIGN: the arguments (an object), or NULL when
+                                  JSON cannot carry them (a bin value): args_error */
+    const char *args_json;     /* ASSIGN: args as compact JSON text, or NULL likewise */
+    const char *args_error;    /* ASSIGN: why args is NULL; NULL otherwise */
+    const void *args_msgpack;  /* ASSIGN: args as the daemon sent them: one msgpack map */
+    size_t args_msgpack_size;
+    int priority;              /* ASSIGN */
+    double timeout;            /* ASSIGN: the attempt's time limit in seconds; 0: none
+                                  (the daemon enforces it: a cancel "timeout" comes) */
+    const char *reason;        /* CANCEL, REVOKE, DISCONNECTED: why; ERROR: the
+                                  daemon's message; "" otherwise */
+    jobq_code_t code;          /* ERROR: the daemon's code */
+    uint64_t worker_id;        /* WELCOME: this connection's id at the daemon */
+    double heartbeat;          /* WELCOME: heartbeat interval, seconds */
+    double lease_time;         /* WELCOME: silence after which either side gives up */
+} jobq_worker_event_t;
+
+/* What the worker knows of a lease. */
+typedef enum {
+    JOBQ_LEASE_NONE = 0, /* not held: never assigned, finished, or revoked */
+    JOBQ_LEASE_RUNNING,  /* assigned, not finished */
+    JOBQ_LEASE_CANCELED  /* assigned, and the daemon asked to stop it */
+} jobq_lease_state_t;
+
+/* A feedback entry: a log entry of the lease's opcode. message need not
+ * be NUL-terminated: len bytes are sent (bytes that are not UTF-8 become
+ * '?'; past JOBQ_MAX_LOG_MESSAGE the message is cut). */
+typedef struct {
+    const char *type;    /* "message", "stderr", "progress"...: 1 to 32 bytes */
+    const char *message;
+    size_t len;
+} jobq_feedback_entry_t;
+
+/* The endpoint a worker uses when given none: $JOBQ_WORKER_ENDPOINT when
+ * set and not empty, else ipc://RUN_DIR/workers.sock with the installed
+ * daemon's run directory (/run/jobq unless the build said otherwise; the
+ * library does not know build trees: jobq-worker does). Written into buf
+ * (truncated to len). */
+void jobq_worker_default_endpoint(char *buf, size_t len);
+
+/* Creates a worker for endpoint (NULL: jobq_worker_default_endpoint),
+ * named name (NULL: none; at most JOBQ_WORKER_MAX_NAME bytes, for people)
+ * running up to capacity (1 to JOBQ_WORKER_MAX_CAPACITY) opcodes at once.
+ * It connects on jobq_worker_connect or the first poll, once its opcodes
+ * are declared. NULL on bad arguments (an endpoint ZeroMQ cannot connect
+ * to included) or when ZeroMQ fails. */
+jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capacity);
+
+/* Sends disconnect when connected (the daemon takes back every lease the
+ * worker still holds: each goes back to the queue as its next attempt),
+ * waits up to 1 s for it to leave, destroys the worker and sets *self_p to
+ * NULL. NULL-safe and idempotent. */
+void jobq_worker_destroy(jobq_worker_t **self_p);
+
+/* Declares an opcode the worker serves, before it connects. name: 1 to
+ * JOBQ_MAX_OP_NAME bytes of letters, digits and "._-". decl: NULL, or a
+ * JSON object with any of "description" (string), "args" (array of
+ * {"name": string, "type": string, "required": bool, "description":
+ * string}, "name" required: the opcode's complete argument list) and
+ * "timeout" (number of seconds > 0: the default time limit); other keys
+ * are refused. At most JOBQ_WORKER_MAX_OPCODES. 0, or -1 with
+ * JOBQ_ERR_BAD_ARGUMENT and a reason naming what is wrong. */
+int jobq_worker_add_opcode(jobq_worker_t *self, const char *name, const json_t *decl);
+
+/* Connects and says hello (once; later calls do nothing). Needs at least
+ * one opcode. Does not wait for the welcome (an event). 0 or -1. */
+int jobq_worker_connect(jobq_worker_t *self);
+
+/* The endpoint the worker connects to. */
+const char *jobq_worker_endpoint(jobq_worker_t *self);
+
+/* Code and sentence of the last failure (JOBQ_ERR_NONE and "" after a
+ * success). The reason is valid until the next call on this worker. */
+jobq_code_t jobq_worker_status(jobq_worker_t *self);
+const char *jobq_worker_reason(jobq_worker_t *self);
+
+/* True between a welcome and the end of that connection. */
+bool jobq_worker_ready(jobq_worker_t *self);
+
+/* The DEALER socket now in use, for the caller's zmq_poll (ZMQ_POLLIN; and
+ * ZMQ_POLLOUT to wait for room after JOBQ_ERR_BUSY), or NULL while no
+ * connection is open. Only poll it: reading it is the library's job. */
+void *jobq_worker_socket(jobq_worker_t *self);
+
+/* Milliseconds until the library must run again (a heartbeat is due, the
+ * daemon's silence reaches the lease time, a reconnect is due): the
+ * longest timeout for the caller's zmq_poll. 0 when an event is waiting
+ * to be delivered; -1 after a fatal failure (nothing more will happen). */
+int jobq_worker_timeout_ms(jobq_worker_t *self);
+
+/* The next event, waiting up to timeout_ms (0: do not wait; < 0: as long
+ * as it takes) while heartbeats and reconnects go on. Returns 1 with
+ * *event filled, 0 when the timeout passed or a signal interrupted the
+ * wait, -1 after a fatal failure (the hello was refused). */
+int jobq_worker_poll(jobq_worker_t *self, int timeout_ms, jobq_worker_event_t *event);
+
+/* Callback of jobq_worker_run: return 0 to go on, any other value to make
+ * jobq_worker_run return it. */
+typedef int jobq_worker_fn(jobq_worker_t *worker, const jobq_worker_event_t *event,
+                           void *arg);
+
+/* The blocking loop: connects, then calls fn for every event until fn
+ * returns non-zero (returns that value). Returns 0 when a signal
+ * interrupted the wait (check your flags and call again), -1 after a
+ * fatal failure. */
+int jobq_worker_run(jobq_worker_t *self, jobq_worker_fn *fn, void *arg);
+
+/* Housekeeping without waiting, for work done inside a callback: reads
+ * what the daemon sent (cancel and revoke update jobq_worker_lease_state
+ * at once; the events wait for the next poll), sends a heartbeat when one
+ * is due, reconnects when the daemon was silent too long. Returns 0, or
+ * -1 after a fatal failure. */
+int jobq_worker_tick(jobq_worker_t *self);
+
+/* What the worker knows of lease now. */
+jobq_lease_state_t jobq_worker_lease_state(jobq_worker_t *self, const jobq_lease_t *lease);
+
+/* Number of leases held (assigned, not finished or revoked). */
+size_t jobq_worker_leases(jobq_worker_t *self);
+
+/* feedback: log entries for a held lease, in order (1 to
+ * JOBQ_WORKER_MAX_ENTRIES per call; each becomes one log entry of the
+ * opcode). jobq_worker_feedback sends one entry of a NUL-terminated
+ * message. 0 or -1 (JOBQ_ERR_BAD_ARGUMENT: lease not held, bad entry;
+ * JOBQ_ERR_BUSY, JOBQ_ERR_TIMEOUT: see the timeouts above). */
+int jobq_worker_feedback(jobq_worker_t *self, const jobq_lease_t *lease, const char *type,
+                         const char *message, int timeout_ms);
+int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
+                                 const jobq_feedback_entry_t *entries, size_t n,
+                                 int timeout_ms);
+
+/* done: the lease's opcode succeeded with result (any JSON value; NULL
+ * for nil). jobq_worker_fail: it failed with message (cut to
+ * JOBQ_MAX_LOG_MESSAGE bytes). Once sent, the lease is no longer held;
+ * when the send fails it still is (try again). 0 or -1 as feedback. */
+int jobq_worker_done(jobq_worker_t *self, const jobq_lease_t *lease, const json_t *result,
+                     int timeout_ms);
+int jobq_worker_fail(jobq_worker_t *self, const jobq_lease_t *lease, const char *message,
+                     int timeout_ms);
+
 #endif

@@ -80,6 +80,31 @@ static json_t *string_from_bytes(const char *s, size_t n)
     return j;
 }
 
+char *jobq_utf8_clean(const char *s, size_t n, size_t max, size_t *outlen)
+{
+    char *out = malloc((n < max ? n : max) + 1);
+    if (!out)
+        return NULL;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, o = 0;
+    while (i < n) {
+        size_t len = utf8_seq_len(u + i, n - i);
+        size_t take = len ? len : 1;
+        if (o + take > max)
+            break;
+        if (len)
+            memcpy(out + o, s + i, len);
+        else
+            out[o] = '?';
+        o += take;
+        i += take;
+    }
+    out[o] = '\0';
+    if (outlen)
+        *outlen = o;
+    return out;
+}
+
 static json_t *from_msgpack(const msgpack_object *o, int depth, char *err, size_t errlen)
 {
     switch (o->type) {

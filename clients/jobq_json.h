@@ -47,4 +47,11 @@ json_t *jobq_json_from_msgpack(const msgpack_object *obj, int max_depth,
 int jobq_json_to_msgpack(msgpack_packer *pk, const json_t *value, int max_depth,
                          char *err, size_t errlen);
 
+/* A new NUL-terminated copy of the n bytes at s, cut to at most max bytes
+ * (at a character boundary) and with every byte that does not start a
+ * valid UTF-8 sequence replaced by '?': the daemon takes only UTF-8
+ * strings, and output of programs is not always. Its length (NUL bytes
+ * inside are kept) goes to *outlen. NULL when out of memory. Thread-safe. */
+char *jobq_utf8_clean(const char *s, size_t n, size_t max, size_t *outlen);
+
 #endif

@@ -30,7 +30,8 @@ check() { # PACKAGE PATH...: each PATH is in PACKAGE's .deb
 }
 check jobqd usr/sbin/jobqd lib/systemd/system/jobqd.service usr/lib/sysusers.d/jobq.conf \
     usr/share/man/man8/jobqd.8.gz
-check jobq usr/bin/jobq usr/share/man/man1/jobq.1.gz
+check jobq usr/bin/jobq usr/share/man/man1/jobq.1.gz usr/bin/jobq-worker \
+    usr/share/man/man1/jobq-worker.1.gz
 check libjobq0 "usr/lib/$multiarch/libjobq.so.0.1.0" "usr/lib/$multiarch/libjobq.so.0"
 check libjobq-dev usr/include/jobq/jobq.h usr/include/jobq/wire.h \
     "usr/lib/$multiarch/libjobq.a" "usr/lib/$multiarch/libjobq.so" \
@@ -58,6 +59,8 @@ dpkg-deb -x "$out/jobq_${version}_${arch}.deb" "$out/root"
 dpkg-deb -x "$out/jobqd_${version}_${arch}.deb" "$out/root"
 "$out/root/usr/bin/jobq" --help | grep -q 'ipc:///run/jobq/jobq.sock' ||
     { echo "FAIL: the packaged jobq does not default to ipc:///run/jobq/jobq.sock"; fail=1; }
+"$out/root/usr/bin/jobq-worker" --help | grep -q 'ipc:///run/jobq/workers.sock' ||
+    { echo "FAIL: the packaged jobq-worker does not default to ipc:///run/jobq/workers.sock"; fail=1; }
 "$out/root/usr/sbin/jobqd" --help | grep -q '/var/lib/jobq' ||
     { echo "FAIL: the packaged jobqd does not default to /var/lib/jobq"; fail=1; }
 [ "$fail" = 0 ] && echo "packages built and checked"

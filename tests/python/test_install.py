@@ -100,7 +100,7 @@ def daemon(inst, tmp_path):
 
 def test_installed_files(inst):
     p = inst.prefix
-    for rel in ["bin/jobq", "sbin/jobqd"]:
+    for rel in ["bin/jobq", "bin/jobq-worker", "sbin/jobqd"]:
         assert os.access(os.path.join(p, rel), os.X_OK), f"{rel} not installed"
     for rel in ["include/jobq/jobq.h", "include/jobq/wire.h", "lib/systemd/system/jobqd.service",
                 "lib/sysusers.d/jobq.conf"]:
@@ -123,7 +123,8 @@ def test_installed_files(inst):
     syms = sh(["nm", "-g", "--defined-only", os.path.join(inst.libdir, "libjobq.a")]).stdout
     assert " T jobq_code_name" in syms and " T jobq_client_new" in syms
     if shutil.which("scdoc"):
-        for rel in ["share/man/man8/jobqd.8", "share/man/man1/jobq.1"]:
+        for rel in ["share/man/man8/jobqd.8", "share/man/man1/jobq.1",
+                    "share/man/man1/jobq-worker.1"]:
             page = os.path.join(p, rel)
             assert os.path.isfile(page), f"{rel} not installed"
             assert open(page).read().lstrip().startswith((".\\\"", ".TH")), f"{rel} is not roff"

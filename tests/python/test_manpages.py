@@ -1,7 +1,8 @@
 """The man pages (docs/man/*.scd) against the programs' --help: every long
 option `jobqd --help` prints is in jobqd.8.scd; every command `jobq --help`
 lists, and every long option of `jobq --help` and of `jobq COMMAND --help`,
-is in jobq.1.scd. A failure names what is missing, so an option added to a
+is in jobq.1.scd; every long option of `jobq-worker --help` is in
+jobq-worker.1.scd. A failure names what is missing, so an option added to a
 program without its man page entry is caught here.
 
 Run: /usr/bin/python3 -m pytest tests/python/test_manpages.py
@@ -16,6 +17,7 @@ import pytest
 BUILD = os.environ.get("JOBQ_BUILD_DIR", "/work/main/build")
 JOBQD = os.path.join(BUILD, "broker", "jobqd")
 JOBQ = os.path.join(BUILD, "clients", "jobq")
+JOBQ_WORKER = os.path.join(BUILD, "clients", "jobq-worker")
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAN = os.path.join(SRC, "docs", "man")
 
@@ -24,7 +26,7 @@ OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 def helptext(*args):
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "JOBQ_ENDPOINT": ""})
+                          env={**os.environ, "JOBQ_ENDPOINT": "", "JOBQ_WORKER_ENDPOINT": ""})
     assert proc.returncode == 0, f"{args} exited {proc.returncode}: {proc.stderr}"
     assert proc.stdout.startswith("Usage:"), proc.stdout
     return proc.stdout
@@ -87,7 +89,15 @@ def test_jobq_page_has_every_option():
     assert not missing, f"docs/man/jobq.1.scd lacks these options: {missing}"
 
 
-@pytest.mark.parametrize("name", ["jobqd.8", "jobq.1"])
+def test_jobq_worker_page_has_every_option():
+    opts = options(helptext(JOBQ_WORKER, "--help"))
+    assert {"--handlers", "--capacity", "--kill-grace", "--help", "--version"} <= opts
+    missing = missing_options(opts, page("jobq-worker.1.scd"))
+    assert not missing, \
+        f"docs/man/jobq-worker.1.scd lacks these options of jobq-worker --help: {missing}"
+
+
+@pytest.mark.parametrize("name", ["jobqd.8", "jobq.1", "jobq-worker.1"])
 def test_page_builds(name, tmp_path):
     scdoc = shutil.which("scdoc")
     if not scdoc:
@@ -95,4 +105,4 @@ def test_page_builds(name, tmp_path):
     with open(os.path.join(MAN, name + ".scd")) as src:
         proc = subprocess.run([scdoc], stdin=src, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, f"scdoc {name}.scd: {proc.stderr}"
-    assert ".TH \"" + name.split(".")[0] in proc.stdout, proc.stdout[:400]
+    assert ".TH \"" + name.rsplit(".", 1)[0] in proc.stdout, proc.stdout[:400]
