@@ -238,6 +238,14 @@ static void start_op(jq_executor_t *ex, uint64_t id)
     jq_delta_t d;
     jq_delta_init(&d, job);
     uint32_t i = jq_job_current_op(job);
+    if (i < job->nops && job->ops[i].def && job->ops[i].def->remote &&
+        (job->ops[i].status == JQ_QUEUED || job->ops[i].status == JQ_WAITING)) {
+        /* A worker's: the hub picks it up and hands it out in one record
+         * (see pick_up). */
+        jq_shard_wrunlock(sh);
+        jq_sched_to_remote(p->o.sched, id);
+        return;
+    }
     if (i >= job->nops || job->ops[i].status != JQ_WAITING || !job->ops[i].def) {
         if (op_canceling(job)) {
             jq_job_mark_canceled(job, now, &d);
@@ -254,12 +262,6 @@ static void start_op(jq_executor_t *ex, uint64_t id)
         if (!jq_delta_empty(&d, job))
             jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
         release_job(p, sh, job);
-        return;
-    }
-    if (job->ops[i].def->remote) {
-        /* A worker's: it waits (picked up) for the hub to hand it out. */
-        jq_shard_wrunlock(sh);
-        jq_sched_to_remote(p->o.sched, id);
         return;
     }
     jq_job_op_running(job, now, &d);
@@ -401,7 +403,10 @@ static void pick_up(jq_executor_t *ex, uint64_t id)
         release_job(p, sh, job);
         return;
     }
-    jq_job_pickup(job, now, &d);
+    /* A worker's opcode stays queued until the hub hands it to a worker:
+     * picked up and running in one record, one commit fewer per opcode. */
+    if (!job->ops[i].def || !job->ops[i].def->remote)
+        jq_job_pickup(job, now, &d);
     if (!jq_delta_empty(&d, job))
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
     jq_dep_t deps[JOBQ_MAX_DEPENDS];

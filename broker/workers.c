@@ -215,18 +215,36 @@ static msgpack_packer *start(jq_hub_t *h, msgpack_packer *pk)
     return pk;
 }
 
-static void send_error(jq_hub_t *h, const unsigned char *rid, size_t ridlen, jobq_code_t code,
-                       const char *message)
+/* The lease a refused message named, when it named one: the error says
+ * which (docs/protocol.md). */
+typedef struct {
+    uint64_t job;
+    uint32_t op;
+    uint16_t attempt;
+    bool set;
+} lease_ref_t;
+
+static void send_error_about(jq_hub_t *h, const unsigned char *rid, size_t ridlen,
+                             const lease_ref_t *lease, jobq_code_t code, const char *message)
 {
     msgpack_packer pk;
     start(h, &pk);
-    pack_head(&pk, 2, "error");
+    bool named = lease && lease->set;
+    pack_head(&pk, named ? 5 : 2, "error");
+    if (named)
+        pack_lease(&pk, lease->job, lease->op, lease->attempt);
     wire_pack_cstr(&pk, "code");
     wire_pack_cstr(&pk, jobq_code_name(code));
     wire_pack_cstr(&pk, "message");
     wire_pack_cstr(&pk, message);
     send_raw(h, rid, ridlen);
     STAT_ADD(h, refused, 1);
+}
+
+static void send_error(jq_hub_t *h, const unsigned char *rid, size_t ridlen, jobq_code_t code,
+                       const char *message)
+{
+    send_error_about(h, rid, ridlen, NULL, code, message);
 }
 
 static void send_lease_msg(jq_hub_t *h, session_t *w, const char *type, uint64_t job,
@@ -508,7 +526,7 @@ static assign_t assign(jq_hub_t *h, entry_t *e, session_t *w)
         return A_GONE;
     }
     jq_op_t *op = &job->ops[e->op];
-    if (op->status != JQ_WAITING) { /* canceling: end it now */
+    if (op->status != JQ_QUEUED && op->status != JQ_WAITING) { /* canceling: end it now */
         jq_job_end_op(h->d->sched, sh, job, op->status == JQ_CANCELING, false, NULL,
                       "the opcode was not waiting for a worker");
         free_entry(h, &e);
@@ -517,7 +535,7 @@ static assign_t assign(jq_hub_t *h, entry_t *e, session_t *w)
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
-    if (jq_job_op_assign(job, now, w->label, &d) < 0 ||
+    if (jq_job_pickup(job, now, &d) < 0 || jq_job_op_assign(job, now, w->label, &d) < 0 ||
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now) < 0) {
         jq_shard_wrunlock(sh);
         return A_LATER;
@@ -787,37 +805,34 @@ void jq_hub_on_inbox(jq_hub_t *h)
 
 /* ---- worker messages ---- */
 
-static const msgpack_object *lease_of(const msgpack_object *m, uint64_t *job, uint32_t *op,
-                                      uint16_t *attempt)
+/* The lease a message names; ->set false when it names none. */
+static lease_ref_t lease_of(const msgpack_object *m)
 {
+    lease_ref_t l = {0};
     int64_t j, o, a;
     if (!wire_get_int(wire_map_get(m, "job"), &j) || j <= 0 ||
         !wire_get_int(wire_map_get(m, "op"), &o) || o < 0 || o >= JOBQ_MAX_OPS_PER_JOB ||
         !wire_get_int(wire_map_get(m, "attempt"), &a) || a <= 0 || a > UINT16_MAX)
-        return NULL;
-    *job = (uint64_t)j;
-    *op = (uint32_t)o;
-    *attempt = (uint16_t)a;
-    return m;
+        return l;
+    return (lease_ref_t){.job = (uint64_t)j, .op = (uint32_t)o, .attempt = (uint16_t)a,
+                         .set = true};
 }
 
-/* The lease (job, op, attempt) when w holds it and the worker knows of it;
+/* The lease the message names when w holds it and the worker knows of it;
  * otherwise w is told it is gone (revoke) and NULL. */
 static entry_t *held_lease(jq_hub_t *h, session_t *w, const msgpack_object *m)
 {
-    uint64_t job;
-    uint32_t op;
-    uint16_t attempt;
-    if (!lease_of(m, &job, &op, &attempt)) {
+    lease_ref_t l = lease_of(m);
+    if (!l.set) {
         send_error(h, w->rid, w->ridlen, JOBQ_ERR_BAD_ARGUMENT,
                    "'job', 'op' and 'attempt' must name a lease (positive integers)");
         return NULL;
     }
-    entry_t *e = find_entry(h, job);
-    if (e && e->w == w && e->op == op && e->attempt == attempt &&
+    entry_t *e = find_entry(h, l.job);
+    if (e && e->w == w && e->op == l.op && e->attempt == l.attempt &&
         (e->state == E_RUNNING || e->state == E_STOPPING))
         return e;
-    send_lease_msg(h, w, "revoke", job, op, attempt,
+    send_lease_msg(h, w, "revoke", l.job, l.op, l.attempt,
                    "this worker does not hold that lease (ended, handed to another worker, "
                    "or never assigned)");
     STAT_ADD(h, refused, 1);
@@ -826,11 +841,12 @@ static entry_t *held_lease(jq_hub_t *h, session_t *w, const msgpack_object *m)
 
 static void on_feedback(jq_hub_t *h, session_t *w, const msgpack_object *m)
 {
+    lease_ref_t l = lease_of(m);
     const msgpack_object *entries = wire_map_get(m, "entries");
     if (!entries || entries->type != MSGPACK_OBJECT_ARRAY || entries->via.array.size == 0 ||
         entries->via.array.size > JQ_WORKER_MAX_ENTRIES) {
-        send_error(h, w->rid, w->ridlen, JOBQ_ERR_BAD_ARGUMENT,
-                   "feedback: 'entries' must be a list of 1 to 1000 [type, message] pairs");
+        send_error_about(h, w->rid, w->ridlen, &l, JOBQ_ERR_BAD_ARGUMENT,
+                         "feedback: 'entries' must be a list of 1 to 1000 [type, message] pairs");
         return;
     }
     for (uint32_t i = 0; i < entries->via.array.size; i++) {
@@ -845,7 +861,7 @@ static void on_feedback(jq_hub_t *h, session_t *w, const msgpack_object *m)
             snprintf(err, sizeof err, "feedback: entry %u is not [type, message] (strings of "
                                       "1 to %d and at most %d bytes)", i, JQ_WORKER_MAX_TYPE,
                      JOBQ_MAX_LOG_MESSAGE);
-            send_error(h, w->rid, w->ridlen, JOBQ_ERR_BAD_ARGUMENT, err);
+            send_error_about(h, w->rid, w->ridlen, &l, JOBQ_ERR_BAD_ARGUMENT, err);
             return;
         }
     }
@@ -857,8 +873,10 @@ static void on_feedback(jq_hub_t *h, session_t *w, const msgpack_object *m)
     if (!job)
         return;
     jq_op_t *op = &job->ops[e->op];
-    if (op->status != JQ_RUNNING || op->attempt != e->attempt) {
-        jq_shard_wrunlock(sh); /* canceling: the worker was told to stop */
+    /* Kept while canceling too: what a handler says as it stops is part
+     * of its story. */
+    if ((op->status != JQ_RUNNING && op->status != JQ_CANCELING) || op->attempt != e->attempt) {
+        jq_shard_wrunlock(sh);
         return;
     }
     int64_t now = jq_now_wall();
@@ -878,17 +896,22 @@ static void on_feedback(jq_hub_t *h, session_t *w, const msgpack_object *m)
     jq_shard_wrunlock(sh);
 }
 
-static void on_done(jq_hub_t *h, session_t *w, const msgpack_object *m)
+/* A done: the opcode ends. too_large (bytes, or 0) says the message was
+ * over the request limit: the opcode fails, saying so. */
+static void on_done(jq_hub_t *h, session_t *w, const msgpack_object *m, size_t too_large)
 {
+    lease_ref_t l = lease_of(m);
     const msgpack_object *ok = wire_map_get(m, "ok");
-    if (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN) {
-        send_error(h, w->rid, w->ridlen, JOBQ_ERR_BAD_ARGUMENT, "done: 'ok' must be a bool");
+    if (!too_large && (!ok || ok->type != MSGPACK_OBJECT_BOOLEAN)) {
+        send_error_about(h, w->rid, w->ridlen, &l, JOBQ_ERR_BAD_ARGUMENT,
+                         "done: 'ok' must be a bool");
         return;
     }
     const msgpack_object *error = wire_map_get(m, "error");
-    if (!ok->via.boolean && error && error->type != MSGPACK_OBJECT_STR &&
+    if (!too_large && !ok->via.boolean && error && error->type != MSGPACK_OBJECT_STR &&
         error->type != MSGPACK_OBJECT_NIL) {
-        send_error(h, w->rid, w->ridlen, JOBQ_ERR_BAD_ARGUMENT, "done: 'error' must be a string");
+        send_error_about(h, w->rid, w->ridlen, &l, JOBQ_ERR_BAD_ARGUMENT,
+                         "done: 'error' must be a string");
         return;
     }
     entry_t *e = held_lease(h, w, m);
@@ -896,8 +919,13 @@ static void on_done(jq_hub_t *h, session_t *w, const msgpack_object *m)
         return;
     char msg[JOBQ_MAX_LOG_MESSAGE + 64];
     jq_blob_t result = {0};
-    bool success = ok->via.boolean && !e->timed_out;
-    if (e->timed_out) {
+    bool success = !too_large && ok->via.boolean && !e->timed_out;
+    if (too_large) {
+        snprintf(msg, sizeof msg, "the worker's answer was too large: %zu bytes, above "
+                                  "--max-request-bytes (%zu)", too_large,
+                 (size_t)atomic_load(&h->d->cfg.max_request_bytes));
+        send_error_about(h, w->rid, w->ridlen, &l, JOBQ_ERR_TOO_LARGE, msg);
+    } else if (e->timed_out) {
         snprintf(msg, sizeof msg, "timed out after %.3g s", (double)e->timeout_us / 1e6);
         STAT_ADD(h, timeouts, 1);
     } else if (!ok->via.boolean) {
@@ -1058,12 +1086,13 @@ static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
     int64_t now = jq_now_mono();
     jq_scan_limits_t limits = {.max_depth = MSGPACK_EMBED_STACK_SIZE, .check_utf8 = true};
     jq_scan_result_t sr;
-    if (len > atomic_load(&h->d->cfg.max_request_bytes) || !jq_scan(body, len, &limits, &sr)) {
-        send_error(h, rid, ridlen, len > atomic_load(&h->d->cfg.max_request_bytes)
-                                       ? JOBQ_ERR_TOO_LARGE : JOBQ_ERR_MALFORMED,
-                   "not one msgpack map within the size limit");
+    if (!jq_scan(body, len, &limits, &sr)) {
+        send_error(h, rid, ridlen, JOBQ_ERR_MALFORMED, "a worker message is one msgpack map");
         return;
     }
+    /* Over the limit (but under the socket's, 4 times it, and scanned): it
+     * is read only to learn which lease it was about, and refused. */
+    size_t too_large = len > atomic_load(&h->d->cfg.max_request_bytes) ? len : 0;
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     if (msgpack_unpack_next(&up, body, len, NULL) != MSGPACK_UNPACK_SUCCESS ||
@@ -1081,7 +1110,13 @@ static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
         send_error(h, rid, ridlen, JOBQ_ERR_MALFORMED, "a worker message needs a 'type'");
         goto out;
     }
-    if (wire_str_eq(type, "hello")) {
+    if (too_large && !wire_str_eq(type, "done")) {
+        lease_ref_t l = lease_of(m);
+        send_error_about(h, rid, ridlen, &l, JOBQ_ERR_TOO_LARGE,
+                         "a worker message above --max-request-bytes is refused");
+        if (!find_session(h, rid, ridlen))
+            goto out;
+    } else if (wire_str_eq(type, "hello")) {
         on_hello(h, rid, ridlen, m, now);
         goto out;
     }
@@ -1097,7 +1132,7 @@ static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
     } else if (wire_str_eq(type, "feedback")) {
         on_feedback(h, w, m);
     } else if (wire_str_eq(type, "done")) {
-        on_done(h, w, m);
+        on_done(h, w, m, too_large);
     } else if (wire_str_eq(type, "disconnect")) {
         char why[160];
         snprintf(why, sizeof why, "worker %s disconnected", w->label);

@@ -447,6 +447,9 @@ void jq_sched_final(jq_sched_t *s, uint64_t id, jq_status_t status)
     sjob_t *r = find(s, id);
     if (r)
         make_final(s, r, status);
+    /* A queued worker opcode the hub holds was canceled: the hub lets go. */
+    if (r && r->state == S_REMOTE && s->hooks.kick)
+        s->hooks.kick(s->hooks.ctx, id);
     pthread_mutex_unlock(&s->mu);
 }
 

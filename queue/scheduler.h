@@ -64,7 +64,8 @@ void jq_sched_set_priority(jq_sched_t *s, uint64_t id, int prio, uint64_t serial
  * kicked and will not park it. */
 void jq_sched_cancel(jq_sched_t *s, uint64_t id);
 /* The job became final outside an executor (a queued job canceled): it
- * leaves the run queue, dependants look again. */
+ * leaves the run queue, dependants look again (and the hub lets go of it,
+ * when it held it: a kick). */
 void jq_sched_final(jq_sched_t *s, uint64_t id, jq_status_t status);
 /* The job's archiving is committed: forget it (dependency checks find it
  * in the store from now on). */

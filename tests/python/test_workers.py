@@ -199,7 +199,7 @@ def test_jobs_wait_for_a_worker_then_run_in_priority_order(daemon):
     # A priority change while it waits moves it in the worker queue.
     moved = max(ids)
     deadline = time.monotonic() + 10
-    while job_row(d, moved, "status")[0] != "waiting":
+    while d.call("stats")["workers"]["waiting"] < len(ids):  # all with the hub
         assert time.monotonic() < deadline
         time.sleep(0.02)
     d.call("change_job_priority", id=moved, priority=-10)
