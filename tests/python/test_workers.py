@@ -482,3 +482,29 @@ def test_idle_workers_cost_no_threads(daemon):
     assert st["threads"] == threads
     for w in workers:
         w.close()
+
+
+def test_oversized_done_fails_its_opcode_and_feedback_while_canceling_is_kept():
+    d = Daemon(*LEASE_ARGS, "--max-request-bytes", "4096")
+    try:
+        w = Worker(d, ["w.big"])
+        jid = d.call("submit_job", ops=[{"op": "w.big"}])
+        a = w.assignment()
+        w.done(a, result="x" * 8000)  # over the limit, under 4 times it
+        err = w.expect("error")
+        assert (err["code"], err["job"], err["op"], err["attempt"]) == ("TooLarge", jid, 0, 1)
+        assert wait_status(d, jid, FINAL) == "error"
+        assert "too large" in job_row(d, jid, "opresult")[0][0][1][0]
+        # What a handler says after it was told to stop is kept.
+        j2 = d.call("submit_job", ops=[{"op": "w.big"}])
+        a2 = w.assignment()
+        d.call("cancel_job", id=j2)
+        w.expect("cancel")
+        w.feedback(a2, ("stderr", "got SIGTERM, cleaning up"))
+        w.done(a2, ok=False, error="stopped")
+        assert wait_status(d, j2, FINAL) == "canceled"
+        log = job_row(d, j2, "oplog")[0][0]
+        assert [e[2:] for e in log] == [["stderr", "got SIGTERM, cleaning up"]]
+        w.close()
+    finally:
+        d.stop()
