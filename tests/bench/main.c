@@ -220,6 +220,28 @@ static void summary(void)
     snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x,
              result_get("core.shards64_jobs_per_s"));
     row("dependent jobs, hot shard, --shards 1 / 64", v, "(report)", -1, "-");
+    {
+        long nw = opt_cycle_workers[opt_cycle_nworkers - 1];
+        snprintf(key, sizeof key, "cycle.jobq_always.w%ld.per_s", nw);
+        x = result_get(key);
+        snprintf(key, sizeof key, "cycle.jobq_none.w%ld.per_s", nw);
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x, result_get(key));
+        snprintf(key, sizeof key, "cycle.beanstalkd_fsync.w%ld.per_s", nw);
+        double b1 = result_get(key);
+        snprintf(key, sizeof key, "cycle.beanstalkd_mem.w%ld.per_s", nw);
+        snprintf(b, sizeof b, isnan(b1) ? "n/a" : "%.0f / %.0f /s", b1, result_get(key));
+        snprintf(what, sizeof what, "full cycle, %ld workers, always / none", nw);
+        row(what, v, "beat the peers", -1, b);
+        x = result_get("cycle.loss.retry_p50_ms");
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f ms", x);
+        snprintf(what, sizeof what, "silent worker -> opcode reassigned (lease %g s)",
+                 opt_cycle_lease);
+        row(what, v, "(report)", -1, "-");
+        x = result_get("cycle.cancel_always.worker_p50_ms");
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f ms", x,
+                 result_get("cycle.cancel_always.worker_p99_ms"));
+        row("cancel_job -> worker's cancel p50 / p99", v, "(report)", -1, "-");
+    }
     printf("\n  other processes on the machine used up to %.2f cores during a measurement"
            " (%d line%s at 0.25 cores or more: treat those figures as noisy)\n",
            noise_max, noisy_lines, noisy_lines == 1 ? "" : "s");
