@@ -425,6 +425,23 @@ static int wait_final(void *sub, uint64_t job, double timeout, double *when)
     return rc;
 }
 
+/* Until sub receives events: a subscription is live only some time after
+ * the connect (ZeroMQ's slow joiner), so a built-in test.delay(0) job is
+ * submitted until its end is seen. false after 10 s. */
+static bool sub_live(jc_t *c, void *sub)
+{
+    for (int i = 0; i < 20; i++) {
+        uint64_t id = jc_submit_delay(c, 0, 0);
+        double when;
+        if (!id)
+            return false;
+        if (wait_final(sub, id, 0.5, &when))
+            return true;
+    }
+    fprintf(stderr, "jobq-bench: no event reached the subscriber in 10 s\n");
+    return false;
+}
+
 /* jobqd with events (start_pub_daemon) and a worker endpoint: tcp on a
  * free port with --transport tcp, the data directory's workers.sock
  * otherwise; more: extra arguments. */
@@ -489,7 +506,7 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
     workers_on = true;
     /* A first job through the whole cycle: the subscription is live and
      * the workers answer before anything is timed. */
-    uint64_t id = submit_one(c, NOOP_OP, bench_now(), -1);
+    uint64_t id = sub_live(c, jr.sub) ? submit_one(c, NOOP_OP, bench_now(), -1) : 0;
     double when;
     if (!id || wait_final(jr.sub, id, 10, &when) != 1) {
         fprintf(stderr, "jobq-bench: the first %s job did not succeed\n", NOOP_OP);
@@ -575,7 +592,7 @@ static int measure_loss(void)
     void *sub = open_sub(ctx, pub, "job/");
     samples_t retry = {0}, error = {0};
     const char *ops[] = {HOLD_OP};
-    int rc = 0;
+    int rc = sub_live(c, sub) ? 0 : -1;
     for (long i = 0; i < opt_cycle_losses * 2 && rc == 0; i++) {
         bool with_retry = i % 2 == 0;
         jw_t *a = jw_open(ctx, wep), *b = NULL;
@@ -655,7 +672,7 @@ static int measure_cancel(const char *sync)
     jw_t *w = jw_open(ctx, wep);
     const char *ops[] = {HOLD_OP};
     samples_t to_worker = {0}, to_reply = {0}, to_final = {0};
-    int rc = jw_register(w, "holder", 1, ops, 1, 10000);
+    int rc = sub_live(c, sub) ? jw_register(w, "holder", 1, ops, 1, 10000) : -1;
     if (rc < 0)
         fprintf(stderr, "jobq-bench: cancel: %s\n", w->errbuf);
     for (long i = 0; i < opt_cycle_cancels && rc == 0; i++) {
