@@ -262,7 +262,7 @@ static const jq_opdef_t test_log = {
 };
 
 static const jq_opdef_t *const builtin_defs[] = {&test_delay, &test_log};
-static const jq_opset_t builtin_set = {builtin_defs, 2};
+static const jq_opset_t builtin_set = {builtin_defs, 2, NULL};
 
 const jq_opset_t *jq_builtin_ops(void)
 {

@@ -35,6 +35,15 @@ static const char usage_rest[] =
     "  -p, --publish ENDPOINT    also publish events on ENDPOINT, e.g.\n"
     "                            tcp://127.0.0.1:5556 (repeatable, up to 16);\n"
     "                            always on ipc://RUN_DIR/events.sock\n"
+    "      --workers ENDPOINT    also take workers on ENDPOINT, e.g.\n"
+    "                            tcp://127.0.0.1:5557 (repeatable, up to 16);\n"
+    "                            always on ipc://RUN_DIR/workers.sock\n"
+    "      --worker-heartbeat SEC  heartbeat interval to and from workers [1]\n"
+    "      --worker-lease SEC    a worker silent this long is lost; its opcodes\n"
+    "                            fail or are retried [5]\n"
+    "      --worker-opcode NAME  a worker opcode known before any worker declares\n"
+    "                            it (repeatable; workers' declarations are also\n"
+    "                            remembered in the store)\n"
     "      --shards N            job table shards, 1..4096 [64]\n"
     "      --handlers N          request handler threads, 1..64 [2]\n"
     "      --executors N         executor threads, 1..64 [2]\n"
@@ -109,13 +118,17 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
-       OPT_TOKEN_WINDOW };
+       OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
     {"run-dir", required_argument, NULL, OPT_RUN_DIR},
     {"listen", required_argument, NULL, 'l'},
     {"publish", required_argument, NULL, 'p'},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"worker-heartbeat", required_argument, NULL, OPT_WORKER_HB},
+    {"worker-lease", required_argument, NULL, OPT_WORKER_LEASE},
+    {"worker-opcode", required_argument, NULL, OPT_WORKER_OPCODE},
     {"shards", required_argument, NULL, OPT_SHARDS},
     {"handlers", required_argument, NULL, OPT_HANDLERS},
     {"executors", required_argument, NULL, OPT_EXECUTORS},
@@ -218,6 +231,28 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         snprintf(cfg->publish[cfg->npublish++], sizeof cfg->publish[0], "%s", val);
         return 0;
+    case OPT_WORKERS:
+        if (cfg->nworkers == JQ_MAX_LISTEN || strlen(val) >= sizeof cfg->workers[0]) {
+            snprintf(err, errlen, "--workers: at most %d endpoints of under 512 bytes",
+                     JQ_MAX_LISTEN);
+            return -1;
+        }
+        snprintf(cfg->workers[cfg->nworkers++], sizeof cfg->workers[0], "%s", val);
+        return 0;
+    case OPT_WORKER_OPCODE:
+        if (cfg->nworker_opcodes == JQ_MAX_WORKER_OPCODES || !*val ||
+            strlen(val) >= sizeof cfg->worker_opcodes[0]) {
+            snprintf(err, errlen, "--worker-opcode: at most %d names of 1 to 64 bytes",
+                     JQ_MAX_WORKER_OPCODES);
+            return -1;
+        }
+        snprintf(cfg->worker_opcodes[cfg->nworker_opcodes++], sizeof cfg->worker_opcodes[0],
+                 "%s", val);
+        return 0;
+    case OPT_WORKER_HB:
+        return parse_seconds(name, val, 0.01, 3600, &cfg->worker_heartbeat, err, errlen);
+    case OPT_WORKER_LEASE:
+        return parse_seconds(name, val, 0.05, 86400, &cfg->worker_lease, err, errlen);
     case 'v':
     case OPT_SALVAGE: {
         /* A flag: on the command line (val NULL) it is set; in the config
@@ -441,6 +476,8 @@ static void set_defaults(jq_config_t *cfg)
     cfg->store_map_size = 64ull << 30;
     cfg->max_log_entries = JOBQ_DEFAULT_MAX_LOG_ENTRIES;
     cfg->shutdown_grace = 30;
+    cfg->worker_heartbeat = 1;
+    cfg->worker_lease = 5;
     cfg->max_client_requests = 1024;
     cfg->max_client_waiters = 10000;
     cfg->log_level = JQ_LOG_DEFAULT;
@@ -499,6 +536,12 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
     }
+    if (cfg->worker_lease <= cfg->worker_heartbeat) {
+        snprintf(err, errlen, "--worker-lease (%g s) must be longer than --worker-heartbeat "
+                              "(%g s): a worker would be lost between two heartbeats",
+                 cfg->worker_lease, cfg->worker_heartbeat);
+        return -1;
+    }
     return 0;
 }
 
@@ -553,6 +596,12 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"run-dir", strcmp(cur->run_dir, next->run_dir) != 0},
         {"listen", endpoints_differ(cur->listen, cur->nlisten, next->listen, next->nlisten)},
         {"publish", endpoints_differ(cur->publish, cur->npublish, next->publish, next->npublish)},
+        {"workers", endpoints_differ(cur->workers, cur->nworkers, next->workers, next->nworkers)},
+        {"worker-heartbeat", cur->worker_heartbeat != next->worker_heartbeat},
+        {"worker-lease", cur->worker_lease != next->worker_lease},
+        {"worker-opcode", cur->nworker_opcodes != next->nworker_opcodes ||
+                              memcmp(cur->worker_opcodes, next->worker_opcodes,
+                                     cur->nworker_opcodes * sizeof cur->worker_opcodes[0])},
         {"shards", cur->shards != next->shards},
         {"handlers", cur->handlers != next->handlers},
         {"executors", cur->executors != next->executors},

@@ -11,6 +11,8 @@
 
 #define JQ_MAX_LISTEN 16
 #define JQ_PATH_BYTES 4096
+#define JQ_MAX_WORKER_OPCODES 256 /* worker-opcode lines */
+#define JQ_OPCODE_NAME_BYTES 65
 
 /* Fields marked "reloadable" may change on SIGHUP (the loop thread writes
  * them, jq_config_reload): they are atomics, read by any thread. The rest
@@ -23,6 +25,12 @@ typedef struct {
     unsigned nlisten;
     char publish[JQ_MAX_LISTEN][512]; /* extra event endpoints */
     unsigned npublish;
+    char workers[JQ_MAX_LISTEN][512]; /* extra worker endpoints */
+    unsigned nworkers;
+    double worker_heartbeat;          /* seconds between heartbeats to workers */
+    double worker_lease;              /* seconds of silence before a worker is lost */
+    char worker_opcodes[JQ_MAX_WORKER_OPCODES][JQ_OPCODE_NAME_BYTES]; /* declared here */
+    unsigned nworker_opcodes;
     _Atomic uint64_t max_waiters;     /* reloadable */
     uint64_t ring_events;             /* replay ring size, events */
     _Atomic double keepalive;         /* reloadable: seconds between keepalives

@@ -51,6 +51,19 @@ typedef struct {
     _Atomic uint64_t replies_waiting, replies_late, replies_to_gone, busy_dropped;
 } jq_loop_stats_t;
 
+/* The worker hub's counters (workers.c writes, stats reads). */
+typedef struct {
+    _Atomic uint64_t connected;  /* workers registered now */
+    _Atomic uint64_t capacity;   /* their capacity, summed */
+    _Atomic uint64_t leases;     /* opcodes assigned to them now */
+    _Atomic uint64_t waiting;    /* opcodes waiting for a worker */
+    _Atomic uint64_t hellos, assigned, completed, failed;
+    _Atomic uint64_t lost;       /* workers lost (silent for the lease time) */
+    _Atomic uint64_t retries;    /* attempts that went back to the queue */
+    _Atomic uint64_t timeouts, cancels;
+    _Atomic uint64_t refused;    /* messages refused (malformed, stale lease...) */
+} jq_worker_stats_t;
+
 typedef struct {
     jq_config_t cfg;
     int argc;                       /* the command line, parsed again on reload */
@@ -59,15 +72,20 @@ typedef struct {
     jq_table_t *table;
     jq_sched_t *sched;
     jq_executors_t *executors;
-    const jq_opset_t *ops;
+    const jq_opset_t *ops;          /* &opset */
+    jq_opset_t opset;               /* built-in opcodes + the worker opcodes */
     jq_store_t *store;              /* the durable queue (its own thread) */
     jq_changeq_t *changeq;          /* committed change records, for the loop */
     jq_ring_t *ring;                /* replay ring: loop appends, handlers read */
     jq_tokens_t *tokens;            /* client tokens of recent submissions */
+    struct jq_hub *hub;             /* the worker hub (workers.h; loop thread) */
     uint64_t epoch;                 /* this run's event epoch */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
     unsigned npublish_eps;
+    char worker_eps[JQ_MAX_LISTEN + 1][512]; /* bound worker endpoints */
+    unsigned nworker_eps;
+    jq_worker_stats_t worker_stats;
     _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
     int run_lock_fd;                /* flock'ed RUN_DIR/lock (another run dir) */

@@ -73,22 +73,24 @@ static void task_free(jq_task_t **tp)
 
 /* ---- job transitions ---- */
 
-/* After a job's opcode ended or could not start (job locked by the
- * caller): either the job is final, or its next opcode goes back to the
- * run queue as Ganeti defers. Unlocks. */
-static void release_job(jq_executors_t *p, jq_shard_t *sh, jq_job_t *job)
+void jq_job_release(jq_sched_t *sched, jq_shard_t *sh, jq_job_t *job)
 {
     uint64_t id = job->id;
     jq_status_t st = (jq_status_t)job->status;
     if (jq_status_final(st)) {
         jq_shard_wrunlock(sh);
-        jq_sched_done(p->o.sched, id, st);
+        jq_sched_done(sched, id, st);
         return;
     }
     int prio = jq_job_priority(job);
     uint64_t serial = job->change_serial;
     jq_shard_wrunlock(sh);
-    jq_sched_requeue(p->o.sched, id, prio, serial);
+    jq_sched_requeue(sched, id, prio, serial);
+}
+
+static void release_job(jq_executors_t *p, jq_shard_t *sh, jq_job_t *job)
+{
+    jq_job_release(p->o.sched, sh, job);
 }
 
 /* Lock a job this executor holds; NULL (nothing locked) when it is gone. */
@@ -111,18 +113,9 @@ static bool op_canceling(const jq_job_t *job)
     return i < job->nops && job->ops[i].status == JQ_CANCELING;
 }
 
-/* End the held job's current opcode: canceled when asked to or when a
- * cancel is pending, else success or error (later opcodes: "Preceding
- * opcode failed"). */
-static void end_op_as(jq_executors_t *p, uint64_t id, bool cancel, bool success,
-                      jq_blob_t *result, const char *error)
+void jq_job_end_op(jq_sched_t *sched, jq_shard_t *sh, jq_job_t *job, bool cancel,
+                   bool success, jq_blob_t *result, const char *error)
 {
-    jq_shard_t *sh;
-    jq_job_t *job = lock_job(p, id, &sh);
-    if (!job) {
-        jq_sched_done(p->o.sched, id, JQ_ERROR);
-        return;
-    }
     int64_t now = jq_now_wall();
     jq_delta_t d;
     jq_delta_init(&d, job);
@@ -138,7 +131,20 @@ static void end_op_as(jq_executors_t *p, uint64_t id, bool cancel, bool success,
     }
     if (!jq_delta_empty(&d, job))
         jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
-    release_job(p, sh, job);
+    jq_job_release(sched, sh, job);
+}
+
+/* End the held job's current opcode (see jq_job_end_op). */
+static void end_op_as(jq_executors_t *p, uint64_t id, bool cancel, bool success,
+                      jq_blob_t *result, const char *error)
+{
+    jq_shard_t *sh;
+    jq_job_t *job = lock_job(p, id, &sh);
+    if (!job) {
+        jq_sched_done(p->o.sched, id, JQ_ERROR);
+        return;
+    }
+    jq_job_end_op(p->o.sched, sh, job, cancel, success, result, error);
 }
 
 static void end_op(jq_executors_t *p, uint64_t id, bool success, jq_blob_t *result,
@@ -248,6 +254,12 @@ static void start_op(jq_executor_t *ex, uint64_t id)
         if (!jq_delta_empty(&d, job))
             jq_shard_emit(sh, job, &d, JQ_CHANGE_UPDATE, now);
         release_job(p, sh, job);
+        return;
+    }
+    if (job->ops[i].def->remote) {
+        /* A worker's: it waits (picked up) for the hub to hand it out. */
+        jq_shard_wrunlock(sh);
+        jq_sched_to_remote(p->o.sched, id);
         return;
     }
     jq_job_op_running(job, now, &d);

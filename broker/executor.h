@@ -69,6 +69,18 @@ void jq_executors_set_max_log_entries(jq_executors_t *pool, uint32_t max);
  * joins the threads and frees. */
 void jq_executors_destroy(jq_executors_t **pool);
 
+/* Ending a held job's current opcode, for executors and the worker hub.
+ * The caller holds the job's shard write lock (sh) and holds the job with
+ * the scheduler. The opcode ends canceled when cancel is asked or a cancel
+ * is pending, else success with result (moved) or error with the message
+ * (later opcodes: "Preceding opcode failed"); then jq_job_release. */
+void jq_job_end_op(jq_sched_t *sched, jq_shard_t *sh, jq_job_t *job, bool cancel,
+                   bool success, jq_blob_t *result, const char *error);
+/* The held job's opcode ended or went back (job locked, sh): it is final
+ * (jq_sched_done) or its next opcode goes back to the run queue
+ * (jq_sched_requeue), as Ganeti defers jobs between opcodes. Unlocks. */
+void jq_job_release(jq_sched_t *sched, jq_shard_t *sh, jq_job_t *job);
+
 /* Microsecond clocks used by the broker. */
 int64_t jq_now_wall(void);
 int64_t jq_now_mono(void);

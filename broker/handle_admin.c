@@ -1,13 +1,14 @@
 /* handle_admin.c: ping, stats, set_drain_flag and shutdown. */
 #include "daemon.h"
 #include "log.h"
+#include "opreg.h"
 
 #include <stdio.h>
 #include <string.h>
 
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
-    msgpack_pack_map(c->pk, 7);
+    msgpack_pack_map(c->pk, 8);
     /* Every version this daemon answers (a client picks one it speaks),
      * and how long a client token is remembered. */
     wire_pack_cstr(c->pk, "protocols");
@@ -21,6 +22,10 @@ jobq_code_t jq_handle_admin_ping(jq_call_t *c)
     msgpack_pack_array(c->pk, c->d->npublish_eps);
     for (unsigned i = 0; i < c->d->npublish_eps; i++)
         wire_pack_cstr(c->pk, c->d->publish_eps[i]);
+    wire_pack_cstr(c->pk, "workers"); /* where workers connect (docs/protocol.md) */
+    msgpack_pack_array(c->pk, c->d->nworker_eps);
+    for (unsigned i = 0; i < c->d->nworker_eps; i++)
+        wire_pack_cstr(c->pk, c->d->worker_eps[i]);
     wire_pack_cstr(c->pk, "version");
     wire_pack_cstr(c->pk, JOBQ_VERSION);
     wire_pack_cstr(c->pk, "protocol");
@@ -120,7 +125,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 28);
+    msgpack_pack_map(pk, 29);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -140,6 +145,23 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "max_running", ss.max_running);
     pack_kv_u64(pk, "runnable", ss.runnable);
     pack_kv_u64(pk, "dep_waiting", ss.dep_waiting);
+    const jq_worker_stats_t *ws = &d->worker_stats;
+    wire_pack_cstr(pk, "workers");
+    msgpack_pack_map(pk, 14);
+    pack_kv_u64(pk, "connected", atomic_load(&ws->connected));
+    pack_kv_u64(pk, "capacity", atomic_load(&ws->capacity));
+    pack_kv_u64(pk, "running", atomic_load(&ws->leases));
+    pack_kv_u64(pk, "waiting", atomic_load(&ws->waiting));
+    pack_kv_u64(pk, "opcodes", jq_opreg_count(d->opset.reg));
+    pack_kv_u64(pk, "hellos", atomic_load(&ws->hellos));
+    pack_kv_u64(pk, "assigned", atomic_load(&ws->assigned));
+    pack_kv_u64(pk, "completed", atomic_load(&ws->completed));
+    pack_kv_u64(pk, "failed", atomic_load(&ws->failed));
+    pack_kv_u64(pk, "lost", atomic_load(&ws->lost));
+    pack_kv_u64(pk, "retries", atomic_load(&ws->retries));
+    pack_kv_u64(pk, "timeouts", atomic_load(&ws->timeouts));
+    pack_kv_u64(pk, "cancels", atomic_load(&ws->cancels));
+    pack_kv_u64(pk, "refused", atomic_load(&ws->refused));
     pack_kv_u64(pk, "pending_commit", ss.pending);
     wire_pack_cstr(pk, "drained");
     if (atomic_load(&d->drained))

@@ -8,6 +8,7 @@
  * opcode with its "source" so that opcodes from several sources (built-in
  * today, workers later) fit one reply. */
 #include "daemon.h"
+#include "opreg.h"
 #include "fields.h"
 
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *val)
@@ -80,11 +81,35 @@ static void pack_opdef(msgpack_packer *pk, const jq_opdef_t *def, const char *so
     }
 }
 
+/* Worker opcodes, packed apart and counted (the registry may change
+ * between two calls: one pass gives the count and the entries). */
+typedef struct {
+    msgpack_packer *pk;
+    size_t n;
+} counted_t;
+
+static void count_and_pack(void *ctx, const jq_opdef_t *def)
+{
+    counted_t *cw = ctx;
+    pack_opdef(cw->pk, def, "worker");
+    cw->n++;
+}
+
 jobq_code_t jq_handle_list_opcodes(jq_call_t *c)
 {
     const jq_opset_t *set = c->d->ops;
-    msgpack_pack_array(c->pk, set ? set->count : 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer wpk;
+    msgpack_packer_init(&wpk, &sb, msgpack_sbuffer_write);
+    counted_t cw = {&wpk, 0};
+    if (set && set->reg)
+        jq_opreg_each(set->reg, count_and_pack, &cw);
+    msgpack_pack_array(c->pk, (set ? set->count : 0) + cw.n);
     for (size_t i = 0; set && i < set->count; i++)
         pack_opdef(c->pk, set->defs[i], "builtin");
+    if (sb.size)
+        c->pk->callback(c->pk->data, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
     return JOBQ_ERR_NONE;
 }

@@ -20,6 +20,7 @@
 #include "publisher.h"
 #include "scan.h"
 #include "waiters.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -48,6 +49,7 @@ typedef struct held {
 typedef struct {
     jq_daemon_t *d;
     void *router, *to_handlers, *from_handlers;
+    void *workers;            /* the workers' ROUTER (the hub answers on it) */
     held_t *held;             /* oldest first */
     held_t **held_tail;
     jq_publisher_t *publisher;
@@ -366,6 +368,7 @@ static void publish_changes(loop_t *l)
     jq_change_list_free(&head);
     atomic_fetch_add_explicit(&l->d->changes_consumed, n, memory_order_relaxed);
     release_held(l);
+    jq_hub_on_durable(l->d->hub, jq_store_durable(l->d->store));
 }
 
 static int bind_endpoints(loop_t *l)
@@ -383,7 +386,22 @@ static int bind_endpoints(loop_t *l)
                    zmq_strerror(errno));
             return -1;
         }
-    return jq_listeners_watch(l->listeners, l->router);
+    if (jq_listeners_watch(l->listeners, l->router) < 0)
+        return -1;
+    /* Workers have a ROUTER of their own: their messages never queue
+     * behind client requests, and a client cannot speak for a worker. */
+    char resolved[512];
+    snprintf(ep, sizeof ep, "ipc://%s/workers.sock", d->cfg.run_dir);
+    for (unsigned i = 0; i <= d->cfg.nworkers; i++) {
+        const char *w = i == 0 ? ep : d->cfg.workers[i - 1];
+        if (jq_listeners_bind(l->listeners, l->workers, w, resolved, sizeof resolved) < 0) {
+            jq_log(JQ_LOG_ERROR, "cannot take workers on %s: %s", w, zmq_strerror(errno));
+            return -1;
+        }
+        if (d->nworker_eps < JQ_MAX_LISTEN + 1)
+            snprintf(d->worker_eps[d->nworker_eps++], sizeof d->worker_eps[0], "%s", resolved);
+    }
+    return jq_listeners_watch(l->listeners, l->workers);
 }
 
 static int signal_fd(void)
@@ -405,13 +423,15 @@ static void start_draining(loop_t *l)
     atomic_store(&d->stopping, true);
     jq_service_stopping(d);
     jq_sched_pause(d->sched);
+    jq_hub_pause(d->hub);
     l->grace_deadline = jq_now_mono() + (int64_t)(d->cfg.shutdown_grace * 1e6);
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
-    if (ss.running)
+    uint64_t running = ss.running + jq_hub_running(d->hub);
+    if (running)
         jq_log(JQ_LOG_NOTICE, "shutting down: %llu running jobs may finish their opcode "
                               "within %.0f s (--shutdown-grace); no new job starts",
-               (unsigned long long)ss.running, (double)d->cfg.shutdown_grace);
+               (unsigned long long)running, (double)d->cfg.shutdown_grace);
 }
 
 /* Still draining? False once nothing runs or the grace period is over. */
@@ -419,11 +439,12 @@ static bool still_draining(loop_t *l, int64_t now)
 {
     jq_sched_stats_t ss;
     jq_sched_get_stats(l->d->sched, &ss);
-    if (!ss.running)
+    uint64_t running = ss.running + jq_hub_running(l->d->hub);
+    if (!running)
         return false;
     if (now >= l->grace_deadline) {
         jq_log(JQ_LOG_WARNING, "--shutdown-grace is over: interrupting %llu running jobs",
-               (unsigned long long)ss.running);
+               (unsigned long long)running);
         return false;
     }
     return true;
@@ -450,6 +471,7 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
             break;
     }
     jq_executors_destroy(&d->executors);
+    jq_hub_stop(d->hub); /* worker opcodes: retried or interrupted, workers told */
     atomic_store(&d->handlers_stop, true);
     zmq_pollitem_t item = {.socket = l->from_handlers, .events = ZMQ_POLLIN};
     for (;;) {
@@ -510,7 +532,8 @@ static void forward_replies(loop_t *l)
     }
 }
 
-#define MAX_ITEMS (4 + JQ_MAX_BOUND)
+#define FIXED_ITEMS 6
+#define MAX_ITEMS (FIXED_ITEMS + JQ_MAX_BOUND)
 
 /* What `stats` shows of the loop's own state, copied where handlers may
  * read it. */
@@ -581,9 +604,15 @@ static void serve(loop_t *l, int sigfd)
             {.socket = l->from_handlers, .events = ZMQ_POLLIN},
             {.fd = sigfd, .events = ZMQ_POLLIN},
             {.fd = jq_changeq_fd(d->changeq), .events = ZMQ_POLLIN},
+            {.socket = l->workers, .events = ZMQ_POLLIN},
+            {.fd = jq_hub_inbox_fd(d->hub), .events = ZMQ_POLLIN},
         };
-        size_t nitems = 4 + jq_listeners_pollitems(l->listeners, items + 4, MAX_ITEMS - 4);
+        size_t nitems = FIXED_ITEMS + jq_listeners_pollitems(l->listeners, items + FIXED_ITEMS,
+                                                             MAX_ITEMS - FIXED_ITEMS);
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
+        int64_t hub_wake = jq_hub_tick(d->hub, now);
+        if (hub_wake < wake)
+            wake = hub_wake;
         jq_waiters_tick(l->waiters, now);
         int64_t next = jq_waiters_next_wake(l->waiters);
         if (next < wake)
@@ -608,7 +637,7 @@ static void serve(loop_t *l, int sigfd)
             on_signals(l, sigfd);
             continue;
         }
-        for (size_t i = 4; i < nitems; i++)
+        for (size_t i = FIXED_ITEMS; i < nitems; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
                 break;
@@ -617,6 +646,10 @@ static void serve(loop_t *l, int sigfd)
          * (A waiter parked below catches up from the ring either way.) */
         if (items[3].revents & ZMQ_POLLIN)
             publish_changes(l);
+        if (items[5].revents & ZMQ_POLLIN)
+            jq_hub_on_inbox(d->hub);
+        if (items[4].revents & ZMQ_POLLIN)
+            jq_hub_on_readable(d->hub);
         if (items[1].revents & ZMQ_POLLIN)
             forward_replies(l);
         if (items[0].revents)
@@ -634,6 +667,14 @@ int jq_loop_run(jq_daemon_t *d)
     l.router = zmq_socket(d->zctx, ZMQ_ROUTER);
     l.to_handlers = zmq_socket(d->zctx, ZMQ_PUSH);
     l.from_handlers = zmq_socket(d->zctx, ZMQ_PULL);
+    l.workers = zmq_socket(d->zctx, ZMQ_ROUTER);
+    zmq_setsockopt(l.workers, ZMQ_MAXMSGSIZE, &(int64_t){(int64_t)d->cfg.max_request_bytes * 4},
+                   sizeof(int64_t));
+    set_int(l.workers, ZMQ_LINGER, 2000); /* revokes and disconnects at a stop */
+    /* A worker that reconnects with the same routing id takes it over. */
+    set_int(l.workers, ZMQ_ROUTER_HANDOVER, 1);
+    set_int(l.workers, ZMQ_SNDHWM, 100000);
+    jq_hub_attach(d->hub, l.workers);
     int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
     zmq_setsockopt(l.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     set_int(l.router, ZMQ_LINGER, 2000); /* let the last replies out */
@@ -688,6 +729,8 @@ out:
     zmq_msg_close(&l.body);
     zmq_close(l.to_handlers);
     zmq_close(l.from_handlers);
+    zmq_close(l.workers);
+    jq_hub_attach(d->hub, NULL);
     zmq_close(l.router);
     return rc;
 }

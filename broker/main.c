@@ -6,6 +6,8 @@
 #include "datadir.h"
 #include "epoch.h"
 #include "log.h"
+#include "opreg.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,7 +56,7 @@ static bool same_dir(const char *a, const char *b)
  * next start binds over them). libzmq may have removed them already. */
 static void remove_sockets(const char *run_dir)
 {
-    static const char *const names[] = {"jobq.sock", "events.sock"};
+    static const char *const names[] = {"jobq.sock", "events.sock", "workers.sock"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char path[JQ_PATH_BYTES + 16];
         if (snprintf(path, sizeof path, "%s/%s", run_dir, names[i]) >= (int)sizeof path)
@@ -63,6 +65,47 @@ static void remove_sockets(const char *run_dir)
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0)
             jq_log(JQ_LOG_WARNING, "cannot remove %s: %s", path, strerror(errno));
     }
+}
+
+/* The worker opcodes known before any worker connects: those the store
+ * remembers, then the config file's names (a name already declared keeps
+ * its declaration). New ones are stored. */
+static int load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    const jq_opset_t builtins = {d->opset.defs, d->opset.count, NULL};
+    int rc = jq_store_get_opcodes(d->store, &sb, err, errlen);
+    if (rc == 0 && sb.size &&
+        jq_opreg_load(d->opset.reg, &builtins, sb.data, sb.size, err, errlen) < 0)
+        rc = -1;
+    msgpack_sbuffer_destroy(&sb);
+    bool changed = false;
+    for (unsigned i = 0; rc == 0 && i < d->cfg.nworker_opcodes; i++) {
+        const char *name = d->cfg.worker_opcodes[i];
+        if (jq_opreg_find(d->opset.reg, name, strlen(name)))
+            continue;
+        msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                            .via.str = {.ptr = name, .size = (uint32_t)strlen(name)}};
+        const jq_opdef_t *def;
+        bool ch;
+        char why[256];
+        if (jq_opreg_declare(d->opset.reg, &builtins, &o, &def, &ch, why, sizeof why) < 0) {
+            snprintf(err, errlen, "worker-opcode %s: %s", name, why);
+            rc = -1;
+        }
+        changed |= ch;
+    }
+    if (rc == 0 && changed) {
+        msgpack_sbuffer_init(&sb);
+        if (jq_opreg_encode(d->opset.reg, &sb) < 0 ||
+            jq_store_set_opcodes(d->store, sb.data, sb.size) < 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    return rc;
 }
 
 /* Idle clients cost a file descriptor each: take all the kernel allows. */
@@ -123,7 +166,9 @@ int main(int argc, char **argv)
         if (lock_dir(d->cfg.run_dir, "run directory", &d->run_lock_fd) < 0)
             goto out_locks;
     }
-    d->ops = jq_builtin_ops();
+    d->opset = *jq_builtin_ops();
+    d->opset.reg = jq_opreg_new();
+    d->ops = &d->opset;
     char store_dir[sizeof d->cfg.data_dir + 8];
     memcpy(store_dir, d->cfg.data_dir, strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1));
     strcpy(store_dir + strnlen(d->cfg.data_dir, sizeof d->cfg.data_dir - 1), "/store");
@@ -166,6 +211,10 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
+    if (!d->opset.reg || load_worker_opcodes(d, err, sizeof err) < 0) {
+        jq_log(JQ_LOG_ERROR, "%s", d->opset.reg ? err : "cannot start: out of memory");
+        goto out;
+    }
     if (jq_recover(d, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
@@ -175,6 +224,11 @@ int main(int argc, char **argv)
     jq_executors_opts_t eo = {.table = d->table, .sched = d->sched, .store = d->store,
                               .ops = d->ops, .max_log_entries = (uint32_t)d->cfg.max_log_entries,
                               .n = d->cfg.executors};
+    /* The hub's inbox exists before any executor can hand it a job. */
+    if (!(d->hub = jq_hub_new(d, NULL))) {
+        jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
+        goto out;
+    }
     if (jq_store_start(d->store, &hooks) < 0 || !(d->executors = jq_executors_new(&eo))) {
         jq_log(JQ_LOG_ERROR, "cannot start: out of threads");
         goto out;
@@ -183,6 +237,7 @@ int main(int argc, char **argv)
         rc = 0;
 out:
     jq_executors_destroy(&d->executors);
+    jq_hub_destroy(&d->hub);
     if (d->zctx)
         zmq_ctx_term(d->zctx);
     jq_store_close(&d->store); /* commits what is still queued */
@@ -191,6 +246,7 @@ out:
     jq_tokens_destroy(&d->tokens);
     jq_changeq_destroy(&d->changeq);
     jq_ring_destroy(&d->ring);
+    jq_opreg_destroy(&d->opset.reg);
     if (rc == 0) /* still under the locks: no new daemon has bound them */
         remove_sockets(d->cfg.run_dir);
 out_locks:

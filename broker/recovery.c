@@ -122,7 +122,19 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
         (*unfinished)++;
     jq_delta_t delta;
     jq_delta_init(&delta, job);
-    if (st == JQ_RUNNING || st == JQ_CANCELING) {
+    uint32_t cur = jq_job_current_op(job);
+    jq_op_t *op = cur < job->nops ? &job->ops[cur] : NULL;
+    if (st == JQ_RUNNING && op && op->def && op->def->remote && op->status == JQ_RUNNING &&
+        op->retries < op->retry) {
+        /* A worker's opcode that may be retried: its next attempt. */
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s while %s ran attempt %u; retry %u of %u",
+                 RESTARTED_MESSAGE, op->worker ? op->worker : "a worker", op->attempt,
+                 op->retries + 1, op->retry);
+        jq_job_log(job, now, "retry", msg, strlen(msg), 0, &delta);
+        jq_job_op_unassign(job, true, &delta);
+        op->status = JQ_QUEUED;
+    } else if (st == JQ_RUNNING || st == JQ_CANCELING) {
         jq_job_log(job, now, "message", RESTARTED_MESSAGE, strlen(RESTARTED_MESSAGE), 0, &delta);
         jq_job_fail(job, now, "Unclean shutdown: " RESTARTED_MESSAGE, &delta);
     } else if (st == JQ_WAITING) {

@@ -10,7 +10,7 @@ static const char *const kind_names[] = {"submit", "update", "archive"};
 
 static void pack_op_state(msgpack_packer *pk, const jq_op_t *op, uint32_t index)
 {
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 10);
     wire_pack_cstr(pk, "index");
     msgpack_pack_uint32(pk, index);
     wire_pack_cstr(pk, "status");
@@ -25,6 +25,15 @@ static void pack_op_state(msgpack_packer *pk, const jq_op_t *op, uint32_t index)
     wire_pack_ts(pk, op->end_ts);
     wire_pack_cstr(pk, "result");
     jq_blob_pack(pk, &op->result);
+    wire_pack_cstr(pk, "attempt");
+    msgpack_pack_uint16(pk, op->attempt);
+    wire_pack_cstr(pk, "retries");
+    msgpack_pack_uint16(pk, op->retries);
+    wire_pack_cstr(pk, "worker");
+    if (op->worker)
+        wire_pack_cstr(pk, op->worker);
+    else
+        msgpack_pack_nil(pk);
 }
 
 jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,

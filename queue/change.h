@@ -11,7 +11,10 @@
 typedef enum {
     JQ_CHANGE_SUBMIT,  /* the whole job as submitted */
     JQ_CHANGE_UPDATE,  /* opcodes and log entries that changed */
-    JQ_CHANGE_ARCHIVE  /* the job moved to the archive */
+    JQ_CHANGE_ARCHIVE, /* the job moved to the archive */
+    /* Not a job's (job_id 0): settings the store keeps. */
+    JQ_CHANGE_DRAIN,   /* the drain flag: one byte */
+    JQ_CHANGE_OPCODES  /* the worker opcodes' declarations (queue/opreg.h) */
 } jq_change_kind_t;
 
 typedef struct jq_change {

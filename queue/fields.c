@@ -30,6 +30,10 @@ static const struct {
     [JQ_F_END_TS] = {"end_ts", "time the job ended"},
     [JQ_F_LOG_SERIAL] = {"log_serial", "highest log entry serial of the job (0 when none)"},
     [JQ_F_CHANGE_SERIAL] = {"change_serial", "serial of the job's last change record"},
+    [JQ_F_WORKER] = {"worker", "the worker running the current opcode (name#id), \"waiting for "
+                               "a worker\", or nil when it is not a worker opcode"},
+    [JQ_F_OPWORKER] = {"opworker", "per-opcode worker of the last attempt (nil: none)"},
+    [JQ_F_OPATTEMPT] = {"opattempt", "per-opcode attempt number (0: never handed to a worker)"},
 };
 
 const char *jq_field_name(jq_field_t f)
@@ -62,7 +66,22 @@ void jq_blob_pack(msgpack_packer *pk, const jq_blob_t *b)
 
 void jq_op_pack_input(msgpack_packer *pk, const jq_op_t *op)
 {
-    msgpack_pack_map(pk, 4);
+    /* The run options of worker opcodes only when given: a built-in
+     * opcode's input reads as it always did. */
+    msgpack_pack_map(pk, 4 + (op->retry ? 1 : 0) + (op->backoff_us ? 1 : 0) +
+                             (op->timeout_us ? 1 : 0));
+    if (op->retry) {
+        wire_pack_cstr(pk, "retry");
+        msgpack_pack_uint16(pk, op->retry);
+    }
+    if (op->backoff_us) {
+        wire_pack_cstr(pk, "retry_backoff");
+        msgpack_pack_double(pk, (double)op->backoff_us / 1e6);
+    }
+    if (op->timeout_us) {
+        wire_pack_cstr(pk, "timeout");
+        msgpack_pack_double(pk, (double)op->timeout_us / 1e6);
+    }
     wire_pack_cstr(pk, "op");
     wire_pack_cstr(pk, jq_op_name(op));
     wire_pack_cstr(pk, "args");
@@ -125,6 +144,19 @@ void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
     case JQ_F_CHANGE_SERIAL:
         msgpack_pack_uint64(pk, job->change_serial);
         return;
+    case JQ_F_WORKER: {
+        uint32_t i = jq_job_current_op(job);
+        const jq_op_t *op = i < n ? &job->ops[i] : NULL;
+        if (!op || !op->def || !op->def->remote)
+            msgpack_pack_nil(pk);
+        else if (op->status == JQ_QUEUED || op->status == JQ_WAITING)
+            wire_pack_cstr(pk, "waiting for a worker");
+        else if (op->worker)
+            wire_pack_cstr(pk, op->worker);
+        else
+            msgpack_pack_nil(pk);
+        return;
+    }
     default:
         break;
     }
@@ -141,6 +173,13 @@ void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
         case JQ_F_OPEND: wire_pack_ts(pk, op->end_ts); break;
         case JQ_F_OPPRIORITY: msgpack_pack_int(pk, op->priority); break;
         case JQ_F_SUMMARY: wire_pack_cstr(pk, op->summary ? op->summary : jq_op_name(op)); break;
+        case JQ_F_OPWORKER:
+            if (op->worker)
+                wire_pack_cstr(pk, op->worker);
+            else
+                msgpack_pack_nil(pk);
+            break;
+        case JQ_F_OPATTEMPT: msgpack_pack_uint16(pk, op->attempt); break;
         default: msgpack_pack_nil(pk); break;
         }
     }

@@ -26,6 +26,9 @@ typedef enum {
     JQ_F_END_TS,
     JQ_F_LOG_SERIAL,
     JQ_F_CHANGE_SERIAL,
+    JQ_F_WORKER,
+    JQ_F_OPWORKER,
+    JQ_F_OPATTEMPT,
     JQ_F__COUNT
 } jq_field_t;
 

@@ -168,6 +168,7 @@ void jq_job_destroy(jq_job_t **jobp)
         jq_blob_free(&op->args);
         jq_blob_free(&op->result);
         free(op->summary);
+        free(op->worker);
         if (!op->def)
             free((char *)op->name);
         free(op->deps);
@@ -255,6 +256,38 @@ int jq_job_op_running(jq_job_t *job, int64_t now, jq_delta_t *d)
         return -1;
     job->ops[i].status = JQ_RUNNING;
     job->ops[i].exec_ts = now;
+    jq_delta_mark(d, (int)i);
+    return 0;
+}
+
+int jq_job_op_assign(jq_job_t *job, int64_t now, const char *worker, jq_delta_t *d)
+{
+    uint32_t i = jq_job_current_op(job);
+    if (i == job->nops || job->ops[i].status != JQ_WAITING)
+        return -1;
+    char *name = strdup(worker ? worker : "");
+    if (!name)
+        return -1;
+    jq_op_t *op = &job->ops[i];
+    free(op->worker);
+    op->worker = name;
+    op->attempt++;
+    op->status = JQ_RUNNING;
+    op->exec_ts = now;
+    jq_delta_mark(d, (int)i);
+    return 0;
+}
+
+int jq_job_op_unassign(jq_job_t *job, bool retried, jq_delta_t *d)
+{
+    uint32_t i = jq_job_current_op(job);
+    if (i == job->nops || job->ops[i].status != JQ_RUNNING)
+        return -1;
+    jq_op_t *op = &job->ops[i];
+    op->status = JQ_WAITING;
+    op->exec_ts = 0;
+    if (retried)
+        op->retries++;
     jq_delta_mark(d, (int)i);
     return 0;
 }

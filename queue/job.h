@@ -34,6 +34,11 @@ typedef enum {
 #define JQ_PRIO_LOWEST 19
 #define JQ_PRIO_DEFAULT 0
 
+/* Limits of a worker opcode's run options (docs/protocol.md). */
+#define JQ_MAX_RETRY 100
+#define JQ_MAX_BACKOFF_S 3600
+#define JQ_MAX_TIMEOUT_S (7 * 24 * 3600)
+
 const char *jq_status_name(jq_status_t s);
 /* 0 and *out on success, -1 for a name that is not a status. */
 int jq_status_parse(const char *name, size_t len, jq_status_t *out);
@@ -76,6 +81,15 @@ typedef struct {
     uint32_t nlog, caplog;
     uint32_t log_base;          /* job log serial before this opcode's first
                                    entry: entry k has serial log_base + k + 1 */
+    /* Worker opcodes (docs/protocol.md "Workers"): the run options as
+     * submitted, the current attempt (0: never handed out) and how many
+     * times it went back to the queue after a lost worker. */
+    int64_t timeout_us;         /* one attempt's limit; 0: the declared one */
+    int64_t backoff_us;         /* wait before a retry */
+    char *worker;               /* who runs (ran) the current attempt; NULL */
+    uint16_t retry;             /* retries allowed after a lost worker */
+    uint16_t retries;           /* retries used */
+    uint16_t attempt;
     uint8_t ndeps;
     uint8_t status;             /* jq_status_t */
     int8_t priority;            /* current */
@@ -141,6 +155,13 @@ int64_t jq_job_age_ref(const jq_job_t *job);
 int jq_job_pickup(jq_job_t *job, int64_t now, jq_delta_t *d);
 /* Current opcode waiting → running (exec timestamp). */
 int jq_job_op_running(jq_job_t *job, int64_t now, jq_delta_t *d);
+/* Worker opcodes. Current opcode waiting → running as attempt+1 on the
+ * named worker (copied). -1 when it is not waiting, or out of memory. */
+int jq_job_op_assign(jq_job_t *job, int64_t now, const char *worker, jq_delta_t *d);
+/* Current opcode running → waiting: its attempt ended without a result and
+ * it goes back to the queue (a lost worker: counted in retries when
+ * `retried`; a worker that handed it back: not counted). */
+int jq_job_op_unassign(jq_job_t *job, bool retried, jq_delta_t *d);
 /* Append a log entry to the current opcode. type and msg are strings.
  * max_entries (0: no limit) caps the job's log: the entry that reaches it
  * says so instead of what was asked (JQ_LOG_LIMIT_MESSAGE), later ones are

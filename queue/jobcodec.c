@@ -35,7 +35,17 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
     msgpack_pack_array(&pk, job->nops);
     for (uint32_t i = 0; i < job->nops; i++) {
         const jq_op_t *op = &job->ops[i];
-        msgpack_pack_map(&pk, 11);
+        msgpack_pack_map(&pk, 17);
+        kv_i64(&pk, "attempt", op->attempt);
+        kv_i64(&pk, "retries", op->retries);
+        kv_i64(&pk, "retry", op->retry);
+        kv_i64(&pk, "backoff_us", op->backoff_us);
+        kv_i64(&pk, "timeout_us", op->timeout_us);
+        wire_pack_cstr(&pk, "worker");
+        if (op->worker)
+            wire_pack_cstr(&pk, op->worker);
+        else
+            msgpack_pack_nil(&pk);
         wire_pack_cstr(&pk, "op");
         wire_pack_cstr(&pk, jq_op_name(op));
         wire_pack_cstr(&pk, "args");
@@ -164,6 +174,24 @@ static int decode_op(const msgpack_object *o, jq_op_t *op, char *err, size_t err
     op->status = (uint8_t)st;
     op->input_priority = (int8_t)iprio;
     op->priority = (int8_t)prio;
+    /* Worker run options (absent in stores written before them: zero). */
+    int64_t v;
+    if (get_i64(o, "attempt", &v) && v >= 0 && v <= UINT16_MAX)
+        op->attempt = (uint16_t)v;
+    if (get_i64(o, "retries", &v) && v >= 0 && v <= UINT16_MAX)
+        op->retries = (uint16_t)v;
+    if (get_i64(o, "retry", &v) && v >= 0 && v <= UINT16_MAX)
+        op->retry = (uint16_t)v;
+    if (get_i64(o, "backoff_us", &v) && v >= 0)
+        op->backoff_us = v;
+    if (get_i64(o, "timeout_us", &v) && v >= 0)
+        op->timeout_us = v;
+    const msgpack_object *worker = wire_map_get(o, "worker");
+    if (worker && worker->type == MSGPACK_OBJECT_STR &&
+        !(op->worker = strndup(worker->via.str.ptr, worker->via.str.size))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (jq_op_set_name(op, NULL, name->via.str.ptr, name->via.str.size) < 0 ||
         set_summary(op, wire_map_get(o, "summary")) < 0 ||
         jq_blob_pack_object(&op->args, args) < 0 ||
@@ -233,6 +261,18 @@ static int64_t ts_of(const msgpack_object *o)
     return sec * 1000000 + usec;
 }
 
+void jq_op_read_run_options(jq_op_t *op, const msgpack_object *input)
+{
+    int64_t retry;
+    double secs;
+    if (wire_get_int(wire_map_get(input, "retry"), &retry) && retry > 0 && retry <= UINT16_MAX)
+        op->retry = (uint16_t)retry;
+    if (wire_get_number(wire_map_get(input, "retry_backoff"), &secs) && secs > 0 && secs < 1e9)
+        op->backoff_us = (int64_t)(secs * 1e6);
+    if (wire_get_number(wire_map_get(input, "timeout"), &secs) && secs > 0 && secs < 1e9)
+        op->timeout_us = (int64_t)(secs * 1e6);
+}
+
 jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char *err,
                                     size_t errlen)
 {
@@ -276,6 +316,7 @@ jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char
         }
         op->priority = op->input_priority = (int8_t)prio;
         op->status = JQ_QUEUED;
+        jq_op_read_run_options(op, o);
     }
     job->status = (uint8_t)jq_job_derive_status(job);
     return job;

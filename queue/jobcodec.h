@@ -40,4 +40,8 @@ jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen);
 jq_job_t *jq_job_from_submit_record(const msgpack_object *record, uint64_t id, char *err,
                                     size_t errlen);
 
+/* The run options of a worker opcode (retry, retry_backoff, timeout) from
+ * its submitted (input) form; absent or out-of-range ones stay zero. */
+void jq_op_read_run_options(jq_op_t *op, const msgpack_object *input);
+
 #endif

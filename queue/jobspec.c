@@ -1,5 +1,7 @@
 /* jobspec.c: validation of submitted opcodes (JOBMODEL §2.1, §1.7). */
 #include "jobspec.h"
+#include "jobcodec.h"
+#include "opreg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +12,7 @@ const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t 
     for (size_t i = 0; i < set->count; i++)
         if (strlen(set->defs[i]->name) == len && memcmp(set->defs[i]->name, name, len) == 0)
             return set->defs[i];
-    return NULL;
+    return set->reg ? jq_opreg_find(set->reg, name, len) : NULL;
 }
 
 static jobq_code_t parse_depends(const msgpack_object *o, bool allow_relative, uint64_t last_id,
@@ -123,6 +125,52 @@ static jobq_code_t check_arg_names(const jq_opdef_t *def, const msgpack_object *
     return JOBQ_ERR_NONE;
 }
 
+/* retry, retry_backoff, timeout (docs/protocol.md, "Retry and timeout"):
+ * worker opcodes only. */
+static jobq_code_t parse_run_options(const msgpack_object *o, unsigned idx, jq_op_t *op,
+                                     char *err, size_t errlen)
+{
+    static const char *const keys[] = {"retry", "retry_backoff", "timeout"};
+    bool any = false;
+    for (size_t k = 0; k < 3; k++) {
+        const msgpack_object *v = wire_map_get(o, keys[k]);
+        if (v && v->type != MSGPACK_OBJECT_NIL)
+            any = true;
+    }
+    if (!any)
+        return JOBQ_ERR_NONE;
+    if (!op->def->remote) {
+        snprintf(err, errlen, "opcode %u (%s): retry, retry_backoff and timeout apply to "
+                              "worker opcodes only", idx, op->def->name);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    const msgpack_object *v = wire_map_get(o, "retry");
+    int64_t retry = 0;
+    double secs = 0;
+    if (v && v->type != MSGPACK_OBJECT_NIL &&
+        (!wire_get_int(v, &retry) || retry < 0 || retry > JQ_MAX_RETRY)) {
+        snprintf(err, errlen, "opcode %u (%s): 'retry' must be an integer from 0 to %d", idx,
+                 op->def->name, JQ_MAX_RETRY);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    v = wire_map_get(o, "retry_backoff");
+    if (v && v->type != MSGPACK_OBJECT_NIL &&
+        (!wire_get_number(v, &secs) || !(secs >= 0 && secs <= JQ_MAX_BACKOFF_S))) {
+        snprintf(err, errlen, "opcode %u (%s): 'retry_backoff' must be a number of seconds "
+                              "from 0 to %d", idx, op->def->name, JQ_MAX_BACKOFF_S);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    v = wire_map_get(o, "timeout");
+    if (v && v->type != MSGPACK_OBJECT_NIL &&
+        (!wire_get_number(v, &secs) || !(secs > 0 && secs <= JQ_MAX_TIMEOUT_S))) {
+        snprintf(err, errlen, "opcode %u (%s): 'timeout' must be a number of seconds above 0 "
+                              "and at most %d", idx, op->def->name, JQ_MAX_TIMEOUT_S);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
+    jq_op_read_run_options(op, o);
+    return JOBQ_ERR_NONE;
+}
+
 static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsigned idx,
                             bool allow_relative, uint64_t last_id, jq_op_t *op, char *err,
                             size_t errlen)
@@ -156,7 +204,7 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
     if (rc != JOBQ_ERR_NONE)
         return rc;
     char why[256];
-    if (op->def->validate(args, why, sizeof why) < 0) {
+    if (op->def->validate && op->def->validate(args, why, sizeof why) < 0) {
         snprintf(err, errlen, "opcode %u (%s): %s", idx, op->def->name, why);
         return JOBQ_ERR_BAD_ARGUMENT;
     }
@@ -174,6 +222,9 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
         }
     }
     op->priority = op->input_priority = (int8_t)prio;
+    rc = parse_run_options(o, idx, op, err, errlen);
+    if (rc != JOBQ_ERR_NONE)
+        return rc;
     const msgpack_object *deps = wire_map_get(o, "depends");
     if (deps) {
         rc = parse_depends(deps, allow_relative, last_id, op, err, errlen, idx);
@@ -181,7 +232,10 @@ static jobq_code_t parse_op(const jq_opset_t *set, const msgpack_object *o, unsi
             return rc;
     }
     char summary[128];
-    op->def->summarize(args, summary, sizeof summary);
+    if (op->def->summarize)
+        op->def->summarize(args, summary, sizeof summary);
+    else
+        snprintf(summary, sizeof summary, "%s", op->def->name);
     if (jq_blob_pack_object(&op->args, args) < 0 || !(op->summary = strdup(summary))) {
         snprintf(err, errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;

@@ -34,6 +34,10 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, unsigned keep)
         dst->priority = src->priority;
         dst->input_priority = src->input_priority;
         dst->log_base = src->log_base;
+        dst->attempt = src->attempt;
+        dst->retries = src->retries;
+        if (src->worker && !(dst->worker = strdup(src->worker)))
+            rc = -1;
         rc = jq_op_set_name(dst, src->def, jq_op_name(src), strlen(jq_op_name(src)));
         if (keep & JQ_MIRROR_RESULTS)
             rc |= blob_copy(&dst->result, &src->result);
@@ -169,6 +173,21 @@ int jq_mirror_apply(jq_job_t *m, const msgpack_object *change, unsigned keep,
             op->start_ts = ts_of(wire_map_get(o, "start_ts"));
             op->exec_ts = ts_of(wire_map_get(o, "exec_ts"));
             op->end_ts = ts_of(wire_map_get(o, "end_ts"));
+            int64_t attempt;
+            if (wire_get_int(wire_map_get(o, "attempt"), &attempt) && attempt >= 0 &&
+                attempt <= UINT16_MAX)
+                op->attempt = (uint16_t)attempt;
+            if (wire_get_int(wire_map_get(o, "retries"), &attempt) && attempt >= 0 &&
+                attempt <= UINT16_MAX)
+                op->retries = (uint16_t)attempt;
+            const msgpack_object *worker = wire_map_get(o, "worker");
+            if (worker && worker->type == MSGPACK_OBJECT_STR) {
+                char *w = strndup(worker->via.str.ptr, worker->via.str.size);
+                if (!w)
+                    return -1;
+                free(op->worker);
+                op->worker = w;
+            }
             if (keep & JQ_MIRROR_RESULTS &&
                 jq_blob_pack_object(&op->result, wire_map_get(o, "result")) < 0)
                 return -1;

@@ -65,14 +65,21 @@ typedef struct jq_opdef {
     jq_step_t (*step)(jq_task_t *task);
     /* Executor thread. Free what start allocated; called exactly once. */
     void (*cleanup)(jq_task_t *task);
+    /* A worker opcode (queue/opreg.h): no hooks, the worker hub runs it. */
+    bool remote;
+    int64_t timeout_us; /* a worker opcode's declared time limit; 0: none */
 } jq_opdef_t;
 
+struct jq_opreg;
+
 typedef struct {
-    const jq_opdef_t *const *defs;
+    const jq_opdef_t *const *defs; /* the built-in ones */
     size_t count;
+    struct jq_opreg *reg;          /* worker opcodes, or NULL */
 } jq_opset_t;
 
-/* Definition named name (len bytes), or NULL. Any thread. */
+/* Definition named name (len bytes), built-in or declared, or NULL. Any
+ * thread. */
 const jq_opdef_t *jq_opset_find(const jq_opset_t *set, const char *name, size_t len);
 
 #endif

@@ -20,6 +20,7 @@ typedef enum {
     S_PENDING, /* in the commit gate until the store is durable up to ticket */
     S_QUEUED,  /* in the run heap */
     S_ACTIVE,  /* an executor holds it */
+    S_REMOTE,  /* the worker hub holds it (a worker opcode): no slot */
     S_PARKED,  /* waiting for park_on to be final */
     S_FINAL
 } sstate_t;
@@ -59,6 +60,8 @@ struct jq_sched {
     unsigned running, max_running, parked;
     inbox_t *inboxes;           /* one per executor */
     unsigned nexecutors;
+    unsigned remote;            /* S_REMOTE records */
+    jq_sched_remote_hooks_t hooks;
     bool paused, stopping;
 };
 
@@ -232,11 +235,16 @@ static void wake_parked(jq_sched_t *s, sjob_t *r)
     }
 }
 
+static bool held(const sjob_t *r)
+{
+    return r->state == S_ACTIVE || r->state == S_REMOTE;
+}
+
 static void make_final(jq_sched_t *s, sjob_t *r, jq_status_t status)
 {
     r->final = true;
     r->final_status = (uint8_t)status;
-    if (r->state != S_ACTIVE) {
+    if (!held(r)) {
         leave_heaps(s, r);
         unpark(s, r);
         r->state = S_FINAL;
@@ -410,6 +418,9 @@ void jq_sched_cancel(jq_sched_t *s, uint64_t id)
     if (r && r->state == S_PARKED) {
         unpark(s, r);
         enqueue(s, r);
+    } else if (r && r->state == S_REMOTE) {
+        if (s->hooks.kick)
+            s->hooks.kick(s->hooks.ctx, id);
     } else if (r && r->state == S_ACTIVE) {
         r->cancel = true;
         inbox_t *in = &s->inboxes[r->runner];
@@ -441,7 +452,7 @@ void jq_sched_forget(jq_sched_t *s, uint64_t id)
 {
     pthread_mutex_lock(&s->mu);
     sjob_t *r = find(s, id);
-    if (r && r->state == S_ACTIVE)
+    if (r && held(r))
         r->forget = true;
     else if (r)
         free_record(s, r);
@@ -510,11 +521,14 @@ jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
     return ev;
 }
 
-/* An executor lets go of r (under mu). */
+/* An executor or the hub lets go of r (under mu). */
 static void release(jq_sched_t *s, sjob_t *r)
 {
-    if (s->running)
+    if (r->state == S_REMOTE) {
+        s->remote--;
+    } else if (s->running) {
         s->running--;
+    }
     r->runner = -1;
     if (jq_heap_size(&s->run) && !s->paused)
         pthread_cond_signal(&s->cond);
@@ -524,7 +538,7 @@ void jq_sched_requeue(jq_sched_t *s, uint64_t id, int prio, uint64_t serial)
 {
     pthread_mutex_lock(&s->mu);
     sjob_t *r = find(s, id);
-    if (r && r->state == S_ACTIVE) {
+    if (r && held(r)) {
         release(s, r);
         set_prio(r, prio, serial);
         if (r->forget) {
@@ -542,7 +556,7 @@ void jq_sched_done(jq_sched_t *s, uint64_t id, jq_status_t status)
 {
     pthread_mutex_lock(&s->mu);
     sjob_t *r = find(s, id);
-    if (r && r->state == S_ACTIVE) {
+    if (r && held(r)) {
         release(s, r);
         r->state = S_FINAL;
         if (r->forget)
@@ -583,6 +597,30 @@ jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t de
     return rc;
 }
 
+void jq_sched_set_remote_hooks(jq_sched_t *s, const jq_sched_remote_hooks_t *hooks)
+{
+    pthread_mutex_lock(&s->mu);
+    s->hooks = *hooks;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void jq_sched_to_remote(jq_sched_t *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    sjob_t *r = find(s, id);
+    if (r && r->state == S_ACTIVE) {
+        release(s, r);
+        r->state = S_REMOTE;
+        s->remote++;
+        /* Under the mutex, so the hub sees the offer before any kick. */
+        if (s->hooks.offer)
+            s->hooks.offer(s->hooks.ctx, id);
+        if (r->cancel && s->hooks.kick)
+            s->hooks.kick(s->hooks.ctx, id);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 void jq_sched_pause(jq_sched_t *s)
 {
     pthread_mutex_lock(&s->mu);
@@ -612,6 +650,7 @@ void jq_sched_get_stats(jq_sched_t *s, jq_sched_stats_t *out)
     out->runnable = jq_heap_size(&s->run);
     out->pending = jq_heap_size(&s->gate);
     out->running = s->running;
+    out->remote = s->remote;
     out->dep_waiting = s->parked;
     out->known = s->count;
     out->max_running = s->max_running;

@@ -111,6 +111,23 @@ typedef enum {
 jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t dep_id,
                                   jq_status_t *status);
 
+/* ---- worker opcodes ---- */
+
+/* What the scheduler tells the worker hub. Both are called with the
+ * scheduler's mutex held: they must only queue the id and wake the hub
+ * (a leaf lock at most), never call back in. */
+typedef struct {
+    void (*offer)(void *ctx, uint64_t id); /* the job's current opcode waits for a worker */
+    void (*kick)(void *ctx, uint64_t id);  /* a cancel of a job the hub holds */
+    void *ctx;
+} jq_sched_remote_hooks_t;
+void jq_sched_set_remote_hooks(jq_sched_t *s, const jq_sched_remote_hooks_t *hooks);
+/* Executor thread, holding job id (picked up, dependencies met): its
+ * current opcode is a worker's. The job leaves the executor and its
+ * running slot and goes to the hub (offer); from then on the hub ends it
+ * with jq_sched_requeue or jq_sched_done, from any thread. */
+void jq_sched_to_remote(jq_sched_t *s, uint64_t id);
+
 /* Stop handing out jobs (graceful shutdown); running ones go on. */
 void jq_sched_pause(jq_sched_t *s);
 /* The running cap changes (a reload): more jobs start at once when it
@@ -124,6 +141,7 @@ typedef struct {
     uint64_t runnable;    /* in the run queue */
     uint64_t pending;     /* waiting for their submit record's commit */
     uint64_t running;     /* held by executors */
+    uint64_t remote;      /* held by the worker hub (waiting for or on a worker) */
     uint64_t dep_waiting; /* parked on a dependency */
     uint64_t known;       /* live jobs the scheduler keeps a record of */
     unsigned max_running;

@@ -382,6 +382,8 @@ static int put_job(batch_t *b, MDB_dbi dbi, const jq_job_t *job)
 static int apply_record(batch_t *b, const jq_change_t *c)
 {
     jq_store_t *s = b->s;
+    if (c->job_id == 0 && c->kind == JQ_CHANGE_OPCODES)
+        return jq_store_meta_put(s, b->txn, "opcodes", c->data, c->len);
     if (c->job_id == 0) { /* the drain flag */
         uint8_t drain = c->len && c->data[0];
         return jq_store_meta_put(s, b->txn, "drain", &drain, sizeof drain);
@@ -670,8 +672,48 @@ void jq_store_set_drain(jq_store_t *s, bool drained)
     if (!c)
         return;
     c->len = 1;
+    c->kind = JQ_CHANGE_DRAIN;
     c->data[0] = drained ? 1 : 0;
     jq_changeq_push(s->in, c);
+}
+
+int jq_store_set_opcodes(jq_store_t *s, const void *data, size_t len)
+{
+    jq_change_t *c = calloc(1, sizeof *c + len);
+    if (!c)
+        return -1;
+    c->len = (uint32_t)len;
+    c->kind = JQ_CHANGE_OPCODES;
+    memcpy(c->data, data, len);
+    jq_changeq_push(s->in, c);
+    return 0;
+}
+
+int jq_store_get_opcodes(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
+        return -1;
+    }
+    MDB_val k = {7, "opcodes"}, v;
+    const unsigned char *p;
+    size_t n;
+    rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == 0 && jq_store_verify(&k, &v, &p, &n) < 0) {
+        snprintf(err, errlen, "the stored worker opcodes are damaged (checksum)");
+        rc = -1;
+    } else if (rc == 0) {
+        msgpack_sbuffer_write(out, (const char *)p, n);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = 0; /* none declared yet */
+    } else {
+        snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
+        rc = -1;
+    }
+    mdb_txn_abort(txn);
+    return rc;
 }
 
 uint64_t jq_store_ticket(jq_store_t *s) { return jq_changeq_pushed(s->in); }

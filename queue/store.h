@@ -18,7 +18,8 @@
  * the value (LMDB keeps no checksums of its own): a damaged record is
  * found, never served.
  *   meta     "format" → u32, "last_id" → u64 (highest committed job id),
- *            "drain" → u8, "store_id" → 16 bytes         (host order)
+ *            "drain" → u8, "store_id" → 16 bytes         (host order),
+ *            "opcodes" → the worker opcodes' declarations (msgpack list)
  *   jobs     be64 id → u8 status . stored job            (live jobs)
  *   archive  be64 id → u8 status . stored job            (archived jobs)
  *   logs     be64 id . be32 serial → be16 opcode index . log entry
@@ -97,6 +98,14 @@ void jq_store_sink(void *store, jq_change_t *head);
 /* Any thread: queue the drain flag for the next commit. The caller orders
  * concurrent calls (the last one queued is what the store keeps). */
 void jq_store_set_drain(jq_store_t *s, bool drained);
+
+/* Any thread: queue the worker opcodes' declarations (jq_opreg_encode)
+ * for the next commit; the last one queued is what the store keeps. -1
+ * out of memory. */
+int jq_store_set_opcodes(jq_store_t *s, const void *data, size_t len);
+/* Start-up: the declarations kept (out stays empty when none). -1 with a
+ * message when they cannot be read. */
+int jq_store_get_opcodes(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen);
 
 /* Any thread: records queued so far; read after a change's record is with
  * the sink, it covers that record. */

@@ -541,7 +541,7 @@ static void test_custom_opset(void **state)
 {
     (void)state;
     const jq_opdef_t *const defs[] = {&def_no, &def_yes};
-    const jq_opset_t set = {defs, 2};
+    const jq_opset_t set = {defs, 2, NULL};
     assert_ptr_equal(jq_opset_find(&set, "t.yes", 5), &def_yes);
     assert_ptr_equal(jq_opset_find(&set, "t.no", 4), &def_no);
     assert_null(jq_opset_find(&set, "t.ye", 4));

@@ -1,0 +1,66 @@
+/* workers.h: the worker hub — jobqd's side of the worker protocol
+ * (docs/protocol.md, "Workers"). It lives in the loop thread: the loop
+ * owns the workers' ROUTER socket and hands the hub what arrives, and the
+ * hub's timers (heartbeats, leases, timeouts, retry back-offs) are one
+ * indexed heap whose next deadline bounds the loop's poll. A worker costs
+ * a small record and no thread.
+ *
+ * Jobs come from the executors: when a job's current opcode is a worker's,
+ * its executor hands it to the scheduler's remote state, which offers it
+ * here (an inbox with an eventfd, the only part other threads touch). The
+ * hub keeps a queue per opcode name in (priority, job id) order and hands
+ * opcodes to workers with room, the longest idle first. Before an
+ * assignment goes out its `running` record is committed: a worker never
+ * starts what a crash could undo.
+ *
+ * Table changes (running, log entries, results, retries) follow the
+ * table's write protocol, with no other lock held and no I/O under the
+ * shard lock: the sends happen after. */
+#ifndef JOBQ_WORKERS_H
+#define JOBQ_WORKERS_H
+
+#include "daemon.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define JQ_WORKER_MAX_CAPACITY 1024
+#define JQ_WORKER_MAX_OPCODES 256    /* declared in one hello */
+#define JQ_WORKER_MAX_ENTRIES 1000   /* feedback entries in one message */
+#define JQ_WORKER_MAX_TYPE 32        /* bytes of a feedback entry's type */
+#define JQ_WORKER_STOP_GRACE_US (10 * 1000000ll) /* cancel/timeout → forced end */
+
+typedef struct jq_hub jq_hub_t;
+
+/* The hub of daemon d, answering on router (a ROUTER the loop bound; the
+ * hub sends on it from the loop thread; NULL until jq_hub_attach).
+ * Registers the scheduler's remote hooks, so it exists before any
+ * executor runs. NULL when out of memory. */
+jq_hub_t *jq_hub_new(jq_daemon_t *d, void *router);
+/* Loop thread: the ROUTER to answer on (NULL: none any more). */
+void jq_hub_attach(jq_hub_t *h, void *router);
+/* Unregisters the hooks and frees (jq_hub_stop first). */
+void jq_hub_destroy(jq_hub_t **h);
+
+/* The inbox's eventfd: readable when offers or kicks wait. */
+int jq_hub_inbox_fd(jq_hub_t *h);
+/* Loop thread. The inbox: offers join their opcode's queue, kicks cancel. */
+void jq_hub_on_inbox(jq_hub_t *h);
+/* Loop thread. Every message waiting on the ROUTER. */
+void jq_hub_on_readable(jq_hub_t *h);
+/* Loop thread. The store is durable up to `durable`: send the assignments
+ * whose running record it covers. */
+void jq_hub_on_durable(jq_hub_t *h, uint64_t durable);
+/* Loop thread. Heartbeats, lost workers, timeouts, back-offs due at now
+ * (CLOCK_MONOTONIC µs); returns when to call again. */
+int64_t jq_hub_tick(jq_hub_t *h, int64_t now);
+/* Loop thread. A graceful stop began: nothing new is handed out. */
+void jq_hub_pause(jq_hub_t *h);
+/* Opcodes held by workers now (assigned, not ended). Any thread. */
+uint64_t jq_hub_running(jq_hub_t *h);
+/* Loop thread, at the stop: every lease ends (a retry when it has one
+ * left, else error "Interrupted by broker shutdown"), each worker gets
+ * `revoke` for it and `disconnect`. */
+void jq_hub_stop(jq_hub_t *h);
+
+#endif
