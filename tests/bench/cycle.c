@@ -131,10 +131,17 @@ int cycle_measure(cycle_t *cy, double seconds, others_t *o, pid_t daemon, cycle_
     memset(r, 0, sizeof *r);
     /* Warm-up: connections, caches, the daemon's first allocations. */
     bench_sleep(seconds < 1 ? seconds / 2 : 0.5);
+    if (cy->mark)
+        cy->mark(cy->mark_arg, 0);
     others_begin(o, daemon);
+    double d0 = proc_cpu_seconds(daemon), b0 = proc_cpu_seconds(getpid());
     r->t0 = bench_now();
     bench_sleep(seconds); /* the measured window */
     r->t1 = bench_now();
+    r->daemon_cores = (proc_cpu_seconds(daemon) - d0) / (r->t1 - r->t0);
+    r->bench_cores = (proc_cpu_seconds(getpid()) - b0) / (r->t1 - r->t0);
+    if (cy->mark)
+        cy->mark(cy->mark_arg, 1);
     atomic_store(&cy->stop_submit, true);
     double end = bench_now() + DRAIN_SECONDS;
     while (atomic_load(&cy->done) < atomic_load(&cy->submitted) && bench_now() < end)
@@ -166,8 +173,10 @@ void cycle_report(const char *label, const char *key, const cycle_result_t *r,
     char k[128];
     snprintf(k, sizeof k, "%s.others_cores", key);
     double noise = noise_end(o, k);
-    printf("  %-54s %9.0f jobs/s  p50 %7.3f ms  p99 %7.3f ms  others %.2f%s\n", label, r->rate,
-           r->p50, r->p99, noise, r->errors || r->lost ? "  (ERRORS)" : "");
+    printf("  %-54s %7.0f jobs/s  p50 %7.3f ms  p99 %7.3f ms  daemon %.2f bench %.2f others"
+           " %.2f%s\n",
+           label, r->rate, r->p50, r->p99, r->daemon_cores, r->bench_cores, noise,
+           r->errors || r->lost ? "  (ERRORS)" : "");
     if (r->errors || r->lost)
         printf("    %ld errors, %ld jobs never seen complete\n", r->errors, r->lost);
     snprintf(k, sizeof k, "%s.per_s", key);
@@ -176,6 +185,10 @@ void cycle_report(const char *label, const char *key, const cycle_result_t *r,
     result_set(k, r->p50);
     snprintf(k, sizeof k, "%s.p99_ms", key);
     result_set(k, r->p99);
+    snprintf(k, sizeof k, "%s.daemon_cores", key);
+    result_set(k, r->daemon_cores);
+    snprintf(k, sizeof k, "%s.bench_cores", key);
+    result_set(k, r->bench_cores);
 }
 
 void cycle_not_measured(const char *label, const char *key, const char *why)
@@ -198,6 +211,7 @@ typedef struct {
     int nworkers;
     void *sub; /* opened by main (live before the run), used by the watcher */
     long missed; /* watcher: events lost to gaps in seq */
+    long events; /* watcher: job events received */
 } jrun_t;
 
 static void pack_noop_job(msgpack_packer *pk, const char *op, double t)
@@ -361,6 +375,7 @@ static void *jwatcher_main(void *arg)
             double t;
             uint64_t seq = 0, job = 0;
             int o = event_outcome(&up, zmq_msg_data(&body), zmq_msg_size(&body), &t, &seq, &job);
+            jr->events++;
             if (last && seq > last + 1)
                 jr->missed += (long)(seq - last - 1);
             if (seq > last)
@@ -469,13 +484,26 @@ static int start_worker_daemon(daemon_t *d, char *pub, size_t plen, char *wep, s
     return 0;
 }
 
+/* The store's counters at the window's edges (jobq lines). */
+typedef struct {
+    jc_t *c;
+    store_stats_t s[2];
+    int ok[2];
+} jmark_t;
+
+static void jobq_mark(void *arg, int edge)
+{
+    jmark_t *m = arg;
+    m->ok[edge] = jc_store_stats(m->c, &m->s[edge]) == 0;
+}
+
 /* One jobq line: a fresh daemon, nworkers connections, window jobs in
  * flight for opt_cycle_seconds. */
 static int jobq_line(const char *sync, int nworkers, long window, const char *label,
                      const char *key)
 {
     daemon_t d;
-    char pub[128], wep[128];
+    char pub[400], wep[400];
     const char *more[] = {"--sync", sync, NULL};
     if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
@@ -520,6 +548,9 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
         goto out;
     }
     run_on = true;
+    jmark_t mk = {.c = c};
+    cy.mark = jobq_mark;
+    cy.mark_arg = &mk;
     others_t o;
     cycle_result_t r;
     rc = cycle_measure(&cy, opt_cycle_seconds, &o, d.pid, &r);
@@ -531,6 +562,21 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
     cycle_report(label, key, &r, &o);
     if (jr.missed)
         printf("    the watcher missed %ld events (seq gaps)\n", jr.missed);
+    if (mk.ok[0] && mk.ok[1] && r.jobs > 0) {
+        double jobs = (double)r.jobs, secs = r.t1 - r.t0;
+        double commits = (double)(mk.s[1].commits - mk.s[0].commits);
+        double fsyncs = (double)(mk.s[1].fsyncs - mk.s[0].fsyncs);
+        double records = (double)(mk.s[1].records - mk.s[0].records);
+        printf("    store: %.0f commits/s, %.0f fsyncs/s, %.2f records and %.2f commits per job;"
+               " %.2f events per job (whole run)\n",
+               commits / secs, fsyncs / secs, records / jobs, commits / jobs,
+               cy.n ? (double)jr.events / (double)cy.n : 0.0);
+        char k[128];
+        snprintf(k, sizeof k, "%s.commits_per_job", key);
+        result_set(k, commits / jobs);
+        snprintf(k, sizeof k, "%s.fsyncs_per_s", key);
+        result_set(k, fsyncs / secs);
+    }
 out:
     atomic_store(&cy.stop, true);
     if (workers_on)
@@ -584,7 +630,7 @@ static int measure_loss(void)
     snprintf(hb, sizeof hb, "%g", opt_cycle_lease / 4);
     const char *more[] = {"--worker-lease", lease, "--worker-heartbeat", hb, NULL};
     daemon_t d;
-    char pub[128], wep[128];
+    char pub[400], wep[400];
     if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
     void *ctx = new_ctx(1, 64);
@@ -636,12 +682,14 @@ static int measure_loss(void)
         jw_close(&a);
     }
     if (rc == 0) {
-        printf("  worker silent -> opcode handed to another worker (retry 1), --worker-lease %g:"
-               " p50 %.0f ms, max %.0f ms (%zu samples)\n",
-               opt_cycle_lease, samples_pct(&retry, 50), samples_pct(&retry, 100), retry.n);
-        printf("  worker silent -> job `error` seen by a watcher (no retry):"
-               "                 p50 %.0f ms, max %.0f ms (%zu samples)\n",
-               samples_pct(&error, 50), samples_pct(&error, 100), error.n);
+        char label[96];
+        snprintf(label, sizeof label, "silent worker -> opcode to another (retry 1), lease %g s",
+                 opt_cycle_lease);
+        printf("  %-54s p50 %7.1f ms  max %7.1f ms  (%zu samples)\n", label,
+               samples_pct(&retry, 50), samples_pct(&retry, 100), retry.n);
+        printf("  %-54s p50 %7.1f ms  max %7.1f ms  (%zu samples)\n",
+               "silent worker -> watcher sees `error` (no retry)", samples_pct(&error, 50),
+               samples_pct(&error, 100), error.n);
         result_set("cycle.loss.lease_s", opt_cycle_lease);
         result_set("cycle.loss.retry_p50_ms", samples_pct(&retry, 50));
         result_set("cycle.loss.retry_max_ms", samples_pct(&retry, 100));
@@ -662,7 +710,7 @@ static int measure_loss(void)
 static int measure_cancel(const char *sync)
 {
     daemon_t d;
-    char pub[128], wep[128];
+    char pub[400], wep[400];
     const char *more[] = {"--sync", sync, NULL};
     if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
@@ -677,7 +725,7 @@ static int measure_cancel(const char *sync)
         fprintf(stderr, "jobq-bench: cancel: %s\n", w->errbuf);
     for (long i = 0; i < opt_cycle_cancels && rc == 0; i++) {
         jw_msg_t m;
-        double t0, t1, t2 = 0, t3;
+        double t0, t1 = 0, t2 = 0, t3 = 0;
         uint64_t id = submit_one(c, HOLD_OP, 0, -1);
         if (!id || !wait_worker(w, JW_ASSIGN, id, 10, &t0, &m, NULL)) {
             rc = -1;
@@ -721,13 +769,14 @@ static int measure_cancel(const char *sync)
     }
     if (rc == 0) {
         char key[96];
-        printf("  cancel_job -> worker gets cancel, --sync %-6s     p50 %7.3f ms  p99 %7.3f ms"
-               "  (%zu samples)\n",
-               sync, samples_pct(&to_worker, 50), samples_pct(&to_worker, 99), to_worker.n);
-        printf("  cancel_job -> its reply                            p50 %7.3f ms  p99 %7.3f ms\n",
+        char label[96];
+        snprintf(label, sizeof label, "cancel_job -> the worker's cancel, --sync %s", sync);
+        printf("  %-54s p50 %7.3f ms  p99 %7.3f ms  (%zu samples)\n", label,
+               samples_pct(&to_worker, 50), samples_pct(&to_worker, 99), to_worker.n);
+        printf("  %-54s p50 %7.3f ms  p99 %7.3f ms\n", "cancel_job -> its reply",
                samples_pct(&to_reply, 50), samples_pct(&to_reply, 99));
-        printf("  cancel_job -> watcher sees `canceled` (worker answers at once)"
-               " p50 %7.3f ms  p99 %7.3f ms\n",
+        printf("  %-54s p50 %7.3f ms  p99 %7.3f ms\n",
+               "cancel_job -> watcher sees `canceled` (done at once)",
                samples_pct(&to_final, 50), samples_pct(&to_final, 99));
         snprintf(key, sizeof key, "cycle.cancel_%s.worker_p50_ms", sync);
         result_set(key, samples_pct(&to_worker, 50));

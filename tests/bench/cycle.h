@@ -26,6 +26,10 @@ typedef struct {
     _Atomic bool stop;          /* main: every thread returns */
     _Atomic bool sleeping;      /* producer: waiting for room in the window */
     int efd;                    /* eventfd: observer -> sleeping producer */
+    /* Main thread, optional: called at the start (edge 0) and the end
+     * (edge 1) of the measured window, for the system's own counters. */
+    void (*mark)(void *arg, int edge);
+    void *mark_arg;
     /* Observer only (read by main after the threads are joined): each
      * completion's time and latency, seconds. */
     double *t_done, *lat;
@@ -50,6 +54,7 @@ void cycle_woken(cycle_t *cy);
 typedef struct {
     double t0, t1;      /* the measured window (monotonic seconds) */
     double rate, p50, p99; /* completions in the window per second; ms */
+    double daemon_cores, bench_cores; /* CPU over the window */
     long jobs, errors, lost;
 } cycle_result_t;
 /* With the caller's threads running: warms up, measures `seconds` (o from
