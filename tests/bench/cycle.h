@@ -82,6 +82,10 @@ extern bool opt_no_redis, opt_no_gearmand;
  * .p99_ms, .others_cores); ends o. */
 void cycle_report(const char *label, const char *key, const cycle_result_t *r,
                   const others_t *o);
+/* A line measured again (twice at most) while other processes used 0.25
+ * cores or more during it: runs line(arg) until key.others_cores is
+ * under that; returns the last run's rc. */
+int cycle_quiet_line(int (*line)(void *arg), void *arg, const char *key);
 /* "not measured: why" for a peer line, and a NaN figure. */
 void cycle_not_measured(const char *label, const char *key, const char *why);
 

@@ -414,6 +414,19 @@ static int peer_line(const pconf_t *pc, const char *bin, int nworkers, long wind
     return rc;
 }
 
+typedef struct {
+    const pconf_t *pc;
+    const char *bin, *label, *key;
+    int nworkers;
+    long window;
+} pline_t;
+
+static int pline_run(void *arg)
+{
+    const pline_t *l = arg;
+    return peer_line(l->pc, l->bin, l->nworkers, l->window, l->label, l->key);
+}
+
 int cycle_peers(void)
 {
     static const char *const bs_mem[] = {"", "-l", "127.0.0.1", "-p", "{port}", NULL};
@@ -456,8 +469,11 @@ int cycle_peers(void)
             snprintf(key, sizeof key, single ? "cycle.%s.single" : "cycle.%s.w%ld", pc->key, nw);
             if (!bin)
                 cycle_not_measured(label, key, why);
-            else if (peer_line(pc, bin, (int)nw, single ? 1 : opt_cycle_window, label, key) < 0)
-                rc = -1;
+            else {
+                pline_t l = {pc, bin, label, key, (int)nw, single ? 1 : opt_cycle_window};
+                if (cycle_quiet_line(pline_run, &l, key) < 0)
+                    rc = -1;
+            }
         }
     }
     return rc;
