@@ -254,7 +254,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "Usage: jobq-bench [OPTIONS] [WORKLOAD...]\n"
-"Benchmarks jobqd (and beanstalkd, for comparison) and prints a report.\n"
+"Benchmarks jobqd (and beanstalkd, Redis and gearmand, for comparison) and\n"
+"prints a report.\n"
 "Each workload starts its own daemons in fresh temporary directories.\n"
 "\n"
 "Workloads (default: all):\n"
