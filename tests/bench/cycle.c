@@ -699,15 +699,15 @@ static int measure_loss(void)
         double t0, t1;
         jw_msg_t m;
         uint64_t id = 0;
-        if (jw_register(a, "lost", 1, ops, 1, 10000) < 0 ||
+        if (!a || jw_register(a, "lost", 1, ops, 1, 10000) < 0 ||
             !(id = submit_one(c, HOLD_OP, 0, with_retry ? 1 : 0)) ||
             !wait_worker(a, JW_ASSIGN, id, 10, &t0, &m, NULL)) {
-            fprintf(stderr, "jobq-bench: loss: no assignment: %s\n", a->errbuf);
+            fprintf(stderr, "jobq-bench: loss: no assignment: %s\n", a ? a->errbuf : "no socket");
             rc = -1;
         }
         if (rc == 0 && with_retry) {
             b = jw_open(ctx, wep);
-            if (jw_register(b, "heir", 1, ops, 1, 10000) < 0)
+            if (!b || jw_register(b, "heir", 1, ops, 1, 10000) < 0)
                 rc = -1;
         }
         if (rc == 0) {
@@ -774,9 +774,9 @@ static int measure_cancel(const char *sync)
     jw_t *w = jw_open(ctx, wep);
     const char *ops[] = {HOLD_OP};
     samples_t to_worker = {0}, to_reply = {0}, to_final = {0};
-    int rc = sub_live(c, sub) ? jw_register(w, "holder", 1, ops, 1, 10000) : -1;
+    int rc = w && sub_live(c, sub) ? jw_register(w, "holder", 1, ops, 1, 10000) : -1;
     if (rc < 0)
-        fprintf(stderr, "jobq-bench: cancel: %s\n", w->errbuf);
+        fprintf(stderr, "jobq-bench: cancel: %s\n", w ? w->errbuf : "no socket");
     for (long i = 0; i < opt_cycle_cancels && rc == 0; i++) {
         jw_msg_t m;
         double t0, t1 = 0, t2 = 0, t3 = 0;
@@ -844,7 +844,8 @@ static int measure_cancel(const char *sync)
     samples_free(&to_worker);
     samples_free(&to_reply);
     samples_free(&to_final);
-    jw_disconnect(w);
+    if (w)
+        jw_disconnect(w);
     jw_close(&w);
     zmq_close(sub);
     jc_close(&c);
