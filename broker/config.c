@@ -27,7 +27,8 @@ static const char usage_head[] =
 static const char usage_run_dir[] =
     "      --run-dir DIR         directory of the sockets: clients are served on\n"
     "                            ipc://DIR/jobq.sock, events published on\n"
-    "                            ipc://DIR/events.sock (both mode 0660)\n";
+    "                            ipc://DIR/events.sock, workers taken on\n"
+    "                            ipc://DIR/workers.sock (all mode 0660)\n";
 /* then "[default: ...]" */
 static const char usage_rest[] =
     "  -l, --listen ENDPOINT     also serve on ENDPOINT, e.g. tcp://127.0.0.1:5555\n"

@@ -83,9 +83,12 @@ typedef struct opq {
     struct opq *next;
 } opq_t;
 
+typedef enum { IN_OFFER, IN_KICK, IN_REPRIO } inkind_t;
+
 typedef struct {
     uint64_t id;
-    bool kick;                   /* else an offer */
+    uint8_t kind;                /* inkind_t */
+    int8_t prio;                 /* IN_REPRIO */
 } inmsg_t;
 
 struct jq_hub {
@@ -651,7 +654,7 @@ static void redispatch_all(jq_hub_t *h)
 
 /* ---- inbox (any thread) ---- */
 
-static void inbox_push(jq_hub_t *h, uint64_t id, bool kick)
+static void inbox_push(jq_hub_t *h, uint64_t id, inkind_t kind, int prio)
 {
     pthread_mutex_lock(&h->in_mu);
     if (h->nin == h->capin) {
@@ -669,7 +672,7 @@ static void inbox_push(jq_hub_t *h, uint64_t id, bool kick)
         h->capin = cap;
     }
     bool was_empty = h->nin == 0;
-    h->in[h->nin++] = (inmsg_t){.id = id, .kick = kick};
+    h->in[h->nin++] = (inmsg_t){.id = id, .kind = (uint8_t)kind, .prio = (int8_t)prio};
     pthread_mutex_unlock(&h->in_mu);
     if (was_empty) {
         uint64_t one = 1;
@@ -679,8 +682,9 @@ static void inbox_push(jq_hub_t *h, uint64_t id, bool kick)
     }
 }
 
-static void hook_offer(void *ctx, uint64_t id) { inbox_push(ctx, id, false); }
-static void hook_kick(void *ctx, uint64_t id) { inbox_push(ctx, id, true); }
+static void hook_offer(void *ctx, uint64_t id) { inbox_push(ctx, id, IN_OFFER, 0); }
+static void hook_kick(void *ctx, uint64_t id) { inbox_push(ctx, id, IN_KICK, 0); }
+static void hook_reprio(void *ctx, uint64_t id, int prio) { inbox_push(ctx, id, IN_REPRIO, prio); }
 
 int jq_hub_inbox_fd(jq_hub_t *h) { return h->efd; }
 
@@ -742,6 +746,18 @@ static void on_kick(jq_hub_t *h, uint64_t id)
     }
 }
 
+/* A waiting opcode's priority changed: its place in the queue follows
+ * (Ganeti's order: it keeps its place by id among its new peers). */
+static void on_reprio(jq_hub_t *h, uint64_t id, int prio)
+{
+    entry_t *e = find_entry(h, id);
+    if (!e || e->prio == prio)
+        return;
+    e->prio = (int8_t)prio;
+    if (e->state == E_WAITING && !e->backing_off)
+        jq_heap_fix(&e->q->waiting, e->qindex);
+}
+
 void jq_hub_on_inbox(jq_hub_t *h)
 {
     uint64_t v;
@@ -756,8 +772,10 @@ void jq_hub_on_inbox(jq_hub_t *h)
     h->nin = 0;
     pthread_mutex_unlock(&h->in_mu);
     for (size_t i = 0; i < count; i++) {
-        if (batch[i].kick)
+        if (batch[i].kind == IN_KICK)
             on_kick(h, batch[i].id);
+        else if (batch[i].kind == IN_REPRIO)
+            on_reprio(h, batch[i].id, batch[i].prio);
         else
             on_offer(h, batch[i].id);
     }
@@ -1250,7 +1268,8 @@ jq_hub_t *jq_hub_new(jq_daemon_t *d, void *router)
         jq_hub_destroy(&h);
         return NULL;
     }
-    jq_sched_remote_hooks_t hooks = {.offer = hook_offer, .kick = hook_kick, .ctx = h};
+    jq_sched_remote_hooks_t hooks = {.offer = hook_offer, .kick = hook_kick,
+                                     .reprio = hook_reprio, .ctx = h};
     jq_sched_set_remote_hooks(d->sched, &hooks);
     return h;
 }

@@ -315,10 +315,11 @@ out:
 static const char *const info_fields[] = {
     "id",     "status",   "priority", "archived", "received_ts", "start_ts",
     "end_ts", "ops",      "opstatus", "opresult", "oplog",       "opstart",
-    "opexec", "opend",    "oppriority", "summary",
+    "opexec", "opend",    "oppriority", "summary", "worker", "opworker", "opattempt",
 };
 enum { F_ID, F_STATUS, F_PRIO, F_ARCHIVED, F_RECV, F_START, F_END, F_OPS, F_OPSTATUS,
-       F_OPRESULT, F_OPLOG, F_OPSTART, F_OPEXEC, F_OPEND, F_OPPRIO, F_SUMMARY, F__COUNT };
+       F_OPRESULT, F_OPLOG, F_OPSTART, F_OPEXEC, F_OPEND, F_OPPRIO, F_SUMMARY, F_WORKER,
+       F_OPWORKER, F_OPATTEMPT, F__COUNT };
 
 static void print_ts_line(const char *indent, const char *label, const json_t *ts,
                           const json_t *since)
@@ -353,6 +354,8 @@ static void print_job_info(const json_t *row)
     char *s;
     printf("Job ID: %lld\n", (long long)json_integer_value(F(F_ID)));
     printf("  Status: %s\n", json_string_value(F(F_STATUS)));
+    if (json_is_string(F(F_WORKER))) /* its current opcode is a worker's */
+        printf("  Worker: %s\n", json_string_value(F(F_WORKER)));
     print_prio("  ", F(F_PRIO));
     printf("  Archived: %s\n", json_is_true(F(F_ARCHIVED)) ? "yes" : "no");
     print_ts_line("  ", "Received:", F(F_RECV), NULL);
@@ -370,6 +373,10 @@ static void print_job_info(const json_t *row)
         printf("      Status: %s\n", s);
         free(s);
         print_prio("      ", json_array_get(F(F_OPPRIO), i));
+        json_t *worker = json_array_get(F(F_OPWORKER), i);
+        if (json_is_string(worker))
+            printf("      Worker: %s (attempt %lld)\n", json_string_value(worker),
+                   (long long)json_integer_value(json_array_get(F(F_OPATTEMPT), i)));
         s = cli_fmt_value(json_array_get(F(F_SUMMARY), i));
         printf("      Summary: %s\n", s);
         free(s);

@@ -226,9 +226,11 @@ static rdef_t *parse_decl(const jq_opset_t *builtins, const msgpack_object *decl
                  name->via.str.ptr, JOBQ_MAX_OP_NAME);
         return NULL;
     }
-    jq_opset_t only_builtins = {builtins ? builtins->defs : NULL, builtins ? builtins->count : 0,
-                                NULL};
-    if (jq_opset_find(&only_builtins, name->via.str.ptr, name->via.str.size)) {
+    bool builtin = false;
+    for (size_t i = 0; builtins && i < builtins->count; i++)
+        builtin |= strlen(builtins->defs[i]->name) == name->via.str.size &&
+                   memcmp(builtins->defs[i]->name, name->via.str.ptr, name->via.str.size) == 0;
+    if (builtin) {
         snprintf(err, errlen, "opcode '%.*s' is built in: a worker cannot serve it",
                  (int)name->via.str.size, name->via.str.ptr);
         return NULL;

@@ -407,6 +407,8 @@ void jq_sched_set_priority(jq_sched_t *s, uint64_t id, int prio, uint64_t serial
         set_prio(r, prio, serial);
         if (r->state == S_QUEUED)
             jq_heap_fix(&s->run, r->heap_index);
+        else if (r->state == S_REMOTE && s->hooks.reprio)
+            s->hooks.reprio(s->hooks.ctx, id, r->prio);
     }
     pthread_mutex_unlock(&s->mu);
 }

@@ -119,6 +119,7 @@ jq_dep_check_t jq_sched_check_dep(jq_sched_t *s, uint64_t waiter_id, uint64_t de
 typedef struct {
     void (*offer)(void *ctx, uint64_t id); /* the job's current opcode waits for a worker */
     void (*kick)(void *ctx, uint64_t id);  /* a cancel of a job the hub holds */
+    void (*reprio)(void *ctx, uint64_t id, int prio); /* its priority changed */
     void *ctx;
 } jq_sched_remote_hooks_t;
 void jq_sched_set_remote_hooks(jq_sched_t *s, const jq_sched_remote_hooks_t *hooks);

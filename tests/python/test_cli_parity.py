@@ -348,7 +348,7 @@ def test_completion_without_daemon(tmp_path):
     # Fields fall back to the static list.
     assert complete("list", "-o", "+id,op", endpoint=ep) == [
         "+id,ops", "+id,opresult", "+id,opstatus", "+id,oplog", "+id,opstart", "+id,opexec",
-        "+id,opend", "+id,oppriority"]
+        "+id,opend", "+id,oppriority", "+id,opworker", "+id,opattempt"]
     assert complete("submit", "test.delay", "-p", "", endpoint=ep) == ["high", "normal", "low"]
     assert complete("drain", "o", endpoint=ep) == ["on", "off"]
     assert complete("drain", "on", "", endpoint=ep) == []

@@ -1023,7 +1023,9 @@ def test_a_burst_of_ipc_connects_does_not_abort_jobqd(jobqd):
                 socks.append(c)
             elif not os.path.exists(path):
                 break
-        assert len(socks) > 100, len(socks)
+        # (Each listening endpoint — clients, events, workers — keeps a full
+        # queue of room in reserve below the limit.)
+        assert len(socks) > 80, len(socks)
         # The storm is over once every queued connection has been taken in
         # (jobqd's greeting arrives) or turned away (end of file); a daemon
         # might also leave some queued, so it is watched for 3 s at most.

@@ -196,6 +196,14 @@ def test_jobs_wait_for_a_worker_then_run_in_priority_order(daemon):
     while job_row(d, first, "worker")[0] != "waiting for a worker":
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    # A priority change while it waits moves it in the worker queue.
+    moved = max(ids)
+    deadline = time.monotonic() + 10
+    while job_row(d, moved, "status")[0] != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    d.call("change_job_priority", id=moved, priority=-10)
+    ids[moved] = -10
     w = Worker(d, ["w.ord"], capacity=1)
     order = []
     for _ in ids:
@@ -366,13 +374,18 @@ def test_job_mixing_builtin_and_worker_opcodes(daemon):
     w.close()
 
 
-def test_failure_and_many_jobs_each_attempt_exactly_once(daemon):
+def test_failure_and_many_jobs_each_attempt_exactly_once_in_priority_order(daemon):
     d = daemon
-    workers = [Worker(d, ["w.a", "w.b"], capacity=3, name="n%d" % i) for i in range(4)]
+    Worker(d, ["w.a", "w.b"]).close()  # declares them
     jobs = [[{"op": "w.a" if i % 2 else "w.b", "priority": (-10, 0, 10)[i % 3]}]
             for i in range(1000)]
     ids = d.call("submit_many_jobs", jobs=jobs)
     ids = [r[1] for r in ids]
+    deadline = time.monotonic() + 20
+    while d.call("stats")["workers"]["waiting"] < len(ids):
+        assert time.monotonic() < deadline, d.call("stats")["workers"]
+        time.sleep(0.05)
+    workers = [Worker(d, ["w.a", "w.b"], capacity=3, name="n%d" % i) for i in range(4)]
     seen = {}
     deadline = time.monotonic() + 60
     poller = zmq.Poller()
@@ -400,6 +413,14 @@ def test_failure_and_many_jobs_each_attempt_exactly_once(daemon):
         else:
             assert st == "success" and res == [jid]
     assert {k[2] for k in seen} == {1}
+    # Handed out in priority order, then by id, within each opcode: the
+    # execution start follows that order.
+    rows = d.call("query_jobs", ids=ids, fields=["id", "priority", "ops", "opexec"])["rows"]
+    for name in ("w.a", "w.b"):
+        mine = sorted((jobs[jid - ids[0]][0]["priority"], jid, ex[0][0] * 10**6 + ex[0][1])
+                      for jid, _, ops, ex in rows if ops[0]["op"] == name)
+        starts = [m[2] for m in mine]
+        assert starts == sorted(starts), name
     for w in workers:
         w.close()
 
