@@ -99,9 +99,17 @@ double daemon_term(daemon_t *d, double timeout);
 int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double *ready_s);
 /* beanstalkd on 127.0.0.1:free port; 0 once it accepts connections. */
 int beanstalkd_start(daemon_t *d, int *port);
+/* A TCP server on 127.0.0.1:free port in a fresh directory named after
+ * `name`: argv_tpl is its argv (NULL-terminated) where "{port}", "{dir}"
+ * and "{log}" stand for the port, the directory and the log file (which
+ * also gets its output), and "{dir}/NAME" for a file in the directory; 0
+ * once it accepts connections. Main thread only. */
+int tcp_daemon_start(daemon_t *d, const char *name, const char *const *argv_tpl, int *port);
 
 extern const char *opt_jobqd;
 extern const char *opt_beanstalkd; /* NULL: not available */
+extern const char *opt_redis;      /* redis-server for the cycle workload; NULL: not available */
+extern const char *opt_gearmand;   /* gearmand for the cycle workload; NULL: not available */
 extern const char *opt_transport;  /* "tcp" or "ipc" */
 extern bool opt_verbose;
 /* --sync for every jobqd the workloads start (NULL: the daemon's default,

@@ -6,7 +6,8 @@
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
  * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c,
- * core.c). */
+ * core.c, cycle.c with cycle_peers.c). */
+#include "cycle.h"
 #include "workloads.h"
 
 #include <getopt.h>
@@ -26,6 +27,16 @@
 
 const char *opt_jobqd = JOBQ_BENCH_JOBQD;
 const char *opt_beanstalkd = NULL;
+const char *opt_redis = NULL;
+const char *opt_gearmand = NULL;
+bool opt_no_redis = false, opt_no_gearmand = false;
+double opt_cycle_seconds = 3;
+long opt_cycle_workers[8] = {1, 4, 16};
+int opt_cycle_nworkers = 3;
+long opt_cycle_window = 64;
+long opt_cycle_cancels = 200;
+long opt_cycle_losses = 3;
+double opt_cycle_lease = 2;
 const char *opt_transport = "tcp";
 bool opt_verbose = false;
 
@@ -209,6 +220,28 @@ static void summary(void)
     snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x,
              result_get("core.shards64_jobs_per_s"));
     row("dependent jobs, hot shard, --shards 1 / 64", v, "(report)", -1, "-");
+    {
+        long nw = opt_cycle_workers[opt_cycle_nworkers - 1];
+        snprintf(key, sizeof key, "cycle.jobq_always.w%ld.per_s", nw);
+        x = result_get(key);
+        snprintf(key, sizeof key, "cycle.jobq_none.w%ld.per_s", nw);
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f / %.0f /s", x, result_get(key));
+        snprintf(key, sizeof key, "cycle.beanstalkd_fsync.w%ld.per_s", nw);
+        double b1 = result_get(key);
+        snprintf(key, sizeof key, "cycle.beanstalkd_mem.w%ld.per_s", nw);
+        snprintf(b, sizeof b, isnan(b1) ? "n/a" : "%.0f / %.0f /s", b1, result_get(key));
+        snprintf(what, sizeof what, "full cycle, %ld workers, always / none", nw);
+        row(what, v, "beat the peers", -1, b);
+        x = result_get("cycle.loss.retry_p50_ms");
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.0f ms", x);
+        snprintf(what, sizeof what, "silent worker -> opcode reassigned (lease %g s)",
+                 opt_cycle_lease);
+        row(what, v, "(report)", -1, "-");
+        x = result_get("cycle.cancel_always.worker_p50_ms");
+        snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f ms", x,
+                 result_get("cycle.cancel_always.worker_p99_ms"));
+        row("cancel_job -> worker's cancel p50 / p99", v, "(report)", -1, "-");
+    }
     printf("\n  other processes on the machine used up to %.2f cores during a measurement"
            " (%d line%s at 0.25 cores or more: treat those figures as noisy)\n",
            noise_max, noisy_lines, noisy_lines == 1 ? "" : "s");
@@ -221,7 +254,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "Usage: jobq-bench [OPTIONS] [WORKLOAD...]\n"
-"Benchmarks jobqd (and beanstalkd, for comparison) and prints a report.\n"
+"Benchmarks jobqd (and beanstalkd, Redis and gearmand, for comparison) and\n"
+"prints a report.\n"
 "Each workload starts its own daemons in fresh temporary directories.\n"
 "\n"
 "Workloads (default: all):\n"
@@ -246,12 +280,21 @@ static void usage(FILE *f)
 "           with --core-log-entries log entries end to end, its oplog query,\n"
 "           recovery; jobs depending on a job whose shard is hot (another\n"
 "           job logging flat out there), --shards 1 against --shards 64\n"
+"  cycle    remote workers: submit -> a worker (raw worker protocol) runs a\n"
+"           no-op -> a watcher sees success; jobs/s and latency with 1, 4, 16\n"
+"           worker connections, --sync always and none, beside the same\n"
+"           cycle on beanstalkd, Redis streams and gearmand (durable and\n"
+"           not); worker-loss detection; cancel -> the worker's cancel\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
 "      --jobqd PATH         the daemon to test [%s]\n"
 "      --beanstalkd PATH    beanstalkd for the comparison [found on PATH]\n"
 "      --no-beanstalkd      skip the beanstalkd comparison\n"
+"      --redis PATH         redis-server for the cycle comparison [found on PATH]\n"
+"      --no-redis           skip it\n"
+"      --gearmand PATH      gearmand for the cycle comparison [found on PATH]\n"
+"      --no-gearmand        skip it\n"
 "      --transport T        tcp (127.0.0.1, free port) or ipc (in the data dir) [tcp]\n"
 "      --sync MODE          jobqd --sync for every workload but store (which\n"
 "                           runs all three): always, batch or none; a change is\n"
@@ -300,6 +343,13 @@ static void usage(FILE *f)
 "      --core-biglog-timeout S  longest wait for the long-log job to finish, and\n"
 "                           for the dependent jobs of a core shards line [120]\n"
 "      --core-jobs N        dependent jobs per core shards line [50000]\n"
+"      --cycle-seconds S    measuring window per cycle line [3]\n"
+"      --cycle-workers N[,N] worker connections per cycle line [1,4,16]\n"
+"      --cycle-window N     cycle jobs in flight (submitted, not yet seen done) [64]\n"
+"      --cycle-cancels N    cancels timed per --sync mode; 0: skip [200]\n"
+"      --cycle-losses N     worker losses timed (each waits a lease) with retry and\n"
+"                           without; 0: skip [3]\n"
+"      --cycle-lease S      --worker-lease of the loss daemon (heartbeat: S/4) [2]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -329,8 +379,13 @@ static const char *find_on_path(const char *name)
             return buf;
         path += n + (e ? 1 : 0);
     }
-    if (access("/usr/sbin/beanstalkd", X_OK) == 0 && strcmp(name, "beanstalkd") == 0)
-        return "/usr/sbin/beanstalkd";
+    /* Daemons live in sbin, which a user's PATH may lack. */
+    static const char *const sbins[] = {"/usr/sbin", "/usr/local/sbin", "/sbin"};
+    for (size_t i = 0; i < sizeof sbins / sizeof *sbins; i++) {
+        snprintf(buf, sizeof buf, "%s/%s", sbins[i], name);
+        if (access(buf, X_OK) == 0)
+            return buf;
+    }
     return NULL;
 }
 
@@ -375,10 +430,30 @@ static void machine(char *json, size_t len)
     printf("jobqd: %s (transport %s, --sync %s)\n", opt_jobqd, opt_transport,
            opt_sync ? opt_sync : "always (default; the store workload runs all three)");
     printf("beanstalkd: %s\n", opt_beanstalkd ? opt_beanstalkd : "not available");
+    printf("redis-server: %s; gearmand: %s (the cycle workload)\n",
+           opt_redis && !opt_no_redis ? opt_redis : "not available",
+           opt_gearmand && !opt_no_gearmand ? opt_gearmand : "not available");
     snprintf(json, len,
              "{\"cpus\": %ld, \"cpu_model\": \"%s\", \"mem_kb\": %ld, \"kernel\": \"%s\", "
              "\"transport\": \"%s\", \"sync\": \"%s\"}",
              ncpu, model_s, mem_kb, u.release, opt_transport, opt_sync ? opt_sync : "always");
+}
+
+/* "N[,N...]" of up to 8 positive numbers. */
+static int parse_list(const char *s, long *out, int *n)
+{
+    *n = 0;
+    char *end;
+    while (*s && *n < 8) {
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1)
+            return -1;
+        out[(*n)++] = v;
+        if (*end && *end != ',')
+            return -1;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return *n ? 0 : -1;
 }
 
 static int parse_busy(const char *s)
@@ -426,7 +501,8 @@ int main(int argc, char **argv)
         O_SUBSEC, O_CLIENTS, O_BATCH, O_MEMJOBS, O_JSON, O_KEEP, O_QUIET, O_EVSEC, O_EVSUBS,
         O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS,
         O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
-        O_COREBUSY
+        O_COREBUSY, O_REDIS, O_NOREDIS, O_GEAR, O_NOGEAR, O_CYSEC, O_CYWORKERS, O_CYWINDOW,
+        O_CYCANCELS, O_CYLOSSES, O_CYLEASE
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -471,11 +547,21 @@ int main(int argc, char **argv)
         {"core-biglog-timeout", required_argument, 0, O_COREBIGTO},
         {"core-log-entries", required_argument, 0, O_CORELOGS},
         {"core-busy-jobs", required_argument, 0, O_COREBUSY},
+        {"redis", required_argument, 0, O_REDIS},
+        {"no-redis", no_argument, 0, O_NOREDIS},
+        {"gearmand", required_argument, 0, O_GEAR},
+        {"no-gearmand", no_argument, 0, O_NOGEAR},
+        {"cycle-seconds", required_argument, 0, O_CYSEC},
+        {"cycle-workers", required_argument, 0, O_CYWORKERS},
+        {"cycle-window", required_argument, 0, O_CYWINDOW},
+        {"cycle-cancels", required_argument, 0, O_CYCANCELS},
+        {"cycle-losses", required_argument, 0, O_CYLOSSES},
+        {"cycle-lease", required_argument, 0, O_CYLEASE},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *beans_path = NULL;
+    const char *beans_path = NULL, *redis_path = NULL, *gear_path = NULL;
     int o;
     bool bad = false;
     while ((o = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
@@ -522,6 +608,17 @@ int main(int argc, char **argv)
         case O_COREBIGTO: opt_core_biglog_timeout = atof(optarg); break;
         case O_CORELOGS: opt_core_log_entries = atol(optarg); break;
         case O_COREBUSY: opt_core_busy_jobs = atol(optarg); break;
+        case O_REDIS: redis_path = optarg; break;
+        case O_NOREDIS: opt_no_redis = true; break;
+        case O_GEAR: gear_path = optarg; break;
+        case O_NOGEAR: opt_no_gearmand = true; break;
+        case O_CYSEC: opt_cycle_seconds = atof(optarg); break;
+        case O_CYWORKERS: bad |= parse_list(optarg, opt_cycle_workers, &opt_cycle_nworkers) < 0;
+            break;
+        case O_CYWINDOW: opt_cycle_window = atol(optarg); break;
+        case O_CYCANCELS: opt_cycle_cancels = atol(optarg); break;
+        case O_CYLOSSES: opt_cycle_losses = atol(optarg); break;
+        case O_CYLEASE: opt_cycle_lease = atof(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -542,13 +639,18 @@ int main(int argc, char **argv)
         opt_watch_jobs < 1 || opt_watch_seconds <= 0 || opt_poll_interval < 0 ||
         opt_store_seconds <= 0 || opt_store_log_jobs < 0 || opt_core_seconds <= 0 ||
         opt_core_jobs < 1 || opt_core_biglog_timeout <= 0 || opt_core_log_entries < 1 ||
-        opt_core_log_entries > LONG_REPEAT || opt_core_busy_jobs < 1)
+        opt_core_log_entries > LONG_REPEAT || opt_core_busy_jobs < 1 ||
+        opt_cycle_seconds <= 0 || opt_cycle_window < 1 || opt_cycle_cancels < 0 ||
+        opt_cycle_losses < 0 || opt_cycle_lease <= 0)
         bad = true;
-    enum { NWL = 9 };
+    for (int i = 0; i < opt_cycle_nworkers; i++)
+        if (opt_cycle_workers[i] < 1 || opt_cycle_workers[i] > 1000)
+            bad = true;
+    enum { NWL = 10 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
-                                           "core"};
+                                           "core",   "cycle"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -580,6 +682,12 @@ int main(int argc, char **argv)
             opt_beanstalkd = NULL;
         if (opt_beanstalkd)
             opt_beanstalkd = strdup(opt_beanstalkd);
+    }
+    {
+        const char *r = redis_path ? redis_path : find_on_path("redis-server");
+        opt_redis = r && access(r, X_OK) == 0 ? strdup(r) : NULL;
+        const char *g = gear_path ? gear_path : find_on_path("gearmand");
+        opt_gearmand = g && access(g, X_OK) == 0 ? strdup(g) : NULL;
     }
     /* The beanstalkd body: the bytes jobqd receives for one job's ops. */
     {
@@ -621,7 +729,8 @@ int main(int argc, char **argv)
     int rc = 0;
     int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
                              workload_submit, workload_memory, workload_events,
-                             workload_watch,  workload_store,  workload_core};
+                             workload_watch,  workload_store,  workload_core,
+                             workload_cycle};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

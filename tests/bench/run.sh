@@ -3,33 +3,45 @@
 #
 #   tests/bench/run.sh                 # every workload (about 7 minutes)
 #   tests/bench/run.sh submit memory   # selected workloads
+#   tests/bench/run.sh cycle           # remote workers against beanstalkd, Redis, gearmand
 #   tests/bench/run.sh --help          # jobq-bench's options
 #
 # Arguments go to jobq-bench unchanged ("all" when there are none).
 # Environment: JOBQ_BENCH_BUILD_DIR (default: <repo>/build-bench);
 # JOBQ_BENCH_CMAKE_ARGS, extra arguments for the cmake configure step
 # (none are needed).
-# beanstalkd (the issue's comparison) is installed with apt-get when it is
-# missing; when that is not possible the comparison is skipped with a note.
+# The servers jobq is compared with — beanstalkd (submit, memory, idle,
+# cycle), redis-server and gearmand (cycle) — are installed with apt-get
+# when missing; when that is not possible their figures say "not measured".
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${JOBQ_BENCH_BUILD_DIR:-$root/build-bench}
 
-if ! command -v beanstalkd >/dev/null 2>&1 && [ ! -x /usr/sbin/beanstalkd ]; then
-    echo "run.sh: beanstalkd is missing; installing it (Debian package beanstalkd)" >&2
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+# install_peer PROGRAM DEBIAN-PACKAGE
+install_peer() {
+    have "$1" && return 0
+    echo "run.sh: $1 is missing; installing it (Debian package $2)" >&2
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q beanstalkd >/dev/null 2>&1 ||
+        # The bench starts its own instances on free ports: a service the
+        # package may start on its default port is not used.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1 ||
             { DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 &&
-              DEBIAN_FRONTEND=noninteractive apt-get install -y -q beanstalkd >/dev/null 2>&1; } ||
+              DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null 2>&1; } ||
             true
     fi
-    if ! command -v beanstalkd >/dev/null 2>&1 && [ ! -x /usr/sbin/beanstalkd ]; then
-        echo "run.sh: NOTE: could not install beanstalkd (needs root and apt-get);" \
-             "the beanstalkd comparison will be skipped" >&2
+    if ! have "$1"; then
+        echo "run.sh: NOTE: could not install $2 (needs root and apt-get);" \
+             "the $1 comparison will be skipped" >&2
     fi
-fi
+}
+
+install_peer beanstalkd beanstalkd
+install_peer redis-server redis-server
+install_peer gearmand gearman-job-server
 
 # shellcheck disable=SC2086 # JOBQ_BENCH_CMAKE_ARGS is a list of arguments
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${JOBQ_BENCH_CMAKE_ARGS:-} >/dev/null

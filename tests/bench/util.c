@@ -493,17 +493,33 @@ int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double 
     return -1;
 }
 
-int beanstalkd_start(daemon_t *d, int *portp)
+int tcp_daemon_start(daemon_t *d, const char *name, const char *const *argv_tpl, int *portp)
 {
     memset(d, 0, sizeof *d);
-    if (!opt_beanstalkd || bench_mkdtemp(d->dir, sizeof d->dir, "beanstalkd") < 0)
+    if (!argv_tpl[0] || !*argv_tpl[0] || bench_mkdtemp(d->dir, sizeof d->dir, name) < 0)
         return -1;
-    snprintf(d->log, sizeof d->log, "%s/beanstalkd.log", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/%s.log", d->dir, name);
     for (int attempt = 0; attempt < 3; attempt++) {
         int port = free_tcp_port();
         char ps[16];
         snprintf(ps, sizeof ps, "%d", port);
-        const char *argv[] = {opt_beanstalkd, "-l", "127.0.0.1", "-p", ps, NULL};
+        const char *argv[64];
+        static char paths[8][400]; /* "{dir}/NAME" arguments */
+        int n = 0, np = 0;
+        for (; argv_tpl[n] && n < 63; n++) {
+            argv[n] = argv_tpl[n];
+            if (strcmp(argv_tpl[n], "{port}") == 0)
+                argv[n] = ps;
+            else if (strcmp(argv_tpl[n], "{dir}") == 0)
+                argv[n] = d->dir;
+            else if (strcmp(argv_tpl[n], "{log}") == 0)
+                argv[n] = d->log;
+            else if (strncmp(argv_tpl[n], "{dir}/", 6) == 0 && np < 8) {
+                snprintf(paths[np], sizeof paths[np], "%s/%s", d->dir, argv_tpl[n] + 6);
+                argv[n] = paths[np++];
+            }
+        }
+        argv[n] = NULL;
         d->pid = spawn(argv, d->log);
         if (d->pid < 0)
             return -1;
@@ -517,7 +533,7 @@ int beanstalkd_start(daemon_t *d, int *portp)
             close(fd);
             if (ok) {
                 *portp = port;
-                note("beanstalkd pid %d on %s", (int)d->pid, d->endpoint);
+                note("%s pid %d on %s", name, (int)d->pid, d->endpoint);
                 return 0;
             }
             bench_sleep(0.02); /* poll interval */
@@ -530,6 +546,13 @@ int beanstalkd_start(daemon_t *d, int *portp)
         show_log(d);
     }
     return -1;
+}
+
+int beanstalkd_start(daemon_t *d, int *portp)
+{
+    const char *argv[] = {opt_beanstalkd ? opt_beanstalkd : "", "-l", "127.0.0.1", "-p",
+                          "{port}", NULL};
+    return tcp_daemon_start(d, "beanstalkd", argv, portp);
 }
 
 double daemon_term(daemon_t *d, double timeout)

@@ -47,6 +47,8 @@ extern double opt_core_biglog_timeout; /* longest wait for the long log / depend
 extern long opt_core_log_entries;      /* log entries of the long-log job */
 extern long opt_core_busy_jobs;        /* logging jobs of the busy latency line */
 
+/* cycle workload: see cycle.h */
+
 /* ---- harness (harness.c) ---- */
 
 extern const char *const LIST_FIELDS[4]; /* id, status, priority, summary */
@@ -119,6 +121,7 @@ int workload_events(void); /* events.c: events/s, subscriber and waiter latency 
 int workload_watch(void);  /* watchers.c: pollers against subscribers */
 int workload_store(void);  /* store.c: durable submits, fsyncs, recovery, bytes on disk */
 int workload_core(void);   /* core.c: latency under a log load, a long log, hot shard */
+int workload_cycle(void);  /* cycle.c: submit -> worker -> success, against peers */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
