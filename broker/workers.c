@@ -52,8 +52,10 @@ typedef struct entry {
     struct entry *hnext;         /* by job id */
     struct entry *wnext, **wpprev; /* the worker's leases */
     struct entry *snext;         /* the sending queue */
+    bool queued;                 /* in the sending queue: an assignment (E_SENDING)
+                                    or a cancel (E_STOPPING) waits for a commit */
     size_t qindex;               /* in q->waiting */
-    uint64_t ticket;             /* E_SENDING: store position of its record */
+    uint64_t ticket;             /* while queued: store position of the change it shows */
     char *msg;                   /* E_SENDING: the assignment */
     size_t msglen;
 } entry_t;
@@ -384,6 +386,9 @@ static jq_job_t *lock_current(jq_hub_t *h, const entry_t *e, jq_shard_t **shp)
 
 static void unlink_sending(jq_hub_t *h, entry_t *e)
 {
+    if (!e->queued)
+        return;
+    e->queued = false;
     for (entry_t **pp = &h->sending; *pp; pp = &(*pp)->snext)
         if (*pp == e) {
             *pp = e->snext;
@@ -400,8 +405,7 @@ static void unlink_worker(jq_hub_t *h, entry_t *e)
 {
     if (!e->w)
         return;
-    if (e->state == E_SENDING)
-        unlink_sending(h, e);
+    unlink_sending(h, e);
     *e->wpprev = e->wnext;
     if (e->wnext)
         e->wnext->wpprev = e->wpprev;
@@ -579,6 +583,7 @@ static assign_t assign(jq_hub_t *h, entry_t *e, session_t *w)
     w->busy++;
     w->last_assign = ++h->assign_counter;
     e->snext = NULL;
+    e->queued = true;
     *h->sending_tail = e;
     h->sending_tail = &e->snext;
     STAT_ADD(h, leases, 1);
@@ -754,8 +759,15 @@ static void on_kick(jq_hub_t *h, uint64_t id)
         end_entry(h, e, true, false, NULL, NULL);
         break;
     case E_RUNNING:
-        send_lease_msg(h, e->w, "cancel", e->job, e->op, e->attempt, "canceled");
+        /* The worker is told once the `canceling` change is committed (it
+         * is with the store now: the ticket covers it), like any state a
+         * peer is shown. */
         e->state = E_STOPPING;
+        e->ticket = jq_store_ticket(h->d->store);
+        e->snext = NULL;
+        e->queued = true;
+        *h->sending_tail = e;
+        h->sending_tail = &e->snext;
         timer_set(h, &e->t, jq_now_mono() + JQ_WORKER_STOP_GRACE_US);
         STAT_ADD(h, cancels, 1);
         break;
@@ -1180,6 +1192,11 @@ void jq_hub_on_durable(jq_hub_t *h, uint64_t durable)
         h->sending = e->snext;
         if (!h->sending)
             h->sending_tail = &h->sending;
+        e->queued = false;
+        if (e->state == E_STOPPING) { /* a cancel whose change is committed */
+            send_lease_msg(h, e->w, "cancel", e->job, e->op, e->attempt, "canceled");
+            continue;
+        }
         msgpack_sbuffer_clear(&h->sb);
         msgpack_sbuffer_write(&h->sb, e->msg, e->msglen);
         free(e->msg);
