@@ -809,6 +809,9 @@ void jq_hub_on_inbox(jq_hub_t *h)
         else
             on_offer(h, batch[i].id);
     }
+    /* A kick's change may be committed (and its notice read) already: what
+     * it queued goes out now rather than at the next commit. */
+    jq_hub_on_durable(h, jq_store_durable(h->d->store));
     pthread_mutex_lock(&h->in_mu);
     h->in_spare = batch; /* the buffer it came in serves the next swap */
     h->capspare = cap;

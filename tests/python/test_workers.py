@@ -508,3 +508,23 @@ def test_oversized_done_fails_its_opcode_and_feedback_while_canceling_is_kept():
         w.close()
     finally:
         d.stop()
+
+
+def test_cancel_reaches_the_worker_even_when_its_commit_was_quicker():
+    """Without fsync the canceling change can be committed (and its notice
+    read by the loop) before the hub hears of the cancel: the worker must
+    still be told at once, not at some later commit."""
+    d = Daemon(*LEASE_ARGS, "--sync", "none")
+    try:
+        w = Worker(d, ["w.cq"])
+        for _ in range(30):
+            jid = d.call("submit_job", ops=[{"op": "w.cq"}])
+            a = w.assignment()
+            d.call("cancel_job", id=jid)
+            c = w.expect("cancel", timeout=2)  # nothing else commits meanwhile
+            assert c["job"] == jid
+            w.done(a, ok=False, error="stopped")
+            assert wait_status(d, jid, FINAL) == "canceled"
+        w.close()
+    finally:
+        d.stop()
