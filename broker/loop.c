@@ -671,8 +671,6 @@ int jq_loop_run(jq_daemon_t *d)
     zmq_setsockopt(l.workers, ZMQ_MAXMSGSIZE, &(int64_t){(int64_t)d->cfg.max_request_bytes * 4},
                    sizeof(int64_t));
     set_int(l.workers, ZMQ_LINGER, 2000); /* revokes and disconnects at a stop */
-    /* A worker that reconnects with the same routing id takes it over. */
-    set_int(l.workers, ZMQ_ROUTER_HANDOVER, 1);
     set_int(l.workers, ZMQ_SNDHWM, 100000);
     jq_hub_attach(d->hub, l.workers);
     int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;

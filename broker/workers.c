@@ -473,6 +473,8 @@ static void wait_again(jq_hub_t *h, entry_t *e, int64_t not_before)
  * canceled), ends: error with `why`, or canceled. */
 static void take_back(jq_hub_t *h, entry_t *e, bool retried, const char *why)
 {
+    if (e->state == E_SENDING)
+        retried = false; /* the worker never saw it: no retry is spent */
     jq_shard_t *sh;
     jq_job_t *job = lock_current(h, e, &sh);
     if (!job) {
@@ -482,14 +484,19 @@ static void take_back(jq_hub_t *h, entry_t *e, bool retried, const char *why)
     }
     jq_op_t *op = &job->ops[e->op];
     bool canceling = op->status == JQ_CANCELING;
-    char timed_out[128];
-    if (e->timed_out) /* its time was up: that is how it ends */
-        snprintf(timed_out, sizeof timed_out, "timed out after %.3g s (then: %s)",
+    char last[160];
+    const char *end_why = why;
+    if (e->timed_out) { /* its time was up: that is how it ends */
+        snprintf(last, sizeof last, "timed out after %.3g s (then: %s)",
                  (double)e->timeout_us / 1e6, why);
-    if (canceling || e->timed_out || op->status != JQ_RUNNING || op->attempt != e->attempt ||
+        end_why = last;
+    } else if (op->attempt >= JQ_WORKER_MAX_ATTEMPTS) {
+        snprintf(last, sizeof last, "%s, after %u attempts: no more", why, op->attempt);
+        end_why = last;
+    }
+    if (canceling || end_why != why || op->status != JQ_RUNNING || op->attempt != e->attempt ||
         (retried && op->retries >= op->retry)) {
-        jq_job_end_op(h->d->sched, sh, job, canceling, false, NULL,
-                      e->timed_out ? timed_out : why);
+        jq_job_end_op(h->d->sched, sh, job, canceling, false, NULL, end_why);
         free_entry(h, &e);
         return;
     }
@@ -723,12 +730,21 @@ static void on_offer(jq_hub_t *h, uint64_t id)
     jq_shard_t *sh = jq_table_shard_for(h->d->table, id);
     jq_shard_rdlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
-    if (job && (opi = jq_job_current_op(job)) < job->nops) {
+    jq_status_t job_status = JQ_ERROR;
+    if (job && (opi = jq_job_current_op(job)) < job->nops &&
+        (job->ops[opi].status == JQ_QUEUED || job->ops[opi].status == JQ_WAITING)) {
         snprintf(name, sizeof name, "%s", jq_op_name(&job->ops[opi]));
         prio = job->ops[opi].priority;
         ok = true;
+    } else if (job) {
+        job_status = (jq_status_t)job->status;
     }
     jq_shard_rdunlock(sh);
+    if (!ok && job_status != JQ_ERROR && jq_status_final(job_status)) {
+        /* Canceled between its executor's check and the hand-over. */
+        jq_sched_done(h->d->sched, id, job_status);
+        return;
+    }
     opq_t *q = ok ? get_queue(h, name) : NULL;
     entry_t *e = q ? calloc(1, sizeof *e) : NULL;
     if (!e) {
@@ -755,9 +771,14 @@ static void on_kick(jq_hub_t *h, uint64_t id)
         return;
     switch ((estate_t)e->state) {
     case E_WAITING:
-    case E_SENDING: /* never sent: the worker never hears of it */
         end_entry(h, e, true, false, NULL, NULL);
         break;
+    case E_SENDING: { /* never sent: the worker never hears of it */
+        session_t *w = e->w;
+        end_entry(h, e, true, false, NULL, NULL);
+        dispatch_worker(h, w);
+        break;
+    }
     case E_RUNNING:
         /* The worker is told once the `canceling` change is committed (it
          * is with the store now: the ticket covers it), like any state a
@@ -1027,6 +1048,7 @@ static void on_hello(jq_hub_t *h, const unsigned char *rid, size_t ridlen,
     }
     /* A connection that says hello again is a new worker. */
     session_t *old = find_session(h, rid, ridlen);
+    bool dropped = old != NULL;
     if (old)
         drop_session(h, old, false, "the worker said hello again");
     session_t *w = calloc(1, sizeof *w);
@@ -1084,7 +1106,10 @@ static void on_hello(jq_hub_t *h, const unsigned char *rid, size_t ridlen,
     session_timer(h, w);
     jq_log(JQ_LOG_DEBUG, "worker %s connected: %u opcodes, capacity %u", w->label, nq,
            w->capacity);
-    dispatch_worker(h, w);
+    if (dropped)
+        redispatch_all(h); /* what the old session held may go anywhere */
+    else
+        dispatch_worker(h, w);
 persist:
     if (changed) { /* remembered across restarts (docs/protocol.md) */
         msgpack_sbuffer sb;
@@ -1126,11 +1151,17 @@ static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
         goto out;
     }
     if (too_large && !wire_str_eq(type, "done")) {
+        /* Refused, and nothing of it is done: it still says the worker
+         * is alive. */
         lease_ref_t l = lease_of(m);
         send_error_about(h, rid, ridlen, &l, JOBQ_ERR_TOO_LARGE,
                          "a worker message above --max-request-bytes is refused");
-        if (!find_session(h, rid, ridlen))
-            goto out;
+        session_t *known = find_session(h, rid, ridlen);
+        if (known) {
+            known->heard = now;
+            session_timer(h, known);
+        }
+        goto out;
     } else if (wire_str_eq(type, "hello")) {
         on_hello(h, rid, ridlen, m, now);
         goto out;
@@ -1294,8 +1325,9 @@ void jq_hub_stop(jq_hub_t *h)
         while (h->sessions[b]) {
             session_t *w = h->sessions[b];
             for (entry_t *e = w->leases; e; e = e->wnext)
-                send_lease_msg(h, w, "revoke", e->job, e->op, e->attempt,
-                               "the daemon is shutting down");
+                if (e->state != E_SENDING) /* never sent: nothing to revoke */
+                    send_lease_msg(h, w, "revoke", e->job, e->op, e->attempt,
+                                   "the daemon is shutting down");
             send_disconnect(h, w->rid, w->ridlen, "the daemon is shutting down");
             drop_session(h, w, true, "Interrupted by broker shutdown");
         }

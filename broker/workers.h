@@ -29,6 +29,9 @@
 #define JQ_WORKER_MAX_ENTRIES 1000   /* feedback entries in one message */
 #define JQ_WORKER_MAX_TYPE 32        /* bytes of a feedback entry's type */
 #define JQ_WORKER_STOP_GRACE_US (10 * 1000000ll) /* cancel/timeout → forced end */
+/* Attempts of one opcode (hand-backs included) before it fails: a worker
+ * that keeps taking and giving back cannot keep an opcode alive forever. */
+#define JQ_WORKER_MAX_ATTEMPTS 1000
 
 typedef struct jq_hub jq_hub_t;
 

@@ -114,12 +114,18 @@ static char *arg_var(const char *name, const json_t *v)
     }
     if (!value)
         return NULL;
-    char *var = str_printf("JOBQ_ARG_%s=%s", name, value);
-    free(value);
-    if (!var)
+    /* The name is made a variable name before the value joins it: an
+     * argument named "a=b" must not pose as "A" with a value "b=...". */
+    char *clean = strdup(name);
+    if (!clean) {
+        free(value);
         return NULL;
-    for (char *c = var + 9; *c != '='; c++)
+    }
+    for (char *c = clean; *c; c++)
         *c = isalnum((unsigned char)*c) ? (char)toupper((unsigned char)*c) : '_';
+    char *var = str_printf("JOBQ_ARG_%s=%s", clean, value);
+    free(clean);
+    free(value);
     return var;
 }
 

@@ -36,9 +36,11 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, unsigned keep)
         dst->log_base = src->log_base;
         dst->attempt = src->attempt;
         dst->retries = src->retries;
-        if (src->worker && !(dst->worker = strdup(src->worker)))
-            rc = -1;
-        rc = jq_op_set_name(dst, src->def, jq_op_name(src), strlen(jq_op_name(src)));
+        dst->retry = src->retry;
+        dst->backoff_us = src->backoff_us;
+        dst->timeout_us = src->timeout_us;
+        int wrc = src->worker && !(dst->worker = strdup(src->worker)) ? -1 : 0;
+        rc = jq_op_set_name(dst, src->def, jq_op_name(src), strlen(jq_op_name(src))) | wrc;
         if (keep & JQ_MIRROR_RESULTS)
             rc |= blob_copy(&dst->result, &src->result);
         if (keep & JQ_MIRROR_SUMMARY && src->summary && !(dst->summary = strdup(src->summary)))

@@ -24,6 +24,7 @@ struct jq_opreg {
     rdef_t **cur;            /* current definitions, in declaration order */
     size_t n, cap;
     rdef_t *retired;
+    size_t bytes;            /* declarations kept, current and retired */
 };
 
 static void rdef_free(rdef_t *d)
@@ -290,7 +291,15 @@ int jq_opreg_declare(jq_opreg_t *r, const jq_opset_t *builtins, const msgpack_ob
         memcmp(r->cur[i]->decl, d->decl, d->decl_len) == 0) {
         rdef_free(d); /* the same declaration again: nothing changes */
         *out = &r->cur[i]->def;
+    } else if (r->bytes + d->decl_len > JQ_OPREG_MAX_BYTES) {
+        /* Replaced definitions stay (jobs point at them): a peer that
+         * keeps declaring anew would grow them without end. */
+        snprintf(err, errlen, "the worker opcodes' declarations would take more than %d MiB "
+                              "(a restart forgets replaced ones)", JQ_OPREG_MAX_BYTES >> 20);
+        rdef_free(d);
+        rc = -1;
     } else if (i >= 0) {
+        r->bytes += d->decl_len;
         r->cur[i]->retired = r->retired; /* jobs accepted under it keep it */
         r->retired = r->cur[i];
         r->cur[i] = d;
@@ -302,11 +311,13 @@ int jq_opreg_declare(jq_opreg_t *r, const jq_opset_t *builtins, const msgpack_ob
         rdef_free(d);
         rc = -1;
     } else {
+        r->bytes += d->decl_len;
         if (r->n == r->cap) {
             size_t cap = r->cap ? r->cap * 2 : 16;
             rdef_t **grown = realloc(r->cur, cap * sizeof *grown);
             if (!grown) {
                 snprintf(err, errlen, "out of memory");
+                r->bytes -= d->decl_len;
                 rdef_free(d);
                 pthread_rwlock_unlock(&r->lock);
                 return -1;

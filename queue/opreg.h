@@ -18,6 +18,7 @@
 #define JQ_OPREG_MAX 4096          /* worker opcodes one daemon knows */
 #define JQ_OPREG_MAX_ARGS 64       /* declared arguments per opcode */
 #define JQ_OPREG_MAX_TEXT 512      /* a description, in bytes */
+#define JQ_OPREG_MAX_BYTES (16 << 20) /* declarations kept, replaced ones included */
 
 typedef struct jq_opreg jq_opreg_t;
 

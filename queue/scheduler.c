@@ -617,10 +617,12 @@ void jq_sched_to_remote(jq_sched_t *s, uint64_t id)
         release(s, r);
         r->state = S_REMOTE;
         s->remote++;
-        /* Under the mutex, so the hub sees the offer before any kick. */
+        /* Under the mutex, so the hub sees the offer before any kick; a
+         * cancel (or a cancel that finished it, `final`) that came while
+         * the executor held it is passed on. */
         if (s->hooks.offer)
             s->hooks.offer(s->hooks.ctx, id);
-        if (r->cancel && s->hooks.kick)
+        if ((r->cancel || r->final) && s->hooks.kick)
             s->hooks.kick(s->hooks.ctx, id);
     }
     pthread_mutex_unlock(&s->mu);

@@ -528,3 +528,36 @@ def test_cancel_reaches_the_worker_even_when_its_commit_was_quicker():
         w.close()
     finally:
         d.stop()
+
+
+def test_refused_messages_change_nothing_and_declarations_are_bounded():
+    d = Daemon(*LEASE_ARGS, "--max-request-bytes", "4096")
+    try:
+        w = Worker(d, ["w.b"])
+        jid = d.call("submit_job", ops=[{"op": "w.b"}])
+        a = w.assignment()
+        w.feedback(a, ("message", "x" * 3000), ("message", "y" * 3000))  # 6 KB > 4 KB
+        err = w.expect("error")
+        assert (err["code"], err["job"]) == ("TooLarge", jid)
+        w.done(a, result=1)
+        assert wait_status(d, jid, FINAL) == "success"
+        assert job_row(d, jid, "oplog")[0] == [[]]  # the refused feedback left no trace
+        w.close()
+    finally:
+        d.stop()
+    # Replaced declarations are kept for the jobs that point at them, up to
+    # a bound: a peer that keeps declaring anew is refused, not served.
+    d = Daemon(*LEASE_ARGS)
+    try:
+        def decls(tag):
+            return [{"name": "w.d%d" % i, "description": tag + "d" * 500,
+                     "args": [{"name": "a%d" % k, "description": "z" * 500} for k in range(64)]}
+                    for i in range(256)]
+        w = Worker(d, decls("0"))  # about 9 MB of declarations
+        w.send("hello", opcodes=decls("1"))
+        err = w.expect("error")
+        assert err["code"] == "BadArgument" and "16 MiB" in err["message"], err
+        w.close()
+        assert len(d.call("list_opcodes")) == 2 + 256
+    finally:
+        d.stop()
