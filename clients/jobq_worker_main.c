@@ -33,6 +33,7 @@
 
 #include "jobq_worker_cli.h"
 #include "paths.h"
+#include "wire.h"
 
 #define EXIT_OK 0
 #define EXIT_FAIL 1
@@ -126,18 +127,10 @@ static void print_help(const char *default_ep)
 /* ------------------------------------------------------------------ */
 /* The handlers directory */
 
+/* An opcode name (proto/wire.h) that is not a hidden file. */
 static bool valid_name(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > JOBQ_MAX_OP_NAME || s[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return s[0] != '.' && wire_opcode_name_ok(s, strlen(s));
 }
 
 static bool ends_with(const char *s, const char *suffix)

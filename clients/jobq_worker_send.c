@@ -9,6 +9,7 @@
  * one string that is not UTF-8 and handler output often is not.
  */
 #include "jobq_worker_int.h"
+#include "wire.h"
 
 #include <assert.h>
 #include <math.h>
@@ -23,16 +24,7 @@
 
 static bool valid_opcode_name(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > JOBQ_MAX_OP_NAME)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
+    return wire_opcode_name_ok(s, strlen(s));
 }
 
 /* Checks one declared argument; returns its copy for the hello, or NULL

@@ -285,3 +285,16 @@ int wire_reply_parse(const msgpack_object *root, wire_reply_t *rep)
     }
     return 0;
 }
+
+bool wire_opcode_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > JOBQ_MAX_OP_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}

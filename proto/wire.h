@@ -126,6 +126,9 @@ int wire_utf8_quote_len(const char *s, size_t n, size_t max);
 bool wire_get_int(const msgpack_object *o, int64_t *out);
 /* Number (integer or float) into *out. */
 bool wire_get_number(const msgpack_object *o, double *out);
+/* A worker opcode's name: 1 to JOBQ_MAX_OP_NAME bytes of letters, digits,
+ * '.', '_' and '-' (docs/protocol.md, "Workers"). */
+bool wire_opcode_name_ok(const char *s, size_t len);
 /* Timestamps travel as [seconds, microseconds]; 0 means unset (nil). */
 void wire_pack_ts(msgpack_packer *pk, int64_t usec);
 

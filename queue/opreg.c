@@ -86,19 +86,6 @@ const jq_opdef_t *jq_opreg_find(jq_opreg_t *r, const char *name, size_t len)
 
 /* ---- parsing a declaration ---- */
 
-static bool name_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > JOBQ_MAX_OP_NAME)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* An optional string of at most max bytes: 0 (copied into *out, NULL when
  * absent), -1 wrong type or too long, -2 out of memory. */
 static int opt_str(const msgpack_object *map, const char *key, size_t max, char **out)
@@ -221,7 +208,7 @@ static rdef_t *parse_decl(const jq_opset_t *builtins, const msgpack_object *decl
         snprintf(err, errlen, "an opcode declaration is a name or a map with a 'name'");
         return NULL;
     }
-    if (!name_ok(name->via.str.ptr, name->via.str.size)) {
+    if (!wire_opcode_name_ok(name->via.str.ptr, name->via.str.size)) {
         snprintf(err, errlen, "opcode name '%.*s' is not 1 to %d letters, digits, '.', '_' "
                               "or '-'", wire_utf8_quote_len(name->via.str.ptr, name->via.str.size, 64),
                  name->via.str.ptr, JOBQ_MAX_OP_NAME);
