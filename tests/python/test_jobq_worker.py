@@ -528,6 +528,49 @@ def test_stopped_worker_loses_its_lease_and_its_late_result_is_refused(env):
     job = d.submit("t.slow")
     d.wait_status(job, ["success"])
 
+def test_killed_worker_fails_the_opcode_or_retries_it(env):
+    # kill -9 of jobq-worker mid-opcode: after the lease the opcode ends
+    # "worker lost", or, submitted with retry, runs again on another worker.
+    d = env.daemon("--worker-heartbeat", "0.2", "--worker-lease", "1")
+    hang = env.tmp / "hang"
+    pids = env.tmp / "handler.pids"
+    hang.touch()
+    env.handler("t.hang", f"""\
+        #!/bin/sh
+        echo $$ >> {pids}
+        echo "attempt $JOBQ_ATTEMPT"
+        i=0
+        while [ -e {hang} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
+        """)
+    try:
+        victim = env.worker("--capacity", "2", name="victim")
+        plain = d.submit("t.hang")
+        spec = env.tmp / "jobs.json"
+        spec.write_text(json.dumps([[{"op": "t.hang", "retry": 1}]]))
+        retried = int(d.ok("submit-many", str(spec)).split()[0])
+        wait_for(lambda: all(any(e[3] == "attempt 1" for e in oplog(d, j))
+                             for j in (plain, retried)), 15, "both on the victim")
+        victim.proc.kill()
+        victim.proc.wait()
+        hang.unlink()  # the victim's orphaned handlers end; new ones do not wait
+        survivor = env.worker(name="survivor")
+        d.wait_status(plain, ["error"])
+        assert any("worker lost" in m for m in (e[3] for e in oplog(d, plain))) or \
+            "worker lost" in json.dumps(d.job(plain))
+        d.wait_status(retried, ["success"])
+        log = [e[3] for e in oplog(d, retried)]
+        assert "attempt 1" in log and "attempt 2" in log
+        survivor.stop()
+    finally:
+        if hang.exists():
+            hang.unlink()
+        for pid in pids.read_text().split() if pids.exists() else []:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 def test_worker_waits_for_the_daemon_and_survives_its_restart(env):
     d = env.daemon()
     env.handler("t.ok", """\
