@@ -1,0 +1,756 @@
+"""A jobq worker in Python: the worker side of docs/protocol.md, "Workers".
+
+A :class:`Worker` connects to jobqd's worker endpoint with one ZeroMQ
+DEALER socket, says ``hello`` with the opcodes declared on it and its
+capacity, runs each ``assign`` in a handler thread of its own, and sends
+the handler's feedback and its result (``done``) back. It does what
+libjobq's worker API does (clients/jobq_worker.c): heartbeats whenever it
+has sent nothing for the interval the ``welcome`` gives, a new connection
+and a new ``hello`` when the daemon is silent for the lease time or says
+``disconnect`` (every lease of the old connection is then revoked
+locally), ``disconnect`` when it stops, and nothing ever sent for a lease
+it no longer holds.
+
+Example::
+
+    import jobq
+
+    worker = jobq.Worker(name="resizer", capacity=4)
+
+    @worker.opcode("img.resize", args=[{"name": "path", "type": "string", "required": True}],
+                   description="Resize an image", timeout=600)
+    def resize(job: jobq.worker.Assignment) -> dict:
+        job.feedback("resizing " + job.args["path"])
+        if job.cancelled.wait(2):          # sleeps, wakes at once on cancel
+            raise RuntimeError("stopped: " + str(job.stop_reason))
+        return {"ok": True}
+
+    worker.run()                           # until worker.stop()
+
+Threads: the thread that calls :meth:`Worker.run` owns the socket. Handler
+threads never touch it: what they send goes through an inproc PUSH/PULL
+pipe to the run thread, which checks that the lease is still held before
+it forwards anything.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import msgpack
+import zmq
+
+__all__ = ["Worker", "Assignment", "WorkerError", "default_worker_endpoint"]
+
+log = logging.getLogger("jobq.worker")
+
+PROTOCOL_VERSION = 1
+#: Limits of the worker protocol (docs/protocol.md, "Workers"; jobq.h).
+MAX_CAPACITY = 1024
+MAX_OPCODES = 256
+MAX_NAME = 64
+MAX_OP_NAME = 64
+MAX_ENTRY_TYPE = 32
+MAX_LOG_MESSAGE = 4096
+#: Before a welcome says otherwise: the daemon's defaults (seconds).
+DEFAULT_HEARTBEAT = 1.0
+DEFAULT_LEASE = 5.0
+#: Back-off between connections that were never welcomed (seconds).
+RECONNECT_MIN = 0.1
+RECONNECT_MAX = 2.0
+#: How long stop lets the disconnect message leave (milliseconds).
+DISCONNECT_LINGER_MS = 1000
+#: Largest message accepted from the daemon (as libjobq).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Codes that make a refused hello final: the same hello would be refused again.
+FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch")
+
+_OPCODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_ARG_KEYS = {"name": str, "type": str, "required": bool, "description": str}
+
+Lease = tuple[int, int, int]
+Handler = Callable[["Assignment"], Any]
+
+
+class WorkerError(Exception):
+    """The worker cannot go on: the daemon refused its hello (a bad
+    declaration, a built-in opcode's name...), or it was set up wrong.
+
+    ``code`` is the daemon's error code ("BadArgument"...) or
+    "BadArgument" for a mistake found before connecting.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _checkout_root() -> Optional[Path]:
+    """The jobq checkout this package is imported from, or None when it is
+    installed (the file is not at <checkout>/clients/python/jobq/)."""
+    here = Path(__file__).resolve().parent
+    root = here.parent.parent.parent
+    if (here.parent.name == "python" and here.parent.parent.name == "clients"
+            and (root / "clients" / "jobq.h").is_file() and (root / "CMakeLists.txt").is_file()):
+        return root
+    return None
+
+
+def default_worker_endpoint() -> str:
+    """The endpoint a worker uses when given none, as jobq-worker picks it:
+    ``$JOBQ_WORKER_ENDPOINT`` when set and not empty, else
+    ``ipc://RUN_DIR/workers.sock`` with the default run directory:
+    ``<checkout>/var/jobq`` when this package is used from a checkout
+    (as a build tree's jobqd defaults to), ``/run/jobq`` when installed."""
+    env = os.environ.get("JOBQ_WORKER_ENDPOINT")
+    if env:
+        return env
+    root = _checkout_root()
+    run_dir = str(root / "var" / "jobq") if root else "/run/jobq"
+    return f"ipc://{run_dir}/workers.sock"
+
+
+def _clean(text: Any, limit: int) -> str:
+    """text as a str that is valid UTF-8 (what cannot be encoded becomes
+    "?", like libjobq) and at most limit bytes, cut between characters."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace").replace("\ufffd", "?")
+    elif not isinstance(text, str):
+        text = str(text)
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) > limit:
+        raw = raw[:limit]
+        return raw.decode("utf-8", errors="ignore")
+    return raw.decode("utf-8")
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _pack(message: dict[str, Any]) -> bytes:
+    """One worker message (a map whose first keys are v and type)."""
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def _message(type_: str, **keys: Any) -> dict[str, Any]:
+    """A worker message map with v and type first, then keys in order."""
+    m: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": type_}
+    m.update(keys)
+    return m
+
+
+def hello_message(opcodes: Sequence[Union[str, dict[str, Any]]], capacity: int,
+                  name: Optional[str] = None) -> dict[str, Any]:
+    """The hello map, keys in libjobq's order (v, type, name, capacity, opcodes)."""
+    m = _message("hello")
+    if name:
+        m["name"] = name
+    m["capacity"] = capacity
+    m["opcodes"] = list(opcodes)
+    return m
+
+
+def feedback_message(lease: Lease, entries: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A feedback map for lease with [type, message] entries."""
+    return _message("feedback", job=lease[0], op=lease[1], attempt=lease[2],
+                    entries=[[t, m] for t, m in entries])
+
+
+def done_message(lease: Lease, ok: bool, result: Any = None, error: str = "") -> dict[str, Any]:
+    """A done map: ok with result, or not ok with error."""
+    if ok:
+        return _message("done", job=lease[0], op=lease[1], attempt=lease[2], ok=True,
+                        result=result)
+    return _message("done", job=lease[0], op=lease[1], attempt=lease[2], ok=False,
+                    error=_clean(error, MAX_LOG_MESSAGE))
+
+
+@dataclass
+class Assignment:
+    """One opcode to run: what a handler receives.
+
+    The lease is ``(job, op, attempt)``. ``cancelled`` is set when the
+    work should stop: the job was canceled (``stop_reason`` "canceled"),
+    it ran past its time limit ("timeout"), the lease was revoked or lost
+    with the connection ("revoked: ..."), or the worker is stopping
+    ("stopping"). After a cancel or a timeout the handler should return
+    (or raise) soon: its answer ends the opcode. After a revoke anything it
+    sends or returns is dropped.
+    """
+
+    job: int
+    op: int
+    attempt: int
+    opcode: str
+    args: dict[str, Any]
+    priority: int
+    timeout: Optional[float]
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    stop_reason: Optional[str] = None
+    _send: Optional["_PipeSender"] = field(default=None, repr=False)
+
+    @property
+    def lease(self) -> Lease:
+        """(job, op, attempt): the one try of one opcode this is."""
+        return (self.job, self.op, self.attempt)
+
+    @property
+    def stopping(self) -> bool:
+        """True once the work should stop (see ``cancelled``)."""
+        return self.cancelled.is_set()
+
+    @property
+    def revoked(self) -> bool:
+        """True once the lease is gone: nothing more reaches the daemon."""
+        return bool(self.stop_reason) and (self.stop_reason.startswith("revoked")
+                                           or self.stop_reason == "stopping")
+
+    def feedback(self, message: Any, type: str = "message") -> None:
+        """Adds a log entry of this type to the opcode's job log (seen by
+        `jobq watch` and every watcher while the handler runs). The message
+        is cut to 4096 bytes; type has 1 to 32 bytes. Does nothing once the
+        lease is revoked."""
+        self.feedback_entries([(type, message)])
+
+    def feedback_entries(self, entries: Sequence[tuple[str, Any]]) -> None:
+        """Several log entries at once, in order, in one message (1 to 1000)."""
+        if not 1 <= len(entries) <= 1000:
+            raise ValueError("feedback: 1 to 1000 entries")
+        clean = []
+        for t, m in entries:
+            if not isinstance(t, str) or not 1 <= len(t.encode("utf-8", "replace")) <= MAX_ENTRY_TYPE:
+                raise ValueError(f"feedback: an entry's type has 1 to {MAX_ENTRY_TYPE} bytes")
+            clean.append((_clean(t, MAX_ENTRY_TYPE), _clean(m, MAX_LOG_MESSAGE)))
+        if self._send is not None:
+            self._send("feedback", _pack(feedback_message(self.lease, clean)))
+
+    def progress(self, current: float, total: Optional[float] = None,
+                 message: Optional[str] = None) -> None:
+        """A log entry of type "progress": "current/total" (or "current"),
+        then the message when given."""
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+        text = num(current) if total is None else f"{num(current)}/{num(total)}"
+        if message:
+            text += " " + message
+        self.feedback(text, type="progress")
+
+    def sleep(self, seconds: float) -> bool:
+        """Waits up to seconds; returns True at once when the work is
+        cancelled meanwhile (the handler should then stop)."""
+        return self.cancelled.wait(seconds)
+
+
+class _PipeSender:
+    """What one handler thread sends to the run thread: its own PUSH
+    socket on the run thread's inproc pipe, made on first use in the
+    handler's thread (a ZeroMQ socket is never shared between threads)."""
+
+    def __init__(self, ctx: Optional[zmq.Context], endpoint: str) -> None:
+        self._ctx = ctx
+        self._endpoint = endpoint
+        self._sock: Optional[zmq.Socket] = None
+        # A handler may call feedback from threads of its own: one at a
+        # time on the socket (ZeroMQ allows that with a full barrier).
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, body: bytes) -> None:
+        """Queues one message (kind "feedback" or "done", body its bytes)."""
+        with self._lock:
+            if self._sock is None:
+                if self._ctx is None or self._ctx.closed:
+                    return
+                self._sock = self._ctx.socket(zmq.PUSH)
+                self._sock.setsockopt(zmq.LINGER, 1000)
+                self._sock.connect(self._endpoint)
+            self._sock.send_multipart([kind.encode(), body])
+
+    def close(self) -> None:
+        """Closes the socket (once the handler is done with it)."""
+        with self._lock:
+            if self._sock is not None:
+                try:
+                    self._sock.close()
+                except zmq.ZMQError:
+                    pass
+                self._sock = None
+
+
+@dataclass
+class _Opcode:
+    name: str
+    handler: Handler
+    decl: Union[str, dict[str, Any]]
+
+
+class Worker:
+    """A jobq worker: declares opcodes, runs up to ``capacity`` of them at
+    once in handler threads, reconnects by itself.
+
+    ``endpoint``: jobqd's worker endpoint (default
+    :func:`default_worker_endpoint`). ``name``: for people, shown in the
+    ``worker`` field of the opcodes it runs (at most 64 bytes).
+    ``capacity``: 1 to 1024 opcodes at once.
+    """
+
+    def __init__(self, endpoint: Optional[str] = None, name: Optional[str] = None,
+                 capacity: int = 1) -> None:
+        if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
+            raise ValueError(f"capacity: 1 to {MAX_CAPACITY}, not {capacity!r}")
+        if name is not None and len(name.encode("utf-8")) > MAX_NAME:
+            raise ValueError(f"name: at most {MAX_NAME} bytes")
+        if endpoint is not None and not endpoint:
+            raise ValueError("endpoint: empty")
+        self.endpoint: str = endpoint or default_worker_endpoint()
+        self.name: Optional[str] = name or None
+        self.capacity: int = capacity
+        self._opcodes: dict[str, _Opcode] = {}
+        self._stop = threading.Event()
+        self._running = False
+        self._lock = threading.Lock()  # leases and state read by other threads
+        self._ctx: Optional[zmq.Context] = None
+        self._pipe_ep = f"inproc://jobq-worker-{uuid.uuid4().hex}"
+        self._leases: dict[Lease, Assignment] = {}
+        self._threads: dict[Lease, threading.Thread] = {}
+        self.worker_id: Optional[int] = None
+        self.heartbeat: float = DEFAULT_HEARTBEAT
+        self.lease_time: float = DEFAULT_LEASE
+        self._ready = False
+        #: How many connections this worker opened (1 after the first hello).
+        self.connections: int = 0
+        #: Messages from the daemon that made no sense (dropped).
+        self.malformed: int = 0
+
+    # -- declarations ------------------------------------------------------
+
+    def opcode(self, name: str, *, args: Optional[Sequence[Union[str, dict[str, Any]]]] = None,
+               description: Optional[str] = None,
+               timeout: Optional[float] = None) -> Callable[[Handler], Handler]:
+        """Decorator: the function serves opcode ``name``.
+
+        ``args``: the complete argument list, each
+        ``{"name": str, "type": str, "required": bool, "description": str}``
+        (only "name" needed; a bare str is a name) — submit refuses any
+        other argument, or a missing required one; None: any arguments.
+        ``description``: for ``jobq list-opcodes``. ``timeout``: default
+        time limit of one attempt, seconds > 0.
+
+        The function gets an :class:`Assignment` and returns the result
+        (anything msgpack encodes), or raises: the opcode then fails with
+        the exception's message."""
+        def register(fn: Handler) -> Handler:
+            self.add_opcode(name, fn, args=args, description=description, timeout=timeout)
+            return fn
+        return register
+
+    def add_opcode(self, name: str, handler: Handler, *,
+                   args: Optional[Sequence[Union[str, dict[str, Any]]]] = None,
+                   description: Optional[str] = None, timeout: Optional[float] = None) -> None:
+        """Declares opcode ``name`` served by ``handler`` (see :meth:`opcode`).
+        Raises ValueError for a bad name or declaration."""
+        if self._running:
+            raise ValueError(f"opcode {name}: declared after the worker started")
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_OP_NAME or \
+                not set(name) <= _OPCODE_CHARS:
+            raise ValueError(f"opcode name {name!r} is not 1 to {MAX_OP_NAME} letters, "
+                             "digits and \"._-\"")
+        if name in self._opcodes:
+            raise ValueError(f"opcode {name} declared twice")
+        if len(self._opcodes) >= MAX_OPCODES:
+            raise ValueError(f"opcode {name}: more than {MAX_OPCODES} opcodes")
+        decl: dict[str, Any] = {"name": name}
+        if description is not None:
+            if not isinstance(description, str):
+                raise ValueError(f"opcode {name}: description is not a str")
+            decl["description"] = description
+        if args is not None:
+            out = []
+            for i, a in enumerate(args):
+                if isinstance(a, str):
+                    a = {"name": a}
+                if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not a["name"]:
+                    raise ValueError(f"opcode {name}: argument {i + 1} has no non-empty \"name\"")
+                for k, v in a.items():
+                    if k not in _ARG_KEYS:
+                        raise ValueError(f"opcode {name}, argument {a['name']}: unknown key "
+                                         f"\"{k}\" (an argument has name, type, required and "
+                                         "description)")
+                    if not isinstance(v, _ARG_KEYS[k]):
+                        raise ValueError(f"opcode {name}, argument {a['name']}: wrong type of "
+                                         f"\"{k}\"")
+                out.append(dict(a))
+            decl["args"] = out
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+                    not timeout > 0 or timeout != timeout or timeout == float("inf"):
+                raise ValueError(f"opcode {name}: timeout is not a number of seconds > 0")
+            decl["timeout"] = timeout
+        self._opcodes[name] = _Opcode(name, handler, decl)
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True between a welcome and the end of that connection."""
+        return self._ready
+
+    def leases(self) -> list[Lease]:
+        """The leases held now (assigned, not finished or revoked)."""
+        with self._lock:
+            return list(self._leases)
+
+    # -- running -----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Makes :meth:`run` return soon: it sends ``disconnect`` (the
+        daemon puts every opcode this worker holds back in the queue as
+        its next attempt), sets ``cancelled`` of every running handler and
+        closes the connection. Safe from any thread and from a signal
+        handler."""
+        self._stop.set()
+        ctx = self._ctx
+        if ctx is None or ctx.closed:
+            return
+        try:
+            s = ctx.socket(zmq.PUSH)
+            s.setsockopt(zmq.LINGER, 200)
+            s.setsockopt(zmq.SNDTIMEO, 0)
+            s.connect(self._pipe_ep)
+            try:
+                s.send_multipart([b"wake"], zmq.DONTWAIT)
+            except zmq.Again:
+                pass
+            s.close()
+        except zmq.ZMQError:
+            pass  # the run loop is going away anyway
+
+    def run(self, join_timeout: float = 5.0) -> None:
+        """Connects, says hello and serves assignments until :meth:`stop`.
+
+        Raises :class:`WorkerError` when the daemon refuses the hello as
+        wrong (BadArgument, Malformed, VersionMismatch); any other trouble
+        (no daemon, a restart, silence) only makes it connect again. On
+        return every handler thread was told to stop and was given up to
+        ``join_timeout`` seconds to end (they are daemon threads)."""
+        if not self._opcodes:
+            raise WorkerError("BadArgument", "no opcodes declared")
+        if self._running:
+            raise RuntimeError("Worker.run is already running")
+        self._running = True
+        self._ctx = zmq.Context()
+        pipe = self._ctx.socket(zmq.PULL)
+        pipe.setsockopt(zmq.LINGER, 0)
+        pipe.bind(self._pipe_ep)
+        self._pipe = pipe
+        self._sock: Optional[zmq.Socket] = None
+        self._state = "off"
+        self._backoff = RECONNECT_MIN
+        self._reconnect_at = _now()
+        self._last_sent = self._last_heard = _now()
+        try:
+            self._loop()
+        finally:
+            self._shutdown(join_timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = _now()
+            if self._state == "off" and now >= self._reconnect_at:
+                self._open()
+            if self._state != "off":
+                now = _now()
+                if now - self._last_heard >= self.lease_time:
+                    what = "jobqd silent" if self._state == "ready" else "no welcome"
+                    self._drop(f"{what} for {now - self._last_heard:.1f} s")
+                    continue
+                if self._state == "ready" and now - self._last_sent >= self.heartbeat:
+                    self._send_raw(_pack(_message("heartbeat")))
+            poller = zmq.Poller()
+            poller.register(self._pipe, zmq.POLLIN)
+            if self._sock is not None:
+                poller.register(self._sock, zmq.POLLIN)
+            timeout = self._timeout()
+            try:
+                ready = dict(poller.poll(int(timeout * 1000) + 1))
+            except KeyboardInterrupt:
+                self._stop.set()
+                raise
+            if self._pipe in ready:
+                self._drain_pipe()
+            if self._sock is not None and self._sock in ready:
+                self._read()
+
+    def _timeout(self) -> float:
+        """Seconds until the loop must run again."""
+        now = _now()
+        if self._state == "off":
+            return max(0.0, self._reconnect_at - now)
+        due = self._last_heard + self.lease_time
+        if self._state == "ready":
+            due = min(due, self._last_sent + self.heartbeat)
+        return max(0.0, min(due - now, 3600.0))
+
+    # -- connections -------------------------------------------------------
+
+    def _open(self) -> None:
+        assert self._ctx is not None
+        self.heartbeat, self.lease_time = DEFAULT_HEARTBEAT, DEFAULT_LEASE
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        try:
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as e:
+            sock.close(0)
+            raise WorkerError("BadArgument", f"cannot connect to {self.endpoint}: {e}") from e
+        self._sock = sock
+        self._state = "hello"
+        self.connections += 1
+        self._last_heard = _now()  # the welcome has a lease time to come
+        decls = [o.decl for o in self._opcodes.values()]
+        self._send_raw(_pack(hello_message(decls, self.capacity, self.name)))
+
+    def _drop(self, why: str) -> None:
+        """Gives up the connection: every lease is revoked locally (the
+        daemon handles the old connection as a lost worker's), the next
+        connection is scheduled."""
+        welcomed = self._state == "ready"
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+        self._state = "off"
+        self._ready = False
+        if welcomed:
+            log.warning("lost jobqd at %s: %s; reconnecting", self.endpoint, why)
+        else:
+            log.info("no connection to jobqd at %s: %s", self.endpoint, why)
+        with self._lock:
+            held = list(self._leases.values())
+            self._leases.clear()
+        for a in held:
+            self._stop_assignment(a, f"revoked: connection to jobqd given up: {why}")
+        if welcomed:
+            self._backoff = RECONNECT_MIN
+            self._reconnect_at = _now()
+        else:
+            self._reconnect_at = _now() + self._backoff
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX)
+
+    def _send_raw(self, data: bytes) -> bool:
+        if self._sock is None:
+            return False
+        try:
+            self._sock.send(data, zmq.DONTWAIT)
+        except zmq.Again:
+            return False  # the daemon is behind: it hears the rest
+        self._last_sent = _now()
+        return True
+
+    # -- from the daemon ---------------------------------------------------
+
+    def _read(self) -> None:
+        while self._sock is not None:
+            try:
+                frames = self._sock.recv_multipart(zmq.DONTWAIT)
+            except zmq.Again:
+                return
+            self._last_heard = _now()
+            if len(frames) != 1:
+                self.malformed += 1
+                continue
+            try:
+                m = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
+            except Exception:  # noqa: BLE001 - anything the unpacker says is malformed
+                self.malformed += 1
+                continue
+            if not isinstance(m, dict) or m.get("v") != PROTOCOL_VERSION:
+                self.malformed += 1
+                continue
+            self._on_message(m)
+
+    @staticmethod
+    def _lease_of(m: dict[str, Any]) -> Optional[Lease]:
+        try:
+            lease = (m["job"], m["op"], m["attempt"])
+        except KeyError:
+            return None
+        if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lease):
+            return lease
+        return None
+
+    def _on_message(self, m: dict[str, Any]) -> None:
+        t = m.get("type")
+        if t == "welcome":
+            hb, lease = m.get("heartbeat"), m.get("lease")
+            if self._state != "hello" or not isinstance(m.get("worker"), int) or \
+                    not isinstance(hb, (int, float)) or not isinstance(lease, (int, float)) or \
+                    not hb > 0 or not lease > 0:
+                self.malformed += 1
+                return
+            self._state = "ready"
+            self._ready = True
+            self._backoff = RECONNECT_MIN
+            self.worker_id = m["worker"]
+            self.heartbeat = min(max(float(hb), 0.01), 3600.0)
+            self.lease_time = max(min(float(lease), 86400.0), 2 * self.heartbeat)
+            log.info("connected to jobqd at %s (worker %s, heartbeat %g s, lease %g s)",
+                     self.endpoint, self.worker_id, hb, lease)
+        elif t == "assign":
+            self._on_assign(m)
+        elif t in ("cancel", "revoke"):
+            lease_ = self._lease_of(m)
+            if lease_ is None:
+                self.malformed += 1
+                return
+            reason = m.get("reason") if isinstance(m.get("reason"), str) else ""
+            with self._lock:
+                a = self._leases.get(lease_)
+                if a is not None and t == "revoke":
+                    del self._leases[lease_]
+            if a is None:
+                return  # finished, or never ours
+            if t == "revoke":
+                self._stop_assignment(a, f"revoked: {reason}")
+            else:
+                self._stop_assignment(a, reason or "canceled")
+        elif t == "error":
+            code = m.get("code") if isinstance(m.get("code"), str) else "Internal"
+            msg = m.get("message") if isinstance(m.get("message"), str) else ""
+            if self._state == "hello":
+                if code in FATAL_HELLO_CODES:
+                    if self._sock is not None:
+                        self._sock.close(0)
+                        self._sock = None
+                    self._state = "off"
+                    raise WorkerError(code, f"jobqd at {self.endpoint} refused the hello: {msg}")
+                self._drop(f"jobqd refused the hello for now: {msg}")
+                return
+            log.warning("jobqd refused a message: %s: %s%s", code, msg,
+                        "" if self._lease_of(m) is None else f" (lease {self._lease_of(m)})")
+        elif t == "disconnect":
+            reason = m.get("reason") if isinstance(m.get("reason"), str) else "no reason"
+            self._drop(f"jobqd said disconnect: {reason}")
+        elif t != "heartbeat":
+            self.malformed += 1
+
+    def _on_assign(self, m: dict[str, Any]) -> None:
+        lease = self._lease_of(m)
+        opcode, args, prio, tmo = m.get("opcode"), m.get("args"), m.get("priority", 0), \
+            m.get("timeout")
+        if self._state != "ready" or lease is None or not isinstance(opcode, str) or \
+                (args is not None and not isinstance(args, dict)) or \
+                not isinstance(prio, int) or \
+                (tmo is not None and not (isinstance(tmo, (int, float)) and tmo >= 0)):
+            self.malformed += 1
+            return
+        with self._lock:
+            if lease in self._leases:
+                self.malformed += 1
+                return
+        a = Assignment(job=lease[0], op=lease[1], attempt=lease[2], opcode=opcode,
+                       args=args or {}, priority=prio,
+                       timeout=float(tmo) if tmo else None)
+        spec = self._opcodes.get(opcode)
+        with self._lock:
+            self._leases[lease] = a
+        a._send = self._sender()
+        th = threading.Thread(target=self._run_handler, args=(a, spec),
+                              name=f"jobq-{opcode}-{lease[0]}.{lease[1]}.{lease[2]}", daemon=True)
+        self._threads = {k: v for k, v in self._threads.items() if v.is_alive()}
+        self._threads[lease] = th
+        th.start()
+
+    def _stop_assignment(self, a: Assignment, reason: str) -> None:
+        if not a.cancelled.is_set():
+            a.stop_reason = reason
+            a.cancelled.set()
+
+    # -- handler threads ---------------------------------------------------
+
+    def _sender(self) -> "_PipeSender":
+        """A sender for one handler thread (see :class:`_PipeSender`)."""
+        return _PipeSender(self._ctx, self._pipe_ep)
+
+    def _run_handler(self, a: Assignment, spec: Optional[_Opcode]) -> None:
+        send = a._send
+        assert send is not None
+        try:
+            if spec is None:
+                raise RuntimeError(f"this worker does not serve opcode {a.opcode}")
+            result = spec.handler(a)
+            try:
+                body = _pack(done_message(a.lease, True, result))
+            except Exception as e:  # noqa: BLE001 - msgpack's TypeError, ValueError...
+                body = _pack(done_message(a.lease, False,
+                                          error=f"the result cannot be sent: {e}"))
+        except Exception as e:  # noqa: BLE001 - the handler's failure is the opcode's
+            log.debug("opcode %s %s failed:\n%s", a.opcode, a.lease, traceback.format_exc())
+            body = _pack(done_message(a.lease, False, error=str(e) or type(e).__name__))
+        try:
+            send("done", body)
+        except zmq.ZMQError:
+            pass  # the worker stopped meanwhile
+        finally:
+            send.close()
+
+    def _drain_pipe(self) -> None:
+        """Forwards what handler threads sent, for leases still held."""
+        while True:
+            try:
+                frames = self._pipe.recv_multipart(zmq.DONTWAIT)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue  # a wake-up from stop()
+            kind, body = frames[0].decode(), frames[1]
+            m = msgpack.unpackb(body, raw=False)
+            lease = (m["job"], m["op"], m["attempt"])
+            with self._lock:
+                held = lease in self._leases
+                if held and kind == "done":
+                    del self._leases[lease]
+            if not held or self._state != "ready":
+                continue  # revoked, or lost with its connection: never sent
+            self._send_raw(body)
+
+    # -- stopping ----------------------------------------------------------
+
+    def _shutdown(self, join_timeout: float) -> None:
+        with self._lock:
+            held = list(self._leases.values())
+            self._leases.clear()
+        for a in held:
+            self._stop_assignment(a, "stopping")
+        if self._sock is not None:
+            if self._state != "off" and self._send_raw(_pack(_message("disconnect"))):
+                self._sock.setsockopt(zmq.LINGER, DISCONNECT_LINGER_MS)
+            self._sock.close()
+            self._sock = None
+        self._state = "off"
+        self._ready = False
+        deadline = _now() + join_timeout
+        for th in list(self._threads.values()):
+            th.join(max(0.0, deadline - _now()))
+        stuck = any(th.is_alive() for th in self._threads.values())
+        self._threads.clear()
+        self._pipe.close(0)
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            if stuck:
+                # A handler that ignored its cancel still has its socket:
+                # term() would wait for it forever.
+                log.warning("handlers still running after %g s; abandoning them", join_timeout)
+                ctx.destroy(linger=0)
+            else:
+                ctx.term()
+        self._running = False
+        self._stop.clear()
