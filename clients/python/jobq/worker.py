@@ -463,31 +463,42 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            now = _now()
-            if self._state == "off" and now >= self._reconnect_at:
+            if self._state == "off" and _now() >= self._reconnect_at:
                 self._open()
-            if self._state != "off":
-                now = _now()
-                if now - self._last_heard >= self.lease_time:
-                    what = "jobqd silent" if self._state == "ready" else "no welcome"
-                    self._drop(f"{what} for {now - self._last_heard:.1f} s")
-                    continue
-                if self._state == "ready" and now - self._last_sent >= self.heartbeat:
-                    self._send_raw(_pack(_message("heartbeat")))
+            if self._silent():
+                continue
+            if self._state == "ready" and _now() - self._last_sent >= self.heartbeat:
+                self._send_raw(_pack(_message("heartbeat")))
             poller = zmq.Poller()
             poller.register(self._pipe, zmq.POLLIN)
             if self._sock is not None:
                 poller.register(self._sock, zmq.POLLIN)
-            timeout = self._timeout()
             try:
-                ready = dict(poller.poll(int(timeout * 1000) + 1))
+                ready = dict(poller.poll(int(self._timeout() * 1000) + 1))
             except KeyboardInterrupt:
                 self._stop.set()
                 raise
-            if self._pipe in ready:
-                self._drain_pipe()
+            # What the daemon said first, then whether it has been silent
+            # too long (a process stopped for a while wakes up here), and
+            # only then what the handlers sent: an answer for a lease lost
+            # meanwhile is dropped, never sent on a dead connection.
             if self._sock is not None and self._sock in ready:
                 self._read()
+            self._silent()
+            if self._pipe in ready:
+                self._drain_pipe()
+
+    def _silent(self) -> bool:
+        """Gives the connection up when the daemon said nothing for the
+        lease time (or sent no welcome within it); True when it did."""
+        if self._state == "off":
+            return False
+        now = _now()
+        if now - self._last_heard < self.lease_time:
+            return False
+        what = "jobqd silent" if self._state == "ready" else "no welcome"
+        self._drop(f"{what} for {now - self._last_heard:.1f} s")
+        return True
 
     def _timeout(self) -> float:
         """Seconds until the loop must run again."""
