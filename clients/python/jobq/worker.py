@@ -122,10 +122,10 @@ def _clean(text: Any, limit: int) -> str:
     """text as a str that is valid UTF-8 (what cannot be encoded becomes
     "?", like libjobq) and at most limit bytes, cut between characters."""
     if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", errors="replace").replace("\ufffd", "?")
-    elif not isinstance(text, str):
-        text = str(text)
-    raw = text.encode("utf-8", errors="replace")
+        s = bytes(text).decode("utf-8", errors="replace").replace("\ufffd", "?")
+    else:
+        s = text if isinstance(text, str) else str(text)
+    raw: bytes = s.encode("utf-8", errors="replace")
     if len(raw) > limit:
         raw = raw[:limit]
         return raw.decode("utf-8", errors="ignore")
@@ -138,7 +138,8 @@ def _now() -> float:
 
 def _pack(message: dict[str, Any]) -> bytes:
     """One worker message (a map whose first keys are v and type)."""
-    return msgpack.packb(message, use_bin_type=True)
+    data: bytes = msgpack.packb(message, use_bin_type=True)
+    return data
 
 
 def _message(type_: str, **keys: Any) -> dict[str, Any]:
@@ -195,7 +196,12 @@ class Assignment:
     priority: int
     timeout: Optional[float]
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: Why ``cancelled`` was set first: "canceled", "timeout",
+    #: "revoked: REASON" or "stopping"; None while the work may go on.
     stop_reason: Optional[str] = None
+    #: True once the lease is gone (revoked, lost with its connection, or
+    #: handed back by stop): nothing more for it reaches the daemon.
+    revoked: bool = False
     _send: Optional["_PipeSender"] = field(default=None, repr=False)
 
     @property
@@ -207,12 +213,6 @@ class Assignment:
     def stopping(self) -> bool:
         """True once the work should stop (see ``cancelled``)."""
         return self.cancelled.is_set()
-
-    @property
-    def revoked(self) -> bool:
-        """True once the lease is gone: nothing more reaches the daemon."""
-        return bool(self.stop_reason) and (self.stop_reason.startswith("revoked")
-                                           or self.stop_reason == "stopping")
 
     def feedback(self, message: Any, type: str = "message") -> None:
         """Adds a log entry of this type to the opcode's job log (seen by
@@ -255,10 +255,10 @@ class _PipeSender:
     socket on the run thread's inproc pipe, made on first use in the
     handler's thread (a ZeroMQ socket is never shared between threads)."""
 
-    def __init__(self, ctx: Optional[zmq.Context], endpoint: str) -> None:
+    def __init__(self, ctx: Optional[zmq.Context[Any]], endpoint: str) -> None:
         self._ctx = ctx
         self._endpoint = endpoint
-        self._sock: Optional[zmq.Socket] = None
+        self._sock: Optional[zmq.Socket[Any]] = None
         # A handler may call feedback from threads of its own: one at a
         # time on the socket (ZeroMQ allows that with a full barrier).
         self._lock = threading.Lock()
@@ -317,7 +317,7 @@ class Worker:
         self._stop = threading.Event()
         self._running = False
         self._lock = threading.Lock()  # leases and state read by other threads
-        self._ctx: Optional[zmq.Context] = None
+        self._ctx: Optional[zmq.Context[Any]] = None
         self._pipe_ep = f"inproc://jobq-worker-{uuid.uuid4().hex}"
         self._leases: dict[Lease, Assignment] = {}
         self._threads: dict[Lease, threading.Thread] = {}
@@ -451,7 +451,7 @@ class Worker:
         pipe.setsockopt(zmq.LINGER, 0)
         pipe.bind(self._pipe_ep)
         self._pipe = pipe
-        self._sock: Optional[zmq.Socket] = None
+        self._sock: Optional[zmq.Socket[Any]] = None
         self._state = "off"
         self._backoff = RECONNECT_MIN
         self._reconnect_at = _now()
@@ -632,7 +632,7 @@ class Worker:
             if t == "revoke":
                 self._stop_assignment(a, f"revoked: {reason}")
             else:
-                self._stop_assignment(a, reason or "canceled")
+                self._stop_assignment(a, reason or "canceled", revoked=False)
         elif t == "error":
             code = m.get("code") if isinstance(m.get("code"), str) else "Internal"
             msg = m.get("message") if isinstance(m.get("message"), str) else ""
@@ -680,7 +680,11 @@ class Worker:
         self._threads[lease] = th
         th.start()
 
-    def _stop_assignment(self, a: Assignment, reason: str) -> None:
+    @staticmethod
+    def _stop_assignment(a: Assignment, reason: str, revoked: bool = True) -> None:
+        """Tells a handler to stop (the first reason is kept)."""
+        if revoked:
+            a.revoked = True
         if not a.cancelled.is_set():
             a.stop_reason = reason
             a.cancelled.set()
