@@ -398,6 +398,22 @@ def test_reconnect_across_a_daemon_restart(env: Env) -> None:
     assert w.worker_id is not None and first is not None
 
 
+def test_worker_started_before_the_daemon(env: Env) -> None:
+    data = env.tmp / "data"
+    w = jobq.Worker(f"ipc://{data}/workers.sock", name="early")
+    w.add_opcode("py.early", lambda job: "served")
+    th = threading.Thread(target=w.run, daemon=True)
+    th.start()
+    env.threads.append((w, th))
+    time.sleep(0.3)  # let it try (and fail) to reach the missing daemon first
+    assert not w.ready and th.is_alive()
+    d = env.daemon(*LEASE_ARGS)
+    wait_for(lambda: w.ready, 20, "the worker to connect once jobqd runs")
+    job = d.submit("py.early")
+    assert d.wait_status(job, ["success", "error"]) == "success"
+    assert info(d, job)["opresult"] == ["served"]
+
+
 def test_refused_hello_is_an_error(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     w = jobq.Worker(d.workers_ep)
