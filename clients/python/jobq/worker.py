@@ -225,6 +225,8 @@ class Assignment:
         """Several log entries at once, in order, in one message (1 to 1000)."""
         if not 1 <= len(entries) <= 1000:
             raise ValueError("feedback: 1 to 1000 entries")
+        if self.revoked:
+            return
         clean = []
         for t, m in entries:
             if not isinstance(t, str) or not 1 <= len(t.encode("utf-8", "replace")) <= MAX_ENTRY_TYPE:
