@@ -243,6 +243,26 @@ def test_cancel_and_timeout_reach_the_handler(env: Env) -> None:
     assert "timed out after" in json.dumps(info(d, job)["opresult"])
 
 
+def test_heartbeats_keep_a_long_opcode_alive(env: Env) -> None:
+    # The lease is 1 s: a handler of 2.5 s lives on the heartbeats the
+    # worker's loop sends meanwhile.
+    d = env.daemon(*LEASE_ARGS)
+    w = jobq.Worker(d.workers_ep)
+
+    @w.opcode("py.long")
+    def long(job: Assignment) -> Any:
+        assert not job.sleep(2.5), job.stop_reason
+        return job.attempt
+
+    env.start(w)
+    job = d.submit("py.long")
+    assert d.wait_status(job, ["success", "error"]) == "success"
+    j = info(d, job)
+    assert j["opresult"] == [1] and j["opattempt"] == [1]
+    assert log_messages(j) == []
+    assert w.connections == 1
+
+
 def test_capacity_is_respected(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     w = jobq.Worker(d.workers_ep, capacity=2)
