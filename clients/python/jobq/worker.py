@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 import traceback
@@ -76,6 +77,8 @@ _OPCODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 _ARG_KEYS = {"name": str, "type": str, "required": bool, "description": str}
 
 Lease = tuple[int, int, int]
+#: A lease on the inproc pipe: three unsigned 64-bit integers.
+_LEASE = struct.Struct("=QQQ")
 Handler = Callable[["Assignment"], Any]
 
 
@@ -233,7 +236,7 @@ class Assignment:
                 raise ValueError(f"feedback: an entry's type has 1 to {MAX_ENTRY_TYPE} bytes")
             clean.append((_clean(t, MAX_ENTRY_TYPE), _clean(m, MAX_LOG_MESSAGE)))
         if self._send is not None:
-            self._send("feedback", _pack(feedback_message(self.lease, clean)))
+            self._send("feedback", self.lease, _pack(feedback_message(self.lease, clean)))
 
     def progress(self, current: float, total: Optional[float] = None,
                  message: Optional[str] = None) -> None:
@@ -265,8 +268,9 @@ class _PipeSender:
         # time on the socket (ZeroMQ allows that with a full barrier).
         self._lock = threading.Lock()
 
-    def __call__(self, kind: str, body: bytes) -> None:
-        """Queues one message (kind "feedback" or "done", body its bytes)."""
+    def __call__(self, kind: str, lease: Lease, body: bytes) -> None:
+        """Queues one message for lease (kind "feedback" or "done", body
+        its bytes, sent as they are)."""
         with self._lock:
             if self._sock is None:
                 if self._ctx is None or self._ctx.closed:
@@ -274,7 +278,7 @@ class _PipeSender:
                 self._sock = self._ctx.socket(zmq.PUSH)
                 self._sock.setsockopt(zmq.LINGER, 1000)
                 self._sock.connect(self._endpoint)
-            self._sock.send_multipart([kind.encode(), body])
+            self._sock.send_multipart([kind.encode(), _LEASE.pack(*lease), body])
 
     def close(self) -> None:
         """Closes the socket (once the handler is done with it)."""
@@ -713,7 +717,7 @@ class Worker:
             log.debug("opcode %s %s failed:\n%s", a.opcode, a.lease, traceback.format_exc())
             body = _pack(done_message(a.lease, False, error=str(e) or type(e).__name__))
         try:
-            send("done", body)
+            send("done", a.lease, body)
         except zmq.ZMQError:
             pass  # the worker stopped meanwhile
         finally:
@@ -726,11 +730,11 @@ class Worker:
                 frames = self._pipe.recv_multipart(zmq.DONTWAIT)
             except zmq.Again:
                 return
-            if len(frames) != 2:
+            if len(frames) != 3:
                 continue  # a wake-up from stop()
-            kind, body = frames[0].decode(), frames[1]
-            m = msgpack.unpackb(body, raw=False)
-            lease = (m["job"], m["op"], m["attempt"])
+            kind, body = frames[0].decode(), frames[2]
+            job, op, attempt = _LEASE.unpack(frames[1])
+            lease: Lease = (job, op, attempt)
             with self._lock:
                 held = lease in self._leases
                 if held and kind == "done":
