@@ -8,6 +8,7 @@ test_events.Daemon (one per test, in a temporary directory); every wait
 is bounded.
 """
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +25,6 @@ import jobq  # noqa: E402
 from jobq import protocol  # noqa: E402
 from jobqd_stop import stop_jobqd  # noqa: E402
 from test_events import JOBQD, Daemon  # noqa: E402
-
-import subprocess  # noqa: E402
 
 DELAY0 = [{"op": "test.delay", "args": {"duration": 0}}]
 LONG = [{"op": "test.delay", "args": {"duration": 60}}]
@@ -540,3 +539,16 @@ def test_subscriber_and_watch_across_a_restart(daemon):
     status = (last["change"]["status"] if last["type"] == "change"
               else dict(zip(last["fields"], last["rows"][0]))["status"])
     assert status == "success" == c.query_job(job)["status"]
+
+
+def test_mypy_strict():
+    """The client modules type-check with Debian's mypy (python3-mypy);
+    skipped where it is not installed."""
+    pytest.importorskip("mypy")
+    pkg = os.path.join(HERE, "..", "..", "clients", "python")
+    with tempfile.TemporaryDirectory() as cache:
+        r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
+                            "-m", "jobq.protocol", "-m", "jobq.errors", "-m", "jobq.client",
+                            "-m", "jobq.subscriber"],
+                           cwd=pkg, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr

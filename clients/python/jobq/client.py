@@ -101,11 +101,11 @@ class Client:
         self._attempt_start = 0.0
         self._attempt_timed_out = False
         self._ctx = zmq.Context()
-        self._sock: zmq.Socket = self._ctx.socket(zmq.DEALER)
+        self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.CONNECT_TIMEOUT, int(protocol.CONNECT_TIMEOUT * 1000))
         # The monitor before the connect, so that the first attempt is seen.
-        self._mon: zmq.Socket = self._sock.get_monitor_socket(
+        self._mon: "zmq.Socket[bytes]" = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
             | zmq.EVENT_DISCONNECTED)
         try:
@@ -231,10 +231,10 @@ class Client:
         on by each answer (so a long pipeline only needs progress) and, with
         ``keepalive_grace``, by keepalives. The first error is raised; for
         several requests it carries ``results`` (None where none came)."""
-        timeout = self.timeout if timeout is None else timeout
+        limit: float = self.timeout if timeout is None else timeout
         if self._ctx.closed:
             raise TransportError("Transport", "the client is closed")
-        if not timeout > 0:
+        if not limit > 0:
             raise BadArgumentError("BadArgument", "a call's timeout must be > 0 seconds")
         n = len(requests)
         results: List[Any] = [None] * n
@@ -251,7 +251,7 @@ class Client:
             ids.append(rid)
         by_id = {rid: i for i, rid in enumerate(ids)}
         start = time.monotonic()
-        deadline = start + timeout
+        deadline = start + limit
         extended = False
         names = ", ".join(sorted({m for m, _ in requests}))
 
@@ -266,7 +266,7 @@ class Client:
                        else ", which may or may not have been carried out")
             return "; it stopped while %s was waiting for its reply%s" % (method, unknown)
 
-        self._ensure_up(deadline, timeout, "")
+        self._ensure_up(deadline, limit, "")
         in_flight: Dict[int, bool] = {}  # index -> resent already
         next_send = 0
         answered = 0
@@ -280,7 +280,7 @@ class Client:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise fail(TimeoutError("Timeout", "request not sent within %g s"
-                                                % timeout)) from None
+                                                % limit)) from None
                     self._sock.poll(int(min(left, 3600.0) * 1000), zmq.POLLOUT)
                 except zmq.ZMQError as e:
                     raise fail(TransportError("Transport", "cannot send: %s" % e)) from None
@@ -296,7 +296,7 @@ class Client:
                 next_send += 1
             left = deadline - time.monotonic()
             if left <= 0:
-                waited = time.monotonic() - start if extended else timeout
+                waited = time.monotonic() - start if extended else limit
                 raise fail(TimeoutError("Timeout", "no reply to %s within %g s"
                                         % (names, round(waited, 1))))
             ready = dict(poller.poll(max(1, int(min(left, 3600.0) * 1000))))
@@ -305,7 +305,7 @@ class Client:
                 if self._drops != drops or self._failed_attempts != failed:
                     # The connection dropped: what was in flight is lost.
                     first = min(in_flight) if in_flight else 0
-                    self._ensure_up(deadline, timeout, while_(first))
+                    self._ensure_up(deadline, limit, while_(first))
                     for i, resent in sorted(in_flight.items()):
                         method, args = requests[i]
                         if resent or not protocol.may_repeat(method, args):
@@ -344,7 +344,7 @@ class Client:
                     raise fail(error_for(rep.code, rep.message or rep.code))
                 results[i] = rep.result
                 if n > 1:
-                    deadline = max(deadline, time.monotonic() + timeout)
+                    deadline = max(deadline, time.monotonic() + limit)
         return results
 
     def call(self, method: str, args: Optional[Mapping[str, Any]] = None, *,
@@ -614,6 +614,7 @@ class Client:
         from .subscriber import Subscriber  # subscriber imports client
 
         deadline = None if timeout is None else time.monotonic() + timeout
+        fields = ["status"] + [f for f in fields if f != "status"]  # the end is read from it
         with Subscriber(client=self, jobs=[job_id], fields=fields) as sub:
             while True:
                 left = None if deadline is None else deadline - time.monotonic()

@@ -144,4 +144,4 @@ def error_for(code: str, message: str) -> JobqError:
     does not know (a newer daemon's)."""
     return ERRORS.get(code, JobqError)(code, message)
 
-__all__ = ["JobqError", "error_for", "ERRORS", *(cls.__name__ for cls in ERRORS.values())]
+__all__ = ["JobqError", "error_for", "ERRORS"] + [cls.__name__ for cls in ERRORS.values()]

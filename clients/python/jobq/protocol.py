@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-import msgpack
+import msgpack  # type: ignore[import]  # Debian ships no stubs
 
 #: Protocol version sent as ``v`` in every request (JOBQ_PROTOCOL_VERSION).
 PROTOCOL_VERSION = 1
@@ -61,9 +61,10 @@ def may_repeat(method: str, args: Optional[Mapping[str, Any]]) -> bool:
 def encode_request(request_id: int, method: str,
                    args: Optional[Mapping[str, Any]] = None) -> bytes:
     """The msgpack bytes of one request: ``{"v", "id", "method", "args"}``."""
-    return msgpack.packb({"v": PROTOCOL_VERSION, "id": request_id, "method": method,
-                          "args": dict(args) if args is not None else {}},
-                         use_bin_type=True)
+    data: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "id": request_id, "method": method,
+                                 "args": dict(args) if args is not None else {}},
+                                use_bin_type=True)
+    return data
 
 
 @dataclass(frozen=True)

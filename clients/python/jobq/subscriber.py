@@ -116,7 +116,7 @@ class Subscriber:
         self._check_serials: Dict[int, int] = {}
         self._last_check = 0.0
         self._queue: Deque[Dict[str, Any]] = deque()
-        self._ctx: Optional[zmq.Context] = None
+        self._ctx: "Optional[zmq.Context[zmq.Socket[bytes]]]" = None
         try:
             self.endpoint: str = events_endpoint or pick_publish_endpoint(self.client, timeout)
             # As for the client: an ipc socket file that does not exist means
@@ -125,7 +125,7 @@ class Subscriber:
                     and not os.path.exists(self.endpoint[6:])):
                 raise TransportError("Transport", "no events socket at %s" % self.endpoint[6:])
             self._ctx = zmq.Context()
-            self._sock: zmq.Socket = self._ctx.socket(zmq.SUB)
+            self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.SUB)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
             # Step 1: subscribe before the snapshot; job topics before
