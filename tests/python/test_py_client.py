@@ -552,3 +552,23 @@ def test_mypy_strict():
                             "-m", "jobq.subscriber"],
                            cwd=pkg, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_too_many_waiters_and_busy(daemon):
+    d = daemon("--max-waiters", "1", "--max-client-requests", "1")
+    c = d.client()
+    job = c.submit_job(LONG)
+    # A wait left parked by a call that timed out: the daemon has one waiter.
+    with pytest.raises(jobq.TimeoutError):
+        c.wait_for_job_change(job, ["id"], [job], 0, 30, timeout=0.3)
+    with d.client() as other:
+        with pytest.raises(jobq.TooManyWaitersError) as e:
+            other.wait_for_job_change(job, ["id"], [job], 0, 5)
+        assert e.value.code == "TooManyWaiters"
+    # Pipelined batches over a connection allowed one request at a time:
+    # Busy, raised with what the batches answered.
+    with pytest.raises(jobq.BusyError) as e:
+        c.submit_many_jobs([DELAY0] * 40, batch_size=1)
+    assert e.value.code == "Busy" and len(e.value.results) == 40
+    assert all(r is None or r[0] is True for r in e.value.results)
+    c.cancel_job(job)

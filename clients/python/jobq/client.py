@@ -230,7 +230,9 @@ class Client:
         results in order. The deadline is ``timeout`` from the start, moved
         on by each answer (so a long pipeline only needs progress) and, with
         ``keepalive_grace``, by keepalives. The first error is raised; for
-        several requests it carries ``results`` (None where none came)."""
+        several requests it is raised once the requests in flight are
+        answered (no more are sent) and carries ``results`` (None where no
+        result came)."""
         limit: float = self.timeout if timeout is None else timeout
         if self._ctx.closed:
             raise TransportError("Transport", "the client is closed")
@@ -269,7 +271,6 @@ class Client:
         self._ensure_up(deadline, limit, "")
         in_flight: Dict[int, bool] = {}  # index -> resent already
         next_send = 0
-        answered = 0
 
         def send(i: int) -> None:
             while True:
@@ -289,12 +290,15 @@ class Client:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._mon, zmq.POLLIN)
-        while answered < n:
-            while next_send < n and len(in_flight) < window:
+        error: Optional[JobqError] = None  # the first error of a pipeline
+        while in_flight or (error is None and next_send < n):
+            while error is None and next_send < n and len(in_flight) < window:
                 send(next_send)
                 in_flight[next_send] = False
                 next_send += 1
             left = deadline - time.monotonic()
+            if left <= 0 and error is not None:
+                raise fail(error)
             if left <= 0:
                 waited = time.monotonic() - start if extended else limit
                 raise fail(TimeoutError("Timeout", "no reply to %s within %g s"
@@ -339,12 +343,17 @@ class Client:
                         extended = True
                     continue
                 del in_flight[i]
-                answered += 1
                 if not rep.ok:
-                    raise fail(error_for(rep.code, rep.message or rep.code))
+                    if n == 1:
+                        raise error_for(rep.code, rep.message or rep.code)
+                    # Send no more; collect what is in flight, then raise.
+                    error = error or error_for(rep.code, rep.message or rep.code)
+                    continue
                 results[i] = rep.result
                 if n > 1:
                     deadline = max(deadline, time.monotonic() + limit)
+        if error is not None:
+            raise fail(error)
         return results
 
     def call(self, method: str, args: Optional[Mapping[str, Any]] = None, *,
