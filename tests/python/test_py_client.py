@@ -48,7 +48,8 @@ class PyDaemon(Daemon):
         """Stop the daemon (cleanly) and start it again on the same data
         directory: a new epoch."""
         assert stop_jobqd(self.proc, 10) == 0
-        self.proc.stderr.read()
+        err = self.proc.stderr.read().decode(errors="replace")
+        assert "Sanitizer" not in err and "runtime error" not in err, err
         self.proc = subprocess.Popen([JOBQD, "--data-dir", self.dir, *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10

@@ -420,11 +420,15 @@ class Client:
         More than ``batch_size`` jobs are sent as several requests in
         flight at once (pipelined), cut only where no relative dependency
         (a negative id, "the k-th job before this one") crosses a cut, so
-        the answer is what one call would give. With a ``token`` each batch
-        carries a token derived from it (the same for the same jobs, so the
-        whole submission stays safe to repeat). An error of one batch is
-        raised with ``results`` (None for the jobs of batches without an
-        answer); the other batches may have been accepted."""
+        every dependency resolves as in one call. Batches are handled side
+        by side: the ids of each batch are consecutive, not those of the
+        whole. With a ``token`` each batch carries a token derived from it
+        and the batch's place (the same for the same jobs and
+        ``batch_size``, so the submission stays safe to repeat with the
+        same arguments). When a batch fails as a whole (``Drained``,
+        ``Busy``...) no further batch is sent and the error is raised, once
+        the batches in flight have answered, with ``results``: one entry
+        per job, None for the jobs of batches without an answer."""
         jobs = [list(j) for j in jobs]
         if batch_size < 1:
             raise BadArgumentError("BadArgument", "batch_size must be at least 1")
