@@ -549,6 +549,7 @@ def test_mypy_strict():
     pkg = os.path.join(HERE, "..", "..", "clients", "python")
     with tempfile.TemporaryDirectory() as cache:
         r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
+                            "--follow-imports", "silent",
                             "-m", "jobq.protocol", "-m", "jobq.errors", "-m", "jobq.client",
                             "-m", "jobq.subscriber"],
                            cwd=pkg, capture_output=True, text=True, timeout=240)
@@ -573,3 +574,14 @@ def test_too_many_waiters_and_busy(daemon):
     assert e.value.code == "Busy" and len(e.value.results) == 40
     assert all(r is None or r[0] is True for r in e.value.results)
     c.cancel_job(job)
+
+
+def test_subscriber_without_reconnect_raises_when_the_daemon_stops(daemon):
+    d = daemon()
+    with jobq.Subscriber(d.endpoint, reconnect=False, timeout=2) as sub:
+        assert sub.next(timeout=10)["reason"] == "start"
+        assert stop_jobqd(d.proc, 10) == 0
+        with pytest.raises((jobq.NotRunningError, jobq.TransportError)):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                sub.next(timeout=0.5)
