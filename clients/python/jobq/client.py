@@ -309,7 +309,10 @@ class Client:
                 if self._drops != drops or self._failed_attempts != failed:
                     # The connection dropped: what was in flight is lost.
                     first = min(in_flight) if in_flight else 0
-                    self._ensure_up(deadline, limit, while_(first))
+                    try:
+                        self._ensure_up(deadline, limit, while_(first))
+                    except JobqError as e:
+                        raise fail(e) from None
                     for i, resent in sorted(in_flight.items()):
                         method, args = requests[i]
                         if resent or not protocol.may_repeat(method, args):
