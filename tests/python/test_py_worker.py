@@ -460,40 +460,6 @@ def test_endpoint_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------ the C worker, jobs from Python
 
 
-class RawClient:
-    """Requests as raw msgpack over a DEALER.
-
-    For the lead: switch this to jobq.Client once the client helper's branch is
-    merged (it is not in this branch); the calls map one to one
-    (submit_job, query_jobs, wait_for_job_change)."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-        self.rid = 0
-
-    def call(self, method: str, timeout: float = 10.0, **args: Any) -> Any:
-        self.rid += 1
-        self.sock.send(msgpack.packb({"v": 1, "id": self.rid, "method": method, "args": args},
-                                     use_bin_type=True))
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0 and self.sock.poll(int(left * 1000)), f"no reply to {method}"
-            rep = msgpack.unpackb(self.sock.recv(), raw=False)
-            if rep.get("id") == self.rid and not rep.get("keepalive"):
-                break
-        if not rep["ok"]:
-            raise RuntimeError(f"{rep['error']['code']}: {rep['error']['message']}")
-        return rep["result"]
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
-
-
 def test_c_worker_runs_jobs_submitted_from_python(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     log = open(env.tmp / "jobq-worker.log", "w")
@@ -502,17 +468,16 @@ def test_c_worker_runs_jobs_submitted_from_python(env: Env) -> None:
     cw = subprocess.Popen([WORKER, "--handlers", EXAMPLES, "--endpoint", d.workers_ep,
                            "--name", "cworker", "--capacity", "2"],
                           stdout=log, stderr=subprocess.STDOUT, env=environ)
-    c = RawClient(d.endpoint)
+    c = jobq.Client(d.endpoint)
     try:
         wait_for(lambda: "connected to jobqd" in (env.tmp / "jobq-worker.log").read_text(), 15,
                  "jobq-worker's welcome")
-        ids = [c.call("submit_job", ops=[{"op": "sh.echo",
-                                          "args": {"message": f"hello {i}", "times": 2}}])
+        ids = [c.submit_job([{"op": "sh.echo", "args": {"message": f"hello {i}", "times": 2}}])
                for i in range(3)]
         fields = ["id", "status", "opresult", "oplog", "opworker"]
 
         def done() -> Optional[list[Any]]:
-            rows = c.call("query_jobs", ids=ids, fields=fields)["rows"]
+            rows = c.query_jobs(ids=ids, fields=fields)["rows"]
             return rows if all(r[1] in ("success", "error", "canceled") for r in rows) else None
         rows = wait_for(done, 20, "the C worker to run the jobs")
         for i, (jid, status, result, oplog, opworker) in enumerate(rows):
@@ -522,8 +487,8 @@ def test_c_worker_runs_jobs_submitted_from_python(env: Env) -> None:
                                                         ("message", f"2/2: hello {i}")]
             assert opworker[0].startswith("cworker#")
         # Argument checking comes from the handler's declaration.
-        with pytest.raises(RuntimeError, match="BadArgument.*missing argument 'message'"):
-            c.call("submit_job", ops=[{"op": "sh.echo", "args": {"times": 1}}])
+        with pytest.raises(jobq.BadArgumentError, match="missing argument 'message'"):
+            c.submit_job([{"op": "sh.echo", "args": {"times": 1}}])
     finally:
         c.close()
         cw.send_signal(signal.SIGTERM)

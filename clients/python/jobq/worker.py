@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-import msgpack
+import msgpack  # type: ignore[import]  # Debian ships no stubs
 import zmq
 
 __all__ = ["Worker", "Assignment", "WorkerError", "default_worker_endpoint"]
