@@ -359,13 +359,16 @@ def test_default_endpoint(monkeypatch):
 def fake_daemon(path, answer_second):
     """A ROUTER at path that takes one request, then hands the path to a new
     ROUTER and closes (the client's connection drops), and answers what
-    reaches the new one when answer_second. Returns (thread, requests)."""
+    reaches the new one when answer_second; it keeps that socket until
+    `done` is set (closed at once, with linger 0, it could drop the answer
+    under load). Returns (thread, requests, done)."""
     import threading
     ctx = zmq.Context.instance()
     first = ctx.socket(zmq.ROUTER)
     first.setsockopt(zmq.LINGER, 0)
     first.bind("ipc://" + path)
     seen = []
+    done = threading.Event()
 
     def run():
         second = None
@@ -384,7 +387,7 @@ def fake_daemon(path, answer_second):
                 if answer_second:
                     second.send_multipart([rid, msgpack.packb(
                         {"v": 1, "id": req["id"], "ok": True, "result": "again"})])
-                    time.sleep(0.2)
+            done.wait(10)
         finally:
             if not first.closed:
                 first.close(0)
@@ -392,7 +395,7 @@ def fake_daemon(path, answer_second):
                 second.close(0)
     t = threading.Thread(target=run)
     t.start()
-    return t, seen
+    return t, seen, done
 
 
 def test_resend_after_reconnect():
@@ -403,18 +406,22 @@ def test_resend_after_reconnect():
         for method, args, safe in (("query_jobs", {}, True),
                                    ("submit_job", {"ops": DELAY0, "token": "t1"}, True),
                                    ("cancel_job", {"id": 1}, False)):
-            t, seen = fake_daemon(path, safe)
-            with jobq.Client("ipc://" + path, timeout=5) as c:
-                if safe:
-                    assert c.call(method, args) == "again"
-                    assert len(seen) == 2 and seen[0] == seen[1]
-                else:
-                    with pytest.raises(jobq.TransportError) as e:
-                        c.call(method, args)
-                    assert "may or may not have been carried out" in e.value.message
-                    assert isinstance(e.value, ConnectionError)
-            t.join(10)
+            t, seen, done = fake_daemon(path, safe)
+            try:
+                with jobq.Client("ipc://" + path, timeout=5) as c:
+                    if safe:
+                        assert c.call(method, args) == "again"
+                    else:
+                        with pytest.raises(jobq.TransportError) as e:
+                            c.call(method, args)
+                        assert "may or may not have been carried out" in e.value.message
+                        assert isinstance(e.value, ConnectionError)
+            finally:
+                done.set()
+                t.join(10)
             assert not t.is_alive()
+            # Sent again with the same id when safe, once otherwise.
+            assert (len(seen), seen[0] == seen[-1]) == ((2, True) if safe else (1, True))
 
 
 # ---- the subscriber ----

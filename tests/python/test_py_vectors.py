@@ -267,3 +267,19 @@ def test_the_daemon_sends_the_vectors_shapes() -> None:
         w.close()
     finally:
         d.stop()
+
+
+def test_client_encoder_and_reply_parser() -> None:
+    """jobq.Client's own request encoder gives the request vectors' bytes,
+    and its reply parser reads the reply vectors."""
+    from jobq.protocol import encode_request, parse_reply
+    for name in ("ping_request", "submit_job_request"):
+        v = readable(name)
+        assert encode_request(v["id"], v["method"], v["args"]) == raw(name), name
+    ok = parse_reply(raw("submit_job_reply"))
+    assert ok is not None and ok.ok and ok.id == readable("submit_job_reply")["id"]
+    assert ok.result == readable("submit_job_reply")["result"]
+    err = parse_reply(raw("error_reply"))
+    want = readable("error_reply")
+    assert err is not None and not err.ok
+    assert (err.code, err.message) == (want["error"]["code"], want["error"]["message"])

@@ -425,7 +425,8 @@ def test_worker_started_before_the_daemon(env: Env) -> None:
     th = threading.Thread(target=w.run, daemon=True)
     th.start()
     env.threads.append((w, th))
-    time.sleep(0.3)  # let it try (and fail) to reach the missing daemon first
+    # It tries (and fails) to reach the missing daemon first.
+    wait_for(lambda: w.connections >= 1, 10, "the worker's first connection attempt")
     assert not w.ready and th.is_alive()
     d = env.daemon(*LEASE_ARGS)
     wait_for(lambda: w.ready, 20, "the worker to connect once jobqd runs")
@@ -438,9 +439,23 @@ def test_refused_hello_is_an_error(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     w = jobq.Worker(d.workers_ep)
     w.add_opcode("test.delay", lambda job: None)  # a built-in name
-    with pytest.raises(jobq.worker.WorkerError) as e:
-        w.run()
-    assert e.value.code == "BadArgument" and "built" in e.value.message
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            w.run()
+        except BaseException as exc:  # noqa: B902 — handed to the test thread
+            failure.append(exc)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    th.join(20)  # a daemon that took the hello would leave it running: fail, not hang
+    if th.is_alive():
+        w.stop()
+        th.join(10)
+        pytest.fail("the worker was not refused")
+    assert failure and isinstance(failure[0], jobq.worker.WorkerError), failure
+    e = failure[0]
+    assert e.code == "BadArgument" and "built" in e.message
     with pytest.raises(ValueError):
         w.add_opcode("bad name", lambda job: None)
     with pytest.raises(ValueError):

@@ -452,19 +452,19 @@ class Client:
             try:
                 parts = self._exchange(requests, timeout, window=_BATCH_WINDOW)
                 break
-            except TimeoutError:
-                if token is None or attempt >= retries:
-                    raise
-                attempt += 1
             except JobqError as e:
+                # One entry per job, whatever failed (a timeout included).
                 partial = getattr(e, "results", None)
-                if partial is not None:
+                if partial is not None and len(partial) == len(cuts) - 1:
                     flat: List[Any] = []
                     for b, part in enumerate(partial):
                         size = cuts[b + 1] - cuts[b]
                         flat.extend([_entry(x) for x in part] if isinstance(part, list)
                                     else [None] * size)
                     setattr(e, "results", flat)
+                if isinstance(e, TimeoutError) and token is not None and attempt < retries:
+                    attempt += 1
+                    continue
                 raise
         out: List[Tuple[bool, Union[int, str]]] = []
         for part in parts:

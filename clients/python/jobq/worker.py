@@ -34,6 +34,7 @@ it forwards anything.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import struct
@@ -43,7 +44,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Optional, Sequence, Union
 
 import msgpack  # type: ignore[import]  # Debian ships no stubs
 import zmq
@@ -264,6 +265,7 @@ class _PipeSender:
         self._ctx = ctx
         self._endpoint = endpoint
         self._sock: Optional[zmq.Socket[Any]] = None
+        self._closed = False
         # A handler may call feedback from threads of its own: one at a
         # time on the socket (ZeroMQ allows that with a full barrier).
         self._lock = threading.Lock()
@@ -272,6 +274,8 @@ class _PipeSender:
         """Queues one message for lease (kind "feedback" or "done", body
         its bytes, sent as they are)."""
         with self._lock:
+            if self._closed:
+                return  # the handler is over: a stray thread of its says nothing
             if self._sock is None:
                 if self._ctx is None or self._ctx.closed:
                     return
@@ -281,8 +285,10 @@ class _PipeSender:
             self._sock.send_multipart([kind.encode(), _LEASE.pack(*lease), body])
 
     def close(self) -> None:
-        """Closes the socket (once the handler is done with it)."""
+        """Closes the socket (once the handler is done with it); what is
+        sent afterwards is dropped."""
         with self._lock:
+            self._closed = True
             if self._sock is not None:
                 try:
                     self._sock.close()
@@ -462,6 +468,7 @@ class Worker:
         self._backoff = RECONNECT_MIN
         self._reconnect_at = _now()
         self._last_sent = self._last_heard = _now()
+        self._out: Deque[tuple[str, Lease, bytes]] = collections.deque()
         try:
             self._loop()
         finally:
@@ -478,7 +485,8 @@ class Worker:
             poller = zmq.Poller()
             poller.register(self._pipe, zmq.POLLIN)
             if self._sock is not None:
-                poller.register(self._sock, zmq.POLLIN)
+                waiting = bool(self._out) and self._state == "ready"
+                poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if waiting else 0))
             try:
                 ready = dict(poller.poll(int(self._timeout() * 1000) + 1))
             except KeyboardInterrupt:
@@ -488,11 +496,13 @@ class Worker:
             # too long (a process stopped for a while wakes up here), and
             # only then what the handlers sent: an answer for a lease lost
             # meanwhile is dropped, never sent on a dead connection.
-            if self._sock is not None and self._sock in ready:
+            if self._sock is not None and ready.get(self._sock, 0) & zmq.POLLIN:
                 self._read()
             self._silent()
             if self._pipe in ready:
                 self._drain_pipe()
+            elif self._out:
+                self._flush_out()
 
     def _silent(self) -> bool:
         """Gives the connection up when the daemon said nothing for the
@@ -541,6 +551,7 @@ class Worker:
         daemon handles the old connection as a lost worker's), the next
         connection is scheduled."""
         welcomed = self._state == "ready"
+        self._out.clear()  # for leases of that connection: revoked below
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -568,9 +579,24 @@ class Worker:
         try:
             self._sock.send(data, zmq.DONTWAIT)
         except zmq.Again:
-            return False  # the daemon is behind: it hears the rest
+            return False  # the connection is full for now
         self._last_sent = _now()
         return True
+
+    def _flush_out(self) -> None:
+        """Sends the handlers' messages waiting for room, in order; a lease
+        is let go only once its done went out (a done dropped on a full
+        connection would leave the opcode running on the daemon)."""
+        while self._out and self._state == "ready":
+            kind, lease, body = self._out[0]
+            with self._lock:
+                held = lease in self._leases
+            if held and not self._send_raw(body):
+                return  # full: the loop polls for room
+            self._out.popleft()
+            if held and kind == "done":
+                with self._lock:
+                    self._leases.pop(lease, None)
 
     # -- from the daemon ---------------------------------------------------
 
@@ -737,11 +763,10 @@ class Worker:
             lease: Lease = (job, op, attempt)
             with self._lock:
                 held = lease in self._leases
-                if held and kind == "done":
-                    del self._leases[lease]
             if not held or self._state != "ready":
                 continue  # revoked, or lost with its connection: never sent
-            self._send_raw(body)
+            self._out.append((kind, lease, body))
+        self._flush_out()
 
     # -- stopping ----------------------------------------------------------
 
@@ -767,10 +792,11 @@ class Worker:
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
             if stuck:
-                # A handler that ignored its cancel still has its socket:
-                # term() would wait for it forever.
+                # A handler that ignored its cancel still owns its socket:
+                # term() would wait for it forever, and closing a socket
+                # another thread uses is not allowed. The context is left
+                # to that thread (a daemon thread, gone with the process).
                 log.warning("handlers still running after %g s; abandoning them", join_timeout)
-                ctx.destroy(linger=0)
             else:
                 ctx.term()
         self._running = False
