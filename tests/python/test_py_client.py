@@ -288,6 +288,7 @@ def test_every_error_code_maps_to_its_class(daemon):
     deadline = time.monotonic() + 10
     while c.query_job(blocker)["status"] != "running":
         assert time.monotonic() < deadline
+        time.sleep(0.01)
     c.shutdown()
     with pytest.raises(jobq.ShuttingDownError):
         c.submit_job(DELAY0)
