@@ -171,6 +171,18 @@ int jobq_worker_feedback(jobq_worker_t *self, const jobq_lease_t *lease, const c
     return jobq_worker_feedback_entries(self, lease, &e, 1, timeout_ms);
 }
 
+/* Starts a message about a lease: {v, type, job, op, attempt, ...};
+ * nkeys counts the keys after v and type (job, op and attempt included).
+ * The caller packs the rest and destroys sb. */
+static void start_lease_message(msgpack_sbuffer *sb, msgpack_packer *pk, const char *type,
+                                size_t nkeys, const jobq_lease_t *lease)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    jw_begin_message(pk, type, nkeys);
+    jw_pack_lease(pk, lease);
+}
+
 int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
                                  const jobq_feedback_entry_t *entries, size_t n,
                                  int timeout_ms)
@@ -194,10 +206,7 @@ int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
     }
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    jw_begin_message(&pk, "feedback", 4);
-    jw_pack_lease(&pk, lease);
+    start_lease_message(&sb, &pk, "feedback", 4, lease);
     wire_pack_cstr(&pk, "entries");
     msgpack_pack_array(&pk, n);
     int rc = 0;
@@ -250,10 +259,7 @@ int jobq_worker_done(jobq_worker_t *self, const jobq_lease_t *lease, const json_
         return -1;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    jw_begin_message(&pk, "done", 5);
-    jw_pack_lease(&pk, lease);
+    start_lease_message(&sb, &pk, "done", 5, lease);
     wire_pack_cstr(&pk, "ok");
     msgpack_pack_true(&pk);
     wire_pack_cstr(&pk, "result");
@@ -286,10 +292,7 @@ int jobq_worker_fail(jobq_worker_t *self, const jobq_lease_t *lease, const char 
     }
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    jw_begin_message(&pk, "done", 5);
-    jw_pack_lease(&pk, lease);
+    start_lease_message(&sb, &pk, "done", 5, lease);
     wire_pack_cstr(&pk, "ok");
     msgpack_pack_false(&pk);
     wire_pack_cstr(&pk, "error");
