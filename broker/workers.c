@@ -730,19 +730,17 @@ static void on_offer(jq_hub_t *h, uint64_t id)
     jq_shard_t *sh = jq_table_shard_for(h->d->table, id);
     jq_shard_rdlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
-    jq_status_t job_status = JQ_ERROR;
-    if (job && (opi = jq_job_current_op(job)) < job->nops &&
+    bool final = job && jq_status_final((jq_status_t)job->status);
+    jq_status_t final_status = job ? (jq_status_t)job->status : JQ_ERROR;
+    if (job && !final && (opi = jq_job_current_op(job)) < job->nops &&
         (job->ops[opi].status == JQ_QUEUED || job->ops[opi].status == JQ_WAITING)) {
         snprintf(name, sizeof name, "%s", jq_op_name(&job->ops[opi]));
         prio = job->ops[opi].priority;
         ok = true;
-    } else if (job) {
-        job_status = (jq_status_t)job->status;
     }
     jq_shard_rdunlock(sh);
-    if (!ok && job_status != JQ_ERROR && jq_status_final(job_status)) {
-        /* Canceled between its executor's check and the hand-over. */
-        jq_sched_done(h->d->sched, id, job_status);
+    if (final) { /* canceled between its executor's check and the hand-over */
+        jq_sched_done(h->d->sched, id, final_status);
         return;
     }
     opq_t *q = ok ? get_queue(h, name) : NULL;
