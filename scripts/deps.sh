@@ -1,10 +1,11 @@
 # deps.sh: install the Debian 12 packages jobq needs, only those missing.
 # Sourced by scripts/run and scripts/test; needs root or sudo for apt-get.
 # scdoc builds the man pages; systemd brings systemd-analyze, which the
-# tests use to check the unit; python3-mypy type-checks the Python package.
+# tests use to check the unit; python3-mypy type-checks the Python package;
+# python3-pip and python3-venv install it with pip in the install test.
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
 libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev python3-zmq python3-msgpack \
-python3-pytest python3-mypy procps scdoc systemd"
+python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd"
 
 jobq_install_deps() {
     local missing=() p

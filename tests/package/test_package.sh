@@ -18,8 +18,9 @@ version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
 arch=$(dpkg --print-architecture)
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 fail=0
-check() { # PACKAGE PATH...: each PATH is in PACKAGE's .deb
+check() { # PACKAGE PATH...: each PATH is in PACKAGE's .deb (of this or all architectures)
     local deb="$out/${1}_${version}_${arch}.deb" p
+    [ -f "$deb" ] || deb="$out/${1}_${version}_all.deb"
     shift
     [ -f "$deb" ] || { echo "FAIL: $deb was not built"; fail=1; return; }
     local list
@@ -36,6 +37,10 @@ check libjobq0 "usr/lib/$multiarch/libjobq.so.0.1.0" "usr/lib/$multiarch/libjobq
 check libjobq-dev usr/include/jobq/jobq.h usr/include/jobq/wire.h \
     "usr/lib/$multiarch/libjobq.a" "usr/lib/$multiarch/libjobq.so" \
     "usr/lib/$multiarch/pkgconfig/jobq.pc" "usr/lib/$multiarch/cmake/jobq/jobqConfig.cmake"
+check python3-jobq usr/bin/jobq-py usr/lib/python3/dist-packages/jobq/__init__.py \
+    usr/lib/python3/dist-packages/jobq/cli/__init__.py usr/lib/python3/dist-packages/jobq/py.typed
+dpkg-deb -I "$out/python3-jobq_${version}_all.deb" | grep -q "python3-zmq" ||
+    { echo "FAIL: python3-jobq does not depend on python3-zmq"; fail=1; }
 
 # The unit runs the packaged daemon; the user is made before it starts.
 ctl="$out/ctl"
@@ -57,11 +62,15 @@ dpkg-deb --fsys-tarfile "$out/libjobq-dev_${version}_${arch}.deb" |
 mkdir "$out/root"
 dpkg-deb -x "$out/jobq_${version}_${arch}.deb" "$out/root"
 dpkg-deb -x "$out/jobqd_${version}_${arch}.deb" "$out/root"
+dpkg-deb -x "$out/python3-jobq_${version}_all.deb" "$out/root"
 "$out/root/usr/bin/jobq" --help | grep -q 'ipc:///run/jobq/jobq.sock' ||
     { echo "FAIL: the packaged jobq does not default to ipc:///run/jobq/jobq.sock"; fail=1; }
 "$out/root/usr/bin/jobq-worker" --help | grep -q 'ipc:///run/jobq/workers.sock' ||
     { echo "FAIL: the packaged jobq-worker does not default to ipc:///run/jobq/workers.sock"; fail=1; }
 "$out/root/usr/sbin/jobqd" --help | grep -q '/var/lib/jobq' ||
     { echo "FAIL: the packaged jobqd does not default to /var/lib/jobq"; fail=1; }
+PYTHONPATH="$out/root/usr/lib/python3/dist-packages" /usr/bin/python3 "$out/root/usr/bin/jobq-py" --help |
+    grep -q 'ipc:///run/jobq/jobq.sock' ||
+    { echo "FAIL: the packaged jobq-py does not default to ipc:///run/jobq/jobq.sock"; fail=1; }
 [ "$fail" = 0 ] && echo "packages built and checked"
 exit "$fail"

@@ -3,15 +3,19 @@ would: what is installed (programs, libjobq shared and static, headers,
 jobq.pc, the CMake package, man pages, the systemd unit and the sysusers
 file); a C program built with `pkg-config --cflags --libs jobq` (shared,
 and static with --static) and through find_package(jobq), each run against
-the installed jobqd started here; the unit checked by systemd-analyze.
+the installed jobqd started here; the unit checked by systemd-analyze;
+the Python package and jobq-py as installed, and `pip install
+clients/python` into a virtual environment, offline (and editable).
 
 Run: /usr/bin/python3 -m pytest tests/python/test_install.py
-Needs: cmake, a C compiler, pkg-config (scripts/deps.sh installs them).
+Needs: cmake, a C compiler, pkg-config, python3-venv and python3-pip
+(scripts/deps.sh installs them).
 Everything lives in one temporary directory, removed at the end; the
 daemon is stopped by each test that starts it.
 """
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -216,3 +220,64 @@ def test_systemd_unit_verifies(inst):
     # Warnings (an unknown key, a bad value) exit 0 but are printed.
     complaints = [l for l in (proc.stdout + proc.stderr).splitlines() if "jobqd" in l]
     assert proc.returncode == 0 and not complaints, proc.stdout + proc.stderr
+
+
+def _python_site(inst):
+    sites = glob.glob(os.path.join(inst.prefix, "lib", "python3*", "dist-packages"))
+    assert len(sites) == 1, f"the Python package is not installed once (found {sites})"
+    return sites[0]
+
+
+def _submit_and_wait(python, endpoint, env):
+    """Runs the installed package's Client in `python`: one job, waited for."""
+    code = ("import jobq, sys\n"
+            "with jobq.Client(sys.argv[1]) as c:\n"
+            "    job = c.submit_job([{'op': 'test.delay', 'args': {'duration': 0}}])\n"
+            "    print(job, c.wait(job, timeout=30)['status'])\n")
+    out = sh([python, "-c", code, endpoint], env=env, timeout=60).stdout.split()
+    assert out[1] == "success", out
+    return out[0]
+
+
+def test_installed_python_package(inst, daemon):
+    site = _python_site(inst)
+    for rel in ["jobq/__init__.py", "jobq/client.py", "jobq/worker.py", "jobq/py.typed",
+                "jobq/cli/__init__.py", "jobq/__main__.py"]:
+        assert os.path.isfile(os.path.join(site, rel)), f"{rel} not installed in {site}"
+    env = {**inst.env(), "PYTHONPATH": site}
+    job = _submit_and_wait("/usr/bin/python3", daemon, env)
+    # jobq-py is the command line of the installed package, and sees the job.
+    jobq_py = os.path.join(inst.prefix, "bin", "jobq-py")
+    assert os.access(jobq_py, os.X_OK), "bin/jobq-py not installed"
+    out = sh([jobq_py, "--help"], env=env).stdout
+    assert out.startswith("Usage: jobq") and "ipc:///run/jobq/jobq.sock" in out, out
+    out = sh([jobq_py, "-s", daemon, "list", "--json", job], env=env).stdout
+    assert '"success"' in out, out
+
+
+def test_pip_install(daemon, tmp_path):
+    """pip installs clients/python offline, with no index: its build backend
+    needs the standard library alone, its dependencies are Debian's."""
+    venv = tmp_path / "venv"
+    sh(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)])
+    python, pip_env = str(venv / "bin" / "python"), {**os.environ, "PIP_NO_CACHE_DIR": "1"}
+    sh([python, "-m", "pip", "install", "-q", "--no-index", os.path.join(SRC, "clients", "python")],
+       env=pip_env, timeout=300)
+    env = {**os.environ, "PYTHONPATH": ""}
+    env.pop("JOBQ_ENDPOINT", None)
+    where = sh([python, "-c", "import jobq; print(jobq.__file__)"], env=env, cwd=tmp_path).stdout
+    assert where.startswith(str(venv)), f"jobq imported from {where}, not from the venv"
+    job = _submit_and_wait(python, daemon, env)
+    out = sh([str(venv / "bin" / "jobq-py"), "-s", daemon, "info", job], env=env).stdout
+    assert "success" in out, out
+    # The package's version is the project's.
+    cmake_version = re.search(r"project\(jobq VERSION ([0-9.]+)",
+                              open(os.path.join(SRC, "CMakeLists.txt")).read()).group(1)
+    version = sh([python, "-c", "import importlib.metadata as m; print(m.version('jobq'))"],
+                 env=env, cwd=tmp_path).stdout.strip()
+    assert version == cmake_version, (version, cmake_version)
+    # An editable install runs the checkout's code.
+    sh([python, "-m", "pip", "install", "-q", "--no-index", "-e",
+        os.path.join(SRC, "clients", "python")], env=pip_env, timeout=300)
+    where = sh([python, "-c", "import jobq; print(jobq.__file__)"], env=env, cwd=tmp_path).stdout
+    assert where.strip() == os.path.join(SRC, "clients", "python", "jobq", "__init__.py"), where
