@@ -172,6 +172,27 @@ def test_call_timeout_defaults_and_keepalives(daemon):
     c.cancel_job(job)
 
 
+def test_keepalives_extend_a_parked_wait(daemon, monkeypatch):
+    """Without a timeout, wait_for_job_change's deadline is wait + margin and
+    each keepalive grants the grace again: shrink the margin below the wait
+    so that only the keepalives can carry the call to the daemon's answer;
+    without the grace the same call times out."""
+    d = daemon("--keepalive", "0.2")
+    c = d.client(timeout=0.5)
+    job = c.submit_job(LONG)
+    monkeypatch.setattr(jobq.protocol, "WFJC_MARGIN", -1.0)
+    monkeypatch.setattr(jobq.protocol, "WFJC_KEEPALIVE_GRACE", 0.6)
+    t0 = time.monotonic()
+    assert c.wait_for_job_change(job, ["id"], [job], 0, 1.5) == "nochange"
+    assert time.monotonic() - t0 >= 1.4
+    monkeypatch.setattr(jobq.protocol, "WFJC_KEEPALIVE_GRACE", 0.0)
+    t0 = time.monotonic()
+    with pytest.raises(jobq.TimeoutError):
+        c.wait_for_job_change(job, ["id"], [job], 0, 1.5)
+    assert time.monotonic() - t0 < 1.4
+    c.cancel_job(job)
+
+
 def test_wait_times_out_and_watch(daemon):
     d = daemon()
     c = d.client()
@@ -315,6 +336,21 @@ def test_error_classes_and_unknown_codes():
     import re
     names = set(re.findall(r'\] = "(\w+)"', wire_c)) - {"None"}
     assert names == set(jobq.ERRORS)
+
+
+def test_batch_cuts_and_empty_job_list():
+    """Relative dependencies given as tuples (msgpack sends them as lists)
+    keep their chains whole as lists do; an empty `jobs` is refused rather
+    than taken as "every job"."""
+    from jobq.client import _batch_cuts
+    for seq in (list, tuple):
+        dep = seq([seq([-1, seq()])])
+        jobs = [[{"op": "test.delay"} if i % 5 == 0 else {"op": "test.delay", "depends": dep}]
+                for i in range(10)]
+        assert _batch_cuts(jobs, 4) == [0, 5, 10]
+        assert _batch_cuts(jobs, 7) == [0, 5, 10]
+    with pytest.raises(jobq.BadArgumentError):
+        jobq.Subscriber("ipc:///nonexistent/jobq.sock", jobs=[])
 
 
 def test_not_running_and_timeout_without_a_daemon():

@@ -713,7 +713,7 @@ def _batch_cuts(jobs: Sequence[Sequence[Opcode]], batch_size: int) -> List[int]:
     for i, job in enumerate(jobs):
         for op in job:
             deps = op.get("depends") if isinstance(op, Mapping) else None
-            if not isinstance(deps, list):
+            if not isinstance(deps, (list, tuple)):
                 continue
             for d in deps:
                 k = d[0] if isinstance(d, (list, tuple)) and d else None

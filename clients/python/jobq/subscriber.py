@@ -76,7 +76,7 @@ class Subscriber:
     ``endpoint``: the daemon's request endpoint (None: the default, as for
     :class:`jobq.Client`), or pass ``client`` to share one (it is used for
     the snapshots and ``events_since``; the subscriber does not close it).
-    ``jobs``: the ids to follow; None follows every job. ``fields``: the
+    ``jobs``: the ids to follow (not empty); None follows every job. ``fields``: the
     snapshot's fields (``id`` and ``change_serial`` always come first).
     ``events_endpoint``: the PUB endpoint; None takes it from ``ping``.
     ``timeout``: each request's timeout. ``reconnect``: while the daemon is
@@ -90,13 +90,15 @@ class Subscriber:
                  *, client: Optional[Client] = None, fields: Sequence[str] = ("status",),
                  events_endpoint: Optional[str] = None, timeout: float = 10.0,
                  rcvhwm: int = DEFAULT_RCVHWM, reconnect: bool = True) -> None:
+        if jobs is not None and not jobs:
+            raise BadArgumentError("BadArgument", "jobs is empty: pass None to follow every job")
         if jobs is not None and len(jobs) > MAX_JOBS:
             raise BadArgumentError("BadArgument", "at most %d jobs per subscriber" % MAX_JOBS)
         self._own_client = client is None
         self.client: Client = client if client is not None else Client(endpoint, timeout)
         self.timeout = timeout
         self.reconnect = reconnect
-        self.jobs: Optional[List[int]] = list(jobs) if jobs else None
+        self.jobs: Optional[List[int]] = list(jobs) if jobs is not None else None
         self.fields: List[str] = ["id", "change_serial"] + [
             f for f in fields if f not in ("id", "change_serial")]
         #: Counters: delivered, skipped, gaps, recovered, resyncs, heartbeats, checks.
