@@ -587,15 +587,14 @@ def test_subscriber_and_watch_across_a_restart(daemon):
 
 
 def test_mypy_strict():
-    """The package type-checks with Debian's mypy (python3-mypy, which
-    scripts/deps.sh installs); skipped where it is not installed."""
+    """The package (command line included) and its build backend type-check
+    with Debian's mypy (python3-mypy, which scripts/deps.sh installs);
+    skipped where it is not installed."""
     pytest.importorskip("mypy")
     pkg = os.path.join(HERE, "..", "..", "clients", "python")
     with tempfile.TemporaryDirectory() as cache:
         r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
-                            "--follow-imports", "silent",
-                            "-m", "jobq.protocol", "-m", "jobq.errors", "-m", "jobq.client",
-                            "-m", "jobq.subscriber", "-m", "jobq.worker", "-m", "jobq"],
+                            "-p", "jobq", "build_backend/jobq_backend.py"],
                            cwd=pkg, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
 
