@@ -594,7 +594,7 @@ def test_mypy_strict():
     pkg = os.path.join(HERE, "..", "..", "clients", "python")
     with tempfile.TemporaryDirectory() as cache:
         r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", cache,
-                            "-p", "jobq", "build_backend/jobq_backend.py"],
+                            "jobq", "build_backend/jobq_backend.py"],
                            cwd=pkg, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
 
