@@ -37,7 +37,7 @@ check libjobq0 "usr/lib/$multiarch/libjobq.so.0.1.0" "usr/lib/$multiarch/libjobq
 check libjobq-dev usr/include/jobq/jobq.h usr/include/jobq/wire.h \
     "usr/lib/$multiarch/libjobq.a" "usr/lib/$multiarch/libjobq.so" \
     "usr/lib/$multiarch/pkgconfig/jobq.pc" "usr/lib/$multiarch/cmake/jobq/jobqConfig.cmake"
-check python3-jobq usr/bin/jobq-py usr/lib/python3/dist-packages/jobq/__init__.py \
+check python3-jobq usr/bin/jobq-py usr/share/man/man1/jobq-py.1.gz usr/lib/python3/dist-packages/jobq/__init__.py \
     usr/lib/python3/dist-packages/jobq/cli/__init__.py usr/lib/python3/dist-packages/jobq/py.typed
 dpkg-deb -I "$out/python3-jobq_${version}_all.deb" | grep -q "python3-zmq" ||
     { echo "FAIL: python3-jobq does not depend on python3-zmq"; fail=1; }

@@ -128,7 +128,7 @@ def test_installed_files(inst):
     assert " T jobq_code_name" in syms and " T jobq_client_new" in syms
     if shutil.which("scdoc"):
         for rel in ["share/man/man8/jobqd.8", "share/man/man1/jobq.1",
-                    "share/man/man1/jobq-worker.1"]:
+                    "share/man/man1/jobq-worker.1", "share/man/man1/jobq-py.1"]:
             page = os.path.join(p, rel)
             assert os.path.isfile(page), f"{rel} not installed"
             assert open(page).read().lstrip().startswith((".\\\"", ".TH")), f"{rel} is not roff"
