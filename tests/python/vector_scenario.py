@@ -15,14 +15,12 @@ the request vectors in this order with its own counter.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import msgpack
-import zmq
 
 HERE = pathlib.Path(__file__).resolve().parent
 VECTORS = HERE.parent / "vectors"
@@ -104,10 +102,10 @@ def wait_status(d: Daemon, job: int, status: str) -> None:
         d.call("ping")
 
 
-def run(d: Daemon, before: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Drive d through the exchange; returns {vector name: message}.
-    ``before(name)`` is called before each request vector is sent (the
-    scenario's own preparations happen before that)."""
+def run(d: Daemon) -> Dict[str, Any]:
+    """Drive d through the exchange; returns {vector name: message}, and
+    under "_events" every job event as (topic, body), under "_raw" the
+    bytes each reply and event came in."""
     out: Dict[str, Any] = {}
     vs = d.dealer()  # the vectors' client: ids from 1, as one client's counter
     sub = d.subscriber(b"")
@@ -115,8 +113,15 @@ def run(d: Daemon, before: Optional[Callable[[str], None]] = None) -> Dict[str, 
     events: List[Tuple[bytes, Dict[str, Any]]] = []
     raw: Dict[str, bytes] = {}  # the bytes each reply and event came in
 
-    def drain_events() -> None:
-        while sub.poll(0):
+    def drain_events(until_seq: int = 0) -> None:
+        """Read the events that arrived: all up to until_seq (10 s at most)."""
+        deadline = time.monotonic() + 10
+        while True:
+            if not sub.poll(0):
+                if (events[-1][1]["seq"] if events else 0) >= until_seq:
+                    return
+                assert sub.poll(int(max(0.0, deadline - time.monotonic()) * 1000)), \
+                    "events up to %d not received" % until_seq
             topic, body = sub.recv_multipart()
             ev = msgpack.unpackb(body, raw=False)
             if topic.startswith(b"job/"):
@@ -125,8 +130,6 @@ def run(d: Daemon, before: Optional[Callable[[str], None]] = None) -> Dict[str, 
 
     def exchange(name: str, rid: int, method: str, args: Dict[str, Any]) -> Any:
         """Send request vector name (id rid) and return its answer."""
-        if before:
-            before(name)
         req = request(rid, method, args)
         out[name + "_request"] = req
         vs.send(msgpack.packb(req, use_bin_type=True))
@@ -172,9 +175,7 @@ def run(d: Daemon, before: Optional[Callable[[str], None]] = None) -> Dict[str, 
                 d.wait_final([4, 5])
             if name == "stats":
                 d.call("set_drain_flag", flag=False)
-                d.published()
-            if name == "events_since":
-                drain_events()
+                drain_events(d.published())
             rep = exchange(name, rid, method, args)
             assert rep["ok"], (name, rep)
         return out
