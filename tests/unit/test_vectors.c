@@ -19,6 +19,7 @@
  *
  * The readable form (NAME.json) of a vector gives the values the C side
  * builds its messages from, so the key order there is the one compared. */
+#include <dirent.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -500,6 +501,56 @@ static const struct {
     {"list_opcodes_reply", 20}, {"shutdown_reply", 21},
 };
 
+/* Every event vector but the heartbeat, with its change kind. */
+static const struct {
+    const char *name, *kind;
+} evs[] = {{"event_change", "update"},       {"event_submit", "submit"},
+           {"event_submit_token", "submit"}, {"event_update_log", "update"},
+           {"event_archive", "archive"}};
+
+/* Every vector of the directory is in the tables above (a new one cannot
+ * go unchecked here). */
+static void test_tables_cover_the_vectors(void **state)
+{
+    (void)state;
+    DIR *dir = opendir(JOBQ_VECTORS_DIR);
+    assert_non_null(dir);
+    struct dirent *e;
+    size_t nreq = 0, nrep = 0, nev = 0;
+    while ((e = readdir(dir))) {
+        char name[256];
+        size_t len = strlen(e->d_name);
+        if (len < 6 || len >= sizeof name || strcmp(e->d_name + len - 5, ".json") != 0)
+            continue;
+        memcpy(name, e->d_name, len - 5);
+        name[len - 5] = '\0';
+        bool found = false;
+        if (strstr(name, "_request")) {
+            nreq++;
+            for (size_t i = 0; i < N_REQ_VECS; i++)
+                found |= strcmp(name, req_vecs[i].name) == 0;
+        } else if (strstr(name, "_reply") && strcmp(name, "error_reply") != 0) {
+            nrep++;
+            for (size_t i = 0; i < sizeof rep_vecs / sizeof rep_vecs[0]; i++)
+                found |= strcmp(name, rep_vecs[i].name) == 0;
+        } else if (!strncmp(name, "event_", 6) && strcmp(name, "event_heartbeat") != 0) {
+            nev++;
+            for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+                found |= strcmp(name, evs[i].name) == 0;
+        } else {
+            found = true; /* checked by name elsewhere */
+        }
+        if (!found) {
+            closedir(dir);
+            fail_msg("vector %s is not in test_vectors.c's tables", name);
+        }
+    }
+    closedir(dir);
+    assert_int_equal(nreq, N_REQ_VECS);
+    assert_int_equal(nrep, sizeof rep_vecs / sizeof rep_vecs[0]);
+    assert_int_equal(nev, sizeof evs / sizeof evs[0]);
+}
+
 static void test_replies_parse(void **state)
 {
     (void)state;
@@ -560,11 +611,6 @@ static void test_error_reply_encoder(void **state)
 static void test_event_bodies(void **state)
 {
     (void)state;
-    static const struct {
-        const char *name, *kind;
-    } evs[] = {{"event_change", "update"},       {"event_submit", "submit"},
-               {"event_submit_token", "submit"}, {"event_update_log", "update"},
-               {"event_archive", "archive"}};
     msgpack_unpacked upk;
     blob_t b;
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++) {
@@ -1189,6 +1235,7 @@ static void test_worker_encoder(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tables_cover_the_vectors),
         cmocka_unit_test(test_requests_parse),
         cmocka_unit_test(test_replies_parse),
         cmocka_unit_test(test_error_reply_encoder),
