@@ -360,15 +360,24 @@ void jobq_sub_counters(jobq_sub_t *self, jobq_sub_counters_t *out)
 static json_t *snapshot_call(jobq_sub_t *self, const json_t *ids, json_t *fields,
                              uint64_t after_id)
 {
-    json_t *args = json_pack("{s:O, s:b}", "fields", fields, "snapshot", 1);
+    /* Keys in docs/protocol.md's order (ids, fields, after_id, snapshot),
+     * as jobq.Client sends them: the golden vector query_jobs_snapshot. */
+    json_t *args = json_object();
     if (!args)
         return NULL;
+    int rc = 0;
     if (ids)
-        json_object_set(args, "ids", (json_t *)ids);
+        rc |= json_object_set(args, "ids", (json_t *)ids);
+    rc |= json_object_set(args, "fields", fields);
     if (after_id)
-        json_object_set_new(args, "after_id", json_integer((json_int_t)after_id));
+        rc |= json_object_set_new(args, "after_id", json_integer((json_int_t)after_id));
+    rc |= json_object_set_new(args, "snapshot", json_true());
+    if (rc != 0) {
+        json_decref(args);
+        return NULL;
+    }
     json_t *r = NULL;
-    int rc = jobq_call(self->client, "query_jobs", args, &r, self->call_ms);
+    rc = jobq_call(self->client, "query_jobs", args, &r, self->call_ms);
     json_decref(args);
     if (rc < 0)
         return NULL;

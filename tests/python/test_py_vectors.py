@@ -1,15 +1,23 @@
 """The golden protocol vectors of tests/vectors/ (see its README.md) on the
 Python side:
 
+- the set is complete: a request and a reply vector for every method of
+  docs/protocol.md (which must be the daemon's dispatch table), an event
+  vector for every change kind, every worker message type;
 - python3-msgpack packs each readable form (NAME.json, keys in order)
   into exactly NAME.msgpack and unpacks it back into the same values and
   types;
+- jobq.Client sends exactly every request vector, one call per method
+  (the snapshot through jobq.Subscriber), to a fake daemon answering with
+  the reply vectors, and returns what they hold;
 - the Python worker (jobq.Worker) sends exactly the worker vectors (hello,
   feedback, done ok and error, heartbeat, disconnect) and reads the
   daemon's (welcome, assign, cancel, revoke, error, disconnect) — against
   a fake daemon, a ROUTER driven from the test;
 - a real jobqd sends its replies, events and worker messages with the
-  same keys, in the same order, with the same value types as the vectors.
+  same keys, in the same order, with the same value types as the vectors
+  (vector_scenario.py is the exchange the vectors were taken from; it is
+  run again here).
 
 The C side of the same vectors is tests/unit/test_vectors.c.
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import sys
 import tempfile
 import threading
@@ -37,6 +46,7 @@ from jobq.worker import (done_message, feedback_message, hello_message,  # noqa:
                          _message)
 from test_events import Daemon  # noqa: E402
 from test_workers import Worker as RawWorker  # noqa: E402
+import vector_scenario  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 NAMES = sorted(p.stem for p in VECTORS.glob("*.json"))
@@ -62,13 +72,69 @@ def shape(v: Any) -> Any:
     return type(v).__name__
 
 
+def documented_methods() -> list[str]:
+    """The methods of docs/protocol.md: the "### `name` — ..." headings of
+    its "## Methods" section, in order."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    section = text.split("\n## Methods\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^### `(\w+)` \u2014", section, re.M)
+
+
+def daemon_methods() -> list[str]:
+    """The methods of jobqd's dispatch table (broker/handlers.c)."""
+    text = (ROOT / "broker" / "handlers.c").read_text()
+    return re.findall(r'\[JQ_M_\w+\] = \{"(\w+)"', text)
+
+
+def documented_change_kinds() -> list[str]:
+    """The change kinds of docs/protocol.md's record table (row `kind`)."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    row = re.search(r"^\| `kind` \| (.*) \|$", text, re.M)
+    assert row, "no kind row in docs/protocol.md"
+    return re.findall(r"`(\w+)`", row.group(1))
+
+
 def test_vector_set_is_complete() -> None:
+    methods = documented_methods()
+    assert len(methods) >= 15 and "ping" in methods and "list_opcodes" in methods
+    assert sorted(methods) == sorted(daemon_methods()), \
+        "docs/protocol.md and broker/handlers.c list other methods"
+    for m in methods:
+        assert f"{m}_request" in NAMES, f"no request vector for {m}"
+        assert f"{m}_reply" in NAMES, f"no reply vector for {m}"
+    # Every request vector names a method; every reply answers a request.
+    requests = {n: readable(n) for n in NAMES if n.endswith("_request")}
+    for name, req in requests.items():
+        assert req["method"] in methods, name
+        assert vector_scenario.method_of(name[: -len("_request")]) == req["method"], name
+        rep = name[: -len("_request")] + "_reply"
+        assert rep in NAMES and readable(rep)["id"] == req["id"], name
+    ids = sorted(r["id"] for r in requests.values())
+    assert ids == [i for i in range(1, len(ids) + 2) if i != 3], \
+        "request ids are one client's counter (3: the request error_reply answers)"
+    for name in NAMES:
+        if name.endswith("_reply") and name != "error_reply":
+            assert name[: -len("_reply")] + "_request" in NAMES, name
+    # Every change kind, and the variants docs/protocol.md describes.
+    events = [readable(n) for n in NAMES if n.startswith("event_") and n != "event_heartbeat"]
+    kinds = {e["change"]["kind"] for e in events}
+    assert kinds == set(documented_change_kinds()) == {"submit", "update", "archive"}
+    assert any("client" in e["change"] for e in events), "no submit with a client token"
+    assert any(e["change"]["kind"] == "submit" and "client" not in e["change"] for e in events)
+    assert any(e["change"]["log"] for e in events), "no change with log entries"
+    assert "event_heartbeat" in NAMES
+    assert readable("wait_for_job_change_keepalive")["keepalive"] is True
+    assert readable("events_since_too_old_reply")["result"]["too_old"] is True
+    assert "snapshot" in readable("query_jobs_snapshot_request")["args"]
+    assert readable("wait_for_job_change_nochange_reply")["result"] == "nochange"
     for kind in ("hello", "welcome", "assign", "feedback", "done_ok", "done_error", "cancel",
-                 "revoke", "heartbeat", "error", "disconnect"):
+                 "revoke", "heartbeat", "error", "disconnect", "disconnect_daemon"):
         assert f"worker_{kind}" in NAMES
-    for name in ("ping_request", "ping_reply", "submit_job_request", "submit_job_reply",
-                 "error_reply", "event_change", "event_heartbeat"):
-        assert name in NAMES
+    assert "error_reply" in NAMES
+    # The README's table names every vector, and only those.
+    readme = (VECTORS / "README.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+)` \|", readme, re.M))
+    assert listed == set(NAMES), (set(NAMES) - listed, listed - set(NAMES))
     for name in NAMES:
         assert (VECTORS / f"{name}.msgpack").is_file(), name
 
@@ -283,3 +349,165 @@ def test_client_encoder_and_reply_parser() -> None:
     want = readable("error_reply")
     assert err is not None and not err.ok
     assert (err.code, err.message) == (want["error"]["code"], want["error"]["message"])
+
+
+def client_exchange() -> list[tuple[str | None, list[str]]]:
+    """What a client sends, in order, and what it gets back: the request
+    vector (None: the request error_reply answers) and the reply vectors
+    (a keepalive before the parked wait's answer). The order is
+    vector_scenario's, the order the daemon answered them in."""
+    out: list[tuple[str | None, list[str]]] = [
+        ("ping_request", ["ping_reply"]), ("submit_job_request", ["submit_job_reply"]),
+        (None, ["error_reply"])]
+    for name, _ in vector_scenario.requests(0):
+        replies = [f"{name}_reply"]
+        if name == "wait_for_job_change_nochange":
+            replies.insert(0, "wait_for_job_change_keepalive")
+        out.append((f"{name}_request", replies))
+    return out
+
+
+class FakeClientDaemon:
+    """A ROUTER in a thread that answers jobq.Client with the reply
+    vectors and keeps the requests it got that were not the vectors'
+    bytes; a PUB beside it for a subscriber to connect to."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="jobq-pyvec-")
+        self.endpoint = f"ipc://{self.dir}/jobq.sock"
+        self.events = f"ipc://{self.dir}/events.sock"
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.endpoint)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(self.events)
+        self.wrong: list[str] = []
+        self.answered = 0
+        self.client_done = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        for want, replies in client_exchange():
+            if not self.router.poll(10000):
+                self.wrong.append(f"no request {want}")
+                return
+            rid, body = self.router.recv_multipart()
+            if want is not None and body != raw(want):
+                self.wrong.append(f"{want}: {msgpack.unpackb(body, raw=False)!r}")
+            for r in replies:
+                self.router.send_multipart([rid, raw(r)])
+            self.answered += 1
+        self.client_done.wait(10)  # the socket stays until the client read its answer
+
+    def close(self) -> None:
+        self.client_done.set()
+        self.thread.join(10)
+        self.router.close(0)
+        self.pub.close(0)
+        self.ctx.term()
+        for f in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, f))
+        os.rmdir(self.dir)
+
+
+def result(name: str) -> Any:
+    """The result a reply vector holds."""
+    return readable(name)["result"]
+
+
+def args(name: str) -> Any:
+    """The arguments of request vector NAME_request."""
+    return readable(f"{name}_request")["args"]
+
+
+def test_python_client_sends_the_request_vectors() -> None:
+    """jobq.Client sends every request vector byte for byte, one call per
+    method, and returns what each reply vector holds."""
+    fake = FakeClientDaemon()
+    try:
+        with jobq.Client(fake.endpoint, timeout=10) as c:
+            assert c.ping() == result("ping_reply")
+            sj = args("submit_job")
+            assert c.submit_job(sj["ops"], token=sj["token"]) == result("submit_job_reply")
+            with pytest.raises(jobq.errors.BadArgumentError) as e:
+                c.submit_job(sj["ops"])
+            assert e.value.message == readable("error_reply")["error"]["message"]
+
+            a = args("submit_many_jobs")
+            assert c.submit_many_jobs(a["jobs"], token=a["token"]) == \
+                [tuple(x) for x in result("submit_many_jobs_reply")]
+            a = args("query_jobs")
+            assert c.query_jobs(fields=a["fields"], status=a["status"], after_id=a["after_id"],
+                                limit=a["limit"], archived=a["archived"]) == \
+                result("query_jobs_reply")
+            a = args("query_jobs_ids")
+            assert c.query_jobs(a["ids"], fields=a["fields"]) == result("query_jobs_ids_reply")
+            # The snapshot of a subscriber of one job (its default fields).
+            a = args("query_jobs_snapshot")
+            snap = result("query_jobs_snapshot_reply")
+            with jobq.Subscriber(client=c, jobs=a["ids"], fields=a["fields"][2:],
+                                 events_endpoint=fake.events) as sub:
+                ev = sub.next(timeout=10)
+            assert ev is not None and ev["type"] == "resync"
+            assert (ev["seq"], ev["epoch"], ev["fields"], ev["rows"]) == \
+                (snap["seq"], snap["epoch"], snap["fields"], snap["rows"])
+
+            a = args("wait_for_job_change")
+            # An int wait goes out as the float libjobq sends.
+            assert c.wait_for_job_change(a["id"], a["fields"], a["prev_job_info"],
+                                         a["prev_log_serial"], int(a["timeout"])) == \
+                tuple(result("wait_for_job_change_reply"))
+            a = args("wait_for_job_change_nochange")
+            assert c.wait_for_job_change(a["id"], a["fields"], a["prev_job_info"],
+                                         a["prev_log_serial"], a["timeout"]) == "nochange"
+            a = args("wait_for_job_change_unknown")
+            assert c.wait_for_job_change(a["id"], a["fields"], a["prev_job_info"],
+                                         a["prev_log_serial"], a["timeout"]) is None
+
+            a = args("change_job_priority")
+            assert c.change_job_priority(a["id"], a["priority"]) == \
+                tuple(result("change_job_priority_reply"))
+            assert c.cancel_job(args("cancel_job")["id"]) == tuple(result("cancel_job_reply"))
+            assert c.archive_job(args("archive_job")["id"]) is result("archive_job_reply")
+            a = args("auto_archive_jobs")
+            assert c.auto_archive_jobs(a["age"], a["timeout"]) == \
+                tuple(result("auto_archive_jobs_reply"))
+            assert c.set_drain_flag(args("set_drain_flag")["flag"]) is None
+            assert c.stats() == result("stats_reply")
+            a = args("events_since")
+            assert c.events_since(a["after_seq"], a["epoch"], a["limit"]) == \
+                result("events_since_reply")
+            a = args("events_since_too_old")
+            assert c.events_since(a["after_seq"], a["epoch"]) == \
+                result("events_since_too_old_reply")
+            assert c.list_fields() == result("list_fields_reply")
+            assert c.list_opcodes() == result("list_opcodes_reply")
+            c.shutdown(now=args("shutdown")["now"])
+    finally:
+        fake.close()
+    assert fake.wrong == []
+    assert fake.answered == len(client_exchange())
+
+
+def test_the_daemon_sends_every_vector_shape() -> None:
+    """The exchange the vectors come from, run again against a real jobqd:
+    every request, reply and event vector it makes has the shape (keys,
+    order, value types, list lengths) of the vector."""
+    d = Daemon(*vector_scenario.DAEMON_ARGS)
+    try:
+        got = vector_scenario.run(d)
+    finally:
+        d.stop()
+    got.pop("_raw")
+    got.update(vector_scenario.pick_events(got.pop("_events")))
+    want = {n for n in NAMES if not n.startswith("worker_") and n != "event_heartbeat"}
+    assert want - set(got) == set(), "vectors the exchange did not make"
+    for name in sorted(want):
+        assert shape(got[name]) == shape(readable(name)), name
+    # The requests are the vectors' own (but the daemon's epoch).
+    for name in want:
+        if name.endswith("_request") and "epoch" not in readable(name)["args"]:
+            assert got[name] == readable(name), name

@@ -573,9 +573,10 @@ class Client:
         None (no such job). Keepalives are consumed; without ``timeout`` the
         call waits ``wait`` + 10 s and each keepalive extends that, with
         ``timeout`` it is a hard limit."""
+        # The wait always a float, as libjobq sends it (vector wait_for_job_change).
         args = {"id": job_id, "fields": list(fields),
                 "prev_job_info": list(prev_job_info) if prev_job_info is not None else None,
-                "prev_log_serial": prev_log_serial, "timeout": wait}
+                "prev_log_serial": prev_log_serial, "timeout": float(wait)}
         grace = 0.0
         if timeout is None:
             timeout = wait + protocol.WFJC_MARGIN
