@@ -430,10 +430,15 @@ static int all_python_line(int n, const char *label, const char *key)
     r.lost = (long)json_num(line, "lost");
     r.jobs = (long)json_num(line, "jobs");
     cycle_report(label, key, &r, &o);
+    double sp50 = json_num(line, "submit_p50_ms"), sp99 = json_num(line, "submit_p99_ms");
     printf("    the Python client (submits and watches): %.2f cores, %.0f us CPU per job;"
-           " worker processes: %.2f cores, %.0f us CPU per job\n",
-           pc / secs_w, pc / secs_w / r.rate * 1e6, wc / secs_w, wc / secs_w / r.rate * 1e6);
+           " worker processes: %.2f cores, %.0f us CPU per job\n"
+           "    its submit_job calls (one at a time): p50 %.3f ms, p99 %.3f ms\n",
+           pc / secs_w, pc / secs_w / r.rate * 1e6, wc / secs_w, wc / secs_w / r.rate * 1e6,
+           sp50, sp99);
     char k[128];
+    snprintf(k, sizeof k, "%s.submit_p50_ms", key);
+    result_set(k, sp50);
     snprintf(k, sizeof k, "%s.client_cores", key);
     result_set(k, pc / secs_w);
     snprintf(k, sizeof k, "%s.worker_cores", key);

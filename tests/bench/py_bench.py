@@ -31,7 +31,7 @@ Subcommands (docs/benchmarks.md, "Issue 10"):
     done when its ``update`` to ``success`` arrives (``t`` from the
     opcode's result gives the latency), as the bench's C watcher does.
 
-``--profile`` (submit, worker) writes a cProfile summary to stderr at the
+``--profile`` (each subcommand) writes a cProfile summary to stderr at the
 end: where the client's time goes. The profiler's clock is the thread's
 CPU time (``time.thread_time``), so time spent waiting for the daemon does
 not count; the profiler's own overhead does.
@@ -189,8 +189,12 @@ def run_cycle(args: argparse.Namespace) -> int:
     done_lat: List[float] = []
     failed = [0]
     first = threading.Event()
+    obs_prof = cProfile.Profile(time.thread_time) if args.profile else None
+    sub_prof = cProfile.Profile(time.thread_time) if args.profile else None
 
     def observe() -> None:
+        if obs_prof:
+            obs_prof.enable()
         while not stop.is_set():
             ev = sub.next(timeout=0.1)
             if ev is None or ev.get("type") != "change":
@@ -211,6 +215,8 @@ def run_cycle(args: argparse.Namespace) -> int:
             elif st in ("error", "canceled"):
                 failed[0] += 1
                 room.release()
+        if obs_prof:
+            obs_prof.disable()
 
     th = threading.Thread(target=observe, name="observer", daemon=True)
     th.start()
@@ -224,6 +230,9 @@ def run_cycle(args: argparse.Namespace) -> int:
     submitted = 1
     started = time.monotonic()
     t0 = t1 = 0.0
+    submit_ms: List[float] = []  # each submit_job call's wall time in the window
+    if sub_prof:
+        sub_prof.enable()
     while True:
         now = time.monotonic()
         if not t0 and now >= started + WARM_UP:
@@ -235,8 +244,13 @@ def run_cycle(args: argparse.Namespace) -> int:
             break
         if not room.acquire(timeout=0.05):
             continue
-        client.submit_job([{"op": NOOP_OP, "args": {"t": time.monotonic()}}])
+        a = time.monotonic()
+        client.submit_job([{"op": NOOP_OP, "args": {"t": a}}])
+        if t0:
+            submit_ms.append((time.monotonic() - a) * 1e3)
         submitted += 1
+    if sub_prof:
+        sub_prof.disable()
     deadline = time.monotonic() + DRAIN_SECONDS
     while len(done_t) + failed[0] < submitted and time.monotonic() < deadline:
         time.sleep(0.005)  # poll interval of the drain
@@ -247,9 +261,13 @@ def run_cycle(args: argparse.Namespace) -> int:
     say("result " + json.dumps({"jobs": len(inside), "seconds": t1 - t0,
                                 "per_s": len(inside) / (t1 - t0), "p50_ms": pct(inside, 50),
                                 "p99_ms": pct(inside, 99), "errors": failed[0], "lost": lost,
-                                "submitted": submitted}))
+                                "submitted": submitted, "submit_p50_ms": pct(submit_ms, 50),
+                                "submit_p99_ms": pct(submit_ms, 99)}))
     sub.close()
     client.close()
+    if sub_prof and obs_prof:
+        profile_summary(sub_prof, "cycle: the submitting thread, %d jobs" % submitted)
+        profile_summary(obs_prof, "cycle: the watching thread (Subscriber)")
     return 1 if lost or failed[0] else 0
 
 
@@ -272,6 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--endpoint", required=True)
     c.add_argument("--seconds", type=float, default=3.0)
     c.add_argument("--window", type=int, default=64)
+    c.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "submit":
         return run_submit(args)
