@@ -567,9 +567,9 @@ int cycle_jobq_line(const char *sync, int nworkers, long window, const char *lab
     bool workers_on = false, run_on = false, ext_on = false;
     const char *ops[] = {NOOP_OP};
     if (ext) {
+        ext_on = true; /* stopped at the end even when only some started */
         if (ext->start(ext->arg, wep, nworkers) < 0)
             goto out;
-        ext_on = true;
         /* Every process has said hello and was welcomed. */
         double end = bench_now() + 30;
         long long n = 0;
