@@ -54,7 +54,7 @@ long proc_rss_settled(pid_t pid, double timeout);
  * processes: the figures are noisy when this is well above 0). */
 typedef struct {
     pid_t daemon;
-    double t, sys, irq, kth, self, dmn;
+    double t, sys, irq, kth, self, dmn, kids;
 } others_t;
 void others_begin(others_t *o, pid_t daemon);
 /* Cores busy outside this process, the daemon and the kernel's own threads
@@ -64,6 +64,12 @@ double others_end(const others_t *o);
  * interrupts used since others_begin: mostly the daemon's fsyncs and the
  * loopback traffic, so not counted as others. */
 double others_kernel(const others_t *o);
+/* Processes the bench started to drive the daemon (the python workload's
+ * clients and workers): their CPU is the bench's, not other processes'. */
+void bench_child_add(pid_t pid);
+void bench_child_remove(pid_t pid);
+/* CPU seconds (utime + stime) of the registered children alive now. */
+double bench_children_cpu(void);
 /* Poll until the machine is quiet (under 0.15 busy cores outside us over
  * half a second) or max_wait passes; false on timeout. */
 bool wait_quiet(double max_wait);

@@ -476,8 +476,8 @@ static bool sub_live(jc_t *c, void *sub)
 /* jobqd with events (start_pub_daemon) and a worker endpoint: tcp on a
  * free port with --transport tcp, the data directory's workers.sock
  * otherwise; more: extra arguments. */
-static int start_worker_daemon(daemon_t *d, char *pub, size_t plen, char *wep, size_t wlen,
-                               const char *const *more)
+int cycle_start_worker_daemon(daemon_t *d, char *pub, size_t plen, char *wep, size_t wlen,
+                              const char *const *more)
 {
     const char *extra[24];
     int n = 0;
@@ -508,12 +508,14 @@ typedef struct {
     int ok[2];
     thread_cpu_t th[2][64]; /* the daemon's threads: where its CPU goes */
     int nth[2];
+    double kids[2]; /* CPU seconds of the bench's child processes (external workers) */
 } jmark_t;
 
 static void jobq_mark(void *arg, int edge)
 {
     jmark_t *m = arg;
     m->nth[edge] = proc_threads_cpu(m->pid, m->th[edge], 64);
+    m->kids[edge] = bench_children_cpu();
     m->ok[edge] = jc_store_stats(m->c, &m->s[edge]) == 0;
 }
 
@@ -545,15 +547,13 @@ static void jobq_threads(const jmark_t *m, double secs, char *out, size_t len)
                                 t[i].cores);
 }
 
-/* One jobq line: a fresh daemon, nworkers connections, window jobs in
- * flight for opt_cycle_seconds. */
-static int jobq_line(const char *sync, int nworkers, long window, const char *label,
-                     const char *key)
+int cycle_jobq_line(const char *sync, int nworkers, long window, const char *label,
+                    const char *key, const cycle_ext_t *ext)
 {
     daemon_t d;
     char pub[400], wep[400];
     const char *more[] = {"--sync", sync, NULL};
-    if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
+    if (cycle_start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
     void *ctx = new_ctx(1, nworkers + 64);
     int rc = -1;
@@ -564,9 +564,24 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
     jr.workers = calloc((size_t)nworkers, sizeof *jr.workers);
     jc_t *c = jc_open(ctx, d.endpoint);
     pthread_t tw, tp, tv;
-    bool workers_on = false, run_on = false;
+    bool workers_on = false, run_on = false, ext_on = false;
     const char *ops[] = {NOOP_OP};
-    for (int i = 0; i < nworkers; i++) {
+    if (ext) {
+        ext_on = true; /* stopped at the end even when only some started */
+        if (ext->start(ext->arg, wep, nworkers) < 0)
+            goto out;
+        /* Every process has said hello and was welcomed. */
+        double end = bench_now() + 30;
+        long long n = 0;
+        while ((n = jc_stat2(c, "workers", "connected")) < nworkers && bench_now() < end)
+            bench_sleep(0.05); /* poll interval */
+        if (n < nworkers) {
+            fprintf(stderr, "jobq-bench: %lld of %d worker processes connected in 30 s\n", n,
+                    nworkers);
+            goto out;
+        }
+    }
+    for (int i = 0; !ext && i < nworkers; i++) {
         char name[32];
         snprintf(name, sizeof name, "bench-%d", i);
         jr.workers[i] = jw_open(ctx, wep);
@@ -577,9 +592,13 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
         }
     }
     jr.sub = open_sub(ctx, pub, "job/");
-    if (!jr.sub || pthread_create(&tw, NULL, jworkers_main, &jr) != 0)
+    if (!jr.sub)
         goto out;
-    workers_on = true;
+    if (!ext) {
+        if (pthread_create(&tw, NULL, jworkers_main, &jr) != 0)
+            goto out;
+        workers_on = true;
+    }
     /* A first job through the whole cycle: the subscription is live and
      * the workers answer before anything is timed. */
     uint64_t id = sub_live(c, jr.sub) ? submit_one(c, NOOP_OP, bench_now(), -1) : 0;
@@ -607,7 +626,8 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
     rc = cycle_measure(&cy, opt_cycle_seconds, &o, d.pid, &r);
     pthread_join(tp, NULL);
     pthread_join(tv, NULL);
-    pthread_join(tw, NULL);
+    if (workers_on)
+        pthread_join(tw, NULL);
     workers_on = false;
     cycle_summarize(&cy, &r);
     cycle_report(label, key, &r, &o);
@@ -626,6 +646,13 @@ static int jobq_line(const char *sync, int nworkers, long window, const char *la
         jobq_threads(&mk, secs, threads, sizeof threads);
         printf("    daemon threads (cores): %s\n", threads);
         char k[128];
+        if (ext) {
+            double kc = (mk.kids[1] - mk.kids[0]) / secs;
+            printf("    worker processes: %.2f cores, %.0f us CPU per job\n", kc,
+                   kc / r.rate * 1e6);
+            snprintf(k, sizeof k, "%s.worker_cores", key);
+            result_set(k, kc);
+        }
         snprintf(k, sizeof k, "%s.commits_per_job", key);
         result_set(k, commits / jobs);
         snprintf(k, sizeof k, "%s.fsyncs_per_s", key);
@@ -636,6 +663,8 @@ out:
     if (workers_on)
         pthread_join(tw, NULL);
     (void)run_on;
+    if (ext_on)
+        ext->stop(ext->arg);
     for (int i = 0; i < nworkers; i++)
         jw_close(&jr.workers[i]);
     free(jr.workers);
@@ -685,7 +714,7 @@ static int measure_loss(void)
     const char *more[] = {"--worker-lease", lease, "--worker-heartbeat", hb, NULL};
     daemon_t d;
     char pub[400], wep[400];
-    if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
+    if (cycle_start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
     void *ctx = new_ctx(1, 64);
     jc_t *c = jc_open(ctx, d.endpoint);
@@ -766,7 +795,7 @@ static int measure_cancel(const char *sync)
     daemon_t d;
     char pub[400], wep[400];
     const char *more[] = {"--sync", sync, NULL};
-    if (start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
+    if (cycle_start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
     void *ctx = new_ctx(1, 64);
     jc_t *c = jc_open(ctx, d.endpoint);
@@ -929,7 +958,7 @@ typedef struct {
 static int jline_run(void *arg)
 {
     const jline_t *l = arg;
-    return jobq_line(l->sync, l->nworkers, l->window, l->label, l->key);
+    return cycle_jobq_line(l->sync, l->nworkers, l->window, l->label, l->key, NULL);
 }
 
 int workload_cycle(void)

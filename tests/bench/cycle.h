@@ -89,6 +89,25 @@ int cycle_quiet_line(int (*line)(void *arg), void *arg, const char *key);
 /* "not measured: why" for a peer line, and a NaN figure. */
 void cycle_not_measured(const char *label, const char *key, const char *why);
 
+/* jobqd with events and a worker endpoint (tcp on a free port with
+ * --transport tcp, the data directory's workers.sock otherwise): pub gets
+ * the events endpoint, wep the workers'; more: extra arguments. */
+int cycle_start_worker_daemon(daemon_t *d, char *pub, size_t plen, char *wep, size_t wlen,
+                              const char *const *more);
+
+/* Worker processes outside the bench (the python workload) that take the
+ * place of the bench's own worker connections in a jobq line. */
+typedef struct {
+    int (*start)(void *arg, const char *wep, int n); /* 0 once started */
+    void (*stop)(void *arg);
+    void *arg;
+} cycle_ext_t;
+/* One jobq line: a fresh daemon (--sync sync), nworkers worker
+ * connections (ext: processes), window jobs in flight for
+ * opt_cycle_seconds; reported under label and key. */
+int cycle_jobq_line(const char *sync, int nworkers, long window, const char *label,
+                    const char *key, const cycle_ext_t *ext);
+
 /* cycle_peers.c: every peer line (beanstalkd, Redis, gearmand). */
 int cycle_peers(void);
 

@@ -6,7 +6,7 @@
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
  * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c,
- * core.c, cycle.c with cycle_peers.c). */
+ * core.c, cycle.c with cycle_peers.c, py.c). */
 #include "cycle.h"
 #include "workloads.h"
 
@@ -37,6 +37,9 @@ long opt_cycle_window = 64;
 long opt_cycle_cancels = 200;
 long opt_cycle_losses = 3;
 double opt_cycle_lease = 2;
+const char *opt_python = "/usr/bin/python3";
+long opt_py_workers[8] = {1, 4};
+int opt_py_nworkers = 2;
 const char *opt_transport = "tcp";
 bool opt_verbose = false;
 
@@ -285,6 +288,10 @@ static void usage(FILE *f)
 "           worker connections, --sync always and none, beside the same\n"
 "           cycle on beanstalkd, Redis streams and gearmand (durable and\n"
 "           not); worker-loss detection; cancel -> the worker's cancel\n"
+"  python   the Python client (tests/bench/py_bench.py) against the C client\n"
+"           (libjobq) and the raw bench client: submit_job and submit_many_jobs\n"
+"           from one client; the full cycle (--sync as the cycle workload) with\n"
+"           C workers, Python worker processes, and all in Python\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -350,6 +357,11 @@ static void usage(FILE *f)
 "      --cycle-losses N     worker losses timed (each waits a lease) with retry and\n"
 "                           without; 0: skip [3]\n"
 "      --cycle-lease S      --worker-lease of the loss daemon (heartbeat: S/4) [2]\n"
+"      --python PATH        the interpreter of the python workload [/usr/bin/python3]\n"
+"      --py-workers N[,N]   worker processes per python cycle line (at most 16)\n"
+"                           [1,4]; the python workload also uses\n"
+"                           --submit-seconds, --batch, --cycle-seconds and\n"
+"                           --cycle-window\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -502,7 +514,7 @@ int main(int argc, char **argv)
         O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS,
         O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
         O_COREBUSY, O_REDIS, O_NOREDIS, O_GEAR, O_NOGEAR, O_CYSEC, O_CYWORKERS, O_CYWINDOW,
-        O_CYCANCELS, O_CYLOSSES, O_CYLEASE
+        O_CYCANCELS, O_CYLOSSES, O_CYLEASE, O_PYTHON, O_PYWORKERS
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -557,6 +569,8 @@ int main(int argc, char **argv)
         {"cycle-cancels", required_argument, 0, O_CYCANCELS},
         {"cycle-losses", required_argument, 0, O_CYLOSSES},
         {"cycle-lease", required_argument, 0, O_CYLEASE},
+        {"python", required_argument, 0, O_PYTHON},
+        {"py-workers", required_argument, 0, O_PYWORKERS},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -619,6 +633,8 @@ int main(int argc, char **argv)
         case O_CYCANCELS: opt_cycle_cancels = atol(optarg); break;
         case O_CYLOSSES: opt_cycle_losses = atol(optarg); break;
         case O_CYLEASE: opt_cycle_lease = atof(optarg); break;
+        case O_PYTHON: opt_python = optarg; break;
+        case O_PYWORKERS: bad |= parse_list(optarg, opt_py_workers, &opt_py_nworkers) < 0; break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -646,11 +662,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt_cycle_nworkers; i++)
         if (opt_cycle_workers[i] < 1 || opt_cycle_workers[i] > 1000)
             bad = true;
-    enum { NWL = 10 };
+    for (int i = 0; i < opt_py_nworkers; i++)
+        if (opt_py_workers[i] > 16)
+            bad = true;
+    enum { NWL = 11 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
-                                           "core",   "cycle"};
+                                           "core",   "cycle",  "python"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -730,7 +749,7 @@ int main(int argc, char **argv)
     int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
                              workload_submit, workload_memory, workload_events,
                              workload_watch,  workload_store,  workload_core,
-                             workload_cycle};
+                             workload_cycle,  workload_python};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

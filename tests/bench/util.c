@@ -214,6 +214,35 @@ static double kthreads_seconds(void)
     return sum;
 }
 
+static pid_t children[64];
+static int nchildren;
+
+void bench_child_add(pid_t pid)
+{
+    if (nchildren < (int)(sizeof children / sizeof *children))
+        children[nchildren++] = pid;
+}
+
+void bench_child_remove(pid_t pid)
+{
+    for (int i = 0; i < nchildren; i++)
+        if (children[i] == pid) {
+            children[i] = children[--nchildren];
+            return;
+        }
+}
+
+double bench_children_cpu(void)
+{
+    double sum = 0;
+    for (int i = 0; i < nchildren; i++) {
+        double c = proc_cpu_seconds(children[i]);
+        if (!isnan(c))
+            sum += c;
+    }
+    return sum;
+}
+
 void others_begin(others_t *o, pid_t daemon)
 {
     o->daemon = daemon;
@@ -222,6 +251,7 @@ void others_begin(others_t *o, pid_t daemon)
     o->kth = kthreads_seconds();
     o->self = proc_cpu_seconds(getpid());
     o->dmn = daemon > 0 ? proc_cpu_seconds(daemon) : 0;
+    o->kids = bench_children_cpu();
 }
 
 double others_kernel(const others_t *o)
@@ -239,7 +269,8 @@ double others_end(const others_t *o)
     double kern = kthreads_seconds() - o->kth + irq - o->irq;
     double self = proc_cpu_seconds(getpid()) - o->self;
     double dmn = o->daemon > 0 ? proc_cpu_seconds(o->daemon) - o->dmn : 0;
-    double other = (sys - kern - self - dmn) / (t > 0 ? t : 1);
+    double kids = bench_children_cpu() - o->kids;
+    double other = (sys - kern - self - dmn - (kids > 0 ? kids : 0)) / (t > 0 ? t : 1);
     return other > 0 ? other : 0;
 }
 

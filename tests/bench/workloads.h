@@ -1,5 +1,5 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
- * events.c, watchers.c, store.c, core.c) share with main.c and harness.c:
+ * events.c, watchers.c, store.c, core.c, cycle.c, py.c) share with main.c and harness.c:
  * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
@@ -48,6 +48,10 @@ extern long opt_core_log_entries;      /* log entries of the long-log job */
 extern long opt_core_busy_jobs;        /* logging jobs of the busy latency line */
 
 /* cycle workload: see cycle.h */
+/* python workload (py.c) */
+extern const char *opt_python;   /* the interpreter running py_bench.py */
+extern long opt_py_workers[8];   /* worker processes per cycle line */
+extern int opt_py_nworkers;
 
 /* ---- harness (harness.c) ---- */
 
@@ -122,6 +126,7 @@ int workload_watch(void);  /* watchers.c: pollers against subscribers */
 int workload_store(void);  /* store.c: durable submits, fsyncs, recovery, bytes on disk */
 int workload_core(void);   /* core.c: latency under a log load, a long log, hot shard */
 int workload_cycle(void);  /* cycle.c: submit -> worker -> success, against peers */
+int workload_python(void); /* py.c: the Python client against the C client */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
