@@ -183,6 +183,40 @@ def test_results_and_feedback_while_it_runs(env: Env) -> None:
     assert "again" in out and "status: success" in out
 
 
+def test_handler_threads_are_reused_and_end_when_idle(env: Env,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy worker runs opcodes in the threads that ran the previous ones;
+    a thread with nothing to do ends after HANDLER_IDLE_SECONDS; stop ends
+    the idle ones at once."""
+    monkeypatch.setattr(jobq.worker, "HANDLER_IDLE_SECONDS", 1.0)
+    d = env.daemon(*LEASE_ARGS)
+    w = jobq.Worker(d.workers_ep, capacity=2)
+    seen: set[int] = set()
+
+    @w.opcode("py.who")
+    def who(job: Assignment) -> Any:
+        seen.add(threading.get_ident())
+        return job.job
+
+    def handlers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("jobq-handler")]
+
+    env.start(w)
+    for _ in range(2):
+        ids = [d.submit("py.who") for _ in range(20)]
+        for job in ids:
+            assert d.wait_status(job, ["success", "error"]) == "success"
+            assert info(d, job)["opresult"] == [job]
+    # 40 opcodes, at most two at once: two threads did them all.
+    assert 1 <= len(seen) <= 2, seen
+    wait_for(lambda: not handlers(), 10, "idle handler threads to end")
+    job = d.submit("py.who")
+    assert d.wait_status(job, ["success", "error"]) == "success"
+    assert len(handlers()) == 1
+    w.stop()
+    wait_for(lambda: not handlers(), 5, "stop to end the idle handler thread")
+
+
 def test_failure_by_exception(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     w = jobq.Worker(d.workers_ep)

@@ -28,20 +28,21 @@ Example::
     worker.run()                           # until worker.stop()
 
 Threads: the thread that calls :meth:`Worker.run` owns the socket. Handler
-threads never touch it: what they send goes through an inproc PUSH/PULL
-pipe to the run thread, which checks that the lease is still held before
-it forwards anything.
+threads never touch it: what they send goes into an outbox (a deque, and a
+pipe the run loop polls to learn of it), and the run thread checks that
+the lease is still held before it forwards anything. A handler thread
+that finished waits a while for the next assignment instead of ending,
+so a busy worker does not start a thread per opcode.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import os
-import struct
+import queue
 import threading
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Optional, Sequence, Union
@@ -71,6 +72,9 @@ RECONNECT_MAX = 2.0
 DISCONNECT_LINGER_MS = 1000
 #: Largest message accepted from the daemon (as libjobq).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: How long a handler thread with nothing to do waits for the next
+#: assignment before it ends (seconds).
+HANDLER_IDLE_SECONDS = 10.0
 #: Codes that make a refused hello final: the same hello would be refused again.
 FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch")
 
@@ -78,8 +82,6 @@ _OPCODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0
 _ARG_KEYS = {"name": str, "type": str, "required": bool, "description": str}
 
 Lease = tuple[int, int, int]
-#: A lease on the inproc pipe: three unsigned 64-bit integers.
-_LEASE = struct.Struct("=QQQ")
 Handler = Callable[["Assignment"], Any]
 
 
@@ -206,7 +208,7 @@ class Assignment:
     #: True once the lease is gone (revoked, lost with its connection, or
     #: handed back by stop): nothing more for it reaches the daemon.
     revoked: bool = False
-    _send: Optional["_PipeSender"] = field(default=None, repr=False)
+    _send: Optional["_Sender"] = field(default=None, repr=False)
 
     @property
     def lease(self) -> Lease:
@@ -256,45 +258,80 @@ class Assignment:
         return self.cancelled.wait(seconds)
 
 
-class _PipeSender:
-    """What one handler thread sends to the run thread: its own PUSH
-    socket on the run thread's inproc pipe, made on first use in the
-    handler's thread (a ZeroMQ socket is never shared between threads)."""
+Outgoing = tuple[str, Lease, bytes]
 
-    def __init__(self, ctx: Optional[zmq.Context[Any]], endpoint: str) -> None:
-        self._ctx = ctx
-        self._endpoint = endpoint
-        self._sock: Optional[zmq.Socket[Any]] = None
-        self._closed = False
-        # A handler may call feedback from threads of its own: one at a
-        # time on the socket (ZeroMQ allows that with a full barrier).
+
+class _Outbox:
+    """Handler threads to the run thread: messages in a deque, and one byte
+    on a pipe whose read end the run loop polls, written only when the run
+    thread has not been woken already. A pipe rather than a ZeroMQ socket
+    per handler thread (which cost more than a short handler itself), and
+    one that :meth:`Worker.stop` may write to from a signal handler."""
+
+    def __init__(self) -> None:
+        self.rfd, self._wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self._wfd, False)
+        self._items: Deque[Outgoing] = collections.deque()
         self._lock = threading.Lock()
+        self._woken = False
+
+    def put(self, item: Outgoing) -> None:
+        """Queues one message and wakes the run thread if it is not yet."""
+        with self._lock:
+            self._items.append(item)
+            if self._woken:
+                return
+            self._woken = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Makes the run loop's poll return (takes no lock: signal-safe)."""
+        fd = self._wfd
+        if fd < 0:
+            return
+        try:
+            os.write(fd, b"!")
+        except OSError:
+            pass  # full: a wake-up is pending already; closed: stopping
+
+    def take(self) -> list[Outgoing]:
+        """Everything queued, in order; clears the wake-up."""
+        try:
+            os.read(self.rfd, 4096)
+        except OSError:
+            pass
+        with self._lock:
+            self._woken = False
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def close(self) -> None:
+        fds, self._wfd = (self.rfd, self._wfd), -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+        self.rfd = -1
+
+
+class _Sender:
+    """What one assignment's handler sends, into the outbox; nothing once
+    the handler is over (a stray thread of the handler's says nothing)."""
+
+    def __init__(self, outbox: _Outbox) -> None:
+        self._outbox = outbox
+        self._closed = False
 
     def __call__(self, kind: str, lease: Lease, body: bytes) -> None:
         """Queues one message for lease (kind "feedback" or "done", body
         its bytes, sent as they are)."""
-        with self._lock:
-            if self._closed:
-                return  # the handler is over: a stray thread of its says nothing
-            if self._sock is None:
-                if self._ctx is None or self._ctx.closed:
-                    return
-                self._sock = self._ctx.socket(zmq.PUSH)
-                self._sock.setsockopt(zmq.LINGER, 1000)
-                self._sock.connect(self._endpoint)
-            self._sock.send_multipart([kind.encode(), _LEASE.pack(*lease), body])
+        if not self._closed:
+            self._outbox.put((kind, lease, body))
 
     def close(self) -> None:
-        """Closes the socket (once the handler is done with it); what is
-        sent afterwards is dropped."""
-        with self._lock:
-            self._closed = True
-            if self._sock is not None:
-                try:
-                    self._sock.close()
-                except zmq.ZMQError:
-                    pass
-                self._sock = None
+        """Ends the handler's turn: what it sends afterwards is dropped."""
+        self._closed = True
 
 
 @dataclass
@@ -330,9 +367,15 @@ class Worker:
         self._running = False
         self._lock = threading.Lock()  # leases and state read by other threads
         self._ctx: Optional[zmq.Context[Any]] = None
-        self._pipe_ep = f"inproc://jobq-worker-{uuid.uuid4().hex}"
+        self._outbox: Optional[_Outbox] = None
         self._leases: dict[Lease, Assignment] = {}
-        self._threads: dict[Lease, threading.Thread] = {}
+        # Handler threads, and those of them waiting for an assignment (see
+        # _handler_thread): both under _lock.
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closing = False
+        self._jobs: queue.SimpleQueue[Optional[tuple[Assignment, Optional[_Opcode]]]] = \
+            queue.SimpleQueue()
         self.worker_id: Optional[int] = None
         self.heartbeat: float = DEFAULT_HEARTBEAT
         self.lease_time: float = DEFAULT_LEASE
@@ -429,21 +472,9 @@ class Worker:
         closes the connection. Safe from any thread and from a signal
         handler."""
         self._stop.set()
-        ctx = self._ctx
-        if ctx is None or ctx.closed:
-            return
-        try:
-            s = ctx.socket(zmq.PUSH)
-            s.setsockopt(zmq.LINGER, 200)
-            s.setsockopt(zmq.SNDTIMEO, 0)
-            s.connect(self._pipe_ep)
-            try:
-                s.send_multipart([b"wake"], zmq.DONTWAIT)
-            except zmq.Again:
-                pass
-            s.close()
-        except zmq.ZMQError:
-            pass  # the run loop is going away anyway
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.wake()
 
     def run(self, join_timeout: float = 5.0) -> None:
         """Connects, says hello and serves assignments until :meth:`stop`.
@@ -459,10 +490,8 @@ class Worker:
             raise RuntimeError("Worker.run is already running")
         self._running = True
         self._ctx = zmq.Context()
-        pipe = self._ctx.socket(zmq.PULL)
-        pipe.setsockopt(zmq.LINGER, 0)
-        pipe.bind(self._pipe_ep)
-        self._pipe = pipe
+        self._outbox = _Outbox()
+        self._closing, self._idle, self._jobs = False, 0, queue.SimpleQueue()
         self._sock: Optional[zmq.Socket[Any]] = None
         self._state = "off"
         self._backoff = RECONNECT_MIN
@@ -482,8 +511,9 @@ class Worker:
                 continue
             if self._state == "ready" and _now() - self._last_sent >= self.heartbeat:
                 self._send_raw(_pack(_message("heartbeat")))
+            assert self._outbox is not None
             poller = zmq.Poller()
-            poller.register(self._pipe, zmq.POLLIN)
+            poller.register(self._outbox.rfd, zmq.POLLIN)
             if self._sock is not None:
                 waiting = bool(self._out) and self._state == "ready"
                 poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if waiting else 0))
@@ -499,8 +529,8 @@ class Worker:
             if self._sock is not None and ready.get(self._sock, 0) & zmq.POLLIN:
                 self._read()
             self._silent()
-            if self._pipe in ready:
-                self._drain_pipe()
+            if self._outbox.rfd in ready:
+                self._drain_outbox()
             elif self._out:
                 self._flush_out()
 
@@ -705,11 +735,17 @@ class Worker:
         spec = self._opcodes.get(opcode)
         with self._lock:
             self._leases[lease] = a
-        a._send = self._sender()
-        th = threading.Thread(target=self._run_handler, args=(a, spec),
-                              name=f"jobq-{opcode}-{lease[0]}.{lease[1]}.{lease[2]}", daemon=True)
-        self._threads = {k: v for k, v in self._threads.items() if v.is_alive()}
-        self._threads[lease] = th
+        assert self._outbox is not None
+        a._send = _Sender(self._outbox)
+        with self._lock:
+            if self._idle > 0:
+                self._idle -= 1
+                self._jobs.put((a, spec))
+                return
+            self._threads = [t for t in self._threads if t.is_alive()]
+            th = threading.Thread(target=self._handler_thread, args=(a, spec),
+                                  name=f"jobq-handler-{len(self._threads) + 1}", daemon=True)
+            self._threads.append(th)
         th.start()
 
     @staticmethod
@@ -723,9 +759,28 @@ class Worker:
 
     # -- handler threads ---------------------------------------------------
 
-    def _sender(self) -> "_PipeSender":
-        """A sender for one handler thread (see :class:`_PipeSender`)."""
-        return _PipeSender(self._ctx, self._pipe_ep)
+    def _handler_thread(self, a: Assignment, spec: Optional[_Opcode]) -> None:
+        """Runs a, then the assignments handed to it while it waits idle,
+        until it has waited HANDLER_IDLE_SECONDS for nothing or the worker
+        stops. The run thread hands an assignment to an idle thread only
+        after counting it off ``_idle``; a thread whose wait ran out ends
+        only if it can count itself off, else an assignment is on its way
+        to it."""
+        item: Optional[tuple[Assignment, Optional[_Opcode]]] = (a, spec)
+        while item is not None:
+            self._run_handler(*item)
+            with self._lock:
+                if self._closing:
+                    return
+                self._idle += 1
+            try:
+                item = self._jobs.get(timeout=HANDLER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        return
+                item = self._jobs.get()
 
     def _run_handler(self, a: Assignment, spec: Optional[_Opcode]) -> None:
         send = a._send
@@ -749,18 +804,10 @@ class Worker:
         finally:
             send.close()
 
-    def _drain_pipe(self) -> None:
+    def _drain_outbox(self) -> None:
         """Forwards what handler threads sent, for leases still held."""
-        while True:
-            try:
-                frames = self._pipe.recv_multipart(zmq.DONTWAIT)
-            except zmq.Again:
-                return
-            if len(frames) != 3:
-                continue  # a wake-up from stop()
-            kind, body = frames[0].decode(), frames[2]
-            job, op, attempt = _LEASE.unpack(frames[1])
-            lease: Lease = (job, op, attempt)
+        assert self._outbox is not None
+        for kind, lease, body in self._outbox.take():
             with self._lock:
                 held = lease in self._leases
             if not held or self._state != "ready":
@@ -783,21 +830,25 @@ class Worker:
             self._sock = None
         self._state = "off"
         self._ready = False
+        with self._lock:
+            self._closing = True
+            idle, self._idle = self._idle, 0
+            threads, self._threads = self._threads, []
+        for _ in range(idle):
+            self._jobs.put(None)  # each idle thread takes one and ends
         deadline = _now() + join_timeout
-        for th in list(self._threads.values()):
+        for th in threads:
             th.join(max(0.0, deadline - _now()))
-        stuck = any(th.is_alive() for th in self._threads.values())
-        self._threads.clear()
-        self._pipe.close(0)
+        if any(th.is_alive() for th in threads):
+            # A handler that ignored its cancel: what it sends from now on
+            # is dropped (its sender is closed when it returns, and the
+            # outbox is gone); it is a daemon thread, gone with the process.
+            log.warning("handlers still running after %g s; abandoning them", join_timeout)
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.close()
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
-            if stuck:
-                # A handler that ignored its cancel still owns its socket:
-                # term() would wait for it forever, and closing a socket
-                # another thread uses is not allowed. The context is left
-                # to that thread (a daemon thread, gone with the process).
-                log.warning("handlers still running after %g s; abandoning them", join_timeout)
-            else:
-                ctx.term()
+            ctx.term()
         self._running = False
         self._stop.clear()
