@@ -25,6 +25,7 @@ snapshot is taken.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -60,8 +61,10 @@ def pick_publish_endpoint(client: Client, timeout: Optional[float] = None) -> st
     found = next((e for e in listed if isinstance(e, str) and e.startswith(want)), None)
     if found is None:
         raise TransportError("Transport", "jobqd at %s publishes no %sevent endpoint (it "
-                             "publishes %r); start it with --publish %sHOST:PORT to follow "
-                             "events from here" % (mine, want + " " if want else "", listed,
+                             "publishes %s); start it with --publish %sHOST:PORT to follow "
+                             "events from here" % (mine, want + " " if want else "",
+                                                   json.dumps(listed, separators=(",", ":"),
+                                                              ensure_ascii=False),
                                                    want or "tcp://"))
     if want == "tcp://" and (found.startswith("tcp://0.0.0.0:") or found.startswith("tcp://*:")):
         port = found.rsplit(":", 1)[1]
