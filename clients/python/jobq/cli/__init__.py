@@ -10,43 +10,21 @@ their shared parts in common.py.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from ..client import default_run_dir
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
+from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_ping,
+                    cmd_priority, cmd_shutdown, cmd_stats, cmd_version)
+from .monitor import cmd_monitor
 from .query import cmd_info, cmd_list, cmd_list_fields, cmd_list_opcodes, help_opcodes
 from .submit import cmd_submit, cmd_submit_many
+from .watch import cmd_watch
 
 __all__ = ["main", "cli_help", "print_help", "COMMANDS"]
-
-CmdFn = Callable[[Cli, List[str]], int]
-
-
-def _later(module: str, name: str) -> CmdFn:
-    """A command of another module, imported when it runs."""
-    def run(cli: Cli, argv: List[str]) -> int:
-        fn: CmdFn = getattr(importlib.import_module("." + module, __name__), name)
-        return fn(cli, argv)
-    run.__name__ = name
-    return run
-
-
-cmd_watch = _later("watch", "cmd_watch")
-cmd_monitor = _later("monitor", "cmd_monitor")
-cmd_cancel = _later("admin", "cmd_cancel")
-cmd_priority = _later("admin", "cmd_priority")
-cmd_archive = _later("admin", "cmd_archive")
-cmd_autoarchive = _later("admin", "cmd_autoarchive")
-cmd_drain = _later("admin", "cmd_drain")
-cmd_stats = _later("admin", "cmd_stats")
-cmd_shutdown = _later("admin", "cmd_shutdown")
-cmd_ping = _later("admin", "cmd_ping")
-cmd_version = _later("admin", "cmd_version")
-
 
 def default_endpoint_text() -> str:
     """The endpoint this jobq uses without -s and $JOBQ_ENDPOINT."""

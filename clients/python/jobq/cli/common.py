@@ -22,6 +22,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..client import Client
 from ..errors import JobqError, NotRunningError, TimeoutError, TransportError
+from . import jsonread
+from .jsonread import JsonLoadError
 
 EXIT_OK = 0
 EXIT_FAIL = 1  #: the operation failed (daemon error, no daemon...)
@@ -361,24 +363,14 @@ def priority_names(v: Any) -> Any:
 
 # -- JSON values from the command line -------------------------------------
 
-class JsonLoadError(ValueError):
-    """JSON text that cannot be read: where (``line`` 0 when unknown) and why."""
-
-    def __init__(self, text: str, line: int = 0, column: int = 0) -> None:
-        super().__init__(text)
-        self.text = text
-        self.line = line
-        self.column = column
-
-
 def json_load_error(e: ValueError) -> JsonLoadError:
     """The :class:`JsonLoadError` of a :func:`json_loads` failure."""
     return e if isinstance(e, JsonLoadError) else JsonLoadError(str(e))
 
 
 def parse_value(s: str) -> Any:
-    """A value from the command line: JSON when it parses as JSON (as
-    jansson reads it), else the string itself."""
+    """A value from the command line: JSON when it parses as JSON (as the
+    C jobq reads it), else the string itself."""
     try:
         return json_loads(s, any_value=True)
     except ValueError:
@@ -386,62 +378,9 @@ def parse_value(s: str) -> Any:
 
 
 def json_loads(s: Union[str, bytes], any_value: bool = False) -> Any:
-    """Parses JSON text as jansson does with JSON_REJECT_DUPLICATES (and
-    JSON_DECODE_ANY with ``any_value``): no NaN or Infinity, integers
-    within int64, no duplicate keys, no NUL in strings, valid UTF-8.
-    Raises :class:`JsonLoadError` otherwise."""
-    import json
-
-    if isinstance(s, bytes):
-        try:
-            s = s.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise JsonLoadError("unable to decode byte 0x%x" % e.object[e.start]) from None
-
-    def no_constant(name: str) -> Any:
-        raise JsonLoadError("invalid token near '%s'" % name)
-
-    def pairs(items: List[Tuple[str, Any]]) -> Dict[str, Any]:
-        out: Dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise JsonLoadError("duplicate object key")
-            out[k] = v
-        return out
-
-    def as_int(text: str) -> int:
-        v = int(text)
-        if not _INT64_MIN <= v <= _INT64_MAX:
-            raise JsonLoadError("too big integer")
-        return v
-
-    def as_float(text: str) -> float:
-        v = float(text)
-        if math.isinf(v):
-            raise JsonLoadError("real number overflow")
-        return v
-
-    try:
-        v = json.loads(s, parse_constant=no_constant, object_pairs_hook=pairs,
-                       parse_int=as_int, parse_float=as_float)
-    except json.JSONDecodeError as e:
-        raise JsonLoadError(e.msg, e.lineno, e.colno) from None
-    if not any_value and not isinstance(v, (list, dict)):
-        raise JsonLoadError("'[' or '{' expected")
-    if _bad_string(v):
-        raise JsonLoadError("invalid Unicode")
-    return v
-
-
-def _bad_string(v: Any) -> bool:
-    """Whether v holds a string jansson refuses (NUL, lone surrogates)."""
-    if isinstance(v, str):
-        return "\0" in v or any(0xD800 <= ord(c) <= 0xDFFF for c in v)
-    if isinstance(v, list):
-        return any(_bad_string(x) for x in v)
-    if isinstance(v, dict):
-        return any(_bad_string(k) or _bad_string(x) for k, x in v.items())
-    return False
+    """Reads JSON text as the C jobq does (jsonread.loads): only an array
+    or object unless ``any_value``; raises :class:`JsonLoadError`."""
+    return jsonread.loads(s, any_value)
 
 
 # -- JSON text (jobq_cli_fmt.c) --------------------------------------------
