@@ -187,7 +187,7 @@ class _Watch:
         while True:
             try:
                 res = c.wait_for_job_change(self.id, ["status"], prev,
-                                            self.serial if self.serial else -1, wait,
+                                            self.serial if self.serial else None, wait,
                                             timeout=self.cli.timeout)
             except JobqError as e:
                 return self.failed(e)
