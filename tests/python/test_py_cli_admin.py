@@ -432,3 +432,62 @@ def test_monitor_table(daemon):
     recent = c.stdout.split("RECENT\n", 1)[1].split("\n\n", 1)[0].splitlines()
     rows = [r.split() for r in recent[1:]]
     assert len(rows) == 2 and all(int(r[0]) in jobs and r[1] == "success" for r in rows), rows
+
+
+def free_tcp_port():
+    """A loopback port free at the time of asking."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tcp_without_event_endpoint(tmp_path):
+    """Over tcp:// to a daemon that publishes events on ipc only: watch falls
+    back to wait_for_job_change (same lines), monitor says why it cannot
+    follow (exit 1)."""
+    ep = "tcp://127.0.0.1:%d" % free_tcp_port()
+    daemon = Daemon(tmp_path, "--listen", ep)
+    try:
+        tcp_checks(daemon, ep)
+    finally:
+        daemon.stop()
+
+
+def tcp_checks(daemon, ep):
+    job = daemon.submit("test.log", 'messages=["x", "y"]')
+    daemon.wait_status(job, {"success"})
+    c, p = run_both(["watch", job], ep)
+    same(c, p, elapsed_out)
+    assert c.returncode == 0 and len(c.stdout.splitlines()) == 3, c.stdout
+    c, p = run_both(["monitor", "--events", "--duration", "10"], ep)
+    # The published list is JSON in libjobq's message, a Python list in
+    # jobq.Subscriber's: compared apart.
+    listed = re.compile(r"\(it publishes (.*)\); start")
+    same(c, p, stderr=False)
+    assert c.returncode == 1
+    assert listed.sub("(it publishes L); start", p.stderr) == listed.sub(
+        "(it publishes L); start", c.stderr)
+    assert c.stderr.startswith("jobq: monitor: jobqd at %s publishes no tcp:// event endpoint"
+                               % ep), c.stderr
+    assert json.loads(listed.search(c.stderr).group(1)) == [
+        "ipc://%s/events.sock" % daemon.data_dir]
+
+
+def test_monitor_daemon_dies(daemon):
+    """jobqd killed under both monitors: exit 3, the same error."""
+    procs = popen_both(["monitor", "--events", "--duration", "60"], daemon.endpoint)
+    try:
+        first = [p.stdout.readline() for p in procs]
+        assert clock_out(first[0]) == clock_out(first[1]) and " resync start " in first[0]
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [3, 3], outs
+    errs = [re.sub(r"; it stopped while .*", "", err) for _, err in outs]
+    assert errs[0] == errs[1] and errs[0].startswith("jobq: jobqd is not running at "), outs
