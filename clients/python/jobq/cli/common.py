@@ -114,7 +114,9 @@ class Cli:
             eprint("jobq: %s" % exc.message)
             return EXIT_NOT_RUNNING
         if isinstance(exc, (TimeoutError, TransportError)):
-            eprint("jobq: cannot reach the daemon at %s: %s" % (self.endpoint, exc.message))
+            # libjobq's words: the method is the command's own, not named.
+            msg = re.sub(r"^no reply to [a-z_, ]+ within ", "no reply within ", exc.message)
+            eprint("jobq: cannot reach the daemon at %s: %s" % (self.endpoint, msg))
         else:
             self.error("%s: %s" % (exc.code, exc.message or exc.code))
         return EXIT_FAIL

@@ -140,22 +140,26 @@ def cmd_submit_many(cli: Cli, argv: List[str]) -> int:
         return cli.usage("too many arguments" if pos else "missing FILE")
     from_stdin = pos[0] == "-"
     name = "stdin" if from_stdin else pos[0]
+    # Opening and reading fail apart (a directory opens, then cannot be read).
     try:
-        if from_stdin:
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(pos[0], "rb") as f:
-                try:
-                    raw = f.read()
-                except OSError as e:
-                    cli.error("cannot read %s: %s" % (name, os.strerror(e.errno or 0)))
-                    return EXIT_USAGE
+        fd = 0 if from_stdin else os.open(pos[0], os.O_RDONLY)
     except OSError as e:
-        if from_stdin:
-            cli.error("cannot read %s: %s" % (name, os.strerror(e.errno or 0)))
-        else:
-            cli.error("cannot open %s: %s" % (pos[0], os.strerror(e.errno or 0)))
+        cli.error("cannot open %s: %s" % (pos[0], os.strerror(e.errno or 0)))
         return EXIT_USAGE
+    try:
+        chunks: List[bytes] = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+    except OSError as e:
+        cli.error("cannot read %s: %s" % (name, os.strerror(e.errno or 0)))
+        return EXIT_USAGE
+    finally:
+        if not from_stdin:
+            os.close(fd)
     try:
         data = json_loads(raw)
     except ValueError as e:
