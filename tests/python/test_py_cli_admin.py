@@ -192,6 +192,8 @@ def test_priority(daemon):
     rows = daemon.js("list", "-o", "oppriority", *jobs)["rows"]
     assert rows == [[[10]], [[10]], [[0]], [[0]], [[0]], [[0]]]
     both(daemon, "priority", 999999, "high", rc=1)
+    c = both(daemon, "priority", jobs[0], "5", rc=1)  # not -10, 0 or 10: the daemon says
+    assert c.stderr.startswith("jobq: priority: InvalidPriority: "), c.stderr
     both(daemon, "--json", "priority", 999999, "high", rc=1)
     daemon.ok("cancel", jobs[0])
     both(daemon, "priority", jobs[0], "low", rc=1)  # finished
