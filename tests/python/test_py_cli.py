@@ -479,7 +479,11 @@ def test_submit_many_parity(daemon, tmp_path, name):
 @pytest.mark.parametrize("text", [
     "", "[", "{\"ops\": 1}", "[1]", "[{\"ops\": {}}]", "[[1, 2]", "[[]] x", "[[\"\\x\"]]",
     "\n\n  [[{\"op\": \"a\", \"op\": \"b\"}]]", "[[{\"op\": \"日本語の長い名前ですね\" 1}]]",
-    "[[{\"op\": NaN}]]", "[\"\\ud800\"]", "[99999999999999999999]"],
+    "[[{\"op\": NaN}]]", "[\"\\ud800\"]", "[99999999999999999999]", "[1,]", "{\"a\" 1}",
+    "{1:2}", "[-]", "[01]", "[1.]", "[.5]", "[1e]", "[-01]", "[tru]", "[1e999]", "x",
+    "[\"a\tb\"]", "[\"a\nb\"]", "[\"\\u12g4\"]", "[\"\\ud800\\u0041\"]", "[\"\\udc00\"]",
+    "{\"a\":1,}", "[1]\n  \n x", "\ufeff[]", "  \n  [\n \"abcdefghijklmnopqrstuvwxyz0123",
+    "{\"a\\u0000\":1}", "[\"\\u0000\"]", "[" * 2049 + "]" * 2049, "{\"a\":" * 2049],
     ids=lambda t: repr(t)[:30])
 def test_submit_many_bad_file_parity(tmp_path, text):
     """A FILE that is not a JSON list of jobs: exit code 2 and the same

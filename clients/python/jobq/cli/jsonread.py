@@ -11,9 +11,11 @@ text of the token read last, left out when longer than 20 bytes).
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 import sys
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Tuple, Union
 
 _INT64_MAX = 2 ** 63 - 1
 _INT64_MIN = -2 ** 63
@@ -332,12 +334,75 @@ def _object(lex: _Lexer) -> Dict[str, Any]:
     return out
 
 
+_NOT_FAST = object()
+
+
+class _Refused(Exception):
+    pass
+
+
+def _fast_loads(data: bytes, any_value: bool) -> Any:
+    """The value by Python's json module when the text is one jansson
+    reads alike (large files are read fast); _NOT_FAST when in doubt, for
+    the reader above to decide and word the error."""
+    def refuse(*_: Any) -> Any:
+        raise _Refused()
+
+    def pairs(items: List[Tuple[str, Any]]) -> Dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            raise _Refused()
+        return out
+
+    def as_int(text: str) -> int:
+        v = int(text)
+        if not _INT64_MIN <= v <= _INT64_MAX:
+            raise _Refused()
+        return v
+
+    def as_float(text: str) -> float:
+        v = float(text)
+        if math.isinf(v):
+            raise _Refused()
+        return v
+
+    try:
+        # Strict UTF-8 refuses what jansson refuses (overlong forms, surrogates).
+        v = json.loads(data.decode("utf-8"), parse_constant=refuse, object_pairs_hook=pairs,
+                       parse_int=as_int, parse_float=as_float)
+        if not any_value and not isinstance(v, (list, dict)):
+            return _NOT_FAST
+        if not _plain_strings(v):
+            return _NOT_FAST
+        return v
+    except (ValueError, RecursionError, _Refused):
+        return _NOT_FAST
+
+
+_UNTAKEN = re.compile("[\0\ud800-\udfff]")
+
+
+def _plain_strings(v: Any) -> bool:
+    """Whether every string in v is one jansson takes (no NUL, no lone
+    surrogate from a \\u escape)."""
+    if isinstance(v, str):
+        return _UNTAKEN.search(v) is None
+    if isinstance(v, list):
+        return all(_plain_strings(x) for x in v)
+    if isinstance(v, dict):
+        return all(_plain_strings(k) and _plain_strings(x) for k, x in v.items())
+    return True
+
+
 def loads(text: Union[str, bytes], any_value: bool = False) -> Any:
     """The value of JSON text, read as jansson reads it with
     JSON_REJECT_DUPLICATES (and JSON_DECODE_ANY when ``any_value``: a
     scalar is then a value too; else only an array or object is). Raises
     :class:`JsonLoadError` (its text as the C jobq words it) otherwise."""
     data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+    fast = _fast_loads(data, any_value)
+    if fast is not _NOT_FAST:
+        return fast
     lex = _Lexer(data)
     # Each level of nesting takes two frames of this recursive reader.
     if sys.getrecursionlimit() < 3 * MAX_DEPTH:
