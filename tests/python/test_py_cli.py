@@ -534,3 +534,15 @@ def test_closed_stdout(queue):
     p.wait(60)
     p.stderr.close()
     assert b"Traceback" not in err, err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_unwritable_stdout_parity(tmp_path):
+    """Output that cannot be written: "jobq: stdout: REASON", exit code 1."""
+    results = []
+    for cmd, env in (([JOBQ], {}), (PYJOBQ, PYCLI_ENV)):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run([*cmd, "help"], stdout=full, stderr=subprocess.PIPE, text=True,
+                               env={**_env(None, None), **env}, timeout=60)
+        results.append((p.returncode, p.stderr))
+    assert results[0] == results[1] == (1, "jobq: stdout: No space left on device\n")

@@ -359,21 +359,28 @@ def _run(args: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs jobq with ``argv`` (the words after the program name; None:
     the process's) and returns the exit code."""
+    whole_process = argv is None
     if argv is None:
         argv = sys.argv[1:]
-        # As the C jobq: a closed pipe ends the process ("jobq list | head").
-        if hasattr(signal, "SIGPIPE"):
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        # As the C jobq: a closed pipe ("jobq list | head") or Ctrl-C ends
+        # the process, without a traceback.
+        for name in ("SIGPIPE", "SIGINT"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_DFL)
         # Bytes as the daemon sent them, whatever the locale.
         for stream in (sys.stdout, sys.stderr):
             reconfigure = getattr(stream, "reconfigure", None)
             if reconfigure is not None:
                 reconfigure(encoding="utf-8", errors="surrogateescape")
-    rc = _run(["jobq"] + list(argv))
     try:
+        rc = _run(["jobq"] + list(argv))
         sys.stdout.flush()
-    except OSError as e:
-        if rc == EXIT_OK:
-            eprint("jobq: stdout: %s" % (e.strerror or e))
-            rc = EXIT_FAIL
+    except OSError as e:  # stdout cannot be written (a full disk...)
+        eprint("jobq: stdout: %s" % (e.strerror or e))
+        rc = EXIT_FAIL
+        if whole_process:
+            # What could not be written is dropped: exiting must not try again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
     return rc
