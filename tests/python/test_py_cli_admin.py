@@ -14,10 +14,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
+import zmq
 
 from test_cli import ISO_TS, JOBQ, Daemon, run
 from test_py_cli import PYCLI_ENV, run_both, run_py
@@ -123,18 +125,75 @@ def test_usage_errors(args):
     assert c.returncode == 2 and c.stderr.startswith("jobq: "), c.stderr
 
 
-@pytest.mark.parametrize("args", [
+CALLS = [
     ["cancel", "1"], ["priority", "1", "high"], ["archive", "1"], ["autoarchive", "all"],
     ["drain"], ["drain", "on"], ["stats"], ["shutdown"], ["ping"], ["--json", "ping"],
     ["watch", "1"], ["watch", "--poll", "1"], ["monitor", "--events", "--duration", "5"],
     ["monitor", "--duration", "5"],
-])
-def test_not_running(args):
+]
+
+
+@pytest.mark.parametrize("args", CALLS)
+def test_not_running(args, tmp_path):
+    """No socket file, a socket file nobody listens on, a refused TCP
+    connection: exit code 3 and the same message."""
     c, p = run_both(args, NOWHERE)
     same(c, p)
     assert c.returncode == 3
     assert c.stderr == ("jobq: jobqd is not running at %s (no socket file at %s)\n"
                         % (NOWHERE, NOWHERE[6:]))
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stale))  # the file stays, nobody listens: what a killed jobqd leaves
+    c, p = run_both(args, "ipc://%s" % stale)
+    same(c, p)
+    assert c.returncode == 3 and "nobody listens" in c.stderr
+    c, p = run_both(args, "tcp://127.0.0.1:%d" % free_tcp_port())
+    same(c, p)
+    assert c.returncode == 3 and "(connection refused)" in c.stderr
+
+
+@pytest.mark.parametrize("args,rc", [(a, 2 if a[0] == "watch" else 1) for a in CALLS])
+def test_no_reply(args, rc, tmp_path):
+    """A peer that takes requests and never answers: "cannot reach the
+    daemon at ENDPOINT: no reply within T s"; watch's code for it is 2."""
+    ep = "ipc://%s/mute.sock" % tmp_path
+    with zmq.Context() as ctx:
+        s = ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        try:
+            c, p = run_both(["-t", "0.3", *args], ep)
+        finally:
+            s.close(0)
+    same(c, p)
+    assert c.returncode == rc
+    # autoarchive's call outlives the daemon's work budget (1 s) by 5 s.
+    assert c.stderr == "jobq: cannot reach the daemon at %s: no reply within %s s\n" % (
+        ep, "6" if args[0] == "autoarchive" else "0.3")
+
+
+def test_version_no_reply(tmp_path):
+    """version does not wait for a daemon that does not answer."""
+    ep = "ipc://%s/mute.sock" % tmp_path
+    with zmq.Context() as ctx:
+        s = ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        try:
+            for args in (["version"], ["--json", "version"]):
+                c, p = run_both(args, ep)
+                same(c, p)
+                assert c.returncode == 0 and "jobqd" not in c.stdout
+        finally:
+            s.close(0)
+
+
+def free_tcp_port():
+    """A loopback port free at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class _Nowhere:
@@ -434,14 +493,6 @@ def test_monitor_table(daemon):
     recent = c.stdout.split("RECENT\n", 1)[1].split("\n\n", 1)[0].splitlines()
     rows = [r.split() for r in recent[1:]]
     assert len(rows) == 2 and all(int(r[0]) in jobs and r[1] == "success" for r in rows), rows
-
-
-def free_tcp_port():
-    """A loopback port free at the time of asking."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tcp_without_event_endpoint(tmp_path):
