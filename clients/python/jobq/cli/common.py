@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from ..client import Client
 from ..errors import JobqError, NotRunningError, TimeoutError, TransportError
