@@ -126,8 +126,9 @@ def test_usage_errors(args):
 
 
 CALLS = [
-    ["cancel", "1"], ["priority", "1", "high"], ["archive", "1"], ["autoarchive", "all"],
-    ["drain"], ["drain", "on"], ["stats"], ["shutdown"], ["ping"], ["--json", "ping"],
+    ["cancel", "1"], ["priority", "1", "high"], ["archive", "1"],
+    ["autoarchive", "all", "--timeout", "0"], ["drain"], ["drain", "on"], ["stats"],
+    ["shutdown"], ["ping"], ["--json", "ping"],
     ["watch", "1"], ["watch", "--poll", "1"], ["monitor", "--events", "--duration", "5"],
     ["monitor", "--duration", "5"],
 ]
@@ -168,9 +169,9 @@ def test_no_reply(args, rc, tmp_path):
             s.close(0)
     same(c, p)
     assert c.returncode == rc
-    # autoarchive's call outlives the daemon's work budget (1 s) by 5 s.
+    # autoarchive's call outlives the daemon's work budget (0 s here) by 5 s.
     assert c.stderr == "jobq: cannot reach the daemon at %s: no reply within %s s\n" % (
-        ep, "6" if args[0] == "autoarchive" else "0.3")
+        ep, "5" if args[0] == "autoarchive" else "0.3")
 
 
 def test_version_no_reply(tmp_path):
