@@ -236,9 +236,9 @@ HELP_LINES += [["info", "-h", "--bogus"], ["list", "--bogus", "-h"], ["-t", "3",
 
 
 @pytest.mark.parametrize("argv", HELP_LINES, ids=lambda a: " ".join(a))
-def test_help_parity(daemon, argv):
+def test_help_parity(queue, argv):
     """Help texts, with the daemon's opcodes after submit's."""
-    c, py = assert_same(argv, endpoint=daemon.endpoint)
+    c, py = assert_same(argv, endpoint=queue[0].endpoint)
     if argv[-1] in ("--help", "-h") and "--bogus" not in argv or argv in (["help"],
                                                                            ["help", "list"]):
         assert c.returncode == 0 and c.stdout.startswith("Usage: jobq")
@@ -308,6 +308,8 @@ def test_not_running_parity(tmp_path, argv):
     argv = [str(jobs) if a == "JOBS" else a for a in argv]
     c, py = assert_same(argv, endpoint=f"ipc://{tmp_path}/none.sock", rc=3)
     assert "jobqd is not running at" in py.stderr and "no socket file" in py.stderr
+    if argv[0] not in ("list", "submit-many"):
+        return  # the other ways of not running: for a few commands
     stale = tmp_path / "stale.sock"
     import socket
     s = socket.socket(socket.AF_UNIX)
@@ -483,7 +485,8 @@ def test_submit_many_bad_file_parity(tmp_path, text):
     ep = f"ipc://{tmp_path}/none.sock"
     c, py = assert_same(["submit-many", path], endpoint=ep, rc=2)
     assert str(path) in py.stderr or "job" in py.stderr or "input" in py.stderr
-    assert_same(["submit-many", "-"], endpoint=ep, input=text, rc=2)
+    if len(text) < 12:  # stdin too, for a few
+        assert_same(["submit-many", "-"], endpoint=ep, input=text, rc=2)
 
 
 def test_submit_many_unreadable_parity(tmp_path):
