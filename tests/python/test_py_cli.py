@@ -539,3 +539,70 @@ def test_unwritable_stdout_parity(tmp_path):
                                env={**_env(None, None), **env}, timeout=60)
         results.append((p.returncode, p.stderr))
     assert results[0] == results[1] == (1, "jobq: stdout: No space left on device\n")
+
+
+class FakeDaemon:
+    """A ROUTER that answers every request with the reply made by
+    answer(request) (a dict: the reply's fields besides v and id)."""
+
+    def __init__(self, tmp_path, answer):
+        import threading
+        import zmq
+        self.endpoint = f"ipc://{tmp_path}/fake.sock"
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self.answer = answer
+        self.stop_flag = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        import msgpack
+        while not self.stop_flag:
+            if not self.sock.poll(50):
+                continue
+            rid, body = self.sock.recv_multipart()
+            req = msgpack.unpackb(body, raw=False)
+            rep = {"v": 1, "id": req["id"], **self.answer(req)}
+            self.sock.send_multipart([rid, msgpack.packb(rep, use_bin_type=True)])
+
+    def close(self):
+        self.stop_flag = True
+        self.thread.join(10)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def test_values_as_the_c_client_converts_them(tmp_path):
+    """What msgpack holds and JSON does not (an integer above int64, NaN
+    and infinities, integer map keys) and reals, escapes and non-ASCII
+    text: printed as jobq prints them, in JSON and in tables."""
+    import math
+    fields = [{"name": "big", "description": 2 ** 64 - 1},
+              {"name": "reals", "description": [0.1, 1.0, -0.0, 1e300, 2.5e-8, 0.098, 1e16,
+                                                123456789.125]},
+              {"name": "odd", "description": {"nan": math.nan, "inf": -math.inf, 5: "five",
+                                              -3: "minus"}},
+              {"name": "text\u00e9\u2028", "description": "a\x01\x1f\x7f\"\\/\n\t\u65e5"},
+              {"name": "n", "description": None}, {"description": True}]
+    fake = FakeDaemon(tmp_path, lambda req: {"ok": True, "result": fields})
+    try:
+        for argv in (["list-fields"], ["--json", "list-fields"]):
+            c, py = assert_same(argv, endpoint=fake.endpoint, rc=0)
+        assert "18446744073709551615" not in c.stdout and "1.8446744073709552e+19" in c.stdout
+        assert '"nan":null' in c.stdout and '"5":"five"' in c.stdout
+    finally:
+        fake.close()
+
+
+def test_unknown_error_code_parity(tmp_path):
+    """An error code a newer daemon may send: Internal to both."""
+    fake = FakeDaemon(tmp_path, lambda req: {"ok": False, "error": {
+        "code": "BrandNew", "message": "something new"}})
+    try:
+        c, py = assert_same(["list-opcodes"], endpoint=fake.endpoint, rc=1)
+        assert py.stderr == "jobq: list-opcodes: Internal: something new\n"
+    finally:
+        fake.close()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from ..client import Client
-from ..errors import JobqError, NotRunningError, TimeoutError, TransportError
+from ..errors import ERRORS, JobqError, NotRunningError, TimeoutError, TransportError
 from . import jsonread
 from .jsonread import JsonLoadError
 
@@ -118,7 +118,10 @@ class Cli:
             msg = re.sub(r"^no reply to [a-z_, ]+ within ", "no reply within ", exc.message)
             eprint("jobq: cannot reach the daemon at %s: %s" % (self.endpoint, msg))
         else:
-            self.error("%s: %s" % (exc.code, exc.message or exc.code))
+            # A code this client does not know (a newer daemon's) is
+            # Internal to libjobq too.
+            code = exc.code if exc.code in ERRORS else "Internal"
+            self.error("%s: %s" % (code, exc.message or code))
         return EXIT_FAIL
 
 
