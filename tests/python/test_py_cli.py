@@ -14,6 +14,9 @@ import json
 import os
 import re
 import subprocess
+import sys
+import threading
+import time
 from typing import Dict, Optional
 
 import pytest
@@ -107,9 +110,33 @@ def daemon(tmp_path):
 @pytest.fixture(scope="module")
 def queue(tmp_path_factory):
     """A jobqd holding jobs in every status, with logs, results,
-    dependencies, priorities, reals, non-ASCII and control characters; the
-    read-only commands below run both ways on it. Yields (daemon, ids)."""
+    dependencies, priorities, reals, non-ASCII and control characters, and
+    jobs of a worker; the read-only commands below run both ways on it.
+    Yields (daemon, ids)."""
     d = Daemon(tmp_path_factory.mktemp("pycli"))
+    worker = None
+    try:
+        ids = prepare_queue(d)
+        # Opcodes a worker runs: info shows the worker (and its attempt).
+        worker = start_worker(d)
+        ids["by_worker"] = d.submit("py.done", "x=1")
+        ids["held"] = d.submit("py.hold", "n=2", "-p", "low")
+        d.wait_status(ids["by_worker"], {"success"})
+        d.wait_status(ids["held"], {"running"})
+        deadline = time.monotonic() + 15
+        while not d.job(ids["held"])["worker"]:
+            assert time.monotonic() < deadline, "the worker's job never shows its worker"
+            time.sleep(0.02)
+        yield d, ids
+    finally:
+        if worker is not None:
+            worker.stop()
+            worker.thread.join(15)
+        d.stop()
+
+
+def prepare_queue(d):
+    """Jobs of every status on d; returns their ids by name."""
     ids = {}
     ids["log"] = d.submit("test.log", 'messages=["héllo", "tab\\there", "ctl\\u001f", '
                           '"q\\"/b\\\\", "日本\\u2028"]')
@@ -136,8 +163,35 @@ def queue(tmp_path_factory):
     d.wait_status(ids["canceled"], {"canceled"})
     d.wait_status(ids["dep_canceled"], {"canceled", "error"})
     d.ok("archive", ids["archived"])
-    yield d, ids
-    d.stop()
+    return ids
+
+
+def start_worker(d):
+    """A jobq.Worker (in a thread of this process) serving py.done (a
+    result and a log entry) and py.hold (running until the worker stops)."""
+    sys.path.insert(0, PYCLI_DIR)
+    import jobq
+    w = jobq.Worker(endpoint=f"ipc://{d.data_dir}/workers.sock", name="pyw-\u00e9")
+
+    @w.opcode("py.done", description="")
+    def done(job):
+        job.feedback("step 1", type="progress")
+        return {"r": [1.5, None, "\u00e9"]}
+
+    @w.opcode("py.hold", args=[{"name": "n", "type": "integer", "required": True,
+                                "description": "ignored"}, "m"],
+              description="runs until its worker stops")
+    def hold(job):
+        job.feedback("holding")
+        job.cancelled.wait(600)
+        raise RuntimeError("stopped")
+    w.thread = threading.Thread(target=w.run, daemon=True)
+    w.thread.start()
+    deadline = time.monotonic() + 15
+    while not w.ready:
+        assert time.monotonic() < deadline, "the worker was not welcomed within 15 s"
+        time.sleep(0.02)
+    return w
 
 
 #: The read-only parity table, run on the prepared queue: (argv, the exit
@@ -220,8 +274,10 @@ def test_prepared_queue_is_varied(queue):
     rows = json.loads(d.ok("--json", "list", "--archived", "-o", "id,status,archived"))["rows"]
     assert {r[1] for r in rows} == {"success", "error", "running", "waiting", "canceled"}
     assert any(r[2] for r in rows)
-    text = d.ok("info", ids["log"], ids["repeat"])
+    text = d.ok("info", ids["log"], ids["repeat"], ids["by_worker"], ids["held"])
     assert "\\u001F" in text and "日本" in text and '0.098' in text
+    assert re.search(r"\n  Worker: pyw-é#\d+\n", text), text
+    assert re.search(r"\n      Worker: pyw-é#\d+ \(attempt 1\)\n", text), text
 
 
 # ---------------------------------------------------------------- help and usage
