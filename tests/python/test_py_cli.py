@@ -45,13 +45,14 @@ def run_py(*args, endpoint=None, input=None, timeout=60, env=None, cwd=None):
     e = _env(endpoint, env)
     e.update(PYCLI_ENV)
     return subprocess.run([*PYJOBQ, *map(str, args)], input=input, capture_output=True,
-                          text=True, timeout=timeout, env=e, cwd=cwd)
+                          text=True, errors="surrogateescape", timeout=timeout, env=e, cwd=cwd)
 
 
 def run_c(*args, endpoint=None, input=None, timeout=60, env=None, cwd=None):
     """Runs the C jobq, as run_py."""
     return subprocess.run([JOBQ, *map(str, args)], input=input, capture_output=True,
-                          text=True, timeout=timeout, env=_env(endpoint, env), cwd=cwd)
+                          text=True, errors="surrogateescape", timeout=timeout,
+                          env=_env(endpoint, env), cwd=cwd)
 
 
 def run_both(argv, endpoint=None, input=None, timeout=60, env=None, cwd=None):
@@ -329,6 +330,10 @@ USAGE_LINES = [
     ["submit", "test.delay", "-d", ":success"], ["submit", "test.delay", "-d", "1" * 40],
     ["submit", "test.delay", "duration=0", "--poll"], ["submit", "-wp"],
     ["submit-many"], ["submit-many", "a", "b"], ["submit-many", "/nonexistent/jobs.json"],
+    # Words that are not UTF-8 (bytes 0xff, 0xe9 alone).
+    ["submit", "\udcff"], ["submit", "test.delay", "k\udcff=1"], ["submit", "x", "k=\udce9"],
+    ["submit-many", "/nonexistent/\udcff"], ["--\udcff"], ["list", "\udcff"],
+    ["list", "-o", "\udcff"], ["bogus\udce9"],
 ]
 
 

@@ -29,8 +29,17 @@ _STATUSES = ("queued", "waiting", "canceling", "running", "canceled", "success",
 
 
 def _words(s: str) -> List[str]:
-    """The comma-separated words of s, empty ones skipped."""
-    return [w for w in s.split(",") if w]
+    """The comma-separated words of s, empty ones skipped, and (as jobq,
+    which cannot make JSON strings of them) those that are not UTF-8."""
+    return [w for w in s.split(",") if w and _is_utf8(w)]
+
+
+def _is_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # bytes that were not UTF-8: lone surrogates here
+        return False
 
 
 def _get(d: Any, key: str) -> Any:
