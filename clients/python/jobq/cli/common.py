@@ -125,6 +125,16 @@ class Cli:
         return EXIT_FAIL
 
 
+def is_utf8(word: str) -> bool:
+    """Whether a word of the command line was valid UTF-8 (Python keeps
+    other bytes as lone surrogates; jobq refuses or drops such words)."""
+    try:
+        word.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def eprint(line: str) -> None:
     """Writes one line on stderr."""
     sys.stderr.write(line + "\n")

@@ -19,7 +19,7 @@ from ..client import Client
 from ..errors import JobqError
 from ..protocol import MAX_ROWS_PER_REPLY
 from .common import (EXIT_FAIL, EXIT_OK, Cli, Opt, fmt_field, fmt_log_entry, fmt_ts, fmt_value,
-                     item, json_text, parse, parse_int, parse_job_id, print_json,
+                     is_utf8, item, json_text, parse, parse_int, parse_job_id, print_json,
                      priority_names, ts_diff)
 
 LIST_DEFAULT_FIELDS = "id,status,priority,summary"
@@ -31,15 +31,7 @@ _STATUSES = ("queued", "waiting", "canceling", "running", "canceled", "success",
 def _words(s: str) -> List[str]:
     """The comma-separated words of s, empty ones skipped, and (as jobq,
     which cannot make JSON strings of them) those that are not UTF-8."""
-    return [w for w in s.split(",") if w and _is_utf8(w)]
-
-
-def _is_utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:  # bytes that were not UTF-8: lone surrogates here
-        return False
+    return [w for w in s.split(",") if w and is_utf8(w)]
 
 
 def _get(d: Any, key: str) -> Any:

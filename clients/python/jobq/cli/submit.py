@@ -18,18 +18,8 @@ from ..client import new_token
 from ..errors import JobqError
 from ..protocol import MAX_JOBS_PER_TOKEN
 from .common import (EXIT_FAIL, EXIT_OK, EXIT_USAGE, PRIORITY_HELP, Cli, Opt, fmt_value,
-                     json_loads, json_load_error, parse, parse_int, parse_priority, parse_value,
-                     print_json)
-
-
-def _is_utf8(s: str) -> bool:
-    """Whether a word of the command line was valid UTF-8 (Python keeps
-    other bytes as lone surrogates)."""
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
+                     is_utf8, json_load_error, json_loads, parse, parse_int, parse_priority,
+                     parse_value, print_json)
 
 
 def _parse_depends(spec: str) -> Optional[List[Any]]:
@@ -66,10 +56,10 @@ def cmd_submit(cli: Cli, argv: List[str]) -> int:
         key, eq, text = word.partition("=")
         if not eq or not key:
             return cli.usage("argument '%s' is not KEY=VALUE" % word)
-        if not _is_utf8(word):
+        if not is_utf8(word):
             return cli.usage("argument '%s' is not valid UTF-8" % word)
         args[key] = parse_value(text)
-    if not _is_utf8(pos[0]):
+    if not is_utf8(pos[0]):
         return cli.usage("OP '%s' is not valid UTF-8" % pos[0])
     op: Dict[str, Any] = {"op": pos[0], "args": args}
     if o_prio.count:
