@@ -16,15 +16,16 @@ import sys
 from typing import List, Optional
 
 from ..client import default_run_dir
-from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
 from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_ping,
                     cmd_priority, cmd_shutdown, cmd_stats, cmd_version)
+from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
 from .monitor import cmd_monitor
 from .query import cmd_info, cmd_list, cmd_list_fields, cmd_list_opcodes, help_opcodes
 from .submit import cmd_submit, cmd_submit_many
 from .watch import cmd_watch
 
 __all__ = ["main", "cli_help", "print_help", "COMMANDS"]
+
 
 def default_endpoint_text() -> str:
     """The endpoint this jobq uses without -s and $JOBQ_ENDPOINT."""
