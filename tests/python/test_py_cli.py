@@ -207,6 +207,8 @@ READ_ONLY = [
     (["list", "-o", "start_ts,end_ts,worker,opworker,opattempt,archived,log_serial,"
                     "change_serial,priority"], 0),
     (["--json", "list", "-o", "+opresult,oplog,ops,received_ts"], 0),
+    # Columns of non-ASCII text are as wide as jobq makes them (in bytes).
+    (["list", "-o", "oplog,worker,opworker,opresult,id"], 0),
     (["list", "--status", "success,error"], 0),
     (["list", "--status", "running", "--status", "waiting,canceled"], 0),
     (["--json", "list", "--status=canceled"], 0),
