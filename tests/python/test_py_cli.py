@@ -314,7 +314,7 @@ def test_help_without_daemon(tmp_path):
 def test_default_endpoint_in_help():
     """jobq-py shows, as jobq does, its checkout's var/jobq/jobq.sock."""
     py = run_py("--help")
-    root = os.path.dirname(os.path.dirname(PYCLI_DIR))
+    root = os.path.dirname(os.path.dirname(os.path.realpath(PYCLI_DIR)))
     assert f"ipc://{root}/var/jobq/jobq.sock\n" in py.stdout, py.stdout
 
 
