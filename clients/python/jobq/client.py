@@ -300,9 +300,11 @@ class Client:
             if left <= 0 and error is not None:
                 raise fail(error)
             if left <= 0:
-                waited = time.monotonic() - start if extended else limit
+                # As libjobq: the timeout itself, or (keepalives moved the
+                # deadline) the time waited in tenths of a second.
+                waited = round(time.monotonic() - start, 1) if extended else limit
                 raise fail(TimeoutError("Timeout", "no reply to %s within %g s"
-                                        % (names, round(waited, 1))))
+                                        % (names, waited)))
             ready = dict(poller.poll(max(1, int(min(left, 3600.0) * 1000))))
             if self._mon in ready:
                 self._read_monitor()

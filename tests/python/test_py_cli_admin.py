@@ -1,0 +1,547 @@
+"""Parity of the Python jobq CLI (clients/python/jobq/cli: watch, monitor
+and the admin commands) with the C jobq: each case runs the same command
+line through build/clients/jobq and `/usr/bin/python3 -m jobq` on the same
+daemon state and asserts the same exit code, stdout and (where it is
+deterministic) stderr. Text is compared after normalising only what
+legitimately differs: the elapsed-time prefix of watch lines, the wall
+clock of ping, version and monitor, and the ids of jobs each CLI acted on
+(when each needs a job of its own, as for cancel).
+
+Run: JOBQ_BUILD_DIR=$PWD/build /usr/bin/python3 -m pytest tests/python/test_py_cli_admin.py
+Each test starts its own jobqd in a temporary directory (test_cli.Daemon).
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import zmq
+
+from test_cli import ISO_TS, JOBQ, Daemon, run
+from test_py_cli import PYCLI_ENV, run_both, run_py
+
+PYTHON = "/usr/bin/python3"
+NOWHERE = "ipc:///nonexistent-jobq-dir/jobq.sock"
+
+
+def popen_both(args, endpoint):
+    """Both CLIs started side by side (for commands that wait)."""
+    env = dict(os.environ, JOBQ_ENDPOINT=endpoint)
+    c = subprocess.Popen([JOBQ, *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen([PYTHON, "-m", "jobq", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(env, **PYCLI_ENV))
+    return c, p
+
+
+def same(c, p, norm=lambda s: s, stderr=True):
+    """Asserts the same exit code, stdout (normalised) and stderr."""
+    assert c.returncode == p.returncode, (c.returncode, p.returncode, c.stderr, p.stderr)
+    assert norm(p.stdout) == norm(c.stdout), (c.stdout, p.stdout)
+    if stderr:
+        assert p.stderr == c.stderr, (c.stderr, p.stderr)
+    return c
+
+
+def both(daemon, *args, norm=lambda s: s, stderr=True, rc=None):
+    """Runs args through both CLIs on the daemon, asserts parity (and the
+    exit code rc when given); returns the C CLI's result."""
+    c, p = run_both(args, daemon.endpoint)
+    same(c, p, norm, stderr)
+    if rc is not None:
+        assert c.returncode == rc, (args, c.stdout, c.stderr)
+    return c
+
+
+def ids_as(text, ids, name="ID"):
+    """text with each of the job ids replaced by name."""
+    for i in ids:
+        text = re.sub(r"\b%d\b" % i, name, text)
+    return text
+
+
+def pair(daemon, argv_of, ids_c, ids_p, rc, norm=lambda s: s):
+    """Runs argv_of(ids_c) through C and argv_of(ids_p) through Python:
+    the same command on jobs of each CLI's own; asserts parity (stdout
+    normalised by norm) with the ids named by position."""
+    c = run(*argv_of(ids_c), endpoint=daemon.endpoint)
+    p = run_py(*argv_of(ids_p), endpoint=daemon.endpoint)
+    assert c.returncode == p.returncode == rc, (c.stdout, c.stderr, p.stdout, p.stderr)
+    for k, (a, b) in enumerate(zip(ids_c, ids_p)):
+        c.stdout, c.stderr = ids_as(c.stdout, [a], "ID%d" % k), ids_as(c.stderr, [a], "ID%d" % k)
+        p.stdout, p.stderr = ids_as(p.stdout, [b], "ID%d" % k), ids_as(p.stderr, [b], "ID%d" % k)
+    assert (norm(p.stdout), p.stderr) == (norm(c.stdout), c.stderr)
+    return c
+
+
+def elapsed_out(text):
+    """watch output without what depends on when it ran: the "[+S.SSSs]"
+    prefix and --json's "elapsed" values."""
+    text = re.sub(r"(?m)^\[\+\d+\.\d{3}s\] ", "[+T] ", text)
+    return re.sub(r'"elapsed":[0-9.e+-]+', '"elapsed":T', text)
+
+
+def clock_out(text):
+    return re.sub(ISO_TS, "TS", text)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path)
+    yield d
+    d.stop()
+
+
+def blocked(daemon, n):
+    """A running blocker and n jobs queued behind it."""
+    blocker = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(blocker, {"running"})
+    return blocker, [daemon.submit("test.delay", "duration=0", "--depends", blocker)
+                     for _ in range(n)]
+
+
+# ---------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("args", [
+    ["cancel"], ["cancel", "abc"], ["cancel", "0"], ["priority"], ["priority", "1"],
+    ["priority", "1", "2", "3"], ["priority", "--priority", "high"],
+    ["priority", "1", "urgent"], ["priority", "-p", "x", "1"], ["archive"],
+    ["archive", "1", "x"], ["autoarchive"], ["autoarchive", "1", "2"],
+    ["autoarchive", "soon"], ["autoarchive", "1d", "--timeout", "x"],
+    ["autoarchive", "1d", "--timeout", "2e6"], ["drain", "maybe"], ["drain", "on", "off"],
+    ["stats", "x"], ["shutdown", "x"], ["shutdown", "--now=1"], ["ping", "x"],
+    ["version", "x"], ["watch"], ["watch", "1", "2"], ["watch", "x"], ["watch", "--pol", "1"],
+    ["monitor", "x"], ["monitor", "--count", "0"], ["monitor", "-n", "x"],
+    ["monitor", "--duration", "-1"], ["monitor", "--recent", "-1"],
+    ["monitor", "--duration"],
+])
+def test_usage_errors(args):
+    c, p = run_both(args, NOWHERE)
+    same(c, p)
+    assert c.returncode == 2 and c.stderr.startswith("jobq: "), c.stderr
+
+
+CALLS = [
+    ["cancel", "1"], ["priority", "1", "high"], ["archive", "1"],
+    ["autoarchive", "all", "--timeout", "0"], ["drain"], ["drain", "on"], ["stats"],
+    ["shutdown"], ["ping"], ["--json", "ping"],
+    ["watch", "1"], ["watch", "--poll", "1"], ["monitor", "--events", "--duration", "5"],
+    ["monitor", "--duration", "5"],
+]
+
+
+@pytest.mark.parametrize("args", CALLS)
+def test_not_running(args, tmp_path):
+    """No socket file, a socket file nobody listens on, a refused TCP
+    connection: exit code 3 and the same message."""
+    c, p = run_both(args, NOWHERE)
+    same(c, p)
+    assert c.returncode == 3
+    assert c.stderr == ("jobq: jobqd is not running at %s (no socket file at %s)\n"
+                        % (NOWHERE, NOWHERE[6:]))
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stale))  # the file stays, nobody listens: what a killed jobqd leaves
+    c, p = run_both(args, "ipc://%s" % stale)
+    same(c, p)
+    assert c.returncode == 3 and "nobody listens" in c.stderr
+    c, p = run_both(args, "tcp://127.0.0.1:%d" % free_tcp_port())
+    same(c, p)
+    assert c.returncode == 3 and "(connection refused)" in c.stderr
+
+
+@pytest.mark.parametrize("args,rc", [(a, 2 if a[0] == "watch" else 1) for a in CALLS])
+def test_no_reply(args, rc, tmp_path):
+    """A peer that takes requests and never answers: "cannot reach the
+    daemon at ENDPOINT: no reply within T s"; watch's code for it is 2."""
+    ep = "ipc://%s/mute.sock" % tmp_path
+    with zmq.Context() as ctx:
+        s = ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        try:
+            c, p = run_both(["-t", "0.3", *args], ep)
+        finally:
+            s.close(0)
+    same(c, p)
+    assert c.returncode == rc
+    # autoarchive's call outlives the daemon's work budget (0 s here) by 5 s.
+    assert c.stderr == "jobq: cannot reach the daemon at %s: no reply within %s s\n" % (
+        ep, "5" if args[0] == "autoarchive" else "0.3")
+
+
+def test_version_no_reply(tmp_path):
+    """version does not wait for a daemon that does not answer."""
+    ep = "ipc://%s/mute.sock" % tmp_path
+    with zmq.Context() as ctx:
+        s = ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.bind(ep)
+        try:
+            for args in (["version"], ["--json", "version"]):
+                c, p = run_both(args, ep)
+                same(c, p)
+                assert c.returncode == 0 and "jobqd" not in c.stdout
+        finally:
+            s.close(0)
+
+
+def free_tcp_port():
+    """A loopback port free at the time of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Nowhere:
+    """Where no daemon runs (for both())."""
+    endpoint = NOWHERE
+
+
+def test_version_without_daemon():
+    for args in (["version"], ["--json", "version"], ["--version"]):
+        c = both(_Nowhere, *args, rc=0)
+        assert "jobqd" not in c.stdout
+    assert json.loads(run_py("--json", "version", endpoint=NOWHERE).stdout) == {
+        "version": "0.1.0", "protocol": 1, "daemon": None}
+
+
+# ---------------------------------------------------------------- admin commands
+
+def test_cancel(daemon):
+    _, jobs = blocked(daemon, 8)
+    one = lambda ids: ["cancel", *ids]  # noqa: E731
+    pair(daemon, one, [jobs[0]], [jobs[1]], 0)  # queued: canceled at once
+    pair(daemon, one, [jobs[2], jobs[3]], [jobs[4], jobs[5]], 0)  # several
+    pair(daemon, lambda ids: ["--json", "cancel", *ids], [jobs[6]], [jobs[7]], 0)
+    c = both(daemon, "cancel", jobs[0], rc=1)  # already finished
+    assert c.stdout == "" and c.stderr.startswith("jobq: cancel: ")
+    both(daemon, "--json", "cancel", jobs[0], rc=1)
+    both(daemon, "cancel", 999999, rc=1)
+    # A failure does not stop the next job; the exit code says one failed.
+    both(daemon, "cancel", 999999, jobs[1], rc=1)
+
+
+def test_cancel_running(daemon):
+    a = daemon.submit("test.delay", "duration=60")
+    b = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(a, {"running"})
+    daemon.wait_status(b, {"running"})
+    c = pair(daemon, lambda ids: ["cancel", *ids], [a], [b], 0)
+    assert "canceled" in c.stdout
+    # watch of a job canceled while running (exit 1, the same lines).
+    daemon.wait_status(a, {"canceled"})
+    daemon.wait_status(b, {"canceled"})
+    for args in (["watch"], ["watch", "--poll"], ["--json", "watch"]):
+        pair(daemon, lambda ids: [*args, *ids], [a], [b], 1, elapsed_out)
+    c = both(daemon, "watch", a, norm=elapsed_out, rc=1)
+    assert elapsed_out(c.stdout).splitlines()[-1] == "[+T] status: canceled", c.stdout
+
+
+def test_priority(daemon):
+    _, jobs = blocked(daemon, 6)
+    pair(daemon, lambda ids: ["priority", ids[0], "high"], [jobs[0]], [jobs[1]], 0)
+    pair(daemon, lambda ids: ["priority", ids[0], "10"], [jobs[0]], [jobs[1]], 0)
+    pair(daemon, lambda ids: ["priority", "--priority", "Low", *ids], jobs[2:4], jobs[4:6], 0)
+    pair(daemon, lambda ids: ["--json", "priority", "-p", "normal", *ids], jobs[2:4],
+         jobs[4:6], 0)
+    rows = daemon.js("list", "-o", "oppriority", *jobs)["rows"]
+    assert rows == [[[10]], [[10]], [[0]], [[0]], [[0]], [[0]]]
+    both(daemon, "priority", 999999, "high", rc=1)
+    c = both(daemon, "priority", jobs[0], "5", rc=1)  # not -10, 0 or 10: the daemon says
+    assert c.stderr.startswith("jobq: priority: InvalidPriority: "), c.stderr
+    both(daemon, "--json", "priority", 999999, "high", rc=1)
+    daemon.ok("cancel", jobs[0])
+    both(daemon, "priority", jobs[0], "low", rc=1)  # finished
+
+
+def test_archive(daemon):
+    jobs = [daemon.submit("test.delay", "duration=0") for _ in range(4)]
+    for j in jobs:
+        daemon.wait_status(j, {"success"})
+    c = pair(daemon, lambda ids: ["archive", *ids], [jobs[0]], [jobs[1]], 0)
+    assert c.stdout == "Job ID0 archived\n"
+    pair(daemon, lambda ids: ["--json", "archive", *ids], [jobs[2]], [jobs[3]], 0)
+    c = both(daemon, "archive", jobs[0], rc=1)  # already archived
+    assert "was not archived" in c.stderr
+    both(daemon, "--json", "archive", jobs[1], 999999, rc=1)
+    blocker = daemon.submit("test.delay", "duration=60")
+    both(daemon, "archive", blocker, rc=1)  # not finished
+
+
+def test_autoarchive(daemon):
+    def finished(n):
+        jobs = [daemon.submit("test.delay", "duration=0") for _ in range(n)]
+        for j in jobs:
+            daemon.wait_status(j, {"success"})
+
+    finished(2)
+    c = both(daemon, "autoarchive", "1d", rc=0)  # none old enough
+    assert c.stdout == "Archived 0 jobs, 0 left unexamined\n"
+    both(daemon, "--json", "autoarchive", "7d", "--timeout", "3", rc=0)
+    daemon.ok("autoarchive", "all")
+    outs = []
+    for runner in (run, run_py):
+        for args in (["autoarchive", "all"], ["--json", "autoarchive", "-1"]):
+            finished(2)
+            p = runner(*args, endpoint=daemon.endpoint)
+            outs.append((p.returncode, p.stdout, p.stderr))
+    assert outs[:2] == outs[2:]
+    assert outs[0] == (0, "Archived 2 jobs, 0 left unexamined\n", "")
+    assert outs[1] == (0, "[2,0]\n", "")
+
+
+def test_drain(daemon):
+    for args, out in ((["drain"], "Drain flag: off (submissions are accepted)\n"),
+                      (["--json", "drain"], "false\n"),
+                      (["drain", "on"], "Drain flag set: submissions are refused\n"),
+                      (["drain"], "Drain flag: on (submissions are refused)\n"),
+                      (["--json", "drain"], "true\n"),
+                      (["--json", "drain", "on"], "true\n"),
+                      (["drain", "off"], "Drain flag cleared: submissions are accepted\n"),
+                      (["drain"], "Drain flag: off (submissions are accepted)\n")):
+        c = both(daemon, *args, rc=0)
+        assert c.stdout == out
+
+
+def keys_of(v, prefix=""):
+    """The dotted key paths of a JSON value's maps."""
+    if not isinstance(v, dict):
+        return [prefix]
+    out = []
+    for k, x in v.items():
+        out.extend(keys_of(x, "%s.%s" % (prefix, k) if prefix else k))
+    return out
+
+
+def test_stats(daemon):
+    daemon.submit("test.delay", "duration=0")
+    c, p = run_both(["--json", "stats"], daemon.endpoint)
+    assert c.returncode == p.returncode == 0 and c.stderr == p.stderr == ""
+    cj, pj = json.loads(c.stdout), json.loads(p.stdout)
+    assert keys_of(pj) == keys_of(cj) and len(keys_of(cj)) > 5
+    assert pj["drained"] == cj["drained"] is False
+    c, p = run_both(["stats"], daemon.endpoint)
+    names = lambda s: [line.split(": ", 1)[0] for line in s.splitlines()]  # noqa: E731
+    assert c.returncode == p.returncode == 0
+    assert names(p.stdout) == names(c.stdout) and "drained" in names(c.stdout)
+    assert "drained: false" in c.stdout.splitlines()
+    assert "drained: false" in p.stdout.splitlines()
+
+
+def test_ping_and_version(daemon):
+    c, p = run_both(["--json", "ping"], daemon.endpoint)
+    assert c.returncode == p.returncode == 0 and c.stderr == p.stderr == ""
+    cj, pj = json.loads(c.stdout), json.loads(p.stdout)
+    assert list(pj) == list(cj)
+    assert {k: v for k, v in pj.items() if k != "time"} == {
+        k: v for k, v in cj.items() if k != "time"}
+    c, p = run_both(["ping"], daemon.endpoint)
+    shape = r"jobqd \S+ \(protocol 1\) at %s: time TS, round trip RT ms\n" % re.escape(
+        daemon.endpoint)
+    norm = lambda s: re.sub(r"round trip [0-9.]+ ms", "round trip RT ms", clock_out(s))  # noqa
+    same(c, p, norm)
+    assert re.fullmatch(shape, norm(c.stdout)), c.stdout
+    c = both(daemon, "version", rc=0)
+    assert c.stdout.startswith("jobq 0.1.0 (protocol 1)\njobqd ")
+    c, p = run_both(["--json", "version"], daemon.endpoint)
+    assert c.returncode == p.returncode == 0
+    cj, pj = json.loads(c.stdout), json.loads(p.stdout)
+    cj["daemon"].pop("time")
+    pj["daemon"].pop("time")
+    assert pj == cj
+    assert re.sub(r'"time":\[\d+,\d+\]', "", p.stdout) == re.sub(r'"time":\[\d+,\d+\]', "",
+                                                                 c.stdout)
+
+
+@pytest.mark.parametrize("args", [["shutdown"], ["--json", "shutdown", "--now"]])
+def test_shutdown(tmp_path, args):
+    results = []
+    for name, runner in (("c", run), ("py", run_py)):
+        (tmp_path / name).mkdir()
+        d = Daemon(tmp_path / name)
+        try:
+            p = runner(*args, endpoint=d.endpoint)
+            results.append((p.returncode, p.stdout, p.stderr))
+            assert d.proc.wait(15) == 0
+        finally:
+            d.stop()
+    assert results[0] == results[1]
+    assert results[0][0] == 0 and results[0][1] in (
+        "Daemon is shutting down: running opcodes may finish first\n", "true\n")
+
+
+# ---------------------------------------------------------------- watch
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_watch_finished_jobs(daemon, poll):
+    opt = ["--poll"] if poll else []
+    ok = daemon.submit("test.log", 'messages=["one", "two"]')
+    err = daemon.submit("test.log", 'messages=["x"]', "fail=true")
+    bad = daemon.submit("test.delay", "duration=0", "fail=true")
+    for job, rc in ((ok, 0), (err, 1), (bad, 1)):
+        daemon.wait_status(job, {"success", "error"})
+        c = both(daemon, "watch", *opt, job, norm=elapsed_out, rc=rc)
+        assert elapsed_out(c.stdout).splitlines()[-1] == "[+T] status: %s" % (
+            "success" if rc == 0 else "error")
+        c = both(daemon, "--json", "watch", *opt, job, norm=elapsed_out, rc=rc)
+        last = json.loads(c.stdout.splitlines()[-1])
+        assert last["status"] == ("success" if rc == 0 else "error")
+        assert ("error" in last) == (rc == 1)
+    c = both(daemon, "watch", *opt, err, norm=elapsed_out, rc=1)
+    assert re.search(r"(?m)^\[\+T\] error: opcode 0 \(test\.log\) failed: ",
+                     elapsed_out(c.stdout)), c.stdout
+    c = both(daemon, "watch", *opt, 999999, rc=2)
+    assert c.stderr == "jobq: watch: job 999999 not found\n"
+
+
+def test_watch_live_job(daemon):
+    """Both CLIs watch a job from queued to success over the stream: the
+    same status lines and log entries (entry timestamps are the job's)."""
+    blocker = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(blocker, {"running"})
+    job = daemon.submit("test.log", 'messages=["a", "b", "c"]', "--depends",
+                        "%d:canceled" % blocker)
+    procs = popen_both(["watch", job], daemon.endpoint)
+    jprocs = popen_both(["--json", "watch", job], daemon.endpoint)
+    try:
+        # Each watcher has printed the job's first status before it moves on.
+        for p in procs + jprocs:
+            assert p.stdout.readline(), p.stderr.read()
+        daemon.ok("cancel", blocker)
+        outs = [p.communicate(timeout=30) for p in procs + jprocs]
+    finally:
+        for p in procs + jprocs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs + jprocs] == [0, 0, 0, 0]
+    assert elapsed_out(outs[1][0]) == elapsed_out(outs[0][0]) and outs[1][1] == outs[0][1]
+    assert elapsed_out(outs[3][0]) == elapsed_out(outs[2][0]) and outs[3][1] == outs[2][1]
+    lines = elapsed_out(outs[0][0]).splitlines()
+    assert lines[0] == "[+T] status: running" and lines[-1] == "[+T] status: success", lines
+    assert [ln.rsplit(" ", 1)[1] for ln in lines[1:-1]] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("poll", [False, True])
+def test_watch_daemon_dies(daemon, poll):
+    """jobqd killed while both watch a running job: exit 3, the same error."""
+    job = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(job, {"running"})
+    procs = popen_both(["watch", *(["--poll"] if poll else []), job], daemon.endpoint)
+    try:
+        for p in procs:
+            assert elapsed_out(p.stdout.readline()) == "[+T] status: running\n"
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [3, 3]
+    # Whether the death is seen while a request is parked ("; it stopped
+    # while ... was waiting for its reply") or before the next one is timing.
+    errs = [re.sub(r"; it stopped while .*", "", err) for _, err in outs]
+    assert errs[0] == errs[1] == "jobq: jobqd is not running at %s (nobody listens on %s: a " \
+        "socket file left by a jobqd that did not stop cleanly?)\n" % (
+            daemon.endpoint, daemon.endpoint[6:]), outs
+    assert outs[0][0] == outs[1][0] == ""  # nothing after the first status
+
+
+# ---------------------------------------------------------------- monitor
+
+def test_monitor_events(daemon):
+    """Both monitors follow the same events: the lines (and --json objects)
+    are the same, except the resync line's wall clock."""
+    daemon.wait_status(daemon.submit("test.delay", "duration=0"), {"success"})
+    args = ["monitor", "--events", "--count", "4", "--duration", "30"]
+    procs = popen_both(args, daemon.endpoint) + popen_both(
+        ["--json", "monitor", "-n", "4", "--duration", "30"], daemon.endpoint)
+    try:
+        first = [p.stdout.readline() for p in procs]
+        assert re.fullmatch(ISO_TS + r" resync start seq=\d+ epoch=\d+ jobs=1\n", first[0])
+        assert clock_out(first[1]) == clock_out(first[0])
+        assert first[3] == first[2] and json.loads(first[2])["type"] == "resync"
+        daemon.submit("test.log", 'messages=["one", "two"]')
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    assert outs[0] == outs[1] and outs[2] == outs[3]
+    assert len(outs[0][0].splitlines()) == 4 and ' log1="one"' in outs[0][0]
+    assert [json.loads(x)["type"] for x in outs[2][0].splitlines()] == ["change"] * 4
+
+
+def test_monitor_table(daemon):
+    """Not on a terminal, --duration below a second prints two tables (the
+    first view and the final one): the same text but for the clock."""
+    jobs = [daemon.submit("test.delay", "duration=0") for _ in range(3)]
+    for j in jobs:
+        daemon.wait_status(j, {"success"})
+    c = both(daemon, "monitor", "--duration", "0.5", "--recent", "2", norm=clock_out, rc=0)
+    assert c.stdout.count("jobq monitor  ") == 2, c.stdout
+    assert ("jobs 3:  queued 0  waiting 0  canceling 0  running 0  canceled 0  success 3"
+            "  error 0\n") in c.stdout
+    recent = c.stdout.split("RECENT\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    rows = [r.split() for r in recent[1:]]
+    assert len(rows) == 2 and all(int(r[0]) in jobs and r[1] == "success" for r in rows), rows
+
+
+def test_tcp_without_event_endpoint(tmp_path):
+    """Over tcp:// to a daemon that publishes events on ipc only: watch falls
+    back to wait_for_job_change (same lines), monitor says why it cannot
+    follow (exit 1)."""
+    ep = "tcp://127.0.0.1:%d" % free_tcp_port()
+    daemon = Daemon(tmp_path, "--listen", ep)
+    try:
+        tcp_checks(daemon, ep)
+    finally:
+        daemon.stop()
+
+
+def tcp_checks(daemon, ep):
+    job = daemon.submit("test.log", 'messages=["x", "y"]')
+    daemon.wait_status(job, {"success"})
+    c, p = run_both(["watch", job], ep)
+    same(c, p, elapsed_out)
+    assert c.returncode == 0 and len(c.stdout.splitlines()) == 3, c.stdout
+    c, p = run_both(["monitor", "--events", "--duration", "10"], ep)
+    # The published list is JSON in libjobq's message, a Python list in
+    # jobq.Subscriber's: compared apart.
+    listed = re.compile(r"\(it publishes (.*)\); start")
+    same(c, p, stderr=False)
+    assert c.returncode == 1
+    assert listed.sub("(it publishes L); start", p.stderr) == listed.sub(
+        "(it publishes L); start", c.stderr)
+    assert c.stderr.startswith("jobq: monitor: jobqd at %s publishes no tcp:// event endpoint"
+                               % ep), c.stderr
+    assert json.loads(listed.search(c.stderr).group(1)) == [
+        "ipc://%s/events.sock" % daemon.data_dir]
+
+
+def test_monitor_daemon_dies(daemon):
+    """jobqd killed under both monitors: exit 3, the same error."""
+    procs = popen_both(["monitor", "--events", "--duration", "60"], daemon.endpoint)
+    try:
+        first = [p.stdout.readline() for p in procs]
+        assert clock_out(first[0]) == clock_out(first[1]) and " resync start " in first[0]
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [3, 3], outs
+    errs = [re.sub(r"; it stopped while .*", "", err) for _, err in outs]
+    assert errs[0] == errs[1] and errs[0].startswith("jobq: jobqd is not running at "), outs
