@@ -26,7 +26,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
+from typing import (Any, cast, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
                     Union)
 
 import zmq
@@ -43,6 +43,10 @@ Opcode = Mapping[str, Any]
 _UNKNOWN, _UP, _DOWN = 0, 1, 2
 #: No monitor news for this long while down: its events were lost (libjobq's CONN_QUIET_MS).
 _CONN_QUIET = 0.6
+#: pyzmq's flags as plain ints on the request path: its enum types cost
+#: an object per flag operation.
+_NOBLOCK, _POLLIN, _EVENTS, _RCVMORE = (int(zmq.NOBLOCK), int(zmq.POLLIN), int(zmq.EVENTS),
+                                       int(zmq.RCVMORE))
 #: Pipelined submit_many_jobs batches in flight at once.
 _BATCH_WINDOW = 8
 
@@ -108,6 +112,11 @@ class Client:
         self._mon: "zmq.Socket[bytes]" = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
             | zmq.EVENT_DISCONNECTED)
+        # One poller for every call (making one per call was a tenth of a
+        # small call's client CPU).
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._mon, zmq.POLLIN)
         try:
             self._sock.connect(self.endpoint)
         except zmq.ZMQError as e:
@@ -139,7 +148,9 @@ class Client:
 
     def _read_monitor(self) -> int:
         n = 0
-        while True:
+        # ZMQ_EVENTS first: an empty read raising zmq.Again on every call
+        # cost more than the call's msgpack.
+        while cast(int, self._mon.get(_EVENTS)) & _POLLIN:
             try:
                 ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
             except zmq.Again:
@@ -165,6 +176,7 @@ class Client:
                 self._attempt_timed_out = bool(self._attempt_start) and (
                     time.monotonic() - self._attempt_start >= protocol.CONNECT_TIMEOUT - 0.1)
                 self._attempt_start = 0.0
+        return n
 
     def _not_running(self, while_: str) -> JobqError:
         if self._attempt_timed_out and not self._ipc_path:
@@ -275,7 +287,7 @@ class Client:
         def send(i: int) -> None:
             while True:
                 try:
-                    self._sock.send(bodies[i], zmq.NOBLOCK)
+                    self._sock.send(bodies[i], _NOBLOCK)
                     return
                 except zmq.Again:
                     left = deadline - time.monotonic()
@@ -287,9 +299,7 @@ class Client:
                     raise fail(TransportError("Transport", "cannot send: %s" % e)) from None
 
         drops, failed = self._drops, self._failed_attempts
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._mon, zmq.POLLIN)
+        poller = self._poller
         error: Optional[JobqError] = None  # the first error of a pipeline
         while in_flight or (error is None and next_send < n):
             while error is None and next_send < n and len(in_flight) < window:
@@ -329,14 +339,18 @@ class Client:
                     drops, failed = self._drops, self._failed_attempts
             if self._sock not in ready:
                 continue
-            while True:
+            # Read while something is there, and stop once the last answer
+            # came: what arrives later is stale and dropped by the next call.
+            while in_flight or (error is None and next_send < n):
                 try:
-                    frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                    frame = self._sock.recv(_NOBLOCK)
                 except zmq.Again:
                     break
-                if len(frames) != 1:
+                if self._sock.get(_RCVMORE):
+                    while self._sock.get(_RCVMORE):
+                        self._sock.recv()
                     continue  # a reply is one frame
-                rep = protocol.parse_reply(frames[0])
+                rep = protocol.parse_reply(frame)
                 if rep is None or rep.id is None or rep.id not in by_id:
                     continue  # stale (an earlier call's) or unmatchable
                 i = by_id[rep.id]
