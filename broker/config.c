@@ -75,6 +75,14 @@ static const char usage_rest[] =
     "                            retry return its ids; 0: off [600]\n"
     "      --shutdown-grace SEC  on SIGTERM or shutdown, how long running opcodes\n"
     "                            may finish before they are interrupted [30]\n"
+    "      --authorized-keys DIR  the public keys (czmq certificates) that may\n"
+    "                            connect over TCP with CURVE; a file added or\n"
+    "                            removed counts at the next connection\n"
+    "                            [DATA_DIR/authorized_keys]\n"
+    "      --insecure            serve TCP endpoints without CURVE (no keys,\n"
+    "                            every peer admin); only on loopback addresses\n"
+    "      --ipc-role ROLE       what local clients on the ipc socket may do:\n"
+    "                            read, submit or admin [admin]\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -119,7 +127,8 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
-       OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE };
+       OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
+       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -149,6 +158,9 @@ static const struct option long_opts[] = {
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
     {"token-window", required_argument, NULL, OPT_TOKEN_WINDOW},
     {"salvage", no_argument, NULL, OPT_SALVAGE},
+    {"ipc-role", required_argument, NULL, OPT_IPC_ROLE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"authorized-keys", required_argument, NULL, OPT_AUTH_KEYS},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -254,7 +266,24 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         return parse_seconds(name, val, 0.01, 3600, &cfg->worker_heartbeat, err, errlen);
     case OPT_WORKER_LEASE:
         return parse_seconds(name, val, 0.05, 86400, &cfg->worker_lease, err, errlen);
+    case OPT_IPC_ROLE: {
+        jq_role_t r;
+        if (jq_role_parse(val, &r) < 0 || r == JQ_ROLE_WORKER) {
+            snprintf(err, errlen, "--ipc-role: expected read, submit or admin, got '%s'", val);
+            return -1;
+        }
+        cfg->ipc_role = (int)r;
+        return 0;
+    }
+    case OPT_AUTH_KEYS:
+        if (!*val || strlen(val) + 16 >= sizeof cfg->authorized_keys) {
+            snprintf(err, errlen, "--authorized-keys: expected a directory (path too long?)");
+            return -1;
+        }
+        snprintf(cfg->authorized_keys, sizeof cfg->authorized_keys, "%s", val);
+        return 0;
     case 'v':
+    case OPT_INSECURE:
     case OPT_SALVAGE: {
         /* A flag: on the command line (val NULL) it is set; in the config
          * file it may say yes or no. */
@@ -271,6 +300,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         if (opt == OPT_SALVAGE) {
             cfg->salvage = on;
+        } else if (opt == OPT_INSECURE) {
+            cfg->insecure = on;
         } else {
             cfg->verbose = on;
             if (on)
@@ -482,6 +513,26 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_client_requests = 1024;
     cfg->max_client_waiters = 10000;
     cfg->log_level = JQ_LOG_DEFAULT;
+    cfg->ipc_role = JQ_ROLE_ADMIN;
+}
+
+static const char *const role_names[JQ_ROLE__COUNT] = {
+    [JQ_ROLE_WORKER] = "worker", [JQ_ROLE_READ] = "read", [JQ_ROLE_SUBMIT] = "submit",
+    [JQ_ROLE_ADMIN] = "admin"};
+
+const char *jq_role_name(jq_role_t r)
+{
+    return (unsigned)r < JQ_ROLE__COUNT ? role_names[r] : "?";
+}
+
+int jq_role_parse(const char *name, jq_role_t *out)
+{
+    for (int r = 0; r < JQ_ROLE__COUNT; r++)
+        if (name && !strcmp(name, role_names[r])) {
+            *out = (jq_role_t)r;
+            return 0;
+        }
+    return -1;
 }
 
 int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t errlen)

@@ -175,11 +175,13 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     wire_pack_cstr(pk, "errors");
     /* The codes the daemon sends: those up to Internal, and those added
      * after the client-side ones. */
-    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL + 1);
+    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL + 2);
     for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++)
         pack_kv_u64(pk, jobq_code_name((jobq_code_t)e), atomic_load(&d->errors[e]));
     pack_kv_u64(pk, jobq_code_name(JOBQ_ERR_TOKEN_REUSED),
                 atomic_load(&d->errors[JOBQ_ERR_TOKEN_REUSED]));
+    pack_kv_u64(pk, jobq_code_name(JOBQ_ERR_PERMISSION_DENIED),
+                atomic_load(&d->errors[JOBQ_ERR_PERMISSION_DENIED]));
     pack_kv_u64(pk, "dropped", atomic_load(&d->dropped));
     pack_kv_u64(pk, "too_large", atomic_load(&d->dropped_size));
     pack_kv_u64(pk, "changes", jq_table_changes(d->table));
