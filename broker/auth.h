@@ -33,5 +33,6 @@ const char *jq_auth_public_key(const jq_auth_t *a);
 /* Is a TCP endpoint's host a loopback address (127.0.0.0/8, ::1,
  * localhost)? Endpoints that are not tcp:// are not asked. */
 bool jq_endpoint_is_loopback(const char *endpoint);
+bool jq_endpoint_is_tcp(const char *endpoint);
 
 #endif

@@ -1,5 +1,6 @@
 /* config.c: option parsing and --help for jobqd. */
 #include "config.h"
+#include "auth.h"
 #include "executor.h"
 #include "log.h"
 #include "paths.h"
@@ -587,6 +588,20 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     if (optind < argc) {
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
+    }
+    /* Without CURVE anyone who reaches a TCP endpoint may do anything: only
+     * a loopback address keeps that on this host. */
+    for (unsigned k = 0; cfg->insecure && k < 3; k++) {
+        char (*eps)[512] = k == 0 ? cfg->listen : k == 1 ? cfg->workers : cfg->publish;
+        unsigned n = k == 0 ? cfg->nlisten : k == 1 ? cfg->nworkers : cfg->npublish;
+        for (unsigned i = 0; i < n; i++)
+            if (!jq_endpoint_is_loopback(eps[i])) {
+                snprintf(err, errlen,
+                         "--insecure is accepted only on loopback addresses (127.0.0.0/8, "
+                         "::1, localhost), and %s is not one: give the endpoint CURVE keys "
+                         "instead (docs/security.md)", eps[i]);
+                return -1;
+            }
     }
     if (cfg->worker_lease <= cfg->worker_heartbeat) {
         snprintf(err, errlen, "--worker-lease (%g s) must be longer than --worker-heartbeat "

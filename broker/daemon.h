@@ -47,6 +47,7 @@ typedef enum {
 /* The loop's own counters, copied after each turn for `stats`. */
 typedef struct {
     _Atomic uint64_t connections, connections_peak, max_connections, accept_pauses;
+    _Atomic uint64_t refused_auth, handshake_failed;
     _Atomic bool accepting;
     _Atomic uint64_t replies_waiting, replies_late, replies_to_gone, busy_dropped;
 } jq_loop_stats_t;

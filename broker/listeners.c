@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define MAX_TCP_FDS 4 /* listening sockets behind one TCP endpoint */
 
@@ -34,6 +35,8 @@ struct jq_listeners {
     uint64_t low;            /* resume accepting at or below this */
     uint64_t limit;          /* the descriptor limit */
     int backlog;             /* of every listening socket */
+    int64_t refused_logged;  /* when refused connections were last logged */
+    uint64_t refused_reported;
 };
 
 static uint64_t fd_limit(void)
@@ -163,7 +166,10 @@ int jq_listeners_watch(jq_listeners_t *l, void *socket)
         return -1;
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://jobq-monitor-%u", l->nmonitors);
-    if (zmq_socket_monitor(socket, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) < 0)
+    if (zmq_socket_monitor(socket, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0)
         return -1;
     void *m = zmq_socket(l->zctx, ZMQ_PAIR);
     int fd = -1;
@@ -301,6 +307,25 @@ static void resume_accepting(jq_listeners_t *l)
             (unsigned long long)l->st.connections);
 }
 
+/* Refused connections are logged at most once a minute, with how many
+ * there were since: a flood of them cannot flood the log. */
+static void note_refused(jq_listeners_t *l)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    uint64_t total = l->st.refused_auth + l->st.handshake_failed;
+    if (l->refused_logged && now - l->refused_logged < 60 * 1000000ll)
+        return;
+    jq_log(JQ_LOG_WARNING, "refused %llu connection%s since %s (%llu unknown or revoked keys, "
+                           "%llu failed handshakes in all so far)",
+           (unsigned long long)(total - l->refused_reported), total - l->refused_reported == 1 ? "" : "s",
+           l->refused_logged ? "the last report" : "the start",
+           (unsigned long long)l->st.refused_auth, (unsigned long long)l->st.handshake_failed);
+    l->refused_logged = now;
+    l->refused_reported = total;
+}
+
 void jq_listeners_on_events(jq_listeners_t *l)
 {
     for (unsigned i = 0; i < l->nmonitors; i++) {
@@ -339,6 +364,13 @@ void jq_listeners_on_events(jq_listeners_t *l)
                     pause_accepting(l);
             } else if (event == ZMQ_EVENT_DISCONNECTED && l->st.connections) {
                 l->st.connections--;
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+                l->st.refused_auth++;
+                note_refused(l);
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                       event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+                l->st.handshake_failed++;
+                note_refused(l);
             }
         }
     }

@@ -65,7 +65,9 @@ typedef struct {
     unsigned next_cs;         /* read first on the next turn: fair to all */
     jq_identity_t who;        /* the sender of the pending request */
     void *to_handlers, *from_handlers;
-    void *workers;            /* the workers' ROUTER (the hub answers on it) */
+    void *workers;            /* the workers' ipc ROUTER (the hub answers on it) */
+    void *wsocks[JQ_MAX_LISTEN]; /* one more per TCP worker endpoint */
+    unsigned nwsocks;
     held_t *held;             /* oldest first */
     held_t **held_tail;
     jq_publisher_t *publisher;
@@ -453,6 +455,19 @@ static void publish_changes(loop_t *l)
     jq_hub_on_durable(l->d->hub, jq_store_durable(l->d->store));
 }
 
+static void *worker_socket(loop_t *l)
+{
+    void *s = zmq_socket(l->d->zctx, ZMQ_ROUTER);
+    if (!s)
+        return NULL;
+    int64_t maxmsg = (int64_t)l->d->cfg.max_request_bytes * 4;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    set_int(s, ZMQ_LINGER, 2000); /* revokes and disconnects at a stop */
+    set_int(s, ZMQ_SNDHWM, 100000);
+    set_int(s, ZMQ_HANDSHAKE_IVL, JQ_HANDSHAKE_SECONDS * 1000);
+    return s;
+}
+
 static void *client_socket(loop_t *l)
 {
     void *s = zmq_socket(l->d->zctx, ZMQ_ROUTER);
@@ -464,6 +479,9 @@ static void *client_socket(loop_t *l)
     /* A reply a peer cannot take is reported (EAGAIN), not dropped: it
      * waits in peers.c until the peer reads. */
     set_int(s, ZMQ_ROUTER_MANDATORY, 1);
+    /* A peer that never finishes its handshake holds its connection this
+     * long at most. */
+    set_int(s, ZMQ_HANDSHAKE_IVL, JQ_HANDSHAKE_SECONDS * 1000);
     return s;
 }
 
@@ -506,14 +524,28 @@ static int bind_endpoints(loop_t *l)
     snprintf(ep, sizeof ep, "ipc://%s/workers.sock", d->cfg.run_dir);
     for (unsigned i = 0; i <= d->cfg.nworkers; i++) {
         const char *w = i == 0 ? ep : d->cfg.workers[i - 1];
-        if (jq_listeners_bind(l->listeners, l->workers, w, resolved, sizeof resolved) < 0) {
+        void *sock = l->workers;
+        bool curve = false;
+        if (i > 0) { /* a TCP endpoint: a socket of its own, CURVE unless --insecure */
+            sock = l->wsocks[l->nwsocks] = worker_socket(l);
+            if (!sock)
+                return -1;
+            l->nwsocks++;
+            curve = jq_endpoint_is_tcp(w) && !d->cfg.insecure;
+            if ((curve && jq_auth_apply(d->auth, sock) < 0) ||
+                jq_hub_attach_more(d->hub, sock, curve) < 0)
+                return -1;
+        }
+        if (jq_listeners_bind(l->listeners, sock, w, resolved, sizeof resolved) < 0) {
             jq_log(JQ_LOG_ERROR, "cannot take workers on %s: %s", w, zmq_strerror(errno));
             return -1;
         }
         if (d->nworker_eps < JQ_MAX_LISTEN + 1)
             snprintf(d->worker_eps[d->nworker_eps++], sizeof d->worker_eps[0], "%s", resolved);
+        if (jq_listeners_watch(l->listeners, sock) < 0)
+            return -1;
     }
-    return jq_listeners_watch(l->listeners, l->workers);
+    return 0;
 }
 
 static int signal_fd(void)
@@ -675,7 +707,7 @@ static void forward_replies(loop_t *l)
 }
 
 #define FIXED_ITEMS 6
-#define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_BOUND)
+#define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND)
 
 /* What `stats` shows of the loop's own state, copied where handlers may
  * read it. */
@@ -698,6 +730,8 @@ static void publish_stats(loop_t *l)
     atomic_store_explicit(&o->connections_peak, ls.peak, memory_order_relaxed);
     atomic_store_explicit(&o->max_connections, ls.max, memory_order_relaxed);
     atomic_store_explicit(&o->accept_pauses, ls.pauses, memory_order_relaxed);
+    atomic_store_explicit(&o->refused_auth, ls.refused_auth, memory_order_relaxed);
+    atomic_store_explicit(&o->handshake_failed, ls.handshake_failed, memory_order_relaxed);
     atomic_store_explicit(&o->accepting, !ls.paused, memory_order_relaxed);
     atomic_store_explicit(&o->replies_waiting, ps.backlog, memory_order_relaxed);
     atomic_store_explicit(&o->replies_late, ps.sent_late, memory_order_relaxed);
@@ -762,6 +796,9 @@ static void serve(loop_t *l, int sigfd)
         size_t nitems = FIXED_ITEMS;
         for (unsigned ci = 1; ci < l->ncs && !l->pending; ci++)
             items[nitems++] = (zmq_pollitem_t){.socket = l->cs[ci].sock, .events = ZMQ_POLLIN};
+        size_t first_wsock = nitems;
+        for (unsigned wi = 0; wi < l->nwsocks; wi++)
+            items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
         size_t first_monitor = nitems;
         nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems);
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
@@ -793,8 +830,11 @@ static void serve(loop_t *l, int sigfd)
             continue;
         }
         bool client_input = items[0].revents != 0;
-        for (size_t i = FIXED_ITEMS; i < first_monitor; i++)
+        for (size_t i = FIXED_ITEMS; i < first_wsock; i++)
             client_input |= items[i].revents != 0;
+        bool worker_input = items[4].revents & ZMQ_POLLIN;
+        for (size_t i = first_wsock; i < first_monitor; i++)
+            worker_input |= items[i].revents != 0;
         for (size_t i = first_monitor; i < nitems; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
@@ -806,7 +846,7 @@ static void serve(loop_t *l, int sigfd)
             publish_changes(l);
         if (items[5].revents & ZMQ_POLLIN)
             jq_hub_on_inbox(d->hub);
-        if (items[4].revents & ZMQ_POLLIN)
+        if (worker_input)
             jq_hub_on_readable(d->hub);
         if (items[1].revents & ZMQ_POLLIN)
             forward_replies(l);
@@ -840,7 +880,7 @@ int jq_loop_run(jq_daemon_t *d)
     l.waiters = jq_waiters_new(d->ring, &wh, &d->waiters, (int64_t)(d->cfg.keepalive * 1e6));
     l.listeners = jq_listeners_new(d->zctx);
     if (sigfd < 0 || !l.waiters || !l.listeners || bind_endpoints(&l) < 0 ||
-        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, l.listeners, d->epoch,
+        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->auth, d->ring, l.listeners, d->epoch,
                                          &d->last_seq, d->publish_eps, JQ_MAX_LISTEN + 1,
                                          &d->npublish_eps)) ||
         zmq_bind(l.to_handlers, REQUESTS_EP) < 0 || zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
@@ -879,6 +919,8 @@ out:
     zmq_close(l.to_handlers);
     zmq_close(l.from_handlers);
     zmq_close(l.workers);
+    for (unsigned wi = 0; wi < l.nwsocks; wi++)
+        zmq_close(l.wsocks[wi]);
     jq_hub_attach(d->hub, NULL);
     for (unsigned ci = 0; ci < l.ncs; ci++)
         zmq_close(l.cs[ci].sock);

@@ -616,7 +616,10 @@ int cmd_list_opcodes(cli_t *cli, int argc, char **argv)
 void cli_help_opcodes(cli_t *cli)
 {
     /* Help must never fail nor print errors for a daemon that is away. */
-    if (!cli->client && !(cli->client = jobq_client_new(cli->endpoint)))
+    if (!cli->client && (cli->client = jobq_client_new(cli->endpoint)) &&
+        jobq_client_set_keys(cli->client, cli->key, cli->server_key) < 0)
+        jobq_client_destroy(&cli->client);
+    if (!cli->client)
         return;
     int wait_ms = cli->timeout_ms < CLI_HELP_DAEMON_TIMEOUT_MS ? cli->timeout_ms
                                                                : CLI_HELP_DAEMON_TIMEOUT_MS;

@@ -67,6 +67,7 @@ struct _jobq_client_t {
     void *ctx;                  /* ZeroMQ context owned by this client */
     void *sock;                 /* DEALER socket connected to endpoint */
     char *endpoint;             /* endpoint as given to jobq_client_new */
+    jobq_curve_t curve;         /* CURVE keys (jobq_client_set_keys) */
     char *ipc_path;             /* filesystem path of an ipc:// endpoint, else NULL */
     void *mon;                  /* PAIR socket receiving sock's monitor events */
     conn_state_t conn;          /* connection state (see the file comment) */
@@ -905,4 +906,33 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms)
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms)
 {
     return call_typed(self, "list_opcodes", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key)
+{
+    if (!self)
+        return -1;
+    char err[512];
+    jobq_curve_t c;
+    if (jobq_curve_load(&c, key_file, server_key, err, sizeof err) < 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s", err);
+        return -1;
+    }
+    self->curve = c;
+    if (!c.set || strncmp(self->endpoint, "tcp://", 6) != 0)
+        return 0;
+    /* Options count for connections made after them: connect again. */
+    zmq_disconnect(self->sock, self->endpoint);
+    if (jobq_curve_apply(&c, self->sock, self->endpoint) < 0 ||
+        zmq_connect(self->sock, self->endpoint) != 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "cannot use these keys: %s",
+                  zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+const jobq_curve_t *jobq_client_curve(jobq_client_t *self)
+{
+    return &self->curve;
 }

@@ -33,6 +33,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
+from .keys import setup_curve
 from .errors import (BadArgumentError, JobqError, MalformedError, NotRunningError,
                      TimeoutError, TransportError, error_for)
 
@@ -86,8 +87,13 @@ class Client:
     subclasses carrying the daemon's code and message.
     """
 
-    def __init__(self, endpoint: Optional[str] = None, timeout: float = 10.0) -> None:
+    def __init__(self, endpoint: Optional[str] = None, timeout: float = 10.0, *,
+                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
         self.endpoint: str = endpoint or default_endpoint()
+        #: CURVE over TCP (docs/security.md): the client's key file and the
+        #: daemon's public key (a file or Z85); else $JOBQ_KEY, $JOBQ_SERVER_KEY.
+        self.key: Optional[str] = key
+        self.server_key: Optional[str] = server_key
         self.timeout: float = timeout
         self._ipc_path: Optional[str] = None
         if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
@@ -104,6 +110,12 @@ class Client:
         self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.CONNECT_TIMEOUT, int(protocol.CONNECT_TIMEOUT * 1000))
+        try:
+            setup_curve(self._sock, self.endpoint, key, server_key)
+        except JobqError:
+            self._sock.close(0)
+            self._ctx.term()
+            raise
         # The monitor before the connect, so that the first attempt is seen.
         self._mon: "zmq.Socket[bytes]" = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED

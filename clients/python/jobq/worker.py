@@ -49,6 +49,9 @@ from typing import Any, Callable, Deque, Optional, Sequence, Union
 import msgpack  # type: ignore[import]  # Debian ships no stubs
 import zmq
 
+from .errors import JobqError
+from .keys import setup_curve
+
 __all__ = ["Worker", "Assignment", "WorkerError", "default_worker_endpoint"]
 
 log = logging.getLogger("jobq.worker")
@@ -315,7 +318,8 @@ class Worker:
     """
 
     def __init__(self, endpoint: Optional[str] = None, name: Optional[str] = None,
-                 capacity: int = 1) -> None:
+                 capacity: int = 1, *, key: Optional[str] = None,
+                 server_key: Optional[str] = None) -> None:
         if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity: 1 to {MAX_CAPACITY}, not {capacity!r}")
         if name is not None and len(name.encode("utf-8")) > MAX_NAME:
@@ -325,6 +329,10 @@ class Worker:
         self.endpoint: str = endpoint or default_worker_endpoint()
         self.name: Optional[str] = name or None
         self.capacity: int = capacity
+        #: CURVE over TCP (docs/security.md): a key of role worker and the
+        #: daemon's public key; else $JOBQ_KEY and $JOBQ_SERVER_KEY.
+        self.key: Optional[str] = key
+        self.server_key: Optional[str] = server_key
         self._opcodes: dict[str, _Opcode] = {}
         self._stop = threading.Event()
         self._running = False
@@ -534,6 +542,11 @@ class Worker:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        try:
+            setup_curve(sock, self.endpoint, self.key, self.server_key)
+        except JobqError as e:
+            sock.close(0)
+            raise WorkerError("BadArgument", e.message) from None
         try:
             sock.connect(self.endpoint)
         except zmq.ZMQError as e:
