@@ -82,6 +82,10 @@ static const char usage_rest[] =
     "                            [DATA_DIR/authorized_keys]\n"
     "      --insecure            serve TCP endpoints without CURVE (no keys,\n"
     "                            every peer admin); only on loopback addresses\n"
+    "      --group GROUP         members of GROUP may use the ipc sockets: the\n"
+    "                            data and run directories are made 0750 and\n"
+    "                            they and the sockets (0660) belong to GROUP\n"
+    "                            [none: directories made 0700, jobqd's user only]\n"
     "      --ipc-role ROLE       what local clients on the ipc socket may do:\n"
     "                            read, submit or admin [admin]\n"
     "      --salvage             start even when store records are damaged: move\n"
@@ -129,7 +133,7 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
        OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
-       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS };
+       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -162,6 +166,7 @@ static const struct option long_opts[] = {
     {"ipc-role", required_argument, NULL, OPT_IPC_ROLE},
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"authorized-keys", required_argument, NULL, OPT_AUTH_KEYS},
+    {"group", required_argument, NULL, OPT_GROUP},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -276,6 +281,13 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         cfg->ipc_role = (int)r;
         return 0;
     }
+    case OPT_GROUP:
+        if (!*val || strlen(val) >= sizeof cfg->group) {
+            snprintf(err, errlen, "--group: expected a group name");
+            return -1;
+        }
+        snprintf(cfg->group, sizeof cfg->group, "%s", val);
+        return 0;
     case OPT_AUTH_KEYS:
         if (!*val || strlen(val) + 16 >= sizeof cfg->authorized_keys) {
             snprintf(err, errlen, "--authorized-keys: expected a directory (path too long?)");

@@ -59,6 +59,7 @@ typedef struct {
     int ipc_role;                     /* jq_role_t of ipc clients (--ipc-role) */
     bool insecure;                    /* TCP without CURVE (loopback only) */
     char authorized_keys[JQ_PATH_BYTES]; /* "" : DATA_DIR/authorized_keys */
+    char group[64];                   /* --group: who may use the ipc sockets */
 } jq_config_t;
 
 /* What a peer may do (docs/security.md). Ordered: each client role may do

@@ -89,6 +89,7 @@ typedef struct {
     unsigned nworker_eps;
     jq_worker_stats_t worker_stats;
     _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
+    int socket_gid;                 /* --group's gid, or -1 */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
     int run_lock_fd;                /* flock'ed RUN_DIR/lock (another run dir) */
     int64_t started_mono;

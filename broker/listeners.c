@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_TCP_FDS 4 /* listening sockets behind one TCP endpoint */
 
@@ -35,6 +36,7 @@ struct jq_listeners {
     uint64_t low;            /* resume accepting at or below this */
     uint64_t limit;          /* the descriptor limit */
     int backlog;             /* of every listening socket */
+    int gid;                 /* of ipc socket files, or -1 */
     int64_t refused_logged;  /* when refused connections were last logged */
     uint64_t refused_reported;
 };
@@ -52,6 +54,7 @@ jq_listeners_t *jq_listeners_new(void *zctx)
     if (!l)
         return NULL;
     l->zctx = zctx;
+    l->gid = -1;
     l->limit = fd_limit();
     /* What waits in a listening socket is accepted even while paused: a
      * short queue keeps that within the reserve; a client that finds it
@@ -117,14 +120,23 @@ static void find_tcp_fds(jq_listeners_t *l, bound_t *b)
     closedir(d);
 }
 
-static int bind_one(bound_t *b)
+void jq_listeners_set_group(jq_listeners_t *l, int gid)
+{
+    l->gid = gid;
+}
+
+static int bind_one(bound_t *b, int gid)
 {
     mode_t old = umask(0117); /* an ipc socket file is born 0660 */
     int rc = zmq_bind(b->socket, b->endpoint);
     int err = errno;
     umask(old);
-    if (rc == 0 && b->ipc)
+    if (rc == 0 && b->ipc) {
         chmod(b->endpoint + 6, 0660);
+        if (gid >= 0 && chown(b->endpoint + 6, (uid_t)-1, (gid_t)gid) < 0)
+            jq_log(JQ_LOG_WARNING, "cannot give %s to group %d: %s", b->endpoint + 6, gid,
+                   strerror(errno));
+    }
     errno = err;
     return rc;
 }
@@ -140,7 +152,7 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     *b = (bound_t){.socket = socket, .ipc = strncmp(endpoint, "ipc://", 6) == 0};
     snprintf(b->endpoint, sizeof b->endpoint, "%s", endpoint);
     zmq_setsockopt(socket, ZMQ_BACKLOG, &l->backlog, sizeof l->backlog);
-    if (bind_one(b) < 0)
+    if (bind_one(b, l->gid) < 0)
         return -1;
     if (strncmp(endpoint, "tcp://", 6) == 0) {
         find_tcp_fds(l, b);

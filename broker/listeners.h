@@ -45,6 +45,8 @@ typedef struct {
 } jq_listeners_stats_t;
 
 jq_listeners_t *jq_listeners_new(void *zctx);
+/* ipc socket files bound from now on belong to group gid (-1: jobqd's). */
+void jq_listeners_set_group(jq_listeners_t *l, int gid);
 void jq_listeners_destroy(jq_listeners_t **l);
 
 /* Bind socket to endpoint and remember it (an ipc socket file gets mode

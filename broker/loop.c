@@ -879,6 +879,8 @@ int jq_loop_run(jq_daemon_t *d)
     jq_waiters_hooks_t wh = {.send = send_to_waiter, .done = waiter_done, .ctx = &l};
     l.waiters = jq_waiters_new(d->ring, &wh, &d->waiters, (int64_t)(d->cfg.keepalive * 1e6));
     l.listeners = jq_listeners_new(d->zctx);
+    if (l.listeners)
+        jq_listeners_set_group(l.listeners, d->socket_gid);
     if (sigfd < 0 || !l.waiters || !l.listeners || bind_endpoints(&l) < 0 ||
         !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->auth, d->ring, l.listeners, d->epoch,
                                          &d->last_seq, d->publish_eps, JQ_MAX_LISTEN + 1,

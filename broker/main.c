@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <czmq.h>
 #include <signal.h>
 #include <stdio.h>
@@ -134,6 +135,22 @@ static int start_auth(jq_daemon_t *d, char *err, size_t errlen)
     return d->auth ? 0 : -1;
 }
 
+/* --group: the directory belongs to the group, which may enter it (the
+ * sockets in it are 0660 and the group's too: listeners.c). Only a
+ * directory that is not writable by the group is trusted (datadir.c). */
+static int share_dir(const char *dir, int gid)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || (st.st_gid != (gid_t)gid && chown(dir, (uid_t)-1, (gid_t)gid) < 0)) {
+        jq_log(JQ_LOG_ERROR, "--group: cannot give %s to group %d: %s", dir, gid, strerror(errno));
+        return -1;
+    }
+    if (!(st.st_mode & S_IXGRP))
+        jq_log(JQ_LOG_WARNING, "--group: %s has mode %04o: the group cannot enter it "
+                               "(chmod g+rx %s)", dir, (unsigned)(st.st_mode & 07777), dir);
+    return 0;
+}
+
 /* Idle clients cost a file descriptor each: take all the kernel allows. */
 static void raise_fd_limit(void)
 {
@@ -178,6 +195,16 @@ int main(int argc, char **argv)
     pthread_mutex_init(&d->drain_mu, NULL);
     /* Nothing is opened in a directory the daemon cannot trust. */
     rc = 1;
+    d->socket_gid = -1;
+    if (d->cfg.group[0]) {
+        struct group *g = getgrnam(d->cfg.group);
+        if (!g) {
+            jq_log(JQ_LOG_ERROR, "--group: no group named '%s'", d->cfg.group);
+            goto out_locks;
+        }
+        d->socket_gid = (int)g->gr_gid;
+        jq_datadir_share_with_group(true);
+    }
     if (jq_datadir_prepare(d->cfg.data_dir, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out_locks;
@@ -192,6 +219,9 @@ int main(int argc, char **argv)
         if (lock_dir(d->cfg.run_dir, "run directory", &d->run_lock_fd) < 0)
             goto out_locks;
     }
+    if (d->socket_gid >= 0 && (share_dir(d->cfg.data_dir, d->socket_gid) < 0 ||
+                               share_dir(d->cfg.run_dir, d->socket_gid) < 0))
+        goto out_locks;
     d->opset = *jq_builtin_ops();
     d->opset.reg = jq_opreg_new();
     d->ops = &d->opset;
