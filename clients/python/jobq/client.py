@@ -35,7 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import protocol
 from .keys import setup_curve
 from .errors import (BadArgumentError, JobqError, MalformedError, NotRunningError,
-                     TimeoutError, TransportError, error_for)
+                     PermissionDeniedError, TimeoutError, TransportError, error_for)
 
 Token = Union[str, bytes]
 Opcode = Mapping[str, Any]
@@ -119,7 +119,11 @@ class Client:
         # The monitor before the connect, so that the first attempt is seen.
         self._mon: "zmq.Socket[bytes]" = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
-            | zmq.EVENT_DISCONNECTED)
+            | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        # A CURVE handshake the daemon refused: said at once, not as a timeout.
+        self._refused: Optional[JobqError] = None
         try:
             self._sock.connect(self.endpoint)
         except zmq.ZMQError as e:
@@ -168,6 +172,20 @@ class Client:
                 self._conn = _DOWN
                 self._drops += 1
                 self._after_disconnect = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._refused = None
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused = PermissionDeniedError(
+                    "PermissionDenied", "jobqd at %s refused this key: it is not (or no "
+                    "longer) in the daemon's authorized keys" % self.endpoint)
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._refused = TransportError(
+                    "Transport", "the handshake with jobqd at %s failed: %s" % (
+                        self.endpoint, "a CURVE endpoint needs a key (key=, $JOBQ_KEY) and "
+                        "the daemon's public key (server_key=, $JOBQ_SERVER_KEY)"
+                        if not self.key and not os.environ.get("JOBQ_KEY")
+                        else "is the server key the daemon's?"))
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 if self._after_disconnect:  # only schedules the first reconnect
                     self._after_disconnect = False
@@ -205,6 +223,8 @@ class Client:
         failed = self._failed_attempts
         quiet_until = time.monotonic() + _CONN_QUIET
         while True:
+            if self._refused is not None:
+                raise self._refused
             if self._conn == _UP:
                 return
             if self._failed_attempts > failed:
@@ -318,6 +338,8 @@ class Client:
             ready = dict(poller.poll(max(1, int(min(left, 3600.0) * 1000))))
             if self._mon in ready:
                 self._read_monitor()
+                if self._refused is not None:
+                    raise fail(self._refused)
                 if self._drops != drops or self._failed_attempts != failed:
                     # The connection dropped: what was in flight is lost.
                     first = min(in_flight) if in_flight else 0
