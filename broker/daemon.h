@@ -102,7 +102,6 @@ typedef struct {
     _Atomic bool handlers_stop;
     _Atomic uint64_t requests[JQ_M__COUNT];
     _Atomic uint64_t errors[JOBQ_ERR__COUNT];
-    _Atomic uint64_t denied[JQ_M__COUNT];  /* PermissionDenied per method */
     _Atomic uint64_t dropped;
     _Atomic uint64_t dropped_size;  /* requests refused for their size */
     _Atomic uint64_t submitted;

@@ -209,7 +209,6 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
             snprintf(err, sizeof err, "%s needs role %s; '%s' has role %s", methods[m].name,
                      jq_role_name(methods[m].role), who->owner, jq_role_name(who->role));
             log_denied(who, methods[m].name);
-            atomic_fetch_add_explicit(&d->denied[m], 1, memory_order_relaxed);
             rc = JOBQ_ERR_PERMISSION_DENIED;
         }
     }
@@ -222,8 +221,6 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
                           .body = body, .body_len = len, .who = who};
         rc = methods[m].fn(&call);
         atomic_fetch_add_explicit(&d->requests[m], 1, memory_order_relaxed);
-        if (rc == JOBQ_ERR_PERMISSION_DENIED)
-            atomic_fetch_add_explicit(&d->denied[m], 1, memory_order_relaxed);
         park = call.park;
         if (park)
             msgpack_sbuffer_clear(sb);

@@ -467,8 +467,10 @@ static void on_error(jobq_worker_t *self, const msgpack_object *m)
     const char *code = get_str(wire_map_get(m, "code"), &clen);
     const char *msg = get_str(wire_map_get(m, "message"), &mlen);
     jobq_code_t c = code ? jobq_code_from_name(code, clen) : JOBQ_ERR_INTERNAL;
+    /* PermissionDenied: the key is not a worker's; another hello with it
+     * gets the same answer. */
     if (self->state == STATE_HELLO && c != JOBQ_ERR_BAD_ARGUMENT && c != JOBQ_ERR_MALFORMED &&
-        c != JOBQ_ERR_VERSION) {
+        c != JOBQ_ERR_VERSION && c != JOBQ_ERR_PERMISSION_DENIED) {
         /* Refused for now (out of memory...): try again after a pause. */
         char why[300];
         snprintf(why, sizeof why, "jobqd refused the hello for now: %.*s",

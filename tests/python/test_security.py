@@ -361,3 +361,29 @@ def test_insecure_on_loopback_serves_without_keys(make_daemon):
     with jobq.Client(tcp, 3) as c:
         job = c.submit_job(JOB)
         assert c.query_jobs([job], ["owner"])["rows"][0][0].startswith("tcp:")
+
+
+def test_jobq_worker_with_a_worker_key_runs_jobs(sec, tmp_path):
+    """jobq-worker --key/--server-key over the TCP worker endpoint: served
+    with a worker key; refused (PermissionDenied, exit 1) with a client key."""
+    from test_jobq_worker import EXAMPLES, WORKER, Worker
+    handlers = tmp_path / "handlers"
+    handlers.mkdir()
+    for f in ("sh.echo", "sh.echo.json"):
+        (handlers / f).write_bytes(open(os.path.join(EXAMPLES, f), "rb").read())
+    os.chmod(handlers / "sh.echo", 0o755)
+    wkey = sec.keygen("w1", "worker")
+    w = Worker(tmp_path, handlers, "--key", wkey, "--server-key", sec.server_key,
+               endpoint=sec.wtcp, name="w1")
+    try:
+        with sec.admin() as c:
+            job = c.submit_job([{"op": "sh.echo", "args": {"message": "hi"}}])
+            done = c.wait(job, timeout=30)
+            assert done is not None and done["status"] == "success", done
+    finally:
+        assert w.stop() == 0
+    ckey = sec.keygen("carol", "submit")
+    p = subprocess.run([WORKER, "--handlers", str(handlers), "--endpoint", sec.wtcp,
+                        "--key", ckey, "--server-key", sec.server_key],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "role is not worker" in p.stderr, (p.returncode, p.stderr)

@@ -75,7 +75,7 @@ DISCONNECT_LINGER_MS = 1000
 #: Largest message accepted from the daemon (as libjobq).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Codes that make a refused hello final: the same hello would be refused again.
-FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch")
+FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch", "PermissionDenied")
 
 _OPCODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _ARG_KEYS = {"name": str, "type": str, "required": bool, "description": str}
@@ -457,7 +457,8 @@ class Worker:
         """Connects, says hello and serves assignments until :meth:`stop`.
 
         Raises :class:`WorkerError` when the daemon refuses the hello as
-        wrong (BadArgument, Malformed, VersionMismatch); any other trouble
+        wrong (BadArgument, Malformed, VersionMismatch, PermissionDenied: a key whose
+        role is not worker); any other trouble
         (no daemon, a restart, silence) only makes it connect again. On
         return every handler thread was told to stop and was given up to
         ``join_timeout`` seconds to end (they are daemon threads)."""
