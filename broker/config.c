@@ -691,6 +691,10 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"max-connections", cur->max_connections != next->max_connections},
         {"salvage", cur->salvage != next->salvage},
         {"token-window", cur->token_window != next->token_window},
+        {"ipc-role", cur->ipc_role != next->ipc_role},
+        {"insecure", cur->insecure != next->insecure},
+        {"authorized-keys", strcmp(cur->authorized_keys, next->authorized_keys) != 0},
+        {"group", strcmp(cur->group, next->group) != 0},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

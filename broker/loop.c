@@ -72,7 +72,6 @@ typedef struct {
     held_t **held_tail;
     jq_publisher_t *publisher;
     jq_waiters_t *waiters;
-    jq_peers_t *peers;
     jq_listeners_t *listeners;
     zmq_msg_t rid, body;      /* a request waiting for a handler; rid is the
                                  socket's index (a byte), then the routing id */
@@ -152,14 +151,15 @@ static void error_msg(zmq_msg_t *out, uint64_t id, bool has_id, jobq_code_t code
     msgpack_sbuffer_destroy(&sb);
 }
 
-/* The reply to a request leaves (or waits for its reader): the request is
- * no longer in flight. */
+/* The records of p's socket. */
 static jq_peers_t *peers_of(loop_t *l, jq_peer_t *p)
 {
     (void)l;
     return jq_peer_set(p);
 }
 
+/* The reply to a request leaves (or waits for its reader): the request is
+ * no longer in flight. */
 static void reply_to(loop_t *l, jq_peer_t *p, bool delim, zmq_msg_t *body)
 {
     if (p)
@@ -491,12 +491,15 @@ static int add_client_socket(loop_t *l, const char *ep)
 {
     jq_daemon_t *d = l->d;
     csock_t *cs = &l->cs[l->ncs];
-    if (l->ncs == MAX_CLIENT_SOCKS || !(cs->sock = client_socket(l)) ||
-        !(cs->peers = jq_peers_new(cs->sock))) {
+    if (l->ncs == MAX_CLIENT_SOCKS || !(cs->sock = client_socket(l))) {
         jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, strerror(errno ? errno : ENOMEM));
         return -1;
     }
-    l->ncs++;
+    l->ncs++; /* closed at the end, whatever happens next */
+    if (!(cs->peers = jq_peers_new(cs->sock))) {
+        jq_log(JQ_LOG_ERROR, "cannot serve on %s: out of memory", ep);
+        return -1;
+    }
     bool ipc = strncmp(ep, "ipc://", 6) == 0;
     cs->kind = ipc ? CS_IPC : d->auth && !d->cfg.insecure ? CS_CURVE : CS_INSECURE;
     if (cs->kind == CS_CURVE && jq_auth_apply(d->auth, cs->sock) < 0)
