@@ -387,3 +387,46 @@ def test_jobq_worker_with_a_worker_key_runs_jobs(sec, tmp_path):
                         "--key", ckey, "--server-key", sec.server_key],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "role is not worker" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_half_open_handshakes_do_not_starve_clients(sec):
+    """Peers that connect and never finish a CURVE handshake are dropped
+    after the handshake timeout; a keyed client is answered meanwhile."""
+    alice = sec.keygen("alice", "read")
+    idle = []
+    try:
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", int(sec.tcp.rsplit(":", 1)[1])))
+            idle.append(s)
+        with sec.client(alice, 5) as c:
+            assert c.ping()
+        with sec.admin() as c:
+            assert c.stats()["connections"]["open"] >= 50
+            deadline = time.monotonic() + 20  # the 5 s handshake timeout, with room
+            while c.stats()["connections"]["open"] >= 50:
+                assert time.monotonic() < deadline, "half-open handshakes were never dropped"
+                time.sleep(0.2)
+            assert c.stats()["connections"]["handshake_failed"] >= 1
+        with sec.client(alice, 5) as c:
+            assert c.ping()
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_python_subscriber_over_curve(sec):
+    reader = sec.keygen("reader", "read")
+    with sec.admin() as admin:
+        sub = jobq.Subscriber(sec.tcp, key=reader, server_key=sec.server_key,
+                              events_endpoint=sec.etcp, timeout=5)
+        try:
+            assert sub.next(timeout=2) is not None  # the first snapshot
+            job = admin.submit_job([{"op": "test.delay", "args": {"duration": 0}}])
+            deadline = time.monotonic() + 15
+            while True:
+                assert time.monotonic() < deadline, "no change of the job over CURVE"
+                rec = sub.next(timeout=1)
+                if rec and rec.get("type") == "change" and rec["change"]["job"] == job:
+                    break
+        finally:
+            sub.close()
