@@ -1,5 +1,6 @@
 /* config.c: option parsing and --help for jobqd. */
 #include "config.h"
+#include "auth.h"
 #include "executor.h"
 #include "log.h"
 #include "paths.h"
@@ -75,6 +76,18 @@ static const char usage_rest[] =
     "                            retry return its ids; 0: off [600]\n"
     "      --shutdown-grace SEC  on SIGTERM or shutdown, how long running opcodes\n"
     "                            may finish before they are interrupted [30]\n"
+    "      --authorized-keys DIR  the public keys (czmq certificates) that may\n"
+    "                            connect over TCP with CURVE; a file added or\n"
+    "                            removed counts at the next connection\n"
+    "                            [DATA_DIR/authorized_keys]\n"
+    "      --insecure            serve TCP endpoints without CURVE (no keys,\n"
+    "                            every peer admin); only on loopback addresses\n"
+    "      --group GROUP         members of GROUP may use the ipc sockets: the\n"
+    "                            data and run directories are made 0750 and\n"
+    "                            they and the sockets (0660) belong to GROUP\n"
+    "                            [none: directories made 0700, jobqd's user only]\n"
+    "      --ipc-role ROLE       what local clients on the ipc socket may do:\n"
+    "                            read, submit or admin [admin]\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -119,7 +132,8 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_MAX_REQUEST, OPT_MAX_WAITERS, OPT_RING_EVENTS, OPT_KEEPALIVE, OPT_SYNC,
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
-       OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE };
+       OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
+       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -149,6 +163,10 @@ static const struct option long_opts[] = {
     {"shutdown-grace", required_argument, NULL, OPT_GRACE},
     {"token-window", required_argument, NULL, OPT_TOKEN_WINDOW},
     {"salvage", no_argument, NULL, OPT_SALVAGE},
+    {"ipc-role", required_argument, NULL, OPT_IPC_ROLE},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"authorized-keys", required_argument, NULL, OPT_AUTH_KEYS},
+    {"group", required_argument, NULL, OPT_GROUP},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -254,7 +272,31 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         return parse_seconds(name, val, 0.01, 3600, &cfg->worker_heartbeat, err, errlen);
     case OPT_WORKER_LEASE:
         return parse_seconds(name, val, 0.05, 86400, &cfg->worker_lease, err, errlen);
+    case OPT_IPC_ROLE: {
+        jq_role_t r;
+        if (jq_role_parse(val, &r) < 0 || r == JQ_ROLE_WORKER) {
+            snprintf(err, errlen, "--ipc-role: expected read, submit or admin, got '%s'", val);
+            return -1;
+        }
+        cfg->ipc_role = (int)r;
+        return 0;
+    }
+    case OPT_GROUP:
+        if (!*val || strlen(val) >= sizeof cfg->group) {
+            snprintf(err, errlen, "--group: expected a group name");
+            return -1;
+        }
+        snprintf(cfg->group, sizeof cfg->group, "%s", val);
+        return 0;
+    case OPT_AUTH_KEYS:
+        if (!*val || strlen(val) + 16 >= sizeof cfg->authorized_keys) {
+            snprintf(err, errlen, "--authorized-keys: expected a directory (path too long?)");
+            return -1;
+        }
+        snprintf(cfg->authorized_keys, sizeof cfg->authorized_keys, "%s", val);
+        return 0;
     case 'v':
+    case OPT_INSECURE:
     case OPT_SALVAGE: {
         /* A flag: on the command line (val NULL) it is set; in the config
          * file it may say yes or no. */
@@ -271,6 +313,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         if (opt == OPT_SALVAGE) {
             cfg->salvage = on;
+        } else if (opt == OPT_INSECURE) {
+            cfg->insecure = on;
         } else {
             cfg->verbose = on;
             if (on)
@@ -482,6 +526,26 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_client_requests = 1024;
     cfg->max_client_waiters = 10000;
     cfg->log_level = JQ_LOG_DEFAULT;
+    cfg->ipc_role = JQ_ROLE_ADMIN;
+}
+
+static const char *const role_names[JQ_ROLE__COUNT] = {
+    [JQ_ROLE_WORKER] = "worker", [JQ_ROLE_READ] = "read", [JQ_ROLE_SUBMIT] = "submit",
+    [JQ_ROLE_ADMIN] = "admin"};
+
+const char *jq_role_name(jq_role_t r)
+{
+    return (unsigned)r < JQ_ROLE__COUNT ? role_names[r] : "?";
+}
+
+int jq_role_parse(const char *name, jq_role_t *out)
+{
+    for (int r = 0; r < JQ_ROLE__COUNT; r++)
+        if (name && !strcmp(name, role_names[r])) {
+            *out = (jq_role_t)r;
+            return 0;
+        }
+    return -1;
 }
 
 int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
@@ -536,6 +600,20 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
     if (optind < argc) {
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
+    }
+    /* Without CURVE anyone who reaches a TCP endpoint may do anything: only
+     * a loopback address keeps that on this host. */
+    for (unsigned k = 0; cfg->insecure && k < 3; k++) {
+        char (*eps)[512] = k == 0 ? cfg->listen : k == 1 ? cfg->workers : cfg->publish;
+        unsigned n = k == 0 ? cfg->nlisten : k == 1 ? cfg->nworkers : cfg->npublish;
+        for (unsigned i = 0; i < n; i++)
+            if (!jq_endpoint_is_loopback(eps[i])) {
+                snprintf(err, errlen,
+                         "--insecure is accepted only on loopback addresses (127.0.0.0/8, "
+                         "::1, localhost), and %s is not one: give the endpoint CURVE keys "
+                         "instead (docs/security.md)", eps[i]);
+                return -1;
+            }
     }
     if (cfg->worker_lease <= cfg->worker_heartbeat) {
         snprintf(err, errlen, "--worker-lease (%g s) must be longer than --worker-heartbeat "
@@ -613,6 +691,10 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"max-connections", cur->max_connections != next->max_connections},
         {"salvage", cur->salvage != next->salvage},
         {"token-window", cur->token_window != next->token_window},
+        {"ipc-role", cur->ipc_role != next->ipc_role},
+        {"insecure", cur->insecure != next->insecure},
+        {"authorized-keys", strcmp(cur->authorized_keys, next->authorized_keys) != 0},
+        {"group", strcmp(cur->group, next->group) != 0},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

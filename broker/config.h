@@ -56,7 +56,25 @@ typedef struct {
     bool salvage;                     /* move damaged store records aside */
     bool verbose;                     /* -v: log level debug */
     bool run_dir_given;               /* else run_dir follows --data-dir */
+    int ipc_role;                     /* jq_role_t of ipc clients (--ipc-role) */
+    bool insecure;                    /* TCP without CURVE (loopback only) */
+    char authorized_keys[JQ_PATH_BYTES]; /* "" : DATA_DIR/authorized_keys */
+    char group[64];                   /* --group: who may use the ipc sockets */
 } jq_config_t;
+
+/* What a peer may do (docs/security.md). Ordered: each client role may do
+ * what the ones before it may; a worker may use the worker endpoint only. */
+typedef enum {
+    JQ_ROLE_WORKER = 0,
+    JQ_ROLE_READ,
+    JQ_ROLE_SUBMIT,
+    JQ_ROLE_ADMIN,
+    JQ_ROLE__COUNT
+} jq_role_t;
+
+const char *jq_role_name(jq_role_t r);
+/* 0 and *out for "read", "submit", "admin" or "worker"; -1 otherwise. */
+int jq_role_parse(const char *name, jq_role_t *out);
 
 /* Defaults, then the config file (if --config is given), then the command
  * line. Returns 0, 1 when --help/--version printed and the daemon should

@@ -47,6 +47,7 @@ typedef enum {
 /* The loop's own counters, copied after each turn for `stats`. */
 typedef struct {
     _Atomic uint64_t connections, connections_peak, max_connections, accept_pauses;
+    _Atomic uint64_t refused_auth, handshake_failed;
     _Atomic bool accepting;
     _Atomic uint64_t replies_waiting, replies_late, replies_to_gone, busy_dropped;
 } jq_loop_stats_t;
@@ -79,6 +80,7 @@ typedef struct {
     jq_ring_t *ring;                /* replay ring: loop appends, handlers read */
     jq_tokens_t *tokens;            /* client tokens of recent submissions */
     struct jq_hub *hub;             /* the worker hub (workers.h; loop thread) */
+    struct jq_auth *auth;           /* CURVE keys and zauth (auth.h); NULL: none */
     uint64_t epoch;                 /* this run's event epoch */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
@@ -87,6 +89,7 @@ typedef struct {
     unsigned nworker_eps;
     jq_worker_stats_t worker_stats;
     _Atomic uint64_t waiters;       /* wait_for_job_change parked or in flight */
+    int socket_gid;                 /* --group's gid, or -1 */
     int lock_fd;                    /* flock'ed DATA_DIR/lock */
     int run_lock_fd;                /* flock'ed RUN_DIR/lock (another run dir) */
     int64_t started_mono;
@@ -123,9 +126,26 @@ typedef struct {
                                    instead of answering (see waiters.h) */
     uint64_t hold_ticket;       /* set by a handler whose answer may go out
                                    only once the store is durable up to it */
+    const struct jq_identity *who; /* the caller */
 } jq_call_t;
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
+
+/* Who sent a request, as the loop learned it from its connection: the
+ * role (an ipc peer's is --ipc-role; a CURVE peer's is its key's) and the
+ * owner its jobs get ("uid:N" over ipc, the key's name over CURVE). */
+#define JQ_OWNER_MAX 128
+typedef struct jq_identity {
+    jq_role_t role;
+    char owner[JQ_OWNER_MAX];
+} jq_identity_t;
+
+/* The caller may act on a job of this owner (NULL: a job from before
+ * owners were recorded): an admin on any, a submitter on its own. */
+bool jq_call_owns(const jq_call_t *c, const char *owner);
+/* Answer PermissionDenied for a job the caller does not own: the message
+ * in c->err, the refusal logged (rate-limited per peer). */
+jobq_code_t jq_call_not_owner(jq_call_t *c, uint64_t id, const char *owner);
 
 /* The reply shows state of a job in shard sh (read under its lock just
  * now) that is not committed yet: hold it until it is. No lock held. */
@@ -133,6 +153,8 @@ void jq_call_hold(jq_call_t *c, jq_shard_t *sh);
 
 /* Wire name of a method ("submit_job"...). Any thread. */
 const char *jq_method_name(jq_method_t m);
+/* The least role that may call a method. */
+jq_role_t jq_method_role(jq_method_t m);
 
 jobq_code_t jq_handle_submit_job(jq_call_t *c);
 jobq_code_t jq_handle_submit_many_jobs(jq_call_t *c);
@@ -171,8 +193,14 @@ int jq_loop_run(jq_daemon_t *d);
 /* Handling one request body, for the handler threads: writes the reply
  * into sb and returns NULL, or returns a waiter to park in the loop (sb is
  * then empty). */
-jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb,
-                         uint64_t *hold_ticket);
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
+                         size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket);
+
+/* The flag frame from the loop to the handlers: the flag byte, then the
+ * caller's role (a byte) and owner (the rest). A frame of the flag alone
+ * (a parked request run again) is a `read` caller. */
+size_t jq_identity_frame(const jq_identity_t *who, char flag, char *out, size_t len);
+void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
 
 /* Frame flag values between the loop and the handlers (second frame). */
 #define JQ_FLAG_PLAIN 0     /* a DEALER client */

@@ -64,9 +64,19 @@ static const char *type_name(mode_t mode)
 /* mkdir with 0750, 0 when path already exists too (EEXIST, or EACCES or
  * EROFS for one in a directory we cannot write). An existing path is left
  * as it is: the caller judges it. */
-static int mkdir_absent(const char *path)
+/* The data, run and store directories themselves: 0700, so that only
+ * jobqd's user reaches the sockets, or 0750 when a group shares them
+ * (jq_datadir_share_with_group). */
+static mode_t own_mode = 0700;
+
+void jq_datadir_share_with_group(bool on)
 {
-    if (mkdir(path, 0750) == 0 || errno == EEXIST)
+    own_mode = on ? 0750 : 0700;
+}
+
+static int mkdir_mode(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) == 0 || errno == EEXIST)
         return 0;
     int e = errno;
     struct stat st;
@@ -74,6 +84,11 @@ static int mkdir_absent(const char *path)
         return 0;
     errno = e;
     return -1;
+}
+
+static int mkdir_absent(const char *path)
+{
+    return mkdir_mode(path, 0750);
 }
 
 /* mkdir -p with 0750 for what is created. Existing components are left
@@ -249,7 +264,7 @@ static int prepare_dir(const char *dir, const char *what, char *path, char *err,
      * parent is judged before anything is made in it. */
     if (mkdir_p(parent, err, errlen) < 0 || check_parent(parent, path, what, base, err, errlen) < 0)
         return -1;
-    if (mkdir_absent(path) < 0)
+    if (mkdir_mode(path, own_mode) < 0)
         return fail(err, errlen, "cannot create %s %s: %s", what, path, strerror(errno));
     return check_dir(path, what, err, errlen);
 }
@@ -277,7 +292,7 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
     size_t len = strlen(path);
     memcpy(store, path, len);
     strcpy(store + len, "/store"); /* fits: len was checked above */
-    if (mkdir_absent(store) < 0)
+    if (mkdir_mode(store, own_mode) < 0)
         return fail(err, errlen, "cannot create store directory %s: %s", store, strerror(errno));
     if (check_dir(store, "store directory", err, errlen) < 0)
         return -1;

@@ -6,12 +6,14 @@
 #ifndef JOBQ_DATADIR_H
 #define JOBQ_DATADIR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 /* Make sure DIR is a directory the daemon can trust, creating it (and
- * missing parents, mode 0750) when absent:
- * - it and its subdirectory `store` (created 0750 when absent) are real
+ * missing parents, mode 0750; DIR itself 0700 or 0750, see
+ * jq_datadir_share_with_group) when absent:
+ * - it and its subdirectory `store` (created likewise when absent) are real
  *   directories, not symlinks (lstat), owned by the effective uid, and not
  *   writable by group or others;
  * - its parent directory is a real directory (not a symlink), not writable
@@ -28,9 +30,15 @@
  * saying what is wrong and how to fix it. */
 int jq_datadir_prepare(const char *dir, char *err, size_t errlen);
 
+/* Directories jq_datadir_prepare and jq_rundir_prepare create (the data,
+ * run and store directories, not their parents) are made 0700 — only
+ * jobqd's user reaches the sockets in them — or 0750 when on (--group:
+ * its members may connect; docs/security.md). Before the prepare calls. */
+void jq_datadir_share_with_group(bool on);
+
 /* The same for the run directory (--run-dir), where the sockets are when
  * it is not the data directory: DIR and its parent are judged as above
- * (DIR created 0750 when absent), and its entries `lock` (a regular file)
+ * (DIR created 0700, or 0750, when absent), and its entries `lock` (a regular file)
  * and `jobq.sock`, `events.sock` (sockets), when they exist. */
 int jq_rundir_prepare(const char *dir, char *err, size_t errlen);
 

@@ -175,11 +175,13 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     wire_pack_cstr(pk, "errors");
     /* The codes the daemon sends: those up to Internal, and those added
      * after the client-side ones. */
-    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL + 1);
+    msgpack_pack_map(pk, JOBQ_ERR_INTERNAL + 2);
     for (int e = 1; e <= JOBQ_ERR_INTERNAL; e++)
         pack_kv_u64(pk, jobq_code_name((jobq_code_t)e), atomic_load(&d->errors[e]));
     pack_kv_u64(pk, jobq_code_name(JOBQ_ERR_TOKEN_REUSED),
                 atomic_load(&d->errors[JOBQ_ERR_TOKEN_REUSED]));
+    pack_kv_u64(pk, jobq_code_name(JOBQ_ERR_PERMISSION_DENIED),
+                atomic_load(&d->errors[JOBQ_ERR_PERMISSION_DENIED]));
     pack_kv_u64(pk, "dropped", atomic_load(&d->dropped));
     pack_kv_u64(pk, "too_large", atomic_load(&d->dropped_size));
     pack_kv_u64(pk, "changes", jq_table_changes(d->table));
@@ -193,7 +195,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "waiters", atomic_load(&d->waiters));
     const jq_loop_stats_t *ls = &d->loop_stats;
     wire_pack_cstr(pk, "connections");
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 11);
     pack_kv_u64(pk, "open", atomic_load(&ls->connections));
     pack_kv_u64(pk, "peak", atomic_load(&ls->connections_peak));
     pack_kv_u64(pk, "max", atomic_load(&ls->max_connections));
@@ -207,6 +209,8 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "replies_late", atomic_load(&ls->replies_late));
     pack_kv_u64(pk, "replies_to_gone", atomic_load(&ls->replies_to_gone));
     pack_kv_u64(pk, "busy_dropped", atomic_load(&ls->busy_dropped));
+    pack_kv_u64(pk, "refused_auth", atomic_load(&ls->refused_auth));
+    pack_kv_u64(pk, "handshake_failed", atomic_load(&ls->handshake_failed));
     wire_pack_cstr(pk, "store");
     msgpack_pack_map(pk, 9);
     wire_pack_cstr(pk, "sync");

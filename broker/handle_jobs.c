@@ -157,6 +157,16 @@ static int token_attach(jq_job_t *job, const token_call_t *t, const msgpack_sbuf
     return sb.data ? jq_blob_take(&job->client, &sb) : -1;
 }
 
+/* The job records its submitter (jobs it may later cancel, reprioritize
+ * or archive). */
+static int set_owner(jq_call_t *c, jq_job_t *job)
+{
+    if (!c->who || !c->who->owner[0])
+        return 0;
+    job->owner = strdup(c->who->owner);
+    return job->owner ? 0 : -1;
+}
+
 static void queue_full_message(jq_daemon_t *d, char *err, size_t len)
 {
     snprintf(err, len, "Job queue is full (%llu live jobs); archive finished jobs",
@@ -205,7 +215,7 @@ static jobq_code_t submit_job(jq_call_t *c, const token_call_t *t)
                           jq_sched_last_id(d->sched), now, &job, c->err, c->errlen);
     if (rc != JOBQ_ERR_NONE)
         return rc;
-    if (t->claimed && token_attach(job, t, NULL) < 0) {
+    if ((t->claimed && token_attach(job, t, NULL) < 0) || set_owner(c, job) < 0) {
         jq_job_destroy(&job);
         snprintf(c->err, c->errlen, "out of memory");
         return JOBQ_ERR_INTERNAL;
@@ -299,6 +309,9 @@ static jobq_code_t submit_many_jobs(jq_call_t *c, token_call_t *t)
         if (jq_jobspec_parse(d->ops, &jobs->via.array.ptr[k], true, last_id, now, &parsed[k],
                              msg, sizeof msg) != JOBQ_ERR_NONE) {
             errors[k] = strdup(msg);
+        } else if (set_owner(c, parsed[k]) < 0) {
+            jq_job_destroy(&parsed[k]);
+            errors[k] = strdup("out of memory");
         } else if (!jq_table_reserve(d->table, d->cfg.max_jobs)) {
             jq_job_destroy(&parsed[k]);
             queue_full_message(d, msg, sizeof msg);
@@ -404,6 +417,21 @@ static jq_job_t *lock_live(jq_call_t *c, uint64_t id, jq_shard_t **shp)
     return job;
 }
 
+/* The caller may not change this job: unlock and refuse (nothing changed). */
+static bool refuse_other(jq_call_t *c, jq_shard_t *sh, jq_job_t *job, jobq_code_t *rc)
+{
+    if (jq_call_owns(c, job->owner))
+        return false;
+    char owner[JQ_OWNER_MAX] = "";
+    bool has = job->owner != NULL;
+    if (has)
+        snprintf(owner, sizeof owner, "%s", job->owner);
+    uint64_t id = job->id;
+    jq_shard_wrunlock(sh);
+    *rc = jq_call_not_owner(c, id, has ? owner : NULL);
+    return true;
+}
+
 jobq_code_t jq_handle_cancel_job(jq_call_t *c)
 {
     jq_daemon_t *d = c->d;
@@ -414,6 +442,9 @@ jobq_code_t jq_handle_cancel_job(jq_call_t *c)
     jq_job_t *job = lock_live(c, id, &sh);
     if (!job)
         return JOBQ_ERR_NONE;
+    jobq_code_t denied;
+    if (refuse_other(c, sh, job, &denied))
+        return denied;
     int64_t now = jq_now_wall();
     jq_delta_t delta;
     jq_delta_init(&delta, job);
@@ -466,6 +497,9 @@ jobq_code_t jq_handle_change_job_priority(jq_call_t *c)
     jq_job_t *job = lock_live(c, id, &sh);
     if (!job)
         return JOBQ_ERR_NONE;
+    jobq_code_t denied;
+    if (refuse_other(c, sh, job, &denied))
+        return denied;
     int64_t now = jq_now_wall();
     jq_delta_t delta;
     jq_delta_init(&delta, job);
@@ -508,6 +542,9 @@ jobq_code_t jq_handle_archive_job(jq_call_t *c)
     jq_shard_t *sh = jq_table_shard_for(c->d->table, id);
     jq_shard_wrlock(sh);
     jq_job_t *job = jq_shard_find(sh, id);
+    jobq_code_t denied;
+    if (job && refuse_other(c, sh, job, &denied))
+        return denied;
     bool ok = job && jq_shard_archive(sh, job, jq_now_wall()) == 0;
     bool shown = job && jq_job_uncommitted(job);
     jq_shard_wrunlock(sh);

@@ -10,6 +10,7 @@
 #include "scan.h"
 #include <msgpack/unpack_define.h>
 #include "waiters.h"
+#include "log.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -17,26 +18,125 @@
 #include <string.h>
 #include <zmq.h>
 
+/* Each method names the least role that may call it; cancel, priority
+ * and archive also check that a submitter owns the job (handle_jobs.c). */
 static const struct {
     const char *name;
     jq_handler_fn fn;
+    jq_role_t role;
 } methods[JQ_M__COUNT] = {
-    [JQ_M_PING] = {"ping", jq_handle_admin_ping},
-    [JQ_M_SUBMIT_JOB] = {"submit_job", jq_handle_submit_job},
-    [JQ_M_SUBMIT_MANY_JOBS] = {"submit_many_jobs", jq_handle_submit_many_jobs},
-    [JQ_M_QUERY_JOBS] = {"query_jobs", jq_handle_query_jobs},
-    [JQ_M_CANCEL_JOB] = {"cancel_job", jq_handle_cancel_job},
-    [JQ_M_CHANGE_JOB_PRIORITY] = {"change_job_priority", jq_handle_change_job_priority},
-    [JQ_M_ARCHIVE_JOB] = {"archive_job", jq_handle_archive_job},
-    [JQ_M_AUTO_ARCHIVE_JOBS] = {"auto_archive_jobs", jq_handle_auto_archive_jobs},
-    [JQ_M_SET_DRAIN_FLAG] = {"set_drain_flag", jq_handle_admin_drain},
-    [JQ_M_STATS] = {"stats", jq_handle_admin_stats},
-    [JQ_M_SHUTDOWN] = {"shutdown", jq_handle_admin_shutdown},
-    [JQ_M_WAIT_FOR_JOB_CHANGE] = {"wait_for_job_change", jq_handle_wait_for_job_change},
-    [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since},
-    [JQ_M_LIST_FIELDS] = {"list_fields", jq_handle_list_fields},
-    [JQ_M_LIST_OPCODES] = {"list_opcodes", jq_handle_list_opcodes},
+    [JQ_M_PING] = {"ping", jq_handle_admin_ping, JQ_ROLE_READ},
+    [JQ_M_SUBMIT_JOB] = {"submit_job", jq_handle_submit_job, JQ_ROLE_SUBMIT},
+    [JQ_M_SUBMIT_MANY_JOBS] = {"submit_many_jobs", jq_handle_submit_many_jobs, JQ_ROLE_SUBMIT},
+    [JQ_M_QUERY_JOBS] = {"query_jobs", jq_handle_query_jobs, JQ_ROLE_READ},
+    [JQ_M_CANCEL_JOB] = {"cancel_job", jq_handle_cancel_job, JQ_ROLE_SUBMIT},
+    [JQ_M_CHANGE_JOB_PRIORITY] = {"change_job_priority", jq_handle_change_job_priority,
+                                  JQ_ROLE_SUBMIT},
+    [JQ_M_ARCHIVE_JOB] = {"archive_job", jq_handle_archive_job, JQ_ROLE_SUBMIT},
+    [JQ_M_AUTO_ARCHIVE_JOBS] = {"auto_archive_jobs", jq_handle_auto_archive_jobs, JQ_ROLE_ADMIN},
+    [JQ_M_SET_DRAIN_FLAG] = {"set_drain_flag", jq_handle_admin_drain, JQ_ROLE_ADMIN},
+    [JQ_M_STATS] = {"stats", jq_handle_admin_stats, JQ_ROLE_READ},
+    [JQ_M_SHUTDOWN] = {"shutdown", jq_handle_admin_shutdown, JQ_ROLE_ADMIN},
+    [JQ_M_WAIT_FOR_JOB_CHANGE] = {"wait_for_job_change", jq_handle_wait_for_job_change,
+                                  JQ_ROLE_READ},
+    [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since, JQ_ROLE_READ},
+    [JQ_M_LIST_FIELDS] = {"list_fields", jq_handle_list_fields, JQ_ROLE_READ},
+    [JQ_M_LIST_OPCODES] = {"list_opcodes", jq_handle_list_opcodes, JQ_ROLE_READ},
 };
+
+jq_role_t jq_method_role(jq_method_t m)
+{
+    return (unsigned)m < JQ_M__COUNT ? methods[m].role : JQ_ROLE_ADMIN;
+}
+
+/* ---- refusals: logged once per peer per DENY_LOG_INTERVAL ---- */
+
+#define DENY_LOG_SLOTS 256
+#define DENY_LOG_INTERVAL_US (60 * 1000000ll)
+
+typedef struct {
+    uint64_t hash;
+    int64_t last;
+    uint64_t quiet; /* refusals not logged since */
+} deny_slot_t;
+
+static struct {
+    pthread_mutex_t mu; /* refusals only: never on the path of an allowed request */
+    deny_slot_t slot[DENY_LOG_SLOTS];
+} deny_log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t owner_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h | 1;
+}
+
+static void log_denied(const jq_identity_t *who, const char *what)
+{
+    uint64_t h = owner_hash(who->owner);
+    int64_t now = jq_now_mono();
+    uint64_t quiet = 0;
+    bool say = false;
+    pthread_mutex_lock(&deny_log.mu);
+    deny_slot_t *sl = &deny_log.slot[h % DENY_LOG_SLOTS];
+    if (sl->hash != h || now - sl->last >= DENY_LOG_INTERVAL_US) {
+        quiet = sl->hash == h ? sl->quiet : 0;
+        sl->hash = h;
+        sl->last = now;
+        sl->quiet = 0;
+        say = true;
+    } else {
+        sl->quiet++;
+    }
+    pthread_mutex_unlock(&deny_log.mu);
+    if (say)
+        jq_log(JQ_LOG_WARNING, "refused %s to '%s' (role %s)%s%.0llu%s", what,
+               who->owner, jq_role_name(who->role), quiet ? "; " : "",
+               (unsigned long long)quiet, quiet ? " more refused since the last report" : "");
+}
+
+bool jq_call_owns(const jq_call_t *c, const char *owner)
+{
+    if (c->who->role >= JQ_ROLE_ADMIN)
+        return true;
+    return owner && !strcmp(owner, c->who->owner);
+}
+
+jobq_code_t jq_call_not_owner(jq_call_t *c, uint64_t id, const char *owner)
+{
+    snprintf(c->err, c->errlen, "job %llu belongs to %s%s%s; role %s may change only its own "
+                                "jobs",
+             (unsigned long long)id, owner ? "'" : "", owner ? owner : "no recorded owner",
+             owner ? "'" : "", jq_role_name(c->who->role));
+    char what[64];
+    snprintf(what, sizeof what, "a change of job %llu", (unsigned long long)id);
+    log_denied(c->who, what);
+    return JOBQ_ERR_PERMISSION_DENIED;
+}
+
+size_t jq_identity_frame(const jq_identity_t *who, char flag, char *out, size_t len)
+{
+    size_t n = strnlen(who->owner, sizeof who->owner - 1);
+    if (len < 2 + n)
+        n = len > 2 ? len - 2 : 0;
+    out[0] = flag;
+    out[1] = (char)who->role;
+    memcpy(out + 2, who->owner, n);
+    return 2 + n;
+}
+
+void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who)
+{
+    memset(who, 0, sizeof *who);
+    who->role = JQ_ROLE_READ;
+    if (len < 2 || (unsigned char)frame[1] >= JQ_ROLE__COUNT)
+        return;
+    who->role = (jq_role_t)frame[1];
+    size_t n = len - 2 < sizeof who->owner - 1 ? len - 2 : sizeof who->owner - 1;
+    memcpy(who->owner, frame + 2, n);
+}
 
 const char *jq_method_name(jq_method_t m)
 {
@@ -53,8 +153,8 @@ static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool h
     atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
 }
 
-jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_sbuffer *sb,
-                         uint64_t *hold_ticket)
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
+                         size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket)
 {
     *hold_ticket = 0;
     char err[1024] = "";
@@ -105,6 +205,11 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
             snprintf(err, sizeof err, "unknown method '%.*s'",
                      wire_utf8_quote_len(req.method, req.method_len, 64), req.method);
             rc = JOBQ_ERR_UNKNOWN_METHOD;
+        } else if (who->role < methods[m].role) {
+            snprintf(err, sizeof err, "%s needs role %s; '%s' has role %s", methods[m].name,
+                     jq_role_name(methods[m].role), who->owner, jq_role_name(who->role));
+            log_denied(who, methods[m].name);
+            rc = JOBQ_ERR_PERMISSION_DENIED;
         }
     }
     if (rc == JOBQ_ERR_NONE) {
@@ -113,7 +218,7 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const char *body, size_t len, msgpack_s
         wire_reply_ok_begin(&pk, req.id, true);
         jq_call_t call = {.d = d, .args = req.args, .pk = &pk, .err = err,
                           .errlen = sizeof err, .request_id = req.id,
-                          .body = body, .body_len = len};
+                          .body = body, .body_len = len, .who = who};
         rc = methods[m].fn(&call);
         atomic_fetch_add_explicit(&d->requests[m], 1, memory_order_relaxed);
         park = call.park;
@@ -227,7 +332,10 @@ static void *handler_main(void *arg)
             zmq_msg_recv(&body, in, 0) < 0)
             continue;
         uint64_t hold;
-        jq_waiter_t *park = jq_dispatch(d, zmq_msg_data(&body), zmq_msg_size(&body), &sb, &hold);
+        jq_identity_t who;
+        jq_identity_from_frame(zmq_msg_data(&flag), zmq_msg_size(&flag), &who);
+        jq_waiter_t *park =
+            jq_dispatch(d, &who, zmq_msg_data(&body), zmq_msg_size(&body), &sb, &hold);
         zmq_msg_send(&rid, out, ZMQ_SNDMORE);
         if (hold) {
             char f[9];
@@ -242,7 +350,8 @@ static void *handler_main(void *arg)
             zmq_send(out, &f, 1, ZMQ_SNDMORE);
             zmq_send(out, &park, sizeof park, 0);
         } else {
-            zmq_msg_send(&flag, out, ZMQ_SNDMORE);
+            char f = (char)(*(char *)zmq_msg_data(&flag) & JQ_FLAG_DELIMITER);
+            zmq_send(out, &f, 1, ZMQ_SNDMORE);
             zmq_send(out, sb.data, sb.size, 0);
         }
         if (sb.alloc > (1u << 20)) { /* don't keep a huge buffer around */

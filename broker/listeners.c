@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #define MAX_TCP_FDS 4 /* listening sockets behind one TCP endpoint */
 
@@ -34,6 +36,9 @@ struct jq_listeners {
     uint64_t low;            /* resume accepting at or below this */
     uint64_t limit;          /* the descriptor limit */
     int backlog;             /* of every listening socket */
+    int gid;                 /* of ipc socket files, or -1 */
+    int64_t refused_logged;  /* when refused connections were last logged */
+    uint64_t refused_reported;
 };
 
 static uint64_t fd_limit(void)
@@ -49,6 +54,7 @@ jq_listeners_t *jq_listeners_new(void *zctx)
     if (!l)
         return NULL;
     l->zctx = zctx;
+    l->gid = -1;
     l->limit = fd_limit();
     /* What waits in a listening socket is accepted even while paused: a
      * short queue keeps that within the reserve; a client that finds it
@@ -114,14 +120,23 @@ static void find_tcp_fds(jq_listeners_t *l, bound_t *b)
     closedir(d);
 }
 
-static int bind_one(bound_t *b)
+void jq_listeners_set_group(jq_listeners_t *l, int gid)
+{
+    l->gid = gid;
+}
+
+static int bind_one(bound_t *b, int gid)
 {
     mode_t old = umask(0117); /* an ipc socket file is born 0660 */
     int rc = zmq_bind(b->socket, b->endpoint);
     int err = errno;
     umask(old);
-    if (rc == 0 && b->ipc)
+    if (rc == 0 && b->ipc) {
         chmod(b->endpoint + 6, 0660);
+        if (gid >= 0 && chown(b->endpoint + 6, (uid_t)-1, (gid_t)gid) < 0)
+            jq_log(JQ_LOG_WARNING, "cannot give %s to group %d: %s", b->endpoint + 6, gid,
+                   strerror(errno));
+    }
     errno = err;
     return rc;
 }
@@ -137,7 +152,7 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     *b = (bound_t){.socket = socket, .ipc = strncmp(endpoint, "ipc://", 6) == 0};
     snprintf(b->endpoint, sizeof b->endpoint, "%s", endpoint);
     zmq_setsockopt(socket, ZMQ_BACKLOG, &l->backlog, sizeof l->backlog);
-    if (bind_one(b) < 0)
+    if (bind_one(b, l->gid) < 0)
         return -1;
     if (strncmp(endpoint, "tcp://", 6) == 0) {
         find_tcp_fds(l, b);
@@ -163,7 +178,10 @@ int jq_listeners_watch(jq_listeners_t *l, void *socket)
         return -1;
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://jobq-monitor-%u", l->nmonitors);
-    if (zmq_socket_monitor(socket, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) < 0)
+    if (zmq_socket_monitor(socket, ep, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) < 0)
         return -1;
     void *m = zmq_socket(l->zctx, ZMQ_PAIR);
     int fd = -1;
@@ -301,6 +319,25 @@ static void resume_accepting(jq_listeners_t *l)
             (unsigned long long)l->st.connections);
 }
 
+/* Refused connections are logged at most once a minute, with how many
+ * there were since: a flood of them cannot flood the log. */
+static void note_refused(jq_listeners_t *l)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    uint64_t total = l->st.refused_auth + l->st.handshake_failed;
+    if (l->refused_logged && now - l->refused_logged < 60 * 1000000ll)
+        return;
+    jq_log(JQ_LOG_WARNING, "refused %llu connection%s since %s (%llu unknown or revoked keys, "
+                           "%llu failed handshakes in all so far)",
+           (unsigned long long)(total - l->refused_reported), total - l->refused_reported == 1 ? "" : "s",
+           l->refused_logged ? "the last report" : "the start",
+           (unsigned long long)l->st.refused_auth, (unsigned long long)l->st.handshake_failed);
+    l->refused_logged = now;
+    l->refused_reported = total;
+}
+
 void jq_listeners_on_events(jq_listeners_t *l)
 {
     for (unsigned i = 0; i < l->nmonitors; i++) {
@@ -339,6 +376,13 @@ void jq_listeners_on_events(jq_listeners_t *l)
                     pause_accepting(l);
             } else if (event == ZMQ_EVENT_DISCONNECTED && l->st.connections) {
                 l->st.connections--;
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+                l->st.refused_auth++;
+                note_refused(l);
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                       event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+                l->st.handshake_failed++;
+                note_refused(l);
             }
         }
     }

@@ -28,7 +28,7 @@
 /* Listening queue: a sixteenth of the descriptor limit, within these. */
 #define JQ_LISTEN_BACKLOG_MIN 16
 #define JQ_LISTEN_BACKLOG_MAX 1024
-#define JQ_MAX_BOUND 40
+#define JQ_MAX_BOUND 64
 
 typedef struct jq_listeners jq_listeners_t;
 
@@ -38,10 +38,15 @@ typedef struct {
     uint64_t accepted;      /* since start */
     uint64_t max;           /* the high-water mark */
     uint64_t pauses;        /* times accepting stopped */
+    uint64_t refused_auth;  /* handshakes zauth refused (unknown or revoked key) */
+    uint64_t handshake_failed; /* other failed handshakes (no key, wrong
+                                  mechanism, bad server key, timeout...) */
     bool paused;
 } jq_listeners_stats_t;
 
 jq_listeners_t *jq_listeners_new(void *zctx);
+/* ipc socket files bound from now on belong to group gid (-1: jobqd's). */
+void jq_listeners_set_group(jq_listeners_t *l, int gid);
 void jq_listeners_destroy(jq_listeners_t **l);
 
 /* Bind socket to endpoint and remember it (an ipc socket file gets mode

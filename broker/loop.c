@@ -14,6 +14,7 @@
  * the same); a second signal or `shutdown --now` cuts that short. SIGHUP
  * reloads the config file (service.c) between two turns of the loop. */
 #include "daemon.h"
+#include "auth.h"
 #include "listeners.h"
 #include "log.h"
 #include "peers.h"
@@ -46,17 +47,34 @@ typedef struct held {
     zmq_msg_t body;
 } held_t;
 
+/* A client socket: the ipc one, and one per --listen endpoint (CURVE is
+ * set per socket, so each TCP endpoint has its own). */
+typedef enum { CS_IPC, CS_CURVE, CS_INSECURE } cs_kind_t;
+#define MAX_CLIENT_SOCKS (1 + JQ_MAX_LISTEN)
+
+typedef struct {
+    void *sock;
+    jq_peers_t *peers;
+    cs_kind_t kind;
+} csock_t;
+
 typedef struct {
     jq_daemon_t *d;
-    void *router, *to_handlers, *from_handlers;
-    void *workers;            /* the workers' ROUTER (the hub answers on it) */
+    csock_t cs[MAX_CLIENT_SOCKS];
+    unsigned ncs;
+    unsigned next_cs;         /* read first on the next turn: fair to all */
+    jq_identity_t who;        /* the sender of the pending request */
+    void *to_handlers, *from_handlers;
+    void *workers;            /* the workers' ipc ROUTER (the hub answers on it) */
+    void *wsocks[JQ_MAX_LISTEN]; /* one more per TCP worker endpoint */
+    unsigned nwsocks;
     held_t *held;             /* oldest first */
     held_t **held_tail;
     jq_publisher_t *publisher;
     jq_waiters_t *waiters;
-    jq_peers_t *peers;
     jq_listeners_t *listeners;
-    zmq_msg_t rid, body;      /* a request waiting for a handler */
+    zmq_msg_t rid, body;      /* a request waiting for a handler; rid is the
+                                 socket's index (a byte), then the routing id */
     bool delimiter;
     bool pending;
     bool draining;            /* intake stopped, running opcodes finishing */
@@ -71,7 +89,52 @@ static void set_int(void *s, int opt, int v)
 
 static jq_peer_t *peer_of(loop_t *l, zmq_msg_t *rid)
 {
-    return jq_peers_get(l->peers, zmq_msg_data(rid), zmq_msg_size(rid));
+    const unsigned char *r = zmq_msg_data(rid);
+    if (zmq_msg_size(rid) < 2 || r[0] >= l->ncs)
+        return NULL;
+    return jq_peers_get(l->cs[r[0]].peers, r + 1, zmq_msg_size(rid) - 1);
+}
+
+/* Who sent msg over client socket cs (docs/security.md). */
+static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t *who)
+{
+    memset(who, 0, sizeof *who);
+    const char *addr = zmq_msg_gets(msg, "Peer-Address");
+    switch (cs->kind) {
+    case CS_IPC: {
+        /* libzmq gives an ipc peer's credentials as "...:uid:gid:pid". */
+        const char *f[3] = {NULL, NULL, NULL};
+        for (const char *p = addr ? addr : ""; *p; p++)
+            if (*p == ':') {
+                f[0] = f[1];
+                f[1] = f[2];
+                f[2] = p + 1;
+            }
+        who->role = (jq_role_t)l->d->cfg.ipc_role;
+        if (f[0])
+            snprintf(who->owner, sizeof who->owner, "uid:%.*s", (int)(f[1] - f[0] - 1), f[0]);
+        else
+            snprintf(who->owner, sizeof who->owner, "ipc");
+        break;
+    }
+    case CS_CURVE: {
+        /* zauth hands back the key's certificate metadata with it. */
+        const char *role = zmq_msg_gets(msg, "role");
+        const char *name = zmq_msg_gets(msg, "name");
+        const char *key = zmq_msg_gets(msg, "User-Id");
+        jq_role_t r;
+        who->role = role && jq_role_parse(role, &r) == 0 ? r : JQ_ROLE_READ;
+        if (name && *name && !strchr(name, ':'))
+            snprintf(who->owner, sizeof who->owner, "%s", name);
+        else
+            snprintf(who->owner, sizeof who->owner, "key:%s", key ? key : "?");
+        break;
+    }
+    case CS_INSECURE:
+        who->role = JQ_ROLE_ADMIN;
+        snprintf(who->owner, sizeof who->owner, "tcp:%s", addr ? addr : "?");
+        break;
+    }
 }
 
 /* A whole error reply as a message. */
@@ -88,32 +151,51 @@ static void error_msg(zmq_msg_t *out, uint64_t id, bool has_id, jobq_code_t code
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The records of p's socket. */
+static jq_peers_t *peers_of(loop_t *l, jq_peer_t *p)
+{
+    (void)l;
+    return jq_peer_set(p);
+}
+
 /* The reply to a request leaves (or waits for its reader): the request is
  * no longer in flight. */
 static void reply_to(loop_t *l, jq_peer_t *p, bool delim, zmq_msg_t *body)
 {
     if (p)
-        jq_peers_send(l->peers, p, delim, body, JQ_SEND_REPLY);
+        jq_peers_send(peers_of(l, p), p, delim, body, JQ_SEND_REPLY);
 }
 
 /* Read one request off the ROUTER into l->rid/l->body. False when there is
  * none (EAGAIN) or it was malformed (dropped: no reply is possible). */
-static bool read_request(loop_t *l, int flags)
+static bool read_request(loop_t *l, unsigned ci, int flags)
 {
-    if (zmq_msg_recv(&l->rid, l->router, flags) < 0)
+    void *router = l->cs[ci].sock;
+    zmq_msg_t raw;
+    zmq_msg_init(&raw);
+    if (zmq_msg_recv(&raw, router, flags) < 0) {
+        zmq_msg_close(&raw);
         return false;
-    bool ok = zmq_msg_more(&l->rid);
+    }
+    bool ok = zmq_msg_more(&raw);
+    zmq_msg_close(&l->rid);
+    zmq_msg_init_size(&l->rid, zmq_msg_size(&raw) + 1);
+    *(unsigned char *)zmq_msg_data(&l->rid) = (unsigned char)ci;
+    memcpy((char *)zmq_msg_data(&l->rid) + 1, zmq_msg_data(&raw), zmq_msg_size(&raw));
+    zmq_msg_close(&raw);
     l->delimiter = false;
-    if (ok && zmq_msg_recv(&l->body, l->router, 0) >= 0 && zmq_msg_size(&l->body) == 0 &&
+    if (ok && zmq_msg_recv(&l->body, router, 0) >= 0 && zmq_msg_size(&l->body) == 0 &&
         zmq_msg_more(&l->body)) {
         l->delimiter = true; /* a REQ client's empty delimiter */
-        ok = zmq_msg_recv(&l->body, l->router, 0) >= 0;
+        ok = zmq_msg_recv(&l->body, router, 0) >= 0;
     }
     if (ok && zmq_msg_more(&l->body)) {
         ok = false;
-        while (zmq_msg_more(&l->body) && zmq_msg_recv(&l->body, l->router, 0) >= 0)
+        while (zmq_msg_more(&l->body) && zmq_msg_recv(&l->body, router, 0) >= 0)
             ;
     }
+    if (ok)
+        identify(l, &l->cs[ci], &l->body, &l->who);
     if (!ok) {
         atomic_fetch_add(&l->d->dropped, 1);
         jq_log(JQ_LOG_DEBUG, "dropped a request with an unexpected frame layout");
@@ -138,7 +220,7 @@ static bool read_request(loop_t *l, int flags)
     error_msg(&err, sr.id, sr.has_id, JOBQ_ERR_BUSY, msg);
     atomic_fetch_add(&l->d->errors[JOBQ_ERR_BUSY], 1);
     if (p)
-        jq_peers_send(l->peers, p, l->delimiter, &err, JQ_SEND_BUSY);
+        jq_peers_send(l->cs[ci].peers, p, l->delimiter, &err, JQ_SEND_BUSY);
     zmq_msg_close(&err);
     return false;
 }
@@ -146,9 +228,11 @@ static bool read_request(loop_t *l, int flags)
 /* Hand the pending request to a handler; false when they are all busy. */
 static bool hand_off(loop_t *l, int flags)
 {
+    char f[2 + JQ_OWNER_MAX];
+    size_t flen = jq_identity_frame(&l->who, l->delimiter ? 1 : 0, f, sizeof f);
     zmq_msg_t flag;
-    zmq_msg_init_size(&flag, 1);
-    *(char *)zmq_msg_data(&flag) = l->delimiter ? 1 : 0;
+    zmq_msg_init_size(&flag, flen);
+    memcpy(zmq_msg_data(&flag), f, flen);
     zmq_msg_t rid;
     zmq_msg_init(&rid);
     zmq_msg_copy(&rid, &l->rid);
@@ -173,7 +257,7 @@ static void send_to_waiter(void *ctx, jq_waiter_t *w, const char *body, size_t l
     zmq_msg_init_size(&msg, len);
     memcpy(zmq_msg_data(&msg), body, len);
     if (w->peer)
-        jq_peers_send(l->peers, w->peer, w->delimiter, &msg,
+        jq_peers_send(peers_of(l, w->peer), w->peer, w->delimiter, &msg,
                       answer ? JQ_SEND_ANSWER : JQ_SEND_EXTRA);
     zmq_msg_close(&msg);
 }
@@ -184,7 +268,7 @@ static void waiter_done(void *ctx, jq_waiter_t *w)
     loop_t *l = ctx;
     if (w->peer) {
         jq_peer_add_waiters(w->peer, -1);
-        jq_peers_release(l->peers, w->peer);
+        jq_peers_release(peers_of(l, w->peer), w->peer);
         w->peer = NULL;
     }
 }
@@ -371,37 +455,100 @@ static void publish_changes(loop_t *l)
     jq_hub_on_durable(l->d->hub, jq_store_durable(l->d->store));
 }
 
+static void *worker_socket(loop_t *l)
+{
+    void *s = zmq_socket(l->d->zctx, ZMQ_ROUTER);
+    if (!s)
+        return NULL;
+    int64_t maxmsg = (int64_t)l->d->cfg.max_request_bytes * 4;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    set_int(s, ZMQ_LINGER, 2000); /* revokes and disconnects at a stop */
+    set_int(s, ZMQ_SNDHWM, 100000);
+    set_int(s, ZMQ_HANDSHAKE_IVL, JQ_HANDSHAKE_SECONDS * 1000);
+    return s;
+}
+
+static void *client_socket(loop_t *l)
+{
+    void *s = zmq_socket(l->d->zctx, ZMQ_ROUTER);
+    if (!s)
+        return NULL;
+    int64_t maxmsg = (int64_t)l->d->cfg.max_request_bytes * 4;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    set_int(s, ZMQ_LINGER, 2000); /* let the last replies out */
+    /* A reply a peer cannot take is reported (EAGAIN), not dropped: it
+     * waits in peers.c until the peer reads. */
+    set_int(s, ZMQ_ROUTER_MANDATORY, 1);
+    /* A peer that never finishes its handshake holds its connection this
+     * long at most. */
+    set_int(s, ZMQ_HANDSHAKE_IVL, JQ_HANDSHAKE_SECONDS * 1000);
+    return s;
+}
+
+/* A client ROUTER of its own for endpoint ep: the ipc one plain, a TCP
+ * one with CURVE (or, with --insecure, without). */
+static int add_client_socket(loop_t *l, const char *ep)
+{
+    jq_daemon_t *d = l->d;
+    csock_t *cs = &l->cs[l->ncs];
+    if (l->ncs == MAX_CLIENT_SOCKS || !(cs->sock = client_socket(l))) {
+        jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, strerror(errno ? errno : ENOMEM));
+        return -1;
+    }
+    l->ncs++; /* closed at the end, whatever happens next */
+    if (!(cs->peers = jq_peers_new(cs->sock))) {
+        jq_log(JQ_LOG_ERROR, "cannot serve on %s: out of memory", ep);
+        return -1;
+    }
+    bool ipc = strncmp(ep, "ipc://", 6) == 0;
+    cs->kind = ipc ? CS_IPC : d->auth && !d->cfg.insecure ? CS_CURVE : CS_INSECURE;
+    if (cs->kind == CS_CURVE && jq_auth_apply(d->auth, cs->sock) < 0)
+        return -1;
+    if (jq_listeners_bind(l->listeners, cs->sock, ep, NULL, 0) < 0) {
+        jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, zmq_strerror(errno));
+        return -1;
+    }
+    return jq_listeners_watch(l->listeners, cs->sock);
+}
+
 static int bind_endpoints(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", d->cfg.run_dir);
-    if (jq_listeners_bind(l->listeners, l->router, ep, NULL, 0) < 0) {
-        jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, zmq_strerror(errno));
-        return -1;
-    }
-    for (unsigned i = 0; i < d->cfg.nlisten; i++)
-        if (jq_listeners_bind(l->listeners, l->router, d->cfg.listen[i], NULL, 0) < 0) {
-            jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", d->cfg.listen[i],
-                   zmq_strerror(errno));
+    for (unsigned i = 0; i <= d->cfg.nlisten; i++) {
+        const char *e = i == 0 ? ep : d->cfg.listen[i - 1];
+        if (add_client_socket(l, e) < 0)
             return -1;
-        }
-    if (jq_listeners_watch(l->listeners, l->router) < 0)
-        return -1;
+    }
     /* Workers have a ROUTER of their own: their messages never queue
      * behind client requests, and a client cannot speak for a worker. */
     char resolved[512];
     snprintf(ep, sizeof ep, "ipc://%s/workers.sock", d->cfg.run_dir);
     for (unsigned i = 0; i <= d->cfg.nworkers; i++) {
         const char *w = i == 0 ? ep : d->cfg.workers[i - 1];
-        if (jq_listeners_bind(l->listeners, l->workers, w, resolved, sizeof resolved) < 0) {
+        void *sock = l->workers;
+        bool curve = false;
+        if (i > 0) { /* a TCP endpoint: a socket of its own, CURVE unless --insecure */
+            sock = l->wsocks[l->nwsocks] = worker_socket(l);
+            if (!sock)
+                return -1;
+            l->nwsocks++;
+            curve = jq_endpoint_is_tcp(w) && !d->cfg.insecure;
+            if ((curve && jq_auth_apply(d->auth, sock) < 0) ||
+                jq_hub_attach_more(d->hub, sock, curve) < 0)
+                return -1;
+        }
+        if (jq_listeners_bind(l->listeners, sock, w, resolved, sizeof resolved) < 0) {
             jq_log(JQ_LOG_ERROR, "cannot take workers on %s: %s", w, zmq_strerror(errno));
             return -1;
         }
         if (d->nworker_eps < JQ_MAX_LISTEN + 1)
             snprintf(d->worker_eps[d->nworker_eps++], sizeof d->worker_eps[0], "%s", resolved);
+        if (jq_listeners_watch(l->listeners, sock) < 0)
+            return -1;
     }
-    return jq_listeners_watch(l->listeners, l->workers);
+    return 0;
 }
 
 static int signal_fd(void)
@@ -450,6 +597,24 @@ static bool still_draining(loop_t *l, int64_t now)
     return true;
 }
 
+/* Try the waiting replies of every client socket again; true while some
+ * still wait. */
+static bool flush_all(loop_t *l)
+{
+    bool waiting = false;
+    for (unsigned ci = 0; ci < l->ncs; ci++)
+        waiting |= jq_peers_flush(l->cs[ci].peers);
+    return waiting;
+}
+
+static bool any_waiting(loop_t *l)
+{
+    for (unsigned ci = 0; ci < l->ncs; ci++)
+        if (jq_peers_waiting(l->cs[ci].peers))
+            return true;
+    return false;
+}
+
 static void stop(loop_t *l, jq_handlers_t **handlers)
 {
     jq_daemon_t *d = l->d;
@@ -459,17 +624,18 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
      * with ShuttingDown). */
     if (l->pending)
         hand_off(l, 0);
-    for (;;) {
-        if (read_request(l, ZMQ_DONTWAIT)) {
-            hand_off(l, 0);
-            continue;
+    for (unsigned ci = 0; ci < l->ncs; ci++)
+        for (;;) {
+            if (read_request(l, ci, ZMQ_DONTWAIT)) {
+                hand_off(l, 0);
+                continue;
+            }
+            int ev;
+            size_t len = sizeof ev;
+            zmq_getsockopt(l->cs[ci].sock, ZMQ_EVENTS, &ev, &len);
+            if (!(ev & ZMQ_POLLIN))
+                break;
         }
-        int ev;
-        size_t len = sizeof ev;
-        zmq_getsockopt(l->router, ZMQ_EVENTS, &ev, &len);
-        if (!(ev & ZMQ_POLLIN))
-            break;
-    }
     jq_executors_destroy(&d->executors);
     jq_hub_stop(d->hub); /* worker opcodes: retried or interrupted, workers told */
     atomic_store(&d->handlers_stop, true);
@@ -496,25 +662,36 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
     release_held(l);
     jq_waiters_fail_all(l->waiters, JOBQ_ERR_SHUTTING_DOWN, "the daemon is shutting down");
     /* The last replies leave before the socket closes (bounded). */
-    for (int i = 0; i < 200 && jq_peers_flush(l->peers); i++)
+    for (int i = 0; i < 200 && flush_all(l); i++)
         usleep(RETRY_MS * 1000);
 }
 
-/* Read the ROUTER until it is empty or the handlers are full. */
+/* Read the client sockets until they are empty or the handlers are full,
+ * starting with a different socket each turn. */
 static void read_requests(loop_t *l)
 {
-    for (int k = 0; k < 256; k++) {
-        if (!l->pending && !(l->pending = read_request(l, ZMQ_DONTWAIT))) {
-            int ev;
-            size_t len = sizeof ev;
-            zmq_getsockopt(l->router, ZMQ_EVENTS, &ev, &len);
-            if (!(ev & ZMQ_POLLIN))
-                break;
-            continue; /* a dropped frame or a Busy answer; read on */
-        }
+    if (l->pending) {
         if (!hand_off(l, ZMQ_DONTWAIT))
-            break;
+            return;
         l->pending = false;
+    }
+    unsigned first = l->next_cs % (l->ncs ? l->ncs : 1);
+    l->next_cs = first + 1;
+    for (unsigned n = 0; n < l->ncs; n++) {
+        unsigned ci = (first + n) % l->ncs;
+        for (int k = 0; k < 256; k++) {
+            if (!(l->pending = read_request(l, ci, ZMQ_DONTWAIT))) {
+                int ev;
+                size_t len = sizeof ev;
+                zmq_getsockopt(l->cs[ci].sock, ZMQ_EVENTS, &ev, &len);
+                if (!(ev & ZMQ_POLLIN))
+                    break;
+                continue; /* a dropped frame or a Busy answer; read on */
+            }
+            if (!hand_off(l, ZMQ_DONTWAIT))
+                return; /* handlers full: the request stays pending */
+            l->pending = false;
+        }
     }
 }
 
@@ -533,7 +710,7 @@ static void forward_replies(loop_t *l)
 }
 
 #define FIXED_ITEMS 6
-#define MAX_ITEMS (FIXED_ITEMS + JQ_MAX_BOUND)
+#define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND)
 
 /* What `stats` shows of the loop's own state, copied where handlers may
  * read it. */
@@ -542,12 +719,22 @@ static void publish_stats(loop_t *l)
     jq_listeners_stats_t ls;
     jq_peers_stats_t ps;
     jq_listeners_get_stats(l->listeners, &ls);
-    jq_peers_get_stats(l->peers, &ps);
+    memset(&ps, 0, sizeof ps);
+    for (unsigned ci = 0; ci < l->ncs; ci++) {
+        jq_peers_stats_t one;
+        jq_peers_get_stats(l->cs[ci].peers, &one);
+        ps.sent_late += one.sent_late;
+        ps.dropped_gone += one.dropped_gone;
+        ps.dropped_busy += one.dropped_busy;
+        ps.backlog += one.backlog;
+    }
     jq_loop_stats_t *o = &l->d->loop_stats;
     atomic_store_explicit(&o->connections, ls.connections, memory_order_relaxed);
     atomic_store_explicit(&o->connections_peak, ls.peak, memory_order_relaxed);
     atomic_store_explicit(&o->max_connections, ls.max, memory_order_relaxed);
     atomic_store_explicit(&o->accept_pauses, ls.pauses, memory_order_relaxed);
+    atomic_store_explicit(&o->refused_auth, ls.refused_auth, memory_order_relaxed);
+    atomic_store_explicit(&o->handshake_failed, ls.handshake_failed, memory_order_relaxed);
     atomic_store_explicit(&o->accepting, !ls.paused, memory_order_relaxed);
     atomic_store_explicit(&o->replies_waiting, ps.backlog, memory_order_relaxed);
     atomic_store_explicit(&o->replies_late, ps.sent_late, memory_order_relaxed);
@@ -566,7 +753,8 @@ static void reload(loop_t *l)
     /* Connections made from now on get the new hard limit; the soft one
      * (handlers.c) holds for all at once. */
     int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
-    zmq_setsockopt(l->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    for (unsigned ci = 0; ci < l->ncs; ci++)
+        zmq_setsockopt(l->cs[ci].sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
 }
 
 static void on_signals(loop_t *l, int sigfd)
@@ -599,7 +787,7 @@ static void serve(loop_t *l, int sigfd)
         if (l->draining && !still_draining(l, now))
             break;
         zmq_pollitem_t items[MAX_ITEMS] = {
-            {.socket = l->pending ? l->to_handlers : l->router,
+            {.socket = l->pending ? l->to_handlers : l->cs[0].sock,
              .events = l->pending ? ZMQ_POLLOUT : ZMQ_POLLIN},
             {.socket = l->from_handlers, .events = ZMQ_POLLIN},
             {.fd = sigfd, .events = ZMQ_POLLIN},
@@ -607,8 +795,15 @@ static void serve(loop_t *l, int sigfd)
             {.socket = l->workers, .events = ZMQ_POLLIN},
             {.fd = jq_hub_inbox_fd(d->hub), .events = ZMQ_POLLIN},
         };
-        size_t nitems = FIXED_ITEMS + jq_listeners_pollitems(l->listeners, items + FIXED_ITEMS,
-                                                             MAX_ITEMS - FIXED_ITEMS);
+        /* The other client sockets (TCP), while a handler can take more. */
+        size_t nitems = FIXED_ITEMS;
+        for (unsigned ci = 1; ci < l->ncs && !l->pending; ci++)
+            items[nitems++] = (zmq_pollitem_t){.socket = l->cs[ci].sock, .events = ZMQ_POLLIN};
+        size_t first_wsock = nitems;
+        for (unsigned wi = 0; wi < l->nwsocks; wi++)
+            items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
+        size_t first_monitor = nitems;
+        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems);
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
         int64_t hub_wake = jq_hub_tick(d->hub, now);
         if (hub_wake < wake)
@@ -621,10 +816,10 @@ static void serve(loop_t *l, int sigfd)
         /* Slow readers' replies are tried again every RETRY_MS, not at
          * every turn of the loop. */
         if (now >= l->next_flush) {
-            jq_peers_flush(l->peers);
+            flush_all(l);
             l->next_flush = now + RETRY_MS * 1000;
         }
-        if (jq_peers_waiting(l->peers) && timeout_ms > RETRY_MS)
+        if (any_waiting(l) && timeout_ms > RETRY_MS)
             timeout_ms = RETRY_MS;
         if (l->draining && timeout_ms > 50)
             timeout_ms = 50;
@@ -637,7 +832,13 @@ static void serve(loop_t *l, int sigfd)
             on_signals(l, sigfd);
             continue;
         }
-        for (size_t i = FIXED_ITEMS; i < nitems; i++)
+        bool client_input = items[0].revents != 0;
+        for (size_t i = FIXED_ITEMS; i < first_wsock; i++)
+            client_input |= items[i].revents != 0;
+        bool worker_input = items[4].revents & ZMQ_POLLIN;
+        for (size_t i = first_wsock; i < first_monitor; i++)
+            worker_input |= items[i].revents != 0;
+        for (size_t i = first_monitor; i < nitems; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
                 break;
@@ -648,11 +849,11 @@ static void serve(loop_t *l, int sigfd)
             publish_changes(l);
         if (items[5].revents & ZMQ_POLLIN)
             jq_hub_on_inbox(d->hub);
-        if (items[4].revents & ZMQ_POLLIN)
+        if (worker_input)
             jq_hub_on_readable(d->hub);
         if (items[1].revents & ZMQ_POLLIN)
             forward_replies(l);
-        if (items[0].revents)
+        if (client_input)
             read_requests(l);
         publish_stats(l);
     }
@@ -664,7 +865,6 @@ int jq_loop_run(jq_daemon_t *d)
     l.held_tail = &l.held;
     zmq_msg_init(&l.rid);
     zmq_msg_init(&l.body);
-    l.router = zmq_socket(d->zctx, ZMQ_ROUTER);
     l.to_handlers = zmq_socket(d->zctx, ZMQ_PUSH);
     l.from_handlers = zmq_socket(d->zctx, ZMQ_PULL);
     l.workers = zmq_socket(d->zctx, ZMQ_ROUTER);
@@ -673,12 +873,6 @@ int jq_loop_run(jq_daemon_t *d)
     set_int(l.workers, ZMQ_LINGER, 2000); /* revokes and disconnects at a stop */
     set_int(l.workers, ZMQ_SNDHWM, 100000);
     jq_hub_attach(d->hub, l.workers);
-    int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
-    zmq_setsockopt(l.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    set_int(l.router, ZMQ_LINGER, 2000); /* let the last replies out */
-    /* A reply a peer cannot take is reported (EAGAIN), not dropped: it
-     * waits in peers.c until the peer reads. */
-    set_int(l.router, ZMQ_ROUTER_MANDATORY, 1);
     set_int(l.to_handlers, ZMQ_SNDHWM, 1000);
     set_int(l.to_handlers, ZMQ_LINGER, 0);
     set_int(l.from_handlers, ZMQ_RCVHWM, 0);
@@ -687,15 +881,16 @@ int jq_loop_run(jq_daemon_t *d)
     int rc = -1;
     jq_waiters_hooks_t wh = {.send = send_to_waiter, .done = waiter_done, .ctx = &l};
     l.waiters = jq_waiters_new(d->ring, &wh, &d->waiters, (int64_t)(d->cfg.keepalive * 1e6));
-    l.peers = jq_peers_new(l.router);
     l.listeners = jq_listeners_new(d->zctx);
-    if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners || bind_endpoints(&l) < 0 ||
-        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->ring, l.listeners, d->epoch,
+    if (l.listeners)
+        jq_listeners_set_group(l.listeners, d->socket_gid);
+    if (sigfd < 0 || !l.waiters || !l.listeners || bind_endpoints(&l) < 0 ||
+        !(l.publisher = jq_publisher_new(d->zctx, &d->cfg, d->auth, d->ring, l.listeners, d->epoch,
                                          &d->last_seq, d->publish_eps, JQ_MAX_LISTEN + 1,
                                          &d->npublish_eps)) ||
         zmq_bind(l.to_handlers, REQUESTS_EP) < 0 || zmq_bind(l.from_handlers, REPLIES_EP) < 0 ||
         !(handlers = jq_handlers_new(d, REQUESTS_EP, REPLIES_EP))) {
-        if (sigfd < 0 || !l.waiters || !l.peers || !l.listeners)
+        if (sigfd < 0 || !l.waiters || !l.listeners)
             jq_log(JQ_LOG_ERROR, "cannot start: %s", strerror(errno));
         goto out;
     }
@@ -719,7 +914,8 @@ out:
     }
     jq_waiters_destroy(&l.waiters);
     jq_publisher_destroy(&l.publisher);
-    jq_peers_destroy(&l.peers);
+    for (unsigned ci = 0; ci < l.ncs; ci++)
+        jq_peers_destroy(&l.cs[ci].peers);
     jq_listeners_destroy(&l.listeners);
     if (sigfd >= 0)
         close(sigfd);
@@ -728,7 +924,10 @@ out:
     zmq_close(l.to_handlers);
     zmq_close(l.from_handlers);
     zmq_close(l.workers);
+    for (unsigned wi = 0; wi < l.nwsocks; wi++)
+        zmq_close(l.wsocks[wi]);
     jq_hub_attach(d->hub, NULL);
-    zmq_close(l.router);
+    for (unsigned ci = 0; ci < l.ncs; ci++)
+        zmq_close(l.cs[ci].sock);
     return rc;
 }

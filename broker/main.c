@@ -2,6 +2,7 @@
  * run directories and their locks, the table, scheduler, executors, then
  * the loop; on a clean stop the socket files go. */
 #include "builtin_ops.h"
+#include "auth.h"
 #include "daemon.h"
 #include "datadir.h"
 #include "epoch.h"
@@ -11,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <czmq.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +111,46 @@ static int load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen)
     return rc;
 }
 
+/* The daemon's keypair (always: clients may fetch its public key) and,
+ * when a TCP endpoint is served with CURVE, zauth on the authorized keys. */
+static int start_auth(jq_daemon_t *d, char *err, size_t errlen)
+{
+    const jq_config_t *c = &d->cfg;
+    bool curve = false;
+    for (unsigned i = 0; !c->insecure && i < c->nlisten; i++)
+        curve |= jq_endpoint_is_tcp(c->listen[i]);
+    for (unsigned i = 0; !c->insecure && i < c->nworkers; i++)
+        curve |= jq_endpoint_is_tcp(c->workers[i]);
+    for (unsigned i = 0; !c->insecure && i < c->npublish; i++)
+        curve |= jq_endpoint_is_tcp(c->publish[i]);
+    char keys[JQ_PATH_BYTES + 32];
+    if (c->authorized_keys[0])
+        snprintf(keys, sizeof keys, "%s", c->authorized_keys);
+    else
+        snprintf(keys, sizeof keys, "%s/authorized_keys", c->data_dir);
+    d->auth = jq_auth_new(c->data_dir, curve ? keys : NULL, err, errlen);
+    if (d->auth && curve)
+        jq_log(JQ_LOG_INFO, "TCP endpoints use CURVE: server key %s, authorized keys in %s",
+               jq_auth_public_key(d->auth), keys);
+    return d->auth ? 0 : -1;
+}
+
+/* --group: the directory belongs to the group, which may enter it (the
+ * sockets in it are 0660 and the group's too: listeners.c). Only a
+ * directory that is not writable by the group is trusted (datadir.c). */
+static int share_dir(const char *dir, int gid)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || (st.st_gid != (gid_t)gid && chown(dir, (uid_t)-1, (gid_t)gid) < 0)) {
+        jq_log(JQ_LOG_ERROR, "--group: cannot give %s to group %d: %s", dir, gid, strerror(errno));
+        return -1;
+    }
+    if (!(st.st_mode & S_IXGRP))
+        jq_log(JQ_LOG_WARNING, "--group: %s has mode %04o: the group cannot enter it "
+                               "(chmod g+rx %s)", dir, (unsigned)(st.st_mode & 07777), dir);
+    return 0;
+}
+
 /* Idle clients cost a file descriptor each: take all the kernel allows. */
 static void raise_fd_limit(void)
 {
@@ -152,6 +195,16 @@ int main(int argc, char **argv)
     pthread_mutex_init(&d->drain_mu, NULL);
     /* Nothing is opened in a directory the daemon cannot trust. */
     rc = 1;
+    d->socket_gid = -1;
+    if (d->cfg.group[0]) {
+        struct group *g = getgrnam(d->cfg.group);
+        if (!g) {
+            jq_log(JQ_LOG_ERROR, "--group: no group named '%s'", d->cfg.group);
+            goto out_locks;
+        }
+        d->socket_gid = (int)g->gr_gid;
+        jq_datadir_share_with_group(true);
+    }
     if (jq_datadir_prepare(d->cfg.data_dir, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out_locks;
@@ -166,6 +219,9 @@ int main(int argc, char **argv)
         if (lock_dir(d->cfg.run_dir, "run directory", &d->run_lock_fd) < 0)
             goto out_locks;
     }
+    if (d->socket_gid >= 0 && (share_dir(d->cfg.data_dir, d->socket_gid) < 0 ||
+                               share_dir(d->cfg.run_dir, d->socket_gid) < 0))
+        goto out_locks;
     d->opset = *jq_builtin_ops();
     d->opset.reg = jq_opreg_new();
     d->ops = &d->opset;
@@ -183,7 +239,11 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    d->zctx = zmq_ctx_new();
+    /* czmq's context: zauth answers ZAP there, and ZAP serves only the
+     * sockets of its own context. czmq installs no signal handler of its
+     * own (signals stay the loop's signalfd's). */
+    zsys_handler_set(NULL);
+    d->zctx = zsys_init();
     /* Epochs (microseconds) only grow: max(now, the last run's + 1). */
     if (jq_epoch_next(d->cfg.data_dir, (uint64_t)jq_now_wall(), &d->epoch, err,
                       sizeof err) < 0) {
@@ -215,6 +275,10 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "%s", d->opset.reg ? err : "cannot start: out of memory");
         goto out;
     }
+    if (start_auth(d, err, sizeof err) < 0) {
+        jq_log(JQ_LOG_ERROR, "%s", err);
+        goto out;
+    }
     if (jq_recover(d, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
@@ -238,8 +302,9 @@ int main(int argc, char **argv)
 out:
     jq_executors_destroy(&d->executors);
     jq_hub_destroy(&d->hub);
+    jq_auth_destroy(&d->auth);
     if (d->zctx)
-        zmq_ctx_term(d->zctx);
+        zsys_shutdown(); /* terminates the context */
     jq_store_close(&d->store); /* commits what is still queued */
     jq_sched_destroy(&d->sched);
     jq_table_destroy(&d->table);

@@ -15,6 +15,7 @@ typedef struct waiting {
 } waiting_t;
 
 struct jq_peer {
+    struct jq_peers *set;         /* the set (and socket) it belongs to */
     struct jq_peer *hnext;
     struct jq_peer *blocked_next; /* in the list of peers with replies waiting */
     waiting_t *head, *tail;
@@ -136,6 +137,7 @@ jq_peer_t *jq_peers_get(jq_peers_t *ps, const void *rid, size_t len)
     if (!p)
         return NULL;
     p->rid_len = (uint8_t)len;
+    p->set = ps;
     memcpy(p->rid, rid, len);
     p->hnext = ps->buckets[b];
     ps->buckets[b] = p;
@@ -270,4 +272,9 @@ bool jq_peers_waiting(const jq_peers_t *ps)
 void jq_peers_get_stats(jq_peers_t *ps, jq_peers_stats_t *out)
 {
     *out = ps->stats;
+}
+
+jq_peers_t *jq_peer_set(const jq_peer_t *p)
+{
+    return p->set;
 }

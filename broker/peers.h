@@ -40,6 +40,8 @@ jq_peer_t *jq_peers_get(jq_peers_t *ps, const void *rid, size_t len);
 /* Free the record when nothing is under way for it any more. */
 void jq_peers_release(jq_peers_t *ps, jq_peer_t *p);
 
+/* The set (one per ROUTER socket) a record belongs to. */
+jq_peers_t *jq_peer_set(const jq_peer_t *p);
 uint32_t jq_peer_inflight(const jq_peer_t *p);
 uint32_t jq_peer_waiters(const jq_peer_t *p);
 void jq_peer_add_inflight(jq_peer_t *p, int delta);

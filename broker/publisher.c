@@ -1,6 +1,7 @@
 /* publisher.c: one PUB socket on every event endpoint, the sequence
  * numbers, heartbeats and the replay ring. */
 #include "publisher.h"
+#include "auth.h"
 #include "listeners.h"
 #include "log.h"
 #include "event.h"
@@ -13,8 +14,13 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
+#define MAX_PUBS (1 + JQ_MAX_LISTEN)
+
 struct jq_publisher {
-    void *pub;
+    /* The ipc PUB and one per TCP endpoint (CURVE is set per socket): each
+     * event, encoded once, goes out on each. */
+    void *pubs[MAX_PUBS];
+    unsigned npubs;
     jq_ring_t *ring;
     uint64_t epoch;
     uint64_t seq;
@@ -23,20 +29,60 @@ struct jq_publisher {
     msgpack_sbuffer body;
 };
 
-static int bind_one(jq_publisher_t *p, jq_listeners_t *l, const char *ep, char (*eps)[512],
-                    unsigned max, unsigned *neps)
+static void *pub_socket(void *zctx)
+{
+    void *pub = zmq_socket(zctx, ZMQ_PUB);
+    if (!pub)
+        return NULL;
+    int linger = 0;
+    zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    /* What a subscriber sends is a subscription: a topic of a few bytes.
+     * Anything larger closes its connection before it costs memory. */
+    int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
+    zmq_setsockopt(pub, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    int ivl = JQ_HANDSHAKE_SECONDS * 1000;
+    zmq_setsockopt(pub, ZMQ_HANDSHAKE_IVL, &ivl, sizeof ivl);
+    return pub;
+}
+
+static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_auth_t *auth,
+                    jq_listeners_t *l, const char *ep, char (*eps)[512], unsigned max,
+                    unsigned *neps)
 {
     char resolved[512];
-    if (jq_listeners_bind(l, p->pub, ep, resolved, sizeof resolved) < 0) {
+    void *pub = p->npubs < MAX_PUBS ? pub_socket(zctx) : NULL;
+    if (!pub) {
+        jq_log(JQ_LOG_ERROR, "cannot publish on %s: no socket", ep);
+        return -1;
+    }
+    p->pubs[p->npubs++] = pub;
+    if (jq_endpoint_is_tcp(ep) && !cfg->insecure) {
+        /* The limit holds for the handshake's commands too, and CURVE's
+         * INITIATE (vouch and metadata) is larger than a subscription. */
+        int64_t maxmsg = JQ_CURVE_SUBSCRIPTION_MAX_BYTES;
+        zmq_setsockopt(pub, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        if (jq_auth_apply(auth, pub) < 0)
+            return -1;
+    }
+    if (jq_listeners_bind(l, pub, ep, resolved, sizeof resolved) < 0) {
         jq_log(JQ_LOG_ERROR, "cannot publish on %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
     if (*neps < max)
         snprintf(eps[(*neps)++], 512, "%s", resolved);
-    return 0;
+    return jq_listeners_watch(l, pub);
 }
 
-jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
+static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)
+{
+    for (unsigned i = 0; i < p->npubs; i++) {
+        zmq_send(p->pubs[i], topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(p->pubs[i], p->body.data, p->body.size, ZMQ_DONTWAIT);
+    }
+}
+
+jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *auth,
+                                 jq_ring_t *ring,
                                  jq_listeners_t *listeners, uint64_t epoch,
                                  _Atomic uint64_t *last_seq, char (*eps)[512], unsigned max,
                                  unsigned *neps)
@@ -48,21 +94,12 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *
     p->epoch = epoch;
     p->last_seq = last_seq;
     msgpack_sbuffer_init(&p->body);
-    p->pub = zmq_socket(zctx, ZMQ_PUB);
-    int linger = 0;
-    zmq_setsockopt(p->pub, ZMQ_LINGER, &linger, sizeof linger);
-    /* What a subscriber sends is a subscription: a topic of a few bytes.
-     * Anything larger closes its connection before it costs memory. */
-    int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
-    zmq_setsockopt(p->pub, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
     *neps = 0;
-    int rc = bind_one(p, listeners, ep, eps, max, neps);
+    int rc = bind_one(p, zctx, cfg, auth, listeners, ep, eps, max, neps);
     for (unsigned i = 0; rc == 0 && i < cfg->npublish; i++)
-        rc = bind_one(p, listeners, cfg->publish[i], eps, max, neps);
-    if (rc == 0)
-        rc = jq_listeners_watch(listeners, p->pub);
+        rc = bind_one(p, zctx, cfg, auth, listeners, cfg->publish[i], eps, max, neps);
     if (rc < 0)
         jq_publisher_destroy(&p);
     return p;
@@ -73,7 +110,8 @@ void jq_publisher_destroy(jq_publisher_t **pp)
     if (!pp || !*pp)
         return;
     jq_publisher_t *p = *pp;
-    zmq_close(p->pub);
+    for (unsigned i = 0; i < p->npubs; i++)
+        zmq_close(p->pubs[i]);
     msgpack_sbuffer_destroy(&p->body);
     free(p);
     *pp = NULL;
@@ -91,8 +129,7 @@ uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
     atomic_store(p->last_seq, seq);
     /* PUB never blocks: a subscriber past its high-water mark loses the
      * message and catches up from the ring. */
-    zmq_send(p->pub, topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(p->pub, p->body.data, p->body.size, ZMQ_DONTWAIT);
+    send_all(p, topic, tlen);
     return seq;
 }
 
@@ -112,8 +149,7 @@ int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_
     msgpack_pack_true(&pk);
     wire_pack_cstr(&pk, "time");
     wire_pack_ts(&pk, now_wall);
-    zmq_send(p->pub, "sys/heartbeat", 13, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(p->pub, p->body.data, p->body.size, ZMQ_DONTWAIT);
+    send_all(p, "sys/heartbeat", 13);
     p->next_heartbeat = now_mono + JQ_HEARTBEAT_US;
     return p->next_heartbeat;
 }

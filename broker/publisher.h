@@ -17,6 +17,7 @@
 #define JQ_HEARTBEAT_US 1000000
 /* Largest message a subscriber may send (a subscription: one topic). */
 #define JQ_SUBSCRIPTION_MAX_BYTES 256
+#define JQ_CURVE_SUBSCRIPTION_MAX_BYTES 1024 /* on a CURVE socket */
 
 typedef struct jq_publisher jq_publisher_t;
 struct jq_listeners;
@@ -25,7 +26,10 @@ struct jq_listeners;
  * listeners (which count their connections). The bound endpoints
  * (wildcards resolved) are written to eps (up to max entries of 512
  * bytes); *neps says how many. NULL with a message on stderr. */
-jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_ring_t *ring,
+struct jq_auth;
+/* auth: the CURVE keys a TCP endpoint is served with (unless --insecure). */
+jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, struct jq_auth *auth,
+                                 jq_ring_t *ring,
                                  struct jq_listeners *listeners, uint64_t epoch,
                                  _Atomic uint64_t *last_seq, char (*eps)[512], unsigned max,
                                  unsigned *neps);

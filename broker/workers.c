@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#define MAX_RID 256
+#define MAX_RID 257 /* the socket's index, then libzmq's id (at most 255) */
 #define LABEL_MAX 96
 
 /* A timer in the hub's heap: the first member of what it times. */
@@ -95,7 +95,13 @@ typedef struct {
 
 struct jq_hub {
     jq_daemon_t *d;
-    void *router;
+    /* The worker ROUTERs: the ipc one and one per TCP endpoint (CURVE is
+     * set per socket). A session's routing id starts with its socket's
+     * index, so replies leave where the worker is. */
+    void *routers[JQ_HUB_MAX_SOCKETS];
+    bool curve[JQ_HUB_MAX_SOCKETS]; /* only worker keys may speak there */
+    unsigned nrouters;
+    int64_t denied_logged;          /* when a refused key was last logged */
     /* The inbox (any thread). */
     pthread_mutex_t in_mu;
     inmsg_t *in, *in_spare;
@@ -197,11 +203,12 @@ static void pack_lease(msgpack_packer *pk, uint64_t job, uint32_t op, uint16_t a
  * lease rules (heartbeats, stop grace) settle what it concerned. */
 static void send_raw(jq_hub_t *h, const unsigned char *rid, size_t ridlen)
 {
-    if (!h->router)
+    if (ridlen < 2 || rid[0] >= h->nrouters || !h->routers[rid[0]])
         return;
-    if (zmq_send(h->router, rid, ridlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    void *router = h->routers[rid[0]];
+    if (zmq_send(router, rid + 1, ridlen - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return;
-    zmq_send(h->router, h->sb.data, h->sb.size, ZMQ_DONTWAIT);
+    zmq_send(router, h->sb.data, h->sb.size, ZMQ_DONTWAIT);
 }
 
 static void send_to(jq_hub_t *h, session_t *w)
@@ -1193,24 +1200,57 @@ out:
     msgpack_unpacked_destroy(&up);
 }
 
+/* A CURVE worker endpoint takes worker keys only: a client key (which
+ * zauth let in, as every authorized key) is refused, once per message,
+ * and nothing it says is done. */
+static bool worker_key(jq_hub_t *h, unsigned idx, zmq_msg_t *body, const unsigned char *rid,
+                       size_t ridlen)
+{
+    if (!h->curve[idx])
+        return true;
+    const char *role = zmq_msg_gets(body, "role");
+    if (role && !strcmp(role, "worker"))
+        return true;
+    STAT_ADD(h, refused, 1);
+    atomic_fetch_add(&h->d->errors[JOBQ_ERR_PERMISSION_DENIED], 1);
+    const char *name = zmq_msg_gets(body, "name");
+    int64_t now = jq_now_mono();
+    if (now - h->denied_logged >= 60 * 1000000ll || !h->denied_logged) { /* once a minute */
+        h->denied_logged = now;
+        jq_log(JQ_LOG_WARNING, "refused a worker message from key '%s' (role %s): the worker "
+                               "endpoint takes keys of role worker only",
+               name ? name : "?", role ? role : "none");
+    }
+    send_error(h, rid, ridlen, JOBQ_ERR_PERMISSION_DENIED,
+               "this key's role is not worker: the worker endpoint takes worker keys only");
+    return false;
+}
+
 void jq_hub_on_readable(jq_hub_t *h)
 {
     zmq_msg_t rid, body;
     zmq_msg_init(&rid);
     zmq_msg_init(&body);
-    for (int k = 0; k < 256; k++) {
-        if (zmq_msg_recv(&rid, h->router, ZMQ_DONTWAIT) < 0)
-            break;
-        bool ok = zmq_msg_more(&rid) && zmq_msg_recv(&body, h->router, 0) >= 0 &&
-                  !zmq_msg_more(&body) && zmq_msg_size(&rid) <= MAX_RID;
-        if (!ok) {
-            while (zmq_msg_more(&body) && zmq_msg_recv(&body, h->router, 0) >= 0)
-                ;
-            STAT_ADD(h, refused, 1);
-            continue;
+    unsigned char full[MAX_RID];
+    for (unsigned idx = 0; idx < h->nrouters; idx++) {
+        void *router = h->routers[idx];
+        for (int k = 0; router && k < 256; k++) {
+            if (zmq_msg_recv(&rid, router, ZMQ_DONTWAIT) < 0)
+                break;
+            bool ok = zmq_msg_more(&rid) && zmq_msg_recv(&body, router, 0) >= 0 &&
+                      !zmq_msg_more(&body) && zmq_msg_size(&rid) < MAX_RID;
+            if (!ok) {
+                while (zmq_msg_more(&body) && zmq_msg_recv(&body, router, 0) >= 0)
+                    ;
+                STAT_ADD(h, refused, 1);
+                continue;
+            }
+            full[0] = (unsigned char)idx;
+            memcpy(full + 1, zmq_msg_data(&rid), zmq_msg_size(&rid));
+            size_t len = zmq_msg_size(&rid) + 1;
+            if (worker_key(h, idx, &body, full, len))
+                on_message(h, full, len, zmq_msg_data(&body), zmq_msg_size(&body));
         }
-        on_message(h, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&body),
-                   zmq_msg_size(&body));
     }
     zmq_msg_close(&rid);
     zmq_msg_close(&body);
@@ -1312,7 +1352,23 @@ int64_t jq_hub_tick(jq_hub_t *h, int64_t now)
 
 void jq_hub_pause(jq_hub_t *h) { h->paused = true; }
 
-void jq_hub_attach(jq_hub_t *h, void *router) { h->router = router; }
+void jq_hub_attach(jq_hub_t *h, void *router)
+{
+    if (!router) {
+        h->nrouters = 0;
+        return;
+    }
+    jq_hub_attach_more(h, router, false);
+}
+
+int jq_hub_attach_more(jq_hub_t *h, void *router, bool curve)
+{
+    if (h->nrouters == JQ_HUB_MAX_SOCKETS)
+        return -1;
+    h->curve[h->nrouters] = curve;
+    h->routers[h->nrouters++] = router;
+    return 0;
+}
 
 uint64_t jq_hub_running(jq_hub_t *h) { return atomic_load(&h->running); }
 
@@ -1339,7 +1395,8 @@ jq_hub_t *jq_hub_new(jq_daemon_t *d, void *router)
     if (!h)
         return NULL;
     h->d = d;
-    h->router = router;
+    if (router)
+        jq_hub_attach_more(h, router, false);
     h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     h->njobbuckets = 1024;
     h->nsessbuckets = 1024;

@@ -42,6 +42,10 @@ typedef struct jq_hub jq_hub_t;
 jq_hub_t *jq_hub_new(jq_daemon_t *d, void *router);
 /* Loop thread: the ROUTER to answer on (NULL: none any more). */
 void jq_hub_attach(jq_hub_t *h, void *router);
+/* Loop thread: one more worker ROUTER (a TCP endpoint's); curve: it is a
+ * CURVE server, where only keys of role worker may speak. -1 when full. */
+#define JQ_HUB_MAX_SOCKETS (1 + JQ_MAX_LISTEN)
+int jq_hub_attach_more(jq_hub_t *h, void *router, bool curve);
 /* Unregisters the hooks and frees (jq_hub_stop first). */
 void jq_hub_destroy(jq_hub_t **h);
 

@@ -76,6 +76,16 @@ jobq_client_t *jobq_client_new(const char *endpoint);
  * *self_p to NULL. NULL-safe and idempotent. */
 void jobq_client_destroy(jobq_client_t **self_p);
 
+/* CURVE for a tcp:// endpoint (docs/security.md): key_file is the
+ * client's czmq certificate (NAME.key finds its NAME.key_secret beside
+ * it), server_key the daemon's public key, as a Z85 string or its
+ * certificate file (DATA_DIR/server.key). The connection is made again
+ * with them; requests then go out under the key's role. Both NULL: no
+ * keys. On an ipc:// endpoint the keys are kept but never used. 0, or -1
+ * with the reason in jobq_client_status/reason (JOBQ_ERR_BAD_ARGUMENT).
+ * A subscriber made from the client uses its keys too. */
+int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key);
+
 /* The endpoint given to jobq_client_new. */
 const char *jobq_client_endpoint(jobq_client_t *self);
 
@@ -427,6 +437,11 @@ void jobq_worker_default_endpoint(char *buf, size_t len);
  * are declared. NULL on bad arguments (an endpoint ZeroMQ cannot connect
  * to included) or when ZeroMQ fails. */
 jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capacity);
+
+/* CURVE keys for a tcp:// worker endpoint, as jobq_client_set_keys (the
+ * key's role must be worker); before the worker connects. 0, or -1 with
+ * the reason in jobq_worker_status/reason. */
+int jobq_worker_set_keys(jobq_worker_t *self, const char *key_file, const char *server_key);
 
 /* Sends disconnect when connected (the daemon takes back every lease the
  * worker still holds: each goes back to the queue as its next attempt),

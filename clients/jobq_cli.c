@@ -74,7 +74,8 @@ static const cli_command_t commands[] = {
      "                           priority, archived, ops, opresult, opstatus, oplog,\n"
      "                           opstart, opexec, opend, oppriority, summary,\n"
      "                           received_ts, start_ts, end_ts, log_serial,\n"
-     "                           change_serial, worker, opworker, opattempt\n"
+     "                           change_serial, worker, opworker, opattempt,\n"
+     "                           owner\n"
      "                           ('jobq list-fields' describes them)\n"
      "      --status S[,S...]    only jobs with one of these statuses (queued,\n"
      "                           waiting, canceling, running, canceled, success,\n"
@@ -223,6 +224,15 @@ static const cli_command_t commands[] = {
      "Exits 0 either way. 'jobq --version' is the same.\n"
      "With --json, prints {\"version\", \"protocol\", \"daemon\": PING | null}, PING\n"
      "being the daemon's answer to ping.\n"},
+    {"keygen", cmd_keygen, "NAME [--role ROLE] [--dir DIR]", "make a CURVE keypair",
+     "Writes DIR/NAME.key (the public certificate: copy it into jobqd's\n"
+     "authorized-keys directory) and DIR/NAME.key_secret (mode 0600: give it to\n"
+     "--key), czmq certificates whose metadata name the key NAME and its ROLE.\n"
+     "Existing files are never overwritten. See docs/security.md.\n"
+     "  --role ROLE   read, submit, admin or worker (default submit)\n"
+     "  --dir DIR     where to write them (default: the current directory)\n"
+     "Prints the two paths and the public key; with --json, {\"public\",\n"
+     "\"secret\", \"public_key\", \"name\", \"role\"}.\n"},
     {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
 };
 
@@ -235,6 +245,12 @@ static const char common_help[] = /* a format: the default endpoint */
     "                           %s\n"
     "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
     "                           (default 30; s/m/h/d suffixes allowed)\n"
+    "      --key FILE           CURVE key for a tcp:// endpoint: a czmq\n"
+    "                           certificate (NAME.key finds NAME.key_secret);\n"
+    "                           default $JOBQ_KEY (docs/security.md)\n"
+    "      --server-key KEY     the daemon's public key, Z85 or its certificate\n"
+    "                           file (DATA_DIR/server.key); default\n"
+    "                           $JOBQ_SERVER_KEY\n"
     "      --json               print machine-readable JSON instead of text\n"
     "  -h, --help               show this help\n"
     "      --version            show the versions (before the command only)\n";
@@ -326,7 +342,8 @@ static int command_index(int argc, char **argv)
         if (strcmp(a, "--") == 0)
             return i + 1;
         if (strcmp(a, "-s") == 0 || strcmp(a, "-t") == 0 || strcmp(a, "--server") == 0 ||
-            strcmp(a, "--timeout") == 0)
+            strcmp(a, "--timeout") == 0 || strcmp(a, "--key") == 0 ||
+            strcmp(a, "--server-key") == 0)
             i += 2;
         else
             i += 1;
@@ -342,6 +359,9 @@ int main(int argc, char **argv)
     const char *env = getenv("JOBQ_ENDPOINT");
     if (env && *env)
         cli.endpoint = env;
+    const char *key = getenv("JOBQ_KEY"), *server_key = getenv("JOBQ_SERVER_KEY");
+    cli.key = key && *key ? key : NULL;
+    cli.server_key = server_key && *server_key ? server_key : NULL;
 
     /* Global options before the command. --version is one of them here
      * only: it runs the version command, after the other options (-s, -t,

@@ -46,6 +46,8 @@ struct cli {
     bool json;                    /* --json: machine-readable output */
     const cli_command_t *cmd;     /* command being run */
     jobq_client_t *client;        /* connection, created on first use */
+    const char *key;              /* --key, $JOBQ_KEY: CURVE key file (tcp://) */
+    const char *server_key;       /* --server-key, $JOBQ_SERVER_KEY */
 };
 
 /* One command-specific option for cli_parse. */
@@ -149,6 +151,7 @@ int cmd_ping(cli_t *cli, int argc, char **argv);
 int cmd_list_fields(cli_t *cli, int argc, char **argv);
 int cmd_list_opcodes(cli_t *cli, int argc, char **argv);
 int cmd_version(cli_t *cli, int argc, char **argv);
+int cmd_keygen(cli_t *cli, int argc, char **argv);
 
 /* Prints the daemon's opcodes for `jobq submit --help` when it answers
  * within CLI_HELP_DAEMON_TIMEOUT_MS; prints nothing otherwise. */

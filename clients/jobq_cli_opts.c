@@ -21,7 +21,8 @@
 
 #include "jobq_cli.h"
 
-enum { COMMON_SERVER, COMMON_TIMEOUT, COMMON_JSON, COMMON_HELP, COMMON__COUNT };
+enum { COMMON_SERVER, COMMON_TIMEOUT, COMMON_JSON, COMMON_HELP, COMMON_KEY, COMMON_SERVER_KEY,
+       COMMON__COUNT };
 
 static const struct {
     const char *name;
@@ -32,6 +33,8 @@ static const struct {
     [COMMON_TIMEOUT] = {"timeout", 't', true},
     [COMMON_JSON] = {"json", 0, false},
     [COMMON_HELP] = {"help", 'h', false},
+    [COMMON_KEY] = {"key", 0, true},
+    [COMMON_SERVER_KEY] = {"server-key", 0, true},
 };
 
 static void verror(cli_t *cli, const char *fmt, va_list ap)
@@ -87,8 +90,12 @@ jobq_client_t *cli_client(cli_t *cli)
 {
     if (!cli->client) {
         cli->client = jobq_client_new(cli->endpoint);
-        if (!cli->client)
+        if (!cli->client) {
             cli_error(cli, "invalid endpoint '%s'", cli->endpoint);
+        } else if (jobq_client_set_keys(cli->client, cli->key, cli->server_key) < 0) {
+            cli_error(cli, "%s", jobq_client_reason(cli->client));
+            jobq_client_destroy(&cli->client);
+        }
     }
     return cli->client;
 }
@@ -134,6 +141,12 @@ static int apply_common(cli_t *cli, int which, const char *value, bool *done)
         return 0;
     case COMMON_JSON:
         cli->json = true;
+        return 0;
+    case COMMON_KEY:
+        cli->key = value;
+        return 0;
+    case COMMON_SERVER_KEY:
+        cli->server_key = value;
         return 0;
     default: /* COMMON_HELP */
         *done = true;

@@ -316,10 +316,11 @@ static const char *const info_fields[] = {
     "id",     "status",   "priority", "archived", "received_ts", "start_ts",
     "end_ts", "ops",      "opstatus", "opresult", "oplog",       "opstart",
     "opexec", "opend",    "oppriority", "summary", "worker", "opworker", "opattempt",
+    "owner",
 };
 enum { F_ID, F_STATUS, F_PRIO, F_ARCHIVED, F_RECV, F_START, F_END, F_OPS, F_OPSTATUS,
        F_OPRESULT, F_OPLOG, F_OPSTART, F_OPEXEC, F_OPEND, F_OPPRIO, F_SUMMARY, F_WORKER,
-       F_OPWORKER, F_OPATTEMPT, F__COUNT };
+       F_OPWORKER, F_OPATTEMPT, F_OWNER, F__COUNT };
 
 static void print_ts_line(const char *indent, const char *label, const json_t *ts,
                           const json_t *since)
@@ -358,6 +359,8 @@ static void print_job_info(const json_t *row)
         printf("  Worker: %s\n", json_string_value(F(F_WORKER)));
     print_prio("  ", F(F_PRIO));
     printf("  Archived: %s\n", json_is_true(F(F_ARCHIVED)) ? "yes" : "no");
+    printf("  Owner: %s\n", json_is_string(F(F_OWNER)) ? json_string_value(F(F_OWNER))
+                                                      : "(not recorded)");
     print_ts_line("  ", "Received:", F(F_RECV), NULL);
     print_ts_line("  ", "Processing start:", F(F_START), F(F_RECV));
     print_ts_line("  ", "Processing end:", F(F_END), F(F_START));
@@ -613,7 +616,10 @@ int cmd_list_opcodes(cli_t *cli, int argc, char **argv)
 void cli_help_opcodes(cli_t *cli)
 {
     /* Help must never fail nor print errors for a daemon that is away. */
-    if (!cli->client && !(cli->client = jobq_client_new(cli->endpoint)))
+    if (!cli->client && (cli->client = jobq_client_new(cli->endpoint)) &&
+        jobq_client_set_keys(cli->client, cli->key, cli->server_key) < 0)
+        jobq_client_destroy(&cli->client);
+    if (!cli->client)
         return;
     int wait_ms = cli->timeout_ms < CLI_HELP_DAEMON_TIMEOUT_MS ? cli->timeout_ms
                                                                : CLI_HELP_DAEMON_TIMEOUT_MS;

@@ -67,6 +67,10 @@ struct _jobq_client_t {
     void *ctx;                  /* ZeroMQ context owned by this client */
     void *sock;                 /* DEALER socket connected to endpoint */
     char *endpoint;             /* endpoint as given to jobq_client_new */
+    jobq_curve_t curve;         /* CURVE keys (jobq_client_set_keys) */
+    unsigned nsockets;          /* sockets opened: names their monitors */
+    int refused;                /* the last handshake failed: 0, or the
+                                   ZMQ_EVENT_HANDSHAKE_FAILED_* event */
     char *ipc_path;             /* filesystem path of an ipc:// endpoint, else NULL */
     void *mon;                  /* PAIR socket receiving sock's monitor events */
     conn_state_t conn;          /* connection state (see the file comment) */
@@ -108,6 +112,39 @@ static void set_ok(jobq_client_t *self)
     self->reason[0] = '\0';
 }
 
+/* The DEALER and its monitor, connected (with the CURVE keys, if any). */
+static int open_socket(jobq_client_t *self)
+{
+    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
+    if (!self->sock)
+        return -1;
+    int linger = 0, connect_timeout = JOBQ_CONNECT_TIMEOUT_MS;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_CONNECT_TIMEOUT, &connect_timeout, sizeof connect_timeout);
+    /* The monitor before the connect, so that the first attempt is seen. */
+    /* A monitor endpoint of its own per socket: set_keys makes another. */
+    char mon_ep[64];
+    snprintf(mon_ep, sizeof mon_ep, "%s-%u", MONITOR_ENDPOINT, self->nsockets++);
+    if (zmq_socket_monitor(self->sock, mon_ep,
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED |
+                               ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0)
+        return -1;
+    self->mon = zmq_socket(self->ctx, ZMQ_PAIR);
+    if (!self->mon)
+        return -1;
+    zmq_setsockopt(self->mon, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(self->mon, mon_ep) != 0)
+        return -1;
+    if (jobq_curve_apply(&self->curve, self->sock, self->endpoint) < 0 ||
+        zmq_connect(self->sock, self->endpoint) != 0)
+        return -1;
+    return 0;
+}
+
 jobq_client_t *jobq_client_new(const char *endpoint)
 {
     if (!endpoint || !*endpoint)
@@ -129,24 +166,7 @@ jobq_client_t *jobq_client_new(const char *endpoint)
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
-    self->sock = zmq_socket(self->ctx, ZMQ_DEALER);
-    if (!self->sock)
-        goto fail;
-    int linger = 0, connect_timeout = JOBQ_CONNECT_TIMEOUT_MS;
-    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(self->sock, ZMQ_CONNECT_TIMEOUT, &connect_timeout, sizeof connect_timeout);
-    /* The monitor before the connect, so that the first attempt is seen. */
-    if (zmq_socket_monitor(self->sock, MONITOR_ENDPOINT,
-                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED |
-                               ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED) != 0)
-        goto fail;
-    self->mon = zmq_socket(self->ctx, ZMQ_PAIR);
-    if (!self->mon)
-        goto fail;
-    zmq_setsockopt(self->mon, ZMQ_LINGER, &linger, sizeof linger);
-    if (zmq_connect(self->mon, MONITOR_ENDPOINT) != 0)
-        goto fail;
-    if (zmq_connect(self->sock, endpoint) != 0)
+    if (open_socket(self) < 0)
         goto fail;
     return self;
 fail:
@@ -239,6 +259,14 @@ static int read_monitor(jobq_client_t *self)
         case ZMQ_EVENT_CONNECT_DELAYED:
             self->attempt_start = now_ms();
             break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            self->refused = 0;
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self->refused = event;
+            break;
         case ZMQ_EVENT_DISCONNECTED:
             self->conn = CONN_DOWN;
             self->drops++;
@@ -259,6 +287,28 @@ static int read_monitor(jobq_client_t *self)
             break;
         }
     }
+}
+
+/* The daemon refused the handshake (docs/security.md): said at once
+ * rather than as a timeout. -1 with the status set, else 0. */
+static int check_refused(jobq_client_t *self)
+{
+    if (!self->refused)
+        return 0;
+    if (self->refused == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        set_error(self, JOBQ_ERR_PERMISSION_DENIED,
+                  "jobqd at %s refused this key: it is not (or no longer) in the daemon's "
+                  "authorized keys", self->endpoint);
+    else if (!self->curve.set)
+        set_error(self, JOBQ_ERR_TRANSPORT,
+                  "the handshake with jobqd at %s failed: a CURVE endpoint needs a key "
+                  "(--key, $JOBQ_KEY) and the daemon's public key (--server-key, "
+                  "$JOBQ_SERVER_KEY)", self->endpoint);
+    else
+        set_error(self, JOBQ_ERR_TRANSPORT,
+                  "the handshake with jobqd at %s failed: is the server key the daemon's?",
+                  self->endpoint);
+    return -1;
 }
 
 /* Records why the daemon cannot be reached after a failed connect
@@ -303,6 +353,8 @@ static int ensure_up(jobq_client_t *self, int64_t deadline, int timeout_ms, cons
     uint64_t failed = self->failed_attempts;
     int64_t quiet_until = now_ms() + CONN_QUIET_MS;
     for (;;) {
+        if (check_refused(self) < 0)
+            return -1;
         if (self->conn == CONN_UP)
             return 0;
         if (self->failed_attempts > failed) {
@@ -530,6 +582,8 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
             goto out;
         }
         if (ready == 2) {
+            if (check_refused(self) < 0)
+                goto out;
             if (self->drops == drops && self->failed_attempts == failed)
                 continue;
             /* The connection dropped: the request is lost with it. */
@@ -905,4 +959,40 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms)
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms)
 {
     return call_typed(self, "list_opcodes", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key)
+{
+    if (!self)
+        return -1;
+    char err[512];
+    jobq_curve_t c;
+    if (jobq_curve_load(&c, key_file, server_key, err, sizeof err) < 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s", err);
+        return -1;
+    }
+    self->curve = c;
+    if (!c.set || strncmp(self->endpoint, "tcp://", 6) != 0)
+        return 0;
+    /* A new socket: the keys count from its first connection, and no event
+     * of the old one's (a handshake without keys) is read as its own. */
+    zmq_socket_monitor(self->sock, NULL, 0);
+    zmq_close(self->sock);
+    zmq_close(self->mon);
+    self->sock = self->mon = NULL;
+    self->conn = CONN_UNKNOWN;
+    self->refused = 0;
+    self->after_disconnect = false;
+    self->attempt_start = 0;
+    if (open_socket(self) < 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "cannot use these keys: %s",
+                  zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+const jobq_curve_t *jobq_client_curve(jobq_client_t *self)
+{
+    return &self->curve;
 }

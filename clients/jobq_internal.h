@@ -17,4 +17,19 @@ void jobq_client_fail(jobq_client_t *self, jobq_code_t code, const char *fmt, ..
  * away), else 0. Never blocks. */
 int jobq_client_check_connection(jobq_client_t *self);
 
+/* CURVE keys (jobq_keys.c), Z85. */
+#define JOBQ_KEY_CHARS 40
+typedef struct {
+    char pub[JOBQ_KEY_CHARS + 1], sec[JOBQ_KEY_CHARS + 1], server[JOBQ_KEY_CHARS + 1];
+    bool set;
+} jobq_curve_t;
+/* Both NULL or empty: no keys (0, c->set false). -1 with err set. */
+int jobq_curve_load(jobq_curve_t *c, const char *key_file, const char *server_key, char *err,
+                    size_t errlen);
+/* Before connect: CURVE client options on sock when c->set and endpoint
+ * is tcp:// (ipc never uses keys). -1 when libzmq refuses them. */
+int jobq_curve_apply(const jobq_curve_t *c, void *sock, const char *endpoint);
+/* The client's keys, for the subscriber's socket. */
+const jobq_curve_t *jobq_client_curve(jobq_client_t *self);
+
 #endif

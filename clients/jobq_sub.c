@@ -275,7 +275,9 @@ jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
         }
     }
     zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "sys/", 4);
-    if (zmq_connect(self->sock, self->endpoint) != 0) {
+    /* The client's keys serve a TCP events endpoint too. */
+    if (jobq_curve_apply(jobq_client_curve(client), self->sock, self->endpoint) < 0 ||
+        zmq_connect(self->sock, self->endpoint) != 0) {
         jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s",
                          self->endpoint, zmq_strerror(errno));
         goto fail;

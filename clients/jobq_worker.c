@@ -274,7 +274,8 @@ static void open_connection(jobq_worker_t *self)
         int64_t maxsize = MAX_MESSAGE_BYTES;
         zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(self->sock, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
-        if (zmq_connect(self->sock, self->endpoint) == 0) {
+        if (jobq_curve_apply(&self->curve, self->sock, self->endpoint) == 0 &&
+            zmq_connect(self->sock, self->endpoint) == 0) {
             self->state = STATE_HELLO;
             self->last_heard = now; /* the welcome has a lease time to come */
             self->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
@@ -466,8 +467,10 @@ static void on_error(jobq_worker_t *self, const msgpack_object *m)
     const char *code = get_str(wire_map_get(m, "code"), &clen);
     const char *msg = get_str(wire_map_get(m, "message"), &mlen);
     jobq_code_t c = code ? jobq_code_from_name(code, clen) : JOBQ_ERR_INTERNAL;
+    /* PermissionDenied: the key is not a worker's; another hello with it
+     * gets the same answer. */
     if (self->state == STATE_HELLO && c != JOBQ_ERR_BAD_ARGUMENT && c != JOBQ_ERR_MALFORMED &&
-        c != JOBQ_ERR_VERSION) {
+        c != JOBQ_ERR_VERSION && c != JOBQ_ERR_PERMISSION_DENIED) {
         /* Refused for now (out of memory...): try again after a pause. */
         char why[300];
         snprintf(why, sizeof why, "jobqd refused the hello for now: %.*s",
@@ -801,4 +804,21 @@ size_t jobq_worker_leases(jobq_worker_t *self)
 {
     assert(self);
     return self->nheld;
+}
+
+int jobq_worker_set_keys(jobq_worker_t *self, const char *key_file, const char *server_key)
+{
+    if (!self)
+        return -1;
+    char err[512];
+    if (self->started) {
+        jw_set_error(self, JOBQ_ERR_BAD_ARGUMENT, "keys are set before the worker connects");
+        return -1;
+    }
+    if (jobq_curve_load(&self->curve, key_file, server_key, err, sizeof err) < 0) {
+        jw_set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s", err);
+        return -1;
+    }
+    jw_set_ok(self);
+    return 0;
 }

@@ -7,6 +7,7 @@
 #define JOBQ_WORKER_INT_H
 
 #include "jobq.h"
+#include "jobq_internal.h"
 
 /* Longest failure sentence kept. */
 #define JW_REASON_MAX 512
@@ -52,6 +53,7 @@ struct _jobq_worker_t {
     event_node_t *head, *tail; /* events not delivered yet */
     event_node_t *current;     /* the event delivered last (its storage) */
     uint64_t malformed;        /* messages from the daemon that made no sense */
+    jobq_curve_t curve;        /* CURVE keys for a tcp:// endpoint */
     jobq_code_t status;        /* code of the last failure */
     char reason[JW_REASON_MAX];   /* its sentence */
 };

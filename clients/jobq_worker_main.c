@@ -52,6 +52,7 @@ typedef struct {
     wk_config_t cfg;
     jobq_worker_t *w;         /* NULL once stopping */
     const char *endpoint;
+    const char *key, *server_key; /* CURVE (--key, --server-key) */
     char **served;            /* the opcodes served */
     size_t nserved;
     int capacity;
@@ -103,6 +104,11 @@ static void print_help(const char *default_ep)
         "  -e, --endpoint EP        jobqd's worker endpoint, ipc://PATH or\n"
         "                           tcp://HOST:PORT; default $JOBQ_WORKER_ENDPOINT,\n"
         "                           else %s\n"
+        "      --key FILE           CURVE key (role worker) for a tcp:// endpoint:\n"
+        "                           a czmq certificate from 'jobq keygen NAME --role\n"
+        "                           worker'; default $JOBQ_KEY (docs/security.md)\n"
+        "      --server-key KEY     jobqd's public key, Z85 or its certificate file\n"
+        "                           (DATA_DIR/server.key); default $JOBQ_SERVER_KEY\n"
         "  -n, --name NAME          the worker's name, in the worker field of its\n"
         "                           opcodes (default HOST:PID)\n"
         "  -c, --capacity N         run up to N handlers at once (1-%d, default 1)\n"
@@ -611,7 +617,7 @@ static int loop(wk_t *wk)
 static int parse_args(int argc, char **argv, wk_t *wk, const char **only, const char **name,
                       const char *default_ep)
 {
-    enum { OPT_HANDLERS = 256, OPT_KILL_GRACE, OPT_VERSION };
+    enum { OPT_HANDLERS = 256, OPT_KILL_GRACE, OPT_VERSION, OPT_KEY, OPT_SERVER_KEY };
     static const struct option opts[] = {
         {"handlers", required_argument, NULL, OPT_HANDLERS},
         {"endpoint", required_argument, NULL, 'e'},
@@ -619,6 +625,8 @@ static int parse_args(int argc, char **argv, wk_t *wk, const char **only, const 
         {"capacity", required_argument, NULL, 'c'},
         {"opcodes", required_argument, NULL, 'o'},
         {"kill-grace", required_argument, NULL, OPT_KILL_GRACE},
+        {"key", required_argument, NULL, OPT_KEY},
+        {"server-key", required_argument, NULL, OPT_SERVER_KEY},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
@@ -634,6 +642,12 @@ static int parse_args(int argc, char **argv, wk_t *wk, const char **only, const 
             break;
         case 'e':
             wk->endpoint = optarg;
+            break;
+        case OPT_KEY:
+            wk->key = optarg;
+            break;
+        case OPT_SERVER_KEY:
+            wk->server_key = optarg;
             break;
         case 'n':
             *name = optarg;
@@ -725,6 +739,9 @@ int main(int argc, char **argv)
     snprintf(default_ep, sizeof default_ep, "ipc://%s/workers.sock", jq_default_dirs().run_dir);
     const char *env = getenv("JOBQ_WORKER_ENDPOINT");
     wk_t wk = {.capacity = 1, .endpoint = env && *env ? env : default_ep, .sfd = -1};
+    const char *key = getenv("JOBQ_KEY"), *server_key = getenv("JOBQ_SERVER_KEY");
+    wk.key = key && *key ? key : NULL;
+    wk.server_key = server_key && *server_key ? server_key : NULL;
     wk.cfg.kill_grace_ms = 5000;
     const char *only = NULL, *name = NULL;
     char tmpl[4200] = "";
@@ -765,6 +782,11 @@ int main(int argc, char **argv)
         usage_error("cannot connect to \"%s\": not a ZeroMQ endpoint (ipc://PATH, "
                     "tcp://HOST:PORT)",
                     wk.endpoint);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (jobq_worker_set_keys(wk.w, wk.key, wk.server_key) < 0) {
+        usage_error("%s", jobq_worker_reason(wk.w));
         rc = EXIT_USAGE;
         goto out;
     }

@@ -66,6 +66,8 @@ typedef enum {
     /* Daemon codes added since: after the others, so their values (the
      * C library's ABI) never move. */
     JOBQ_ERR_TOKEN_REUSED,     /* a client token sent again with another body */
+    JOBQ_ERR_PERMISSION_DENIED, /* the caller's role (or ownership) does not
+                                   allow the request: nothing changed */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 

@@ -66,7 +66,9 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
     }
 
     bool client = submit && job->client.data;
-    msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0) + (client ? 1 : 0));
+    bool owner = submit && job->owner;
+    msgpack_pack_map(&pk, (submit ? 14 : 12) + (nlog_ops > 1 ? 1 : 0) + (client ? 1 : 0) +
+                              (owner ? 1 : 0));
     wire_pack_cstr(&pk, "job");
     msgpack_pack_uint64(&pk, job->id);
     wire_pack_cstr(&pk, "serial");
@@ -93,6 +95,10 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         if (client) {
             wire_pack_cstr(&pk, "client");
             jq_blob_pack(&pk, &job->client);
+        }
+        if (owner) {
+            wire_pack_cstr(&pk, "owner");
+            wire_pack_cstr(&pk, job->owner);
         }
     }
     wire_pack_cstr(&pk, "ops");

@@ -34,6 +34,8 @@ static const struct {
                                "a worker\", or nil when it is not a worker opcode"},
     [JQ_F_OPWORKER] = {"opworker", "per-opcode worker of the last attempt (nil: none)"},
     [JQ_F_OPATTEMPT] = {"opattempt", "per-opcode attempt number (0: never handed to a worker)"},
+    [JQ_F_OWNER] = {"owner", "who submitted the job: a key's name, uid:N over ipc (nil: "
+                             "submitted before owners were recorded)"},
 };
 
 const char *jq_field_name(jq_field_t f)
@@ -143,6 +145,12 @@ void jq_field_pack(msgpack_packer *pk, const jq_job_t *job, jq_field_t f)
         return;
     case JQ_F_CHANGE_SERIAL:
         msgpack_pack_uint64(pk, job->change_serial);
+        return;
+    case JQ_F_OWNER:
+        if (job->owner)
+            wire_pack_cstr(pk, job->owner);
+        else
+            msgpack_pack_nil(pk);
         return;
     case JQ_F_WORKER: {
         uint32_t i = jq_job_current_op(job);

@@ -29,6 +29,7 @@ typedef enum {
     JQ_F_WORKER,
     JQ_F_OPWORKER,
     JQ_F_OPATTEMPT,
+    JQ_F_OWNER,
     JQ_F__COUNT
 } jq_field_t;
 

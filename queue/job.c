@@ -177,6 +177,7 @@ void jq_job_destroy(jq_job_t **jobp)
         free(op->log);
     }
     jq_blob_free(&job->client);
+    free(job->owner);
     free(job);
     *jobp = NULL;
 }

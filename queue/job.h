@@ -118,6 +118,9 @@ typedef struct jq_job {
      * docs/protocol.md "Client tokens"): carried by the submit record and
      * stored with the job so a restart can rebuild the token index. */
     jq_blob_t client;
+    /* Who submitted it (docs/security.md): a key's name, or "uid:N" over
+     * ipc; NULL for a job stored before owners were recorded. */
+    char *owner;
     jq_op_t ops[];
 } jq_job_t;
 

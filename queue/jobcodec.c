@@ -17,7 +17,7 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, job->client.data ? 8 : 7);
+    msgpack_pack_map(&pk, 7 + (job->client.data ? 1 : 0) + (job->owner ? 1 : 0));
     wire_pack_cstr(&pk, "id");
     msgpack_pack_uint64(&pk, job->id);
     kv_i64(&pk, "received_ts", job->received_ts);
@@ -30,6 +30,10 @@ void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job)
     if (job->client.data) {
         wire_pack_cstr(&pk, "client");
         msgpack_sbuffer_write(sb, job->client.data, job->client.len);
+    }
+    if (job->owner) {
+        wire_pack_cstr(&pk, "owner");
+        wire_pack_cstr(&pk, job->owner);
     }
     wire_pack_cstr(&pk, "ops");
     msgpack_pack_array(&pk, job->nops);
@@ -92,6 +96,16 @@ static int set_summary(jq_op_t *op, const msgpack_object *summary)
 
 /* The optional client token map; anything else is ignored (a store without
  * it, or a value this daemon cannot use, costs only the retry guarantee). */
+/* The optional owner (a store from before owners has none: NULL). */
+static int set_owner(jq_job_t *job, const msgpack_object *owner)
+{
+    if (!owner || owner->type != MSGPACK_OBJECT_STR || owner->via.str.size == 0 ||
+        owner->via.str.size > 255)
+        return 0;
+    job->owner = strndup(owner->via.str.ptr, owner->via.str.size);
+    return job->owner ? 0 : -1;
+}
+
 static int set_client(jq_job_t *job, const msgpack_object *client)
 {
     if (!client || client->type != MSGPACK_OBJECT_MAP)
@@ -233,7 +247,8 @@ jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen)
     job->change_serial = (uint64_t)cserial;
     job->log_serial = (uint32_t)lserial;
     job->log_recorded = job->log_serial;
-    if (set_client(job, wire_map_get(root, "client")) < 0) {
+    if (set_client(job, wire_map_get(root, "client")) < 0 ||
+        set_owner(job, wire_map_get(root, "owner")) < 0) {
         snprintf(err, errlen, "out of memory");
         jq_job_destroy(&job);
         goto out;
@@ -291,7 +306,8 @@ jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char
         return NULL;
     }
     job->change_serial = 1;
-    if (set_client(job, wire_map_get(rec, "client")) < 0) {
+    if (set_client(job, wire_map_get(rec, "client")) < 0 ||
+        set_owner(job, wire_map_get(rec, "owner")) < 0) {
         snprintf(err, errlen, "out of memory");
         jq_job_destroy(&job);
         return NULL;

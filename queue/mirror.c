@@ -23,7 +23,7 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, unsigned keep)
     m->log_serial = m->log_recorded = job->log_serial;
     m->status = job->status;
     m->archived = job->archived;
-    int rc = 0;
+    int rc = job->owner && !(m->owner = strdup(job->owner)) ? -1 : 0;
     for (uint32_t i = 0; i < job->nops && rc == 0; i++) {
         const jq_op_t *src = &job->ops[i];
         jq_op_t *dst = &m->ops[i];

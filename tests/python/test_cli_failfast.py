@@ -360,7 +360,7 @@ def test_monitor_over_tcp_without_a_tcp_event_endpoint(make_daemon_tcp):
 @pytest.fixture
 def make_daemon_tcp(tmp_path):
     tcp = f"tcp://127.0.0.1:{free_port()}"
-    d = Daemon(tmp_path, "--listen", tcp)
+    d = Daemon(tmp_path, "--listen", tcp, "--insecure")
     yield d, tcp
     d.stop()
 

@@ -1066,7 +1066,7 @@ def free_tcp_port():
 def test_a_tcp_flood_leaves_jobqd_its_descriptor_reserve(jobqd):
     soft, hard = raise_own_fd_limit()
     endpoint = "tcp://127.0.0.1:%d" % free_tcp_port()
-    d = jobqd("--listen", endpoint, preexec_fn=fd_limit_256)
+    d = jobqd("--listen", endpoint, "--insecure", preexec_fn=fd_limit_256)
     flood = []
     try:
         for k in range(400):

@@ -5,6 +5,7 @@ and socket files removed by a clean stop.
 
 Each daemon runs in its own temporary directory, its stderr in a file
 there; every wait is bounded."""
+import grp
 import os
 import re
 import shutil
@@ -393,6 +394,11 @@ def test_example_config_uncommented_is_accepted(tmp, start):
             m = re.match(r"# ([a-z-]+ = .*)$", line)
             out.append(m.group(1) + "\n" if m else line)
     text = re.sub(r"tcp://127\.0\.0\.1:\d+", "tcp://127.0.0.1:*", "".join(out))
+    # The keys beside the test's own data, not in the example's place.
+    text = re.sub(r"^authorized-keys = .*$", "authorized-keys = %s/keys" % tmp, text, flags=re.M)
+    # A group this test's user has (the example's may not exist here).
+    text = re.sub(r"^group = .*$", "group = %s" % grp.getgrgid(os.getgid()).gr_name, text,
+                  flags=re.M)
     conf = os.path.join(tmp, "all.conf")
     with open(conf, "w") as f:
         f.write(text)

@@ -158,10 +158,11 @@ static void test_fresh_path_created(void **state)
         fail_msg("refused: %s", f->err);
     char p[512];
     assert_true(S_ISDIR(mode_of(f->dir)));
-    assert_int_equal(mode_of(f->dir) & 07777, 0750);
+    /* Only jobqd's user reaches the sockets (docs/security.md)... */
+    assert_int_equal(mode_of(f->dir) & 07777, 0700);
     path_in(f, "store", p, sizeof p);
     assert_true(S_ISDIR(mode_of(p)));
-    assert_int_equal(mode_of(p) & 07777, 0750);
+    assert_int_equal(mode_of(p) & 07777, 0700);
     snprintf(p, sizeof p, "%s/a", f->base);
     assert_int_equal(mode_of(p) & 07777, 0750);
     /* Nothing else is made: the lock and the store are the daemon's. */
@@ -171,6 +172,20 @@ static void test_fresh_path_created(void **state)
     assert_accepted(f);
     strcat(f->dir, "/");
     assert_accepted(f);
+}
+
+/* ...unless a group shares them (--group): 0750. */
+static void test_fresh_path_shared_with_group(void **state)
+{
+    fx_t *f = *state;
+    mode_t old = umask(0);
+    jq_datadir_share_with_group(true);
+    int rc = prepare(f);
+    jq_datadir_share_with_group(false);
+    umask(old);
+    if (rc != 0)
+        fail_msg("refused: %s", f->err);
+    assert_int_equal(mode_of(f->dir) & 07777, 0750);
 }
 
 static void test_fresh_path_under_umask(void **state)
@@ -558,6 +573,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_fresh_path_created),
         T(test_fresh_path_under_umask),
+        T(test_fresh_path_shared_with_group),
         T(test_existing_good_dir_accepted),
         T(test_dir_writable_by_others),
         T(test_dir_writable_by_group),

@@ -300,6 +300,7 @@ static void check_change(const char *what, const msgpack_object *ch, const char 
                             {"input", submit ? T_ARRAY : T_OPT},
                             {"summary", submit ? T_ARRAY : T_OPT},
                             {"client", submit ? T_MAP | T_OPT : T_OPT},
+                            {"owner", submit ? T_STR | T_OPT : T_OPT},
                             {"ops", T_ARRAY}, {"log", T_ARRAY},
                             {"log_op", T_UINT | T_NIL}, {"log_ops", T_ARRAY | T_OPT}, {0}});
     assert_true(is_ts(wire_map_get(ch, "time")) && wire_map_get(ch, "time")->type != MSGPACK_OBJECT_NIL);

@@ -33,8 +33,9 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
+from .keys import setup_curve
 from .errors import (BadArgumentError, JobqError, MalformedError, NotRunningError,
-                     TimeoutError, TransportError, error_for)
+                     PermissionDeniedError, TimeoutError, TransportError, error_for)
 
 Token = Union[str, bytes]
 Opcode = Mapping[str, Any]
@@ -90,8 +91,13 @@ class Client:
     subclasses carrying the daemon's code and message.
     """
 
-    def __init__(self, endpoint: Optional[str] = None, timeout: float = 10.0) -> None:
+    def __init__(self, endpoint: Optional[str] = None, timeout: float = 10.0, *,
+                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
         self.endpoint: str = endpoint or default_endpoint()
+        #: CURVE over TCP (docs/security.md): the client's key file and the
+        #: daemon's public key (a file or Z85); else $JOBQ_KEY, $JOBQ_SERVER_KEY.
+        self.key: Optional[str] = key
+        self.server_key: Optional[str] = server_key
         self.timeout: float = timeout
         self._ipc_path: Optional[str] = None
         if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
@@ -108,10 +114,20 @@ class Client:
         self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.CONNECT_TIMEOUT, int(protocol.CONNECT_TIMEOUT * 1000))
+        try:
+            setup_curve(self._sock, self.endpoint, key, server_key)
+        except JobqError:
+            self._sock.close(0)
+            self._ctx.term()
+            raise
         # The monitor before the connect, so that the first attempt is seen.
         self._mon: "zmq.Socket[bytes]" = self._sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_DELAYED | zmq.EVENT_CONNECT_RETRIED
-            | zmq.EVENT_DISCONNECTED)
+            | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        # A CURVE handshake the daemon refused: said at once, not as a timeout.
+        self._refused: Optional[JobqError] = None
         # One poller for every call (making one per call was a tenth of a
         # small call's client CPU).
         self._poller = zmq.Poller()
@@ -167,6 +183,20 @@ class Client:
                 self._conn = _DOWN
                 self._drops += 1
                 self._after_disconnect = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._refused = None
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused = PermissionDeniedError(
+                    "PermissionDenied", "jobqd at %s refused this key: it is not (or no "
+                    "longer) in the daemon's authorized keys" % self.endpoint)
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                           zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._refused = TransportError(
+                    "Transport", "the handshake with jobqd at %s failed: %s" % (
+                        self.endpoint, "a CURVE endpoint needs a key (key=, $JOBQ_KEY) and "
+                        "the daemon's public key (server_key=, $JOBQ_SERVER_KEY)"
+                        if not self.key and not os.environ.get("JOBQ_KEY")
+                        else "is the server key the daemon's?"))
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 if self._after_disconnect:  # only schedules the first reconnect
                     self._after_disconnect = False
@@ -205,6 +235,8 @@ class Client:
         failed = self._failed_attempts
         quiet_until = time.monotonic() + _CONN_QUIET
         while True:
+            if self._refused is not None:
+                raise self._refused
             if self._conn == _UP:
                 return
             if self._failed_attempts > failed:
@@ -318,6 +350,8 @@ class Client:
             ready = dict(poller.poll(max(1, int(min(left, 3600.0) * 1000))))
             if self._mon in ready:
                 self._read_monitor()
+                if self._refused is not None:
+                    raise fail(self._refused)
                 if self._drops != drops or self._failed_attempts != failed:
                     # The connection dropped: what was in flight is lost.
                     first = min(in_flight) if in_flight else 0

@@ -114,6 +114,12 @@ class TokenReusedError(JobqError):
     CODE = "TokenReused"
 
 
+class PermissionDeniedError(JobqError):
+    """The caller's role (its key's, or the ipc socket's) does not allow the
+    request, or the job belongs to someone else; nothing changed."""
+    CODE = "PermissionDenied"
+
+
 class TimeoutError(JobqError, builtins.TimeoutError):  # noqa: A001 (jobq.TimeoutError)
     """No reply within the call's timeout (client side)."""
     CODE = "Timeout"
@@ -134,7 +140,8 @@ ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in (
     MalformedError, VersionMismatchError, UnknownMethodError, BadArgumentError,
     TooLargeError, QueueFullError, DrainedError, ShuttingDownError, UnknownOpcodeError,
     InvalidPriorityError, InvalidDependencyError, UnknownFieldError, TooManyWaitersError,
-    StoreFailedError, BusyError, InternalError, TokenReusedError, TimeoutError,
+    StoreFailedError, BusyError, InternalError, TokenReusedError, PermissionDeniedError,
+    TimeoutError,
     TransportError, NotRunningError)}
 
 

@@ -35,6 +35,7 @@ import zmq
 
 from . import protocol
 from .client import Client
+from .keys import setup_curve
 from .errors import (BadArgumentError, MalformedError, NotRunningError,
                      TimeoutError, TransportError)
 
@@ -92,13 +93,18 @@ class Subscriber:
     def __init__(self, endpoint: Optional[str] = None, jobs: Optional[Sequence[int]] = None,
                  *, client: Optional[Client] = None, fields: Sequence[str] = ("status",),
                  events_endpoint: Optional[str] = None, timeout: float = 10.0,
-                 rcvhwm: int = DEFAULT_RCVHWM, reconnect: bool = True) -> None:
+                 rcvhwm: int = DEFAULT_RCVHWM, reconnect: bool = True,
+                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
         if jobs is not None and not jobs:
             raise BadArgumentError("BadArgument", "jobs is empty: pass None to follow every job")
         if jobs is not None and len(jobs) > MAX_JOBS:
             raise BadArgumentError("BadArgument", "at most %d jobs per subscriber" % MAX_JOBS)
         self._own_client = client is None
-        self.client: Client = client if client is not None else Client(endpoint, timeout)
+        self.client: Client = client if client is not None else Client(
+            endpoint, timeout, key=key, server_key=server_key)
+        # CURVE on a TCP events endpoint: these keys, else the client's.
+        self._key = key if key is not None else self.client.key
+        self._server_key = server_key if server_key is not None else self.client.server_key
         self.timeout = timeout
         self.reconnect = reconnect
         self.jobs: Optional[List[int]] = list(jobs) if jobs is not None else None
@@ -133,6 +139,7 @@ class Subscriber:
             self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.SUB)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            setup_curve(self._sock, self.endpoint, self._key, self._server_key)
             # Step 1: subscribe before the snapshot; job topics before
             # "sys/", so a heartbeat proves they are all active.
             for job in self.jobs or []:

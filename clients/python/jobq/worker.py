@@ -50,6 +50,9 @@ from typing import Any, Callable, Deque, Optional, Sequence, Union
 import msgpack  # type: ignore[import]  # Debian ships no stubs
 import zmq
 
+from .errors import JobqError
+from .keys import setup_curve
+
 __all__ = ["Worker", "Assignment", "WorkerError", "default_worker_endpoint"]
 
 log = logging.getLogger("jobq.worker")
@@ -76,7 +79,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: assignment before it ends (seconds).
 HANDLER_IDLE_SECONDS = 10.0
 #: Codes that make a refused hello final: the same hello would be refused again.
-FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch")
+FATAL_HELLO_CODES = ("BadArgument", "Malformed", "VersionMismatch", "PermissionDenied")
 
 _OPCODE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _ARG_KEYS = {"name": str, "type": str, "required": bool, "description": str}
@@ -352,7 +355,8 @@ class Worker:
     """
 
     def __init__(self, endpoint: Optional[str] = None, name: Optional[str] = None,
-                 capacity: int = 1) -> None:
+                 capacity: int = 1, *, key: Optional[str] = None,
+                 server_key: Optional[str] = None) -> None:
         if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
             raise ValueError(f"capacity: 1 to {MAX_CAPACITY}, not {capacity!r}")
         if name is not None and len(name.encode("utf-8")) > MAX_NAME:
@@ -362,6 +366,10 @@ class Worker:
         self.endpoint: str = endpoint or default_worker_endpoint()
         self.name: Optional[str] = name or None
         self.capacity: int = capacity
+        #: CURVE over TCP (docs/security.md): a key of role worker and the
+        #: daemon's public key; else $JOBQ_KEY and $JOBQ_SERVER_KEY.
+        self.key: Optional[str] = key
+        self.server_key: Optional[str] = server_key
         self._opcodes: dict[str, _Opcode] = {}
         self._stop = threading.Event()
         self._running = False
@@ -480,7 +488,8 @@ class Worker:
         """Connects, says hello and serves assignments until :meth:`stop`.
 
         Raises :class:`WorkerError` when the daemon refuses the hello as
-        wrong (BadArgument, Malformed, VersionMismatch); any other trouble
+        wrong (BadArgument, Malformed, VersionMismatch, PermissionDenied: a key whose
+        role is not worker); any other trouble
         (no daemon, a restart, silence) only makes it connect again. On
         return every handler thread was told to stop and was given up to
         ``join_timeout`` seconds to end (they are daemon threads)."""
@@ -564,6 +573,11 @@ class Worker:
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        try:
+            setup_curve(sock, self.endpoint, self.key, self.server_key)
+        except JobqError as e:
+            sock.close(0)
+            raise WorkerError("BadArgument", e.message) from None
         try:
             sock.connect(self.endpoint)
         except zmq.ZMQError as e:
