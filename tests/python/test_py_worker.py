@@ -217,6 +217,45 @@ def test_handler_threads_are_reused_and_end_when_idle(env: Env,
     wait_for(lambda: not handlers(), 5, "stop to end the idle handler thread")
 
 
+def test_run_again_after_a_handler_that_ignored_stop(env: Env) -> None:
+    """stop() gives up on a handler that ignores its cancel (after
+    join_timeout); run() may be called again and serves with threads of its
+    own: the stray handler, when it returns at last, neither answers for
+    its revoked lease nor waits for the new run's assignments."""
+    d = env.daemon(*LEASE_ARGS)
+    w = jobq.Worker(d.workers_ep, capacity=1)
+    release = threading.Event()
+    stray: list[threading.Thread] = []
+
+    @w.opcode("py.stubborn")
+    def stubborn(job: Assignment) -> Any:
+        if job.args.get("stubborn"):
+            stray.append(threading.current_thread())
+            release.wait(30)  # ignores job.cancelled
+            return "late"
+        return job.job
+
+    th = threading.Thread(target=w.run, kwargs={"join_timeout": 0.2}, daemon=True)
+    th.start()
+    wait_for(lambda: w.ready, 10, "the worker's welcome")
+    job = d.submit("py.stubborn", "stubborn=true")
+    wait_for(lambda: stray, 10, "the handler to start")
+    w.stop()
+    th.join(10)
+    assert not th.is_alive()
+    assert d.wait_status(job, ["queued", "waiting"]) in ("queued", "waiting")  # handed back
+    d.jobq("cancel", str(job))
+    env.start(w)  # the same Worker, run again
+    second = d.submit("py.stubborn")
+    assert d.wait_status(second, ["success", "error"]) == "success"
+    release.set()
+    stray[0].join(10)
+    assert not stray[0].is_alive(), "the stray handler waits for work of the new run"
+    third = d.submit("py.stubborn")
+    assert d.wait_status(third, ["success", "error"]) == "success"
+    assert info(d, job)["status"] == "canceled"
+
+
 def test_failure_by_exception(env: Env) -> None:
     d = env.daemon(*LEASE_ARGS)
     w = jobq.Worker(d.workers_ep)

@@ -310,12 +310,48 @@ class _Outbox:
             self._items.clear()
         return items
 
-    def close(self) -> None:
-        fds, self._wfd = (self.rfd, self._wfd), -1
-        for fd in fds:
-            if fd >= 0:
+    def __del__(self) -> None:
+        # Only once nothing refers to it (the worker, a run, a stray handler
+        # thread's sender): no write can reach a reused descriptor.
+        for fd in (self.rfd, self._wfd):
+            try:
                 os.close(fd)
-        self.rfd = -1
+            except OSError:
+                pass
+
+
+class _Pool:
+    """One run's handler threads: those waiting for an assignment are
+    counted in ``idle`` (under ``lock``), and take it from ``jobs``. A
+    run's threads keep their own pool: a handler abandoned by an earlier
+    run never joins a later one's."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: queue.SimpleQueue[Optional[tuple[Assignment, Optional[_Opcode]]]] = \
+            queue.SimpleQueue()
+        self.idle = 0
+        self.closing = False
+        self.threads: list[threading.Thread] = []
+
+    def become_idle(self) -> bool:
+        """Counts the calling thread as waiting; False when the run ends."""
+        with self.lock:
+            if self.closing:
+                return False
+            self.idle += 1
+            return True
+
+    def close(self) -> list[threading.Thread]:
+        """Ends the run: every waiting thread is told to end; returns the
+        threads to join."""
+        with self.lock:
+            self.closing = True
+            idle, self.idle = self.idle, 0
+            threads, self.threads = self.threads, []
+        for _ in range(idle):
+            self.jobs.put(None)  # each waiting thread takes one and ends
+        return threads
 
 
 class _Sender:
@@ -371,19 +407,15 @@ class Worker:
         self.key: Optional[str] = key
         self.server_key: Optional[str] = server_key
         self._opcodes: dict[str, _Opcode] = {}
-        self._stop = threading.Event()
+        # Set by stop(), read by the run loop: a plain flag, as stop() may
+        # run in a signal handler, which must not wait for a lock.
+        self._stopping = False
         self._running = False
         self._lock = threading.Lock()  # leases and state read by other threads
         self._ctx: Optional[zmq.Context[Any]] = None
-        self._outbox: Optional[_Outbox] = None
+        self._outbox = _Outbox()
+        self._pool = _Pool()
         self._leases: dict[Lease, Assignment] = {}
-        # Handler threads, and those of them waiting for an assignment (see
-        # _handler_thread): both under _lock.
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._closing = False
-        self._jobs: queue.SimpleQueue[Optional[tuple[Assignment, Optional[_Opcode]]]] = \
-            queue.SimpleQueue()
         self.worker_id: Optional[int] = None
         self.heartbeat: float = DEFAULT_HEARTBEAT
         self.lease_time: float = DEFAULT_LEASE
@@ -479,10 +511,8 @@ class Worker:
         its next attempt), sets ``cancelled`` of every running handler and
         closes the connection. Safe from any thread and from a signal
         handler."""
-        self._stop.set()
-        outbox = self._outbox
-        if outbox is not None:
-            outbox.wake()
+        self._stopping = True
+        self._outbox.wake()
 
     def run(self, join_timeout: float = 5.0) -> None:
         """Connects, says hello and serves assignments until :meth:`stop`.
@@ -499,8 +529,8 @@ class Worker:
             raise RuntimeError("Worker.run is already running")
         self._running = True
         self._ctx = zmq.Context()
-        self._outbox = _Outbox()
-        self._closing, self._idle, self._jobs = False, 0, queue.SimpleQueue()
+        self._outbox.take()  # a wake-up left by an earlier run
+        self._pool = _Pool()
         self._sock: Optional[zmq.Socket[Any]] = None
         self._state = "off"
         self._backoff = RECONNECT_MIN
@@ -513,14 +543,13 @@ class Worker:
             self._shutdown(join_timeout)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping:
             if self._state == "off" and _now() >= self._reconnect_at:
                 self._open()
             if self._silent():
                 continue
             if self._state == "ready" and _now() - self._last_sent >= self.heartbeat:
                 self._send_raw(_pack(_message("heartbeat")))
-            assert self._outbox is not None
             poller = zmq.Poller()
             poller.register(self._outbox.rfd, zmq.POLLIN)
             if self._sock is not None:
@@ -529,7 +558,7 @@ class Worker:
             try:
                 ready = dict(poller.poll(int(self._timeout() * 1000) + 1))
             except KeyboardInterrupt:
-                self._stop.set()
+                self._stopping = True
                 raise
             # What the daemon said first, then whether it has been silent
             # too long (a process stopped for a while wakes up here), and
@@ -749,17 +778,17 @@ class Worker:
         spec = self._opcodes.get(opcode)
         with self._lock:
             self._leases[lease] = a
-        assert self._outbox is not None
         a._send = _Sender(self._outbox)
-        with self._lock:
-            if self._idle > 0:
-                self._idle -= 1
-                self._jobs.put((a, spec))
+        pool = self._pool
+        with pool.lock:
+            if pool.idle > 0:
+                pool.idle -= 1
+                pool.jobs.put((a, spec))
                 return
-            self._threads = [t for t in self._threads if t.is_alive()]
-            th = threading.Thread(target=self._handler_thread, args=(a, spec),
-                                  name=f"jobq-handler-{len(self._threads) + 1}", daemon=True)
-            self._threads.append(th)
+            pool.threads = [t for t in pool.threads if t.is_alive()]
+            th = threading.Thread(target=self._handler_thread, args=(pool, a, spec),
+                                  name=f"jobq-handler-{len(pool.threads) + 1}", daemon=True)
+            pool.threads.append(th)
         th.start()
 
     @staticmethod
@@ -773,30 +802,31 @@ class Worker:
 
     # -- handler threads ---------------------------------------------------
 
-    def _handler_thread(self, a: Assignment, spec: Optional[_Opcode]) -> None:
+    def _handler_thread(self, pool: _Pool, a: Assignment, spec: Optional[_Opcode]) -> None:
         """Runs a, then the assignments handed to it while it waits idle,
-        until it has waited HANDLER_IDLE_SECONDS for nothing or the worker
-        stops. The run thread hands an assignment to an idle thread only
-        after counting it off ``_idle``; a thread whose wait ran out ends
-        only if it can count itself off, else an assignment is on its way
-        to it."""
+        until it has waited HANDLER_IDLE_SECONDS for nothing or its run
+        ends. The run thread hands an assignment to an idle thread only
+        after counting it off ``pool.idle``; a thread whose wait ran out
+        ends only if it can count itself off, else an assignment is on its
+        way to it."""
         item: Optional[tuple[Assignment, Optional[_Opcode]]] = (a, spec)
         while item is not None:
-            self._run_handler(*item)
-            with self._lock:
-                if self._closing:
-                    return
-                self._idle += 1
+            if not self._run_handler(pool, *item):
+                return
             try:
-                item = self._jobs.get(timeout=HANDLER_IDLE_SECONDS)
+                item = pool.jobs.get(timeout=HANDLER_IDLE_SECONDS)
             except queue.Empty:
-                with self._lock:
-                    if self._idle > 0:
-                        self._idle -= 1
+                with pool.lock:
+                    if pool.idle > 0:
+                        pool.idle -= 1
                         return
-                item = self._jobs.get()
+                item = pool.jobs.get()
 
-    def _run_handler(self, a: Assignment, spec: Optional[_Opcode]) -> None:
+    def _run_handler(self, pool: _Pool, a: Assignment, spec: Optional[_Opcode]) -> bool:
+        """Runs one handler and queues its done; True when the thread then
+        counts as waiting for the next assignment (counted before the done
+        leaves, so that the assignment the daemon may send at once finds
+        it)."""
         send = a._send
         assert send is not None
         try:
@@ -811,12 +841,10 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - the handler's failure is the opcode's
             log.debug("opcode %s %s failed:\n%s", a.opcode, a.lease, traceback.format_exc())
             body = _pack(done_message(a.lease, False, error=str(e) or type(e).__name__))
-        try:
-            send("done", a.lease, body)
-        except zmq.ZMQError:
-            pass  # the worker stopped meanwhile
-        finally:
-            send.close()
+        idle = pool.become_idle()
+        send("done", a.lease, body)
+        send.close()
+        return idle
 
     def _drain_outbox(self) -> None:
         """Forwards what handler threads sent, for leases still held."""
@@ -844,25 +872,17 @@ class Worker:
             self._sock = None
         self._state = "off"
         self._ready = False
-        with self._lock:
-            self._closing = True
-            idle, self._idle = self._idle, 0
-            threads, self._threads = self._threads, []
-        for _ in range(idle):
-            self._jobs.put(None)  # each idle thread takes one and ends
+        threads = self._pool.close()
         deadline = _now() + join_timeout
         for th in threads:
             th.join(max(0.0, deadline - _now()))
         if any(th.is_alive() for th in threads):
             # A handler that ignored its cancel: what it sends from now on
-            # is dropped (its sender is closed when it returns, and the
-            # outbox is gone); it is a daemon thread, gone with the process.
+            # is dropped (no lease is held any more); it is a daemon thread,
+            # gone with the process, and never joins a later run's pool.
             log.warning("handlers still running after %g s; abandoning them", join_timeout)
-        outbox, self._outbox = self._outbox, None
-        if outbox is not None:
-            outbox.close()
         ctx, self._ctx = self._ctx, None
         if ctx is not None:
             ctx.term()
         self._running = False
-        self._stop.clear()
+        self._stopping = False
