@@ -1118,7 +1118,7 @@ persist:
     }
 }
 
-static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, const char *body,
+void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, const char *body,
                        size_t len)
 {
     int64_t now = jq_now_mono();
@@ -1209,7 +1209,7 @@ void jq_hub_on_readable(jq_hub_t *h)
             STAT_ADD(h, refused, 1);
             continue;
         }
-        on_message(h, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&body),
+        jq_hub_on_message(h, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_data(&body),
                    zmq_msg_size(&body));
     }
     zmq_msg_close(&rid);
