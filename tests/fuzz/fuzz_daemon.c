@@ -18,6 +18,7 @@
  * bound, and a full queue would hide the submit path behind QueueFull. */
 #define FUZZ_MAX_LIVE_JOBS 5000
 #define FUZZ_MAX_OPCODES 2000
+#define FUZZ_MAX_WAITERS 64
 #define FUZZ_SYNC_WAIT_US 5000000 /* fuzz_daemon_sync's bound */
 
 static jq_daemon_t the_daemon;
@@ -38,9 +39,18 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return 0;
 }
 
+/* No client to send to; what would go must still be one reply map. */
 static void waiter_send(void *ctx, jq_waiter_t *w, const char *body, size_t len, bool answer)
 {
-    (void)ctx, (void)w, (void)body, (void)len, (void)answer; /* no client to send to */
+    (void)ctx, (void)w;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    wire_reply_t rep;
+    if (msgpack_unpack_next(&up, body, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+        wire_reply_parse(&up.data, &rep) != 0 || rep.keepalive == answer)
+        fail("a waiter's reply", "not one reply map");
+    msgpack_unpacked_destroy(&up);
 }
 
 static void waiter_done(void *ctx, jq_waiter_t *w) { (void)ctx, (void)w; }
@@ -171,7 +181,11 @@ void fuzz_daemon_settle(void)
     for (jq_change_t *c = head; c; c = c->next)
         jq_waiters_on_change(waiters, c->job_id, c->data, c->len);
     jq_change_list_free(&head);
-    jq_waiters_fail_all(waiters, JOBQ_ERR_SHUTTING_DOWN, "the fuzz input ended");
+    /* Parked waiters stay for later inputs to change their jobs (their
+     * records arrive as the store commits them), up to a few. */
+    jq_waiters_tick(waiters, jq_now_mono());
+    if (atomic_load(&d->waiters) > FUZZ_MAX_WAITERS)
+        jq_waiters_fail_all(waiters, JOBQ_ERR_SHUTTING_DOWN, "the fuzz run has enough waiters");
     atomic_store(&d->stopping, false);
     atomic_store(&d->shutdown_requested, JQ_SHUTDOWN_NONE);
     atomic_store(&d->drained, false);

@@ -6,9 +6,10 @@
  *
  * Jobs submitted stay queued (no executor runs them). State carries over
  * from one input to the next, as in a real daemon, except what would stop
- * it serving: fuzz_daemon_settle() undoes shutdown and drain, answers the
- * parked waiters, and rebuilds the whole context in a new directory when
- * the table or the opcode registry has grown large. */
+ * it serving: fuzz_daemon_settle() undoes shutdown and drain, feeds the
+ * committed changes to the parked waiters (answering them all once there
+ * are more than a few), and rebuilds the whole context in a new directory
+ * when the table or the opcode registry has grown large. */
 #ifndef JOBQ_FUZZ_DAEMON_H
 #define JOBQ_FUZZ_DAEMON_H
 
@@ -19,8 +20,8 @@
 jq_daemon_t *fuzz_daemon(void);
 /* A waiter jq_dispatch returned: parked as the loop parks it. */
 void fuzz_daemon_park(jq_waiter_t *w);
-/* After each input: committed changes go to the waiters, every waiter is
- * answered, shutdown and drain are undone; rebuilt when grown large. */
+/* After each input: committed changes go to the waiters, the waiters'
+ * timers run, shutdown and drain are undone; rebuilt when grown large. */
 void fuzz_daemon_settle(void);
 /* Wait (bounded) until the store has committed every queued record. */
 void fuzz_daemon_sync(void);

@@ -3,7 +3,8 @@
  *
  *   fuzz_seeds VECTORS_DIR CONFIG_FILE OUT_DIR
  *
- * OUT_DIR/request  every request vector (tests/vectors/ *_request.msgpack)
+ * OUT_DIR/request  every request vector (tests/vectors/ *_request.msgpack),
+ *                  and a wait_for_job_change that parks
  * OUT_DIR/worker   every worker message vector (worker_*.msgpack)
  * OUT_DIR/job      stored jobs jq_job_encode makes of the event vectors'
  *                  submit records, each alone and followed by the vectors'
@@ -183,6 +184,31 @@ static void vectors(const char *dir)
     msgpack_sbuffer_destroy(&submit);
 }
 
+/* A request no vector makes: a wait that parks. The vectors' waits name
+ * states job 1 is not in when the request target runs them (there no
+ * executor runs jobs: they stay queued), so they are answered at once. */
+static void handmade_requests(void)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    wire_request_begin(&pk, 30, "wait_for_job_change");
+    msgpack_pack_map(&pk, 4);
+    wire_pack_cstr(&pk, "id");
+    msgpack_pack_uint64(&pk, 1);
+    wire_pack_cstr(&pk, "fields");
+    msgpack_pack_array(&pk, 1);
+    wire_pack_cstr(&pk, "status");
+    wire_pack_cstr(&pk, "prev_job_info");
+    msgpack_pack_array(&pk, 1);
+    wire_pack_cstr(&pk, "queued");
+    wire_pack_cstr(&pk, "timeout");
+    msgpack_pack_double(&pk, 1.0);
+    put("request", "wait_for_job_change_parks_request.msgpack", sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 /* Handmade config inputs: a file, then NUL-separated arguments. */
 static const struct {
     const char *name;
@@ -246,6 +272,7 @@ int main(int argc, char **argv)
         return 1;
     }
     vectors(argv[1]);
+    handmade_requests();
     configs(argv[2]);
     return failures ? 1 : 0;
 }
