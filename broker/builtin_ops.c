@@ -25,7 +25,10 @@ static int get_bool(const msgpack_object *args, const char *key, bool *out)
 
 /* ---- test.delay ---- */
 
-#define DELAY_MAX_SECONDS (7 * 24 * 3600.0)
+/* Whole seconds apart, so the check below is an integer constant
+ * expression (clang refuses floating ones in _Static_assert). */
+#define DELAY_MAX_WHOLE_SECONDS (7 * 24 * 3600)
+#define DELAY_MAX_SECONDS ((double)DELAY_MAX_WHOLE_SECONDS)
 /* Each iteration logs one entry: no more than a job's log may hold by
  * default (--max-log-entries). */
 #define DELAY_MAX_REPEAT JOBQ_DEFAULT_MAX_LOG_ENTRIES
@@ -125,7 +128,7 @@ static void free_state(jq_task_t *t)
 
 /* Kept beside delay_parse: what it reads, list_opcodes reports. The
  * limits are written out in the descriptions; these catch a change. */
-_Static_assert(DELAY_MAX_SECONDS == 604800.0, "update delay_args' description");
+_Static_assert(DELAY_MAX_WHOLE_SECONDS == 604800, "update delay_args' description");
 _Static_assert(DELAY_MAX_REPEAT == 100000, "update delay_args' description");
 static const jq_argdef_t delay_args[] = {
     {.name = "duration", .type = "number", .required = true,

@@ -1125,7 +1125,7 @@ persist:
     }
 }
 
-static void on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, const char *body,
+void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, const char *body,
                        size_t len)
 {
     int64_t now = jq_now_mono();
@@ -1249,7 +1249,7 @@ void jq_hub_on_readable(jq_hub_t *h)
             memcpy(full + 1, zmq_msg_data(&rid), zmq_msg_size(&rid));
             size_t len = zmq_msg_size(&rid) + 1;
             if (worker_key(h, idx, &body, full, len))
-                on_message(h, full, len, zmq_msg_data(&body), zmq_msg_size(&body));
+                jq_hub_on_message(h, full, len, zmq_msg_data(&body), zmq_msg_size(&body));
         }
     }
     zmq_msg_close(&rid);

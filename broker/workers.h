@@ -55,6 +55,11 @@ int jq_hub_inbox_fd(jq_hub_t *h);
 void jq_hub_on_inbox(jq_hub_t *h);
 /* Loop thread. Every message waiting on the ROUTER. */
 void jq_hub_on_readable(jq_hub_t *h);
+/* Loop thread. One message (body) from the worker whose routing id is rid
+ * (at most 256 bytes): what jq_hub_on_readable does with each, callable
+ * on its own so the decoder can be fuzzed (tests/fuzz/fuzz_worker.c). */
+void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, const char *body,
+                       size_t len);
 /* Loop thread. The store is durable up to `durable`: send the assignments
  * whose running record it covers. */
 void jq_hub_on_durable(jq_hub_t *h, uint64_t durable);

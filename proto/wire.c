@@ -132,6 +132,20 @@ void wire_pack_ts(msgpack_packer *pk, int64_t usec)
     msgpack_pack_int64(pk, usec % 1000000);
 }
 
+bool wire_get_ts(const msgpack_object *o, int64_t *usec)
+{
+    int64_t sec, us;
+    *usec = 0;
+    /* Range-checked before the product: a peer's or a damaged record's
+     * [huge, x] must not overflow (found by tests/fuzz/fuzz_job.c). */
+    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        !wire_get_int(&o->via.array.ptr[0], &sec) || !wire_get_int(&o->via.array.ptr[1], &us) ||
+        sec < 0 || sec > (INT64_MAX - 999999) / 1000000 || us < 0 || us > 999999)
+        return false;
+    *usec = sec * 1000000 + us;
+    return true;
+}
+
 static void pack_head(msgpack_packer *pk, size_t entries, uint64_t id, bool has_id)
 {
     msgpack_pack_map(pk, entries);

@@ -133,5 +133,9 @@ bool wire_get_number(const msgpack_object *o, double *out);
 bool wire_opcode_name_ok(const char *s, size_t len);
 /* Timestamps travel as [seconds, microseconds]; 0 means unset (nil). */
 void wire_pack_ts(msgpack_packer *pk, int64_t usec);
+/* A timestamp wire_pack_ts packed, read back into *usec: false (and *usec
+ * 0) unless o is [seconds >= 0, microseconds 0..999999] whose sum fits in
+ * an int64_t. */
+bool wire_get_ts(const msgpack_object *o, int64_t *usec);
 
 #endif

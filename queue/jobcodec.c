@@ -1,6 +1,9 @@
 /* jobcodec.c: the store's job encoding (format in jobcodec.h). */
 #include "jobcodec.h"
+#include "scan.h"
 #include "wire.h"
+
+#include <msgpack/unpack_define.h>
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -163,6 +166,16 @@ static int decode_deps(jq_op_t *op, const msgpack_object *deps, bool masks, char
     return 0;
 }
 
+/* An opcode's name as stored: names are kept as C strings, so one with a
+ * NUL would be cut there and stored again as another (or an empty) name,
+ * which this decoder then refuses (found by tests/fuzz/fuzz_job.c). */
+static bool name_ok(const msgpack_object *name)
+{
+    return name && name->type == MSGPACK_OBJECT_STR && name->via.str.size > 0 &&
+           name->via.str.size <= JOBQ_MAX_OP_NAME &&
+           !memchr(name->via.str.ptr, '\0', name->via.str.size);
+}
+
 static bool get_prio(const msgpack_object *map, const char *key, int64_t *out)
 {
     return get_i64(map, key, out) && *out >= JQ_PRIO_HIGHEST && *out <= JQ_PRIO_LOWEST;
@@ -175,9 +188,8 @@ static int decode_op(const msgpack_object *o, jq_op_t *op, char *err, size_t err
     const msgpack_object *status = wire_map_get(o, "status");
     int64_t iprio, prio;
     jq_status_t st;
-    if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
-        name->via.str.size > JOBQ_MAX_OP_NAME || !args || args->type != MSGPACK_OBJECT_MAP ||
-        !status || status->type != MSGPACK_OBJECT_STR ||
+    if (!name_ok(name) || !args || args->type != MSGPACK_OBJECT_MAP || !status ||
+        status->type != MSGPACK_OBJECT_STR ||
         jq_status_parse(status->via.str.ptr, status->via.str.size, &st) < 0 ||
         !get_prio(o, "input_priority", &iprio) || !get_prio(o, "priority", &prio) ||
         !get_i64(o, "start_ts", &op->start_ts) || !get_i64(o, "exec_ts", &op->exec_ts) ||
@@ -222,7 +234,13 @@ jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen)
     msgpack_unpacked_init(&up);
     jq_job_t *job = NULL;
     size_t off = 0;
-    if (msgpack_unpack_next(&up, data, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+    /* The pre-scan first, as for a request: msgpack-c reserves whatever a
+     * header declares, and a damaged record may declare 2^32 elements
+     * (found by tests/fuzz/fuzz_job.c). */
+    jq_scan_limits_t limits = {.max_depth = MSGPACK_EMBED_STACK_SIZE};
+    jq_scan_result_t sr;
+    if (!jq_scan(data, len, &limits, &sr) ||
+        msgpack_unpack_next(&up, data, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
         snprintf(err, errlen, "not a msgpack value");
         goto out;
     }
@@ -269,11 +287,8 @@ out:
 
 static int64_t ts_of(const msgpack_object *o)
 {
-    int64_t sec, usec;
-    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        !wire_get_int(&o->via.array.ptr[0], &sec) || !wire_get_int(&o->via.array.ptr[1], &usec))
-        return 0;
-    return sec * 1000000 + usec;
+    int64_t usec;
+    return wire_get_ts(o, &usec) ? usec : 0; /* malformed or out of range: unset */
 }
 
 void jq_op_read_run_options(jq_op_t *op, const msgpack_object *input)
@@ -319,8 +334,7 @@ jq_job_t *jq_job_from_submit_record(const msgpack_object *rec, uint64_t id, char
         jq_op_t *op = &job->ops[i];
         int64_t prio;
         char why[128] = "malformed opcode";
-        if (!name || name->type != MSGPACK_OBJECT_STR || name->via.str.size == 0 ||
-            name->via.str.size > JOBQ_MAX_OP_NAME || !args || args->type != MSGPACK_OBJECT_MAP ||
+        if (!name_ok(name) || !args || args->type != MSGPACK_OBJECT_MAP ||
             !get_prio(o, "priority", &prio) ||
             jq_op_set_name(op, NULL, name->via.str.ptr, name->via.str.size) < 0 ||
             (summary && set_summary(op, &summary->via.array.ptr[i]) < 0) ||

@@ -74,11 +74,8 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, unsigned keep)
 
 static int64_t ts_of(const msgpack_object *o)
 {
-    int64_t s, us;
-    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
-        !wire_get_int(&o->via.array.ptr[0], &s) || !wire_get_int(&o->via.array.ptr[1], &us))
-        return 0;
-    return s * 1000000 + us;
+    int64_t usec;
+    return wire_get_ts(o, &usec) ? usec : 0; /* malformed or out of range: unset */
 }
 
 static int status_of(const msgpack_object *o, uint8_t *out)

@@ -2,10 +2,12 @@
 # Sourced by scripts/run and scripts/test; needs root or sudo for apt-get.
 # scdoc builds the man pages; systemd brings systemd-analyze, which the
 # tests use to check the unit; python3-mypy type-checks the Python package;
-# python3-pip and python3-venv install it with pip in the install test.
+# python3-pip and python3-venv install it with pip in the install test;
+# clang and libclang-rt-14-dev (libFuzzer, the sanitizers' runtime) build the
+# fuzz targets (scripts/fuzz).
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
 libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev python3-zmq python3-msgpack \
-python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd"
+python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd clang libclang-rt-14-dev"
 
 jobq_install_deps() {
     local missing=() p
