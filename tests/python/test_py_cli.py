@@ -209,6 +209,8 @@ READ_ONLY = [
     (["--json", "list", "-o", "+opresult,oplog,ops,received_ts"], 0),
     # Columns of non-ASCII text are as wide as jobq makes them (in bytes).
     (["list", "-o", "oplog,worker,opworker,opresult,id"], 0),
+    (["list", "-o", "id,owner,status"], 0),
+    (["--json", "list", "-o", "owner", "--archived"], 0),
     (["list", "--status", "success,error"], 0),
     (["list", "--status", "running", "--status", "waiting,canceled"], 0),
     (["--json", "list", "--status=canceled"], 0),
@@ -290,7 +292,7 @@ HELP_LINES = [["help"], ["--help"], ["-h"], ["help", "list"], ["help", "submit"]
 HELP_LINES += [[cmd, "--help"] for cmd in (
     "submit", "submit-many", "list", "list-fields", "list-opcodes", "info", "watch", "monitor",
     "cancel", "priority", "archive", "autoarchive", "drain", "stats", "shutdown", "ping",
-    "version", "help")]
+    "version", "keygen", "help")]
 HELP_LINES += [["info", "-h", "--bogus"], ["list", "--bogus", "-h"], ["-t", "3", "cancel", "-h"]]
 
 
@@ -336,6 +338,8 @@ USAGE_LINES = [
     ["submit", "\udcff"], ["submit", "test.delay", "k\udcff=1"], ["submit", "x", "k=\udce9"],
     ["submit-many", "/nonexistent/\udcff"], ["--\udcff"], ["list", "\udcff"],
     ["list", "-o", "\udcff"], ["bogus\udce9"],
+    ["--key"], ["--server-key"], ["list", "--key"], ["--key", "k", "-t"],
+    ["keygen", "\udcff"], ["keygen", "a\udce9b", "--role", "admin"],
 ]
 
 

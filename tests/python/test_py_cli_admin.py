@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 from test_cli import ISO_TS, JOBQ, Daemon, run
-from test_py_cli import PYCLI_ENV, run_both, run_py
+from test_py_cli import PYCLI_ENV, normalise_help, run_both, run_c, run_py
 
 PYTHON = "/usr/bin/python3"
 NOWHERE = "ipc:///nonexistent-jobq-dir/jobq.sock"
@@ -117,7 +117,9 @@ def blocked(daemon, n):
     ["version", "x"], ["watch"], ["watch", "1", "2"], ["watch", "x"], ["watch", "--pol", "1"],
     ["monitor", "x"], ["monitor", "--count", "0"], ["monitor", "-n", "x"],
     ["monitor", "--duration", "-1"], ["monitor", "--recent", "-1"],
-    ["monitor", "--duration"],
+    ["monitor", "--duration"], ["keygen"], ["keygen", "a", "b"], ["keygen", ".a"],
+    ["keygen", "a", "--role", "Admin"], ["keygen", "a", "--dir"], ["keygen", "a", "--now"],
+    ["--key"], ["drain", "--server-key"],
 ])
 def test_usage_errors(args):
     c, p = run_both(args, NOWHERE)
@@ -501,7 +503,7 @@ def test_tcp_without_event_endpoint(tmp_path):
     back to wait_for_job_change (same lines), monitor says why it cannot
     follow (exit 1)."""
     ep = "tcp://127.0.0.1:%d" % free_tcp_port()
-    daemon = Daemon(tmp_path, "--listen", ep)
+    daemon = Daemon(tmp_path, "--listen", ep, "--insecure")  # no keys: CURVE's tests below
     try:
         tcp_checks(daemon, ep)
     finally:
@@ -545,3 +547,237 @@ def test_monitor_daemon_dies(daemon):
     assert [p.returncode for p in procs] == [3, 3], outs
     errs = [re.sub(r"; it stopped while .*", "", err) for _, err in outs]
     assert errs[0] == errs[1] and errs[0].startswith("jobq: jobqd is not running at "), outs
+
+
+# ---------------------------------------------------------------- CURVE keys (issue 11)
+
+def read_cert(path):
+    """A czmq certificate's sections as {section: {key: value}} (what
+    zcertstore reads), comments and blank lines left out."""
+    out, section = {}, None
+    for line in open(path, encoding="ascii").read().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if not line.startswith(" "):
+            section = out.setdefault(line.strip(), {})
+            continue
+        assert line.startswith("    ") and not line.startswith("     "), line
+        k, v = line.strip().split(" = ", 1)
+        assert v[0] == v[-1] == '"', line
+        section[k] = v[1:-1]
+    return out
+
+
+def key_out(text, where):
+    """keygen's output with the key (random) and its directory replaced."""
+    text = re.sub(r'(?m)^[0-9a-zA-Z.:+=^!/*?&<>()\[\]{}@%$#-]{40}$', "KEY", text)
+    text = re.sub(r'"public_key":"[^"]{40}"', '"public_key":"KEY"', text)
+    return text.replace(str(where), "DIR")
+
+
+KEYGEN = [
+    (["keygen", "alice"], 0),
+    (["--json", "keygen", "bob", "--role", "read"], 0),
+    (["keygen", "w-1.x_y@h", "--role=worker", "--dir", "sub"], 0),
+    (["keygen", "root", "--role", "admin", "--dir", "{dir}/sub/", "--json"], 0),
+    (["keygen", "a" * 64, "--role", "submit"], 0),
+    (["keygen", "dup"], 1),  # made by the other CLI first: never overwritten
+    (["keygen", "half"], 1),  # only half.key_secret exists
+    (["keygen", "x", "--dir", "missing/dir"], 1),
+    (["keygen", "x", "--dir", "afile"], 1),
+    (["keygen", "a" * 65], 2), (["keygen", "-x"], 2), (["keygen", "a b"], 2),
+    (["keygen", "é"], 2), (["keygen", "x", "--role", "root"], 2),
+    (["keygen", "x", "--role="], 2), (["keygen", "x", "--bogus"], 2),
+]
+
+
+@pytest.mark.parametrize("args,rc", KEYGEN, ids=[" ".join(a) for a, _ in KEYGEN])
+def test_keygen(tmp_path, args, rc):
+    """keygen through both, each in a directory of its own: the same exit
+    code, output (but the key), error, and files: the same names, modes
+    and certificate sections (metadata name and role, the printed public
+    key, the secret key in NAME.key_secret only)."""
+    dirs = []
+    for which in ("c", "py"):
+        d = tmp_path / which
+        (d / "sub").mkdir(parents=True)
+        (d / "afile").write_text("")
+        (d / "dup.key").write_text("")
+        (d / "half.key_secret").write_text("")
+        dirs.append(d)
+    c = run_c(*[a.format(dir=dirs[0]) for a in args], endpoint=NOWHERE, cwd=dirs[0])
+    p = run_py(*[a.format(dir=dirs[1]) for a in args], endpoint=NOWHERE, cwd=dirs[1])
+    assert c.returncode == p.returncode == rc, (c.stderr, p.stderr)
+    assert key_out(p.stdout, dirs[1]) == key_out(c.stdout, dirs[0])
+    assert key_out(p.stderr, dirs[1]) == key_out(c.stderr, dirs[0])
+    files = []
+    for d, out in zip(dirs, (c.stdout, p.stdout)):
+        made = sorted((str(f.relative_to(d)), oct(f.stat().st_mode & 0o777))
+                      for f in d.rglob("*.key*") if f.stat().st_size)
+        certs = [read_cert(d / name) for name, _ in made]
+        files.append((made, [{"metadata": s["metadata"], "curve": sorted(s["curve"])}
+                             for s in certs]))
+        if rc == 0:
+            key = json.loads(out)["public_key"] if "--json" in args else out.split("\n")[2]
+            assert [s["curve"]["public-key"] for s in certs] == [key, key]
+    assert files[1] == files[0]
+    if rc == 0:
+        assert [m for _, m in files[0][0]] == ["0o644", "0o600"], files
+        assert files[0][1][1]["curve"] == ["public-key", "secret-key"]
+
+
+class Secure:
+    """A jobqd with a CURVE TCP endpoint (and events on TCP) on 127.0.0.1,
+    and keys: alice (submit), reader (read) and pyalice (submit, made by
+    jobq-py keygen) authorized; stranger (admin) not."""
+
+    def __init__(self, tmp_path):
+        self.tcp = "tcp://127.0.0.1:%d" % free_tcp_port()
+        self.d = Daemon(tmp_path, "--listen", self.tcp, "--publish",
+                        "tcp://127.0.0.1:%d" % free_tcp_port())
+        self.keys = tmp_path / "keys"
+        self.keys.mkdir()
+        self.server_key = str(self.d.data_dir / "server.key")
+        self.names = {}
+        for name, role, maker in (("alice", "submit", run), ("reader", "read", run),
+                                  ("stranger", "admin", run), ("pyalice", "submit", run_py)):
+            p = maker("keygen", name, "--role", role, "--dir", self.keys, endpoint=NOWHERE)
+            assert p.returncode == 0, p.stderr
+            self.names[name] = str(self.keys / ("%s.key" % name))
+            if name != "stranger":
+                # Written aside, then moved in: the daemon never reads half a file.
+                tmp = self.d.data_dir / "authorized_keys" / (".%s" % name)
+                tmp.write_bytes((self.keys / ("%s.key" % name)).read_bytes())
+                os.rename(tmp, self.d.data_dir / "authorized_keys" / ("%s.key" % name))
+        # A public certificate alone: no secret beside it.
+        (self.keys / "public-only.key").write_bytes((self.keys / "alice.key").read_bytes())
+        for name in ("alice", "reader", "pyalice"):  # the daemon has taken them
+            deadline = time.monotonic() + 15
+            while run(*self.opts(name), "ping", endpoint=NOWHERE).returncode != 0:
+                assert time.monotonic() < deadline, "key %s never accepted" % name
+                time.sleep(0.1)
+        p = run(*self.opts("alice"), "submit", "test.log", 'messages=["hi"]', endpoint=NOWHERE)
+        assert p.returncode == 0, p.stderr
+        self.job = int(p.stdout)
+        self.d.wait_status(self.job, {"success"})
+
+    def opts(self, name):
+        return ["--key", self.names[name], "--server-key", self.server_key, "-s", self.tcp,
+                "-t", "5"]
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    s = Secure(tmp_path_factory.mktemp("keys"))
+    yield s
+    s.d.stop()
+
+
+#: (argv, environment, the exit code both must give, what stderr holds).
+#: "{alice}" and the like: that key's NAME.key; "{sk}": the daemon's
+#: server.key; "{tcp}", "{ipc}": its endpoints; "{job}": alice's job.
+KEYED = [
+    (["--key", "{alice}", "--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 0, ""),
+    (["-s", "{tcp}", "--json", "list", "-o", "id,owner", "--key={alice}_secret",
+      "--server-key={sk}"], {}, 0, ""),
+    (["-s", "{tcp}", "list", "-o", "id,status,owner"],
+     {"JOBQ_KEY": "{pyalice}", "JOBQ_SERVER_KEY": "{sk}"}, 0, ""),
+    (["--key", "{reader}", "--server-key", "{sk}", "-s", "{tcp}", "info", "{job}"], {}, 0, ""),
+    (["--key", "{reader}", "--server-key", "{sk}", "-s", "{tcp}", "--json", "info", "{job}"],
+     {}, 0, ""),
+    (["--key", "{pyalice}", "--server-key", "{sk}", "-s", "{tcp}", "watch", "{job}"], {}, 0, ""),
+    (["--key", "{alice}", "--server-key", "{sk}", "-s", "{tcp}", "--json", "watch", "{job}",
+      "--poll"], {}, 0, ""),
+    (["--key", "{alice}", "--server-key", "{sk}", "-s", "{tcp}", "submit", "--help"], {}, 0,
+     "Opcodes of the daemon at tcp://"),
+    # no key, an unknown key, a key of the wrong role
+    (["-s", "{tcp}", "list"], {}, 1, "needs a key (--key, $JOBQ_KEY)"),
+    (["-s", "{tcp}", "watch", "{job}"], {}, 2, "needs a key"),
+    (["-s", "{tcp}", "submit", "--help"], {}, 0, ""),
+    (["--key", "{stranger}", "--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 1,
+     "PermissionDenied: jobqd at"),
+    (["-s", "{tcp}", "drain", "on"], {"JOBQ_KEY": "{stranger}", "JOBQ_SERVER_KEY": "{sk}"}, 1,
+     "refused this key"),
+    (["--key", "{reader}", "--server-key", "{sk}", "-s", "{tcp}", "submit", "test.delay",
+      "duration=0"], {}, 1, "jobq: submit: PermissionDenied: "),
+    (["--key", "{reader}", "--server-key", "{sk}", "-s", "{tcp}", "submit", "test.delay",
+      "duration=0", "--wait"], {}, 2, "PermissionDenied"),
+    (["--key", "{reader}", "--server-key", "{sk}", "-s", "{tcp}", "cancel", "{job}"], {}, 1,
+     "PermissionDenied"),
+    # keys that cannot be used: said before anything is sent
+    (["--key", "{alice}", "-s", "{tcp}", "list"], {}, 1, "CURVE needs both a key"),
+    (["--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 1, "CURVE needs both a key"),
+    (["-s", "{tcp}", "list", "--key", ""], {"JOBQ_KEY": "{alice}", "JOBQ_SERVER_KEY": "{sk}"},
+     1, "CURVE needs both a key"),
+    (["-s", "{tcp}", "list", "--key", "", "--server-key="],
+     {"JOBQ_KEY": "{alice}", "JOBQ_SERVER_KEY": "{sk}"}, 1, "needs a key (--key"),
+    (["--key", "{dir}/none.key", "--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 1,
+     "cannot read key"),
+    (["--key", "{dir}/public-only.key", "--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 1,
+     "has no secret key"),
+    (["--key", "{dir}", "--server-key", "{sk}", "-s", "{tcp}", "list"], {}, 1,
+     "is not a CURVE certificate"),
+    (["--key", "{alice}", "--server-key", "{dir}/none", "-s", "{tcp}", "list"], {}, 1,
+     "cannot read key"),
+    (["--key", "{alice}", "--server-key", "~" * 40, "-s", "{tcp}", "list"], {}, 1,
+     "not valid Z85"),
+    (["--key", "{alice}", "--server-key", "{stranger}", "-s", "{tcp}", "list"], {}, 1, ""),
+    (["--key", "{alice}", "--server-key", "{sk}", "-s", "{tcp}", "submit", "--help"],
+     {"JOBQ_KEY": "{dir}/none"}, 0, "Opcodes of the daemon at tcp://"),
+    (["--key", "{dir}/none", "--server-key", "{sk}", "-s", "{tcp}", "submit", "--help"], {}, 0,
+     ""),
+    # over ipc the keys are read (as libjobq does) but not used
+    (["--key", "{alice}", "--server-key", "{sk}", "-s", "{ipc}", "list", "-o", "id,owner"], {},
+     0, ""),
+    (["--key", "{dir}/none", "--server-key", "{sk}", "-s", "{ipc}", "list"], {}, 1,
+     "cannot read key"),
+    (["--key", "{alice}", "-s", "{ipc}", "stats"], {}, 1, "CURVE needs both"),
+    (["--key"], {}, 2, "option '--key' needs a value"),
+    (["list", "--server-key"], {}, 2, "option '--server-key' needs a value"),
+]
+
+
+@pytest.mark.parametrize("args,env,rc,err", KEYED,
+                         ids=[" ".join(a) + (" (env)" if e else "") for a, e, _, _ in KEYED])
+def test_keys(secure, args, env, rc, err):
+    """--key/--server-key and $JOBQ_KEY/$JOBQ_SERVER_KEY through both CLIs
+    against a jobqd with CURVE: the same exit code, output and error."""
+    fill = dict(secure.names, sk=secure.server_key, tcp=secure.tcp, ipc=secure.d.endpoint,
+                job=secure.job, dir=secure.keys)
+    args = [a.format(**fill) for a in args]
+    env = {k: v.format(**fill) for k, v in env.items()}
+    env = {"JOBQ_KEY": "", "JOBQ_SERVER_KEY": "", **env}
+    c, p = run_both(args, NOWHERE, env=env)
+    same(c, p, lambda s: normalise_help(elapsed_out(s)))
+    assert c.returncode == rc, (c.stdout, c.stderr)
+    assert err in c.stdout + c.stderr, (c.stdout, c.stderr)
+    if "--help" in args:
+        # the daemon's opcodes after submit's help when the keys let it answer
+        assert err or "Opcodes" not in c.stdout, c.stdout
+    elif rc == 0:
+        assert c.stderr == "" and c.stdout, c.stdout
+
+
+def test_python_made_keys_serve_both_clis(secure):
+    """A key made by jobq-py keygen is the daemon's as one of jobq's: its
+    name owns the jobs either CLI submits with it (its role lets it), and
+    submit --wait, watch and monitor --events follow them over CURVE
+    (events on the daemon's TCP publish endpoint) alike."""
+    opts = secure.opts("pyalice")
+    c, p = run_both([*opts, "submit", "--wait", "test.log", 'messages=["a", "b"]'], NOWHERE)
+    assert c.returncode == p.returncode == 0, (c.stderr, p.stderr)
+    jc, jp = int(c.stdout.split()[0]), int(p.stdout.split()[0])
+    # Which statuses the watch sees before the end depends on timing.
+    same(c, p, lambda s: re.sub(r"(?m)^\[\+T\] status: (queued|waiting|running)\n", "",
+                                ids_as(clock_out(elapsed_out(s)), [jc, jp])))
+    assert c.stdout.splitlines()[-1].endswith("status: success"), c.stdout
+    rows = json.loads(secure.d.ok("--json", "list", "-o", "id,owner", str(jc), str(jp)))["rows"]
+    assert rows == [[jc, "pyalice"], [jp, "pyalice"]], rows
+    for args in (["watch", jc], ["--json", "watch", jp]):
+        c, p = run_both([*opts, *args], NOWHERE)
+        same(c, p, elapsed_out)
+        assert c.returncode == 0 and ("b\n" in c.stdout or '"b"]' in c.stdout), c.stdout
+    # Long enough for the snapshot to come on a loaded machine.
+    c, p = run_both([*opts, "monitor", "--events", "--duration", "3"], NOWHERE)
+    same(c, p, clock_out)
+    assert c.returncode == 0 and " resync start " in c.stdout, (c.stdout, c.stderr)

@@ -5,12 +5,14 @@ A certificate is czmq's ZPL text: a ``metadata`` section (``name``,
 ``role``) and a ``curve`` section (``public-key``, and in the secret file
 ``secret-key``), Z85-encoded. ``jobq keygen NAME`` writes ``NAME.key``
 (public, for the daemon's authorized-keys directory) and
-``NAME.key_secret`` (mode 0600, for the client).
+``NAME.key_secret`` (mode 0600, for the client); :func:`make_cert` and
+:func:`save_cert` make and write such a pair (what ``jobq-py keygen`` does).
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, NamedTuple, Optional
+import time
+from typing import Dict, List, NamedTuple, Optional
 
 import zmq
 
@@ -86,15 +88,68 @@ def server_public_key(value: str) -> str:
     return load_cert(value[:-7] if value.endswith("_secret") else value).public
 
 
+def make_cert(meta: Dict[str, str]) -> Cert:
+    """A new CURVE keypair with that metadata (``name``, ``role``)."""
+    public, secret = zmq.curve_keypair()
+    return Cert(public.decode("ascii"), secret.decode("ascii"), dict(meta))
+
+
+def _cert_text(cert: Cert, comments: List[str], secret: bool) -> str:
+    # The ZPL layout czmq's zconfig reads (zcertstore, zcert_load): a
+    # section name at the margin, its "key = "value"" lines indented by 4.
+    lines = ["#   %s" % c for c in comments] + ["", "metadata"]
+    lines += ['    %s = "%s"' % (k, v) for k, v in cert.meta.items()]
+    lines += ["curve", '    public-key = "%s"' % cert.public]
+    if secret:
+        lines.append('    secret-key = "%s"' % cert.secret)
+    return "\n".join(lines) + "\n"
+
+
+def _write_new(path: str, text: str, mode: int) -> None:
+    # O_EXCL: an existing key is never overwritten; the secret file is
+    # born with its final mode (nobody else can open it in between).
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask took away
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+def save_cert(cert: Cert, path: str) -> None:
+    """Write cert as czmq certificates: ``path`` (public, mode 0644) and
+    ``path + "_secret"`` (mode 0600), what jobqd's authorized-keys
+    directory and :func:`load_cert` (and libjobq, and czmq) read. Raises
+    OSError (FileExistsError when either exists: nothing is overwritten)."""
+    if cert.secret is None:
+        raise ValueError("a certificate to save needs its secret key")
+    for p in (path, path + "_secret"):
+        if os.path.lexists(p):
+            raise FileExistsError(17, os.strerror(17), p)
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    what = " (role %s)" % cert.meta["role"] if "role" in cert.meta else ""
+    _write_new(path, _cert_text(cert, [
+        "jobq CURVE public certificate%s, made %s" % (what, when),
+        "It may be shown to anyone: jobqd's authorized-keys directory takes it."],
+        secret=False), 0o644)
+    _write_new(path + "_secret", _cert_text(cert, [
+        "jobq CURVE secret certificate%s, made %s" % (what, when),
+        "Keep it to yourself (mode 0600): whoever reads it acts as this key."],
+        secret=True), 0o600)
+
+
 def setup_curve(sock: "zmq.Socket[bytes]", endpoint: str, key: Optional[str],
                 server_key: Optional[str]) -> bool:
     """Make sock a CURVE client when endpoint is TCP and a key is given
-    (``key``, else ``$JOBQ_KEY``; ``server_key``, else
-    ``$JOBQ_SERVER_KEY``). ipc endpoints never use keys. True when set."""
+    (``key``, or ``$JOBQ_KEY`` when it is None; ``server_key``, or
+    ``$JOBQ_SERVER_KEY`` when it is None: "" means none, whatever the
+    environment says). ipc endpoints never use keys. True when set."""
     if not endpoint.startswith("tcp://"):
         return False
-    key = key or os.environ.get(KEY_ENV) or None
-    server_key = server_key or os.environ.get(SERVER_KEY_ENV) or None
+    key = (os.environ.get(KEY_ENV) if key is None else key) or None
+    server_key = (os.environ.get(SERVER_KEY_ENV) if server_key is None else server_key) or None
     if not key and not server_key:
         return False
     if not key or not server_key:

@@ -5,8 +5,8 @@ reference) over :class:`jobq.Client`, with the same subcommands, options,
 text and JSON output and exit codes, so that either can stand in for the
 other. This module holds the command table with every help text (the C
 CLI's, word for word), the global options, ``help`` and the dispatch; the
-commands live in submit.py, query.py, watch.py, monitor.py and admin.py,
-their shared parts in common.py.
+commands live in submit.py, query.py, watch.py, monitor.py, admin.py and
+keygen.py, their shared parts in common.py.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from ..client import default_run_dir
 from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_ping,
                     cmd_priority, cmd_shutdown, cmd_stats, cmd_version)
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
+from .keygen import cmd_keygen
 from .monitor import cmd_monitor
 from .query import cmd_info, cmd_list, cmd_list_fields, cmd_list_opcodes, help_opcodes
 from .submit import cmd_submit, cmd_submit_many
@@ -102,7 +103,8 @@ COMMANDS: List[Command] = [
             "                           priority, archived, ops, opresult, opstatus, oplog,\n"
             "                           opstart, opexec, opend, oppriority, summary,\n"
             "                           received_ts, start_ts, end_ts, log_serial,\n"
-            "                           change_serial, worker, opworker, opattempt\n"
+            "                           change_serial, worker, opworker, opattempt,\n"
+            "                           owner\n"
             "                           ('jobq list-fields' describes them)\n"
             "      --status S[,S...]    only jobs with one of these statuses (queued,\n"
             "                           waiting, canceling, running, canceled, success,\n"
@@ -252,6 +254,15 @@ COMMANDS: List[Command] = [
             "Exits 0 either way. 'jobq --version' is the same.\n"
             "With --json, prints {\"version\", \"protocol\", \"daemon\": PING | null}, PING\n"
             "being the daemon's answer to ping.\n"),
+    Command("keygen", cmd_keygen, "NAME [--role ROLE] [--dir DIR]", "make a CURVE keypair",
+            "Writes DIR/NAME.key (the public certificate: copy it into jobqd's\n"
+            "authorized-keys directory) and DIR/NAME.key_secret (mode 0600: give it to\n"
+            "--key), czmq certificates whose metadata name the key NAME and its ROLE.\n"
+            "Existing files are never overwritten. See docs/security.md.\n"
+            "  --role ROLE   read, submit, admin or worker (default submit)\n"
+            "  --dir DIR     where to write them (default: the current directory)\n"
+            "Prints the two paths and the public key; with --json, {\"public\",\n"
+            "\"secret\", \"public_key\", \"name\", \"role\"}.\n"),
     Command("help", cmd_help, "[COMMAND]", "show help for jobq or for a command",
             ""),
 ]
@@ -263,6 +274,12 @@ _COMMON_HELP = (
     "                           %s\n"
     "  -t, --timeout SECONDS    how long each call waits for the daemon\n"
     "                           (default 30; s/m/h/d suffixes allowed)\n"
+    "      --key FILE           CURVE key for a tcp:// endpoint: a czmq\n"
+    "                           certificate (NAME.key finds NAME.key_secret);\n"
+    "                           default $JOBQ_KEY (docs/security.md)\n"
+    "      --server-key KEY     the daemon's public key, Z85 or its certificate\n"
+    "                           file (DATA_DIR/server.key); default\n"
+    "                           $JOBQ_SERVER_KEY\n"
     "      --json               print machine-readable JSON instead of text\n"
     "  -h, --help               show this help\n"
     "      --version            show the versions (before the command only)\n")
@@ -317,7 +334,7 @@ def _command_index(args: List[str]) -> int:
             return i
         if a == "--":
             return i + 1
-        i += 2 if a in ("-s", "-t", "--server", "--timeout") else 1
+        i += 2 if a in ("-s", "-t", "--server", "--timeout", "--key", "--server-key") else 1
     return len(args)
 
 
@@ -327,6 +344,9 @@ def _run(args: List[str]) -> int:
     if env:
         cli.endpoint = env
         cli.endpoint_from_env = True
+    # As jobq: read once here; an empty variable is no key.
+    cli.key = os.environ.get("JOBQ_KEY") or None
+    cli.server_key = os.environ.get("JOBQ_SERVER_KEY") or None
     # --version is a global option before the command only: it runs the
     # version command once the other options are read.
     ci = _command_index(args)

@@ -24,6 +24,7 @@ from ..client import Client
 from ..errors import ERRORS, JobqError, NotRunningError, TimeoutError, TransportError
 from . import jsonread
 from .jsonread import JsonLoadError
+from .keygen import check_keys
 
 EXIT_OK = 0
 EXIT_FAIL = 1  #: the operation failed (daemon error, no daemon...)
@@ -55,23 +56,49 @@ class Cli:
     connection (made on first use)."""
 
     def __init__(self, endpoint: str, timeout: float = DEFAULT_TIMEOUT,
-                 json: bool = False, endpoint_from_env: bool = False) -> None:
+                 json: bool = False, endpoint_from_env: bool = False,
+                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
         self.endpoint: str = endpoint
         self.timeout: float = timeout
         self.json: bool = json
         self.cmd: Optional[Command] = None
         #: The endpoint is $JOBQ_ENDPOINT's (not given with -s): said in errors.
         self.endpoint_from_env: bool = endpoint_from_env
+        #: --key, $JOBQ_KEY: the CURVE key file for a tcp:// endpoint.
+        self.key: Optional[str] = key
+        #: --server-key, $JOBQ_SERVER_KEY: the daemon's public key.
+        self.server_key: Optional[str] = server_key
+        #: The keys were read and are used (libjobq's curve.set).
+        self.curve: bool = False
         self._client: Optional[Client] = None
+
+    def _make_client(self) -> Tuple[Optional[Client], str]:
+        """A new client with this CLI's keys, or None and the error line:
+        the endpoint's, else the keys' (libjobq's order and words)."""
+        err = check_keys(self.key, self.server_key)
+        use = err is None and bool(self.key)
+        try:
+            # An explicit "" (not None) keeps jobq.Client off $JOBQ_KEY:
+            # the environment was read once, at the start, as jobq reads it.
+            c = Client(self.endpoint, timeout=self.timeout, key=self.key if use else "",
+                       server_key=self.server_key if use else "")
+        except JobqError as e:
+            if use and not e.message.startswith("invalid endpoint"):
+                return None, e.message
+            return None, "invalid endpoint '%s'" % self.endpoint
+        if err is not None:
+            c.close()
+            return None, err
+        self.curve = use
+        return c, ""
 
     def client(self) -> Optional[Client]:
         """The client, connected on first use; None (error printed) when
-        the endpoint is invalid."""
+        the endpoint is invalid or the keys cannot be used."""
         if self._client is None:
-            try:
-                self._client = Client(self.endpoint, timeout=self.timeout)
-            except JobqError:
-                self.error("invalid endpoint '%s'" % self.endpoint)
+            self._client, err = self._make_client()
+            if self._client is None:
+                self.error(err)
                 return None
         return self._client
 
@@ -79,10 +106,7 @@ class Cli:
         """The client without any error message when it cannot be made
         (help must never fail for a daemon that is away)."""
         if self._client is None:
-            try:
-                self._client = Client(self.endpoint, timeout=self.timeout)
-            except JobqError:
-                return None
+            self._client = self._make_client()[0]
         return self._client
 
     def close(self) -> None:
@@ -116,6 +140,12 @@ class Cli:
         if isinstance(exc, (TimeoutError, TransportError)):
             # libjobq's words: the method is the command's own, not named.
             msg = re.sub(r"^no reply to [a-z_, ]+ within ", "no reply within ", exc.message)
+            if msg.startswith("the handshake with jobqd at "):
+                # ...and the options are the command line's, not key=.
+                msg = "the handshake with jobqd at %s failed: %s" % (
+                    self.endpoint, "is the server key the daemon's?" if self.curve else
+                    "a CURVE endpoint needs a key (--key, $JOBQ_KEY) and the daemon's public "
+                    "key (--server-key, $JOBQ_SERVER_KEY)")
             eprint("jobq: cannot reach the daemon at %s: %s" % (self.endpoint, msg))
         else:
             # A code this client does not know (a newer daemon's) is
@@ -155,7 +185,7 @@ class Opt:
 
 
 _COMMON = (("server", "s", True), ("timeout", "t", True), ("json", "", False),
-           ("help", "h", False))
+           ("help", "h", False), ("key", "", True), ("server-key", "", True))
 
 
 def _looks_like_number(a: str) -> bool:
@@ -180,6 +210,12 @@ def _apply_common(cli: Cli, which: str, value: Optional[str]) -> Optional[int]:
         return None
     if which == "json":
         cli.json = True
+        return None
+    if which == "key":
+        cli.key = value
+        return None
+    if which == "server-key":
+        cli.server_key = value
         return None
     from . import cli_help  # the command table lives in the package
     cli_help(cli)

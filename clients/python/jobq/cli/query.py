@@ -222,7 +222,7 @@ def cmd_list(cli: Cli, argv: List[str]) -> int:
 #: Every field info shows, in this order.
 INFO_FIELDS = ("id", "status", "priority", "archived", "received_ts", "start_ts", "end_ts",
                "ops", "opstatus", "opresult", "oplog", "opstart", "opexec", "opend",
-               "oppriority", "summary", "worker", "opworker", "opattempt")
+               "oppriority", "summary", "worker", "opworker", "opattempt", "owner")
 
 
 def _ts_line(indent: str, label: str, ts: Any, since: Any = None) -> str:
@@ -249,6 +249,8 @@ def _job_info(row: List[Any]) -> str:
         out.append("  Worker: %s\n" % f["worker"])
     out.append(_prio_line("  ", f["priority"]))
     out.append("  Archived: %s\n" % ("yes" if f["archived"] is True else "no"))
+    out.append("  Owner: %s\n" % (f["owner"] if isinstance(f["owner"], str)
+                                  else "(not recorded)"))
     out.append(_ts_line("  ", "Received:", f["received_ts"]))
     out.append(_ts_line("  ", "Processing start:", f["start_ts"], f["received_ts"]))
     out.append(_ts_line("  ", "Processing end:", f["end_ts"], f["start_ts"]))
