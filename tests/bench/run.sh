@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run.sh: build jobqd and jobq-bench in Release and run the benchmark.
 #
-#   tests/bench/run.sh                 # every workload (about 9 minutes)
+#   tests/bench/run.sh                 # every workload (about 10 minutes)
 #   tests/bench/run.sh submit memory   # selected workloads
 #   tests/bench/run.sh cycle           # remote workers against beanstalkd, Redis, gearmand
 #   tests/bench/run.sh python          # the Python client against the C client
