@@ -191,4 +191,25 @@ int jc_ping(jc_t *c);
 /* Poll stats every 50 ms until key >= want; false on timeout. */
 bool jc_wait_stat(jc_t *c, const char *key, long long want, double timeout);
 
+/* ---- CURVE (curve.c) ---- */
+
+/* The keys of the curve workload's CURVE lines, read back from the czmq
+ * certificate files it wrote (Z85 text). While bench_curve is set, every
+ * jobqd the bench starts gets the server keypair in its data directory and
+ * the client and worker public keys in DATA_DIR/authorized_keys, and is
+ * started without --insecure; the bench's sockets on tcp:// endpoints are
+ * CURVE clients (jclient.c and the SUBs with the submit key, jworker.c with
+ * the worker key). NULL: plain TCP (--insecure), as every other workload. */
+typedef struct {
+    char dir[300]; /* the certificate files */
+    char server_pub[41], client_pub[41], client_sec[41], worker_pub[41], worker_sec[41];
+} bench_curve_t;
+extern const bench_curve_t *bench_curve;
+/* Copies the server keypair and the authorized public keys into a data
+ * directory about to be given to jobqd; -1 on error. */
+int bench_curve_prepare(const char *data_dir);
+/* Makes sock a CURVE client (worker: the worker key, else the submit key)
+ * when bench_curve is set and endpoint is tcp://; -1 on error. */
+int bench_curve_apply(void *sock, const char *endpoint, bool worker);
+
 #endif

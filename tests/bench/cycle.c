@@ -416,7 +416,7 @@ static void *open_sub(void *ctx, const char *pub, const char *prefix)
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
-    if (zmq_connect(s, pub) < 0) {
+    if (bench_curve_apply(s, pub, false) < 0 || zmq_connect(s, pub) < 0) {
         zmq_close(s);
         return NULL;
     }

@@ -28,7 +28,7 @@ jc_t *jc_open_ivl(void *zctx, const char *endpoint, int reconnect_ivl_ms)
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     if (reconnect_ivl_ms > 0)
         zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &reconnect_ivl_ms, sizeof reconnect_ivl_ms);
-    if (zmq_connect(c->sock, endpoint) < 0) {
+    if (bench_curve_apply(c->sock, endpoint, false) < 0 || zmq_connect(c->sock, endpoint) < 0) {
         zmq_close(c->sock);
         free(c);
         return NULL;

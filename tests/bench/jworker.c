@@ -23,7 +23,7 @@ jw_t *jw_open(void *zctx, const char *endpoint)
     zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(w->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(w->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    if (zmq_connect(w->sock, endpoint) < 0) {
+    if (bench_curve_apply(w->sock, endpoint, true) < 0 || zmq_connect(w->sock, endpoint) < 0) {
         zmq_close(w->sock);
         free(w);
         return NULL;

@@ -292,6 +292,10 @@ static void usage(FILE *f)
 "           (libjobq) and the raw bench client: submit_job and submit_many_jobs\n"
 "           from one client; the full cycle (--sync as the cycle workload) with\n"
 "           C workers, Python worker processes, and all in Python\n"
+"  curve    CURVE against plain TCP (--insecure), in one run on\n"
+"           tcp://127.0.0.1: ping, submit_job and submit_many_jobs (one\n"
+"           client, as submit) and the full cycle with 1 and 4 workers (as\n"
+"           cycle); jobs/s, latency, daemon CPU per job, the ratio\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -665,11 +669,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt_py_nworkers; i++)
         if (opt_py_workers[i] > 16)
             bad = true;
-    enum { NWL = 11 };
+    enum { NWL = 12 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
-                                           "core",   "cycle",  "python"};
+                                           "core",   "cycle",  "python", "curve"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -749,7 +753,7 @@ int main(int argc, char **argv)
     int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
                              workload_submit, workload_memory, workload_events,
                              workload_watch,  workload_store,  workload_core,
-                             workload_cycle,  workload_python};
+                             workload_cycle,  workload_python, workload_curve};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

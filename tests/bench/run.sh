@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh: build jobqd and jobq-bench in Release and run the benchmark.
 #
-#   tests/bench/run.sh                 # every workload (about 9 minutes)
+#   tests/bench/run.sh                 # every workload (about 10 minutes)
 #   tests/bench/run.sh submit memory   # selected workloads
 #   tests/bench/run.sh cycle           # remote workers against beanstalkd, Redis, gearmand
 #   tests/bench/run.sh python          # the Python client against the C client
+#   tests/bench/run.sh curve           # CURVE against plain TCP (--insecure)
 #   tests/bench/run.sh --help          # jobq-bench's options
 #
 # Arguments go to jobq-bench unchanged ("all" when there are none).

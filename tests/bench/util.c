@@ -442,8 +442,10 @@ static int jobqd_argv(daemon_t *d, const char **argv, char *listen, size_t llen,
         argv[n++] = "--listen";
         argv[n++] = listen;
         /* The benchmark's clients have no keys: TCP without CURVE, which
-         * jobqd allows on loopback only (docs/security.md). */
-        argv[n++] = "--insecure";
+         * jobqd allows on loopback only (docs/security.md); the curve
+         * workload's CURVE lines give them keys (curve.c). */
+        if (!bench_curve)
+            argv[n++] = "--insecure";
         snprintf(d->endpoint, sizeof d->endpoint, "%s", listen);
     } else {
         snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s/jobq.sock", d->dir);
@@ -480,6 +482,8 @@ int jobqd_start(daemon_t *d, const char *const *extra)
     if (bench_mkdtemp(d->dir, sizeof d->dir, "jobqd") < 0)
         return -1;
     snprintf(d->log, sizeof d->log, "%s/jobqd.log", d->dir);
+    if (bench_curve && bench_curve_prepare(d->dir) < 0)
+        return -1;
     for (int attempt = 0; attempt < 3; attempt++) {
         const char *argv[64];
         char listen[64];

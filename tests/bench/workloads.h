@@ -1,5 +1,5 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
- * events.c, watchers.c, store.c, core.c, cycle.c, py.c) share with main.c and harness.c:
+ * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c) share with main.c and harness.c:
  * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
@@ -127,6 +127,7 @@ int workload_store(void);  /* store.c: durable submits, fsyncs, recovery, bytes 
 int workload_core(void);   /* core.c: latency under a log load, a long log, hot shard */
 int workload_cycle(void);  /* cycle.c: submit -> worker -> success, against peers */
 int workload_python(void); /* py.c: the Python client against the C client */
+int workload_curve(void);  /* curve.c: CURVE against plain TCP, submit and the full cycle */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
