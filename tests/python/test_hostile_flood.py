@@ -612,21 +612,25 @@ def test_a_flood_of_hostile_messages_changes_nothing(tmp_path: Path,
         assert admin.call("query_jobs", ids=[held], fields=["opresult"])["rows"][0][0] == [
             {"held": True}]
     finally:
-        release.set()
-        if worker is not None:
-            worker.stop()
-        if wthread is not None:
-            wthread.join(10)
-        for c in conns:
-            c.close()
-        ctx.destroy(0)
-        if flood is not None and flood.poll() is None:
-            flood.kill()
-            flood.communicate()
-        code = stop_jobqd(proc)  # type: ignore[no-untyped-call]
-        log.close()
-        err = log_path.read_bytes().decode(errors="replace")
-        shutil.rmtree(tmp_path, ignore_errors=True)
+        # Whatever failed above, the daemon is stopped and the directory
+        # removed.
+        try:
+            release.set()
+            if flood is not None and flood.poll() is None:
+                flood.kill()
+                flood.communicate()
+            if worker is not None:
+                worker.stop()
+            if wthread is not None:
+                wthread.join(10)
+            for c in conns:
+                c.close()
+            ctx.destroy(0)
+        finally:
+            code = stop_jobqd(proc)  # type: ignore[no-untyped-call]
+            log.close()
+            err = log_path.read_bytes().decode(errors="replace")
+            shutil.rmtree(tmp_path, ignore_errors=True)
     assert wthread is None or not wthread.is_alive(), "Worker.run did not return after stop()"
     assert "Sanitizer" not in err and "runtime error" not in err, err[-20000:]
     assert code == 0, (code, err[-5000:])
