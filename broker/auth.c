@@ -1,16 +1,31 @@
 /* auth.c: the daemon's CURVE keypair and the zauth actor (see auth.h). */
 #include "auth.h"
+#include "config.h"
 #include "log.h"
 
 #include <arpa/inet.h>
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/* One authorized key, as the daemon read it. */
+typedef struct {
+    char public_key[41];
+    int role;
+    char name[65];
+} known_key_t;
 
 struct jq_auth {
     zcert_t *cert;
     zactor_t *zauth;
+    char *keys_dir;
+    known_key_t *keys; /* the directory's certificates, read when it changed */
+    size_t nkeys;
+    struct timespec keys_mtime;
+    bool keys_read;
 };
 
 /* The keypair: loaded, or made and saved (the secret file 0600) when the
@@ -86,16 +101,29 @@ jq_auth_t *jq_auth_new(const char *data_dir, const char *keys_dir, char *err, si
             jq_auth_destroy(&a);
             return NULL;
         }
-        if (st.st_mode & S_IWOTH) {
-            snprintf(err, errlen, "the authorized-keys directory %s is writable by others "
-                                  "(mode %04o): anyone could let themselves in; chmod o-w %s",
+        if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+            snprintf(err, errlen, "the authorized-keys directory %s is writable by its group "
+                                  "or others (mode %04o): they could let themselves in; "
+                                  "chmod go-w %s",
                      keys_dir, (unsigned)(st.st_mode & 07777), keys_dir);
+            jq_auth_destroy(&a);
+            return NULL;
+        }
+        if (st.st_uid != geteuid() && st.st_uid != 0) {
+            snprintf(err, errlen, "the authorized-keys directory %s belongs to uid %u, not to "
+                                  "the daemon's user or root: its owner could let anyone in",
+                     keys_dir, (unsigned)st.st_uid);
             jq_auth_destroy(&a);
             return NULL;
         }
         /* zauth answers ZAP in czmq's context: the daemon's sockets are
          * made there (main.c). Its certificate store notices a key file
          * added or removed at the next handshake. */
+        if (!(a->keys_dir = strdup(keys_dir))) {
+            snprintf(err, errlen, "out of memory");
+            jq_auth_destroy(&a);
+            return NULL;
+        }
         a->zauth = zactor_new(zauth, NULL);
         if (!a->zauth || zstr_sendx(a->zauth, "CURVE", keys_dir, NULL) < 0 ||
             zsock_wait(a->zauth) < 0) {
@@ -114,8 +142,92 @@ void jq_auth_destroy(jq_auth_t **ap)
     jq_auth_t *a = *ap;
     zactor_destroy(&a->zauth);
     zcert_destroy(&a->cert);
+    free(a->keys_dir);
+    free(a->keys);
     free(a);
     *ap = NULL;
+}
+
+bool jq_key_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '@' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Reads every certificate of the authorized-keys directory (as zauth's
+ * store does: each file but the *_secret ones and hidden ones). */
+static void read_keys(jq_auth_t *a)
+{
+    free(a->keys);
+    a->keys = NULL;
+    a->nkeys = 0;
+    DIR *dir = opendir(a->keys_dir);
+    if (!dir)
+        return;
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        size_t n = strlen(e->d_name);
+        if (e->d_name[0] == '.' || (n > 7 && !strcmp(e->d_name + n - 7, "_secret")))
+            continue;
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", a->keys_dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        zcert_t *c = zcert_load(path);
+        if (!c)
+            continue;
+        if (a->nkeys == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            known_key_t *k = realloc(a->keys, ncap * sizeof *k);
+            if (!k) {
+                zcert_destroy(&c);
+                break;
+            }
+            a->keys = k;
+            cap = ncap;
+        }
+        known_key_t *k = &a->keys[a->nkeys++];
+        snprintf(k->public_key, sizeof k->public_key, "%s", zcert_public_txt(c));
+        jq_role_t r;
+        const char *role = zcert_meta(c, "role");
+        k->role = role && jq_role_parse(role, &r) == 0 ? (int)r : (int)JQ_ROLE_READ;
+        const char *name = zcert_meta(c, "name");
+        snprintf(k->name, sizeof k->name, "%s", jq_key_name_ok(name) ? name : "");
+        zcert_destroy(&c);
+    }
+    closedir(dir);
+}
+
+int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name, size_t len)
+{
+    if (!a || !a->keys_dir || !public_key)
+        return -1;
+    struct stat st;
+    if (stat(a->keys_dir, &st) < 0)
+        return -1;
+    if (!a->keys_read || st.st_mtim.tv_sec != a->keys_mtime.tv_sec ||
+        st.st_mtim.tv_nsec != a->keys_mtime.tv_nsec) {
+        read_keys(a);
+        a->keys_mtime = st.st_mtim;
+        a->keys_read = true;
+    }
+    for (size_t i = 0; i < a->nkeys; i++)
+        if (!strcmp(a->keys[i].public_key, public_key)) {
+            *role = a->keys[i].role;
+            snprintf(name, len, "%s", a->keys[i].name);
+            return 0;
+        }
+    return -1;
 }
 
 int jq_auth_apply(jq_auth_t *a, void *socket)
@@ -164,8 +276,6 @@ bool jq_endpoint_is_loopback(const char *endpoint)
         return false;
     memcpy(h, host, n);
     h[n] = '\0';
-    if (!strcmp(h, "localhost"))
-        return true;
     struct in_addr a4;
     struct in6_addr a6;
     if (inet_pton(AF_INET, h, &a4) == 1)
@@ -179,4 +289,10 @@ bool jq_endpoint_is_loopback(const char *endpoint)
 bool jq_endpoint_is_tcp(const char *endpoint)
 {
     return strncmp(endpoint, "tcp://", 6) == 0;
+}
+
+bool jq_endpoint_bindable(const char *endpoint)
+{
+    return jq_endpoint_is_tcp(endpoint) ||
+           (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] && endpoint[6] != '@');
 }

@@ -30,9 +30,27 @@ int jq_auth_apply(jq_auth_t *a, void *socket);
 /* The daemon's public key, Z85 (40 characters). */
 const char *jq_auth_public_key(const jq_auth_t *a);
 
-/* Is a TCP endpoint's host a loopback address (127.0.0.0/8, ::1,
- * localhost)? Endpoints that are not tcp:// are not asked. */
+/* The role and name of an authorized client key (public_key: Z85, the
+ * "User-Id" zauth gives a CURVE peer's messages), read from the daemon's
+ * own copy of the authorized-keys directory, never from the message's
+ * other properties: libzmq adds a peer's own handshake metadata to them,
+ * so a property the certificate lacks could be filled in by the client.
+ * A certificate without a valid role is "read"; name is left empty when
+ * the certificate's is missing or not 1 to 64 of [A-Za-z0-9._@-]. Returns
+ * 0, or -1 when the key is not (or no longer) in the directory. Loop
+ * thread only; the directory is read again when its mtime changes. */
+int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name, size_t len);
+/* Is name a valid key name (1 to 64 of [A-Za-z0-9._@-], as jobq keygen
+ * makes them)? */
+bool jq_key_name_ok(const char *name);
+
+/* Is a TCP endpoint's host a loopback address (127.0.0.0/8, ::1)?
+ * Endpoints that are not tcp:// are not asked. */
 bool jq_endpoint_is_loopback(const char *endpoint);
 bool jq_endpoint_is_tcp(const char *endpoint);
+/* Is the endpoint one the daemon may bind: tcp://, or ipc:// naming a
+ * file (an abstract ipc://@name has no permissions to guard it, and the
+ * other transports have neither CURVE nor permissions)? */
+bool jq_endpoint_bindable(const char *endpoint);
 
 #endif

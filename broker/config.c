@@ -601,6 +601,21 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
     }
+    /* Only transports something guards: tcp:// (CURVE, or loopback with
+     * --insecure) and ipc:// files (their permissions). */
+    for (unsigned k = 0; k < 3; k++) {
+        char (*eps)[512] = k == 0 ? cfg->listen : k == 1 ? cfg->workers : cfg->publish;
+        unsigned n = k == 0 ? cfg->nlisten : k == 1 ? cfg->nworkers : cfg->npublish;
+        for (unsigned i = 0; i < n; i++)
+            if (!jq_endpoint_bindable(eps[i])) {
+                snprintf(err, errlen,
+                         "--%s %s: only tcp:// and ipc:// endpoints naming a file are "
+                         "served (an abstract ipc://@ socket has no permissions to guard it, "
+                         "and other transports have neither CURVE nor permissions)",
+                         k == 0 ? "listen" : k == 1 ? "workers" : "publish", eps[i]);
+                return -1;
+            }
+    }
     /* Without CURVE anyone who reaches a TCP endpoint may do anything: only
      * a loopback address keeps that on this host. */
     for (unsigned k = 0; cfg->insecure && k < 3; k++) {
@@ -610,7 +625,7 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
             if (!jq_endpoint_is_loopback(eps[i])) {
                 snprintf(err, errlen,
                          "--insecure is accepted only on loopback addresses (127.0.0.0/8, "
-                         "::1, localhost), and %s is not one: give the endpoint CURVE keys "
+                         "::1), and %s is not one: give the endpoint CURVE keys "
                          "instead (docs/security.md)", eps[i]);
                 return -1;
             }

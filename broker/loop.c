@@ -118,16 +118,23 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
         break;
     }
     case CS_CURVE: {
-        /* zauth hands back the key's certificate metadata with it. */
-        const char *role = zmq_msg_gets(msg, "role");
-        const char *name = zmq_msg_gets(msg, "name");
+        /* zauth gives the client's public key as User-Id; its role and
+         * name come from the daemon's own copy of the certificate (auth.h:
+         * not from the message's other properties, which the client may
+         * fill in). A key removed since it connected may do nothing. */
         const char *key = zmq_msg_gets(msg, "User-Id");
-        jq_role_t r;
-        who->role = role && jq_role_parse(role, &r) == 0 ? r : JQ_ROLE_READ;
-        if (name && *name && !strchr(name, ':'))
-            snprintf(who->owner, sizeof who->owner, "%s", name);
-        else
+        int role;
+        char name[65];
+        if (jq_auth_identity(l->d->auth, key, &role, name, sizeof name) < 0) {
+            who->role = JQ_ROLE_WORKER; /* no method of a client endpoint */
             snprintf(who->owner, sizeof who->owner, "key:%s", key ? key : "?");
+        } else {
+            who->role = (jq_role_t)role;
+            if (*name)
+                snprintf(who->owner, sizeof who->owner, "%s", name);
+            else
+                snprintf(who->owner, sizeof who->owner, "key:%s", key);
+        }
         break;
     }
     case CS_INSECURE:

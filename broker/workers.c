@@ -1,6 +1,7 @@
 /* workers.c: the worker hub (workers.h; protocol in docs/protocol.md,
  * "Workers"). Everything here but the inbox runs on the loop thread. */
 #include "workers.h"
+#include "auth.h"
 #include "log.h"
 #include "opreg.h"
 #include "scan.h"
@@ -1208,18 +1209,23 @@ static bool worker_key(jq_hub_t *h, unsigned idx, zmq_msg_t *body, const unsigne
 {
     if (!h->curve[idx])
         return true;
-    const char *role = zmq_msg_gets(body, "role");
-    if (role && !strcmp(role, "worker"))
+    /* The role from the daemon's copy of the key (auth.h), never from the
+     * message's properties, which the peer may fill in. */
+    const char *key = zmq_msg_gets(body, "User-Id");
+    int role = -1;
+    char name[65] = "";
+    if (jq_auth_identity(h->d->auth, key, &role, name, sizeof name) == 0 &&
+        role == JQ_ROLE_WORKER)
         return true;
     STAT_ADD(h, refused, 1);
     atomic_fetch_add(&h->d->errors[JOBQ_ERR_PERMISSION_DENIED], 1);
-    const char *name = zmq_msg_gets(body, "name");
     int64_t now = jq_now_mono();
     if (now - h->denied_logged >= 60 * 1000000ll || !h->denied_logged) { /* once a minute */
         h->denied_logged = now;
         jq_log(JQ_LOG_WARNING, "refused a worker message from key '%s' (role %s): the worker "
                                "endpoint takes keys of role worker only",
-               name ? name : "?", role ? role : "none");
+               *name ? name : key ? key : "?",
+               role < 0 ? "none: not authorized any more" : jq_role_name((jq_role_t)role));
     }
     send_error(h, rid, ridlen, JOBQ_ERR_PERMISSION_DENIED,
                "this key's role is not worker: the worker endpoint takes worker keys only");

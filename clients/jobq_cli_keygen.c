@@ -3,6 +3,7 @@
  * jobqd's zauth hands back with each message: docs/security.md). */
 #include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -67,6 +68,23 @@ int cmd_keygen(cli_t *cli, int argc, char **argv)
     }
     zcert_set_meta(cert, "name", "%s", name);
     zcert_set_meta(cert, "role", "%s", role);
+    /* Both files are made here first, exclusively and never through a
+     * link, before czmq writes into them: in a shared directory a file or
+     * link planted after the check above is refused, not written through. */
+    const char *paths[2] = {sec, pub};
+    for (int i = 0; i < 2; i++) {
+        int fd = open(paths[i], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      i == 0 ? 0600 : 0644);
+        if (fd < 0) {
+            cli_error(cli, "cannot write %s: %s", pub, strerror(errno));
+            if (i == 1)
+                unlink(sec);
+            zcert_destroy(&cert);
+            rc = CLI_EXIT_FAIL;
+            goto out;
+        }
+        close(fd);
+    }
     mode_t old = umask(0077); /* the secret file is born 0600 */
     int saved = zcert_save(cert, pub);
     int err = errno;

@@ -355,6 +355,64 @@ def test_insecure_is_refused_off_loopback(tmp_path, where):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("where,endpoint", [
+    ("--listen", "ipc://@jobq-test-abstract"), ("--workers", "ipc://@jobq-test-abstract-w"),
+    ("--publish", "tipc://{1000,1}"), ("--listen", "pgm://lo;239.192.1.1:5555"),
+    ("--insecure --listen", "tcp://localhost:5999")])
+def test_unguarded_transports_are_refused(tmp_path, where, endpoint):
+    """An abstract ipc socket has no file permissions, other transports
+    neither CURVE nor permissions; a host name is not a loopback address
+    to --insecure (libzmq binds no DNS names). Refused before binding."""
+    args = where.split() + [endpoint]
+    p = subprocess.run([JOBQD, "--data-dir", str(tmp_path / "d"), *args],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, p.stderr
+    assert endpoint in p.stderr, p.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def write_cert(path, public, secret, meta):
+    """A czmq certificate with the given metadata lines (none may be left
+    out: the daemon must not take them from anywhere else)."""
+    lines = ["metadata"] + [f'    {k} = "{v}"' for k, v in meta.items()]
+    lines += ["curve", f'    public-key = "{public}"']
+    (path).write_text("\n".join(lines) + "\n")
+    secret_path = path.parent / (path.name + "_secret")
+    secret_path.write_text("\n".join(lines + [f'    secret-key = "{secret}"']) + "\n")
+    os.chmod(secret_path, 0o600)
+
+
+def test_role_and_name_come_from_the_daemons_copy_of_the_key(sec):
+    """A certificate without role or name: the caller is read, owned as
+    key:PUBLIC (a client cannot fill them in); an invalid name is not an
+    owner; a role changed by renaming a new file over the old one applies
+    on the open connection; a removed key may call nothing more."""
+    public, secret = zmq.curve_keypair()
+    public, secret = public.decode(), secret.decode()
+    key = sec.keys / "bare.key"
+    write_cert(key, public, secret, {})
+    sec.authorize("bare")
+    with sec.client(str(key)) as c:
+        assert c.ping()
+        with pytest.raises(jobq.PermissionDeniedError):
+            c.submit_job(JOB)
+        # The same key, now of role submit with a name no owner may have.
+        staged = sec.keys / "staged"
+        staged.mkdir()
+        write_cert(staged / "bare.key", public, secret, {"role": "submit", "name": "a b\u00e9"})
+        tmp = sec.authorized / ".bare.tmp"
+        tmp.write_bytes((staged / "bare.key").read_bytes())
+        time.sleep(0.02)  # a new mtime for the directory, even on a coarse clock
+        os.rename(tmp, sec.authorized / "bare.key")
+        job = c.submit_job(JOB)
+        assert c.query_jobs([job], ["owner"])["rows"][0][0] == f"key:{public}"
+        # Removed: nothing more on this connection either.
+        os.unlink(sec.authorized / "bare.key")
+        with pytest.raises(jobq.PermissionDeniedError):
+            c.ping()
+    assert jobs_now(sec) == [[job]]
+
+
 def test_insecure_on_loopback_serves_without_keys(make_daemon):
     tcp = f"tcp://127.0.0.1:{free_port()}"
     make_daemon("--listen", tcp, "--insecure")

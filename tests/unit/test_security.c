@@ -29,17 +29,36 @@ static void test_loopback_endpoints(void **state)
 {
     (void)state;
     const char *yes[] = {"tcp://127.0.0.1:5555", "tcp://127.1.2.3:1", "tcp://[::1]:5555",
-                         "tcp://localhost:5555", "tcp://[::ffff:127.0.0.1]:9",
-                         "ipc:///run/jobq/jobq.sock"};
+                         "tcp://[::ffff:127.0.0.1]:9", "ipc:///run/jobq/jobq.sock"};
+    /* A host name is not known to be loopback: libzmq binds no DNS names. */
     const char *no[] = {"tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://10.0.0.1:5555",
                         "tcp://[::]:5555", "tcp://eth0:5555", "tcp://example.org:5555",
-                        "tcp://128.0.0.1:1", "tcp://[fe80::1]:1", "tcp://:5555"};
+                        "tcp://128.0.0.1:1", "tcp://[fe80::1]:1", "tcp://:5555",
+                        "tcp://localhost:5555", "tcp://127.0.0.1.evil:5555"};
     for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
         if (!jq_endpoint_is_loopback(yes[i]))
             fail_msg("%s should be loopback", yes[i]);
     for (size_t i = 0; i < sizeof no / sizeof *no; i++)
         if (jq_endpoint_is_loopback(no[i]))
             fail_msg("%s should not be loopback", no[i]);
+    /* What the daemon binds: tcp://, and ipc:// naming a file. */
+    const char *bind_yes[] = {"tcp://127.0.0.1:1", "ipc:///run/jobq/jobq.sock", "ipc://rel.sock"};
+    const char *bind_no[] = {"ipc://@abstract", "ipc://", "tipc://{1,2}", "pgm://lo;239.1.1.1:5",
+                             "epgm://lo;239.1.1.1:5", "norm://1.2.3.4:5", "inproc://x",
+                             "udp://127.0.0.1:5", "ws://127.0.0.1:5"};
+    for (size_t i = 0; i < sizeof bind_yes / sizeof *bind_yes; i++)
+        if (!jq_endpoint_bindable(bind_yes[i]))
+            fail_msg("%s should be bindable", bind_yes[i]);
+    for (size_t i = 0; i < sizeof bind_no / sizeof *bind_no; i++)
+        if (jq_endpoint_bindable(bind_no[i]))
+            fail_msg("%s should not be bindable", bind_no[i]);
+    assert_true(jq_key_name_ok("alice"));
+    assert_true(jq_key_name_ok("a.b_c@d-1"));
+    assert_false(jq_key_name_ok(""));
+    assert_false(jq_key_name_ok("a b"));
+    assert_false(jq_key_name_ok("uid:0"));
+    assert_false(jq_key_name_ok("\xff\xfe"));
+    assert_false(jq_key_name_ok("x123456789x123456789x123456789x123456789x123456789x123456789x1234"));
 }
 
 static void test_roles(void **state)
