@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One authorized key, as the daemon read it. */
@@ -26,6 +27,7 @@ struct jq_auth {
     size_t nkeys;
     struct timespec keys_mtime;
     bool keys_read;
+    struct timespec keys_read_at; /* CLOCK_MONOTONIC of the last read */
 };
 
 /* The keypair: loaded, or made and saved (the secret file 0600) when the
@@ -215,18 +217,30 @@ int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name
     struct stat st;
     if (stat(a->keys_dir, &st) < 0)
         return -1;
-    if (!a->keys_read || st.st_mtim.tv_sec != a->keys_mtime.tv_sec ||
-        st.st_mtim.tv_nsec != a->keys_mtime.tv_nsec) {
-        read_keys(a);
-        a->keys_mtime = st.st_mtim;
-        a->keys_read = true;
-    }
-    for (size_t i = 0; i < a->nkeys; i++)
-        if (!strcmp(a->keys[i].public_key, public_key)) {
-            *role = a->keys[i].role;
-            snprintf(name, len, "%s", a->keys[i].name);
-            return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    /* A directory's mtime moves in the kernel's coarse ticks: two changes
+     * within one tick look like one. A key zauth let in but not found here
+     * makes the directory be read again, at most once a second. */
+    bool changed = !a->keys_read || st.st_mtim.tv_sec != a->keys_mtime.tv_sec ||
+                   st.st_mtim.tv_nsec != a->keys_mtime.tv_nsec;
+    for (int pass = 0; pass < 2; pass++) {
+        if (changed) {
+            read_keys(a);
+            a->keys_mtime = st.st_mtim;
+            a->keys_read = true;
+            a->keys_read_at = now;
         }
+        for (size_t i = 0; i < a->nkeys; i++)
+            if (!strcmp(a->keys[i].public_key, public_key)) {
+                *role = a->keys[i].role;
+                snprintf(name, len, "%s", a->keys[i].name);
+                return 0;
+            }
+        if (changed || now.tv_sec - a->keys_read_at.tv_sec < 1)
+            break;
+        changed = true;
+    }
     return -1;
 }
 
