@@ -6,7 +6,7 @@
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
  * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c,
- * core.c, cycle.c with cycle_peers.c, py.c). */
+ * core.c, cycle.c with cycle_peers.c, py.c, curve.c, http.c). */
 #include "cycle.h"
 #include "workloads.h"
 
@@ -82,6 +82,10 @@ long opt_core_jobs = 50000;
 double opt_core_biglog_timeout = 120;
 long opt_core_log_entries = 100000;
 long opt_core_busy_jobs = 1000;
+double opt_http_seconds = 5;
+int opt_http_streams = 3;
+double opt_http_rate = 2000;
+long opt_http_jobs = 10000;
 
 /* ------------------------------------------------------------------ */
 /* summary                                                              */
@@ -296,6 +300,10 @@ static void usage(FILE *f)
 "           tcp://127.0.0.1: ping, submit_job and submit_many_jobs (one\n"
 "           client, as submit) and the full cycle with 1 and 4 workers (as\n"
 "           cycle); jobs/s, latency, daemon CPU per job, the ratio\n"
+"  http     the HTTP thread's cost: query_jobs (a 50-job page) and submit_job\n"
+"           latency, submits/s, daemon CPU per request and threads, without\n"
+"           --http, with it and nobody connected, and with a dashboard open\n"
+"           (SSE streams, the page's polls) and /metrics scraped every second\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -366,6 +374,11 @@ static void usage(FILE *f)
 "                           [1,4]; the python workload also uses\n"
 "                           --submit-seconds, --batch, --cycle-seconds and\n"
 "                           --cycle-window\n"
+"      --http-seconds S     window of the http workload's list and of its submit\n"
+"                           measurement, per phase [5]\n"
+"      --http-streams N     the dashboard's overview streams (GET /events) [3]\n"
+"      --http-rate R        background changes/s (submissions) in every phase [2000]\n"
+"      --http-jobs N        jobs queued before the http workload measures [10000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -518,7 +531,8 @@ int main(int argc, char **argv)
         O_EVJOBS, O_EVSAMPLES, O_WAITERS, O_WCONNS, O_WATCHERS, O_WJOBS, O_WSEC, O_POLLMS,
         O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
         O_COREBUSY, O_REDIS, O_NOREDIS, O_GEAR, O_NOGEAR, O_CYSEC, O_CYWORKERS, O_CYWINDOW,
-        O_CYCANCELS, O_CYLOSSES, O_CYLEASE, O_PYTHON, O_PYWORKERS
+        O_CYCANCELS, O_CYLOSSES, O_CYLEASE, O_PYTHON, O_PYWORKERS, O_HTSEC, O_HTSTREAMS,
+        O_HTRATE, O_HTJOBS
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -575,6 +589,10 @@ int main(int argc, char **argv)
         {"cycle-lease", required_argument, 0, O_CYLEASE},
         {"python", required_argument, 0, O_PYTHON},
         {"py-workers", required_argument, 0, O_PYWORKERS},
+        {"http-seconds", required_argument, 0, O_HTSEC},
+        {"http-streams", required_argument, 0, O_HTSTREAMS},
+        {"http-rate", required_argument, 0, O_HTRATE},
+        {"http-jobs", required_argument, 0, O_HTJOBS},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -639,6 +657,10 @@ int main(int argc, char **argv)
         case O_CYLEASE: opt_cycle_lease = atof(optarg); break;
         case O_PYTHON: opt_python = optarg; break;
         case O_PYWORKERS: bad |= parse_list(optarg, opt_py_workers, &opt_py_nworkers) < 0; break;
+        case O_HTSEC: opt_http_seconds = atof(optarg); break;
+        case O_HTSTREAMS: opt_http_streams = atoi(optarg); break;
+        case O_HTRATE: opt_http_rate = atof(optarg); break;
+        case O_HTJOBS: opt_http_jobs = atol(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -661,7 +683,9 @@ int main(int argc, char **argv)
         opt_core_jobs < 1 || opt_core_biglog_timeout <= 0 || opt_core_log_entries < 1 ||
         opt_core_log_entries > LONG_REPEAT || opt_core_busy_jobs < 1 ||
         opt_cycle_seconds <= 0 || opt_cycle_window < 1 || opt_cycle_cancels < 0 ||
-        opt_cycle_losses < 0 || opt_cycle_lease <= 0)
+        opt_cycle_losses < 0 || opt_cycle_lease <= 0 || opt_http_seconds <= 0 ||
+        opt_http_streams < 1 || opt_http_streams > 1000 || opt_http_rate <= 0 ||
+        opt_http_rate > 1e6 || opt_http_jobs < 50)
         bad = true;
     for (int i = 0; i < opt_cycle_nworkers; i++)
         if (opt_cycle_workers[i] < 1 || opt_cycle_workers[i] > 1000)
@@ -669,11 +693,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt_py_nworkers; i++)
         if (opt_py_workers[i] > 16)
             bad = true;
-    enum { NWL = 12 };
+    enum { NWL = 13 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
-                                           "core",   "cycle",  "python", "curve"};
+                                           "core",   "cycle",  "python", "curve",
+                                           "http"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -753,7 +778,8 @@ int main(int argc, char **argv)
     int (*fns[NWL])(void) = {workload_idle,   workload_busy,   workload_shards,
                              workload_submit, workload_memory, workload_events,
                              workload_watch,  workload_store,  workload_core,
-                             workload_cycle,  workload_python, workload_curve};
+                             workload_cycle,  workload_python, workload_curve,
+                             workload_http};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

@@ -1,5 +1,5 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
- * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c) share with main.c and harness.c:
+ * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c, http.c) share with main.c and harness.c:
  * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
@@ -52,6 +52,11 @@ extern long opt_core_busy_jobs;        /* logging jobs of the busy latency line 
 extern const char *opt_python;   /* the interpreter running py_bench.py */
 extern long opt_py_workers[8];   /* worker processes per cycle line */
 extern int opt_py_nworkers;
+/* http workload (http.c) */
+extern double opt_http_seconds; /* window of the list and of the submit measurement */
+extern int opt_http_streams;    /* the dashboard's overview streams */
+extern double opt_http_rate;    /* background changes/s (submissions) */
+extern long opt_http_jobs;      /* jobs queued before measuring */
 
 /* ---- harness (harness.c) ---- */
 
@@ -128,6 +133,7 @@ int workload_core(void);   /* core.c: latency under a log load, a long log, hot 
 int workload_cycle(void);  /* cycle.c: submit -> worker -> success, against peers */
 int workload_python(void); /* py.c: the Python client against the C client */
 int workload_curve(void);  /* curve.c: CURVE against plain TCP, submit and the full cycle */
+int workload_http(void);   /* http.c: list and submit with and without a dashboard open */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
