@@ -632,11 +632,13 @@ int workload_http(void)
     section("13. The HTTP thread's cost: list and submit with a dashboard open");
     printf("  each phase a fresh jobqd (--max-running 1, --sync %s): job 1 test.delay(0.01,"
            " repeat %ld) logs and holds the run slot, %ld jobs queued behind it; background"
-           " submit_many_jobs of %ld jobs every 10 ms (%.0f changes/s); %.1f s of query_jobs"
-           " (first %d jobs, one client), then %.1f s of submit_job (one client)\n",
+           " submit_many_jobs of %ld jobs every 10 ms (%.0f changes/s); %.1f s of the background"
+           " alone (daemon cores), %.1f s of query_jobs (first %d jobs, one client), %.1f s of"
+           " submit_job (one client); us/list and us/sub: the daemon's CPU beyond the"
+           " background's cores, per request\n",
            opt_sync ? opt_sync : "always", LONG_REPEAT, opt_http_jobs,
-           lround(opt_http_rate * BG_PERIOD), opt_http_rate, opt_http_seconds, PAGE_ROWS,
-           opt_http_seconds);
+           lround(opt_http_rate * BG_PERIOD), opt_http_rate, opt_http_seconds, opt_http_seconds,
+           PAGE_ROWS, opt_http_seconds);
     printf("  (c): %d overview streams (GET /events) + job 1's stream, GET /api/workers and"
            " /api/jobs?limit=50 every 2 s, GET /metrics every 1 s\n",
            opt_http_streams);

@@ -6,6 +6,7 @@
 #   tests/bench/run.sh cycle           # remote workers against beanstalkd, Redis, gearmand
 #   tests/bench/run.sh python          # the Python client against the C client
 #   tests/bench/run.sh curve           # CURVE against plain TCP (--insecure)
+#   tests/bench/run.sh http            # the HTTP thread's cost (a dashboard open, /metrics scraped)
 #   tests/bench/run.sh --help          # jobq-bench's options
 #
 # Arguments go to jobq-bench unchanged ("all" when there are none).
