@@ -534,7 +534,8 @@ static int phase_run(int ph, phase_t *r, int attempt, bool *again)
     uint64_t job = jc_submit_delay(c, 0.01, LONG_REPEAT);
     if (!job || !jc_wait_stat(c, "running", 1, 10) || submit_batches(c, opt_http_jobs, 0, 0) < 0)
         goto out;
-    if (ph != PH_OFF && ((port = http_port(&d)) <= 0 || http_get(port, "/api/session", &bytes) != 200)) {
+    if (ph != PH_OFF &&
+        ((port = http_port(&d)) <= 0 || http_get(port, "/api/session", &bytes) != 200)) {
         fprintf(stderr, "jobq-bench: http: the HTTP endpoint (port %d) does not answer\n", port);
         goto out;
     }
@@ -594,9 +595,9 @@ static double col(const phase_t *p, int i)
 
 static void table(const phase_t *p)
 {
-    printf("\n  %-34s %8s %8s %8s %8s %8s %8s %8s %8s %8s %7s\n", "(ms, jobs/s, us and cores of CPU)",
-           "list p50", "list p99", "sub p50", "sub p99", "submit/s", "us/list", "us/sub",
-           "bg cores", "http thr", "threads");
+    printf("\n  %-34s %8s %8s %8s %8s %8s %8s %8s %8s %8s %7s\n",
+           "(ms, jobs/s, us and cores of CPU)", "list p50", "list p99", "sub p50", "sub p99",
+           "submit/s", "us/list", "us/sub", "bg cores", "http thr", "threads");
     char k[96];
     for (int ph = 0; ph < NPHASES; ph++) {
         printf("  %-34s", PHASE_LABEL[ph]);
