@@ -6,7 +6,7 @@
 # clang and libclang-rt-14-dev (libFuzzer, the sanitizers' runtime) build the
 # fuzz targets (scripts/fuzz).
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
-libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev python3-zmq python3-msgpack \
+libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev libsodium-dev python3-zmq python3-msgpack \
 python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd clang libclang-rt-14-dev"
 
 jobq_install_deps() {
