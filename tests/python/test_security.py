@@ -106,6 +106,7 @@ def test_bad_ipc_role_is_a_usage_error(tmp_path):
 # ---- CURVE over TCP (127.0.0.1 only) ----------------------------------------
 
 import json  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 
@@ -488,3 +489,99 @@ def test_python_subscriber_over_curve(sec):
                     break
         finally:
             sub.close()
+
+
+# ---- HTTP tokens (docs/security.md "HTTP tokens") ---------------------------
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+
+MONTH = 30 * 86400
+
+
+def token_parts(token):
+    """(claims text, mac bytes) of a jq1.<claims>.<mac> token."""
+    prefix, claims, mac = token.split(".")
+    assert prefix == "jq1"
+    unb64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+    assert "=" not in claims + mac  # no padding
+    return unb64(claims).decode(), unb64(mac)
+
+
+def token_mac(data_dir, token):
+    """The MAC docs/security.md says the daemon makes: HMAC-SHA256 under
+    BLAKE2b-256 of the label keyed with the daemon's secret key."""
+    from jobq.keys import load_cert
+    from zmq.utils import z85
+    secret = z85.decode(load_cert(str(data_dir / "server.key_secret")).secret)
+    key = hashlib.blake2b(b"jobq http token mac key v1", digest_size=32, key=secret).digest()
+    signed = token.rsplit(".", 1)[0].encode()
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def test_http_token_over_curve(sec):
+    """http_token with a read key and an admin key (made by jobq keygen):
+    the reply names the key's role and name, the token its public key and
+    expiry, under the MAC the documented derivation gives."""
+    from jobq.keys import load_cert
+    reader, root = sec.keygen("reader", "read"), sec.keygen("root", "admin")
+    for key, role, name, ttl in ((reader, "read", "reader", None),
+                                 (root, "admin", "root", 3600)):
+        with sec.client(key) as c:
+            before = int(time.time())
+            r = c.http_token(ttl)
+            after = int(time.time())
+        assert list(r) == ["token", "role", "owner", "expires"]
+        assert (r["role"], r["owner"]) == (role, name)
+        life = ttl or MONTH
+        assert before + life <= r["expires"][0] <= after + life and r["expires"][1] == 0
+        claims, mac = token_parts(r["token"])
+        assert claims == "key %d %s" % (r["expires"][0], load_cert(key).public)
+        assert mac == token_mac(sec.d.data_dir, r["token"])
+        # the CLI prints the token; --json the whole answer
+        p = sec.cli(key, "http-token", "--ttl", "2h")
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        assert re.fullmatch(r"jq1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\n", p.stdout), p.stdout
+        assert token_parts(p.stdout.strip())[0].startswith("key ")
+        p = sec.cli(key, "--json", "http-token")
+        assert p.returncode == 0, p.stderr
+        j = json.loads(p.stdout)
+        assert (j["role"], j["owner"]) == (role, name)
+    # out of range: BadArgument, from the library and the CLI alike
+    with sec.client(reader) as c:
+        for bad in (59, 366 * 86400 + 1, -1, "1h", 1.5):
+            with pytest.raises(jobq.BadArgumentError):
+                c.http_token(bad)
+        assert c.http_token(60)["role"] == "read"
+        assert c.http_token(366 * 86400)["role"] == "read"
+    p = sec.cli(reader, "http-token", "--ttl", "59")
+    assert p.returncode == 1 and "BadArgument" in p.stderr and "ttl" in p.stderr, p.stderr
+    # a worker key may call nothing on the client endpoint, this neither
+    worker = sec.keygen("w1", "worker")
+    with sec.client(worker) as c:
+        with pytest.raises(jobq.PermissionDeniedError):
+            c.http_token()
+    # over ipc: the uid and --ipc-role
+    with sec.admin() as c:
+        r = c.http_token(120)
+    me = "uid:%d" % os.getuid()
+    assert (r["role"], r["owner"]) == ("admin", me)
+    claims, mac = token_parts(r["token"])
+    assert claims == "ipc %d admin %s" % (r["expires"][0], me)
+    assert mac == token_mac(sec.d.data_dir, r["token"])
+
+
+def test_http_token_refused_over_insecure(make_daemon):
+    """--insecure authenticates nobody: no token for its callers (ipc
+    callers of the same daemon still get one, with --ipc-role)."""
+    tcp = f"tcp://127.0.0.1:{free_port()}"
+    d = make_daemon("--listen", tcp, "--insecure", "--ipc-role", "read")
+    with jobq.Client(tcp, 3) as c:
+        with pytest.raises(jobq.PermissionDeniedError) as e:
+            c.http_token()
+        assert "not authenticated" in e.value.message
+    with jobq.Client(d.endpoint, 3) as c:
+        assert c.http_token()["role"] == "read"
+    p = run("-s", tcp, "-t", "3", "http-token")
+    assert p.returncode == 1 and "PermissionDenied" in p.stderr, p.stderr
