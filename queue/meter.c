@@ -37,6 +37,7 @@ struct jq_meter {
     _Atomic uint16_t index[NBUCKETS];       /* slot + 1; 0 empty */
     pthread_mutex_t mu;                     /* claims a slot for a new name */
     _Atomic uint64_t jobs_finished[JQ_STATUS__COUNT];
+    _Atomic uint64_t log_entries;           /* appended to job logs */
 };
 
 jq_meter_t *jq_meter_new(void)
@@ -160,6 +161,9 @@ void jq_meter_job_changed(jq_meter_t *m, jq_job_t *job, const jq_delta_t *d,
         jq_meter_job_in(m, job);
         return;
     }
+    if (job->log_serial > d->log_from)
+        atomic_fetch_add_explicit(&m->log_entries, job->log_serial - d->log_from,
+                                  memory_order_relaxed);
     int lo = d->op_lo < 0 ? 0 : d->op_lo;
     for (int i = lo; i <= d->op_hi && (uint32_t)i < job->nops; i++)
         op_changed(m, job, (uint32_t)i);
@@ -196,4 +200,9 @@ void jq_meter_jobs_finished(jq_meter_t *m, uint64_t out[JQ_STATUS__COUNT])
 {
     for (int k = 0; k < JQ_STATUS__COUNT; k++)
         out[k] = atomic_load_explicit(&m->jobs_finished[k], memory_order_relaxed);
+}
+
+uint64_t jq_meter_log_entries(jq_meter_t *m)
+{
+    return atomic_load_explicit(&m->log_entries, memory_order_relaxed);
 }

@@ -1,6 +1,7 @@
 /* meter.h: the table's per-opcode counters for the metrics endpoint —
  * opcodes by status, opcodes finished, queue wait and run time
- * histograms, by opcode name — and jobs finished by final status.
+ * histograms, by opcode name — jobs finished by final status and job log
+ * entries appended.
  *
  * The table calls in here under a shard's write lock, at the two places
  * where jobs change: a job coming in (submitted or loaded at start) and
@@ -63,5 +64,8 @@ unsigned jq_meter_count(jq_meter_t *m);
 bool jq_meter_read(jq_meter_t *m, unsigned i, jq_meter_op_snap_t *out);
 /* Jobs that reached each final status in this run (others are 0). */
 void jq_meter_jobs_finished(jq_meter_t *m, uint64_t out[JQ_STATUS__COUNT]);
+/* Entries appended to job logs in this run (those a log limit discarded
+ * not included). */
+uint64_t jq_meter_log_entries(jq_meter_t *m);
 
 #endif
