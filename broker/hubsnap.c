@@ -93,7 +93,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-void jq_json_string(FILE *out, const char *s)
+void jq_hubsnap_string(FILE *out, const char *s)
 {
     fputc('"', out);
     size_t n = strlen(s);

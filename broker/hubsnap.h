@@ -45,6 +45,6 @@ int jq_hubsnap_write_json(jq_hubsnap_t *s, FILE *out);
 size_t jq_hubsnap_opcodes(jq_hubsnap_t *s, jq_hubsnap_op_t **out);
 
 /* JSON string literal of s (quoted, escaped) to out. */
-void jq_json_string(FILE *out, const char *s);
+void jq_hubsnap_string(FILE *out, const char *s);
 
 #endif

@@ -1413,12 +1413,12 @@ static int refresh_snapshot(jq_hub_t *h)
     for (size_t i = 0; i < nw; i++) {
         session_t *w = ws[i];
         fprintf(f, "%s{\"name\":", i ? "," : "");
-        jq_json_string(f, w->name);
+        jq_hubsnap_string(f, w->name);
         fprintf(f, ",\"id\":%llu,\"opcodes\":[", (unsigned long long)w->id);
         for (unsigned k = 0; k < w->nops; k++) {
             if (k)
                 fputc(',', f);
-            jq_json_string(f, w->ops[k]->name);
+            jq_hubsnap_string(f, w->ops[k]->name);
         }
         fprintf(f, "],\"capacity\":%u,\"running\":%u,\"since\":[%lld,%lld]}", w->capacity,
                 w->busy, (long long)(w->since / 1000000), (long long)(w->since % 1000000));
@@ -1426,7 +1426,7 @@ static int refresh_snapshot(jq_hub_t *h)
     fputs("],\"opcodes\":[", f);
     for (size_t i = 0; i < nq; i++) {
         fprintf(f, "%s{\"name\":", i ? "," : "");
-        jq_json_string(f, ops[i].name);
+        jq_hubsnap_string(f, ops[i].name);
         fprintf(f, ",\"workers\":%u,\"capacity\":%llu,\"busy\":%llu,\"waiting\":%llu}",
                 ops[i].workers, (unsigned long long)ops[i].capacity,
                 (unsigned long long)ops[i].busy, (unsigned long long)ops[i].waiting);
