@@ -323,7 +323,8 @@ static void render_workers(jq_daemon_t *d, FILE *f)
     counter(f, "jobq_worker_hellos_total", "Worker registrations.", atomic_load(&ws->hellos));
     counter(f, "jobq_worker_assigned_total", "Opcode attempts handed to workers.",
             atomic_load(&ws->assigned));
-    counter(f, "jobq_worker_completed_total", "Opcode attempts workers ended with success.",
+    counter(f, "jobq_worker_completed_total",
+            "Opcode attempts workers ended (with success or an error).",
             atomic_load(&ws->completed));
     counter(f, "jobq_worker_failed_total", "Opcode attempts workers ended with an error.",
             atomic_load(&ws->failed));
