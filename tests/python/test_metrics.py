@@ -15,6 +15,7 @@ Run: JOBQ_BUILD_DIR=$PWD/build /usr/bin/python3 -m pytest -q tests/python/test_m
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -44,6 +45,14 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def documented() -> dict[str, str]:
+    """The metrics docs/operations.md lists: name -> type."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("## Metrics (`GET /metrics`)", 1)[1].split("\n## ", 1)[0]
+    return {m.group(1): m.group(2) for m in
+            re.finditer(r"^\| `(jobq_\w+)` \| (\w+) \|", section, re.M)}
 
 
 def start_again(old: Daemon, tmp: Path) -> Daemon:
@@ -377,3 +386,11 @@ def test_metrics_count_recovered_jobs(tmp_path: Path) -> None:
         assert check_histogram(m, "jobq_opcode_queue_wait_seconds", opcode="m.later")[0] == 0
     finally:
         e.close()
+
+
+def test_metrics_documented(env: Env) -> None:
+    """docs/operations.md lists exactly the families /metrics has."""
+    text, _ = env.get("/metrics")
+    served = {f.name + ("_total" if f.type == "counter" else ""): f.type
+              for f in text_string_to_metric_families(text)}  # type: ignore[no-untyped-call]
+    assert served == documented()
