@@ -31,7 +31,7 @@ typedef struct {
 } slot_t;
 
 struct jq_meter {
-    slot_t slots[JQ_METER_MAX_OPCODES + 1]; /* the last: "_other" */
+    slot_t slots[JQ_METER_MAX_OPCODES + 1]; /* the last: JQ_METER_OTHER_NAME */
     _Atomic unsigned nnamed;                /* named slots published */
     _Atomic bool other_used;
     _Atomic uint16_t index[NBUCKETS];       /* slot + 1; 0 empty */

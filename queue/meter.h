@@ -31,7 +31,8 @@
 
 /* Opcode names with a slot of their own; later names share the last slot. */
 #define JQ_METER_MAX_OPCODES 256
-#define JQ_METER_OTHER_NAME "_other"
+/* Not a valid opcode name ([A-Za-z0-9._-]), so no opcode's series can be it. */
+#define JQ_METER_OTHER_NAME "(other)"
 
 typedef struct jq_meter jq_meter_t;
 
@@ -58,7 +59,7 @@ typedef struct {
     jq_histo_snap_t wait, run;
 } jq_meter_op_snap_t;
 
-/* Opcode slots in use (named ones first, then "_other" when it was used). */
+/* Opcode slots in use (named ones first, then JQ_METER_OTHER_NAME when it was used). */
 unsigned jq_meter_count(jq_meter_t *m);
 /* Slot i's figures; false when i is not in use. */
 bool jq_meter_read(jq_meter_t *m, unsigned i, jq_meter_op_snap_t *out);

@@ -5,7 +5,7 @@
  * gauges equal a recount of the opcodes' statuses (so none goes negative),
  * the jobs finished equal the final jobs, histograms add up; loaded jobs
  * count without being taken for this run's work; names past the slot limit
- * share "_other". The renderer: every sample belongs to a family announced
+ * share one slot. The renderer: every sample belongs to a family announced
  * by # HELP and # TYPE just before it, names carry the jobq_ prefix,
  * counters end in _total, histogram buckets are cumulative and end in
  * +Inf = _count, label values are escaped, and the figures are the
