@@ -340,7 +340,7 @@ static void render_workers(jq_daemon_t *d, FILE *f)
     counter(f, "jobq_worker_refused_total",
             "Worker messages refused (malformed, stale lease...).", atomic_load(&ws->refused));
     jq_hubsnap_op_t *ops = NULL;
-    size_t n = d->hub ? jq_hub_snapshot_opcodes(d->hub, &ops) : 0;
+    size_t n = jq_hub_snapshot_opcodes(d->hub, &ops);
     if (n == SIZE_MAX) {
         fputs("# out of memory: per-opcode worker metrics left out\n", f);
         return;

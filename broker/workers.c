@@ -1442,10 +1442,19 @@ static int refresh_snapshot(jq_hub_t *h)
     return 0;
 }
 
-int jq_hub_snapshot_json(jq_hub_t *h, FILE *out) { return jq_hubsnap_write_json(h->snap, out); }
+int jq_hub_snapshot_json(jq_hub_t *h, FILE *out)
+{
+    if (!h) /* no hub (yet): nobody connected */
+        return fputs("{\"workers\":[],\"opcodes\":[]}", out) < 0 ? -1 : 0;
+    return jq_hubsnap_write_json(h->snap, out);
+}
 
 size_t jq_hub_snapshot_opcodes(jq_hub_t *h, jq_hubsnap_op_t **out)
 {
+    if (!h) {
+        *out = NULL;
+        return 0;
+    }
     return jq_hubsnap_opcodes(h->snap, out);
 }
 

@@ -74,7 +74,8 @@ uint64_t jq_hub_running(jq_hub_t *h);
 /* Any thread: the hub as GET /api/workers shows it ({"workers": [{name,
  * id, opcodes, capacity, running, since: [s, us]}], "opcodes": [{name,
  * workers, capacity, busy, waiting}]}, workers by id, opcodes by name),
- * at most JQ_HUBSNAP_INTERVAL_US older than the last change. 0 or -1. */
+ * at most JQ_HUBSNAP_INTERVAL_US older than the last change (h NULL: none
+ * yet). 0 or -1. */
 int jq_hub_snapshot_json(jq_hub_t *h, FILE *out);
 /* Any thread: the per-opcode part of that copy (*out malloc'ed; SIZE_MAX
  * out of memory). */
