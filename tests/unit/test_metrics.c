@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "daemon.h"
+#include "hubsnap.h"
 #include "meter.h"
 #include "metrics.h"
 #include "opdef.h"
@@ -308,6 +309,72 @@ static void test_other_slot(void **state)
     jq_table_destroy(&t);
 }
 
+/* ---- the worker hub's copy ---- */
+
+static char *json_of(const char *in)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    jq_hubsnap_string(f, in);
+    assert_int_equal(fclose(f), 0);
+    return buf;
+}
+
+static void test_hubsnap(void **state)
+{
+    (void)state;
+    /* JSON strings: escapes, control characters, UTF-8 kept, bad bytes
+     * replaced. */
+    const char *cases[][2] = {
+        {"plain", "\"plain\""},
+        {"a\"b\\c", "\"a\\\"b\\\\c\""},
+        {"tab\there\n", "\"tab\\u0009here\\u000a\""},
+        {"caf\xc3\xa9", "\"caf\xc3\xa9\""},
+        {"bad\xff\xc3", "\"bad\\ufffd\\ufffd\""},
+        {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""}, /* a surrogate */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = json_of(cases[i][0]);
+        assert_string_equal(got, cases[i][1]);
+        free(got);
+    }
+    /* Nothing published: an empty hub; then what was published, copied. */
+    jq_hubsnap_t *s = jq_hubsnap_new();
+    assert_non_null(s);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(jq_hubsnap_write_json(s, f), 0);
+    fclose(f);
+    assert_string_equal(buf, "{\"workers\":[],\"opcodes\":[]}");
+    free(buf);
+    jq_hubsnap_op_t *ops = NULL;
+    assert_int_equal(jq_hubsnap_opcodes(s, &ops), 0);
+    assert_null(ops);
+    jq_hubsnap_op_t *pub = calloc(2, sizeof *pub);
+    strcpy(pub[0].name, "x.a");
+    pub[0].workers = 2;
+    pub[0].capacity = 5;
+    strcpy(pub[1].name, "x.b");
+    pub[1].waiting = 7;
+    char *json = strdup("{\"workers\":[1],\"opcodes\":[]}");
+    jq_hubsnap_publish(s, json, strlen(json), pub, 2);
+    f = open_memstream(&buf, &len);
+    assert_int_equal(jq_hubsnap_write_json(s, f), 0);
+    fclose(f);
+    assert_string_equal(buf, "{\"workers\":[1],\"opcodes\":[]}");
+    free(buf);
+    assert_int_equal(jq_hubsnap_opcodes(s, &ops), 2);
+    assert_string_equal(ops[1].name, "x.b");
+    assert_int_equal(ops[1].waiting, 7);
+    assert_int_equal(ops[0].capacity, 5);
+    free(ops);
+    jq_hubsnap_destroy(&s);
+    assert_null(s);
+}
+
 /* ---- the renderer ---- */
 
 static char dir[256];
@@ -514,6 +581,7 @@ int main(void)
         cmocka_unit_test(test_loaded),
         cmocka_unit_test(test_random_walk),
         cmocka_unit_test(test_other_slot),
+        cmocka_unit_test(test_hubsnap),
         cmocka_unit_test(test_render),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
