@@ -11,7 +11,8 @@
  * held (the connection suspended) until it is. */
 #include "http_int.h"
 #include "log.h"
-#include "http_stubs.h" /* TEMPORARY until metrics and tokens merge */
+#include "http_stubs.h" /* TEMPORARY until the tokens merge */
+#include "metrics.h"
 #include "paths.h"
 #include "workers.h"
 
