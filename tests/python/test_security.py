@@ -124,12 +124,12 @@ class Secure:
     """A jobqd with a client, a worker and an events TCP endpoint, all
     CURVE, and a directory of keys made by `jobq keygen`."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *extra):
         self.tcp = f"tcp://127.0.0.1:{free_port()}"
         self.wtcp = f"tcp://127.0.0.1:{free_port()}"
         self.etcp = f"tcp://127.0.0.1:{free_port()}"
         self.d = Daemon(tmp_path, "--listen", self.tcp, "--workers", self.wtcp,
-                        "--publish", self.etcp)
+                        "--publish", self.etcp, *extra)
         self.keys = tmp_path / "keys"
         self.keys.mkdir()
         self.authorized = self.d.data_dir / "authorized_keys"
@@ -585,3 +585,102 @@ def test_http_token_refused_over_insecure(make_daemon):
         assert c.http_token()["role"] == "read"
     p = run("-s", tcp, "-t", "3", "http-token")
     assert p.returncode == 1 and "PermissionDenied" in p.stderr, p.stderr
+
+
+def test_http_tokens_on_the_http_endpoint(tmp_path):
+    """Tokens at work on --http (loopback, --http-role read): a key's token
+    is that key, with the role its certificate has at each request (a role
+    changed applies at once, a removed key's token is refused); an ipc
+    token is the uid with --ipc-role; a tampered or garbage token is 401,
+    never the anonymous role; the login form sets the token as a cookie."""
+    import http.client
+    s = Secure(tmp_path, "--http", "127.0.0.1:0", "--http-role", "read")
+    try:
+        path = s.d.data_dir / "http.port"
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, "no http.port"
+            time.sleep(0.02)
+        port = int(path.read_text())
+
+        def request(method, url, token=None, body=None, headers=None):
+            h = dict(headers or {})
+            if token is not None:
+                h["Authorization"] = "Bearer " + token
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request(method, url, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+            return r, data
+
+        def session(token=None, headers=None):
+            r, data = request("GET", "/api/session", token, headers=headers)
+            return r.status, json.loads(data)
+
+        alice, root = s.keygen("alice", "submit"), s.keygen("root", "admin")
+        with s.client(alice) as c:
+            atok = c.http_token(600)["token"]
+            ajob = c.submit_job(JOB)
+        p = s.cli(root, "http-token", "--ttl", "10m")
+        assert p.returncode == 0, p.stderr
+        rtok = p.stdout.strip()
+        status, body = session()
+        assert status == 200 and body["role"] == "read" and body["authenticated"] is False
+        status, body = session(atok)
+        assert status == 200, body
+        assert (body["role"], body["owner"], body["authenticated"]) == ("submit", "alice", True)
+        csrf = body["csrf"]
+
+        def cancel(token, job):
+            r, data = request("POST", "/api/cancel", token, json.dumps({"id": job}),
+                              {"Content-Type": "application/json", "X-CSRF-Token": csrf})
+            return r.status, json.loads(data)
+
+        # root's token acts as root: another owner's job; alice's may not
+        with s.client(root) as c:
+            rjob = c.submit_job(JOB)
+        status, body = cancel(atok, rjob)
+        assert status == 403 and body["error"] == "PermissionDenied", body
+        status, body = cancel(rtok, ajob)
+        assert status == 200 and body["ok"] is True, body
+        # tampered, truncated, garbage, another daemon's: 401, not read
+        bad = [atok[:-1] + ("A" if atok[-1] != "A" else "B"), atok[:-5], "jq1.a.b", "x" * 600,
+               atok.replace("jq1.", "jq2.")]
+        for t in bad:
+            status, body = session(t)
+            assert status == 401 and body["error"] == "Unauthorized", (t, body)
+        # alice made admin: her token is admin at once
+        from jobq.keys import load_cert
+        cert = load_cert(alice)
+        public, secret = cert.public, cert.secret
+        staged = s.keys / "staged"
+        staged.mkdir()
+        write_cert(staged / "alice.key", public, secret, {"role": "admin", "name": "alice"})
+        tmp = s.authorized / ".alice.tmp"
+        tmp.write_bytes((staged / "alice.key").read_bytes())
+        time.sleep(0.02)  # a new mtime for the directory, even on a coarse clock
+        os.rename(tmp, s.authorized / "alice.key")
+        assert session(atok)[1]["role"] == "admin"
+        # removed: refused from then on
+        time.sleep(0.02)
+        os.unlink(s.authorized / "alice.key")
+        status, body = session(atok)
+        assert status == 401, body
+        assert session(rtok)[1]["owner"] == "root"
+        # an ipc token: the uid and --ipc-role (admin)
+        with s.admin() as c:
+            itok = c.http_token()["token"]
+        status, body = session(itok)
+        assert (body["role"], body["owner"]) == ("admin", "uid:%d" % os.getuid())
+        # the login form: the token becomes the session cookie
+        form = "token=%s&csrf=%s" % (rtok, csrf)
+        r, _ = request("POST", "/login", body=form,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status in (302, 303), r.status
+        cookie = r.getheader("Set-Cookie")
+        assert cookie.startswith("jobq_token=%s;" % rtok) and "HttpOnly" in cookie, cookie
+        status, body = session(headers={"Cookie": "jobq_token=" + rtok})
+        assert (body["role"], body["owner"], body["authenticated"]) == ("admin", "root", True)
+    finally:
+        s.stop()
