@@ -398,7 +398,7 @@ int jq_auth_http_token(jq_auth_t *a, const char *token, size_t len, int64_t now_
     if (!strcmp(kind, "key") && got == 3) {
         if (!z85_ok(f2, strlen(f2)))
             return -1;
-        char canon[CLAIMS_MAX];
+        char canon[2 * CLAIMS_MAX + 8];
         snprintf(canon, sizeof canon, "key %s %s", f1, f2);
         if (strcmp(canon, text) != 0)
             return -1;
@@ -407,19 +407,19 @@ int jq_auth_http_token(jq_auth_t *a, const char *token, size_t len, int64_t now_
         if (jq_auth_identity(a, f2, &role, name, sizeof name) < 0)
             return -1; /* removed from the authorized keys */
         id.role = (jq_role_t)role;
-        snprintf(id.key, sizeof id.key, "%s", f2);
+        memcpy(id.key, f2, sizeof id.key); /* z85_ok: 40 characters and the NUL */
         if (*name)
             snprintf(id.owner, sizeof id.owner, "%s", name);
         else
-            snprintf(id.owner, sizeof id.owner, "key:%s", f2);
+            snprintf(id.owner, sizeof id.owner, "key:%.40s", f2);
     } else if (!strcmp(kind, "ipc") && got == 4) {
         jq_role_t r;
-        char canon[CLAIMS_MAX + 8];
+        char canon[3 * CLAIMS_MAX + 8];
         snprintf(canon, sizeof canon, "ipc %s %s %s", f1, f2, f3);
         if (strcmp(canon, text) != 0 || jq_role_parse(f2, &r) < 0 || !owner_text_ok(f3))
             return -1;
         id.role = r;
-        snprintf(id.owner, sizeof id.owner, "%s", f3);
+        snprintf(id.owner, sizeof id.owner, "%.127s", f3);
     } else {
         return -1;
     }
