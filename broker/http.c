@@ -11,7 +11,7 @@
  * held (the connection suspended) until it is. */
 #include "http_int.h"
 #include "log.h"
-#include "http_stubs.h" /* TEMPORARY until metrics and tokens merge */
+#include "metrics.h"
 #include "paths.h"
 #include "workers.h"
 
@@ -82,7 +82,9 @@ int jq_http_addr_parse(const char *text, jq_http_addr_t *out, char *err, size_t 
     } else {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->sa;
         in6->sin6_port = htons((uint16_t)port);
-        out->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        out->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+                        (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+                         in6->sin6_addr.s6_addr[12] == 127);
     }
     return 0;
 }
@@ -813,7 +815,7 @@ static enum MHD_Result login(jq_http_t *h, jq_req_t *rq, bool out)
     if (out)
         return redirect(c, "/", "jobq_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     char token[1024];
-    jq_identity_t who;
+    jq_identity_t who = {0};
     if (!form_value(rq->body, rq->body_len, "token", token, sizeof token) || !h->d->auth ||
         jq_auth_http_token(h->d->auth, token, strlen(token), jq_now_wall(), &who) < 0)
         return redirect(c, "/?login=failed", NULL);
@@ -873,7 +875,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return login(h, rq, false);
     if (post && !strcmp(url, "/logout"))
         return login(h, rq, true);
-    jq_identity_t who;
+    jq_identity_t who = {0};
     bool authenticated;
     enum MHD_Result answered = MHD_NO;
     if (authenticate(h, c, &who, &authenticated, &answered) < 0)
@@ -1044,8 +1046,7 @@ jq_http_t *jq_http_new(jq_daemon_t *d, void *zctx, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)JQ_HTTP_MAX_CONNECTIONS,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)JQ_HTTP_MAX_PER_IP,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "--http %s: cannot listen there (in use, or not an address of "
                               "this host)", d->cfg.http);

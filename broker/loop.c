@@ -111,6 +111,7 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
                 f[2] = p + 1;
             }
         who->role = (jq_role_t)l->d->cfg.ipc_role;
+        who->via = JQ_VIA_IPC;
         if (f[0])
             snprintf(who->owner, sizeof who->owner, "uid:%.*s", (int)(f[1] - f[0] - 1), f[0]);
         else
@@ -125,6 +126,9 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
         const char *key = zmq_msg_gets(msg, "User-Id");
         int role;
         char name[65];
+        who->via = JQ_VIA_CURVE;
+        if (key && strlen(key) == JQ_KEY_Z85)
+            snprintf(who->key, sizeof who->key, "%s", key);
         if (jq_auth_identity(l->d->auth, key, &role, name, sizeof name) < 0) {
             who->role = JQ_ROLE_WORKER; /* no method of a client endpoint */
             snprintf(who->owner, sizeof who->owner, "key:%s", key ? key : "?");
@@ -139,6 +143,7 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
     }
     case CS_INSECURE:
         who->role = JQ_ROLE_ADMIN;
+        who->via = JQ_VIA_INSECURE;
         snprintf(who->owner, sizeof who->owner, "tcp:%s", addr ? addr : "?");
         break;
     }
@@ -235,7 +240,7 @@ static bool read_request(loop_t *l, unsigned ci, int flags)
 /* Hand the pending request to a handler; false when they are all busy. */
 static bool hand_off(loop_t *l, int flags)
 {
-    char f[2 + JQ_OWNER_MAX];
+    char f[JQ_IDENTITY_FRAME_MAX];
     size_t flen = jq_identity_frame(&l->who, l->delimiter ? 1 : 0, f, sizeof f);
     zmq_msg_t flag;
     zmq_msg_init_size(&flag, flen);
@@ -515,7 +520,7 @@ static int add_client_socket(loop_t *l, const char *ep)
         jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
-    return jq_listeners_watch(l->listeners, cs->sock);
+    return jq_listeners_watch(l->listeners, cs->sock, JQ_CONN_CLIENTS);
 }
 
 static int bind_endpoints(loop_t *l)
@@ -552,7 +557,7 @@ static int bind_endpoints(loop_t *l)
         }
         if (d->nworker_eps < JQ_MAX_LISTEN + 1)
             snprintf(d->worker_eps[d->nworker_eps++], sizeof d->worker_eps[0], "%s", resolved);
-        if (jq_listeners_watch(l->listeners, sock) < 0)
+        if (jq_listeners_watch(l->listeners, sock, JQ_CONN_WORKERS) < 0)
             return -1;
     }
     return 0;
@@ -716,6 +721,9 @@ static void forward_replies(loop_t *l)
     }
 }
 
+_Static_assert(JQ_CONN__KINDS == sizeof(((jq_loop_stats_t *)0)->by_kind) / sizeof(uint64_t),
+               "jq_loop_stats_t.by_kind has one counter per connection kind");
+
 #define FIXED_ITEMS 6
 #define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND)
 
@@ -747,6 +755,8 @@ static void publish_stats(loop_t *l)
     atomic_store_explicit(&o->replies_late, ps.sent_late, memory_order_relaxed);
     atomic_store_explicit(&o->replies_to_gone, ps.dropped_gone, memory_order_relaxed);
     atomic_store_explicit(&o->busy_dropped, ps.dropped_busy, memory_order_relaxed);
+    for (int k = 0; k < JQ_CONN__KINDS; k++)
+        atomic_store_explicit(&o->by_kind[k], ls.by_kind[k], memory_order_relaxed);
 }
 
 /* SIGHUP: the config file again; what the loop itself holds of it
