@@ -411,6 +411,7 @@ typedef struct {
     double us_per_list, us_per_submit; /* daemon CPU beyond bg_cores, per request */
     double changes_per_s, noise;
     long threads;
+    char by_thread[400]; /* the daemon's threads' cores in the background window */
 } phase_t;
 
 /* query_jobs of the first PAGE_ROWS jobs (LIST_FIELDS); rows, -1 on failure. */
@@ -450,18 +451,59 @@ static int http_port(const daemon_t *d)
     }
 }
 
-/* CPU seconds of the HTTP thread: one named for it, else jobqd's only
- * unnamed thread beside the main one (the others are named: store,
- * executors, handlers, libzmq's). 0 without --http. */
+/* The HTTP thread: one named for it, else jobqd's only unnamed thread
+ * beside the main one (the others are named: store, executors, handlers,
+ * libzmq's). */
+static bool is_http_thread(const thread_cpu_t *t, pid_t pid)
+{
+    return strstr(t->name, "http") || (t->tid != pid && !strcmp(t->name, "jobqd"));
+}
+
+/* CPU seconds of the HTTP thread; 0 without --http. */
 static double http_thread_cpu(pid_t pid)
 {
     thread_cpu_t t[128];
     int n = proc_threads_cpu(pid, t, 128);
     double sum = 0;
     for (int i = 0; i < n; i++)
-        if (strstr(t[i].name, "http") || (t[i].tid != pid && !strcmp(t[i].name, "jobqd")))
+        if (is_http_thread(&t[i], pid))
             sum += t[i].cpu;
     return sum;
+}
+
+/* "name cores ..." of the daemon's threads between two readings, summed
+ * by name without its digits (executors together, libzmq's together). */
+static void by_thread(pid_t pid, const thread_cpu_t *a, int na, const thread_cpu_t *b, int nb,
+                      double secs, char *out, size_t len)
+{
+    char names[16][32];
+    double cores[16];
+    int n = 0;
+    for (int i = 0; i < nb; i++) {
+        double before = 0;
+        for (int j = 0; j < na; j++)
+            if (a[j].tid == b[i].tid)
+                before = a[j].cpu;
+        char name[32];
+        snprintf(name, sizeof name, "%s",
+                 b[i].tid == pid ? "main" : is_http_thread(&b[i], pid) ? "http" : b[i].name);
+        name[strcspn(name, "0123456789")] = 0;
+        int k = 0;
+        while (k < n && strcmp(names[k], name))
+            k++;
+        if (k == n && n == 16)
+            continue;
+        if (k == n) {
+            snprintf(names[n], sizeof names[n], "%s", name);
+            cores[n++] = 0;
+        }
+        cores[k] += (b[i].cpu - before) / secs;
+    }
+    size_t used = 0;
+    out[0] = 0;
+    for (int k = 0; k < n && used < len; k++)
+        used += (size_t)snprintf(out + used, len - used, "%s%s %.3f", k ? ", " : "", names[k],
+                                 cores[k]);
 }
 
 /* The measured windows on a ready daemon: the background (and dashboard)
@@ -473,9 +515,13 @@ static int measure(const daemon_t *d, jc_t *c, phase_t *r)
     others_t o, o2;
     others_begin(&o, d->pid);
     long long ch0 = jc_stat(c, "changes");
+    thread_cpu_t th0[128], th1[128];
+    int nth0 = proc_threads_cpu(d->pid, th0, 128);
     double h0 = http_thread_cpu(d->pid), cpu0 = proc_cpu_seconds(d->pid), t0 = bench_now();
     bench_sleep(opt_http_seconds); /* the background window */
     double cpu1 = proc_cpu_seconds(d->pid), t1 = bench_now();
+    int nth1 = proc_threads_cpu(d->pid, th1, 128);
+    by_thread(d->pid, th0, nth0, th1, nth1, t1 - t0, r->by_thread, sizeof r->by_thread);
     r->bg_cores = (cpu1 - cpu0) / (t1 - t0);
     samples_t lat = {0};
     while (bench_now() - t1 < opt_http_seconds) {
@@ -564,6 +610,7 @@ out:
                " others %.2f cores\n",
                PHASE_LABEL[ph], r->list_per_s, r->sub_per_s, r->changes_per_s, r->bg_cores,
                r->http_cores, r->threads, r->noise);
+        printf("    daemon threads with the background alone (cores): %s\n", r->by_thread);
         if (dash.s)
             dash_report(&dash);
     }
