@@ -32,10 +32,15 @@
 #define PAGE_ROWS 50
 #define BG_PERIOD 0.01 /* the background submitter sends a batch every 10 ms */
 
-enum { PH_OFF, PH_IDLE, PH_DASH, NPHASES };
-static const char *const PHASE_KEY[NPHASES] = {"off", "idle", "dashboard"};
+/* (a) again last: how far the figures drift within the run (the order
+ * of the phases, the machine), to read the ratios against. */
+enum { PH_OFF, PH_IDLE, PH_DASH, PH_OFF2, NPHASES };
+static const char *const PHASE_KEY[NPHASES] = {"off", "idle", "dashboard", "off_again"};
 static const char *const PHASE_LABEL[NPHASES] = {
-    "(a) no --http", "(b) --http, nobody connected", "(c) --http, dashboard + scraper"};
+    "(a) no --http", "(b) --http, nobody connected", "(c) --http, dashboard + scraper",
+    "(a') no --http, again"};
+static const char *const RATIO_LABEL[NPHASES] = {"", "ratio (b)/(a)", "ratio (c)/(a)",
+                                                 "ratio (a')/(a): the drift"};
 
 /* ------------------------------------------------------------------ */
 /* a minimal HTTP/1.1 client                                            */
@@ -567,8 +572,9 @@ static int phase_run(int ph, phase_t *r, int attempt, bool *again)
     int rc = -1, port = 0;
     long bytes;
     *again = false;
+    bool http = ph == PH_IDLE || ph == PH_DASH;
     const char *extra[] = {"--max-running", "1", "--max-jobs", "10000000",
-                           ph == PH_OFF ? NULL : "--http", "127.0.0.1:0", NULL};
+                           http ? "--http" : NULL, "127.0.0.1:0", NULL};
     quiet_gate();
     if (jobqd_start(&d, extra) < 0) {
         fail("cannot start jobqd");
@@ -580,7 +586,7 @@ static int phase_run(int ph, phase_t *r, int attempt, bool *again)
     uint64_t job = jc_submit_delay(c, 0.01, LONG_REPEAT);
     if (!job || !jc_wait_stat(c, "running", 1, 10) || submit_batches(c, opt_http_jobs, 0, 0) < 0)
         goto out;
-    if (ph != PH_OFF &&
+    if (http &&
         ((port = http_port(&d)) <= 0 || http_get(port, "/api/session", &bytes) != 200)) {
         fprintf(stderr, "jobq-bench: http: the HTTP endpoint (port %d) does not answer\n", port);
         goto out;
@@ -664,7 +670,7 @@ static void table(const phase_t *p)
     /* Ratios of everything but the HTTP thread's cores (0 in (a)); the
      * threads as a difference. */
     for (int ph = PH_IDLE; ph < NPHASES; ph++) {
-        printf("  %-34s", ph == PH_IDLE ? "ratio (b)/(a)" : "ratio (c)/(a)");
+        printf("  %-34s", RATIO_LABEL[ph]);
         for (int i = 0; i < NCOLS - 1; i++) {
             double x = col(&p[ph], i) / col(&p[PH_OFF], i);
             printf(" %8.2f", x);
@@ -688,7 +694,7 @@ int workload_http(void)
            lround(opt_http_rate * BG_PERIOD), opt_http_rate, opt_http_seconds, opt_http_seconds,
            PAGE_ROWS, opt_http_seconds);
     printf("  (c): %d overview streams (GET /events) + job 1's stream, GET /api/workers and"
-           " /api/jobs?limit=50 every 2 s, GET /metrics every 1 s\n",
+           " /api/jobs?limit=50 every 2 s, GET /metrics every 1 s; (a'): (a) again, last\n",
            opt_http_streams);
     phase_t p[NPHASES];
     int rc = 0;
