@@ -1,10 +1,11 @@
-/* http.c: workload 13, the HTTP thread's cost (issue 12). Three phases,
+/* http.c: workload 13, the HTTP thread's cost (issue 12). Four phases,
  * each on a fresh jobqd with the same options: (a) no --http, (b) --http
  * with nobody connected, (c) --http with a dashboard open — overview
  * streams and one job stream read continuously, /api/workers and
  * /api/jobs?limit=50 every 2 s as the page polls them — and a Prometheus
- * scraper (/metrics every second). In each, beside a steady background of
- * submissions (so the streams have work): query_jobs of a 50-job page
+ * scraper (/metrics every second), (a') no --http again. In each, beside a
+ * steady background of submissions (so the streams have work): the
+ * daemon's cores with the background alone, query_jobs of a 50-job page
  * (latency), submit_job one at a time (latency, jobs/s), the daemon's CPU
  * per request and its threads; then the phases side by side.
  *
