@@ -2,6 +2,7 @@
 #include "config.h"
 #include "auth.h"
 #include "executor.h"
+#include "http.h"
 #include "log.h"
 #include "paths.h"
 #include "ring.h"
@@ -88,6 +89,14 @@ static const char usage_rest[] =
     "                            [none: directories made 0700, jobqd's user only]\n"
     "      --ipc-role ROLE       what local clients on the ipc socket may do:\n"
     "                            read, submit or admin [admin]\n"
+    "      --http ADDRESS:PORT   serve /metrics (Prometheus) and the dashboard\n"
+    "                            over HTTP there, e.g. 127.0.0.1:8080 (port 0:\n"
+    "                            any; the port is written to RUN_DIR/http.port);\n"
+    "                            off a loopback address every request needs a\n"
+    "                            token (jobq http-token) unless --insecure\n"
+    "                            [off]\n"
+    "      --http-role ROLE      what an HTTP request without a token may do:\n"
+    "                            read, submit or admin [read]\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -110,8 +119,8 @@ static const char usage_rest[] =
     "--log-level take effect; a change to any other option is logged and waits\n"
     "for a restart. Under systemd (Type=notify) it reports readiness.\n"
     "Thread count is fixed at start: the loop, the handlers, the executors, the\n"
-    "store thread and ZeroMQ's two; it never grows with clients, requests,\n"
-    "waiters or jobs. See docs/operations.md for the store, --sync, logging\n"
+    "store thread, ZeroMQ's two and, with --http, the HTTP thread; it never\n"
+    "grows with clients, browsers, requests, waiters or jobs. See docs/operations.md for the store, --sync, logging\n"
     "and reloading.\n";
 
 static void print_usage(void)
@@ -133,7 +142,7 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
        OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
-       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP };
+       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP, OPT_HTTP, OPT_HTTP_ROLE };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -167,6 +176,8 @@ static const struct option long_opts[] = {
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"authorized-keys", required_argument, NULL, OPT_AUTH_KEYS},
     {"group", required_argument, NULL, OPT_GROUP},
+    {"http", required_argument, NULL, OPT_HTTP},
+    {"http-role", required_argument, NULL, OPT_HTTP_ROLE},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -272,13 +283,21 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         return parse_seconds(name, val, 0.01, 3600, &cfg->worker_heartbeat, err, errlen);
     case OPT_WORKER_LEASE:
         return parse_seconds(name, val, 0.05, 86400, &cfg->worker_lease, err, errlen);
-    case OPT_IPC_ROLE: {
+    case OPT_IPC_ROLE:
+    case OPT_HTTP_ROLE: {
         jq_role_t r;
         if (jq_role_parse(val, &r) < 0 || r == JQ_ROLE_WORKER) {
-            snprintf(err, errlen, "--ipc-role: expected read, submit or admin, got '%s'", val);
+            snprintf(err, errlen, "--%s: expected read, submit or admin, got '%s'", name, val);
             return -1;
         }
-        cfg->ipc_role = (int)r;
+        *(opt == OPT_IPC_ROLE ? &cfg->ipc_role : &cfg->http_role) = (int)r;
+        return 0;
+    }
+    case OPT_HTTP: {
+        jq_http_addr_t a;
+        if (jq_http_addr_parse(val, &a, err, errlen) < 0)
+            return -1;
+        snprintf(cfg->http, sizeof cfg->http, "%s", val);
         return 0;
     }
     case OPT_GROUP:
@@ -527,6 +546,7 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_client_waiters = 10000;
     cfg->log_level = JQ_LOG_DEFAULT;
     cfg->ipc_role = JQ_ROLE_ADMIN;
+    cfg->http_role = JQ_ROLE_READ;
 }
 
 static const char *const role_names[JQ_ROLE__COUNT] = {
@@ -710,6 +730,8 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"insecure", cur->insecure != next->insecure},
         {"authorized-keys", strcmp(cur->authorized_keys, next->authorized_keys) != 0},
         {"group", strcmp(cur->group, next->group) != 0},
+        {"http", strcmp(cur->http, next->http) != 0},
+        {"http-role", cur->http_role != next->http_role},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

@@ -60,6 +60,9 @@ typedef struct {
     bool insecure;                    /* TCP without CURVE (loopback only) */
     char authorized_keys[JQ_PATH_BYTES]; /* "" : DATA_DIR/authorized_keys */
     char group[64];                   /* --group: who may use the ipc sockets */
+    char http[256];                   /* --http ADDRESS:PORT, "" : no HTTP */
+    int http_role;                    /* jq_role_t of a loopback HTTP request
+                                         without a token (--http-role) */
 } jq_config_t;
 
 /* What a peer may do (docs/security.md). Ordered: each client role may do

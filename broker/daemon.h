@@ -65,7 +65,7 @@ typedef struct {
     _Atomic uint64_t refused;    /* messages refused (malformed, stale lease...) */
 } jq_worker_stats_t;
 
-typedef struct {
+typedef struct jq_daemon {
     jq_config_t cfg;
     int argc;                       /* the command line, parsed again on reload */
     char **argv;

@@ -6,6 +6,7 @@
 #include "daemon.h"
 #include "datadir.h"
 #include "epoch.h"
+#include "http.h"
 #include "log.h"
 #include "opreg.h"
 #include "workers.h"
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
 {
     static jq_daemon_t daemon; /* the top-level context */
     jq_daemon_t *d = &daemon;
+    jq_http_t *http = NULL; /* --http's thread */
     char err[512];
     jq_log_setup("jobqd");
     int rc = jq_config_load(&d->cfg, argc, argv, err, sizeof err);
@@ -297,9 +299,14 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "cannot start: out of threads");
         goto out;
     }
+    if (d->cfg.http[0] && !(http = jq_http_new(d, d->zctx, err, sizeof err))) {
+        jq_log(JQ_LOG_ERROR, "%s", err);
+        goto out;
+    }
     if (jq_loop_run(d) == 0)
         rc = 0;
 out:
+    jq_http_destroy(&http); /* its SUB socket before the context ends */
     jq_executors_destroy(&d->executors);
     jq_hub_destroy(&d->hub);
     jq_auth_destroy(&d->auth);

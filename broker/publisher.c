@@ -1,6 +1,7 @@
 /* publisher.c: one PUB socket on every event endpoint, the sequence
  * numbers, heartbeats and the replay ring. */
 #include "publisher.h"
+#include "http.h"
 #include "auth.h"
 #include "listeners.h"
 #include "log.h"
@@ -100,6 +101,12 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *
     int rc = bind_one(p, zctx, cfg, auth, listeners, ep, eps, max, neps);
     for (unsigned i = 0; rc == 0 && i < cfg->npublish; i++)
         rc = bind_one(p, zctx, cfg, auth, listeners, cfg->publish[i], eps, max, neps);
+    /* The HTTP thread's view of the stream: on the ipc socket, which has
+     * no CURVE (inproc never leaves the process). */
+    if (rc == 0 && cfg->http[0] && zmq_bind(p->pubs[0], JQ_HTTP_EVENTS_EP) < 0) {
+        jq_log(JQ_LOG_ERROR, "cannot publish on %s: %s", JQ_HTTP_EVENTS_EP, zmq_strerror(errno));
+        rc = -1;
+    }
     if (rc < 0)
         jq_publisher_destroy(&p);
     return p;

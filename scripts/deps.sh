@@ -4,10 +4,16 @@
 # tests use to check the unit; python3-mypy type-checks the Python package;
 # python3-pip and python3-venv install it with pip in the install test;
 # clang and libclang-rt-14-dev (libFuzzer, the sanitizers' runtime) build the
-# fuzz targets (scripts/fuzz).
+# fuzz targets (scripts/fuzz). libmicrohttpd serves --http; libjs-chart.js
+# is the dashboard's charting library (served from its installed path).
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
-libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev python3-zmq python3-msgpack \
+libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev libmicrohttpd-dev \
+libsodium-dev libjs-chart.js python3-zmq python3-msgpack \
 python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd clang libclang-rt-14-dev"
+
+# Only the tests need a browser (the dashboard's tests drive Debian's
+# chromium through chromedriver) and Prometheus' parser.
+JOBQ_TEST_PACKAGES="chromium chromium-driver python3-selenium python3-prometheus-client"
 
 jobq_install_deps() {
     local missing=() p

@@ -1,0 +1,132 @@
+/* http_int.h: the HTTP thread's parts, shared by http.c (the server:
+ * routing, authentication, static files, the API), http_live.c (the event
+ * stream, the dashboard's ticks and the SSE streams) and http_json.c.
+ * Everything here runs on the HTTP thread only. */
+#ifndef JOBQ_HTTP_INT_H
+#define JOBQ_HTTP_INT_H
+
+#include "auth.h"
+#include "daemon.h"
+#include "http.h"
+
+#include <microhttpd.h>
+#include <stdio.h>
+
+/* What one browser may have waiting before its stream is closed (it
+ * reconnects and starts from a fresh snapshot). */
+#define JQ_SSE_MAX_PENDING (1u << 20)
+#define JQ_SSE_KEEPALIVE_US (15 * 1000000LL)
+#define JQ_TICK_US 500000
+#define JQ_TICK_HISTORY 1200 /* ten minutes of ticks */
+#define JQ_RUNNING_SHOWN 100
+#define JQ_RUNNING_TRACKED 100000
+#define JQ_HTTP_MAX_CONNECTIONS 256
+#define JQ_HTTP_MAX_PER_IP 64
+#define JQ_HTTP_MAX_BODY 65536
+#define JQ_HTTP_LOG_BYTES 200 /* of a log line shown in the running table */
+
+/* A reply from jq_dispatch, decoded. */
+typedef struct {
+    msgpack_sbuffer bytes;
+    msgpack_unpacked up;
+    const msgpack_object *result; /* when ok */
+    bool ok;
+    jobq_code_t code;
+    char message[512];
+    uint64_t ticket; /* nonzero: shows state the store has not made durable */
+} jq_http_reply_t;
+
+typedef void (*jq_http_args_fn)(msgpack_packer *pk, const void *ctx);
+
+/* Runs a method as `who` through jq_dispatch; args packs the args map
+ * (NULL: {}). 0 and *out (free with jq_http_reply_destroy), -1 when the
+ * request could not be run at all. */
+int jq_http_call(jq_daemon_t *d, const jq_identity_t *who, const char *method,
+                 jq_http_args_fn args, const void *ctx, jq_http_reply_t *out);
+void jq_http_reply_destroy(jq_http_reply_t *r);
+
+void jq_json_string(FILE *f, const char *s, size_t n);
+void jq_json_cstr(FILE *f, const char *s);
+void jq_json_msgpack(FILE *f, const msgpack_object *o);
+/* {"key": int, ...} with keys from keys[]; -1 for anything else. */
+int jq_json_flat_ints(const char *s, size_t n, const char *const *keys, size_t nkeys,
+                      int64_t *vals, bool *present);
+
+/* One open SSE stream: the overview (job 0) or one job's records. */
+typedef struct jq_sse {
+    struct jq_sse *next, *prev;
+    struct jq_http *h;
+    struct MHD_Connection *conn;
+    uint64_t job;
+    uint64_t min_serial; /* a job stream: records after its snapshot */
+    uint64_t ticket;     /* nothing is sent before the store is durable here */
+    char *buf;
+    size_t len, off, cap;
+    bool suspended;
+    bool closing;
+} jq_sse_t;
+
+typedef struct jq_running jq_running_t; /* http_live.c */
+
+typedef struct jq_http {
+    jq_daemon_t *d;
+    struct MHD_Daemon *mhd;
+    jq_http_addr_t addr;
+    char port_path[JQ_PATH_BYTES + 16];
+    char web_dir[JQ_PATH_BYTES];
+    char csrf[65];        /* hex of 32 random bytes, for the life of the run */
+    void *sub;            /* SUB on JQ_HTTP_EVENTS_EP */
+    int stop_fd;          /* eventfd: jq_http_destroy wakes the thread */
+    pthread_t thread;
+    bool started;
+    struct jq_req *held;  /* requests waiting for the store */
+    jq_sse_t *streams;    /* every SSE stream */
+    /* The live view (http_live.c). */
+    uint64_t epoch, seq;  /* last event seen */
+    uint64_t missed;      /* events lost by this thread's stream (gaps) */
+    uint64_t t_changes, t_submitted, t_finished[3]; /* this tick's */
+    int64_t next_tick, next_keepalive;
+    jq_running_t *running;
+    char *history[JQ_TICK_HISTORY]; /* the last ticks' JSON, a ring */
+    unsigned hist_head, hist_len;
+    char *pending_tick;   /* a tick waiting for the store */
+    uint64_t pending_ticket;
+} jq_http_t;
+
+/* A request's own state across MHD's calls. */
+typedef struct jq_req {
+    struct jq_req *next_held;
+    struct MHD_Connection *conn;
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    struct MHD_Response *ready; /* answered, waiting for the store */
+    unsigned ready_status;
+    uint64_t ticket;
+} jq_req_t;
+
+/* http.c */
+struct MHD_Response *jq_http_json_response(char *json, size_t len);
+void jq_http_headers(struct MHD_Response *r, bool page);
+/* Answer {"error": code, "message": ...} with status. */
+enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const char *code,
+                              const char *message);
+/* The job page's full row as JSON into f; 0, 1 when the job does not
+ * exist, -1 on failure. *ticket as jq_http_call's. */
+int jq_http_job_json(jq_http_t *h, uint64_t id, FILE *f, uint64_t *change_serial,
+                     uint64_t *ticket);
+
+/* http_live.c */
+int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen);
+void jq_live_fini(jq_http_t *h);
+/* Reads what the event stream has (bounded per call). */
+void jq_live_read(jq_http_t *h);
+/* Ticks, keepalives, store releases; returns microseconds until the next
+ * thing due. */
+int64_t jq_live_work(jq_http_t *h, int64_t now_mono);
+/* GET /events[?job=N]. */
+enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t job);
+/* Closes every stream (stopping). */
+void jq_live_close_all(jq_http_t *h);
+
+#endif
