@@ -105,6 +105,9 @@ const JQ = (() => {
       if (csrf)
         csrf.value = s.csrf;
     }
+    /* POST /login sends a refused token back to /?login=failed. */
+    document.getElementById("login-note").hidden =
+      new URLSearchParams(location.search).get("login") !== "failed";
     login.hidden = !!s.authenticated;
     logout.hidden = !s.authenticated;
     document.body.dataset.role = s.role;
