@@ -208,9 +208,10 @@
         row.tr.remove();
         runningRows.delete(id);
       }
-    const total = tick.running_count ?? list.length;
+    /* The server lists at most 100 (waiting, running or canceling). */
     setText(document.getElementById("running-note"),
-            total > list.length ? `(${total}; the first ${list.length} shown)` : `(${total})`);
+            list.length >= 100 ? `(the first ${list.length}; ${tick.running_count ?? "?"} running in all)`
+                               : `(${list.length})`);
   }
 
   /* --------------------------------------------------------- the ticks */

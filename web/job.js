@@ -321,23 +321,27 @@
     setText("action-note", note);
   }
 
-  function showResult(ok, text) {
+  /* outcome: "ok" (done), "not-done" (accepted, but the daemon declined:
+   * the job was already finished...), "error" (refused). */
+  function showResult(outcome, text) {
     const e = document.getElementById("action-result");
     e.textContent = text;
-    e.className = ok ? "result ok" : "result error";
-    e.dataset.outcome = ok ? "ok" : "error";
+    e.className = `result ${outcome}`;
+    e.dataset.outcome = outcome;
     e.hidden = false;
   }
 
-  /* cancel_job answers [done, message]; the others true/false. */
-  function describe(action, result) {
+  /* cancel_job and change_job_priority answer [done, message],
+   * archive_job true or false. */
+  function show(action, result) {
     if (Array.isArray(result) && result.length === 2 && typeof result[0] === "boolean")
-      return `${action}: ${result[0] ? "done" : "not done"}: ${result[1]}`;
-    if (result === true)
-      return `${action}: done`;
-    if (result === false)
-      return `${action}: not done (the job is not in a state that allows it)`;
-    return `${action}: ${JSON.stringify(result)}`;
+      showResult(result[0] ? "ok" : "not-done", `${action}: ${result[1]}`);
+    else if (result === true)
+      showResult("ok", `${action}: done`);
+    else if (result === false)
+      showResult("not-done", `${action}: not done (the job is not finished, or archived already)`);
+    else
+      showResult("ok", `${action}: ${JSON.stringify(result)}`);
   }
 
   async function act(action, path, body) {
@@ -346,9 +350,9 @@
     acting = true;
     renderActions();
     try {
-      showResult(true, describe(action, await JQ.post(path, body)));
+      show(action, await JQ.post(path, body));
     } catch (e) {
-      showResult(false, `${action} refused: ${e.message}`);
+      showResult("error", `${action} refused: ${e.message}`);
     } finally {
       acting = false;
       renderActions();
@@ -376,12 +380,36 @@
     }
   }
 
+  /* The stream ended before its snapshot (the server cuts a stream whose
+   * snapshot it cannot hold, e.g. a job with a huge log): show the job as
+   * /api/job reads it meanwhile, once, so the page is not empty. */
+  let fallbackTried = false;
+  function fallback() {
+    if (job || fallbackTried)
+      return;
+    fallbackTried = true;
+    JQ.getJSON(`/api/job?id=${jobId}`).then(data => {
+      if (job)
+        return; /* the stream's snapshot came meanwhile */
+      job = data.job;
+      renderAll();
+      showError("live updates did not start: the job is shown as read once; still trying");
+    }).catch(e => showError(e.message));
+  }
+
   function connect() {
     const es = new EventSource(`/events?job=${jobId}`);
-    es.addEventListener("open", () => JQ.setLink("live", "live"));
+    let snapshotSeen = false;
+    es.addEventListener("open", () => {
+      snapshotSeen = false;
+      JQ.setLink("live", "live");
+    });
+    es.addEventListener("snapshot", () => { snapshotSeen = true; });
     es.addEventListener("error", () => {
       if (es.readyState !== EventSource.CLOSED) {
         JQ.setLink("connecting", "reconnecting…");
+        if (!snapshotSeen)
+          fallback();
         return;
       }
       /* Refused (not an event stream): say why, from the JSON API. */

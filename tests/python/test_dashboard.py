@@ -285,15 +285,13 @@ def test_job_page_log_grows_live(daemon, browser):
     no_severe(browser)
 
 
-def test_cancel_from_page_needs_admin(daemon, browser):
+def test_cancel_from_page_refused_without_token(daemon, browser):
     job = daemon.submit("test.delay", "duration=60")
     daemon.wait_status(job, ("running",))
-    url = f"{daemon.url}/job.html?id={job}"
-
-    # Without a token a loopback browser is --http-role (read): the buttons
+    # Without a token a loopback browser has --http-role (read): the buttons
     # are disabled with a note, and the server refuses the request anyway
     # (the button enabled by hand, as a stale or tampered page would).
-    browser.open(url)
+    browser.open(f"{daemon.url}/job.html?id={job}")
     browser.wait("session", lambda: page_text(browser, "#session-role") == "read")
     cancel = browser.driver.find_element(By.ID, "action-cancel")
     browser.wait("actions disabled", lambda: not cancel.is_enabled())
@@ -303,26 +301,49 @@ def test_cancel_from_page_needs_admin(daemon, browser):
     browser.wait("refusal shown", lambda: browser.js(
         "return document.getElementById('action-result').dataset.outcome") == "error")
     assert "PermissionDenied" in page_text(browser, "#action-result")
+    # The server answered: the job did not change, nor did the page.
     assert daemon.job(job)["status"] == "running"
     assert browser.js("return document.body.dataset.status") == "running"
+    with daemon.client() as c:
+        assert c.stats()["errors"].get("PermissionDenied") == 1
 
-    # Logged in with an admin token (over ipc, jobq http-token is admin).
+
+def test_cancel_from_page_with_admin_token(daemon, browser):
+    # Needs `jobq http-token` (method http_token, docs/security.md): over
+    # ipc the caller is --ipc-role, admin by default, so the token is admin.
+    job = daemon.submit("test.delay", "duration=60")
+    daemon.wait_status(job, ("running",))
+    url = f"{daemon.url}/job.html?id={job}"
+    browser.open(url)
+
+    def log_in(token):
+        browser.driver.find_element(By.ID, "login-token").send_keys(token)
+        browser.driver.find_element(By.ID, "login-button").click()
+        browser.wait("back on the overview", lambda: browser.js(
+            "return location.pathname === '/' && document.body.dataset.ready === '1' && "
+            "!!document.body.dataset.role"))
+
+    # A token the daemon did not make is refused, and said so.
+    log_in("jq1.bm90LWEtdG9rZW4.AAAA")
+    assert browser.js("return location.search") == "?login=failed"
+    assert browser.js("return document.getElementById('login-note').hidden") is False
+    assert page_text(browser, "#session-role") == "read"
+
     token = daemon.ok("http-token").strip()
     assert token.startswith("jq1."), token
-    browser.driver.find_element(By.ID, "login-token").send_keys(token)
-    browser.driver.find_element(By.ID, "login-button").click()
-    browser.wait("back on the overview", lambda: browser.js(
-        "return location.pathname === '/' && document.body.dataset.role === 'admin'"))
-    browser.open(url)
+    log_in(token)
     assert page_text(browser, "#session-role") == "admin"
+    browser.open(url)
     cancel = browser.driver.find_element(By.ID, "action-cancel")
     browser.wait("actions enabled", lambda: cancel.is_enabled())
+    assert page_text(browser, "#action-note") == ""
     cancel.click()
     browser.wait("cancel answered", lambda: browser.js(
         "return document.getElementById('action-result').dataset.outcome") == "ok")
     browser.wait("canceled on the page", lambda: browser.js(
         "return document.body.dataset.status") == "canceled")
     assert daemon.job(job)["status"] == "canceled"
+    no_severe(browser)
 
 
 def test_overview_keeps_up_with_2000_jobs_per_second(daemon, browser):
