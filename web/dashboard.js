@@ -63,6 +63,16 @@
 
   let throughput = null, depth = null;
 
+  /* Marks on whole 2-minute steps of the clock, not on the window's edges. */
+  function clockTicks(axis) {
+    const step = 120, ticks = [];
+    if (!(axis.max > axis.min))
+      return;
+    for (let v = Math.ceil(axis.min / step) * step; v <= axis.max; v += step)
+      ticks.push({value: v});
+    axis.ticks = ticks;
+  }
+
   function makeChart(canvas, labels, colors) {
     const datasets = labels.map((label, i) => ({
       label, data: [], borderColor: colors[i], backgroundColor: colors[i],
@@ -80,7 +90,8 @@
         maintainAspectRatio: false,
         interaction: {mode: "index", intersect: false},
         scales: {
-          x: {type: "linear", ticks: {maxTicksLimit: 7, callback: v => JQ.fmtClock(v)}},
+          x: {type: "linear", afterBuildTicks: clockTicks,
+              ticks: {autoSkip: false, maxRotation: 0, callback: v => JQ.fmtClock(v)}},
           y: {beginAtZero: true, ticks: {precision: 0}},
         },
         plugins: {
@@ -179,7 +190,9 @@
     let prev = null;
     for (const r of list) {
       const id = Number(r.id);
-      if (!Number.isSafeInteger(id) || seen.has(id))
+      /* A job the table shows finished while the server's list, made from
+       * the event stream, still has it (its last records on their way). */
+      if (!Number.isSafeInteger(id) || seen.has(id) || JQ.FINAL.has(r.status))
         continue;
       seen.add(id);
       let row = runningRows.get(id);
@@ -210,8 +223,8 @@
       }
     /* The server lists at most 100 (waiting, running or canceling). */
     setText(document.getElementById("running-note"),
-            list.length >= 100 ? `(the first ${list.length}; ${tick.running_count ?? "?"} running in all)`
-                               : `(${list.length})`);
+            list.length >= 100 ? `(${seen.size} shown; ${tick.running_count ?? "?"} running in all)`
+                               : `(${seen.size})`);
   }
 
   /* --------------------------------------------------------- the ticks */

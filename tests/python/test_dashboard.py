@@ -346,6 +346,61 @@ def test_cancel_from_page_with_admin_token(daemon, browser):
     no_severe(browser)
 
 
+def test_workers_and_their_load(daemon, browser):
+    # A Python worker of capacity 2 serving one opcode that holds until told.
+    worker = jobq.Worker(f"ipc://{daemon.data_dir}/workers.sock", name="dash-worker",
+                         capacity=2)
+    release = threading.Event()
+
+    @worker.opcode("dash.hold")
+    def hold(a):
+        a.feedback("holding <b>on</b>")
+        while not release.wait(0.05) and not a.stopping:
+            pass
+        return {"held": True}
+
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        browser.open(daemon.url + "/")
+
+        def worker_cells():
+            return browser.js("return [...document.querySelectorAll('#workers tbody tr')]"
+                              ".map(r => [...r.cells].map(c => c.textContent))")
+        # /api/workers is read every 3 s.
+        rows = browser.wait("the worker listed", lambda: [
+            r for r in worker_cells() if r[0] == "dash-worker"])
+        assert rows[0][2:5] == ["dash.hold", "2", "0"], rows
+        assert page_text(browser, "#count-workers .value") == "1"
+        job = daemon.submit("dash.hold")
+        selector = f'#running tbody tr[data-id="{job}"]'
+        cells = browser.wait("the job running on the worker, with its log line", lambda: (
+            c := browser.js("return [...document.querySelectorAll(arguments[0] + ' td')]"
+                            ".map(e => e.textContent)", selector)) and
+            c[4] == "holding <b>on</b>" and c)
+        assert cells[2] == "0: dash.hold" and cells[3].startswith("dash-worker"), cells
+        browser.wait("busy 1 of 2", lambda: page_text(
+            browser, "#count-busy-capacity .value") == "1 / 2")
+        browser.wait("the worker's load", lambda: [
+            r for r in worker_cells() if r[0] == "dash-worker" and r[4] == "1"])
+        opcodes = browser.js("return [...document.querySelectorAll('#opcodes tbody tr')]"
+                             ".map(r => [...r.cells].map(c => c.textContent))")
+        assert ["dash.hold", "1", "2", "1", "0"] in opcodes, opcodes
+        release.set()
+        daemon.wait_status(job, ("success",))
+        browser.open(f"{daemon.url}/job.html?id={job}")
+        ops = browser.js("return [...document.querySelectorAll('#ops tbody tr td')]"
+                         ".map(e => e.textContent)")
+        assert ops[2] == "success" and ops[6].startswith("dash-worker"), ops
+        assert '"held": true' in ops[8], ops
+        no_severe(browser)
+    finally:
+        release.set()
+        worker.stop()
+        runner.join(15)
+    assert not runner.is_alive()
+
+
 def test_overview_keeps_up_with_2000_jobs_per_second(daemon, browser):
     rate, seconds, batch = 2000, 10, 100
     total = rate * seconds
