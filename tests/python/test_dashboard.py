@@ -22,6 +22,7 @@ body[data-status] (job page).
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +31,8 @@ import urllib.request
 
 import pytest
 
-from test_cli import Daemon
+from jobqd_stop import stop_jobqd
+from test_cli import JOBQD, Daemon
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -56,17 +58,34 @@ class HttpDaemon(Daemon):
 
     def __init__(self, tmp_path, *extra):
         super().__init__(tmp_path, "--http", "127.0.0.1:0", *extra)
+        self.port = self.wait_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_port(self):
         port_file = self.data_dir / "http.port"
         deadline = time.monotonic() + 10
         while True:
             text = port_file.read_text() if port_file.exists() else ""
             if text.endswith("\n") and text.strip().isdigit():
-                break
+                return int(text)
             assert self.proc.poll() is None, "jobqd exited"
             assert time.monotonic() < deadline, "no RUN_DIR/http.port within 10 s"
             time.sleep(0.02)
-        self.port = int(text)
-        self.url = f"http://127.0.0.1:{self.port}"
+
+    def restart(self):
+        """Stops jobqd and starts it again on the same data directory and
+        HTTP port (so that open pages reconnect to it)."""
+        assert stop_jobqd(self.proc, 10) == 0
+        (self.data_dir / "http.port").unlink(missing_ok=True)
+        self.proc = subprocess.Popen([JOBQD, "--data-dir", str(self.data_dir),
+                                      "--http", f"127.0.0.1:{self.port}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while self.jobq("ping", "-t", "0.5").returncode != 0:
+            assert self.proc.poll() is None, "jobqd exited"
+            assert time.monotonic() < deadline, "jobqd did not answer ping within 15 s"
+            time.sleep(0.02)
+        assert self.wait_port() == self.port
 
     def client(self):
         return jobq.Client(self.endpoint)
@@ -401,6 +420,36 @@ def test_workers_and_their_load(daemon, browser):
     assert not runner.is_alive()
 
 
+def test_overview_follows_a_daemon_restart(daemon, browser):
+    browser.open(daemon.url + "/")
+    first = daemon.submit("test.delay", "duration=60")
+    browser.wait("the job running", lambda: page_text(browser, "#count-running .value") == "1")
+    points = ("return Chart.getChart(document.getElementById('chart-depth'))"
+              ".data.datasets[0].data.map(p => p.x)")
+    browser.wait("a few chart points", lambda: len(browser.js(points)) >= 4)
+
+    stopped = time.time()
+    daemon.restart()
+    # The stream comes back by itself (retry: 2000) to the new run: its
+    # ticks, the charts rebuilt from its history alone. The stop
+    # interrupted the first job (error); a second one runs.
+    assert daemon.job(first)["status"] == "error"
+    second = daemon.submit("test.delay", "duration=60")
+    browser.wait("the new run's counts", lambda: browser.js(
+        "return document.querySelector('#count-running .value').textContent === '1' && "
+        "document.querySelector('#count-error .value').textContent === '1' && "
+        "document.querySelectorAll('#running tbody tr').length === 1"), timeout=20)
+    xs = browser.js(points)
+    assert xs and min(xs) > stopped, (min(xs), stopped)
+    assert page_text(browser, "#link-state") == "live"
+    ids = browser.js("return [...document.querySelectorAll('#running tbody tr')]"
+                     ".map(r => r.dataset.id)")
+    assert ids == [str(second)]
+    # What the page logged while the daemon was away (the stream's failed
+    # reconnects) is the network's, not the page's: no exception.
+    assert [e for e in browser.severe() if e.get("source") == "javascript"] == []
+
+
 def test_overview_keeps_up_with_2000_jobs_per_second(daemon, browser):
     rate, seconds, batch = 2000, 10, 100
     total = rate * seconds
@@ -468,7 +517,7 @@ def test_overview_keeps_up_with_2000_jobs_per_second(daemon, browser):
     print(f"page at most {worst:.2f} s behind the daemon")
 
 
-def test_session_and_static_files_carry_the_security_headers(daemon):
+def test_pages_and_static_files_carry_the_csp(daemon):
     # What the page relies on: no inline script needed, the CSP in force.
     for path in ("/", "/job.html?id=1", "/static/dashboard.js", "/static/job.js",
                  "/static/common.js", "/static/dashboard.css", "/static/chart.js"):
