@@ -180,15 +180,19 @@ class Browser:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        # What quit left behind of this profile's browser, by pid.
+        # quit() ends the browser; what is still there of this profile's
+        # processes after 10 s is killed, by pid.
         deadline = time.monotonic() + 10
-        while (pids := profile_pids(self.profile)) and time.monotonic() < deadline:
+        while profile_pids(self.profile) and time.monotonic() < deadline:
             time.sleep(0.05)
         for pid in profile_pids(self.profile):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        deadline = time.monotonic() + 5
+        while profile_pids(self.profile) and time.monotonic() < deadline:
+            time.sleep(0.05)
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
