@@ -50,6 +50,9 @@ typedef struct {
     _Atomic uint64_t refused_auth, handshake_failed;
     _Atomic bool accepting;
     _Atomic uint64_t replies_waiting, replies_late, replies_to_gone, busy_dropped;
+    /* connections open now: clients, event subscribers, workers
+     * (jq_conn_kind_t, listeners.h) */
+    _Atomic uint64_t by_kind[3];
 } jq_loop_stats_t;
 
 /* The worker hub's counters (workers.c writes, stats reads). */

@@ -11,7 +11,8 @@
  * held (the connection suspended) until it is. */
 #include "http_int.h"
 #include "log.h"
-#include "http_stubs.h" /* TEMPORARY until metrics and tokens merge */
+#include "http_stubs.h" /* TEMPORARY until the tokens merge */
+#include "metrics.h"
 #include "paths.h"
 #include "workers.h"
 
@@ -82,7 +83,9 @@ int jq_http_addr_parse(const char *text, jq_http_addr_t *out, char *err, size_t 
     } else {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->sa;
         in6->sin6_port = htons((uint16_t)port);
-        out->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        out->loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+                        (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
+                         in6->sin6_addr.s6_addr[12] == 127);
     }
     return 0;
 }
@@ -1044,8 +1047,7 @@ jq_http_t *jq_http_new(jq_daemon_t *d, void *zctx, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)JQ_HTTP_MAX_CONNECTIONS,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)JQ_HTTP_MAX_PER_IP,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!h->mhd) {
         snprintf(err, errlen, "--http %s: cannot listen there (in use, or not an address of "
                               "this host)", d->cfg.http);

@@ -14,7 +14,7 @@
 
 /* What one browser may have waiting before its stream is closed (it
  * reconnects and starts from a fresh snapshot). */
-#define JQ_SSE_MAX_PENDING (1u << 20)
+#define JQ_SSE_MAX_PENDING (4u << 20)
 #define JQ_SSE_KEEPALIVE_US (15 * 1000000LL)
 #define JQ_TICK_US 500000
 #define JQ_TICK_HISTORY 1200 /* ten minutes of ticks */

@@ -88,17 +88,10 @@ static void sse_wake(jq_sse_t *s)
     }
 }
 
-static void sse_push(jq_sse_t *s, const char *data, size_t n)
+static void sse_append(jq_sse_t *s, const char *data, size_t n)
 {
     if (s->closing)
         return;
-    if (s->len - s->off + n > JQ_SSE_MAX_PENDING) {
-        /* Not reading: cut off; it comes back from a snapshot. */
-        s->closing = true;
-        s->len = s->off = 0;
-        sse_wake(s);
-        return;
-    }
     if (s->off && s->len + n > s->cap) {
         memmove(s->buf, s->buf + s->off, s->len - s->off);
         s->len -= s->off;
@@ -111,6 +104,7 @@ static void sse_push(jq_sse_t *s, const char *data, size_t n)
         char *nb = realloc(s->buf, cap);
         if (!nb) {
             s->closing = true;
+            s->len = s->off = 0;
             sse_wake(s);
             return;
         }
@@ -119,16 +113,43 @@ static void sse_push(jq_sse_t *s, const char *data, size_t n)
     }
     memcpy(s->buf + s->len, data, n);
     s->len += n;
+}
+
+/* One message (an event or a comment) in pieces; the browser's backlog is
+ * checked once per message, before it: one message is taken whole however
+ * large, a browser behind by more than the bound is cut off (it comes back
+ * from a snapshot). */
+static bool sse_begin(jq_sse_t *s)
+{
+    if (s->closing)
+        return false;
+    if (s->len - s->off > JQ_SSE_MAX_PENDING) {
+        s->closing = true;
+        s->len = s->off = 0;
+        sse_wake(s);
+        return false;
+    }
+    return true;
+}
+
+static void sse_comment(jq_sse_t *s, const char *text)
+{
+    if (!sse_begin(s))
+        return;
+    sse_append(s, text, strlen(text));
     sse_wake(s);
 }
 
 static void sse_event(jq_sse_t *s, const char *event, const char *json, size_t len)
 {
+    if (!sse_begin(s))
+        return;
     char head[64];
     int hn = snprintf(head, sizeof head, "event: %s\ndata: ", event);
-    sse_push(s, head, (size_t)hn);
-    sse_push(s, json, len);
-    sse_push(s, "\n\n", 2);
+    sse_append(s, head, (size_t)hn);
+    sse_append(s, json, len);
+    sse_append(s, "\n\n", 2);
+    sse_wake(s);
 }
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -205,7 +226,7 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t jo
             return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
         return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
     }
-    sse_push(s, "retry: 2000\n\n", 13);
+    sse_comment(s, "retry: 2000\n\n");
     sse_event(s, job ? "snapshot" : "hello", json, len);
     free(json);
     struct MHD_Response *r =
@@ -220,6 +241,9 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t jo
         h->streams->prev = s;
     h->streams = s;
     MHD_add_response_header(r, "Content-Type", "text/event-stream; charset=utf-8");
+    /* A stream that ends (cut off, or the daemon stopping) closes its
+     * connection: the browser's EventSource reconnects to a fresh one. */
+    MHD_add_response_header(r, "Connection", "close");
     jq_http_headers(r, false);
     enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
@@ -356,8 +380,9 @@ static void on_change(jq_http_t *h, const msgpack_object *ch)
 
 void jq_live_read(jq_http_t *h)
 {
-    /* Bounded, so browsers are served between bursts. */
-    for (int i = 0; i < 20000; i++) {
+    /* A few at a time, so the streams they feed are written out between
+     * them (MHD_run) rather than all buffered at once. */
+    for (int i = 0; i < 256; i++) {
         zmq_msg_t topic, body;
         zmq_msg_init(&topic);
         if (zmq_msg_recv(&topic, h->sub, ZMQ_DONTWAIT) < 0) {
@@ -607,7 +632,7 @@ int64_t jq_live_work(jq_http_t *h, int64_t now)
     }
     if (now >= h->next_keepalive) {
         for (jq_sse_t *s = h->streams; s; s = s->next)
-            sse_push(s, ": keepalive\n\n", 13);
+            sse_comment(s, ": keepalive\n\n");
         h->next_keepalive = now + JQ_SSE_KEEPALIVE_US;
     }
     int64_t next = h->next_tick < h->next_keepalive ? h->next_tick : h->next_keepalive;

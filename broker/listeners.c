@@ -31,6 +31,7 @@ struct jq_listeners {
     unsigned nbound;
     void *monitors[JQ_MAX_BOUND];
     int monitor_fds[JQ_MAX_BOUND]; /* their ZMQ_FD: what the loop polls */
+    uint8_t monitor_kinds[JQ_MAX_BOUND]; /* jq_conn_kind_t of their sockets */
     unsigned nmonitors;
     jq_listeners_stats_t st;
     uint64_t low;            /* resume accepting at or below this */
@@ -172,7 +173,7 @@ int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, cha
     return 0;
 }
 
-int jq_listeners_watch(jq_listeners_t *l, void *socket)
+int jq_listeners_watch(jq_listeners_t *l, void *socket, jq_conn_kind_t kind)
 {
     if (l->nmonitors == JQ_MAX_BOUND)
         return -1;
@@ -192,6 +193,7 @@ int jq_listeners_watch(jq_listeners_t *l, void *socket)
         return -1;
     }
     l->monitor_fds[l->nmonitors] = fd;
+    l->monitor_kinds[l->nmonitors] = (uint8_t)kind;
     l->monitors[l->nmonitors++] = m;
     /* Read it dry once: its descriptor signals a message only to a reader
      * that has found nothing to read (libzmq wakes sleeping readers only). */
@@ -368,6 +370,7 @@ void jq_listeners_on_events(jq_listeners_t *l)
             }
             if (event == ZMQ_EVENT_ACCEPTED) {
                 l->st.connections++;
+                l->st.by_kind[l->monitor_kinds[i]]++;
                 l->st.accepted++;
                 if (l->st.connections > l->st.peak)
                     l->st.peak = l->st.connections;
@@ -376,6 +379,8 @@ void jq_listeners_on_events(jq_listeners_t *l)
                     pause_accepting(l);
             } else if (event == ZMQ_EVENT_DISCONNECTED && l->st.connections) {
                 l->st.connections--;
+                if (l->st.by_kind[l->monitor_kinds[i]])
+                    l->st.by_kind[l->monitor_kinds[i]]--;
             } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
                 l->st.refused_auth++;
                 note_refused(l);

@@ -32,6 +32,14 @@
 
 typedef struct jq_listeners jq_listeners_t;
 
+/* What a watched socket's peers are, for counting them apart. */
+typedef enum {
+    JQ_CONN_CLIENTS = 0, /* the client ROUTERs */
+    JQ_CONN_EVENTS,      /* the event publishers: subscribers */
+    JQ_CONN_WORKERS,     /* the worker ROUTERs */
+    JQ_CONN__KINDS
+} jq_conn_kind_t;
+
 typedef struct {
     uint64_t connections;   /* open now */
     uint64_t peak;
@@ -42,6 +50,7 @@ typedef struct {
     uint64_t handshake_failed; /* other failed handshakes (no key, wrong
                                   mechanism, bad server key, timeout...) */
     bool paused;
+    uint64_t by_kind[JQ_CONN__KINDS]; /* open now, by jq_conn_kind_t */
 } jq_listeners_stats_t;
 
 jq_listeners_t *jq_listeners_new(void *zctx);
@@ -54,8 +63,9 @@ void jq_listeners_destroy(jq_listeners_t **l);
  * NULL). -1 with errno. */
 int jq_listeners_bind(jq_listeners_t *l, void *socket, const char *endpoint, char *resolved,
                       size_t len);
-/* Count the connections socket accepts (a monitor on it). -1 on failure. */
-int jq_listeners_watch(jq_listeners_t *l, void *socket);
+/* Count the connections socket accepts (a monitor on it), as peers of
+ * that kind. -1 on failure. */
+int jq_listeners_watch(jq_listeners_t *l, void *socket, jq_conn_kind_t kind);
 /* After every bind and watch: the high-water mark, max (0: from the
  * descriptor limit). Returns the mark used. */
 uint64_t jq_listeners_set_max(jq_listeners_t *l, uint64_t max);

@@ -515,7 +515,7 @@ static int add_client_socket(loop_t *l, const char *ep)
         jq_log(JQ_LOG_ERROR, "cannot serve on %s: %s", ep, zmq_strerror(errno));
         return -1;
     }
-    return jq_listeners_watch(l->listeners, cs->sock);
+    return jq_listeners_watch(l->listeners, cs->sock, JQ_CONN_CLIENTS);
 }
 
 static int bind_endpoints(loop_t *l)
@@ -552,7 +552,7 @@ static int bind_endpoints(loop_t *l)
         }
         if (d->nworker_eps < JQ_MAX_LISTEN + 1)
             snprintf(d->worker_eps[d->nworker_eps++], sizeof d->worker_eps[0], "%s", resolved);
-        if (jq_listeners_watch(l->listeners, sock) < 0)
+        if (jq_listeners_watch(l->listeners, sock, JQ_CONN_WORKERS) < 0)
             return -1;
     }
     return 0;
@@ -716,6 +716,9 @@ static void forward_replies(loop_t *l)
     }
 }
 
+_Static_assert(JQ_CONN__KINDS == sizeof(((jq_loop_stats_t *)0)->by_kind) / sizeof(uint64_t),
+               "jq_loop_stats_t.by_kind has one counter per connection kind");
+
 #define FIXED_ITEMS 6
 #define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND)
 
@@ -747,6 +750,8 @@ static void publish_stats(loop_t *l)
     atomic_store_explicit(&o->replies_late, ps.sent_late, memory_order_relaxed);
     atomic_store_explicit(&o->replies_to_gone, ps.dropped_gone, memory_order_relaxed);
     atomic_store_explicit(&o->busy_dropped, ps.dropped_busy, memory_order_relaxed);
+    for (int k = 0; k < JQ_CONN__KINDS; k++)
+        atomic_store_explicit(&o->by_kind[k], ls.by_kind[k], memory_order_relaxed);
 }
 
 /* SIGHUP: the config file again; what the loop itself holds of it

@@ -71,7 +71,7 @@ static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_au
     }
     if (*neps < max)
         snprintf(eps[(*neps)++], 512, "%s", resolved);
-    return jq_listeners_watch(l, pub);
+    return jq_listeners_watch(l, pub, JQ_CONN_EVENTS);
 }
 
 static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)

@@ -2,6 +2,7 @@
  * "Workers"). Everything here but the inbox runs on the loop thread. */
 #include "workers.h"
 #include "auth.h"
+#include "hubsnap.h"
 #include "log.h"
 #include "opreg.h"
 #include "scan.h"
@@ -70,6 +71,7 @@ typedef struct session {
     unsigned char rid[MAX_RID];
     size_t ridlen;
     int64_t heard, sent;         /* last message from / to it */
+    int64_t since;               /* wall-clock µs of its hello */
     uint64_t last_assign;        /* assignment counter value: lower waited longer */
     struct opq **ops;
     unsigned nops, next_op;      /* next_op: where the round robin resumes */
@@ -83,6 +85,7 @@ typedef struct opq {
     jq_heap_t waiting;           /* entry_t, by (priority, job id) */
     session_t **servers;
     size_t nservers, capservers;
+    size_t snap_index;           /* while a snapshot is made */
     struct opq *next;
 } opq_t;
 
@@ -120,6 +123,11 @@ struct jq_hub {
     bool paused;
     _Atomic uint64_t running;
     msgpack_sbuffer sb;
+    /* The copy other threads read (hubsnap.h): made again after a change,
+     * at most every JQ_HUBSNAP_INTERVAL_US. */
+    jq_hubsnap_t *snap;
+    bool snap_dirty;
+    int64_t snap_next;           /* CLOCK_MONOTONIC µs: not before then */
 };
 
 /* ---- small helpers ---- */
@@ -820,6 +828,7 @@ void jq_hub_on_inbox(jq_hub_t *h)
     uint64_t v;
     ssize_t n = read(h->efd, &v, sizeof v);
     (void)n;
+    h->snap_dirty = true;
     pthread_mutex_lock(&h->in_mu);
     /* Swap the buffers: producers never wait for the work below. */
     inmsg_t *batch = h->in;
@@ -1091,6 +1100,7 @@ static void on_hello(jq_hub_t *h, const unsigned char *rid, size_t ridlen,
     memcpy(w->rid, rid, ridlen);
     w->ridlen = ridlen;
     w->heard = now;
+    w->since = jq_now_wall();
     w->ops = queues;
     w->nops = nq;
     size_t b = rid_bucket(h, rid, ridlen);
@@ -1130,6 +1140,7 @@ void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
                        size_t len)
 {
     int64_t now = jq_now_mono();
+    h->snap_dirty = true;
     jq_scan_limits_t limits = {.max_depth = MSGPACK_EMBED_STACK_SIZE, .check_utf8 = true};
     jq_scan_result_t sr;
     if (!jq_scan(body, len, &limits, &sr)) {
@@ -1265,6 +1276,8 @@ void jq_hub_on_readable(jq_hub_t *h)
 void jq_hub_on_durable(jq_hub_t *h, uint64_t durable)
 {
     int64_t now = jq_now_mono();
+    if (h->sending && h->sending->ticket <= durable)
+        h->snap_dirty = true;
     while (h->sending && h->sending->ticket <= durable) {
         entry_t *e = h->sending;
         h->sending = e->snext;
@@ -1339,12 +1352,119 @@ static void on_entry_timer(jq_hub_t *h, entry_t *e, int64_t now)
     }
 }
 
+/* ---- the copy for other threads ---- */
+
+static int by_worker_id(const void *a, const void *b)
+{
+    uint64_t x = (*(session_t *const *)a)->id, y = (*(session_t *const *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static int by_op_name(const void *a, const void *b)
+{
+    return strcmp(((const jq_hubsnap_op_t *)a)->name, ((const jq_hubsnap_op_t *)b)->name);
+}
+
+/* Loop thread: the state as GET /api/workers shows it, swapped in. -1
+ * out of memory (tried again at the next tick). */
+static int refresh_snapshot(jq_hub_t *h)
+{
+    size_t nq = 0, nw = 0;
+    for (opq_t *q = h->queues; q; q = q->next)
+        q->snap_index = nq++;
+    for (size_t b = 0; b < h->nsessbuckets; b++)
+        for (session_t *w = h->sessions[b]; w; w = w->hnext)
+            nw++;
+    jq_hubsnap_op_t *ops = calloc(nq ? nq : 1, sizeof *ops);
+    session_t **ws = malloc((nw ? nw : 1) * sizeof *ws);
+    char *json = NULL;
+    size_t len = 0;
+    FILE *f = ops && ws ? open_memstream(&json, &len) : NULL;
+    if (!f) {
+        free(ops);
+        free(ws);
+        return -1;
+    }
+    for (opq_t *q = h->queues; q; q = q->next) {
+        jq_hubsnap_op_t *o = &ops[q->snap_index];
+        snprintf(o->name, sizeof o->name, "%s", q->name);
+        o->workers = (unsigned)q->nservers;
+        for (size_t i = 0; i < q->nservers; i++)
+            o->capacity += q->servers[i]->capacity;
+        o->waiting = jq_heap_size(&q->waiting);
+    }
+    /* Backing off between attempts: waiting too, though in the timers. */
+    for (size_t i = 0; i < jq_heap_size(&h->timers); i++) {
+        htimer_t *t = jq_heap_at(&h->timers, i);
+        if (t->kind == T_ENTRY && ((entry_t *)t)->backing_off && ((entry_t *)t)->q)
+            ops[((entry_t *)t)->q->snap_index].waiting++;
+    }
+    nw = 0;
+    for (size_t b = 0; b < h->nsessbuckets; b++)
+        for (session_t *w = h->sessions[b]; w; w = w->hnext) {
+            ws[nw++] = w;
+            for (entry_t *e = w->leases; e; e = e->wnext)
+                if (e->q)
+                    ops[e->q->snap_index].busy++;
+        }
+    qsort(ws, nw, sizeof *ws, by_worker_id);
+    qsort(ops, nq, sizeof *ops, by_op_name);
+    fputs("{\"workers\":[", f);
+    for (size_t i = 0; i < nw; i++) {
+        session_t *w = ws[i];
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        jq_hubsnap_string(f, w->name);
+        fprintf(f, ",\"id\":%llu,\"opcodes\":[", (unsigned long long)w->id);
+        for (unsigned k = 0; k < w->nops; k++) {
+            if (k)
+                fputc(',', f);
+            jq_hubsnap_string(f, w->ops[k]->name);
+        }
+        fprintf(f, "],\"capacity\":%u,\"running\":%u,\"since\":[%lld,%lld]}", w->capacity,
+                w->busy, (long long)(w->since / 1000000), (long long)(w->since % 1000000));
+    }
+    fputs("],\"opcodes\":[", f);
+    for (size_t i = 0; i < nq; i++) {
+        fprintf(f, "%s{\"name\":", i ? "," : "");
+        jq_hubsnap_string(f, ops[i].name);
+        fprintf(f, ",\"workers\":%u,\"capacity\":%llu,\"busy\":%llu,\"waiting\":%llu}",
+                ops[i].workers, (unsigned long long)ops[i].capacity,
+                (unsigned long long)ops[i].busy, (unsigned long long)ops[i].waiting);
+    }
+    fputs("]}", f);
+    free(ws);
+    if (fclose(f) != 0) {
+        free(json);
+        free(ops);
+        return -1;
+    }
+    jq_hubsnap_publish(h->snap, json, len, ops, nq);
+    return 0;
+}
+
+int jq_hub_snapshot_json(jq_hub_t *h, FILE *out)
+{
+    if (!h) /* no hub (yet): nobody connected */
+        return fputs("{\"workers\":[],\"opcodes\":[]}", out) < 0 ? -1 : 0;
+    return jq_hubsnap_write_json(h->snap, out);
+}
+
+size_t jq_hub_snapshot_opcodes(jq_hub_t *h, jq_hubsnap_op_t **out)
+{
+    if (!h) {
+        *out = NULL;
+        return 0;
+    }
+    return jq_hubsnap_opcodes(h->snap, out);
+}
+
 int64_t jq_hub_tick(jq_hub_t *h, int64_t now)
 {
     for (int k = 0; k < 1024; k++) {
         htimer_t *t = jq_heap_top(&h->timers);
         if (!t || t->at > now)
             break;
+        h->snap_dirty = true;
         if (t->kind == T_SESSION) {
             on_session_timer(h, (session_t *)t, now);
         } else {
@@ -1352,8 +1472,14 @@ int64_t jq_hub_tick(jq_hub_t *h, int64_t now)
             on_entry_timer(h, (entry_t *)t, now);
         }
     }
+    if (h->snap_dirty && now >= h->snap_next) {
+        if (refresh_snapshot(h) == 0)
+            h->snap_dirty = false;
+        h->snap_next = now + JQ_HUBSNAP_INTERVAL_US; /* out of memory: not at once */
+    }
     htimer_t *t = jq_heap_top(&h->timers);
-    return t ? t->at : INT64_MAX;
+    int64_t wake = t ? t->at : INT64_MAX;
+    return h->snap_dirty && h->snap_next < wake ? h->snap_next : wake;
 }
 
 void jq_hub_pause(jq_hub_t *h) { h->paused = true; }
@@ -1412,7 +1538,9 @@ jq_hub_t *jq_hub_new(jq_daemon_t *d, void *router)
     pthread_mutex_init(&h->in_mu, NULL);
     jq_heap_init(&h->timers, timer_before, timer_moved);
     msgpack_sbuffer_init(&h->sb);
-    if (h->efd < 0 || !h->jobs || !h->sessions) {
+    h->snap = jq_hubsnap_new();
+    h->snap_dirty = true;
+    if (h->efd < 0 || !h->jobs || !h->sessions || !h->snap) {
         jq_hub_destroy(&h);
         return NULL;
     }
@@ -1457,6 +1585,7 @@ void jq_hub_destroy(jq_hub_t **hp)
     if (h->efd >= 0)
         close(h->efd);
     pthread_mutex_destroy(&h->in_mu);
+    jq_hubsnap_destroy(&h->snap);
     free(h);
     *hp = NULL;
 }

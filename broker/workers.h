@@ -20,6 +20,7 @@
 #define JOBQ_WORKERS_H
 
 #include "daemon.h"
+#include "hubsnap.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,6 +71,15 @@ int64_t jq_hub_tick(jq_hub_t *h, int64_t now);
 void jq_hub_pause(jq_hub_t *h);
 /* Opcodes held by workers now (assigned, not ended). Any thread. */
 uint64_t jq_hub_running(jq_hub_t *h);
+/* Any thread: the hub as GET /api/workers shows it ({"workers": [{name,
+ * id, opcodes, capacity, running, since: [s, us]}], "opcodes": [{name,
+ * workers, capacity, busy, waiting}]}, workers by id, opcodes by name),
+ * at most JQ_HUBSNAP_INTERVAL_US older than the last change (h NULL: none
+ * yet). 0 or -1. */
+int jq_hub_snapshot_json(jq_hub_t *h, FILE *out);
+/* Any thread: the per-opcode part of that copy (*out malloc'ed; SIZE_MAX
+ * out of memory). */
+size_t jq_hub_snapshot_opcodes(jq_hub_t *h, jq_hubsnap_op_t **out);
 /* Loop thread, at the stop: every lease ends (a retry when it has one
  * left, else error "Interrupted by broker shutdown"), each worker gets
  * `revoke` for it and `disconnect`. */

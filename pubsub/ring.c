@@ -265,3 +265,15 @@ jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max, size_t m
     free(refs);
     return JQ_RING_OK;
 }
+
+void jq_ring_get_stats(jq_ring_t *r, jq_ring_stats_t *out)
+{
+    pthread_rwlock_rdlock(&r->lock);
+    out->first_seq = r->first;
+    out->last_seq = r->last;
+    out->events = r->first <= r->last ? r->last - r->first + 1 : 0;
+    out->bytes = r->bytes;
+    out->max_events = r->cap;
+    out->max_bytes = r->max_bytes;
+    pthread_rwlock_unlock(&r->lock);
+}

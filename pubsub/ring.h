@@ -52,4 +52,12 @@ jq_ring_since_t jq_ring_since(jq_ring_t *r, uint64_t after, size_t max, size_t m
                               msgpack_packer *pk, size_t *count, bool *more,
                               uint64_t *first_seq, uint64_t *last_seq);
 
+/* Any thread: what the ring holds now and its bounds (read lock, briefly). */
+typedef struct {
+    uint64_t events, bytes;         /* held */
+    uint64_t max_events, max_bytes; /* bounds */
+    uint64_t first_seq, last_seq;   /* held: first..last; first > last: none */
+} jq_ring_stats_t;
+void jq_ring_get_stats(jq_ring_t *r, jq_ring_stats_t *out);
+
 #endif

@@ -94,6 +94,12 @@ typedef struct {
     uint8_t status;             /* jq_status_t */
     int8_t priority;            /* current */
     int8_t input_priority;      /* as submitted, never changes */
+    /* The metrics' view (queue/meter.h), in what was padding: the status
+     * last counted (+1; 0 none) with a flag for an opcode started in this
+     * run, and its opcode's slot (+1; 0 not looked up yet). Written under
+     * the shard's write lock. */
+    uint8_t metered;
+    uint16_t meter_slot;
 } jq_op_t;
 
 typedef struct jq_job {
@@ -114,6 +120,8 @@ typedef struct jq_job {
     bool archived;
     bool record_lost;        /* a record could not be encoded: the next one
                                 carries every opcode and the missed log */
+    uint8_t metered;         /* its opcodes are counted by the table's meter
+                                (queue/meter.h); in what was padding */
     /* The submitting call's client token, when it had one (msgpack map,
      * docs/protocol.md "Client tokens"): carried by the submit record and
      * stored with the job so a restart can rebuild the token index. */

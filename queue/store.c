@@ -590,12 +590,16 @@ static void *store_main(void *arg)
         if (pending) {
             size_t n = npending < chunk ? npending : chunk;
             char why[256] = "";
+            int64_t t0 = mono_us();
             int rc = commit_batch(s, pending, n, why, sizeof why);
+            jq_histo_observe(&s->latency, &jq_store_latency_spec,
+                             (uint64_t)(mono_us() - t0));
             if (rc == 0) {
                 jq_change_t *done = take_first(&pending, &pending_tail, n);
                 npending -= n;
                 atomic_fetch_add(&s->commits, 1);
                 atomic_fetch_add(&s->records, n);
+                jq_histo_observe(&s->batch, &jq_store_batch_spec, n);
                 if (s->opts.sync == JQ_SYNC_ALWAYS)
                     atomic_fetch_add(&s->fsyncs, 1);
                 unsynced = true;
@@ -743,6 +747,20 @@ bool jq_store_failing(jq_store_t *s, char *msg, size_t len)
     if (failing)
         copy_failmsg(s, msg, len);
     return failing;
+}
+
+static const uint64_t batch_le[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
+const jq_histo_spec_t jq_store_batch_spec = {batch_le, sizeof batch_le / sizeof batch_le[0], 1};
+/* 50 µs (no sync) to 2.5 s (a slow disk's fsync). */
+static const uint64_t latency_le[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000,
+                                      25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+const jq_histo_spec_t jq_store_latency_spec = {latency_le,
+                                               sizeof latency_le / sizeof latency_le[0], 1e-6};
+
+void jq_store_get_histograms(jq_store_t *s, jq_histo_snap_t *batch, jq_histo_snap_t *latency)
+{
+    jq_histo_read(&s->batch, &jq_store_batch_spec, batch);
+    jq_histo_read(&s->latency, &jq_store_latency_spec, latency);
 }
 
 void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out)

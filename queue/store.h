@@ -33,6 +33,7 @@
 #define JOBQ_STORE_H
 
 #include "changeq.h"
+#include "histo.h"
 #include "job.h"
 
 #include <stdbool.h>
@@ -142,5 +143,11 @@ typedef struct {
     const char *sync;        /* "always", "batch", "none" */
 } jq_store_stats_t;
 void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out);
+
+/* The store thread's histograms (any thread): records per successful
+ * commit, and how long each commit took with its sync (seconds), failed
+ * ones included. */
+extern const jq_histo_spec_t jq_store_batch_spec, jq_store_latency_spec;
+void jq_store_get_histograms(jq_store_t *s, jq_histo_snap_t *batch, jq_histo_snap_t *latency);
 
 #endif

@@ -25,6 +25,8 @@ struct jq_store {
     pthread_mutex_t mu;        /* guards failmsg */
     char failmsg[256];
     _Atomic uint64_t commits, fsyncs, records, failures;
+    jq_histo_t batch;          /* records per successful commit */
+    jq_histo_t latency;        /* µs of each commit (and its sync), failed ones too */
 };
 
 static inline void jq_put_be64(unsigned char *p, uint64_t v)

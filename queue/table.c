@@ -1,5 +1,6 @@
 /* table.c: shards, their id-ordered job arrays and their outboxes. */
 #include "table.h"
+#include "meter.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ struct jq_table {
     _Atomic uint64_t live;     /* live jobs, including reservations */
     _Atomic uint64_t archived;
     _Atomic uint64_t changes;
+    jq_meter_t *meter;         /* per-opcode counters (meter.h) */
 };
 
 jq_table_t *jq_table_new(unsigned nshards, jq_sink_fn sink, void *sink_ctx)
@@ -43,6 +45,11 @@ jq_table_t *jq_table_new(unsigned nshards, jq_sink_fn sink, void *sink_ctx)
         return NULL;
     }
     memset(t->shards, 0, sizeof(jq_shard_t) * nshards);
+    if (!(t->meter = jq_meter_new())) {
+        free(t->shards);
+        free(t);
+        return NULL;
+    }
     t->nshards = nshards;
     t->sink = sink;
     t->sink_ctx = sink_ctx;
@@ -82,6 +89,7 @@ void jq_table_destroy(jq_table_t **tp)
         pthread_mutex_destroy(&sh->outbox_mu);
     }
     free(t->shards);
+    jq_meter_destroy(&t->meter);
     free(t);
     *tp = NULL;
 }
@@ -112,6 +120,7 @@ void jq_table_unreserve(jq_table_t *t) { atomic_fetch_sub(&t->live, 1); }
 uint64_t jq_table_live_count(jq_table_t *t) { return atomic_load(&t->live); }
 uint64_t jq_table_archived_count(jq_table_t *t) { return atomic_load(&t->archived); }
 uint64_t jq_table_changes(jq_table_t *t) { return atomic_load(&t->changes); }
+jq_meter_t *jq_table_meter(jq_table_t *t) { return t->meter; }
 
 void jq_shard_rdlock(jq_shard_t *sh) { pthread_rwlock_rdlock(&sh->lock); }
 void jq_shard_rdunlock(jq_shard_t *sh) { pthread_rwlock_unlock(&sh->lock); }
@@ -258,6 +267,7 @@ int jq_shard_insert(jq_shard_t *sh, jq_job_t *job, jq_change_t *record)
     if (array_insert(&sh->live, job) < 0)
         return -1;
     sh->status_counts[job->status]++;
+    jq_meter_job_in(sh->table->meter, job);
     recorded(job);
     outbox_append(sh, record);
     return 0;
@@ -269,6 +279,7 @@ int jq_shard_insert_loaded(jq_shard_t *sh, jq_job_t *job)
     if (array_insert(&sh->live, job) < 0)
         return -1;
     sh->status_counts[job->status]++;
+    jq_meter_job_in(sh->table->meter, job);
     atomic_store_explicit(&job->committed_serial, job->change_serial, memory_order_relaxed);
     job->state_serial = job->change_serial;
     recorded(job);
@@ -284,6 +295,8 @@ int jq_shard_emit(jq_shard_t *sh, jq_job_t *job, const jq_delta_t *d,
         sh->status_counts[job->status]--;
         sh->status_counts[st]++;
     }
+    if (!job->archived)
+        jq_meter_job_changed(sh->table->meter, job, d, (jq_status_t)job->status, st);
     job->status = (uint8_t)st;
     return queue_record(sh, job, d, kind, now);
 }

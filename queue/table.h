@@ -53,6 +53,9 @@ uint64_t jq_table_live_count(jq_table_t *t);
 uint64_t jq_table_archived_count(jq_table_t *t);
 /* Change records produced so far (any thread). */
 uint64_t jq_table_changes(jq_table_t *t);
+/* The per-opcode counters the table keeps (meter.h); readers any thread. */
+struct jq_meter;
+struct jq_meter *jq_table_meter(jq_table_t *t);
 
 void jq_shard_rdlock(jq_shard_t *sh);
 void jq_shard_rdunlock(jq_shard_t *sh);
