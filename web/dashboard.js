@@ -269,10 +269,13 @@
       JQ.setLink("live", "live");
       const history = Array.isArray(hello.history) ? hello.history : [];
       resetCharts(history);
-      /* Counts at once from the newest tick of the history, when it has them. */
+      /* Counts at once from the newest tick of the history, when it has
+       * them; the running rows are from before the (re)connection: gone
+       * until the next tick lists them. */
       const last = history.length ? history[history.length - 1] : null;
       if (last && last.jobs)
         renderCounts(last);
+      renderRunning({running: [], running_count: last ? last.running_count : 0});
     });
     es.addEventListener("tick", ev => {
       const tick = parse(ev);

@@ -480,7 +480,8 @@ def test_overview_follows_a_daemon_restart(daemon, browser):
     browser.wait("the new run's counts", lambda: browser.js(
         "return document.querySelector('#count-running .value').textContent === '1' && "
         "document.querySelector('#count-error .value').textContent === '1' && "
-        "document.querySelectorAll('#running tbody tr').length === 1"), timeout=20)
+        "document.querySelector('#running tbody tr[data-id=\"' + arguments[0] + '\"]')",
+        second), timeout=20)
     xs = browser.js(points)
     assert xs and min(xs) > stopped, (min(xs), stopped)
     assert page_text(browser, "#link-state") == "live"
