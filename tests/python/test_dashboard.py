@@ -13,7 +13,10 @@ counts within a second; a job's log lines appear live on its page; a
 cancel from the page works with an admin token and is refused without one
 (the error shown, the job unchanged); the overview keeps up with 2,000
 jobs/s of changes (its last tick's seq stays close behind the daemon's
-events_published) and throws nothing.
+events_published) and throws nothing. Besides: a worker and its load, the
+jobs table's pages (50 jobs a read, never more), the overview across a
+daemon restart (the stream reconnects, the charts come from the new run's
+history only), job data shown as text, the CSP on every file.
 
 Waits are bounded polls on what the page exposes for tests:
 body[data-ready], body[data-seq] (overview), body[data-change-serial] and
