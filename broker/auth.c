@@ -1,12 +1,16 @@
 /* auth.c: the daemon's CURVE keypair and the zauth actor (see auth.h). */
 #include "auth.h"
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 
 #include <arpa/inet.h>
 #include <czmq.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sodium.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -22,6 +26,8 @@ typedef struct {
 struct jq_auth {
     zcert_t *cert;
     zactor_t *zauth;
+    unsigned char token_key[crypto_auth_hmacsha256_KEYBYTES]; /* HTTP tokens' MAC key */
+    pthread_mutex_t keys_mu; /* the loop and the HTTP thread both look keys up */
     char *keys_dir;
     known_key_t *keys; /* the directory's certificates, read when it changed */
     size_t nkeys;
@@ -79,6 +85,10 @@ static zcert_t *server_cert(const char *data_dir, char *err, size_t errlen)
 
 jq_auth_t *jq_auth_new(const char *data_dir, const char *keys_dir, char *err, size_t errlen)
 {
+    if (sodium_init() < 0) {
+        snprintf(err, errlen, "cannot initialize libsodium");
+        return NULL;
+    }
     jq_auth_t *a = calloc(1, sizeof *a);
     if (!a) {
         snprintf(err, errlen, "out of memory");
@@ -88,6 +98,13 @@ jq_auth_t *jq_auth_new(const char *data_dir, const char *keys_dir, char *err, si
         free(a);
         return NULL;
     }
+    pthread_mutex_init(&a->keys_mu, NULL);
+    /* A key of its own for the tokens' MAC, derived from the secret key:
+     * the secret key itself is used for nothing but CURVE, and a new
+     * keypair voids every token made before. */
+    static const char label[] = "jobq http token mac key v1";
+    crypto_generichash(a->token_key, sizeof a->token_key, (const unsigned char *)label,
+                       sizeof label - 1, zcert_secret_key(a->cert), 32);
     if (keys_dir) {
         /* Made when absent (0700): keys are added to it later. */
         if (mkdir(keys_dir, 0700) < 0 && errno != EEXIST) {
@@ -143,7 +160,10 @@ void jq_auth_destroy(jq_auth_t **ap)
         return;
     jq_auth_t *a = *ap;
     zactor_destroy(&a->zauth);
+    if (a->cert)
+        pthread_mutex_destroy(&a->keys_mu);
     zcert_destroy(&a->cert);
+    sodium_memzero(a->token_key, sizeof a->token_key);
     free(a->keys_dir);
     free(a->keys);
     free(a);
@@ -210,10 +230,10 @@ static void read_keys(jq_auth_t *a)
     closedir(dir);
 }
 
-int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name, size_t len)
+/* jq_auth_identity with keys_mu held. */
+static int identity_locked(jq_auth_t *a, const char *public_key, int *role, char *name,
+                           size_t len)
 {
-    if (!a || !a->keys_dir || !public_key)
-        return -1;
     struct stat st;
     if (stat(a->keys_dir, &st) < 0)
         return -1;
@@ -242,6 +262,172 @@ int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name
         changed = true;
     }
     return -1;
+}
+
+int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name, size_t len)
+{
+    if (!a || !a->keys_dir || !public_key)
+        return -1;
+    pthread_mutex_lock(&a->keys_mu);
+    int rc = identity_locked(a, public_key, role, name, len);
+    pthread_mutex_unlock(&a->keys_mu);
+    return rc;
+}
+
+/* ---- HTTP tokens: jq1.<claims>.<mac> (docs/security.md "HTTP tokens") ----
+ *
+ * claims: base64url (no padding) of "key EXPIRY Z85" (a CURVE key) or
+ * "ipc EXPIRY ROLE OWNER" (an ipc caller, as --ipc-role and the peer's uid
+ * made it when the token was minted); EXPIRY in unix seconds. mac:
+ * base64url of HMAC-SHA256 under token_key of everything before the last
+ * dot ("jq1." and the claims). */
+
+#define TOKEN_PREFIX "jq1."
+#define B64 sodium_base64_VARIANT_URLSAFE_NO_PADDING
+#define CLAIMS_MAX 256
+
+static bool owner_text_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n >= JQ_OWNER_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] <= ' ' || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static bool z85_ok(const char *s, size_t n)
+{
+    static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   ".-:+=^!/*?&<>()[]{}@%$#";
+    if (n != JQ_KEY_Z85)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!s[i] || !strchr(alphabet, s[i]))
+            return false;
+    return true;
+}
+
+int jq_auth_mint_http_token(jq_auth_t *a, const jq_identity_t *who, int64_t now_wall_us,
+                            int64_t ttl_s, char *out, size_t outlen, int64_t *expires_s)
+{
+    if (!a || !who || !out || ttl_s <= 0 || now_wall_us < 0 ||
+        ttl_s > JQ_HTTP_TOKEN_TTL_MAX)
+        return -1;
+    int64_t exp = now_wall_us / 1000000 + ttl_s;
+    char claims[CLAIMS_MAX];
+    int n;
+    if (who->via == JQ_VIA_CURVE && z85_ok(who->key, strlen(who->key)))
+        n = snprintf(claims, sizeof claims, "key %" PRId64 " %s", exp, who->key);
+    else if (who->via == JQ_VIA_IPC && owner_text_ok(who->owner) &&
+             who->role >= JQ_ROLE_READ && who->role < JQ_ROLE__COUNT)
+        n = snprintf(claims, sizeof claims, "ipc %" PRId64 " %s %s", exp,
+                     jq_role_name(who->role), who->owner);
+    else
+        return -1;
+    if (n < 0 || (size_t)n >= sizeof claims)
+        return -1;
+    size_t need = sizeof TOKEN_PREFIX - 1 + sodium_base64_ENCODED_LEN((size_t)n, B64) - 1 + 1 +
+                  sodium_base64_ENCODED_LEN(crypto_auth_hmacsha256_BYTES, B64);
+    if (outlen < need)
+        return -1;
+    memcpy(out, TOKEN_PREFIX, sizeof TOKEN_PREFIX - 1);
+    size_t pos = sizeof TOKEN_PREFIX - 1;
+    sodium_bin2base64(out + pos, outlen - pos, (const unsigned char *)claims, (size_t)n, B64);
+    pos += strlen(out + pos);
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256(mac, (const unsigned char *)out, pos, a->token_key);
+    out[pos++] = '.';
+    sodium_bin2base64(out + pos, outlen - pos, mac, sizeof mac, B64);
+    if (expires_s)
+        *expires_s = exp;
+    return 0;
+}
+
+/* base64url text [s, s+n) into at most cap bytes; -1 unless all of it is
+ * valid and fits. */
+static int unb64(const char *s, size_t n, unsigned char *bin, size_t cap, size_t *binlen)
+{
+    const char *end = NULL;
+    if (n == 0 || sodium_base642bin(bin, cap, s, n, NULL, binlen, &end, B64) != 0 ||
+        end != s + n)
+        return -1;
+    return 0;
+}
+
+int jq_auth_http_token(jq_auth_t *a, const char *token, size_t len, int64_t now_wall_us,
+                       jq_identity_t *who)
+{
+    if (!a || !token || !who || len > JQ_HTTP_TOKEN_MAX || len < sizeof TOKEN_PREFIX ||
+        memcmp(token, TOKEN_PREFIX, sizeof TOKEN_PREFIX - 1) != 0)
+        return -1;
+    const char *claims = token + sizeof TOKEN_PREFIX - 1, *end = token + len;
+    const char *dot = memchr(claims, '.', (size_t)(end - claims));
+    if (!dot || dot == claims)
+        return -1;
+    /* The MAC first: nothing of an unsigned token is looked at. */
+    unsigned char mac[crypto_auth_hmacsha256_BYTES], want[crypto_auth_hmacsha256_BYTES];
+    size_t maclen;
+    if (unb64(dot + 1, (size_t)(end - dot - 1), mac, sizeof mac, &maclen) < 0 ||
+        maclen != sizeof mac)
+        return -1;
+    crypto_auth_hmacsha256(want, (const unsigned char *)token, (size_t)(dot - token),
+                           a->token_key);
+    if (sodium_memcmp(mac, want, sizeof mac) != 0)
+        return -1;
+    char text[CLAIMS_MAX + 1];
+    size_t n;
+    if (unb64(claims, (size_t)(dot - claims), (unsigned char *)text, CLAIMS_MAX, &n) < 0 ||
+        memchr(text, '\0', n))
+        return -1;
+    text[n] = '\0';
+    char kind[4], f1[CLAIMS_MAX], f2[CLAIMS_MAX], f3[CLAIMS_MAX];
+    f3[0] = '\0';
+    int got = sscanf(text, "%3s %255s %255s %255s", kind, f1, f2, f3);
+    /* EXPIRY: decimal digits only, no sign, no leading zero. */
+    size_t en = strlen(f1);
+    if (got < 3 || en < 1 || en > 18 || strspn(f1, "0123456789") != en || f1[0] == '0')
+        return -1;
+    int64_t exp = strtoll(f1, NULL, 10);
+    if (now_wall_us < 0 || now_wall_us / 1000000 >= exp)
+        return -1;
+    jq_identity_t id;
+    memset(&id, 0, sizeof id);
+    id.via = JQ_VIA_TOKEN;
+    if (!strcmp(kind, "key") && got == 3) {
+        if (!z85_ok(f2, strlen(f2)))
+            return -1;
+        char canon[2 * CLAIMS_MAX + 8];
+        snprintf(canon, sizeof canon, "key %s %s", f1, f2);
+        if (strcmp(canon, text) != 0)
+            return -1;
+        int role;
+        char name[65];
+        if (jq_auth_identity(a, f2, &role, name, sizeof name) < 0)
+            return -1; /* removed from the authorized keys */
+        id.role = (jq_role_t)role;
+        memcpy(id.key, f2, sizeof id.key); /* z85_ok: 40 characters and the NUL */
+        if (*name)
+            snprintf(id.owner, sizeof id.owner, "%s", name);
+        else
+            snprintf(id.owner, sizeof id.owner, "key:%.40s", f2);
+    } else if (!strcmp(kind, "ipc") && got == 4) {
+        jq_role_t r;
+        char canon[3 * CLAIMS_MAX + 8];
+        snprintf(canon, sizeof canon, "ipc %s %s %s", f1, f2, f3);
+        if (strcmp(canon, text) != 0 || jq_role_parse(f2, &r) < 0 || !owner_text_ok(f3))
+            return -1;
+        id.role = r;
+        snprintf(id.owner, sizeof id.owner, "%.127s", f3);
+    } else {
+        return -1;
+    }
+    /* A worker key (or one made a worker since) has no client role. */
+    if (id.role < JQ_ROLE_READ || id.role >= JQ_ROLE__COUNT)
+        return -1;
+    *who = id;
+    return 0;
 }
 
 int jq_auth_apply(jq_auth_t *a, void *socket)

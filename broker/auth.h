@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct jq_auth jq_auth_t;
 
@@ -37,9 +38,35 @@ const char *jq_auth_public_key(const jq_auth_t *a);
  * so a property the certificate lacks could be filled in by the client.
  * A certificate without a valid role is "read"; name is left empty when
  * the certificate's is missing or not 1 to 64 of [A-Za-z0-9._@-]. Returns
- * 0, or -1 when the key is not (or no longer) in the directory. Loop
- * thread only; the directory is read again when its mtime changes. */
+ * 0, or -1 when the key is not (or no longer) in the directory. Any
+ * thread (a mutex guards the copy); the directory is read again when its
+ * mtime changes. */
 int jq_auth_identity(jq_auth_t *a, const char *public_key, int *role, char *name, size_t len);
+/* ---- HTTP tokens (docs/security.md "HTTP tokens") ----
+ * "jq1.<claims>.<mac>": the caller (a CURVE key, or an ipc caller's owner
+ * and role) and an expiry, under an HMAC-SHA256 whose key is derived from
+ * the daemon's secret key. */
+typedef struct jq_identity jq_identity_t;
+#define JQ_HTTP_TOKEN_MAX 512                 /* longer input is refused unread */
+#define JQ_HTTP_TOKEN_TTL_MIN 60
+#define JQ_HTTP_TOKEN_TTL_MAX (366 * 86400)
+#define JQ_HTTP_TOKEN_TTL_DEFAULT (30 * 86400)
+/* A token for who (via JQ_VIA_CURVE with its key, or JQ_VIA_IPC), valid
+ * for ttl_s seconds from now_wall_us (unix microseconds), into out (NUL
+ * terminated; JQ_HTTP_TOKEN_MAX bytes are enough); *expires_s its expiry
+ * (unix seconds). -1 for any other caller or a ttl out of range. Any
+ * thread. */
+int jq_auth_mint_http_token(jq_auth_t *a, const jq_identity_t *who, int64_t now_wall_us,
+                            int64_t ttl_s, char *out, size_t outlen, int64_t *expires_s);
+/* Verify token (len bytes, need not be NUL terminated) at now_wall_us:
+ * 0 and *who filled (via JQ_VIA_TOKEN) when its MAC is right (compared in
+ * constant time), it has not expired and, for a key, the key is still in
+ * the authorized-keys directory: its role and name are the current ones.
+ * -1 otherwise, *who untouched; a worker key's token is refused. Any
+ * thread. */
+int jq_auth_http_token(jq_auth_t *a, const char *token, size_t len, int64_t now_wall_us,
+                       jq_identity_t *who);
+
 /* Is name a valid key name (1 to 64 of [A-Za-z0-9._@-], as jobq keygen
  * makes them)? */
 bool jq_key_name_ok(const char *name);

@@ -36,6 +36,7 @@ typedef enum {
     JQ_M_EVENTS_SINCE,
     JQ_M_LIST_FIELDS,
     JQ_M_LIST_OPCODES,
+    JQ_M_HTTP_TOKEN,
     JQ_M__COUNT
 } jq_method_t;
 
@@ -134,13 +135,29 @@ typedef struct {
 
 typedef jobq_code_t (*jq_handler_fn)(jq_call_t *c);
 
+/* How a caller reached the daemon: http_token mints tokens only for
+ * callers the daemon itself authenticated (ipc, CURVE), never from a
+ * token (a token cannot prolong itself) nor over --insecure TCP. */
+typedef enum {
+    JQ_VIA_NONE = 0, /* not known (a parked request run again, tests) */
+    JQ_VIA_IPC,
+    JQ_VIA_CURVE,
+    JQ_VIA_INSECURE,
+    JQ_VIA_TOKEN,    /* an HTTP token (jq_auth_http_token) */
+    JQ_VIA__COUNT
+} jq_via_t;
+
 /* Who sent a request, as the loop learned it from its connection: the
  * role (an ipc peer's is --ipc-role; a CURVE peer's is its key's) and the
- * owner its jobs get ("uid:N" over ipc, the key's name over CURVE). */
+ * owner its jobs get ("uid:N" over ipc, the key's name over CURVE), and
+ * a CURVE peer's public key (Z85; empty otherwise). */
 #define JQ_OWNER_MAX 128
+#define JQ_KEY_Z85 40
 typedef struct jq_identity {
     jq_role_t role;
     char owner[JQ_OWNER_MAX];
+    jq_via_t via;
+    char key[JQ_KEY_Z85 + 1];
 } jq_identity_t;
 
 /* The caller may act on a job of this owner (NULL: a job from before
@@ -174,6 +191,7 @@ jobq_code_t jq_handle_wait_for_job_change(jq_call_t *c);
 jobq_code_t jq_handle_events_since(jq_call_t *c);
 jobq_code_t jq_handle_list_fields(jq_call_t *c);
 jobq_code_t jq_handle_list_opcodes(jq_call_t *c);
+jobq_code_t jq_handle_http_token(jq_call_t *c);
 
 /* Argument readers shared by handlers: a required/optional job id or
  * integer. They fill err and return -1 on a bad or missing value. */
@@ -200,8 +218,10 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
                          size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket);
 
 /* The flag frame from the loop to the handlers: the flag byte, then the
- * caller's role (a byte) and owner (the rest). A frame of the flag alone
- * (a parked request run again) is a `read` caller. */
+ * caller's role (a byte) and owner; when the way it came is known, a NUL,
+ * that way (a byte) and its public key (0 or 40 bytes). A frame of the
+ * flag alone (a parked request run again) is a `read` caller. */
+#define JQ_IDENTITY_FRAME_MAX (2 + JQ_OWNER_MAX + 2 + JQ_KEY_Z85)
 size_t jq_identity_frame(const jq_identity_t *who, char flag, char *out, size_t len);
 void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
 

@@ -42,6 +42,7 @@ static const struct {
     [JQ_M_EVENTS_SINCE] = {"events_since", jq_handle_events_since, JQ_ROLE_READ},
     [JQ_M_LIST_FIELDS] = {"list_fields", jq_handle_list_fields, JQ_ROLE_READ},
     [JQ_M_LIST_OPCODES] = {"list_opcodes", jq_handle_list_opcodes, JQ_ROLE_READ},
+    [JQ_M_HTTP_TOKEN] = {"http_token", jq_handle_http_token, JQ_ROLE_READ},
 };
 
 jq_role_t jq_method_role(jq_method_t m)
@@ -118,13 +119,23 @@ jobq_code_t jq_call_not_owner(jq_call_t *c, uint64_t id, const char *owner)
 
 size_t jq_identity_frame(const jq_identity_t *who, char flag, char *out, size_t len)
 {
+    if (len < 2)
+        return 0;
     size_t n = strnlen(who->owner, sizeof who->owner - 1);
     if (len < 2 + n)
-        n = len > 2 ? len - 2 : 0;
+        n = len - 2;
     out[0] = flag;
     out[1] = (char)who->role;
     memcpy(out + 2, who->owner, n);
-    return 2 + n;
+    size_t k = strnlen(who->key, sizeof who->key);
+    if (k != JQ_KEY_Z85)
+        k = 0;
+    if (who->via == JQ_VIA_NONE || (unsigned)who->via >= JQ_VIA__COUNT || len < 2 + n + 2 + k)
+        return 2 + n;
+    out[2 + n] = '\0';
+    out[3 + n] = (char)who->via;
+    memcpy(out + 4 + n, who->key, k);
+    return 4 + n + k;
 }
 
 void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who)
@@ -134,8 +145,15 @@ void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who)
     if (len < 2 || (unsigned char)frame[1] >= JQ_ROLE__COUNT)
         return;
     who->role = (jq_role_t)frame[1];
-    size_t n = len - 2 < sizeof who->owner - 1 ? len - 2 : sizeof who->owner - 1;
-    memcpy(who->owner, frame + 2, n);
+    const char *owner = frame + 2, *end = frame + len;
+    const char *nul = memchr(owner, '\0', (size_t)(end - owner));
+    size_t n = (size_t)((nul ? nul : end) - owner);
+    memcpy(who->owner, owner, n < sizeof who->owner - 1 ? n : sizeof who->owner - 1);
+    if (!nul || end - nul < 2 || (unsigned char)nul[1] >= JQ_VIA__COUNT)
+        return;
+    who->via = (jq_via_t)(unsigned char)nul[1];
+    if (end - (nul + 2) == JQ_KEY_Z85)
+        memcpy(who->key, nul + 2, JQ_KEY_Z85);
 }
 
 const char *jq_method_name(jq_method_t m)

@@ -11,7 +11,6 @@
  * held (the connection suspended) until it is. */
 #include "http_int.h"
 #include "log.h"
-#include "http_stubs.h" /* TEMPORARY until the tokens merge */
 #include "metrics.h"
 #include "paths.h"
 #include "workers.h"
@@ -816,7 +815,7 @@ static enum MHD_Result login(jq_http_t *h, jq_req_t *rq, bool out)
     if (out)
         return redirect(c, "/", "jobq_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
     char token[1024];
-    jq_identity_t who;
+    jq_identity_t who = {0};
     if (!form_value(rq->body, rq->body_len, "token", token, sizeof token) || !h->d->auth ||
         jq_auth_http_token(h->d->auth, token, strlen(token), jq_now_wall(), &who) < 0)
         return redirect(c, "/?login=failed", NULL);
@@ -876,7 +875,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return login(h, rq, false);
     if (post && !strcmp(url, "/logout"))
         return login(h, rq, true);
-    jq_identity_t who;
+    jq_identity_t who = {0};
     bool authenticated;
     enum MHD_Result answered = MHD_NO;
     if (authenticate(h, c, &who, &authenticated, &answered) < 0)

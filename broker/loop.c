@@ -111,6 +111,7 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
                 f[2] = p + 1;
             }
         who->role = (jq_role_t)l->d->cfg.ipc_role;
+        who->via = JQ_VIA_IPC;
         if (f[0])
             snprintf(who->owner, sizeof who->owner, "uid:%.*s", (int)(f[1] - f[0] - 1), f[0]);
         else
@@ -125,6 +126,9 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
         const char *key = zmq_msg_gets(msg, "User-Id");
         int role;
         char name[65];
+        who->via = JQ_VIA_CURVE;
+        if (key && strlen(key) == JQ_KEY_Z85)
+            snprintf(who->key, sizeof who->key, "%s", key);
         if (jq_auth_identity(l->d->auth, key, &role, name, sizeof name) < 0) {
             who->role = JQ_ROLE_WORKER; /* no method of a client endpoint */
             snprintf(who->owner, sizeof who->owner, "key:%s", key ? key : "?");
@@ -139,6 +143,7 @@ static void identify(loop_t *l, const csock_t *cs, zmq_msg_t *msg, jq_identity_t
     }
     case CS_INSECURE:
         who->role = JQ_ROLE_ADMIN;
+        who->via = JQ_VIA_INSECURE;
         snprintf(who->owner, sizeof who->owner, "tcp:%s", addr ? addr : "?");
         break;
     }
@@ -235,7 +240,7 @@ static bool read_request(loop_t *l, unsigned ci, int flags)
 /* Hand the pending request to a handler; false when they are all busy. */
 static bool hand_off(loop_t *l, int flags)
 {
-    char f[2 + JQ_OWNER_MAX];
+    char f[JQ_IDENTITY_FRAME_MAX];
     size_t flen = jq_identity_frame(&l->who, l->delimiter ? 1 : 0, f, sizeof f);
     zmq_msg_t flag;
     zmq_msg_init_size(&flag, flen);

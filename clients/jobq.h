@@ -302,6 +302,13 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms);
  * "description"}...]}...], or NULL. */
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
 
+/* http_token: a token for the daemon's HTTP endpoint naming this client's
+ * key (or, over ipc, its uid and role), valid ttl_s seconds (60 to
+ * 31622400; 0 for the daemon's default of 30 days). Returns {"token",
+ * "role", "owner", "expires": [s, us]} or NULL (docs/security.md "HTTP
+ * tokens"). */
+json_t *jobq_http_token(jobq_client_t *self, int64_t ttl_s, int timeout_ms);
+
 /* ------------------------------------------------------------------ */
 /* Workers: the worker side of docs/protocol.md, "Workers".
  *

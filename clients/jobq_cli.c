@@ -233,6 +233,18 @@ static const cli_command_t commands[] = {
      "  --dir DIR     where to write them (default: the current directory)\n"
      "Prints the two paths and the public key; with --json, {\"public\",\n"
      "\"secret\", \"public_key\", \"name\", \"role\"}.\n"},
+    {"http-token", cmd_http_token, "[--ttl SECONDS]", "get a token for jobqd's web pages",
+     "Asks the daemon for a token that stands for this client's key (over ipc://,\n"
+     "its user and role) on jobqd's HTTP endpoint: give it as the header\n"
+     "\"Authorization: Bearer TOKEN\" or on the dashboard's login page. The\n"
+     "token's role and name are the key's when it is used; removing the key from\n"
+     "the authorized keys voids it. Anyone who holds it is you until it expires:\n"
+     "keep it secret, and send it only over TLS or an SSH tunnel off this host.\n"
+     "See docs/security.md, \"HTTP tokens\".\n"
+     "  --ttl SECONDS  how long it is valid, 60 s to 366 d (s/m/h/d suffixes\n"
+     "                 allowed; default 30 d)\n"
+     "Prints the token, one line; with --json, {\"token\", \"role\", \"owner\",\n"
+     "\"expires\"}.\n"},
     {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
 };
 

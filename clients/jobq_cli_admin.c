@@ -1,5 +1,6 @@
 /* jobq_cli_admin.c: the single-call commands of jobq: cancel, priority,
- * archive, autoarchive, drain, stats, shutdown, ping and version.
+ * archive, autoarchive, drain, stats, shutdown, ping, version and
+ * http-token.
  *
  * Each parses its arguments, makes one library call (cancel, priority and
  * archive: one per job id) and prints the answer: a sentence for people,
@@ -415,6 +416,54 @@ int cmd_shutdown(cli_t *cli, int argc, char **argv)
         printf("Daemon is shutting down now: running jobs are interrupted\n");
     else
         printf("Daemon is shutting down: running opcodes may finish first\n");
+    rc = CLI_EXIT_OK;
+out:
+    cli_opts_free(opts);
+    free(pos);
+    return rc;
+}
+
+int cmd_http_token(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = {
+        {.name = "ttl", .has_arg = true},
+        {0},
+    };
+    char **pos;
+    int npos;
+    bool done;
+    int rc = cli_parse(cli, argc, argv, opts, &pos, &npos, &done);
+    if (done)
+        goto out;
+    if (npos) {
+        rc = cli_usage(cli, "unexpected argument '%s'", pos[0]);
+        goto out;
+    }
+    /* Whole seconds; the daemon checks the range (BadArgument). */
+    int64_t ttl = 0;
+    double secs;
+    if (opts[0].count) {
+        if (cli_parse_seconds(opts[0].value, &secs) < 0 || secs < 1 || secs > 1e12) {
+            rc = cli_usage(cli, "invalid --ttl '%s' (seconds, optionally with s/m/h/d)",
+                           opts[0].value);
+            goto out;
+        }
+        ttl = (int64_t)floor(secs);
+    }
+    if (!cli_client(cli)) {
+        rc = CLI_EXIT_FAIL;
+        goto out;
+    }
+    json_t *r = jobq_http_token(cli->client, ttl, cli->timeout_ms);
+    if (!r) {
+        rc = cli_call_failed(cli);
+        goto out;
+    }
+    if (cli->json)
+        cli_print_json(r);
+    else
+        printf("%s\n", json_string_value(json_object_get(r, "token")));
+    json_decref(r);
     rc = CLI_EXIT_OK;
 out:
     cli_opts_free(opts);

@@ -503,7 +503,7 @@ static bool read_only(const char *method)
 {
     static const char *const names[] = {"ping",   "query_jobs",  "wait_for_job_change",
                                         "events_since", "stats", "list_fields",
-                                        "list_opcodes"};
+                                        "list_opcodes", "http_token"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(method, names[i]) == 0)
             return true;
@@ -959,6 +959,23 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms)
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms)
 {
     return call_typed(self, "list_opcodes", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_http_token(jobq_client_t *self, int64_t ttl_s, int timeout_ms)
+{
+    json_t *args = json_object();
+    if (ttl_s)
+        json_object_set_new(args, "ttl", json_integer((json_int_t)ttl_s));
+    json_t *r = call_typed(self, "http_token", args, JSON_OBJECT, timeout_ms);
+    if (r && (!json_is_string(json_object_get(r, "token")) ||
+              !json_is_string(json_object_get(r, "role")) ||
+              !json_is_string(json_object_get(r, "owner")) ||
+              !json_is_array(json_object_get(r, "expires")))) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to http_token");
+        json_decref(r);
+        return NULL;
+    }
+    return r;
 }
 
 int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key)

@@ -11,6 +11,9 @@
  *                  change records; the submit records alone
  * OUT_DIR/config   the example config file, the same with every option
  *                  uncommented, and a few handmade files and command lines
+ * OUT_DIR/http_token  tokens made under fuzz_http_token.c's fixed keys (a
+ *                  key token, an ipc token, an expired one) and claims
+ *                  texts (its odd first byte)
  *
  * Exit status 0, or 1 with a message when a path cannot be read or
  * written. */
@@ -260,6 +263,34 @@ static void configs(const char *example)
         put("config", handmade[i].name, handmade[i].data, handmade[i].len);
 }
 
+/* fuzz_http_token's inputs: a byte (even: a token follows; odd: claims
+ * text it signs), then the rest. The tokens were made with the target's
+ * fixed keys, expiring 2100-01-01 (the expired one 2023-11-14). */
+static const struct {
+    const char *name;
+    const char *data;
+    size_t len;
+} token_seeds[] = {
+#define SEED(name, text) {name, text, sizeof text - 1}
+    SEED("key_token", "\0jq1.a2V5IDQxMDI0NDQ4MDAgKV4mciFHKFM2dVNCMSg6PUtRQjFndUpjbFVNeFYzWzxCNWRA"
+                      "JF59QQ.sqeCThldHPw5x2eH7k5V4lAKZniqnuUynuc0W1lVKMk"),
+    SEED("ipc_token", "\0jq1.aXBjIDQxMDI0NDQ4MDAgYWRtaW4gdWlkOjA."
+                      "xNp-OZAExqFDJtpTBSf3JLOI9A-7-oXk3CoaYo86sQw"),
+    SEED("expired_token", "\0jq1.a2V5IDE3MDAwMDAwMDAgKV4mciFHKFM2dVNCMSg6PUtRQjFndUpjbFVNeFYz"
+                          "WzxCNWRAJF59QQ.0uoLNQZxExYo-JQCDrvJ-6_OPsup5JrdR5gMS7sPsgU"),
+    SEED("not_a_token", "\0jq1.a.b"),
+    SEED("key_claims", "\1key 4102444800 )^&r!G(S6uSB1(:=KQB1guJclUMxV3[<B5d@$^}A"),
+    SEED("ipc_claims", "\1ipc 4102444800 submit uid:1000"),
+    SEED("worker_claims", "\1ipc 4102444800 worker uid:1000"),
+#undef SEED
+};
+
+static void http_tokens(void)
+{
+    for (size_t i = 0; i < sizeof token_seeds / sizeof *token_seeds; i++)
+        put("http_token", token_seeds[i].name, token_seeds[i].data, token_seeds[i].len);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -274,5 +305,6 @@ int main(int argc, char **argv)
     vectors(argv[1]);
     handmade_requests();
     configs(argv[2]);
+    http_tokens();
     return failures ? 1 : 0;
 }

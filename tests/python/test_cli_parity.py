@@ -354,6 +354,8 @@ def test_completion_without_daemon(tmp_path):
     assert complete("drain", "on", "", endpoint=ep) == []
     assert complete("help", "sub", endpoint=ep) == ["submit", "submit-many"]
     assert complete("shutdown", "--", endpoint=ep)[0] == "--now"
+    assert complete("http-t", endpoint=ep) == ["http-token"]
+    assert complete("http-token", "--t", endpoint=ep) == ["--ttl", "--timeout"]
     # No daemon: no opcodes, no job ids, and no error printed.
     assert complete("submit", "", endpoint=ep) == []
     assert complete("cancel", "", endpoint=ep) == []

@@ -293,7 +293,7 @@ HELP_LINES = [["help"], ["--help"], ["-h"], ["help", "list"], ["help", "submit"]
 HELP_LINES += [[cmd, "--help"] for cmd in (
     "submit", "submit-many", "list", "list-fields", "list-opcodes", "info", "watch", "monitor",
     "cancel", "priority", "archive", "autoarchive", "drain", "stats", "shutdown", "ping",
-    "version", "keygen", "help")]
+    "version", "keygen", "http-token", "help")]
 HELP_LINES += [["info", "-h", "--bogus"], ["list", "--bogus", "-h"], ["-t", "3", "cancel", "-h"]]
 
 

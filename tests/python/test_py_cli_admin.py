@@ -120,6 +120,9 @@ def blocked(daemon, n):
     ["monitor", "--duration"], ["keygen"], ["keygen", "a", "b"], ["keygen", ".a"],
     ["keygen", "a", "--role", "Admin"], ["keygen", "a", "--dir"], ["keygen", "a", "--now"],
     ["--key"], ["drain", "--server-key"],
+    ["http-token", "x"], ["http-token", "--ttl"], ["http-token", "--ttl", "soon"],
+    ["http-token", "--ttl", "0.5"], ["http-token", "--ttl", "-1"], ["http-token", "--ttl", "1e13"],
+    ["http-token", "--ttl", "2w"], ["http-token", "--now"],
 ])
 def test_usage_errors(args):
     c, p = run_both(args, NOWHERE)
@@ -132,7 +135,7 @@ CALLS = [
     ["autoarchive", "all", "--timeout", "0"], ["drain"], ["drain", "on"], ["stats"],
     ["shutdown"], ["ping"], ["--json", "ping"],
     ["watch", "1"], ["watch", "--poll", "1"], ["monitor", "--events", "--duration", "5"],
-    ["monitor", "--duration", "5"],
+    ["monitor", "--duration", "5"], ["http-token"], ["--json", "http-token", "--ttl", "1d"],
 ]
 
 
@@ -333,6 +336,52 @@ def test_stats(daemon):
     assert names(p.stdout) == names(c.stdout) and "drained" in names(c.stdout)
     assert "drained: false" in c.stdout.splitlines()
     assert "drained: false" in p.stdout.splitlines()
+
+
+TOKEN_RE = r"jq1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}"
+
+
+def token_out(text):
+    """http-token's output without what depends on the second it ran: the
+    token and its expiry."""
+    text = re.sub(TOKEN_RE, "TOKEN", text)
+    return re.sub(r'"expires":\[\d+,0\]', '"expires":EXP', text)
+
+
+@pytest.mark.parametrize("args,rc", [
+    (["http-token"], 0), (["http-token", "--ttl", "90"], 0), (["--json", "http-token"], 0),
+    (["http-token", "--json", "--ttl=12h"], 0), (["http-token", "--ttl", "366d"], 0),
+    (["http-token", "--ttl", "59"], 1), (["http-token", "--ttl", "367d"], 1),
+    (["http-token", "--ttl", "1"], 1), (["-t", "5", "http-token", "--ttl", "1e12"], 1),
+])
+def test_http_token(daemon, args, rc):
+    """The token line, or --json's answer, from both: the same but for the
+    token itself and its expiry; a ttl out of the daemon's range is its
+    BadArgument, word for word."""
+    c = both(daemon, *args, norm=token_out, rc=rc)
+    if rc == 0 and "--json" in args:
+        j = json.loads(c.stdout)
+        assert list(j) == ["token", "role", "owner", "expires"]
+        assert (j["role"], j["owner"]) == ("admin", "uid:%d" % os.getuid())
+        assert re.fullmatch(TOKEN_RE, j["token"]), j
+    elif rc == 0:
+        assert re.fullmatch(TOKEN_RE + "\n", c.stdout), c.stdout
+    else:
+        assert c.stdout == "" and "BadArgument" in c.stderr, c.stderr
+
+
+def test_http_token_keys(secure):
+    """A key's token through both CLIs: its role and name; a key the
+    daemon does not know gets none."""
+    for name, role in (("reader", "read"), ("alice", "submit"), ("pyalice", "submit")):
+        c, p = run_both([*secure.opts(name), "--json", "http-token"], NOWHERE)
+        same(c, p, token_out)
+        assert c.returncode == 0, c.stderr
+        j = json.loads(p.stdout)
+        assert (j["role"], j["owner"]) == (role, name)
+    c, p = run_both([*secure.opts("stranger"), "http-token"], NOWHERE)
+    same(c, p)
+    assert c.returncode == 1 and "refused this key" in c.stderr, c.stderr
 
 
 def test_ping_and_version(daemon):

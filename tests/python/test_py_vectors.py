@@ -485,6 +485,7 @@ def test_python_client_sends_the_request_vectors() -> None:
                 result("events_since_too_old_reply")
             assert c.list_fields() == result("list_fields_reply")
             assert c.list_opcodes() == result("list_opcodes_reply")
+            assert c.http_token(args("http_token")["ttl"]) == result("http_token_reply")
             c.shutdown(now=args("shutdown")["now"])
     finally:
         fake.close()

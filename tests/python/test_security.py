@@ -106,6 +106,7 @@ def test_bad_ipc_role_is_a_usage_error(tmp_path):
 # ---- CURVE over TCP (127.0.0.1 only) ----------------------------------------
 
 import json  # noqa: E402
+import re  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 
@@ -123,12 +124,12 @@ class Secure:
     """A jobqd with a client, a worker and an events TCP endpoint, all
     CURVE, and a directory of keys made by `jobq keygen`."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, *extra):
         self.tcp = f"tcp://127.0.0.1:{free_port()}"
         self.wtcp = f"tcp://127.0.0.1:{free_port()}"
         self.etcp = f"tcp://127.0.0.1:{free_port()}"
         self.d = Daemon(tmp_path, "--listen", self.tcp, "--workers", self.wtcp,
-                        "--publish", self.etcp)
+                        "--publish", self.etcp, *extra)
         self.keys = tmp_path / "keys"
         self.keys.mkdir()
         self.authorized = self.d.data_dir / "authorized_keys"
@@ -488,3 +489,198 @@ def test_python_subscriber_over_curve(sec):
                     break
         finally:
             sub.close()
+
+
+# ---- HTTP tokens (docs/security.md "HTTP tokens") ---------------------------
+
+import base64  # noqa: E402
+import hashlib  # noqa: E402
+import hmac  # noqa: E402
+
+MONTH = 30 * 86400
+
+
+def token_parts(token):
+    """(claims text, mac bytes) of a jq1.<claims>.<mac> token."""
+    prefix, claims, mac = token.split(".")
+    assert prefix == "jq1"
+    unb64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))  # noqa: E731
+    assert "=" not in claims + mac  # no padding
+    return unb64(claims).decode(), unb64(mac)
+
+
+def token_mac(data_dir, token):
+    """The MAC docs/security.md says the daemon makes: HMAC-SHA256 under
+    BLAKE2b-256 of the label keyed with the daemon's secret key."""
+    from jobq.keys import load_cert
+    from zmq.utils import z85
+    secret = z85.decode(load_cert(str(data_dir / "server.key_secret")).secret)
+    key = hashlib.blake2b(b"jobq http token mac key v1", digest_size=32, key=secret).digest()
+    signed = token.rsplit(".", 1)[0].encode()
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def test_http_token_over_curve(sec):
+    """http_token with a read key and an admin key (made by jobq keygen):
+    the reply names the key's role and name, the token its public key and
+    expiry, under the MAC the documented derivation gives."""
+    from jobq.keys import load_cert
+    reader, root = sec.keygen("reader", "read"), sec.keygen("root", "admin")
+    for key, role, name, ttl in ((reader, "read", "reader", None),
+                                 (root, "admin", "root", 3600)):
+        with sec.client(key) as c:
+            before = int(time.time())
+            r = c.http_token(ttl)
+            after = int(time.time())
+        assert list(r) == ["token", "role", "owner", "expires"]
+        assert (r["role"], r["owner"]) == (role, name)
+        life = ttl or MONTH
+        assert before + life <= r["expires"][0] <= after + life and r["expires"][1] == 0
+        claims, mac = token_parts(r["token"])
+        assert claims == "key %d %s" % (r["expires"][0], load_cert(key).public)
+        assert mac == token_mac(sec.d.data_dir, r["token"])
+        # the CLI prints the token; --json the whole answer
+        p = sec.cli(key, "http-token", "--ttl", "2h")
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        assert re.fullmatch(r"jq1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\n", p.stdout), p.stdout
+        assert token_parts(p.stdout.strip())[0].startswith("key ")
+        p = sec.cli(key, "--json", "http-token")
+        assert p.returncode == 0, p.stderr
+        j = json.loads(p.stdout)
+        assert (j["role"], j["owner"]) == (role, name)
+    # out of range: BadArgument, from the library and the CLI alike
+    with sec.client(reader) as c:
+        for bad in (59, 366 * 86400 + 1, -1, "1h", 1.5):
+            with pytest.raises(jobq.BadArgumentError):
+                c.http_token(bad)
+        assert c.http_token(60)["role"] == "read"
+        assert c.http_token(366 * 86400)["role"] == "read"
+    p = sec.cli(reader, "http-token", "--ttl", "59")
+    assert p.returncode == 1 and "BadArgument" in p.stderr and "ttl" in p.stderr, p.stderr
+    # a worker key may call nothing on the client endpoint, this neither
+    worker = sec.keygen("w1", "worker")
+    with sec.client(worker) as c:
+        with pytest.raises(jobq.PermissionDeniedError):
+            c.http_token()
+    # over ipc: the uid and --ipc-role
+    with sec.admin() as c:
+        r = c.http_token(120)
+    me = "uid:%d" % os.getuid()
+    assert (r["role"], r["owner"]) == ("admin", me)
+    claims, mac = token_parts(r["token"])
+    assert claims == "ipc %d admin %s" % (r["expires"][0], me)
+    assert mac == token_mac(sec.d.data_dir, r["token"])
+
+
+def test_http_token_refused_over_insecure(make_daemon):
+    """--insecure authenticates nobody: no token for its callers (ipc
+    callers of the same daemon still get one, with --ipc-role)."""
+    tcp = f"tcp://127.0.0.1:{free_port()}"
+    d = make_daemon("--listen", tcp, "--insecure", "--ipc-role", "read")
+    with jobq.Client(tcp, 3) as c:
+        with pytest.raises(jobq.PermissionDeniedError) as e:
+            c.http_token()
+        assert "not authenticated" in e.value.message
+    with jobq.Client(d.endpoint, 3) as c:
+        assert c.http_token()["role"] == "read"
+    p = run("-s", tcp, "-t", "3", "http-token")
+    assert p.returncode == 1 and "PermissionDenied" in p.stderr, p.stderr
+
+
+def test_http_tokens_on_the_http_endpoint(tmp_path):
+    """Tokens at work on --http (loopback, --http-role read): a key's token
+    is that key, with the role its certificate has at each request (a role
+    changed applies at once, a removed key's token is refused); an ipc
+    token is the uid with --ipc-role; a tampered or garbage token is 401,
+    never the anonymous role; the login form sets the token as a cookie."""
+    import http.client
+    s = Secure(tmp_path, "--http", "127.0.0.1:0", "--http-role", "read")
+    try:
+        path = s.d.data_dir / "http.port"
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, "no http.port"
+            time.sleep(0.02)
+        port = int(path.read_text())
+
+        def request(method, url, token=None, body=None, headers=None):
+            h = dict(headers or {})
+            if token is not None:
+                h["Authorization"] = "Bearer " + token
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request(method, url, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+            return r, data
+
+        def session(token=None, headers=None):
+            r, data = request("GET", "/api/session", token, headers=headers)
+            return r.status, json.loads(data)
+
+        alice, root = s.keygen("alice", "submit"), s.keygen("root", "admin")
+        with s.client(alice) as c:
+            atok = c.http_token(600)["token"]
+            ajob = c.submit_job(JOB)
+        p = s.cli(root, "http-token", "--ttl", "10m")
+        assert p.returncode == 0, p.stderr
+        rtok = p.stdout.strip()
+        status, body = session()
+        assert status == 200 and body["role"] == "read" and body["authenticated"] is False
+        status, body = session(atok)
+        assert status == 200, body
+        assert (body["role"], body["owner"], body["authenticated"]) == ("submit", "alice", True)
+        csrf = body["csrf"]
+
+        def cancel(token, job):
+            r, data = request("POST", "/api/cancel", token, json.dumps({"id": job}),
+                              {"Content-Type": "application/json", "X-CSRF-Token": csrf})
+            return r.status, json.loads(data)
+
+        # root's token acts as root: another owner's job; alice's may not
+        with s.client(root) as c:
+            rjob = c.submit_job(JOB)
+        status, body = cancel(atok, rjob)
+        assert status == 403 and body["error"] == "PermissionDenied", body
+        status, body = cancel(rtok, ajob)
+        assert status == 200 and body["ok"] is True, body
+        # tampered, truncated, garbage, another daemon's: 401, not read
+        bad = [atok[:-1] + ("A" if atok[-1] != "A" else "B"), atok[:-5], "jq1.a.b", "x" * 600,
+               atok.replace("jq1.", "jq2.")]
+        for t in bad:
+            status, body = session(t)
+            assert status == 401 and body["error"] == "Unauthorized", (t, body)
+        # alice made admin: her token is admin at once
+        from jobq.keys import load_cert
+        cert = load_cert(alice)
+        public, secret = cert.public, cert.secret
+        staged = s.keys / "staged"
+        staged.mkdir()
+        write_cert(staged / "alice.key", public, secret, {"role": "admin", "name": "alice"})
+        tmp = s.authorized / ".alice.tmp"
+        tmp.write_bytes((staged / "alice.key").read_bytes())
+        time.sleep(0.02)  # a new mtime for the directory, even on a coarse clock
+        os.rename(tmp, s.authorized / "alice.key")
+        assert session(atok)[1]["role"] == "admin"
+        # removed: refused from then on
+        time.sleep(0.02)
+        os.unlink(s.authorized / "alice.key")
+        status, body = session(atok)
+        assert status == 401, body
+        assert session(rtok)[1]["owner"] == "root"
+        # an ipc token: the uid and --ipc-role (admin)
+        with s.admin() as c:
+            itok = c.http_token()["token"]
+        status, body = session(itok)
+        assert (body["role"], body["owner"]) == ("admin", "uid:%d" % os.getuid())
+        # the login form: the token becomes the session cookie
+        form = "token=%s&csrf=%s" % (rtok, csrf)
+        r, _ = request("POST", "/login", body=form,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status in (302, 303), r.status
+        cookie = r.getheader("Set-Cookie")
+        assert cookie.startswith("jobq_token=%s;" % rtok) and "HttpOnly" in cookie, cookie
+        status, body = session(headers={"Cookie": "jobq_token=" + rtok})
+        assert (body["role"], body["owner"], body["authenticated"]) == ("admin", "root", True)
+    finally:
+        s.stop()

@@ -82,6 +82,7 @@ def requests(epoch: int) -> List[Tuple[str, Dict[str, Any]]]:
         ("events_since_too_old", {"after_seq": 0, "epoch": epoch - 1}),
         ("list_fields", {}),
         ("list_opcodes", {}),
+        ("http_token", {"ttl": 3600}),
         ("shutdown", {"now": True}),
     ]
 

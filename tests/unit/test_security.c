@@ -77,6 +77,7 @@ static void test_roles(void **state)
     assert_int_equal(jq_method_role(JQ_M_SET_DRAIN_FLAG), JQ_ROLE_ADMIN);
     assert_int_equal(jq_method_role(JQ_M_SHUTDOWN), JQ_ROLE_ADMIN);
     assert_int_equal(jq_method_role(JQ_M_AUTO_ARCHIVE_JOBS), JQ_ROLE_ADMIN);
+    assert_int_equal(jq_method_role(JQ_M_HTTP_TOKEN), JQ_ROLE_READ);
     for (int m = 0; m < JQ_M__COUNT; m++)
         assert_true(jq_method_role((jq_method_t)m) > JQ_ROLE_WORKER);
 }

@@ -211,7 +211,8 @@ static const struct {
      {{"after_seq", T_UINT}, {"epoch", T_UINT}, {0}}},
     {"list_fields_request", "list_fields", 19, {{0}}},
     {"list_opcodes_request", "list_opcodes", 20, {{0}}},
-    {"shutdown_request", "shutdown", 21, {{"now", T_BOOL}, {0}}},
+    {"http_token_request", "http_token", 21, {{"ttl", T_UINT}, {0}}},
+    {"shutdown_request", "shutdown", 22, {{"now", T_BOOL}, {0}}},
 };
 #define N_REQ_VECS (sizeof req_vecs / sizeof req_vecs[0])
 
@@ -410,6 +411,11 @@ static void check_result(const char *name, const msgpack_object *r)
     } else if (!strcmp(name, "archive_job_reply") || !strcmp(name, "set_drain_flag_reply") ||
                !strcmp(name, "shutdown_reply")) {
         assert_int_equal(r->type, MSGPACK_OBJECT_BOOLEAN);
+    } else if (!strcmp(name, "http_token_reply")) {
+        check_shape(name, r,
+                    (shape_t[]){{"token", T_STR}, {"role", T_STR}, {"owner", T_STR},
+                                {"expires", T_ARRAY}, {0}});
+        check_array("http_token expires", wire_map_get(r, "expires"), 2, T_UINT);
     } else if (!strcmp(name, "auto_archive_jobs_reply")) {
         check_array(name, r, 2, T_UINT);
     } else if (!strcmp(name, "stats_reply")) {
@@ -499,7 +505,7 @@ static const struct {
     {"cancel_job_reply", 12}, {"archive_job_reply", 13}, {"auto_archive_jobs_reply", 14},
     {"set_drain_flag_reply", 15}, {"stats_reply", 16}, {"events_since_reply", 17},
     {"events_since_too_old_reply", 18}, {"list_fields_reply", 19},
-    {"list_opcodes_reply", 20}, {"shutdown_reply", 21},
+    {"list_opcodes_reply", 20}, {"http_token_reply", 21}, {"shutdown_reply", 22},
 };
 
 /* Every event vector but the heartbeat, with its change kind. */
@@ -730,6 +736,7 @@ static const struct {
     {"events_since_too_old_request", {"events_since_too_old_reply"}},
     {"list_fields_request", {"list_fields_reply"}},
     {"list_opcodes_request", {"list_opcodes_reply"}},
+    {"http_token_request", {"http_token_reply"}},
     {"shutdown_request", {"shutdown_reply"}},
 };
 #define N_EXCHANGE (sizeof exchange / sizeof exchange[0])
@@ -1011,6 +1018,9 @@ static void test_client_encoder(void **state)
     json_decref(r);
     r = jobq_list_opcodes(c, T);
     CHECK_RESULT(r, "list_opcodes_reply");
+    json_decref(r);
+    r = jobq_http_token(c, int_arg("http_token_request", "ttl"), T);
+    CHECK_RESULT(r, "http_token_reply");
     json_decref(r);
     json_t *now = arg_of("shutdown_request", "now");
     CHECK(jobq_shutdown(c, json_is_true(now), T) == 0);

@@ -666,6 +666,16 @@ class Client:
         workers'), with its arguments."""
         return self._typed("list_opcodes", {}, timeout, list)  # type: ignore[no-any-return]
 
+    def http_token(self, ttl: Optional[int] = None, *,
+                   timeout: Optional[float] = None) -> Dict[str, Any]:
+        """``http_token``: a token for the daemon's HTTP endpoint that names
+        this client's key (over ipc: its uid and role), valid ``ttl``
+        seconds (60 to 31622400; None: the daemon's default, 30 days).
+        Returns ``{"token", "role", "owner", "expires": [s, us]}``
+        (docs/security.md, "HTTP tokens")."""
+        args: Dict[str, Any] = {} if ttl is None else {"ttl": ttl}
+        return self._typed("http_token", args, timeout, dict)  # type: ignore[no-any-return]
+
     # -- following jobs ---------------------------------------------------
 
     def watch(self, job_id: int, fields: Sequence[str] = ("status",),

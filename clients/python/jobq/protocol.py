@@ -45,7 +45,7 @@ PRIORITIES = (-10, 0, 10)
 #: Methods that change nothing: sending one twice cannot do harm.
 READ_ONLY_METHODS = frozenset((
     "ping", "query_jobs", "wait_for_job_change", "events_since", "stats",
-    "list_fields", "list_opcodes"))
+    "list_fields", "list_opcodes", "http_token"))
 #: Methods whose repeat is answered once when they carry a client token.
 TOKENED_METHODS = frozenset(("submit_job", "submit_many_jobs"))
 

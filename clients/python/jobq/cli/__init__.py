@@ -16,8 +16,8 @@ import sys
 from typing import List, Optional
 
 from ..client import default_run_dir
-from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_ping,
-                    cmd_priority, cmd_shutdown, cmd_stats, cmd_version)
+from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_http_token,
+                    cmd_ping, cmd_priority, cmd_shutdown, cmd_stats, cmd_version)
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
 from .keygen import cmd_keygen
 from .monitor import cmd_monitor
@@ -263,6 +263,19 @@ COMMANDS: List[Command] = [
             "  --dir DIR     where to write them (default: the current directory)\n"
             "Prints the two paths and the public key; with --json, {\"public\",\n"
             "\"secret\", \"public_key\", \"name\", \"role\"}.\n"),
+    Command("http-token", cmd_http_token, "[--ttl SECONDS]",
+            "get a token for jobqd's web pages",
+            "Asks the daemon for a token that stands for this client's key (over ipc://,\n"
+            "its user and role) on jobqd's HTTP endpoint: give it as the header\n"
+            "\"Authorization: Bearer TOKEN\" or on the dashboard's login page. The\n"
+            "token's role and name are the key's when it is used; removing the key from\n"
+            "the authorized keys voids it. Anyone who holds it is you until it expires:\n"
+            "keep it secret, and send it only over TLS or an SSH tunnel off this host.\n"
+            "See docs/security.md, \"HTTP tokens\".\n"
+            "  --ttl SECONDS  how long it is valid, 60 s to 366 d (s/m/h/d suffixes\n"
+            "                 allowed; default 30 d)\n"
+            "Prints the token, one line; with --json, {\"token\", \"role\", \"owner\",\n"
+            "\"expires\"}.\n"),
     Command("help", cmd_help, "[COMMAND]", "show help for jobq or for a command",
             ""),
 ]

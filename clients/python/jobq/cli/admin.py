@@ -1,5 +1,6 @@
 """The single-call commands of the Python jobq CLI: cancel, priority,
-archive, autoarchive, drain, stats, shutdown, ping and version.
+archive, autoarchive, drain, stats, shutdown, ping, version and
+http-token.
 
 A port of clients/jobq_cli_admin.c with the same text, JSON and exit
 codes. Each command parses its arguments, makes one client call (cancel,
@@ -307,6 +308,36 @@ def cmd_shutdown(cli: Cli, argv: List[str]) -> int:
         print("Daemon is shutting down now: running jobs are interrupted")
     else:
         print("Daemon is shutting down: running opcodes may finish first")
+    return EXIT_OK
+
+
+def cmd_http_token(cli: Cli, argv: List[str]) -> int:
+    """jobq http-token [--ttl SECONDS]: a token for jobqd's HTTP endpoint."""
+    ttl_opt = Opt("ttl", has_arg=True)
+    pos, rc = parse(cli, argv, [ttl_opt])
+    if rc is not None:
+        return rc
+    if pos:
+        return cli.usage("unexpected argument '%s'" % pos[0])
+    # Whole seconds; the daemon checks the range (BadArgument).
+    ttl = None
+    if ttl_opt.count:
+        secs = parse_seconds(ttl_opt.value or "")
+        if secs is None or secs < 1 or secs > 1e12:
+            return cli.usage("invalid --ttl '%s' (seconds, optionally with s/m/h/d)"
+                             % ttl_opt.value)
+        ttl = int(math.floor(secs))
+    c = cli.client()
+    if c is None:
+        return EXIT_FAIL
+    try:
+        r = c.http_token(ttl, timeout=cli.timeout)
+    except JobqError as e:
+        return cli.call_failed(e)
+    if cli.json:
+        print_json(r)
+    else:
+        print(r["token"])
     return EXIT_OK
 
 
