@@ -240,31 +240,42 @@ static const char *bearer_token(struct MHD_Connection *c)
     return NULL;
 }
 
-/* 0 and *who; else an error was answered (401). */
+/* Who is asking. A bearer token that does not verify is answered 401 (a
+ * program sent it); a cookie that does not (expired, its key removed) is
+ * as good as none, so the page still loads and can log in again. */
+typedef enum {
+    ASK_TOKEN,     /* a valid token: its key's role */
+    ASK_ANONYMOUS, /* no token where one is not needed: --http-role */
+    ASK_NOBODY,    /* no token where one is needed: the page and login only */
+} asker_t;
+
 static int authenticate(jq_http_t *h, struct MHD_Connection *c, jq_identity_t *who,
-                        bool *authenticated, enum MHD_Result *answered)
+                        asker_t *asker, bool *cookie_refused, enum MHD_Result *answered)
 {
-    const char *tok = bearer_token(c);
-    if (!tok)
-        tok = cookie_token(c);
-    *authenticated = false;
+    const char *bearer = bearer_token(c);
+    const char *cookie = bearer ? NULL : cookie_token(c);
+    const char *tok = bearer ? bearer : cookie;
+    *cookie_refused = false;
     if (tok && *tok) {
-        if (!h->d->auth ||
-            jq_auth_http_token(h->d->auth, tok, strlen(tok), jq_now_wall(), who) < 0) {
+        if (h->d->auth &&
+            jq_auth_http_token(h->d->auth, tok, strlen(tok), jq_now_wall(), who) == 0) {
+            *asker = ASK_TOKEN;
+            return 0;
+        }
+        if (bearer) {
             *answered = jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
                                       "the token is not valid (expired, malformed, or its key "
                                       "was removed): make a new one with `jobq http-token`");
             return -1;
         }
-        *authenticated = true;
-        return 0;
+        *cookie_refused = true;
+        memset(who, 0, sizeof *who);
     }
     if (!h->addr.loopback && !h->d->cfg.insecure) {
-        *answered = jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
-                                  "this endpoint is not on loopback: every request needs a "
-                                  "token (Authorization: Bearer, from `jobq http-token`)");
-        return -1;
+        *asker = ASK_NOBODY;
+        return 0;
     }
+    *asker = ASK_ANONYMOUS;
     who->role = (jq_role_t)h->d->cfg.http_role;
     snprintf(who->owner, sizeof who->owner, "http");
     return 0;
@@ -647,17 +658,19 @@ static enum MHD_Result api_plain(jq_http_t *h, jq_req_t *rq, const jq_identity_t
 }
 
 static enum MHD_Result api_session(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
-                                   bool authenticated)
+                                   asker_t asker, bool cookie_refused)
 {
     body_t b;
     if (body_open(&b) < 0)
         return MHD_NO;
     fputs("{\"role\":", b.f);
-    jq_json_cstr(b.f, jq_role_name(who->role));
+    jq_json_cstr(b.f, asker == ASK_NOBODY ? "none" : jq_role_name(who->role));
     fputs(",\"owner\":", b.f);
-    jq_json_cstr(b.f, who->owner);
-    fprintf(b.f, ",\"csrf\":\"%s\",\"authenticated\":%s}", h->csrf,
-            authenticated ? "true" : "false");
+    jq_json_cstr(b.f, asker == ASK_NOBODY ? "" : who->owner);
+    fprintf(b.f, ",\"csrf\":\"%s\",\"authenticated\":%s,\"login_required\":%s,"
+                 "\"token_refused\":%s}",
+            h->csrf, asker == ASK_TOKEN ? "true" : "false",
+            asker == ASK_NOBODY ? "true" : "false", cookie_refused ? "true" : "false");
     return answer(h, rq, MHD_HTTP_OK, &b, 0);
 }
 
@@ -876,10 +889,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (post && !strcmp(url, "/logout"))
         return login(h, rq, true);
     jq_identity_t who = {0};
-    bool authenticated;
+    asker_t asker;
+    bool cookie_refused;
     enum MHD_Result answered = MHD_NO;
-    if (authenticate(h, c, &who, &authenticated, &answered) < 0)
+    if (authenticate(h, c, &who, &asker, &cookie_refused, &answered) < 0)
         return answered;
+    /* The page itself (public files), the session and the login are for
+     * everyone; everything else for those who may. */
+    if (get && !strcmp(url, "/api/session"))
+        return api_session(h, rq, &who, asker, cookie_refused);
+    bool found;
+    if (get) {
+        enum MHD_Result rc = serve_static(h, c, url, &found);
+        if (found)
+            return rc;
+    }
+    if (asker == ASK_NOBODY)
+        return jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                             "this endpoint is not on loopback: every request needs a token "
+                             "(Authorization: Bearer, or log in on the page; `jobq http-token`)");
     if (post) {
         if (!strcmp(url, "/api/cancel"))
             return api_action(h, rq, &who, "cancel_job");
@@ -895,8 +923,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (!strcmp(url, "/metrics"))
         return serve_metrics(h, rq);
-    if (!strcmp(url, "/api/session"))
-        return api_session(h, rq, &who, authenticated);
     if (!strcmp(url, "/api/stats"))
         return api_plain(h, rq, &who, "stats");
     if (!strcmp(url, "/api/jobs"))
@@ -912,10 +938,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             return jq_http_error(c, MHD_HTTP_BAD_REQUEST, "BadArgument", "job: a job id");
         return jq_live_open(h, c, job);
     }
-    bool found;
-    enum MHD_Result rc = serve_static(h, c, url, &found);
-    if (found)
-        return rc;
     return jq_http_error(c, MHD_HTTP_NOT_FOUND, "NotFound", "no such page");
 }
 

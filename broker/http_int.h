@@ -62,6 +62,10 @@ typedef struct jq_sse {
     uint64_t ticket;     /* nothing is sent before the store is durable here */
     char *buf;
     size_t len, off, cap;
+    /* Bytes appended and handed to MHD since the stream began; the first
+     * message (a job's snapshot, however large) is not counted against the
+     * bound: only what piles up after it. */
+    uint64_t appended, sent, exempt_until;
     bool suspended;
     bool closing;
 } jq_sse_t;

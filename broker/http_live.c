@@ -113,6 +113,7 @@ static void sse_append(jq_sse_t *s, const char *data, size_t n)
     }
     memcpy(s->buf + s->len, data, n);
     s->len += n;
+    s->appended += n;
 }
 
 /* One message (an event or a comment) in pieces; the browser's backlog is
@@ -123,7 +124,8 @@ static bool sse_begin(jq_sse_t *s)
 {
     if (s->closing)
         return false;
-    if (s->len - s->off > JQ_SSE_MAX_PENDING) {
+    uint64_t from = s->sent > s->exempt_until ? s->sent : s->exempt_until;
+    if (s->appended > from && s->appended - from > JQ_SSE_MAX_PENDING) {
         s->closing = true;
         s->len = s->off = 0;
         sse_wake(s);
@@ -160,6 +162,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         size_t n = s->len - s->off < max ? s->len - s->off : max;
         memcpy(buf, s->buf + s->off, n);
         s->off += n;
+        s->sent += n;
         if (s->off == s->len)
             s->off = s->len = 0;
         return (ssize_t)n;
@@ -228,6 +231,7 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t jo
     }
     sse_comment(s, "retry: 2000\n\n");
     sse_event(s, job ? "snapshot" : "hello", json, len);
+    s->exempt_until = s->appended;
     free(json);
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, s, sse_free);
@@ -483,8 +487,15 @@ static uint64_t write_running(jq_http_t *h, FILE *f)
     for (uint32_t i = 0; rows && rows->type == MSGPACK_OBJECT_ARRAY && i < rows->via.array.size &&
                          i < n; i++) {
         const msgpack_object *row = &rows->via.array.ptr[i];
+        jq_status_t st;
         if (row->type != MSGPACK_OBJECT_ARRAY || row->via.array.size != 5 ||
-            row->via.array.ptr[1].type != MSGPACK_OBJECT_STR)
+            row->via.array.ptr[1].type != MSGPACK_OBJECT_STR ||
+            jq_status_parse(row->via.array.ptr[1].via.str.ptr, row->via.array.ptr[1].via.str.size,
+                            &st) < 0)
+            continue;
+        /* The table may be ahead of the records read so far: a job that has
+         * ended since is not shown running. */
+        if (st != JQ_WAITING && st != JQ_RUNNING && st != JQ_CANCELING)
             continue;
         const msgpack_object *summary = &row->via.array.ptr[2];
         const msgpack_object *opstatus = &row->via.array.ptr[3];

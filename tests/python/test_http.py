@@ -200,7 +200,17 @@ def test_session_is_the_http_role_without_a_token(make_web):
     w = make_web()
     s = w.get_json("/api/session")
     assert s["role"] == "read" and s["authenticated"] is False and s["owner"] == "http"
+    assert s["login_required"] is False and s["token_refused"] is False
     assert len(s["csrf"]) == 64
+    # A stale cookie (expired, its key removed) is as good as none: the page
+    # still loads and can log in again; a program's bad bearer token is 401.
+    r, data = w.request("GET", "/api/session", headers={"Cookie": "jobq_token=jq1.bad.token"})
+    s2 = json.loads(data)
+    assert r.status == 200 and s2["role"] == "read" and s2["token_refused"] is True
+    r, _ = w.request("GET", "/api/stats", headers={"Cookie": "jobq_token=jq1.bad.token"})
+    assert r.status == 200
+    r, data = w.request("GET", "/api/stats", headers={"Authorization": "Bearer jq1.bad.token"})
+    assert r.status == 401 and json.loads(data)["error"] == "Unauthorized"
     w2 = make_web("--http-role", "admin")
     assert w2.get_json("/api/session")["role"] == "admin"
     assert w2.csrf() != s["csrf"]  # each run its own
