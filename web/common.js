@@ -105,11 +105,18 @@ const JQ = (() => {
       if (csrf)
         csrf.value = s.csrf;
     }
-    /* POST /login sends a refused token back to /?login=failed. */
-    document.getElementById("login-note").hidden =
-      new URLSearchParams(location.search).get("login") !== "failed";
+    /* POST /login sends a refused token back to /?login=failed; a cookie
+     * whose token no longer holds (expired, its key removed) counts as
+     * none, and the server says so. */
+    const note = document.getElementById("login-note");
+    const failed = new URLSearchParams(location.search).get("login") === "failed";
+    note.hidden = !failed && !s.token_refused && !s.login_required;
+    note.textContent = failed ? "that token was refused"
+      : s.token_refused ? "your token is no longer accepted (expired, or its key was removed): log in again"
+      : s.login_required ? "this address needs a token: log in to see the queue"
+      : "";
     login.hidden = !!s.authenticated;
-    logout.hidden = !s.authenticated;
+    logout.hidden = !s.authenticated && !s.token_refused;
     document.body.dataset.role = s.role;
   }
 
