@@ -575,3 +575,29 @@ def test_pages_and_static_files_carry_the_csp(daemon):
             body = r.read()
         if path.endswith(".html") or path == "/" or "?" in path:
             assert b"<script>" not in body and b" style=" not in body, path
+
+
+def test_usable_with_100000_jobs_queued(tmp_path, browser):
+    """100,000 jobs wait behind one running job: the overview counts them
+    and pages through them 50 at a time, and a job page opens, without the
+    page or the server ever reading the whole table."""
+    d = HttpDaemon(tmp_path, "--max-running", "1")
+    try:
+        with d.client() as c:
+            c.submit_job(LONG_JOB)
+            for _ in range(10):
+                c.submit_many_jobs([[{"op": "test.delay", "args": {"duration": 0}}]] * 10000)
+        browser.open(d.url + "/")
+        browser.wait("100,000 queued in the counts", lambda: "100000" in (
+            page_text(browser, "#counts") or "").replace(",", ""), timeout=30)
+        browser.wait("the first page of jobs", lambda: browser.js(
+            "return document.querySelectorAll('#jobs tbody tr').length") == 50, timeout=30)
+        urls = browser.js("return performance.getEntriesByType('resource').map(e => e.name)"
+                          ".filter(n => n.includes('/api/jobs'))")
+        assert urls and all("limit=50" in u for u in urls), urls
+        browser.open(d.url + "/job.html?id=100001")
+        browser.wait("the last job's page", lambda: browser.js(
+            "return document.body.dataset.status") == "queued", timeout=30)
+        no_severe(browser)
+    finally:
+        d.stop()
