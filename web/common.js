@@ -120,6 +120,23 @@ const JQ = (() => {
     document.body.dataset.role = s.role;
   }
 
+  /* The JSON of an API answer; rejects with an Error "CODE: message" when
+   * it is an error (or not JSON). */
+  async function answerOf(r) {
+    let data = null;
+    try {
+      data = await r.json();
+    } catch (e) {
+      data = null;
+    }
+    if (!r.ok || !data || data.error) {
+      const code = data && data.error ? data.error : `HTTP ${r.status}`;
+      const msg = data && data.message ? `: ${data.message}` : "";
+      throw new Error(`${code}${msg}`);
+    }
+    return data;
+  }
+
   /* POST `body` as JSON with the CSRF header; resolves to the answer's
    * `result`, rejects with an Error whose message is the server's
    * "CODE: message". */
@@ -137,35 +154,13 @@ const JQ = (() => {
     } catch (e) {
       throw new Error(`request failed: ${e.message}`);
     }
-    let data = null;
-    try {
-      data = await r.json();
-    } catch (e) {
-      data = null;
-    }
-    if (!r.ok || !data || data.error) {
-      const code = data && data.error ? data.error : `HTTP ${r.status}`;
-      const msg = data && data.message ? `: ${data.message}` : "";
-      throw new Error(`${code}${msg}`);
-    }
-    return data.result;
+    return (await answerOf(r)).result;
   }
 
   /* GET a JSON API; rejects with "CODE: message" on an error answer. */
   async function getJSON(path) {
     const r = await fetch(path, {credentials: "same-origin", cache: "no-store"});
-    let data = null;
-    try {
-      data = await r.json();
-    } catch (e) {
-      data = null;
-    }
-    if (!r.ok || !data || data.error) {
-      const code = data && data.error ? data.error : `HTTP ${r.status}`;
-      const msg = data && data.message ? `: ${data.message}` : "";
-      throw new Error(`${code}${msg}`);
-    }
-    return data;
+    return answerOf(r);
   }
 
   /* The connection indicator of the header: "live", "connecting" or
