@@ -98,7 +98,8 @@ static const char usage_rest[] =
     "                            token (jobq http-token) unless --insecure\n"
     "                            [off]\n"
     "      --http-role ROLE      what an HTTP request without a token may do:\n"
-    "                            read, submit or admin [read]\n"
+    "                            read, submit or admin; none: nothing but load\n"
+    "                            the page and log in (for a proxy in front) [read]\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -288,8 +289,13 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
     case OPT_IPC_ROLE:
     case OPT_HTTP_ROLE: {
         jq_role_t r;
+        if (opt == OPT_HTTP_ROLE && !strcmp(val, "none")) {
+            cfg->http_role = -1; /* a token for everything, loopback too */
+            return 0;
+        }
         if (jq_role_parse(val, &r) < 0 || r == JQ_ROLE_WORKER) {
-            snprintf(err, errlen, "--%s: expected read, submit or admin, got '%s'", name, val);
+            snprintf(err, errlen, "--%s: expected %sread, submit or admin, got '%s'", name,
+                     opt == OPT_HTTP_ROLE ? "none, " : "", val);
             return -1;
         }
         *(opt == OPT_IPC_ROLE ? &cfg->ipc_role : &cfg->http_role) = (int)r;

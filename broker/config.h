@@ -62,7 +62,8 @@ typedef struct {
     char group[64];                   /* --group: who may use the ipc sockets */
     char http[256];                   /* --http ADDRESS:PORT, "" : no HTTP */
     int http_role;                    /* jq_role_t of a loopback HTTP request
-                                         without a token (--http-role) */
+                                         without a token (--http-role); -1:
+                                         none, a token is always needed */
 } jq_config_t;
 
 /* What a peer may do (docs/security.md). Ordered: each client role may do

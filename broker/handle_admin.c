@@ -115,13 +115,8 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_daemon_t *d = c->d;
     msgpack_packer *pk = c->pk;
     uint64_t counts[JQ_STATUS__COUNT] = {0};
+    jq_table_count_status(d->table, counts);
     unsigned nshards = jq_table_shard_count(d->table);
-    for (unsigned i = 0; i < nshards; i++) {
-        jq_shard_t *sh = jq_table_shard_at(d->table, i);
-        jq_shard_rdlock(sh);
-        jq_shard_count_status(sh, counts);
-        jq_shard_rdunlock(sh);
-    }
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 

@@ -221,16 +221,12 @@ static void release_held(jq_http_t *h)
         *pp = rq->next_held;
         rq->next_held = NULL;
         rq->ticket = 0;
+        rq->resumed = true;
         MHD_resume_connection(rq->conn);
     }
 }
 
 /* ---- who is asking ------------------------------------------------------ */
-
-static const char *cookie_token(struct MHD_Connection *c)
-{
-    return MHD_lookup_connection_value(c, MHD_COOKIE_KIND, "jobq_token");
-}
 
 static const char *bearer_token(struct MHD_Connection *c)
 {
@@ -240,31 +236,110 @@ static const char *bearer_token(struct MHD_Connection *c)
     return NULL;
 }
 
-/* 0 and *who; else an error was answered (401). */
-static int authenticate(jq_http_t *h, struct MHD_Connection *c, jq_identity_t *who,
-                        bool *authenticated, enum MHD_Result *answered)
+/* ---- sessions ----------------------------------------------------------- */
+
+static jq_session_t *session_find(jq_http_t *h, const char *id)
 {
-    const char *tok = bearer_token(c);
-    if (!tok)
-        tok = cookie_token(c);
-    *authenticated = false;
-    if (tok && *tok) {
-        if (!h->d->auth ||
-            jq_auth_http_token(h->d->auth, tok, strlen(tok), jq_now_wall(), who) < 0) {
-            *answered = jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
-                                      "the token is not valid (expired, malformed, or its key "
-                                      "was removed): make a new one with `jobq http-token`");
-            return -1;
-        }
-        *authenticated = true;
-        return 0;
+    if (!id || strlen(id) != 64)
+        return NULL;
+    for (size_t i = 0; i < JQ_HTTP_SESSIONS; i++) {
+        jq_session_t *se = &h->sessions[i];
+        if (!se->token)
+            continue;
+        unsigned char diff = 0;
+        for (size_t k = 0; k < 64; k++)
+            diff |= (unsigned char)(se->id[k] ^ id[k]);
+        if (!diff)
+            return se;
     }
-    if (!h->addr.loopback && !h->d->cfg.insecure) {
+    return NULL;
+}
+
+static void session_end(jq_session_t *se)
+{
+    free(se->token);
+    memset(se, 0, sizeof *se);
+}
+
+/* A new session for a verified token: a free slot, or the oldest one's. */
+static jq_session_t *session_new(jq_http_t *h, const char *token)
+{
+    jq_session_t *slot = NULL;
+    for (size_t i = 0; i < JQ_HTTP_SESSIONS; i++) {
+        jq_session_t *se = &h->sessions[i];
+        if (!se->token) {
+            slot = se;
+            break;
+        }
+        if (!slot || se->created_mono < slot->created_mono)
+            slot = se;
+    }
+    unsigned char rnd[32];
+    char *copy = strdup(token);
+    if (!copy || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) {
+        free(copy);
+        return NULL;
+    }
+    session_end(slot);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(slot->id + 2 * i, 3, "%02x", rnd[i]);
+    slot->token = copy;
+    slot->expires_wall = jq_now_wall() + JQ_HTTP_SESSION_US;
+    slot->created_mono = jq_now_mono();
+    return slot;
+}
+
+static void sessions_free(jq_http_t *h)
+{
+    for (size_t i = 0; i < JQ_HTTP_SESSIONS; i++)
+        session_end(&h->sessions[i]);
+}
+
+/* Who is asking. A bearer token that does not verify is answered 401 (a
+ * program sent it); a cookie that does not (expired, its key removed) is
+ * as good as none, so the page still loads and can log in again. */
+typedef enum {
+    ASK_TOKEN,     /* a valid token: its key's role */
+    ASK_ANONYMOUS, /* no token where one is not needed: --http-role */
+    ASK_NOBODY,    /* no token where one is needed: the page and login only */
+} asker_t;
+
+static int authenticate(jq_http_t *h, struct MHD_Connection *c, jq_identity_t *who,
+                        asker_t *asker, bool *cookie_refused, enum MHD_Result *answered)
+{
+    const char *bearer = bearer_token(c);
+    *cookie_refused = false;
+    memset(who, 0, sizeof *who);
+    if (bearer) {
+        if (h->d->auth &&
+            jq_auth_http_token(h->d->auth, bearer, strlen(bearer), jq_now_wall(), who) == 0) {
+            *asker = ASK_TOKEN;
+            return 0;
+        }
         *answered = jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
-                                  "this endpoint is not on loopback: every request needs a "
-                                  "token (Authorization: Bearer, from `jobq http-token`)");
+                                  "the token is not valid (expired, malformed, or its key "
+                                  "was removed): make a new one with `jobq http-token`");
         return -1;
     }
+    const char *cookie = MHD_lookup_connection_value(c, MHD_COOKIE_KIND, h->cookie_name);
+    if (cookie && *cookie) {
+        jq_session_t *se = session_find(h, cookie);
+        if (se && se->expires_wall > jq_now_wall() && h->d->auth &&
+            jq_auth_http_token(h->d->auth, se->token, strlen(se->token), jq_now_wall(), who) ==
+                0) {
+            *asker = ASK_TOKEN;
+            return 0;
+        }
+        if (se) /* its token no longer holds: the session is over */
+            session_end(se);
+        *cookie_refused = true;
+        memset(who, 0, sizeof *who);
+    }
+    if ((!h->addr.loopback && !h->d->cfg.insecure) || h->d->cfg.http_role < 0) {
+        *asker = ASK_NOBODY;
+        return 0;
+    }
+    *asker = ASK_ANONYMOUS;
     who->role = (jq_role_t)h->d->cfg.http_role;
     snprintf(who->owner, sizeof who->owner, "http");
     return 0;
@@ -488,17 +563,50 @@ static const char *const job_fields[] = {
     "oplog", "opstart", "opexec", "opend", "worker", "opworker", "opattempt", "owner",
     "received_ts", "start_ts", "end_ts", "change_serial", "log_serial"};
 
-/* The reader of the daemon: a read-role identity for what the HTTP thread
- * asks on its own behalf (the live view), whoever is connected. */
-static const jq_identity_t reader = {.role = JQ_ROLE_READ, .owner = "http"};
+/* The opcodes' logs, newest JQ_HTTP_JOB_LOG_SHOWN entries only; returns
+ * how many were left out. */
+static uint64_t write_oplog(FILE *f, const msgpack_object *oplog)
+{
+    if (oplog->type != MSGPACK_OBJECT_ARRAY) {
+        jq_json_msgpack(f, oplog);
+        return 0;
+    }
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < oplog->via.array.size; i++)
+        if (oplog->via.array.ptr[i].type == MSGPACK_OBJECT_ARRAY)
+            total += oplog->via.array.ptr[i].via.array.size;
+    uint64_t skip = total > JQ_HTTP_JOB_LOG_SHOWN ? total - JQ_HTTP_JOB_LOG_SHOWN : 0;
+    uint64_t left_out = skip;
+    fputc('[', f);
+    for (uint32_t i = 0; i < oplog->via.array.size; i++) {
+        const msgpack_object *op = &oplog->via.array.ptr[i];
+        if (i)
+            fputc(',', f);
+        if (op->type != MSGPACK_OBJECT_ARRAY) {
+            jq_json_msgpack(f, op);
+            continue;
+        }
+        uint32_t from = skip >= op->via.array.size ? op->via.array.size : (uint32_t)skip;
+        skip -= from;
+        fputc('[', f);
+        for (uint32_t k = from; k < op->via.array.size; k++) {
+            if (k > from)
+                fputc(',', f);
+            jq_json_msgpack(f, &op->via.array.ptr[k]);
+        }
+        fputc(']', f);
+    }
+    fputc(']', f);
+    return left_out;
+}
 
-int jq_http_job_json(jq_http_t *h, uint64_t id, FILE *f, uint64_t *change_serial,
-                     uint64_t *ticket)
+int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *f,
+                     uint64_t *change_serial, uint64_t *ticket)
 {
     query_args_t q = {.fields = job_fields, .nfields = sizeof job_fields / sizeof *job_fields,
                       .ids = &id, .nids = 1, .archived = true};
     jq_http_reply_t r;
-    if (jq_http_call(h->d, &reader, "query_jobs", pack_query, &q, &r) < 0)
+    if (jq_http_call(h->d, who, "query_jobs", pack_query, &q, &r) < 0)
         return -1;
     int rc = -1;
     const msgpack_object *rows = r.ok ? wire_map_get(r.result, "rows") : NULL;
@@ -518,11 +626,20 @@ int jq_http_job_json(jq_http_t *h, uint64_t id, FILE *f, uint64_t *change_serial
                 *change_serial = row->via.array.ptr[i].via.u64;
         }
         if (rc == 0) {
+            uint64_t omitted = 0;
             fputc('{', f);
-            for (uint32_t i = 0; i < fields->via.array.size; i++)
-                row_field(f, fields, row, i, i == 0);
-            fputc('}', f);
+            for (uint32_t i = 0; i < fields->via.array.size; i++) {
+                if (wire_str_eq(&fields->via.array.ptr[i], "oplog")) {
+                    fputs(i ? ",\"oplog\":" : "\"oplog\":", f);
+                    omitted = write_oplog(f, &row->via.array.ptr[i]);
+                } else {
+                    row_field(f, fields, row, i, i == 0);
+                }
+            }
+            fprintf(f, ",\"log_omitted\":%llu}", (unsigned long long)omitted);
         }
+    } else if (!r.ok && r.code == JOBQ_ERR_PERMISSION_DENIED) {
+        rc = 2;
     }
     *ticket = r.ticket;
     jq_http_reply_destroy(&r);
@@ -600,7 +717,7 @@ static enum MHD_Result api_jobs(jq_http_t *h, jq_req_t *rq, const jq_identity_t 
     return answer(h, rq, MHD_HTTP_OK, &b, ticket);
 }
 
-static enum MHD_Result api_job(jq_http_t *h, jq_req_t *rq)
+static enum MHD_Result api_job(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who)
 {
     struct MHD_Connection *c = rq->conn;
     uint64_t id;
@@ -611,9 +728,12 @@ static enum MHD_Result api_job(jq_http_t *h, jq_req_t *rq)
         return MHD_NO;
     fputs("{\"job\":", b.f);
     uint64_t serial = 0, ticket = 0;
-    int rc = jq_http_job_json(h, id, b.f, &serial, &ticket);
+    int rc = jq_http_job_json(h, who, id, b.f, &serial, &ticket);
     if (rc != 0) {
         body_discard(&b);
+        if (rc == 2)
+            return jq_http_error(c, MHD_HTTP_FORBIDDEN, "PermissionDenied",
+                                 "this role may not read jobs");
         if (rc > 0)
             return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
         return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
@@ -647,17 +767,19 @@ static enum MHD_Result api_plain(jq_http_t *h, jq_req_t *rq, const jq_identity_t
 }
 
 static enum MHD_Result api_session(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
-                                   bool authenticated)
+                                   asker_t asker, bool cookie_refused)
 {
     body_t b;
     if (body_open(&b) < 0)
         return MHD_NO;
     fputs("{\"role\":", b.f);
-    jq_json_cstr(b.f, jq_role_name(who->role));
+    jq_json_cstr(b.f, asker == ASK_NOBODY ? "none" : jq_role_name(who->role));
     fputs(",\"owner\":", b.f);
-    jq_json_cstr(b.f, who->owner);
-    fprintf(b.f, ",\"csrf\":\"%s\",\"authenticated\":%s}", h->csrf,
-            authenticated ? "true" : "false");
+    jq_json_cstr(b.f, asker == ASK_NOBODY ? "" : who->owner);
+    fprintf(b.f, ",\"csrf\":\"%s\",\"authenticated\":%s,\"login_required\":%s,"
+                 "\"token_refused\":%s}",
+            h->csrf, asker == ASK_TOKEN ? "true" : "false",
+            asker == ASK_NOBODY ? "true" : "false", cookie_refused ? "true" : "false");
     return answer(h, rq, MHD_HTTP_OK, &b, 0);
 }
 
@@ -812,19 +934,26 @@ static enum MHD_Result login(jq_http_t *h, jq_req_t *rq, bool out)
         !csrf_ok(h, c, csrf))
         return jq_http_error(c, MHD_HTTP_FORBIDDEN, "CSRF",
                              "the form's csrf field does not match this run's");
-    if (out)
-        return redirect(c, "/", "jobq_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    char cookie[200];
+    if (out) {
+        jq_session_t *se =
+            session_find(h, MHD_lookup_connection_value(c, MHD_COOKIE_KIND, h->cookie_name));
+        if (se)
+            session_end(se);
+        snprintf(cookie, sizeof cookie, "%s=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+                 h->cookie_name);
+        return redirect(c, "/", cookie);
+    }
     char token[1024];
     jq_identity_t who = {0};
     if (!form_value(rq->body, rq->body_len, "token", token, sizeof token) || !h->d->auth ||
         jq_auth_http_token(h->d->auth, token, strlen(token), jq_now_wall(), &who) < 0)
         return redirect(c, "/?login=failed", NULL);
-    for (const char *p = token; *p; p++)
-        if (!(*p == '.' || *p == '-' || *p == '_' || (*p >= '0' && *p <= '9') ||
-              (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-            return redirect(c, "/?login=failed", NULL);
-    char cookie[1200];
-    snprintf(cookie, sizeof cookie, "jobq_token=%s; Path=/; HttpOnly; SameSite=Strict", token);
+    jq_session_t *se = session_new(h, token);
+    if (!se)
+        return jq_http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Internal", "no session");
+    snprintf(cookie, sizeof cookie, "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict",
+             h->cookie_name, se->id, (long long)(JQ_HTTP_SESSION_US / 1000000));
     return redirect(c, "/", cookie);
 }
 
@@ -858,11 +987,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    if (rq->ready) { /* resumed: the store has caught up */
+    if (rq->resumed) { /* the store has caught up (or failed, or we stop) */
         struct MHD_Response *r = rq->ready;
         rq->ready = NULL;
-        return queue(c, rq->ready_status, r);
+        return r ? queue(c, rq->ready_status, r) : MHD_NO; /* never run twice */
     }
+    if (h->stopping)
+        return jq_http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "ShuttingDown",
+                             "jobqd is stopping");
     if (!host_ok(h, c))
         return jq_http_error(c, MHD_HTTP_MISDIRECTED_REQUEST, "MisdirectedRequest",
                              "on a loopback address the Host must be localhost or a loopback "
@@ -876,10 +1008,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (post && !strcmp(url, "/logout"))
         return login(h, rq, true);
     jq_identity_t who = {0};
-    bool authenticated;
+    asker_t asker;
+    bool cookie_refused;
     enum MHD_Result answered = MHD_NO;
-    if (authenticate(h, c, &who, &authenticated, &answered) < 0)
+    if (authenticate(h, c, &who, &asker, &cookie_refused, &answered) < 0)
         return answered;
+    /* The page itself (public files), the session and the login are for
+     * everyone; everything else for those who may. */
+    if (get && !strcmp(url, "/api/session"))
+        return api_session(h, rq, &who, asker, cookie_refused);
+    bool found;
+    if (get) {
+        enum MHD_Result rc = serve_static(h, c, url, &found);
+        if (found)
+            return rc;
+    }
+    if (asker == ASK_NOBODY)
+        return jq_http_error(c, MHD_HTTP_UNAUTHORIZED, "Unauthorized",
+                             "this endpoint is not on loopback: every request needs a token "
+                             "(Authorization: Bearer, or log in on the page; `jobq http-token`)");
     if (post) {
         if (!strcmp(url, "/api/cancel"))
             return api_action(h, rq, &who, "cancel_job");
@@ -895,14 +1042,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (!strcmp(url, "/metrics"))
         return serve_metrics(h, rq);
-    if (!strcmp(url, "/api/session"))
-        return api_session(h, rq, &who, authenticated);
     if (!strcmp(url, "/api/stats"))
         return api_plain(h, rq, &who, "stats");
     if (!strcmp(url, "/api/jobs"))
         return api_jobs(h, rq, &who);
     if (!strcmp(url, "/api/job"))
-        return api_job(h, rq);
+        return api_job(h, rq, &who);
     if (!strcmp(url, "/api/workers"))
         return api_workers(h, rq);
     if (!strcmp(url, "/events")) {
@@ -910,12 +1055,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "job");
         if (v && (!parse_u64(v, &job) || !job))
             return jq_http_error(c, MHD_HTTP_BAD_REQUEST, "BadArgument", "job: a job id");
-        return jq_live_open(h, c, job);
+        return jq_live_open(h, c, &who, job);
     }
-    bool found;
-    enum MHD_Result rc = serve_static(h, c, url, &found);
-    if (found)
-        return rc;
     return jq_http_error(c, MHD_HTTP_NOT_FOUND, "NotFound", "no such page");
 }
 
@@ -979,15 +1120,47 @@ static void *http_main(void *arg)
         if (items[0].revents)
             jq_live_read(h);
     }
-    /* Stopping: every stream and held answer ends now, so MHD can close. */
+    /* Stopping: no new connection, every request still coming is told so,
+     * the streams end, and held answers go once the store (still running)
+     * has saved what they show — for a while; what is left then is told
+     * ShuttingDown, never shown unsaved. MHD must not stop with a
+     * connection suspended. */
+    h->stopping = true;
+    MHD_socket lsock = MHD_quiesce_daemon(h->mhd);
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
     jq_live_close_all(h);
+    int64_t deadline = jq_now_mono() + JQ_HTTP_STOP_US;
+    while ((h->held || jq_live_streams_open(h)) && jq_now_mono() < deadline) {
+        release_held(h);
+        MHD_run(h->mhd);
+        zmq_pollitem_t item = {NULL, mhd_fd, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 1);
+    }
     for (jq_req_t *rq = h->held; rq; rq = rq->next_held) {
-        rq->ticket = 0;
+        if (rq->ready)
+            MHD_destroy_response(rq->ready);
+        rq->ready = NULL;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (f) {
+            fputs("{\"error\":\"ShuttingDown\",\"message\":\"jobqd stopped before what this "
+                  "answer shows was saved\"}", f);
+            fclose(f);
+            rq->ready = jq_http_json_response(buf, len);
+        }
+        rq->ready_status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        rq->resumed = true;
         MHD_resume_connection(rq->conn);
     }
     h->held = NULL;
-    for (int i = 0; i < 3; i++)
+    deadline = jq_now_mono() + JQ_HTTP_STOP_US / 4;
+    do {
         MHD_run(h->mhd);
+        zmq_pollitem_t item = {NULL, mhd_fd, ZMQ_POLLIN, 0};
+        zmq_poll(&item, 1, 1);
+    } while (jq_live_streams_open(h) && jq_now_mono() < deadline);
     return NULL;
 }
 
@@ -1056,6 +1229,9 @@ jq_http_t *jq_http_new(jq_daemon_t *d, void *zctx, char *err, size_t errlen)
     unsigned port = pi ? pi->port : 0;
     if (write_port_file(h, port, err, errlen) < 0)
         goto fail;
+    /* Browsers send a host's cookies to all its ports: a name per port
+     * keeps two daemons on one host from ending each other's sessions. */
+    snprintf(h->cookie_name, sizeof h->cookie_name, "jobq_session_%u", port);
     if (pthread_create(&h->thread, NULL, http_main, h) != 0) {
         snprintf(err, errlen, "cannot start the HTTP thread");
         goto fail;
@@ -1089,6 +1265,7 @@ void jq_http_destroy(jq_http_t **hp)
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     jq_live_fini(h);
+    sessions_free(h);
     if (h->stop_fd >= 0)
         close(h->stop_fd);
     if (h->port_path[0])

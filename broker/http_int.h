@@ -24,6 +24,17 @@
 #define JQ_HTTP_MAX_PER_IP 64
 #define JQ_HTTP_MAX_BODY 65536
 #define JQ_HTTP_LOG_BYTES 200 /* of a log line shown in the running table */
+/* A job as the API and its stream's snapshot show it: its newest log
+ * entries only (the rest stay in the store and `jobq info`). */
+#define JQ_HTTP_JOB_LOG_SHOWN 1000
+/* What every stream together may have waiting: beyond it new streams are
+ * refused (503) until browsers catch up. */
+#define JQ_SSE_MAX_TOTAL (64u << 20)
+/* Logged-in browsers: their sessions (a cookie naming one), at most this
+ * many, the oldest dropped first; each at most a day. */
+#define JQ_HTTP_SESSIONS 1024
+#define JQ_HTTP_SESSION_US (24 * 3600 * 1000000LL)
+#define JQ_HTTP_STOP_US 2000000 /* held answers' last chance to be saved */
 
 /* A reply from jq_dispatch, decoded. */
 typedef struct {
@@ -62,11 +73,26 @@ typedef struct jq_sse {
     uint64_t ticket;     /* nothing is sent before the store is durable here */
     char *buf;
     size_t len, off, cap;
+    /* Bytes appended and handed to MHD since the stream began; the first
+     * message (a job's snapshot, however large) is not counted against the
+     * bound: only what piles up after it. */
+    uint64_t appended, sent, exempt_until;
     bool suspended;
     bool closing;
 } jq_sse_t;
 
 typedef struct jq_running jq_running_t; /* http_live.c */
+
+/* A browser logged in: the cookie carries the random id, never the token,
+ * so a page on another port of the host (cookies ignore ports) learns
+ * nothing lasting, a restart or logout ends it, and the token is checked
+ * again at every request (a removed key ends it too). */
+typedef struct {
+    char id[65];
+    char *token;
+    int64_t expires_wall; /* microseconds */
+    int64_t created_mono;
+} jq_session_t;
 
 typedef struct jq_http {
     jq_daemon_t *d;
@@ -75,6 +101,9 @@ typedef struct jq_http {
     char port_path[JQ_PATH_BYTES + 16];
     char web_dir[JQ_PATH_BYTES];
     char csrf[65];        /* hex of 32 random bytes, for the life of the run */
+    char cookie_name[32]; /* jobq_session_PORT */
+    jq_session_t sessions[JQ_HTTP_SESSIONS];
+    bool stopping;        /* the daemon stops: finish, take nothing new */
     void *sub;            /* SUB on JQ_HTTP_EVENTS_EP */
     int stop_fd;          /* eventfd: jq_http_destroy wakes the thread */
     pthread_t thread;
@@ -102,6 +131,7 @@ typedef struct jq_req {
     bool body_too_large;
     struct MHD_Response *ready; /* answered, waiting for the store */
     unsigned ready_status;
+    bool resumed;               /* suspended once: never run again */
     uint64_t ticket;
 } jq_req_t;
 
@@ -113,8 +143,8 @@ enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const c
                               const char *message);
 /* The job page's full row as JSON into f; 0, 1 when the job does not
  * exist, -1 on failure. *ticket as jq_http_call's. */
-int jq_http_job_json(jq_http_t *h, uint64_t id, FILE *f, uint64_t *change_serial,
-                     uint64_t *ticket);
+int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *f,
+                     uint64_t *change_serial, uint64_t *ticket);
 
 /* http_live.c */
 int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen);
@@ -125,7 +155,10 @@ void jq_live_read(jq_http_t *h);
  * thing due. */
 int64_t jq_live_work(jq_http_t *h, int64_t now_mono);
 /* GET /events[?job=N]. */
-enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t job);
+enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, const jq_identity_t *who,
+                             uint64_t job);
+/* Streams still open. */
+bool jq_live_streams_open(const jq_http_t *h);
 /* Closes every stream (stopping). */
 void jq_live_close_all(jq_http_t *h);
 

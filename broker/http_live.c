@@ -113,6 +113,7 @@ static void sse_append(jq_sse_t *s, const char *data, size_t n)
     }
     memcpy(s->buf + s->len, data, n);
     s->len += n;
+    s->appended += n;
 }
 
 /* One message (an event or a comment) in pieces; the browser's backlog is
@@ -123,7 +124,8 @@ static bool sse_begin(jq_sse_t *s)
 {
     if (s->closing)
         return false;
-    if (s->len - s->off > JQ_SSE_MAX_PENDING) {
+    uint64_t from = s->sent > s->exempt_until ? s->sent : s->exempt_until;
+    if (s->appended > from && s->appended - from > JQ_SSE_MAX_PENDING) {
         s->closing = true;
         s->len = s->off = 0;
         sse_wake(s);
@@ -160,11 +162,12 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         size_t n = s->len - s->off < max ? s->len - s->off : max;
         memcpy(buf, s->buf + s->off, n);
         s->off += n;
+        s->sent += n;
         if (s->off == s->len)
             s->off = s->len = 0;
         return (ssize_t)n;
     }
-    if (s->closing)
+    if (s->closing || s->h->stopping)
         return MHD_CONTENT_READER_END_OF_STREAM;
     s->suspended = true;
     MHD_suspend_connection(s->conn);
@@ -196,8 +199,21 @@ static void append_history(FILE *f, const jq_http_t *h)
     fputc(']', f);
 }
 
-enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t job)
+bool jq_live_streams_open(const jq_http_t *h)
 {
+    return h->streams != NULL;
+}
+
+enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, const jq_identity_t *who,
+                             uint64_t job)
+{
+    uint64_t waiting = 0;
+    for (const jq_sse_t *o = h->streams; o; o = o->next)
+        waiting += o->appended - o->sent;
+    if (waiting > JQ_SSE_MAX_TOTAL)
+        return jq_http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Busy",
+                             "the open streams have too much waiting for their browsers: "
+                             "try again");
     jq_sse_t *s = calloc(1, sizeof *s);
     char *json = NULL;
     size_t len = 0;
@@ -211,7 +227,7 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t jo
     s->job = job;
     int rc = 0;
     if (job) {
-        rc = jq_http_job_json(h, job, f, &s->min_serial, &s->ticket);
+        rc = jq_http_job_json(h, who, job, f, &s->min_serial, &s->ticket);
     } else {
         fprintf(f, "{\"epoch\":%llu,\"seq\":%llu,\"history\":", (unsigned long long)h->epoch,
                 (unsigned long long)h->seq);
@@ -222,12 +238,16 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, uint64_t jo
     if (rc != 0) {
         free(json);
         free(s);
+        if (rc == 2)
+            return jq_http_error(c, MHD_HTTP_FORBIDDEN, "PermissionDenied",
+                                 "this role may not read jobs");
         if (rc > 0)
             return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
         return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
     }
     sse_comment(s, "retry: 2000\n\n");
     sse_event(s, job ? "snapshot" : "hello", json, len);
+    s->exempt_until = s->appended;
     free(json);
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, sse_read, s, sse_free);
@@ -479,13 +499,27 @@ static uint64_t write_running(jq_http_t *h, FILE *f)
         return 0;
     }
     const msgpack_object *rows = r.ok ? wire_map_get(r.result, "rows") : NULL;
-    size_t shown = 0;
+    size_t shown = 0, ngone = 0;
+    uint64_t gone[JQ_RUNNING_SHOWN];
     for (uint32_t i = 0; rows && rows->type == MSGPACK_OBJECT_ARRAY && i < rows->via.array.size &&
                          i < n; i++) {
         const msgpack_object *row = &rows->via.array.ptr[i];
-        if (row->type != MSGPACK_OBJECT_ARRAY || row->via.array.size != 5 ||
-            row->via.array.ptr[1].type != MSGPACK_OBJECT_STR)
+        jq_status_t st;
+        if (row->type != MSGPACK_OBJECT_ARRAY || row->via.array.size != 5)
             continue;
+        if (row->via.array.ptr[1].type != MSGPACK_OBJECT_STR || /* no such job any more */
+            jq_status_parse(row->via.array.ptr[1].via.str.ptr, row->via.array.ptr[1].via.str.size,
+                            &st) < 0) {
+            gone[ngone++] = ids[i];
+            continue;
+        }
+        /* The table may be ahead of the records read so far, and records
+         * lost at the high-water mark never come: a job that is not running
+         * now is not shown, and forgotten. */
+        if (st != JQ_WAITING && st != JQ_RUNNING && st != JQ_CANCELING) {
+            gone[ngone++] = ids[i];
+            continue;
+        }
         const msgpack_object *summary = &row->via.array.ptr[2];
         const msgpack_object *opstatus = &row->via.array.ptr[3];
         uint32_t cur = 0;
@@ -514,6 +548,8 @@ static uint64_t write_running(jq_http_t *h, FILE *f)
     fputc(']', f);
     uint64_t ticket = r.ticket;
     jq_http_reply_destroy(&r);
+    for (size_t i = 0; i < ngone; i++)
+        run_remove(h->running, gone[i]);
     return ticket;
 }
 

@@ -150,13 +150,7 @@ static uint64_t rss_bytes(void)
 static void render_jobs(jq_daemon_t *d, FILE *f)
 {
     uint64_t counts[JQ_STATUS__COUNT] = {0};
-    unsigned nshards = jq_table_shard_count(d->table);
-    for (unsigned i = 0; i < nshards; i++) {
-        jq_shard_t *sh = jq_table_shard_at(d->table, i);
-        jq_shard_rdlock(sh);
-        jq_shard_count_status(sh, counts);
-        jq_shard_rdunlock(sh);
-    }
+    jq_table_count_status(d->table, counts);
     help(f, "jobq_jobs", "gauge", "Live jobs by status.");
     for (int s = 0; s < JQ_STATUS__COUNT; s++)
         sample1(f, "jobq_jobs", "status", jq_status_name((jq_status_t)s), counts[s]);

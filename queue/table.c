@@ -122,6 +122,16 @@ uint64_t jq_table_archived_count(jq_table_t *t) { return atomic_load(&t->archive
 uint64_t jq_table_changes(jq_table_t *t) { return atomic_load(&t->changes); }
 jq_meter_t *jq_table_meter(jq_table_t *t) { return t->meter; }
 
+void jq_table_count_status(jq_table_t *t, uint64_t counts[JQ_STATUS__COUNT])
+{
+    for (unsigned i = 0; i < t->nshards; i++) {
+        jq_shard_t *sh = &t->shards[i];
+        jq_shard_rdlock(sh);
+        jq_shard_count_status(sh, counts);
+        jq_shard_rdunlock(sh);
+    }
+}
+
 void jq_shard_rdlock(jq_shard_t *sh) { pthread_rwlock_rdlock(&sh->lock); }
 void jq_shard_rdunlock(jq_shard_t *sh) { pthread_rwlock_unlock(&sh->lock); }
 void jq_shard_wrlock(jq_shard_t *sh) { pthread_rwlock_wrlock(&sh->lock); }

@@ -137,5 +137,8 @@ jq_job_t *jq_shard_live_at(jq_shard_t *sh, size_t index);
 jq_job_t *jq_shard_archived_at(jq_shard_t *sh, size_t index);
 /* Under a lock: live jobs by cached status, added into counts. */
 void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT]);
+/* Live jobs by status over every shard, each read-locked in turn (never
+ * two at once): counts are added to. Any thread, no lock held. */
+void jq_table_count_status(jq_table_t *t, uint64_t counts[JQ_STATUS__COUNT]);
 
 #endif

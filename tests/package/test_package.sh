@@ -38,7 +38,9 @@ check() { # PACKAGE PATH...: each PATH is in PACKAGE's .deb (of this or all arch
     done
 }
 check jobqd usr/sbin/jobqd lib/systemd/system/jobqd.service usr/lib/sysusers.d/jobq.conf \
-    usr/share/man/man8/jobqd.8.gz
+    usr/share/man/man8/jobqd.8.gz usr/share/jobq/web/index.html usr/share/jobq/web/job.html \
+    usr/share/jobq/web/dashboard.css usr/share/jobq/web/common.js \
+    usr/share/jobq/web/dashboard.js usr/share/jobq/web/job.js
 check jobq usr/bin/jobq usr/share/man/man1/jobq.1.gz usr/bin/jobq-worker \
     usr/share/man/man1/jobq-worker.1.gz
 check libjobq0 "usr/lib/$multiarch/libjobq.so.0.1.0" "usr/lib/$multiarch/libjobq.so.0"

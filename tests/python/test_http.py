@@ -200,7 +200,18 @@ def test_session_is_the_http_role_without_a_token(make_web):
     w = make_web()
     s = w.get_json("/api/session")
     assert s["role"] == "read" and s["authenticated"] is False and s["owner"] == "http"
+    assert s["login_required"] is False and s["token_refused"] is False
     assert len(s["csrf"]) == 64
+    # A stale cookie (expired, its key removed) is as good as none: the page
+    # still loads and can log in again; a program's bad bearer token is 401.
+    stale = {"Cookie": f"jobq_session_{w.port}={'ab' * 32}"}
+    r, data = w.request("GET", "/api/session", headers=stale)
+    s2 = json.loads(data)
+    assert r.status == 200 and s2["role"] == "read" and s2["token_refused"] is True
+    r, _ = w.request("GET", "/api/stats", headers=stale)
+    assert r.status == 200
+    r, data = w.request("GET", "/api/stats", headers={"Authorization": "Bearer jq1.bad.token"})
+    assert r.status == 401 and json.loads(data)["error"] == "Unauthorized"
     w2 = make_web("--http-role", "admin")
     assert w2.get_json("/api/session")["role"] == "admin"
     assert w2.csrf() != s["csrf"]  # each run its own
@@ -488,3 +499,78 @@ def test_stop_with_streams_open(make_web):
     w.d.log.close()
     w.d.stop = lambda: None
     assert not os.path.exists(w.d.data_dir / "http.port")
+
+
+def test_http_role_none_needs_a_token_even_on_loopback(make_web):
+    """For a proxy in front: the page and the login only."""
+    w = make_web("--http-role", "none")
+    s = w.get_json("/api/session")
+    assert s["role"] == "none" and s["login_required"] is True
+    for path in ["/api/stats", "/api/jobs", "/api/job?id=1", "/events", "/metrics",
+                 "/api/workers"]:
+        r, data = w.request("GET", path)
+        assert r.status == 401 and json.loads(data)["error"] == "Unauthorized", path
+    status, body = w.post("/api/cancel", {"id": 1}, s["csrf"])
+    assert status == 401
+    r, _ = w.request("GET", "/static/chart.js")
+    assert r.status in (200, 404)  # the page's files are public (404: no libjs-chart.js)
+
+
+def test_a_job_page_shows_the_newest_log_entries(web):
+    """A job with 3,000 log entries: the API and the stream's snapshot carry
+    the newest 1,000 and say how many were left out."""
+    [jid] = submit_many(web.d, 1, json.dumps(
+        {"op": "test.log", "args": {"messages": [f"line {i}" for i in range(3000)]}}))
+    web.d.wait_status(jid, ["success"])
+    job = web.get_json(f"/api/job?id={jid}")["job"]
+    assert job["log_omitted"] == 2000 and job["log_serial"] == 3000
+    entries = job["oplog"][0]
+    assert len(entries) == 1000 and entries[0][3] == "line 2000" and entries[-1][0] == 3000
+    s = Stream(web.port, f"/events?job={jid}")
+    try:
+        name, snap = s.next_event()
+        assert name == "snapshot" and snap["log_omitted"] == 2000
+        assert len(snap["oplog"][0]) == 1000
+    finally:
+        s.close()
+
+
+def test_stop_while_browsers_keep_connecting(tmp_path):
+    """SIGTERM while browsers open streams and read the API in a loop: a
+    clean stop (exit 0) every time, never an abort in the HTTP library."""
+    import threading
+    for run in range(4):
+        sub = tmp_path / f"r{run}"
+        sub.mkdir()
+        d = Daemon(sub, "--http", "127.0.0.1:0", "--shutdown-grace", "0.2")
+        port = http_port(d)
+        stop = threading.Event()
+
+        def hammer(path):
+            while not stop.is_set():
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    c.request("GET", path)
+                    r = c.getresponse()
+                    if path == "/events":
+                        r.read(200)
+                    else:
+                        r.read()
+                    c.close()
+                except (OSError, http.client.HTTPException):
+                    time.sleep(0.01)
+        threads = [threading.Thread(target=hammer, args=(p,), daemon=True)
+                   for p in ["/events"] * 8 + ["/api/stats", "/api/jobs"] * 4]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        d.proc.terminate()
+        rc = d.proc.wait(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        d.log.seek(0)
+        log = d.log.read()
+        d.log.close()
+        assert rc == 0, log
+        assert "stopped" in log and "Fatal" not in log, log

@@ -106,6 +106,10 @@ def test_installed_files(inst):
     p = inst.prefix
     for rel in ["bin/jobq", "bin/jobq-worker", "sbin/jobqd"]:
         assert os.access(os.path.join(p, rel), os.X_OK), f"{rel} not installed"
+    # The dashboard's pages (jobqd --http serves them from share/jobq/web);
+    # Chart.js is Debian's, never installed from here.
+    web = ["index.html", "job.html", "dashboard.css", "common.js", "dashboard.js", "job.js"]
+    assert sorted(os.listdir(os.path.join(p, "share/jobq/web"))) == sorted(web)
     for rel in ["include/jobq/jobq.h", "include/jobq/wire.h", "lib/systemd/system/jobqd.service",
                 "lib/sysusers.d/jobq.conf"]:
         assert os.path.isfile(os.path.join(p, rel)), f"{rel} not installed"

@@ -673,14 +673,27 @@ def test_http_tokens_on_the_http_endpoint(tmp_path):
             itok = c.http_token()["token"]
         status, body = session(itok)
         assert (body["role"], body["owner"]) == ("admin", "uid:%d" % os.getuid())
-        # the login form: the token becomes the session cookie
+        # the login form: a session whose cookie (named for the port: cookies
+        # ignore ports) carries a random id, never the token
         form = "token=%s&csrf=%s" % (rtok, csrf)
         r, _ = request("POST", "/login", body=form,
                        headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert r.status in (302, 303), r.status
         cookie = r.getheader("Set-Cookie")
-        assert cookie.startswith("jobq_token=%s;" % rtok) and "HttpOnly" in cookie, cookie
-        status, body = session(headers={"Cookie": "jobq_token=" + rtok})
+        name, value = cookie.split(";")[0].split("=", 1)
+        assert name == "jobq_session_%d" % port and len(value) == 64, cookie
+        assert rtok not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        status, body = session(headers={"Cookie": "%s=%s" % (name, value)})
         assert (body["role"], body["owner"], body["authenticated"]) == ("admin", "root", True)
+        # the token itself as the cookie is no session
+        status, body = session(headers={"Cookie": "%s=%s" % (name, rtok)})
+        assert body["authenticated"] is False and body["token_refused"] is True
+        # log out: that session is over, even with its cookie kept
+        r, _ = request("POST", "/logout", body="csrf=" + csrf,
+                       headers={"Content-Type": "application/x-www-form-urlencoded",
+                                "Cookie": "%s=%s" % (name, value)})
+        assert r.status == 303 and "Max-Age=0" in r.getheader("Set-Cookie")
+        status, body = session(headers={"Cookie": "%s=%s" % (name, value)})
+        assert body["authenticated"] is False and body["token_refused"] is True
     finally:
         s.stop()
