@@ -379,7 +379,6 @@ typedef struct {
     const char *ep;
     void *ctx;
     _Atomic bool stop;
-    long jobs;
     char err[256];
     pthread_t th;
 } bg_t;
@@ -399,7 +398,6 @@ static void *bg_main(void *arg)
             snprintf(b->err, sizeof b->err, "submit_many_jobs: %.200s", c->errbuf);
             break;
         }
-        b->jobs += ok;
         next += BG_PERIOD; /* the load pattern */
         bench_sleep(next - bench_now());
     }
