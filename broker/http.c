@@ -1097,6 +1097,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static void *http_main(void *arg)
 {
     jq_http_t *h = arg;
+    pthread_setname_np(pthread_self(), "jobqd-http"); /* for top -H, ps -L */
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int mhd_fd = info ? info->epoll_fd : -1;
     for (;;) {
