@@ -1100,26 +1100,28 @@ static void *http_main(void *arg)
     pthread_setname_np(pthread_self(), "jobqd-http"); /* for top -H, ps -L */
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     int mhd_fd = info ? info->epoll_fd : -1;
+    int64_t next_read = jq_now_mono();
     for (;;) {
         int64_t now = jq_now_mono();
+        if (now >= next_read) /* all of it, a batch per turn */
+            next_read = jq_live_read(h) == JQ_LIVE_BATCH ? now : now + JQ_LIVE_READ_US;
         int64_t wait_us = jq_live_work(h, now);
         release_held(h);
         MHD_run(h->mhd);
+        if (next_read - now < wait_us)
+            wait_us = next_read > now ? next_read - now : 0;
         MHD_UNSIGNED_LONG_LONG mhd_ms;
         if (MHD_get_timeout(h->mhd, &mhd_ms) == MHD_YES && (int64_t)mhd_ms * 1000 < wait_us)
             wait_us = (int64_t)mhd_ms * 1000;
         if (h->held || h->pending_tick) /* the store acknowledges in about a millisecond */
             wait_us = wait_us > 1000 ? 1000 : wait_us;
-        zmq_pollitem_t items[3] = {{h->sub, 0, ZMQ_POLLIN, 0},
-                                   {NULL, mhd_fd, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[2] = {{NULL, mhd_fd, ZMQ_POLLIN, 0},
                                    {NULL, h->stop_fd, ZMQ_POLLIN, 0}};
         long timeout_ms = (long)((wait_us + 999) / 1000);
-        if (zmq_poll(items, 3, timeout_ms) < 0 && errno != EINTR)
+        if (zmq_poll(items, 2, timeout_ms) < 0 && errno != EINTR)
             break;
-        if (items[2].revents)
+        if (items[1].revents)
             break;
-        if (items[0].revents)
-            jq_live_read(h);
     }
     /* Stopping: no new connection, every request still coming is told so,
      * the streams end, and held answers go once the store (still running)

@@ -17,6 +17,12 @@
 #define JQ_SSE_MAX_PENDING (4u << 20)
 #define JQ_SSE_KEEPALIVE_US (15 * 1000000LL)
 #define JQ_TICK_US 500000
+/* The event stream is read every so often, not at each event: a busy
+ * daemon's thousands of events a second cost the thread twenty wake-ups a
+ * second, not thousands (each one a context switch the loop and the store
+ * would pay for on a small machine). */
+#define JQ_LIVE_READ_US 50000
+#define JQ_LIVE_BATCH 256
 #define JQ_TICK_HISTORY 1200 /* ten minutes of ticks */
 #define JQ_RUNNING_SHOWN 100
 #define JQ_RUNNING_TRACKED 100000
@@ -149,8 +155,9 @@ int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *
 /* http_live.c */
 int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen);
 void jq_live_fini(jq_http_t *h);
-/* Reads what the event stream has (bounded per call). */
-void jq_live_read(jq_http_t *h);
+/* Reads what the event stream has, at most JQ_LIVE_BATCH events; returns
+ * how many it read. */
+int jq_live_read(jq_http_t *h);
 /* Ticks, keepalives, store releases; returns microseconds until the next
  * thing due. */
 int64_t jq_live_work(jq_http_t *h, int64_t now_mono);

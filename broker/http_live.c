@@ -299,6 +299,10 @@ int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen)
         snprintf(err, errlen, "http: cannot subscribe to the events: %s", zmq_strerror(errno));
         return -1;
     }
+    /* This run's epoch from the start (a stream opened before the first
+     * event or heartbeat still names it). */
+    h->epoch = h->d->epoch;
+    h->seq = atomic_load(&h->d->last_seq);
     h->next_tick = jq_now_mono() + JQ_TICK_US;
     h->next_keepalive = jq_now_mono() + JQ_SSE_KEEPALIVE_US;
     return 0;
@@ -398,16 +402,17 @@ static void on_change(jq_http_t *h, const msgpack_object *ch)
     free(json);
 }
 
-void jq_live_read(jq_http_t *h)
+int jq_live_read(jq_http_t *h)
 {
     /* A few at a time, so the streams they feed are written out between
      * them (MHD_run) rather than all buffered at once. */
-    for (int i = 0; i < 256; i++) {
+    int i = 0;
+    for (; i < JQ_LIVE_BATCH; i++) {
         zmq_msg_t topic, body;
         zmq_msg_init(&topic);
         if (zmq_msg_recv(&topic, h->sub, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&topic);
-            return;
+            return i;
         }
         zmq_msg_init(&body);
         if (!zmq_msg_more(&topic) || zmq_msg_recv(&body, h->sub, ZMQ_DONTWAIT) < 0) {
@@ -444,6 +449,7 @@ void jq_live_read(jq_http_t *h)
         zmq_msg_close(&topic);
         zmq_msg_close(&body);
     }
+    return i;
 }
 
 /* ---- ticks -------------------------------------------------------------- */
