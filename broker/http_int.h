@@ -141,7 +141,34 @@ typedef struct jq_req {
     uint64_t ticket;
 } jq_req_t;
 
+/* Who is asking (http_auth.c). A bearer token that does not verify is
+ * answered 401 (a program sent it); a session cookie that does not
+ * (expired, its key removed, logged out) is as good as none, so the page
+ * still loads and can log in again. */
+typedef enum {
+    ASK_TOKEN,     /* a valid token: its key's role */
+    ASK_ANONYMOUS, /* no token where one is not needed: --http-role */
+    ASK_NOBODY,    /* no token where one is needed: the page and login only */
+} asker_t;
+
+/* A JSON body being written, then answered (held while its ticket is ahead
+ * of the store). */
+typedef struct {
+    char *buf;
+    size_t len;
+    FILE *f;
+} jq_body_t;
+
 /* http.c */
+int jq_http_body_open(jq_body_t *b);
+void jq_http_body_discard(jq_body_t *b);
+/* Answers b (and frees it) now, or suspends the connection until the
+ * store is durable up to ticket; MHD then calls the handler again and the
+ * ready response goes. */
+enum MHD_Result jq_http_answer(jq_http_t *h, jq_req_t *rq, unsigned status, jq_body_t *b,
+                               uint64_t ticket);
+/* Queues r with status and drops the caller's reference. */
+enum MHD_Result jq_http_queue(struct MHD_Connection *c, unsigned status, struct MHD_Response *r);
 struct MHD_Response *jq_http_json_response(char *json, size_t len);
 void jq_http_headers(struct MHD_Response *r, bool page);
 /* Answer {"error": code, "message": ...} with status. */
@@ -151,6 +178,31 @@ enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const c
  * exist, -1 on failure. *ticket as jq_http_call's. */
 int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *f,
                      uint64_t *change_serial, uint64_t *ticket);
+
+/* http_auth.c. 0 and *who, *asker; -1 when an error was answered. */
+int jq_http_authenticate(jq_http_t *h, struct MHD_Connection *c, jq_identity_t *who,
+                         asker_t *asker, bool *cookie_refused, enum MHD_Result *answered);
+bool jq_http_host_ok(jq_http_t *h, struct MHD_Connection *c);
+/* form_token: the login form's field; NULL: the X-CSRF-Token header. */
+bool jq_http_csrf_ok(jq_http_t *h, struct MHD_Connection *c, const char *form_token);
+/* POST /login (out false) or /logout. */
+enum MHD_Result jq_http_login(jq_http_t *h, jq_req_t *rq, bool out);
+void jq_http_sessions_free(jq_http_t *h);
+
+/* http_api.c: GET /api/jobs, /api/job, /api/stats (method), /api/session,
+ * /api/workers, /metrics; POST /api/cancel|priority|archive (method). */
+enum MHD_Result jq_api_jobs(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who);
+enum MHD_Result jq_api_job(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who);
+enum MHD_Result jq_api_plain(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
+                             const char *method);
+enum MHD_Result jq_api_session(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
+                               asker_t asker, bool cookie_refused);
+enum MHD_Result jq_api_workers(jq_http_t *h, jq_req_t *rq);
+enum MHD_Result jq_api_metrics(jq_http_t *h, jq_req_t *rq);
+enum MHD_Result jq_api_action(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
+                              const char *method);
+/* A decimal id or count of a query string; false for anything else. */
+bool jq_http_parse_u64(const char *s, uint64_t *out);
 
 /* http_live.c */
 int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen);
