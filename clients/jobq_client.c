@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 #include <zmq.h>
 
@@ -59,6 +60,7 @@
  * jitter): when the monitor says nothing for this long while the
  * connection is down, its events were lost (see ensure_up). */
 #define CONN_QUIET_MS 600
+#define CONN_REBIND_GRACE_MS 250 /* see ensure_up */
 
 /* What the monitor last said about the connection. */
 typedef enum { CONN_UNKNOWN, CONN_UP, CONN_DOWN } conn_state_t;
@@ -345,10 +347,21 @@ static int ensure_up(jobq_client_t *self, int64_t deadline, int timeout_ms, cons
     if (self->conn == CONN_UP)
         return 0;
     struct stat st;
-    if (self->conn == CONN_DOWN && self->ipc_path && stat(self->ipc_path, &st) != 0 &&
-        errno == ENOENT) {
-        set_not_running(self, while_); /* no file: the next attempt fails too */
-        return -1;
+    /* A connection that dropped under a request in flight: a daemon that
+     * closes and binds again (a restart by a supervisor, a test's fake)
+     * leaves the path without a file for a moment. Look again for that
+     * moment before calling it stopped. */
+    int64_t grace_until = *while_ ? now_ms() + CONN_REBIND_GRACE_MS : 0;
+    if (deadline >= 0 && grace_until > deadline)
+        grace_until = deadline;
+    while (self->conn == CONN_DOWN && self->ipc_path && stat(self->ipc_path, &st) != 0 &&
+           errno == ENOENT) {
+        if (now_ms() >= grace_until) {
+            set_not_running(self, while_); /* no file: the next attempt fails too */
+            return -1;
+        }
+        usleep(5000);
+        read_monitor(self);
     }
     uint64_t failed = self->failed_attempts;
     int64_t quiet_until = now_ms() + CONN_QUIET_MS;

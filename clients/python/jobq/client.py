@@ -44,6 +44,7 @@ Opcode = Mapping[str, Any]
 _UNKNOWN, _UP, _DOWN = 0, 1, 2
 #: No monitor news for this long while down: its events were lost (libjobq's CONN_QUIET_MS).
 _CONN_QUIET = 0.6
+_CONN_REBIND_GRACE = 0.25  # see _ensure_up
 #: pyzmq's flags as plain ints on the request path: its enum types cost
 #: an object per flag operation.
 _NOBLOCK, _POLLIN, _EVENTS, _RCVMORE = (int(zmq.NOBLOCK), int(zmq.POLLIN), int(zmq.EVENTS),
@@ -229,9 +230,18 @@ class Client:
         self._read_monitor()
         if self._conn == _UP:
             return
-        if (self._conn == _DOWN and self._ipc_path
-                and not os.path.exists(self._ipc_path)):
-            raise self._not_running(while_)  # no file: the next attempt fails too
+        # A connection that dropped under a request in flight: a daemon that
+        # closes and binds again leaves the path without a file for a moment.
+        # Look again for that moment before calling it stopped.
+        grace_until = time.monotonic() + _CONN_REBIND_GRACE if while_ else 0.0
+        if deadline >= 0:
+            grace_until = min(grace_until, deadline)
+        while (self._conn == _DOWN and self._ipc_path
+               and not os.path.exists(self._ipc_path)):
+            if time.monotonic() >= grace_until:
+                raise self._not_running(while_)  # no file: the next attempt fails too
+            time.sleep(0.005)
+            self._read_monitor()
         failed = self._failed_attempts
         quiet_until = time.monotonic() + _CONN_QUIET
         while True:
