@@ -15,6 +15,8 @@
 /* What one browser may have waiting before its stream is closed (it
  * reconnects and starts from a fresh snapshot). */
 #define JQ_SSE_MAX_PENDING (4u << 20)
+/* A stream's buffer larger than this is freed once it is sent. */
+#define JQ_SSE_KEEP_BUFFER (256u << 10)
 #define JQ_SSE_KEEPALIVE_US (15 * 1000000LL)
 #define JQ_TICK_US 500000
 /* The event stream is read every so often, not at each event: a busy

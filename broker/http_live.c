@@ -88,6 +88,17 @@ static void sse_wake(jq_sse_t *s)
     }
 }
 
+/* Ends a stream: what it had waiting is dropped now, and the browser gets
+ * the end of the stream at its next read (it reconnects to a fresh one). */
+static void sse_cut(jq_sse_t *s)
+{
+    s->closing = true;
+    s->len = s->off = s->cap = 0;
+    free(s->buf);
+    s->buf = NULL;
+    sse_wake(s);
+}
+
 static void sse_append(jq_sse_t *s, const char *data, size_t n)
 {
     if (s->closing)
@@ -103,9 +114,7 @@ static void sse_append(jq_sse_t *s, const char *data, size_t n)
             cap *= 2;
         char *nb = realloc(s->buf, cap);
         if (!nb) {
-            s->closing = true;
-            s->len = s->off = 0;
-            sse_wake(s);
+            sse_cut(s);
             return;
         }
         s->buf = nb;
@@ -126,9 +135,7 @@ static bool sse_begin(jq_sse_t *s)
         return false;
     uint64_t from = s->sent > s->exempt_until ? s->sent : s->exempt_until;
     if (s->appended > from && s->appended - from > JQ_SSE_MAX_PENDING) {
-        s->closing = true;
-        s->len = s->off = 0;
-        sse_wake(s);
+        sse_cut(s);
         return false;
     }
     return true;
@@ -163,8 +170,14 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         memcpy(buf, s->buf + s->off, n);
         s->off += n;
         s->sent += n;
-        if (s->off == s->len)
+        if (s->off == s->len) {
             s->off = s->len = 0;
+            if (s->cap > JQ_SSE_KEEP_BUFFER) { /* a big snapshot went: give it back */
+                free(s->buf);
+                s->buf = NULL;
+                s->cap = 0;
+            }
+        }
         return (ssize_t)n;
     }
     if (s->closing || s->h->stopping)
@@ -207,9 +220,9 @@ bool jq_live_streams_open(const jq_http_t *h)
 enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, const jq_identity_t *who,
                              uint64_t job)
 {
-    uint64_t waiting = 0;
+    uint64_t waiting = 0; /* what the streams' buffers hold */
     for (const jq_sse_t *o = h->streams; o; o = o->next)
-        waiting += o->appended - o->sent;
+        waiting += o->cap;
     if (waiting > JQ_SSE_MAX_TOTAL)
         return jq_http_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "Busy",
                              "the open streams have too much waiting for their browsers: "
@@ -272,11 +285,8 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, const jq_id
 
 void jq_live_close_all(jq_http_t *h)
 {
-    for (jq_sse_t *s = h->streams; s; s = s->next) {
-        s->closing = true;
-        s->len = s->off = 0;
-        sse_wake(s);
-    }
+    for (jq_sse_t *s = h->streams; s; s = s->next)
+        sse_cut(s);
 }
 
 /* ---- the event stream --------------------------------------------------- */
@@ -656,13 +666,10 @@ int64_t jq_live_work(jq_http_t *h, int64_t now)
             continue;
         if (s->ticket <= durable) {
             s->ticket = 0;
+            sse_wake(s);
         } else if (s->ticket <= failed) { /* its snapshot was never saved */
-            s->closing = true;
-            s->len = s->off = 0;
-        } else {
-            continue;
+            sse_cut(s);
         }
-        sse_wake(s);
     }
     if (now >= h->next_tick) {
         /* Made whether or not a page watches: one opened later shows
