@@ -11,6 +11,10 @@ const char *const LIST_FIELDS[] = {"id", "status", "priority", "summary"};
 void *new_ctx(int io_threads, int max_sockets)
 {
     void *ctx = zmq_ctx_new();
+    /* zmq_ctx_term never waits for messages a socket could not deliver
+     * (linger 0 for every socket of it): a workload's teardown cannot hang
+     * on a peer that stopped reading. */
+    zmq_ctx_set(ctx, ZMQ_BLOCKY, 0);
     zmq_ctx_set(ctx, ZMQ_IO_THREADS, io_threads);
     zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, max_sockets);
     return ctx;
