@@ -168,6 +168,16 @@ static uint64_t write_oplog(FILE *f, const msgpack_object *oplog)
     return left_out;
 }
 
+enum MHD_Result jq_http_job_error(struct MHD_Connection *c, int rc)
+{
+    if (rc == 2)
+        return jq_http_error(c, MHD_HTTP_FORBIDDEN, "PermissionDenied",
+                             "this role may not read jobs");
+    if (rc == 1)
+        return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
+    return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
+}
+
 int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *f,
                      uint64_t *change_serial, uint64_t *ticket)
 {
@@ -299,12 +309,7 @@ enum MHD_Result jq_api_job(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who)
     int rc = jq_http_job_json(h, who, id, b.f, &serial, &ticket);
     if (rc != 0) {
         jq_http_body_discard(&b);
-        if (rc == 2)
-            return jq_http_error(c, MHD_HTTP_FORBIDDEN, "PermissionDenied",
-                                 "this role may not read jobs");
-        if (rc > 0)
-            return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
-        return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
+        return jq_http_job_error(c, rc);
     }
     fputs("}", b.f);
     return jq_http_answer(h, rq, MHD_HTTP_OK, &b, ticket);

@@ -176,8 +176,9 @@ void jq_http_headers(struct MHD_Response *r, bool page);
 /* Answer {"error": code, "message": ...} with status. */
 enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const char *code,
                               const char *message);
-/* The job page's full row as JSON into f; 0, 1 when the job does not
- * exist, -1 on failure. *ticket as jq_http_call's. */
+/* The job page's row as JSON into f (the newest log entries only) as who
+ * may read it: 0; 1 when the job does not exist, 2 when who may not read
+ * jobs, -1 on failure. *ticket as jq_http_call's. */
 int jq_http_job_json(jq_http_t *h, const jq_identity_t *who, uint64_t id, FILE *f,
                      uint64_t *change_serial, uint64_t *ticket);
 
@@ -203,6 +204,8 @@ enum MHD_Result jq_api_workers(jq_http_t *h, jq_req_t *rq);
 enum MHD_Result jq_api_metrics(jq_http_t *h, jq_req_t *rq);
 enum MHD_Result jq_api_action(jq_http_t *h, jq_req_t *rq, const jq_identity_t *who,
                               const char *method);
+/* The answer to jq_http_job_json's rc other than 0. */
+enum MHD_Result jq_http_job_error(struct MHD_Connection *c, int rc);
 /* A decimal id or count of a query string; false for anything else. */
 bool jq_http_parse_u64(const char *s, uint64_t *out);
 

@@ -251,12 +251,7 @@ enum MHD_Result jq_live_open(jq_http_t *h, struct MHD_Connection *c, const jq_id
     if (rc != 0) {
         free(json);
         free(s);
-        if (rc == 2)
-            return jq_http_error(c, MHD_HTTP_FORBIDDEN, "PermissionDenied",
-                                 "this role may not read jobs");
-        if (rc > 0)
-            return jq_http_error(c, MHD_HTTP_NOT_FOUND, "UnknownJob", "no such job");
-        return jq_http_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "Internal", "query failed");
+        return jq_http_job_error(c, rc);
     }
     sse_comment(s, "retry: 2000\n\n");
     sse_event(s, job ? "snapshot" : "hello", json, len);
