@@ -123,21 +123,27 @@ enum MHD_Result jq_http_queue(struct MHD_Connection *c, unsigned status, struct 
     return rc;
 }
 
-enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const char *code,
-                              const char *message)
+/* {"error": code, "message": ...} as a response; NULL out of memory. */
+static struct MHD_Response *error_response(const char *code, const char *message)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
-        return MHD_NO;
+        return NULL;
     fputs("{\"error\":", f);
     jq_json_cstr(f, code);
     fputs(",\"message\":", f);
     jq_json_cstr(f, message);
     fputs("}", f);
     fclose(f);
-    return jq_http_queue(c, status, jq_http_json_response(buf, len));
+    return jq_http_json_response(buf, len);
+}
+
+enum MHD_Result jq_http_error(struct MHD_Connection *c, unsigned status, const char *code,
+                              const char *message)
+{
+    return jq_http_queue(c, status, error_response(code, message));
 }
 
 int jq_http_body_open(jq_body_t *b)
@@ -197,16 +203,7 @@ static void release_held(jq_http_t *h)
         }
         if (rq->ticket > durable) {
             MHD_destroy_response(rq->ready);
-            char *buf = NULL;
-            size_t len = 0;
-            FILE *f = open_memstream(&buf, &len);
-            if (f) {
-                fputs("{\"error\":\"StoreFailed\",\"message\":", f);
-                jq_json_cstr(f, why);
-                fputs("}", f);
-                fclose(f);
-            }
-            rq->ready = f ? jq_http_json_response(buf, len) : NULL;
+            rq->ready = error_response("StoreFailed", why);
             rq->ready_status = MHD_HTTP_SERVICE_UNAVAILABLE;
         }
         *pp = rq->next_held;
@@ -454,16 +451,8 @@ static void *http_main(void *arg)
     for (jq_req_t *rq = h->held; rq; rq = rq->next_held) {
         if (rq->ready)
             MHD_destroy_response(rq->ready);
-        rq->ready = NULL;
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&buf, &len);
-        if (f) {
-            fputs("{\"error\":\"ShuttingDown\",\"message\":\"jobqd stopped before what this "
-                  "answer shows was saved\"}", f);
-            fclose(f);
-            rq->ready = jq_http_json_response(buf, len);
-        }
+        rq->ready = error_response("ShuttingDown",
+                                   "jobqd stopped before what this answer shows was saved");
         rq->ready_status = MHD_HTTP_SERVICE_UNAVAILABLE;
         rq->resumed = true;
         MHD_resume_connection(rq->conn);
