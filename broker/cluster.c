@@ -39,7 +39,10 @@ enum { ENTRY_BATCH = 1, ENTRY_NODE = 2, ENTRY_GONE = 3, ENTRY_INIT = 4 };
 #define MAX_NODES 16
 #define CMD_WAIT_S 30
 
-enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING };
+enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING, PHASE_DEPOSED };
+/* A deposed leader answers NotLeader at once, and starts again this much
+ * later: the answers already made (a transfer_leader's) leave first. */
+#define DEPOSED_EXEC_MS 300
 enum { CMD_ADD, CMD_REMOVE, CMD_TRANSFER };
 
 typedef struct cmd {
@@ -86,6 +89,8 @@ struct jq_cluster {
     uv_async_t wake;
     uv_poll_t intake;
     uv_timer_t watch;
+    uv_timer_t deposed;
+    bool deposed_timer;
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
@@ -471,11 +476,11 @@ static void applied_cb(struct raft_apply *req, int status, void *result);
 /* A deposed leader stops serving at once: what it had in memory may not
  * be what the cluster committed, so it starts again from its store as a
  * follower (the same pid, so a supervisor sees nothing). */
-static void restart_as_follower(jq_cluster_t *c, const char *why)
+static void exec_self(uv_timer_t *t)
 {
+    jq_cluster_t *c = t->data;
     if (atomic_load(&c->stop))
         return;
-    jq_log(JQ_LOG_WARNING, "cluster: %s: no longer serving; restarting as a follower", why);
     if (!c->d->argv)
         _exit(1);
 #ifdef CLOSE_RANGE_CLOEXEC
@@ -487,6 +492,17 @@ static void restart_as_follower(jq_cluster_t *c, const char *why)
     execv("/proc/self/exe", c->d->argv);
     jq_log(JQ_LOG_ERROR, "cluster: cannot start again: %s", strerror(errno));
     _exit(1);
+}
+
+static void restart_as_follower(jq_cluster_t *c, const char *why)
+{
+    if (atomic_load(&c->stop) || atomic_exchange(&c->phase, PHASE_DEPOSED) == PHASE_DEPOSED)
+        return;
+    jq_log(JQ_LOG_WARNING, "cluster: %s: no longer serving; restarting as a follower", why);
+    uv_timer_init(&c->loop, &c->deposed);
+    c->deposed_timer = true;
+    c->deposed.data = c;
+    uv_timer_start(&c->deposed, exec_self, DEPOSED_EXEC_MS, 0);
 }
 
 static int propose(jq_cluster_t *c, msgpack_sbuffer *sb)
@@ -809,6 +825,8 @@ static void close_handles(struct raft *r)
     uv_close((uv_handle_t *)&c->wake, NULL);
     uv_close((uv_handle_t *)&c->intake, NULL);
     uv_close((uv_handle_t *)&c->watch, NULL);
+    if (c->deposed_timer)
+        uv_close((uv_handle_t *)&c->deposed, NULL);
 }
 
 static void on_wake(uv_async_t *h)
