@@ -83,6 +83,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+#include <zmq.h>
 
 #define KEY 32                     /* X25519 keys, MACs, BLAKE2b-256 */
 #define HDR_LEN 8
@@ -772,9 +773,9 @@ static int responder_step(link_t *l)
         memcpy(l->peer_eph, l->in + HDR_LEN, KEY);
         memcpy(l->peer_static, l->in + HDR_LEN + KEY, KEY);
         if (!authorized(l)) {
-            char hex[2 * KEY + 1];
-            sodium_bin2hex(hex, sizeof hex, l->peer_static, KEY);
-            jq_log(JQ_LOG_NOTICE, "node link: refused a connection with the unknown key %s", hex);
+            char z85[41];
+            zmq_z85_encode(z85, l->peer_static, KEY); /* as in the authorized-keys files */
+            jq_log(JQ_LOG_NOTICE, "node link: refused a connection with the unknown key %s", z85);
             return -1;
         }
         uint8_t m1[M1_SECURE];
@@ -857,10 +858,10 @@ static int initiator_step(link_t *l)
         memcpy(l->peer_eph, l->in + HDR_LEN, KEY);
         memcpy(l->peer_static, l->in + HDR_LEN + KEY, KEY);
         if (!authorized(l)) {
-            char hex[2 * KEY + 1];
-            sodium_bin2hex(hex, sizeof hex, l->peer_static, KEY);
+            char z85[41];
+            zmq_z85_encode(z85, l->peer_static, KEY);
             jq_log(JQ_LOG_NOTICE, "node link to %s: the node answered with the unknown key %s",
-                   l->peer_address, hex);
+                   l->peer_address, z85);
             return -1;
         }
         uint8_t m1[M1_SECURE];
