@@ -95,7 +95,7 @@
 #define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
 #define SSHDR crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define IN_CAP (4 + FRAME_MAX + ABYTES) /* the largest thing a peer may send at once */
-#define RELAY_HIGH (1024 * 1024)   /* queued bytes past which the other side pauses */
+#define RELAY_HIGH JQ_NODELINK_QUEUE_HIGH
 #define PENDING_MAX 64             /* incoming links still in their handshake */
 #define LISTEN_MAX 8               /* addresses a listening host name may have */
 #define M1_SECURE (HDR_LEN + 2 * KEY)
@@ -401,6 +401,7 @@ static void on_written(uv_write_t *req, int status)
     bool to_tcp = w->to_tcp;
     size_t len = w->len;
     free(w);
+    l->nl->st.queued -= len;
     if (to_tcp)
         l->tcp_pending -= len;
     else
@@ -437,6 +438,7 @@ static bool wreq_send(link_t *l, wreq_t *w)
         link_kill(l);
         return false;
     }
+    l->nl->st.queued += w->len;
     if (w->to_tcp) {
         l->tcp_pending += w->len;
         if (l->tcp_pending > RELAY_HIGH && l->pipe_reading) {

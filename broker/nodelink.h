@@ -28,6 +28,10 @@ struct uv_loop_s;
 /* Milliseconds a connection has, from its TCP accept (or the start of its
  * connect) to the end of its handshake, when the options give 0. */
 #define JQ_NODELINK_HANDSHAKE_MS 5000
+/* Bytes a link queues for writing on one side before it stops reading the
+ * other (libraft's stream, or the peer): the relay's memory per link is
+ * about this much per direction, plus one frame. */
+#define JQ_NODELINK_QUEUE_HIGH (1024 * 1024)
 
 typedef struct {
     struct uv_loop_s *loop;    /* libraft's loop: every callback runs on it */
@@ -59,6 +63,8 @@ typedef struct {
     uint64_t bytes_in;        /* bytes read from node TCP connections */
     uint64_t bytes_out;       /* bytes written to them */
     uint64_t links;           /* connections open now (any state) */
+    uint64_t queued;          /* bytes queued for writing now, all links and
+                                 both directions (bounded by back-pressure) */
 } jq_nodelink_stats_t;
 
 /* Fill t's function pointers and its impl for libraft (t->data is left to

@@ -340,6 +340,69 @@ static void test_connect_accept_and_bytes_both_ways(void **state)
     loop_done(&loop);
 }
 
+static bool never(void *arg)
+{
+    (void)arg;
+    return false;
+}
+
+/* libraft's side of one end writes far more than the other end reads: the
+ * links queue a bounded amount (the kernel's socket buffers hold the rest),
+ * and everything arrives once the reader reads. */
+static void test_back_pressure(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    node_t a, b;
+    node_make(&a, &loop, 1, free_port(&loop), false, 0);
+    node_make(&b, &loop, 2, free_port(&loop), false, 0);
+    allow(&a, &b);
+    allow(&b, &a);
+    node_listen(&b);
+    conn_t c;
+    connect_to(&a, &b, &c);
+    assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+    assert_int_equal(c.status, 0);
+    size_t n = 64 * 1024 * 1024;
+    uint8_t *data = malloc(n);
+    randombytes_buf(data, n);
+    write_all(c.stream, data, n);
+    /* Until nothing moves any more (or a bound). */
+    jq_nodelink_stats_t sa, sb;
+    uint64_t last = UINT64_MAX;
+    for (int i = 0; i < 100; i++) {
+        run_until(&loop, never, NULL, 50);
+        jq_nodelink_stats(&b.t, &sb);
+        if (sb.bytes_in == last)
+            break;
+        last = sb.bytes_in;
+    }
+    jq_nodelink_stats(&a.t, &sa);
+    jq_nodelink_stats(&b.t, &sb);
+    assert_true(sb.bytes_in < n); /* stalled: the reader reads nothing */
+    assert_true(sa.queued <= JQ_NODELINK_QUEUE_HIGH + 128 * 1024);
+    assert_true(sb.queued <= JQ_NODELINK_QUEUE_HIGH + 128 * 1024);
+    assert_true(sa.queued + sb.queued > 0);
+    sink_t *s = calloc(1, sizeof *s);
+    s->want = data;
+    s->len = n;
+    b.acc_stream->data = s;
+    assert_int_equal(uv_read_start(b.acc_stream, sink_alloc, sink_read), 0);
+    pair_t p = {s, s};
+    assert_true(run_until(&loop, both_full, &p, WAIT_MS * 3));
+    assert_false(s->mismatch);
+    assert_int_equal(s->got, n);
+    jq_nodelink_stats(&a.t, &sa);
+    assert_int_equal(sa.queued, 0);
+    free(s);
+    free(data);
+    stream_free(&c.stream);
+    node_close(&loop, &a);
+    node_close(&loop, &b);
+    loop_done(&loop);
+}
+
 static void test_unknown_connecting_key_refused(void **state)
 {
     (void)state;
@@ -906,6 +969,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connect_accept_and_bytes_both_ways),
+        cmocka_unit_test(test_back_pressure),
         cmocka_unit_test(test_unknown_connecting_key_refused),
         cmocka_unit_test(test_unknown_listening_key_refused),
         cmocka_unit_test(test_raw_peers_dropped),
