@@ -395,6 +395,7 @@ static void test_back_pressure(void **state)
     assert_int_equal(s->got, n);
     jq_nodelink_stats(&a.t, &sa);
     assert_int_equal(sa.queued, 0);
+    uv_read_stop(b.acc_stream);
     free(s);
     free(data);
     stream_free(&c.stream);
