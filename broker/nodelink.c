@@ -281,6 +281,8 @@ static void link_free(link_t *l)
     raft_uv_connect_cb cb = l->cb;
     int status = l->status ? l->status : RAFT_NOCONNECTION;
     sodium_memzero(l->e_sk, sizeof l->e_sk);
+    sodium_memzero(l->mac_r, sizeof l->mac_r);
+    sodium_memzero(l->mac_i, sizeof l->mac_i);
     sodium_memzero(l->k_tx, sizeof l->k_tx);
     sodium_memzero(l->k_rx, sizeof l->k_rx);
     sodium_memzero(&l->tx, sizeof l->tx);
@@ -560,7 +562,12 @@ static void link_established(link_t *l)
     nl_t *nl = l->nl;
     int fds[2] = {-1, -1};
     uv_pipe_t *theirs = NULL;
+    /* The stream states hold what they need; the rest is not kept. */
     sodium_memzero(l->e_sk, sizeof l->e_sk);
+    sodium_memzero(l->mac_r, sizeof l->mac_r);
+    sodium_memzero(l->mac_i, sizeof l->mac_i);
+    sodium_memzero(l->k_tx, sizeof l->k_tx);
+    sodium_memzero(l->k_rx, sizeof l->k_rx);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
         goto fail;
     theirs = raft_malloc(sizeof *theirs);
@@ -1239,6 +1246,14 @@ void jq_nodelink_close(struct raft_uv_transport *t)
     if (!t || !t->impl)
         return;
     nl_t *nl = t->impl;
+    if (nl->links || nl->n_listeners > 0) {
+        /* Handles of ours are still in the loop (the transport was not
+         * closed through libraft or t->close first): freeing would leave
+         * them pointing at freed memory, so this is leaked instead. */
+        jq_log(JQ_LOG_ERROR, "node link: transport freed before it was closed (leaked)");
+        t->impl = NULL;
+        return;
+    }
     sodium_memzero(nl->sk, sizeof nl->sk);
     free(nl->bind_address);
     free(nl->address);

@@ -71,9 +71,12 @@ typedef struct {
  * libraft, which sets it in raft_uv_init). The keys are copied. 0, or -1
  * (bad options or out of memory) with t->errmsg set. */
 int jq_nodelink_init(struct raft_uv_transport *t, const jq_nodelink_opts_t *o);
-/* Free the implementation once libraft has closed the transport (after
- * raft_close's callback), or when it was never given to raft_uv_init.
- * NULL-safe; t->impl is NULL afterwards. */
+/* Free the implementation once the transport is closed: after raft_close's
+ * callback (libraft closes its transport), or after t->close's callback
+ * when used without libraft, or at once when listen and connect were never
+ * called. Called with connections or listeners still open it logs an error
+ * and leaks the implementation rather than free memory the loop still
+ * uses. NULL-safe; t->impl is NULL afterwards. */
 void jq_nodelink_close(struct raft_uv_transport *t);
 /* The counters (zeros when t was not initialized by jq_nodelink_init). */
 void jq_nodelink_stats(const struct raft_uv_transport *t, jq_nodelink_stats_t *out);
