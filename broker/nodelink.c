@@ -126,6 +126,9 @@ struct link {
     bool draining;        /* one side ended: close once the writes are out */
     int open_handles;     /* handles not yet closed (the link is freed at 0) */
     bool gai_pending;     /* uv_getaddrinfo not yet called back */
+    struct addrinfo *ai_list, *ai_cur; /* a resolved name: the addresses, the
+                                          one being tried (owned) */
+    bool tcp_reopening;   /* tcp closing, to be made again for ai_cur */
     uv_tcp_t tcp;
     uv_timer_t timer;     /* handshake deadline, then drain deadline */
     uv_pipe_t pipe;       /* our end of the socketpair, once relaying */
@@ -287,6 +290,7 @@ static void link_free(link_t *l)
     sodium_memzero(l->k_rx, sizeof l->k_rx);
     sodium_memzero(&l->tx, sizeof l->tx);
     sodium_memzero(&l->rx, sizeof l->rx);
+    uv_freeaddrinfo(l->ai_list);
     free(l->in);
     free(l->pbuf);
     free(l->peer_address);
@@ -334,7 +338,8 @@ static void link_kill(link_t *l)
         l->nl->st.refused++;
     link_unpend(l);
     l->state = L_DEAD;
-    uv_close((uv_handle_t *)&l->tcp, on_handle_closed);
+    if (!l->tcp_reopening) /* else its close callback counts it */
+        uv_close((uv_handle_t *)&l->tcp, on_handle_closed);
     uv_close((uv_handle_t *)&l->timer, on_handle_closed);
     if (l->pipe_open)
         uv_close((uv_handle_t *)&l->pipe, on_handle_closed);
@@ -973,14 +978,45 @@ static void link_process(link_t *l)
 
 /* ---- connecting ---- */
 
+static void tcp_connect(link_t *l, const struct sockaddr *sa);
+
+/* The handle of a failed attempt is closed and made again for the next
+ * address of the name (a handle that failed to connect cannot connect
+ * again). */
+static void on_tcp_reopen(uv_handle_t *h)
+{
+    link_t *l = h->data;
+    l->tcp_reopening = false;
+    if (l->state == L_DEAD) {
+        l->open_handles--;
+        link_maybe_free(l);
+        return;
+    }
+    uv_tcp_init(l->nl->loop, &l->tcp);
+    l->tcp.data = l;
+    tcp_connect(l, l->ai_cur->ai_addr);
+}
+
+/* A connection attempt failed: the name's next address, or give up. */
+static void connect_failed(link_t *l, int err)
+{
+    jq_log(JQ_LOG_DEBUG, "node link to %s: %s", l->peer_address, uv_strerror(err));
+    if (l->ai_cur && l->ai_cur->ai_next) {
+        l->ai_cur = l->ai_cur->ai_next;
+        l->tcp_reopening = true;
+        uv_close((uv_handle_t *)&l->tcp, on_tcp_reopen);
+        return;
+    }
+    link_kill(l);
+}
+
 static void on_tcp_connected(uv_connect_t *req, int status)
 {
     link_t *l = req->data;
     if (l->state == L_DEAD)
         return;
     if (status < 0) {
-        jq_log(JQ_LOG_DEBUG, "node link to %s: %s", l->peer_address, uv_strerror(status));
-        link_kill(l);
+        connect_failed(l, status);
         return;
     }
     uv_tcp_nodelay(&l->tcp, 1); /* raft's heartbeats are small and urgent */
@@ -995,10 +1031,8 @@ static void tcp_connect(link_t *l, const struct sockaddr *sa)
     l->state = L_CONNECTING;
     l->creq.data = l;
     int rc = uv_tcp_connect(&l->creq, &l->tcp, sa, on_tcp_connected);
-    if (rc < 0) {
-        jq_log(JQ_LOG_DEBUG, "node link to %s: %s", l->peer_address, uv_strerror(rc));
-        link_kill(l);
-    }
+    if (rc < 0)
+        connect_failed(l, rc);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -1017,8 +1051,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         link_kill(l);
         return;
     }
+    l->ai_list = l->ai_cur = res;
     tcp_connect(l, res->ai_addr);
-    uv_freeaddrinfo(res);
 }
 
 static int nl_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,

@@ -769,6 +769,57 @@ static void test_insecure_mode(void **state)
     loop_done(&loop);
 }
 
+/* Addresses as names and IPv6 literals: listen resolves (and binds every
+ * address of the name), connect resolves without blocking the loop. */
+static void test_host_names_and_ipv6(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    const char *forms[] = {"localhost:%d", "[::1]:%d"};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        node_t a, b;
+        node_make(&a, &loop, 1, free_port(&loop), false, 0);
+        node_make(&b, &loop, 2, free_port(&loop), false, 0);
+        snprintf(b.address, sizeof b.address, forms[i], free_port(&loop));
+        assert_int_equal(b.t.init(&b.t, b.id, b.address), 0);
+        allow(&a, &b);
+        allow(&b, &a);
+        if (b.t.listen(&b.t, on_accept) != 0) {
+            /* No IPv6 on this host's loopback: nothing to test there. */
+            print_message("skipped %s: %s\n", b.address, b.t.errmsg);
+            node_close(&loop, &a);
+            node_close(&loop, &b);
+            continue;
+        }
+        conn_t c;
+        connect_to(&a, &b, &c);
+        assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+        assert_int_equal(c.status, 0);
+        assert_int_equal(b.accepted, 1);
+        assert_string_equal(b.acc_addr, a.address);
+        exchange(&loop, c.stream, b.acc_stream, 10, 10);
+        stream_free(&c.stream);
+        node_close(&loop, &a);
+        node_close(&loop, &b);
+    }
+    /* Malformed addresses are refused by init and by connect. */
+    node_t a;
+    node_make(&a, &loop, 1, free_port(&loop), false, 0);
+    const char *bad[] = {"127.0.0.1", "::1:80", "[::1]80", "host:0", "host:65536", ":80",
+                         "host:8x", "[::1]:", "[]:80"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        conn_t c;
+        memset(&c, 0, sizeof c);
+        if (a.t.init(&a.t, 1, bad[i]) != RAFT_INVALID)
+            fail_msg("init accepted %s", bad[i]);
+        if (a.t.connect(&a.t, &c.req, 2, bad[i], on_connected) != RAFT_NOCONNECTION)
+            fail_msg("connect accepted %s", bad[i]);
+    }
+    node_close(&loop, &a);
+    loop_done(&loop);
+}
+
 static void test_close_cancels_connects(void **state)
 {
     (void)state;
@@ -976,6 +1027,7 @@ int main(void)
         cmocka_unit_test(test_raw_peers_dropped),
         cmocka_unit_test(test_replayed_handshake_refused),
         cmocka_unit_test(test_insecure_mode),
+        cmocka_unit_test(test_host_names_and_ipv6),
         cmocka_unit_test(test_close_cancels_connects),
         cmocka_unit_test(test_libraft_cluster),
     };
