@@ -16,45 +16,7 @@
  * queue holds more than RELAY_HIGH bytes (resuming under half of it), so
  * memory per link stays bounded whatever a peer or libraft does.
  *
- * Wire format (version 1). I is the connecting node, R the listening one;
- * s/S a static secret/public key (the daemon's CURVE keypair), e/E a fresh
- * ephemeral pair per connection; DH is X25519 (crypto_scalarmult), H is
- * BLAKE2b-256 (crypto_generichash). HDR is 8 bytes: "jqnl", the version
- * (1), the mode ('S' secure, 'P' plain) and two zero bytes.
- *
- *   M1 I->R  HDR | E_i | S_i                       (72 bytes)
- *            R refuses (closes) unless authorize(S_i).
- *   M2 R->I  HDR | E_r | S_r | MAC_r               (104 bytes)
- *            h = H(label | M1 | HDR | E_r | S_r)
- *            K = H(h | DH(e_i,E_r) | DH(e_i,S_r) | DH(s_i,E_r))
- *              (R computes the same three as DH(e_r,E_i), DH(s_r,E_i),
- *               DH(e_r,S_i)); four subkeys of K (crypto_kdf): mac_r,
- *              mac_i, key_i2r, key_r2i.
- *            MAC_r = HMAC-SHA512-256(mac_r, h). I refuses unless
- *            authorize(S_r) and MAC_r verifies: computing K needs
- *            DH(e_i,S_r), i.e. s_r (e_i never leaves I).
- *   M3 I->R  MAC_i | secretstream header i2r | frame(preamble)
- *            MAC_i = HMAC-SHA512-256(mac_i, h): needs DH(s_i,E_r), i.e. s_i.
- *            preamble = raft id (u64 BE) | length (u16 BE) | address.
- *   M4 R->I  secretstream header r2i | frame("ok")
- *            Only after M4 does I report the connection to libraft, so a
- *            refusal by R is a failed connect, not a dead stream.
- *   then     frames both ways: u32 BE length n of the ciphertext (17 <=
- *            n <= FRAME_MAX + 17), then n bytes of
- *            crypto_secretstream_xchacha20poly1305 with the 4 length bytes
- *            as additional data (a changed length fails to decrypt).
- *
- * Both ephemeral keys enter K, so a recorded M1/M3 replayed to R (or M2/M4
- * replayed to I) meets a fresh ephemeral key and its MAC fails. Each MAC
- * has its own key, so R's cannot be reflected as I's. Static public keys
- * travel in clear: a node's key is not a secret (it sits in every peer's
- * authorized-keys directory); what is secret is the traffic. Forward
- * secrecy comes from the ephemeral keys (wiped once the keys are derived).
- *
- * Plain mode (opts.insecure; loopback only, chosen by the caller):
- *   M1 I->R  HDR | raft id (u64 BE) | length (u16 BE) | address
- *   M2 R->I  HDR
- *   then the raw bytes both ways.
+ * The handshake and the frames on the wire are in nodelink_hs.c.
  *
  * Every read is bounded: the input buffer holds one largest frame
  * (IN_CAP), a length out of range or a bad MAC or tag closes the link, and
@@ -69,6 +31,7 @@
  * transport closes). The transport's close callback fires once the
  * listeners and every link are gone; jq_nodelink_close frees the rest. */
 #include "nodelink.h"
+#include "nodelink_int.h"
 
 #include "log.h"
 
@@ -83,140 +46,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
-#include <zmq.h>
 
-#define KEY 32                     /* X25519 keys, MACs, BLAKE2b-256 */
-#define HDR_LEN 8
-#define VERSION 1
-#define MODE_SECURE 'S'
-#define MODE_PLAIN 'P'
-#define ADDRESS_MAX 300            /* a raft address in the preamble */
-#define FRAME_MAX (64 * 1024)      /* plaintext bytes in one frame */
-#define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
-#define SSHDR crypto_secretstream_xchacha20poly1305_HEADERBYTES
-#define IN_CAP (4 + FRAME_MAX + ABYTES) /* the largest thing a peer may send at once */
 #define RELAY_HIGH JQ_NODELINK_QUEUE_HIGH
-#define PENDING_MAX 64             /* incoming links still in their handshake */
-#define LISTEN_MAX 8               /* addresses a listening host name may have */
-#define M1_SECURE (HDR_LEN + 2 * KEY)
-#define M2_SECURE (HDR_LEN + 3 * KEY)
-#define PREAMBLE_FIXED 10          /* id and length */
-
-static const char LABEL[] = "jobq nodelink v1";
-static const char KDF_CTX[crypto_kdf_CONTEXTBYTES + 1] = "jqnlink1";
-enum { SUB_MAC_R = 1, SUB_MAC_I, SUB_I2R, SUB_R2I };
-
-typedef struct nl nl_t;
-typedef struct link link_t;
-
-enum link_state {
-    L_RESOLVING,  /* connect: waiting for getaddrinfo */
-    L_CONNECTING, /* connect: waiting for the TCP connection */
-    L_HANDSHAKE,  /* the messages above */
-    L_RELAY,      /* handed to libraft */
-    L_DEAD,       /* handles closing; freed by the last close callback */
-};
-
-struct link {
-    nl_t *nl;
-    link_t *prev, *next;  /* nl->links */
-    bool outgoing;        /* we connected (I), or we accepted (R) */
-    enum link_state state;
-    int step;             /* handshake message expected next (0, 1, 2) */
-    bool draining;        /* one side ended: close once the writes are out */
-    int open_handles;     /* handles not yet closed (the link is freed at 0) */
-    bool gai_pending;     /* uv_getaddrinfo not yet called back */
-    struct addrinfo *ai_list, *ai_cur; /* a resolved name: the addresses, the
-                                          one being tried (owned) */
-    bool tcp_reopening;   /* tcp closing, to be made again for ai_cur */
-    uv_tcp_t tcp;
-    uv_timer_t timer;     /* handshake deadline, then drain deadline */
-    uv_pipe_t pipe;       /* our end of the socketpair, once relaying */
-    bool pipe_open;
-    bool tcp_reading, pipe_reading;
-    size_t tcp_pending, pipe_pending; /* bytes queued for writing */
-    uv_getaddrinfo_t gai;
-    uv_connect_t creq;
-    /* connect side: libraft's request until its callback fired */
-    struct raft_uv_connect *req;
-    raft_uv_connect_cb cb;
-    int status;           /* what cb gets if the link dies first */
-    raft_id peer_id;      /* connect: the target; accept: from the preamble */
-    char *peer_address;   /* likewise (owned) */
-    /* handshake */
-    uint8_t e_sk[KEY], e_pk[KEY];
-    uint8_t peer_static[KEY], peer_eph[KEY];
-    uint8_t h[KEY];       /* transcript hash */
-    uint8_t mac_r[KEY], mac_i[KEY], k_tx[KEY], k_rx[KEY];
-    crypto_secretstream_xchacha20poly1305_state tx, rx;
-    /* buffers */
-    uint8_t *in;          /* TCP input not yet consumed (IN_CAP) */
-    size_t in_len;
-    uint8_t *pbuf;        /* pipe read buffer (FRAME_MAX) */
-};
-
-struct nl {
-    struct raft_uv_transport *t;
-    uv_loop_t *loop;
-    bool insecure;
-    uint8_t pk[KEY], sk[KEY];
-    bool (*authorize)(void *ctx, const uint8_t peer_public[KEY]);
-    void *ctx;
-    unsigned handshake_ms;
-    char *bind_address;   /* opts.bind_address copy, or NULL */
-    raft_id id;           /* from transport->init */
-    char *address;        /* likewise (owned) */
-    raft_uv_accept_cb accept_cb;
-    uv_tcp_t listeners[LISTEN_MAX];
-    int n_listeners;      /* initialized listeners not yet closed */
-    link_t *links;
-    unsigned pending_in;  /* incoming links in their handshake */
-    bool closing;
-    raft_uv_transport_close_cb close_cb;
-    jq_nodelink_stats_t st;
-};
-
-typedef struct {
-    uv_write_t req;
-    link_t *l;
-    bool to_tcp;
-    size_t len;
-    uint8_t data[];
-} wreq_t;
+#define PENDING_MAX 64 /* incoming links still in their handshake */
 
 static void link_kill(link_t *l);
 static void link_process(link_t *l);
 
 /* ---- helpers ---- */
-
-static void put_be(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = n - 1; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint64_t get_be(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void put_hdr(uint8_t *p, bool insecure)
-{
-    memcpy(p, "jqnl", 4);
-    p[4] = VERSION;
-    p[5] = insecure ? MODE_PLAIN : MODE_SECURE;
-    p[6] = p[7] = 0;
-}
-
-static bool hdr_ok(const uint8_t *p, bool insecure)
-{
-    uint8_t want[HDR_LEN];
-    put_hdr(want, insecure);
-    return memcmp(p, want, HDR_LEN) == 0;
-}
 
 /* "host:port" or "[v6]:port" into host and port (a port of 1..65535
  * required). -1 when malformed. */
@@ -263,11 +100,6 @@ static bool numeric_address(const char *host, const char *port, struct sockaddr_
     return false;
 }
 
-static void hash_update(crypto_generichash_state *s, const void *p, size_t n)
-{
-    crypto_generichash_update(s, (const unsigned char *)p, n);
-}
-
 /* ---- links: life and death ---- */
 
 static void link_free(link_t *l)
@@ -291,7 +123,7 @@ static void link_free(link_t *l)
     sodium_memzero(&l->tx, sizeof l->tx);
     sodium_memzero(&l->rx, sizeof l->rx);
     uv_freeaddrinfo(l->ai_list);
-    free(l->in);
+    free(l->in_buf);
     free(l->pbuf);
     free(l->peer_address);
     free(l);
@@ -361,10 +193,10 @@ static link_t *link_new(nl_t *nl, bool outgoing)
     link_t *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
-    l->in = malloc(IN_CAP);
+    l->in = l->in_buf = malloc(IN_CAP);
     l->pbuf = malloc(FRAME_MAX);
-    if (!l->in || !l->pbuf) {
-        free(l->in);
+    if (!l->in_buf || !l->pbuf) {
+        free(l->in_buf);
         free(l->pbuf);
         free(l);
         return NULL;
@@ -387,7 +219,7 @@ static link_t *link_new(nl_t *nl, bool outgoing)
 
 /* ---- writing ---- */
 
-static wreq_t *wreq_new(link_t *l, bool to_tcp, size_t len)
+wreq_t *nl_wreq_new(link_t *l, bool to_tcp, size_t len)
 {
     wreq_t *w = malloc(sizeof *w + len);
     if (w) {
@@ -436,7 +268,7 @@ static void on_written(uv_write_t *req, int status)
 
 /* Queue w (owned from here) on the link's TCP or pipe; false when the link
  * died of it. */
-static bool wreq_send(link_t *l, wreq_t *w)
+bool nl_wreq_send(link_t *l, wreq_t *w)
 {
     uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)w->len);
     uv_stream_t *s = w->to_tcp ? (uv_stream_t *)&l->tcp : (uv_stream_t *)&l->pipe;
@@ -462,22 +294,21 @@ static bool wreq_send(link_t *l, wreq_t *w)
     return true;
 }
 
-/* One encrypted frame of n plaintext bytes into out (4 + n + ABYTES). */
-static void seal_frame(link_t *l, uint8_t *out, const uint8_t *p, size_t n)
-{
-    put_be(out, n + ABYTES, 4);
-    crypto_secretstream_xchacha20poly1305_push(&l->tx, out + 4, NULL, p, n, out, 4, 0);
-}
-
 /* ---- reading ---- */
 
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     link_t *l = h->data;
     (void)suggested;
-    /* Full buffer: an empty buffer makes libuv report UV_ENOBUFS, which
-     * kills the link. It cannot happen to a well-behaved peer: the buffer
-     * holds a whole largest frame, consumed as soon as it is complete. */
+    /* What is left of the last read moves to the front once per read, not
+     * once per frame. Full buffer: an empty buffer makes libuv report
+     * UV_ENOBUFS, which kills the link. It cannot happen to a well-behaved
+     * peer: the buffer holds a whole largest frame, consumed as soon as it
+     * is complete. */
+    if (l->in != l->in_buf) {
+        memmove(l->in_buf, l->in, l->in_len);
+        l->in = l->in_buf;
+    }
     *buf = uv_buf_init((char *)l->in + l->in_len, (unsigned)(IN_CAP - l->in_len));
 }
 
@@ -539,7 +370,7 @@ static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     size_t len = (size_t)n;
-    wreq_t *w = wreq_new(l, true, l->nl->insecure ? len : 4 + len + ABYTES);
+    wreq_t *w = nl_wreq_new(l, true, l->nl->insecure ? len : 4 + len + ABYTES);
     if (!w) {
         link_kill(l);
         return;
@@ -547,8 +378,8 @@ static void on_pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (l->nl->insecure)
         memcpy(w->data, l->pbuf, len);
     else
-        seal_frame(l, w->data, l->pbuf, len);
-    wreq_send(l, w);
+        nl_seal_frame(l, w->data, l->pbuf, len);
+    nl_wreq_send(l, w);
 }
 
 static void start_pipe_read(link_t *l)
@@ -559,10 +390,10 @@ static void start_pipe_read(link_t *l)
         l->pipe_reading = true;
 }
 
-/* ---- the handshake ---- */
+/* ---- the end of the handshake, and the relay ---- */
 
 /* The handshake succeeded: make the socketpair, give libraft its end. */
-static void link_established(link_t *l)
+void nl_link_established(link_t *l)
 {
     nl_t *nl = l->nl;
     int fds[2] = {-1, -1};
@@ -622,339 +453,36 @@ fail:
     link_kill(l);
 }
 
-/* K from the transcript hash and the three DH results; the subkeys from K.
- * -1 when a DH result is degenerate (a low-order point from the peer). */
-static int derive_keys(link_t *l)
-{
-    nl_t *nl = l->nl;
-    uint8_t ee[KEY], es[KEY], se[KEY], k[KEY];
-    int rc = -1;
-    if (l->outgoing) {
-        if (crypto_scalarmult(ee, l->e_sk, l->peer_eph) < 0 ||
-            crypto_scalarmult(es, l->e_sk, l->peer_static) < 0 ||
-            crypto_scalarmult(se, nl->sk, l->peer_eph) < 0)
-            goto out;
-    } else {
-        if (crypto_scalarmult(ee, l->e_sk, l->peer_eph) < 0 ||
-            crypto_scalarmult(es, nl->sk, l->peer_eph) < 0 ||
-            crypto_scalarmult(se, l->e_sk, l->peer_static) < 0)
-            goto out;
-    }
-    crypto_generichash_state s;
-    crypto_generichash_init(&s, NULL, 0, KEY);
-    hash_update(&s, l->h, KEY);
-    hash_update(&s, ee, KEY);
-    hash_update(&s, es, KEY);
-    hash_update(&s, se, KEY);
-    crypto_generichash_final(&s, k, KEY);
-    crypto_kdf_derive_from_key(l->mac_r, KEY, SUB_MAC_R, KDF_CTX, k);
-    crypto_kdf_derive_from_key(l->mac_i, KEY, SUB_MAC_I, KDF_CTX, k);
-    crypto_kdf_derive_from_key(l->outgoing ? l->k_tx : l->k_rx, KEY, SUB_I2R, KDF_CTX, k);
-    crypto_kdf_derive_from_key(l->outgoing ? l->k_rx : l->k_tx, KEY, SUB_R2I, KDF_CTX, k);
-    rc = 0;
-out:
-    sodium_memzero(ee, sizeof ee);
-    sodium_memzero(es, sizeof es);
-    sodium_memzero(se, sizeof se);
-    sodium_memzero(k, sizeof k);
-    return rc;
-}
-
-/* h = H(label | M1 | HDR | E_r | S_r): m1 the 72 bytes of M1, m2 the first
- * 72 of M2. */
-static void transcript(link_t *l, const uint8_t *m1, const uint8_t *m2)
-{
-    crypto_generichash_state s;
-    crypto_generichash_init(&s, NULL, 0, KEY);
-    hash_update(&s, LABEL, sizeof LABEL - 1);
-    hash_update(&s, m1, M1_SECURE);
-    hash_update(&s, m2, HDR_LEN + 2 * KEY);
-    crypto_generichash_final(&s, l->h, KEY);
-}
-
-static bool authorized(link_t *l)
-{
-    return l->nl->authorize(l->nl->ctx, l->peer_static);
-}
-
-/* The frame at the front of the input: its total size into *total and its
- * plaintext length into *plen. 0: incomplete, -1: malformed, 1: complete. */
-static int frame_at(link_t *l, size_t *total, size_t *plen)
-{
-    if (l->in_len < 4)
-        return 0;
-    uint64_t n = get_be(l->in, 4);
-    if (n < ABYTES || n > FRAME_MAX + ABYTES)
-        return -1;
-    if (l->in_len < 4 + n)
-        return 0;
-    *total = 4 + (size_t)n;
-    *plen = (size_t)n - ABYTES;
-    return 1;
-}
-
-static int open_frame(link_t *l, uint8_t *out, size_t total)
-{
-    unsigned char tag;
-    unsigned long long outlen;
-    if (crypto_secretstream_xchacha20poly1305_pull(&l->rx, out, &outlen, &tag, l->in + 4,
-                                                   total - 4, l->in, 4) < 0 ||
-        tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
-        return -1;
-    return 0;
-}
-
-/* The outgoing side's first message, once TCP is connected. */
-static void send_m1(link_t *l)
-{
-    nl_t *nl = l->nl;
-    if (nl->insecure) {
-        size_t al = strlen(nl->address);
-        wreq_t *w = wreq_new(l, true, HDR_LEN + PREAMBLE_FIXED + al);
-        if (!w) {
-            link_kill(l);
-            return;
-        }
-        put_hdr(w->data, true);
-        put_be(w->data + HDR_LEN, nl->id, 8);
-        put_be(w->data + HDR_LEN + 8, al, 2);
-        memcpy(w->data + HDR_LEN + PREAMBLE_FIXED, nl->address, al);
-        wreq_send(l, w);
-        return;
-    }
-    crypto_box_keypair(l->e_pk, l->e_sk);
-    wreq_t *w = wreq_new(l, true, M1_SECURE);
-    if (!w) {
-        link_kill(l);
-        return;
-    }
-    put_hdr(w->data, false);
-    memcpy(w->data + HDR_LEN, l->e_pk, KEY);
-    memcpy(w->data + HDR_LEN + KEY, nl->pk, KEY);
-    wreq_send(l, w);
-}
-
-/* Rebuild M1 as the initiator sent it (for the transcript): the initiator's
- * keys, in the order sent. */
-static void m1_bytes(uint8_t *m1, const uint8_t *e_i, const uint8_t *s_i)
-{
-    put_hdr(m1, false);
-    memcpy(m1 + HDR_LEN, e_i, KEY);
-    memcpy(m1 + HDR_LEN + KEY, s_i, KEY);
-}
-
-static void consume(link_t *l, size_t n)
-{
-    memmove(l->in, l->in + n, l->in_len - n);
-    l->in_len -= n;
-}
-
-/* Accepting side. 1: progress made, 0: needs more input, -1: refuse. */
-static int responder_step(link_t *l)
-{
-    nl_t *nl = l->nl;
-    if (nl->insecure) {
-        if (l->in_len < HDR_LEN + PREAMBLE_FIXED)
-            return l->in_len >= HDR_LEN && !hdr_ok(l->in, true) ? -1 : 0;
-        if (!hdr_ok(l->in, true))
-            return -1;
-        size_t al = (size_t)get_be(l->in + HDR_LEN + 8, 2);
-        if (al == 0 || al > ADDRESS_MAX)
-            return -1;
-        if (l->in_len < HDR_LEN + PREAMBLE_FIXED + al)
-            return 0;
-        l->peer_id = get_be(l->in + HDR_LEN, 8);
-        if (l->peer_id == 0 || memchr(l->in + HDR_LEN + PREAMBLE_FIXED, 0, al))
-            return -1;
-        l->peer_address = strndup((char *)l->in + HDR_LEN + PREAMBLE_FIXED, al);
-        if (!l->peer_address)
-            return -1;
-        consume(l, HDR_LEN + PREAMBLE_FIXED + al);
-        wreq_t *w = wreq_new(l, true, HDR_LEN);
-        if (!w)
-            return -1;
-        put_hdr(w->data, true);
-        if (!wreq_send(l, w))
-            return 0;
-        link_established(l);
-        return 1;
-    }
-    if (l->step == 0) {
-        if (l->in_len < M1_SECURE)
-            return l->in_len >= HDR_LEN && !hdr_ok(l->in, false) ? -1 : 0;
-        if (!hdr_ok(l->in, false))
-            return -1;
-        memcpy(l->peer_eph, l->in + HDR_LEN, KEY);
-        memcpy(l->peer_static, l->in + HDR_LEN + KEY, KEY);
-        if (!authorized(l)) {
-            char z85[41];
-            zmq_z85_encode(z85, l->peer_static, KEY); /* as in the authorized-keys files */
-            jq_log(JQ_LOG_NOTICE, "node link: refused a connection with the unknown key %s", z85);
-            return -1;
-        }
-        uint8_t m1[M1_SECURE];
-        memcpy(m1, l->in, M1_SECURE);
-        consume(l, M1_SECURE);
-        crypto_box_keypair(l->e_pk, l->e_sk);
-        wreq_t *w = wreq_new(l, true, M2_SECURE);
-        if (!w)
-            return -1;
-        put_hdr(w->data, false);
-        memcpy(w->data + HDR_LEN, l->e_pk, KEY);
-        memcpy(w->data + HDR_LEN + KEY, nl->pk, KEY);
-        transcript(l, m1, w->data);
-        if (derive_keys(l) < 0) {
-            free(w);
-            return -1;
-        }
-        crypto_auth(w->data + HDR_LEN + 2 * KEY, l->h, KEY, l->mac_r);
-        l->step = 1;
-        return wreq_send(l, w) ? 1 : 0;
-    }
-    if (l->step == 1) {
-        if (l->in_len < KEY + SSHDR)
-            return 0;
-        if (crypto_auth_verify(l->in, l->h, KEY, l->mac_i) < 0) {
-            jq_log(JQ_LOG_NOTICE, "node link: refused a connection that did not prove its key");
-            return -1;
-        }
-        if (crypto_secretstream_xchacha20poly1305_init_pull(&l->rx, l->in + KEY, l->k_rx) < 0)
-            return -1;
-        consume(l, KEY + SSHDR);
-        l->step = 2;
-        return 1;
-    }
-    /* step 2: the preamble frame */
-    size_t total, plen;
-    int f = frame_at(l, &total, &plen);
-    if (f <= 0)
-        return f;
-    uint8_t pre[PREAMBLE_FIXED + ADDRESS_MAX];
-    if (plen < PREAMBLE_FIXED + 1 || plen > sizeof pre || open_frame(l, pre, total) < 0)
-        return -1;
-    size_t al = (size_t)get_be(pre + 8, 2);
-    l->peer_id = get_be(pre, 8);
-    if (al != plen - PREAMBLE_FIXED || l->peer_id == 0 || memchr(pre + PREAMBLE_FIXED, 0, al))
-        return -1;
-    l->peer_address = strndup((char *)pre + PREAMBLE_FIXED, al);
-    if (!l->peer_address)
-        return -1;
-    consume(l, total);
-    wreq_t *w = wreq_new(l, true, SSHDR + 4 + 2 + ABYTES);
-    if (!w)
-        return -1;
-    crypto_secretstream_xchacha20poly1305_init_push(&l->tx, w->data, l->k_tx);
-    seal_frame(l, w->data + SSHDR, (const uint8_t *)"ok", 2);
-    if (!wreq_send(l, w))
-        return 0;
-    link_established(l);
-    return 1;
-}
-
-/* Connecting side. 1: progress, 0: needs more input, -1: give up. */
-static int initiator_step(link_t *l)
-{
-    nl_t *nl = l->nl;
-    if (nl->insecure) {
-        if (l->in_len < HDR_LEN)
-            return 0;
-        if (!hdr_ok(l->in, true))
-            return -1;
-        consume(l, HDR_LEN);
-        link_established(l);
-        return 1;
-    }
-    if (l->step == 0) {
-        if (l->in_len < M2_SECURE)
-            return l->in_len >= HDR_LEN && !hdr_ok(l->in, false) ? -1 : 0;
-        if (!hdr_ok(l->in, false))
-            return -1;
-        memcpy(l->peer_eph, l->in + HDR_LEN, KEY);
-        memcpy(l->peer_static, l->in + HDR_LEN + KEY, KEY);
-        if (!authorized(l)) {
-            char z85[41];
-            zmq_z85_encode(z85, l->peer_static, KEY);
-            jq_log(JQ_LOG_NOTICE, "node link to %s: the node answered with the unknown key %s",
-                   l->peer_address, z85);
-            return -1;
-        }
-        uint8_t m1[M1_SECURE];
-        m1_bytes(m1, l->e_pk, nl->pk);
-        transcript(l, m1, l->in);
-        if (derive_keys(l) < 0)
-            return -1;
-        if (crypto_auth_verify(l->in + HDR_LEN + 2 * KEY, l->h, KEY, l->mac_r) < 0) {
-            jq_log(JQ_LOG_NOTICE, "node link to %s: the node did not prove its key",
-                   l->peer_address);
-            return -1;
-        }
-        consume(l, M2_SECURE);
-        sodium_memzero(l->e_sk, sizeof l->e_sk);
-        size_t al = strlen(nl->address);
-        uint8_t pre[PREAMBLE_FIXED + ADDRESS_MAX];
-        put_be(pre, nl->id, 8);
-        put_be(pre + 8, al, 2);
-        memcpy(pre + PREAMBLE_FIXED, nl->address, al);
-        wreq_t *w = wreq_new(l, true, KEY + SSHDR + 4 + PREAMBLE_FIXED + al + ABYTES);
-        if (!w)
-            return -1;
-        crypto_auth(w->data, l->h, KEY, l->mac_i);
-        crypto_secretstream_xchacha20poly1305_init_push(&l->tx, w->data + KEY, l->k_tx);
-        seal_frame(l, w->data + KEY + SSHDR, pre, PREAMBLE_FIXED + al);
-        l->step = 1;
-        return wreq_send(l, w) ? 1 : 0;
-    }
-    /* step 1: R's stream header; step 2: its "ok" */
-    if (l->step == 1) {
-        if (l->in_len < SSHDR)
-            return 0;
-        if (crypto_secretstream_xchacha20poly1305_init_pull(&l->rx, l->in, l->k_rx) < 0)
-            return -1;
-        consume(l, SSHDR);
-        l->step = 2;
-    }
-    size_t total, plen;
-    int f = frame_at(l, &total, &plen);
-    if (f <= 0)
-        return f;
-    uint8_t ok[2];
-    if (plen != 2 || open_frame(l, ok, total) < 0 || memcmp(ok, "ok", 2) != 0)
-        return -1;
-    consume(l, total);
-    link_established(l);
-    return 1;
-}
-
 /* Relaying: what TCP brought, to libraft. 1: progress, 0: needs more. */
 static int relay_step(link_t *l)
 {
     if (l->in_len == 0)
         return 0;
     if (l->nl->insecure) {
-        wreq_t *w = wreq_new(l, false, l->in_len);
+        wreq_t *w = nl_wreq_new(l, false, l->in_len);
         if (!w)
             return -1;
         memcpy(w->data, l->in, l->in_len);
         l->in_len = 0;
-        return wreq_send(l, w) ? 1 : 0;
+        return nl_wreq_send(l, w) ? 1 : 0;
     }
     size_t total, plen;
-    int f = frame_at(l, &total, &plen);
+    int f = nl_frame_at(l, &total, &plen);
     if (f <= 0)
         return f;
-    wreq_t *w = wreq_new(l, false, plen);
+    wreq_t *w = nl_wreq_new(l, false, plen);
     if (!w)
         return -1;
-    if (open_frame(l, w->data, total) < 0) {
+    if (nl_open_frame(l, w->data, total) < 0) {
         free(w);
         return -1;
     }
-    consume(l, total);
+    nl_consume(l, total);
     if (plen == 0) {
         free(w);
         return 1;
     }
-    return wreq_send(l, w) ? 1 : 0;
+    return nl_wreq_send(l, w) ? 1 : 0;
 }
 
 static void link_process(link_t *l)
@@ -962,7 +490,7 @@ static void link_process(link_t *l)
     for (;;) {
         int r;
         if (l->state == L_HANDSHAKE)
-            r = l->outgoing ? initiator_step(l) : responder_step(l);
+            r = l->outgoing ? nl_initiator_step(l) : nl_responder_step(l);
         else if (l->state == L_RELAY)
             r = relay_step(l);
         else
@@ -1022,8 +550,8 @@ static void on_tcp_connected(uv_connect_t *req, int status)
     uv_tcp_nodelay(&l->tcp, 1); /* raft's heartbeats are small and urgent */
     l->state = L_HANDSHAKE;
     start_tcp_read(l);
-    if (l->state != L_DEAD)
-        send_m1(l);
+    if (l->state != L_DEAD && nl_send_m1(l) < 0)
+        link_kill(l);
 }
 
 static void tcp_connect(link_t *l, const struct sockaddr *sa)
