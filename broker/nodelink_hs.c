@@ -268,7 +268,9 @@ int nl_responder_step(link_t *l)
         if (!authorized(l)) {
             char z85[41];
             zmq_z85_encode(z85, l->peer_static, KEY); /* as in the authorized-keys files */
-            jq_log(JQ_LOG_NOTICE, "node link: refused a connection with the unknown key %s", z85);
+            jq_log(JQ_LOG_NOTICE,
+                   "node link: refused a connection from the key %s: not authorized as a node",
+                   z85);
             return -1;
         }
         uint8_t m1[M1_SECURE];
@@ -353,7 +355,8 @@ int nl_initiator_step(link_t *l)
         if (!authorized(l)) {
             char z85[41];
             zmq_z85_encode(z85, l->peer_static, KEY);
-            jq_log(JQ_LOG_NOTICE, "node link to %s: the node answered with the unknown key %s",
+            jq_log(JQ_LOG_NOTICE,
+                   "node link to %s: refused the key %s that answered: not authorized as a node",
                    l->peer_address, z85);
             return -1;
         }

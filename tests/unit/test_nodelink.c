@@ -3,8 +3,9 @@
  * bytes both ways (small and several megabytes, byte for byte), refusals of
  * unknown keys on each side, raw TCP peers that send garbage, a truncated
  * handshake, nothing at all, or a replayed recording of a real handshake,
- * plain (insecure) mode, and a three-node libraft cluster electing a leader
- * and applying an entry over it. Every wait is bounded. */
+ * plain (insecure) mode, the daemons' own keypairs and authorized-keys
+ * directories (broker/auth.c), and a three-node libraft cluster electing a
+ * leader and applying an entry over it. Every wait is bounded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include <czmq.h>
 #include <ftw.h>
 #include <raft.h>
 #include <raft/uv.h>
@@ -23,6 +25,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "nodelink.h"
 
 #define WAIT_MS 10000 /* the bound of every wait (nothing here needs near it) */
@@ -850,6 +853,125 @@ static void test_close_cancels_connects(void **state)
     loop_done(&loop);
 }
 
+/* ---- the daemon's keys (broker/auth.c) as the transport's ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* A public certificate for z85 with role in dir/file, as an operator
+ * writes one. */
+static void key_file(const char *dir, const char *file, const char *z85, const char *role)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp, "metadata\n    name = \"%s\"\n    role = \"%s\"\ncurve\n"
+                "    public-key = \"%s\"\n", file, role, z85);
+    fclose(fp);
+}
+
+static bool daemon_authorize(void *ctx, const uint8_t key[32])
+{
+    return jq_auth_is_node_key(ctx, key);
+}
+
+static bool is_key(void *ctx, const uint8_t key[32])
+{
+    return !memcmp(ctx, key, 32);
+}
+
+/* Two daemons' data directories and keypairs. Node 0's server.key is in
+ * node 1's authorized-keys directory with role admin (a node), a client
+ * key with role submit (not a node); node 1 authorizes with
+ * jq_auth_is_node_key. (One zauth per process, czmq's: node 0 has no
+ * authorized-keys directory and checks node 1's key by hand.) */
+static void test_daemon_keys(void **state)
+{
+    (void)state;
+    char dirs[2][64], keys[96], err[256];
+    jq_auth_t *auth[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(dirs[i], sizeof dirs[i], "/tmp/jq-nodelink-XXXXXX");
+        assert_non_null(mkdtemp(dirs[i]));
+    }
+    snprintf(keys, sizeof keys, "%s/authorized_keys", dirs[1]);
+    auth[0] = jq_auth_new(dirs[0], NULL, err, sizeof err);
+    if (!auth[0])
+        fail_msg("%s", err);
+    auth[1] = jq_auth_new(dirs[1], keys, err, sizeof err);
+    if (!auth[1])
+        fail_msg("%s", err);
+    key_file(keys, "node0.key", jq_auth_public_key(auth[0]), "admin");
+    zcert_t *client = zcert_new();
+    key_file(keys, "client.key", zcert_public_txt(client), "submit");
+
+    uint8_t pk[2][32], sk[2][32], z[32];
+    for (int i = 0; i < 2; i++) {
+        jq_auth_keypair(auth[i], pk[i], sk[i]);
+        assert_non_null(zmq_z85_decode(z, jq_auth_public_key(auth[i])));
+        assert_memory_equal(z, pk[i], 32);
+        uint8_t derived[32]; /* the secret key is the public key's */
+        crypto_scalarmult_base(derived, sk[i]);
+        assert_memory_equal(derived, pk[i], 32);
+    }
+    assert_true(jq_auth_is_node_key(auth[1], pk[0]));
+    assert_false(jq_auth_is_node_key(auth[1], pk[1])); /* not in its own directory */
+    assert_false(jq_auth_is_node_key(auth[1], zcert_public_key(client))); /* submit */
+    assert_false(jq_auth_is_node_key(auth[0], pk[1])); /* no directory at all */
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    node_t n[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&n[i], 0, sizeof n[i]);
+        n[i].id = (raft_id)(i + 1);
+        snprintf(n[i].address, sizeof n[i].address, "127.0.0.1:%d", free_port(&loop));
+        n[i].t.data = &n[i];
+        jq_nodelink_opts_t o = {.loop = &loop, .public_key = pk[i], .secret_key = sk[i],
+                                .authorize = i ? daemon_authorize : is_key,
+                                .ctx = i ? (void *)auth[1] : (void *)pk[1]};
+        assert_int_equal(jq_nodelink_init(&n[i].t, &o), 0);
+        sodium_memzero(sk[i], 32); /* copied by the transport */
+        assert_int_equal(n[i].t.init(&n[i].t, n[i].id, n[i].address), 0);
+    }
+    node_listen(&n[1]);
+    conn_t c;
+    connect_to(&n[0], &n[1], &c);
+    assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+    assert_int_equal(c.status, 0);
+    assert_int_equal(n[1].accepted, 1);
+    exchange(&loop, c.stream, n[1].acc_stream, 4096, 4096);
+    stream_free(&c.stream);
+    /* The client's key (role submit) is refused as a node. */
+    node_t cl;
+    memset(&cl, 0, sizeof cl);
+    cl.t.data = &cl;
+    jq_nodelink_opts_t o = {.loop = &loop, .public_key = zcert_public_key(client),
+                            .secret_key = zcert_secret_key(client), .authorize = is_key,
+                            .ctx = pk[1]};
+    assert_int_equal(jq_nodelink_init(&cl.t, &o), 0);
+    assert_int_equal(cl.t.init(&cl.t, 3, "127.0.0.1:9"), 0);
+    connect_to(&cl, &n[1], &c);
+    assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+    assert_int_equal(c.status, RAFT_NOCONNECTION);
+    assert_int_equal(n[1].accepted, 1);
+    node_close(&loop, &cl);
+    node_close(&loop, &n[0]);
+    node_close(&loop, &n[1]);
+    loop_done(&loop);
+    zcert_destroy(&client);
+    for (int i = 0; i < 2; i++) {
+        jq_auth_destroy(&auth[i]);
+        assert_int_equal(nftw(dirs[i], rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+    }
+}
+
 /* ---- libraft over the transport ---- */
 
 #define NODES 3
@@ -925,14 +1047,6 @@ static void on_applied(struct raft_apply *req, int status, void *result)
 {
     (void)result;
     *(int *)req->data = status == 0 ? 1 : -1;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static void test_libraft_cluster(void **state)
@@ -1029,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_insecure_mode),
         cmocka_unit_test(test_host_names_and_ipv6),
         cmocka_unit_test(test_close_cancels_connects),
+        cmocka_unit_test(test_daemon_keys),
         cmocka_unit_test(test_libraft_cluster),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
