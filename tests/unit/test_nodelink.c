@@ -582,30 +582,63 @@ static void test_raw_peers_dropped(void **state)
     loop_done(&loop);
 }
 
-/* ---- a recording proxy: a's connection to b through it ---- */
+/* ---- a proxy between a and b: records, and may change one byte ---- */
 
+typedef struct proxy proxy_t;
+
+/* One proxied connection (freed once both its handles are closed). */
 typedef struct {
-    uv_tcp_t listener, front, back;
+    proxy_t *p;
+    uv_tcp_t front, back;  /* to the connecting node, to the listening one */
     uv_connect_t creq;
-    bool front_open, back_open;
-    struct sockaddr_in target;
-    uint8_t rec[8192]; /* what the connecting node sent, in order */
-    size_t rec_len;
+    size_t n_fwd, n_bwd;   /* bytes passed each way so far */
+    int open;              /* handles not yet closed */
+    bool ending;
     uint8_t fbuf[65536], bbuf[65536];
-} proxy_t;
+} pconn_t;
+
+struct proxy {
+    uv_tcp_t listener;
+    struct sockaddr_in target;
+    char address[64];      /* where a connects to reach b */
+    uint8_t rec[8192];     /* what the connecting node sent, in order (first
+                              connection) */
+    size_t rec_len;
+    int flip_dir;          /* 0: none; 1: the byte flip_at of a -> b; 2: of b -> a */
+    size_t flip_at;
+    int live;              /* connections not yet freed */
+};
+
+static void pc_closed(uv_handle_t *h)
+{
+    pconn_t *c = h->data;
+    if (--c->open == 0) {
+        c->p->live--;
+        free(c);
+    }
+}
+
+static void pc_end(pconn_t *c)
+{
+    if (c->ending)
+        return;
+    c->ending = true;
+    uv_close((uv_handle_t *)&c->front, pc_closed);
+    uv_close((uv_handle_t *)&c->back, pc_closed);
+}
 
 static void px_alloc_f(uv_handle_t *h, size_t s, uv_buf_t *buf)
 {
-    proxy_t *p = h->data;
+    pconn_t *c = h->data;
     (void)s;
-    *buf = uv_buf_init((char *)p->fbuf, sizeof p->fbuf);
+    *buf = uv_buf_init((char *)c->fbuf, sizeof c->fbuf);
 }
 
 static void px_alloc_b(uv_handle_t *h, size_t s, uv_buf_t *buf)
 {
-    proxy_t *p = h->data;
+    pconn_t *c = h->data;
     (void)s;
-    *buf = uv_buf_init((char *)p->bbuf, sizeof p->bbuf);
+    *buf = uv_buf_init((char *)c->bbuf, sizeof c->bbuf);
 }
 
 static void px_written(uv_write_t *w, int status)
@@ -626,55 +659,100 @@ static void px_copy(uv_stream_t *to, const uint8_t *p, size_t n)
         px_written(w, 0);
 }
 
-static void px_read_f(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+/* n bytes read one way: flipped if the flip falls in them, passed on. */
+static void px_pass(pconn_t *c, int dir, uint8_t *buf, ssize_t n)
 {
-    proxy_t *p = s->data;
-    (void)buf;
-    if (n <= 0) {
-        if (n < 0)
-            uv_read_stop(s);
+    size_t *count = dir == 1 ? &c->n_fwd : &c->n_bwd;
+    if (n < 0) {
+        pc_end(c); /* one side ended: the other is cut too */
         return;
     }
-    if (p->rec_len + (size_t)n <= sizeof p->rec) {
-        memcpy(p->rec + p->rec_len, p->fbuf, (size_t)n);
-        p->rec_len += (size_t)n;
+    if (c->p->flip_dir == dir && c->p->flip_at >= *count && c->p->flip_at < *count + (size_t)n)
+        buf[c->p->flip_at - *count] ^= 0x01;
+    if (dir == 1 && c->p->rec_len + (size_t)n <= sizeof c->p->rec) {
+        memcpy(c->p->rec + c->p->rec_len, buf, (size_t)n);
+        c->p->rec_len += (size_t)n;
     }
-    px_copy((uv_stream_t *)&p->back, p->fbuf, (size_t)n);
+    *count += (size_t)n;
+    px_copy(dir == 1 ? (uv_stream_t *)&c->back : (uv_stream_t *)&c->front, buf, (size_t)n);
+}
+
+static void px_read_f(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (n != 0)
+        px_pass(s->data, 1, ((pconn_t *)s->data)->fbuf, n);
 }
 
 static void px_read_b(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    proxy_t *p = s->data;
     (void)buf;
-    if (n <= 0) {
-        if (n < 0)
-            uv_read_stop(s);
-        return;
-    }
-    px_copy((uv_stream_t *)&p->front, p->bbuf, (size_t)n);
+    if (n != 0)
+        px_pass(s->data, 2, ((pconn_t *)s->data)->bbuf, n);
 }
 
 static void px_back_connected(uv_connect_t *req, int status)
 {
-    proxy_t *p = req->data;
-    assert_int_equal(status, 0);
-    uv_read_start((uv_stream_t *)&p->front, px_alloc_f, px_read_f);
-    uv_read_start((uv_stream_t *)&p->back, px_alloc_b, px_read_b);
+    pconn_t *c = req->data;
+    if (status < 0 || c->ending) {
+        pc_end(c);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&c->front, px_alloc_f, px_read_f);
+    uv_read_start((uv_stream_t *)&c->back, px_alloc_b, px_read_b);
 }
 
 static void px_incoming(uv_stream_t *server, int status)
 {
     proxy_t *p = server->data;
     assert_int_equal(status, 0);
-    assert_false(p->front_open);
-    uv_tcp_init(server->loop, &p->front);
-    uv_tcp_init(server->loop, &p->back);
-    p->front.data = p->back.data = p;
-    p->front_open = p->back_open = true;
-    assert_int_equal(uv_accept(server, (uv_stream_t *)&p->front), 0);
-    p->creq.data = p;
-    assert_int_equal(uv_tcp_connect(&p->creq, &p->back, (struct sockaddr *)&p->target,
+    pconn_t *c = calloc(1, sizeof *c);
+    c->p = p;
+    p->live++;
+    uv_tcp_init(server->loop, &c->front);
+    uv_tcp_init(server->loop, &c->back);
+    c->front.data = c->back.data = c;
+    c->open = 2;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&c->front), 0);
+    c->creq.data = c;
+    assert_int_equal(uv_tcp_connect(&c->creq, &c->back, (struct sockaddr *)&p->target,
                                     px_back_connected), 0);
+}
+
+static proxy_t *proxy_new(uv_loop_t *loop, const node_t *to)
+{
+    proxy_t *p = calloc(1, sizeof *p);
+    int port = free_port(loop);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", port, &sa);
+    uv_ip4_addr("127.0.0.1", atoi(strchr(to->address, ':') + 1), &p->target);
+    snprintf(p->address, sizeof p->address, "127.0.0.1:%d", port);
+    uv_tcp_init(loop, &p->listener);
+    p->listener.data = p;
+    assert_int_equal(uv_tcp_bind(&p->listener, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&p->listener, 16, px_incoming), 0);
+    return p;
+}
+
+static bool proxy_idle(void *arg)
+{
+    return ((proxy_t *)arg)->live == 0;
+}
+
+static void proxy_free(uv_loop_t *loop, proxy_t *p)
+{
+    assert_true(run_until(loop, proxy_idle, p, WAIT_MS));
+    uv_close((uv_handle_t *)&p->listener, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    free(p);
+}
+
+/* a connects to b through the proxy (b's id, the proxy's address). */
+static void connect_via(node_t *a, const node_t *b, proxy_t *p, conn_t *c)
+{
+    node_t via = *b;
+    snprintf(via.address, sizeof via.address, "%s", p->address);
+    connect_to(a, &via, c);
 }
 
 static void test_replayed_handshake_refused(void **state)
@@ -688,26 +766,13 @@ static void test_replayed_handshake_refused(void **state)
     allow(&a, &b);
     allow(&b, &a);
     node_listen(&b);
-
-    proxy_t *p = calloc(1, sizeof *p);
-    int pport = free_port(&loop);
-    struct sockaddr_in sa;
-    uv_ip4_addr("127.0.0.1", pport, &sa);
-    uv_ip4_addr("127.0.0.1", atoi(strchr(b.address, ':') + 1), &p->target);
-    uv_tcp_init(&loop, &p->listener);
-    p->listener.data = p;
-    assert_int_equal(uv_tcp_bind(&p->listener, (struct sockaddr *)&sa, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&p->listener, 4, px_incoming), 0);
-
-    /* a reaches b through the proxy (b's id, the proxy's address). */
-    node_t via = b;
-    snprintf(via.address, sizeof via.address, "127.0.0.1:%d", pport);
+    proxy_t *p = proxy_new(&loop, &b);
     conn_t c;
-    connect_to(&a, &via, &c);
+    connect_via(&a, &b, p, &c);
     assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
     assert_int_equal(c.status, 0);
     assert_int_equal(b.accepted, 1);
-    exchange(&loop, c.stream, b.acc_stream, 100, 0 + 1);
+    exchange(&loop, c.stream, b.acc_stream, 100, 1);
     /* The recording: M1, M3 with the preamble, then 100 bytes in a frame. */
     assert_true(p->rec_len > 72 + 32 + 24);
     /* Nothing in clear: not the preamble's address, not the payload. */
@@ -729,13 +794,96 @@ static void test_replayed_handshake_refused(void **state)
     assert_int_equal(sb.refused, 2);
 
     stream_free(&c.stream);
-    uv_close((uv_handle_t *)&p->listener, NULL);
-    uv_close((uv_handle_t *)&p->front, NULL);
-    uv_close((uv_handle_t *)&p->back, NULL);
     node_close(&loop, &a);
     node_close(&loop, &b);
-    uv_run(&loop, UV_RUN_NOWAIT);
-    free(p);
+    proxy_free(&loop, p);
+    loop_done(&loop);
+}
+
+static bool no_links(void *arg)
+{
+    node_t *b = arg;
+    jq_nodelink_stats_t st;
+    jq_nodelink_stats(&b->t, &st);
+    return st.links == 0;
+}
+
+/* Someone on the path changes one bit, anywhere in the handshake, either
+ * way: the connect fails, and b gives libraft nothing (a bit of M4, b's
+ * last message, is seen by a alone: b's stream then ends at once). Changed
+ * after the handshake: the link ends, and no changed byte reaches
+ * libraft. */
+static void test_tampered_traffic(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    node_t a, b;
+    node_make(&a, &loop, 1, free_port(&loop), false, SHORT_HANDSHAKE_MS);
+    node_make(&b, &loop, 2, free_port(&loop), false, SHORT_HANDSHAKE_MS);
+    allow(&a, &b);
+    allow(&b, &a);
+    node_listen(&b);
+    proxy_t *p = proxy_new(&loop, &b);
+    /* a -> b: M1 (72), M3 (32 + 24 + a frame of the preamble); b -> a: M2
+     * (104), M4 (24 + a frame of "ok"). */
+    size_t fwd = 72 + 32 + 24 + 4 + 10 + strlen(a.address) + 17;
+    size_t bwd = 104 + 24 + 4 + 2 + 17;
+    for (int dir = 1; dir <= 2; dir++) {
+        for (size_t at = 0; at < (dir == 1 ? fwd : bwd); at++) {
+            p->flip_dir = dir;
+            p->flip_at = at;
+            conn_t c;
+            connect_via(&a, &b, p, &c);
+            assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+            if (c.status != RAFT_NOCONNECTION)
+                fail_msg("a bit changed at %zu (%s) did not stop the handshake", at,
+                         dir == 1 ? "a to b" : "b to a");
+            if (b.accepted) {
+                /* Only M4 (b's last message) changed: b was done, a
+                 * refuses; b's stream ends without a byte. */
+                assert_true(dir == 2 && at >= 104);
+                sink_t *sk = calloc(1, sizeof *sk);
+                b.acc_stream->data = sk;
+                assert_int_equal(uv_read_start(b.acc_stream, sink_alloc, sink_read), 0);
+                assert_true(run_until(&loop, sink_eof, sk, WAIT_MS));
+                assert_int_equal(sk->got, 0);
+                free(sk);
+                stream_free(&b.acc_stream);
+                b.accepted = 0;
+            }
+            assert_true(run_until(&loop, no_links, &b, WAIT_MS));
+        }
+    }
+    /* Past the handshake: in a frame's length, inside it, in its tag. */
+    size_t data_at[] = {2, 3, 30, 4 + 1000 + 16};
+    for (size_t i = 0; i < sizeof data_at / sizeof *data_at; i++) {
+        p->flip_dir = 1;
+        p->flip_at = fwd + data_at[i];
+        conn_t c;
+        connect_via(&a, &b, p, &c);
+        assert_true(run_until(&loop, conn_done, &c, WAIT_MS));
+        assert_int_equal(c.status, 0);
+        assert_int_equal(b.accepted, 1);
+        uint8_t data[1000];
+        randombytes_buf(data, sizeof data);
+        sink_t *s = calloc(1, sizeof *s);
+        s->want = data;
+        s->len = sizeof data;
+        b.acc_stream->data = s;
+        assert_int_equal(uv_read_start(b.acc_stream, sink_alloc, sink_read), 0);
+        write_all(c.stream, data, sizeof data); /* one read, one frame */
+        assert_true(run_until(&loop, sink_eof, s, WAIT_MS));
+        assert_false(s->mismatch);
+        assert_int_equal(s->got, 0);
+        free(s);
+        stream_free(&c.stream);
+        stream_free(&b.acc_stream);
+        b.accepted = 0;
+    }
+    node_close(&loop, &a);
+    node_close(&loop, &b);
+    proxy_free(&loop, p);
     loop_done(&loop);
 }
 
@@ -1140,6 +1288,7 @@ int main(void)
         cmocka_unit_test(test_unknown_listening_key_refused),
         cmocka_unit_test(test_raw_peers_dropped),
         cmocka_unit_test(test_replayed_handshake_refused),
+        cmocka_unit_test(test_tampered_traffic),
         cmocka_unit_test(test_insecure_mode),
         cmocka_unit_test(test_host_names_and_ipv6),
         cmocka_unit_test(test_close_cancels_connects),
