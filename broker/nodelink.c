@@ -826,6 +826,15 @@ void jq_nodelink_close(struct raft_uv_transport *t)
 void jq_nodelink_stats(const struct raft_uv_transport *t, jq_nodelink_stats_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (t && t->impl && t->init == nl_init)
-        *out = ((const nl_t *)t->impl)->st;
+    if (!t || !t->impl || t->init != nl_init)
+        return;
+    const nl_stats_t *st = &((const nl_t *)t->impl)->st;
+    out->accepted = atomic_load_explicit(&st->accepted, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&st->refused, memory_order_relaxed);
+    out->connected = atomic_load_explicit(&st->connected, memory_order_relaxed);
+    out->connect_failed = atomic_load_explicit(&st->connect_failed, memory_order_relaxed);
+    out->bytes_in = atomic_load_explicit(&st->bytes_in, memory_order_relaxed);
+    out->bytes_out = atomic_load_explicit(&st->bytes_out, memory_order_relaxed);
+    out->links = atomic_load_explicit(&st->links, memory_order_relaxed);
+    out->queued = atomic_load_explicit(&st->queued, memory_order_relaxed);
 }

@@ -10,8 +10,8 @@
  * the wire format are described at the top of nodelink.c.
  *
  * Thread contract: everything runs on the thread of the uv loop given in the
- * options (libraft's loop); nothing here is safe from another thread, the
- * counters included (read them on the loop thread). The process must block or
+ * options (libraft's loop), authorize included; only jq_nodelink_stats may be
+ * called from another thread (until jq_nodelink_close). The process must block or
  * ignore SIGPIPE (jobqd blocks it), as with libraft's own TCP transport: a
  * write to a connection whose peer went away would otherwise kill it. */
 #ifndef JOBQ_NODELINK_H
@@ -28,6 +28,10 @@ struct uv_loop_s;
 /* Milliseconds a connection has, from its TCP accept (or the start of its
  * connect) to the end of its handshake, when the options give 0. */
 #define JQ_NODELINK_HANDSHAKE_MS 5000
+/* Addresses are "host:port" (an IPv4 dotted quad, "[v6]:port", or a name:
+ * listen binds every address of the name, resolved at once; connect
+ * resolves it without blocking the loop and tries its addresses in turn). */
+
 /* Bytes a link queues for writing on one side before it stops reading the
  * other (libraft's stream, or the peer): the relay's memory per link is
  * about this much per direction, plus one frame. */
@@ -44,7 +48,9 @@ typedef struct {
     bool insecure;
     /* Whether a peer's static public key is a node of ours: asked on both
      * sides (the accepting side of the connecting peer's key, the
-     * connecting side of the listener's). Required unless insecure. */
+     * connecting side of the listener's), on the loop thread, once per
+     * connection (for the daemon: jq_auth_is_node_key). Required unless
+     * insecure. */
     bool (*authorize)(void *ctx, const uint8_t peer_public[JQ_NODELINK_KEY_BYTES]);
     void *ctx;                 /* given to authorize */
     const char *bind_address;  /* "host:port" to listen on; NULL: the address
@@ -78,7 +84,8 @@ int jq_nodelink_init(struct raft_uv_transport *t, const jq_nodelink_opts_t *o);
  * and leaks the implementation rather than free memory the loop still
  * uses. NULL-safe; t->impl is NULL afterwards. */
 void jq_nodelink_close(struct raft_uv_transport *t);
-/* The counters (zeros when t was not initialized by jq_nodelink_init). */
+/* The counters (zeros when t was not initialized by jq_nodelink_init). Any
+ * thread, from jq_nodelink_init until jq_nodelink_close. */
 void jq_nodelink_stats(const struct raft_uv_transport *t, jq_nodelink_stats_t *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include "nodelink.h"
 
 #include <netdb.h>
+#include <stdatomic.h>
 #include <raft.h>
 #include <raft/uv.h>
 #include <sodium.h>
@@ -26,6 +27,13 @@
 
 typedef struct nl nl_t;
 typedef struct link link_t;
+
+/* The counters of jq_nodelink_stats_t, atomic so that the daemon's
+ * metrics may read them from another thread while the loop counts. */
+typedef struct {
+    _Atomic uint64_t accepted, refused, connected, connect_failed;
+    _Atomic uint64_t bytes_in, bytes_out, links, queued;
+} nl_stats_t;
 
 enum link_state {
     L_RESOLVING,  /* connect: waiting for getaddrinfo */
@@ -93,7 +101,7 @@ struct nl {
     unsigned pending_in;  /* incoming links in their handshake */
     bool closing;
     raft_uv_transport_close_cb close_cb;
-    jq_nodelink_stats_t st;
+    nl_stats_t st;
 };
 
 typedef struct {
