@@ -1011,6 +1011,40 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+/* The temporary directories of a test: made through it, removed by the
+ * test's teardown even when an assertion ended the test early. */
+typedef struct {
+    char path[4][64];
+    int n;
+} tmpdirs_t;
+
+static const char *tmpdir_new(tmpdirs_t *t)
+{
+    assert_true(t->n < 4);
+    char *p = t->path[t->n];
+    snprintf(p, sizeof t->path[0], "/tmp/jq-nodelink-XXXXXX");
+    assert_non_null(mkdtemp(p));
+    t->n++;
+    return p;
+}
+
+static int tmpdirs_setup(void **state)
+{
+    *state = calloc(1, sizeof(tmpdirs_t));
+    return *state ? 0 : -1;
+}
+
+static int tmpdirs_teardown(void **state)
+{
+    tmpdirs_t *t = *state;
+    int rc = 0;
+    for (int i = 0; i < t->n; i++)
+        if (nftw(t->path[i], rm_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
+            rc = -1;
+    free(t);
+    return rc;
+}
+
 /* A public certificate for z85 with role in dir/file, as an operator
  * writes one. */
 static void key_file(const char *dir, const char *file, const char *z85, const char *role)
@@ -1041,13 +1075,11 @@ static bool is_key(void *ctx, const uint8_t key[32])
  * authorized-keys directory and checks node 1's key by hand.) */
 static void test_daemon_keys(void **state)
 {
-    (void)state;
-    char dirs[2][64], keys[96], err[256];
+    char keys[96], err[256];
+    const char *dirs[2];
     jq_auth_t *auth[2];
-    for (int i = 0; i < 2; i++) {
-        snprintf(dirs[i], sizeof dirs[i], "/tmp/jq-nodelink-XXXXXX");
-        assert_non_null(mkdtemp(dirs[i]));
-    }
+    for (int i = 0; i < 2; i++)
+        dirs[i] = tmpdir_new(*state);
     snprintf(keys, sizeof keys, "%s/authorized_keys", dirs[1]);
     auth[0] = jq_auth_new(dirs[0], NULL, err, sizeof err);
     if (!auth[0])
@@ -1114,10 +1146,8 @@ static void test_daemon_keys(void **state)
     node_close(&loop, &n[1]);
     loop_done(&loop);
     zcert_destroy(&client);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++)
         jq_auth_destroy(&auth[i]);
-        assert_int_equal(nftw(dirs[i], rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
-    }
 }
 
 /* ---- libraft over the transport ---- */
@@ -1129,7 +1159,7 @@ typedef struct {
     struct raft_io io;
     struct raft_fsm fsm;
     struct raft r;
-    char dir[64];
+    const char *dir;
     int applied;
     bool payload_ok;
     bool raft_closed;
@@ -1199,7 +1229,6 @@ static void on_applied(struct raft_apply *req, int status, void *result)
 
 static void test_libraft_cluster(void **state)
 {
-    (void)state;
     uv_loop_t loop;
     uv_loop_init(&loop);
     rnode_t *rn = calloc(NODES, sizeof *rn);
@@ -1213,8 +1242,7 @@ static void test_libraft_cluster(void **state)
     for (int i = 0; i < NODES; i++) {
         for (int j = 0; j < NODES; j++)
             allow(&rn[i].n, &rn[j].n);
-        snprintf(rn[i].dir, sizeof rn[i].dir, "/tmp/jq-nodelink-XXXXXX");
-        assert_non_null(mkdtemp(rn[i].dir));
+        rn[i].dir = tmpdir_new(*state);
         /* raft_uv_init sets the transport's data: our node_t is reached
          * through the raft_io from here on (the accept callback is
          * libraft's). */
@@ -1267,7 +1295,6 @@ static void test_libraft_cluster(void **state)
     for (int i = 0; i < NODES; i++) {
         raft_uv_close(&rn[i].io);
         jq_nodelink_close(&rn[i].n.t);
-        assert_int_equal(nftw(rn[i].dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
     }
     free(rn);
     uv_run(&loop, UV_RUN_NOWAIT);
@@ -1292,8 +1319,8 @@ int main(void)
         cmocka_unit_test(test_insecure_mode),
         cmocka_unit_test(test_host_names_and_ipv6),
         cmocka_unit_test(test_close_cancels_connects),
-        cmocka_unit_test(test_daemon_keys),
-        cmocka_unit_test(test_libraft_cluster),
+        cmocka_unit_test_setup_teardown(test_daemon_keys, tmpdirs_setup, tmpdirs_teardown),
+        cmocka_unit_test_setup_teardown(test_libraft_cluster, tmpdirs_setup, tmpdirs_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
