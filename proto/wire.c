@@ -29,6 +29,7 @@ static const char *const code_names[JOBQ_ERR__COUNT] = {
     [JOBQ_ERR_NOT_RUNNING] = "NotRunning",
     [JOBQ_ERR_TOKEN_REUSED] = "TokenReused",
     [JOBQ_ERR_PERMISSION_DENIED] = "PermissionDenied",
+    [JOBQ_ERR_NOT_LEADER] = "NotLeader",
 };
 
 const char *jobq_code_name(jobq_code_t code)
@@ -200,11 +201,17 @@ static size_t utf8_whole_len(const char *s)
 void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
                       jobq_code_t code, const char *message)
 {
+    wire_reply_error_begin(pk, id, has_id, code, message, 0);
+}
+
+void wire_reply_error_begin(msgpack_packer *pk, uint64_t id, bool has_id, jobq_code_t code,
+                            const char *message, uint32_t extra)
+{
     pack_head(pk, 4, id, has_id);
     wire_pack_cstr(pk, "ok");
     msgpack_pack_false(pk);
     wire_pack_cstr(pk, "error");
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, 2 + extra);
     wire_pack_cstr(pk, "code");
     wire_pack_cstr(pk, jobq_code_name(code));
     wire_pack_cstr(pk, "message");
