@@ -46,9 +46,10 @@
  *   M2 R->I  HDR
  *   then the raw bytes both ways.
  *
- * A peer's malformed or unexpected byte refuses the connection at once (a
- * wrong header is seen from its first 8 bytes); nothing is answered to a
- * peer whose key is unknown, and no reason is ever sent. */
+ * A message that is wrong refuses the connection as soon as it is complete
+ * (a wrong header as soon as its 8 bytes are in); one that never completes
+ * meets the handshake deadline. Nothing is answered to a peer whose key is
+ * not authorized, and no reason is ever sent. */
 #include "nodelink_int.h"
 
 #include "log.h"
