@@ -11,7 +11,9 @@
  * `durable` and releases what waited for them. */
 #include "cluster.h"
 #include "daemon.h"
+#include "auth.h"
 #include "log.h"
+#include "nodelink.h"
 #include "storeint.h"
 
 #include <arpa/inet.h>
@@ -19,6 +21,7 @@
 #include <fcntl.h>
 #include <raft.h>
 #include <raft/uv.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1194,6 +1197,11 @@ jq_cluster_t *jq_cluster_new(jq_daemon_t *d, char *err, size_t errlen)
     return c;
 }
 
+static bool node_key_ok(void *ctx, const uint8_t key[JQ_NODELINK_KEY_BYTES])
+{
+    return jq_auth_is_node_key(ctx, key);
+}
+
 static void *cluster_main(void *arg)
 {
     jq_cluster_t *c = arg;
@@ -1220,14 +1228,23 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     c->intake.data = c;
     uv_timer_init(&c->loop, &c->watch);
     c->watch.data = c;
-    if (!d->cfg.insecure) {
-        snprintf(err, errlen, "--cluster: node traffic with keys is not built yet: give "
-                              "--insecure with a loopback --node-address");
+    /* Node traffic: each end proves it holds an authorized node key (the
+     * daemon's own keypair; nodelink.h), then everything is encrypted. */
+    uint8_t pk[JQ_NODELINK_KEY_BYTES], sk[JQ_NODELINK_KEY_BYTES];
+    jq_nodelink_opts_t lo = {.loop = &c->loop, .insecure = d->cfg.insecure,
+                             .authorize = node_key_ok, .ctx = d->auth};
+    if (!lo.insecure) {
+        jq_auth_keypair(d->auth, pk, sk);
+        lo.public_key = pk;
+        lo.secret_key = sk;
+    }
+    rc = jq_nodelink_init(&c->transport, &lo) == 0 ? 0 : RAFT_INVALID;
+    sodium_memzero(sk, sizeof sk);
+    if (rc != 0) {
+        snprintf(err, errlen, "cluster: node transport: %s", c->transport.errmsg);
         return -1;
     }
-    rc = raft_uv_tcp_init(&c->transport, &c->loop);
-    if (rc == 0)
-        c->transport_ready = true;
+    c->transport_ready = true;
     if (rc == 0)
         rc = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rc == 0)
@@ -1423,7 +1440,7 @@ void jq_cluster_destroy(jq_cluster_t **cp)
     if (c->io_ready)
         raft_uv_close(&c->io);
     if (c->transport_ready)
-        raft_uv_tcp_close(&c->transport);
+        jq_nodelink_close(&c->transport);
     if (c->loop_ready)
         uv_loop_close(&c->loop);
     pthread_mutex_lock(&c->mu);
