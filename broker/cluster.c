@@ -1163,6 +1163,9 @@ jq_cluster_t *jq_cluster_new(jq_daemon_t *d, char *err, size_t errlen)
         return NULL;
     }
     c->d = d;
+    /* libuv's thread pool serves libraft's file work (segments, snapshots)
+     * only: one thread, made once, keeps the daemon's count fixed and small. */
+    setenv("UV_THREADPOOL_SIZE", "1", 1);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     snprintf(c->dir, sizeof c->dir, "%s/cluster", d->cfg.data_dir);
