@@ -39,6 +39,8 @@ int jq_node_address_parse(const char *addr, char *host, size_t hostlen, int *por
     }
     if (n == 0 || n >= 254)
         return -1;
+    if (colon[1] < '0' || colon[1] > '9') /* strtol would skip spaces and signs */
+        return -1;
     char *end;
     errno = 0;
     long p = strtol(colon + 1, &end, 10);
