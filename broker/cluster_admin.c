@@ -459,6 +459,11 @@ int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen)
 {
     if (!c->pristine || !c->d->cfg.njoin)
         return 0;
+    if (!strcmp(c->d->cfg.join[0], "wait")) { /* an operator adds it */
+        jq_log(JQ_LOG_NOTICE, "cluster: waiting to be added: on the leader, jobq nodes add "
+                              "%llu %s", (unsigned long long)c->id, c->d->cfg.node_address);
+        return 0;
+    }
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (unsigned attempt = 0;; attempt++) {
