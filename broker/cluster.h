@@ -67,6 +67,16 @@ void jq_cluster_pack_ping(jq_cluster_t *c, msgpack_packer *pk);
 /* query_nodes' result. */
 void jq_cluster_pack_nodes(jq_cluster_t *c, msgpack_packer *pk);
 
+/* Any thread: figures for /metrics. */
+typedef struct {
+    unsigned nodes;                 /* in the configuration */
+    bool leading;                   /* serving the queue */
+    uint64_t term, applied, commit, last_index;
+    unsigned npeers;                /* for each other node, the leader's view */
+    uint64_t peer_id[16], peer_lag[16];
+} jq_cluster_stats_t;
+void jq_cluster_get_stats(jq_cluster_t *c, jq_cluster_stats_t *out);
+
 /* Handlers: configuration changes, waiting (bounded) until committed.
  * info: the node's msgpack map as add_node got it. 0, or -1 with err
  * (and *not_leader set when this node is not the leader). */

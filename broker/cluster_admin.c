@@ -488,3 +488,23 @@ int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen)
     }
 }
 
+
+void jq_cluster_get_stats(jq_cluster_t *c, jq_cluster_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->leading = jq_cluster_leading(c);
+    pthread_mutex_lock(&c->mu);
+    out->nodes = c->npeers;
+    out->term = c->term;
+    out->applied = c->applied;
+    out->commit = c->commit;
+    out->last_index = c->last_index;
+    for (unsigned i = 0; i < c->npeers && c->state == RAFT_LEADER; i++) {
+        if (c->peers[i].id == c->id)
+            continue;
+        out->peer_id[out->npeers] = c->peers[i].id;
+        out->peer_lag[out->npeers++] =
+            c->last_index > c->peers[i].match ? c->last_index - c->peers[i].match : 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
