@@ -364,6 +364,13 @@ void cl_on_intake(uv_poll_t *h, int status, int events)
     (void)events;
     jq_cluster_t *c = h->data;
     jq_change_t *head = jq_changeq_take(jq_store_intake(c->d->store));
+    int phase = atomic_load(&c->phase);
+    if (head && (phase == PHASE_FOLLOWING || phase == PHASE_DEPOSED)) {
+        /* Nothing serves here: nothing made these for a client. */
+        jq_log(JQ_LOG_WARNING, "cluster: dropping changes made while not leading");
+        jq_change_list_free(&head);
+        return;
+    }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     while (head) {

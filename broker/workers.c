@@ -797,9 +797,11 @@ int jq_hub_adopt(jq_hub_t *h, uint64_t job, uint32_t op, uint16_t attempt, const
     e->orphan = true;
     e->timeout_us = timeout_us;
     index_entry(h, e);
-    /* Its worker notices the old leader is gone within the lease time and
-     * says hello here with it (docs/protocol.md, "Failover"). */
-    timer_set(h, &e->t, jq_now_mono() + lease_us(h));
+    /* Its worker notices the old leader is gone after a lease time of
+     * silence and says hello here with it (docs/protocol.md, "Failover");
+     * the old leader may have died before this one was elected, so the
+     * wait is twice that. */
+    timer_set(h, &e->t, jq_now_mono() + 2 * lease_us(h));
     return 0;
 }
 
@@ -1425,7 +1427,7 @@ static void on_entry_timer(jq_hub_t *h, entry_t *e, int64_t now)
         e->orphan = false;
         STAT_ADD(h, lost, 1);
         take_back(h, e, true, "worker lost: no worker brought this attempt back to the new "
-                              "leader within the lease time");
+                              "leader within twice the lease time");
         dispatch_queue(h, q);
     } else if (e->state == E_WAITING) { /* a back-off is over */
         STAT_SUB(h, waiting, 1);
