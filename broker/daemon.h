@@ -248,6 +248,11 @@ void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
  * Before any thread runs. */
 int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+/* Committed records (owned): the jobs' committed serials catch up,
+ * committed archives leave memory and the scheduler, the scheduler learns
+ * `durable`; returns the records to publish (commit.c). Takes shard locks:
+ * the store thread, or a cluster's loop. */
+jq_change_t *jq_commit_settle(jq_daemon_t *d, jq_change_t *head, uint64_t durable);
 /* The worker opcodes known before any worker connects: those the store
  * remembers, then the config file's (recovery.c). -1 with err. */
 int jq_load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen);

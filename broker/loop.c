@@ -477,6 +477,8 @@ static void publish_changes(loop_t *l)
     if (l->d->cluster && jq_cluster_take_ready(l->d->cluster))
         lead(l);
     jq_change_t *head = jq_changeq_take(l->d->changeq);
+    if (l->d->cluster) /* applied by the cluster thread, which takes no table lock */
+        head = jq_commit_settle(l->d, head, jq_store_durable(l->d->store));
     uint64_t n = 0;
     for (jq_change_t *c = head; c; c = c->next, n++) {
         jq_publisher_send(l->publisher, c);
