@@ -22,6 +22,8 @@
 #ifndef JOBQ_CLUSTER_H
 #define JOBQ_CLUSTER_H
 
+#include "change.h"
+
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -58,6 +60,13 @@ bool jq_cluster_take_ready(jq_cluster_t *c);
 void jq_cluster_set_leading(jq_cluster_t *c);
 /* The cluster's event epoch (chosen when it was made; 0 while unknown). */
 uint64_t jq_cluster_epoch(jq_cluster_t *c);
+
+/* Loop, while following: the records this node applied (owned), for the
+ * view it answers stale reads from, and the fd that says there are some. */
+int jq_cluster_applied_fd(jq_cluster_t *c);
+jq_change_t *jq_cluster_take_applied(jq_cluster_t *c);
+/* Any thread: the last Raft index this node applied (a stale read's age). */
+uint64_t jq_cluster_applied_index(jq_cluster_t *c);
 
 /* Any thread: pack the leader as NotLeader and ping show it
  * ({id, name, address, endpoints, workers, publish}), or nil. */

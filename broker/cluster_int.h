@@ -86,6 +86,7 @@ struct jq_cluster {
     _Atomic int phase;
     _Atomic bool stop;
     _Atomic uint64_t epoch;
+    jq_changeq_t *view_q;  /* records a follower applied, for its view */
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t cv;
     cmd_t *cmds, *cmds_tail;

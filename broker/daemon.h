@@ -92,6 +92,9 @@ typedef struct jq_daemon {
     _Atomic uint64_t epoch;         /* this run's event epoch (a cluster's:
                                        set when this node starts leading) */
     struct jq_cluster *cluster;     /* --cluster (cluster.h); NULL: one node */
+    jq_table_t *view;               /* a cluster follower's view of the queue
+                                       (stale reads); NULL once it leads */
+    pthread_rwlock_t view_lock;     /* guards `view` itself (not its jobs) */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
     unsigned npublish_eps;

@@ -457,10 +457,31 @@ static void forward_reply(loop_t *l)
  * before: load the queue from the store, as a restart does (JOBMODEL
  * §4.4 for what was running), continue the cluster's event stream, and
  * serve. */
+/* A follower's view follows what the node applied (stale reads). */
+static void follow(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    jq_change_t *head = jq_cluster_take_applied(d->cluster);
+    for (jq_change_t *c = head; c && d->view; c = c->next)
+        if (jq_table_replay(d->view, c) < 0) {
+            jq_log(JQ_LOG_WARNING, "cluster: the follower's view missed a change of job %llu: "
+                                   "stale reads stop until this node restarts",
+                   (unsigned long long)c->job_id);
+            pthread_rwlock_wrlock(&d->view_lock);
+            jq_table_destroy(&d->view);
+            pthread_rwlock_unlock(&d->view_lock);
+        }
+    jq_change_list_free(&head);
+}
+
 static void lead(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char err[512];
+    follow(l); /* what is left of it: the view goes now */
+    pthread_rwlock_wrlock(&d->view_lock);
+    jq_table_destroy(&d->view);
+    pthread_rwlock_unlock(&d->view_lock);
     uint64_t epoch = jq_cluster_epoch(d->cluster);
     d->epoch = epoch;
     jq_publisher_rebase(l->publisher, epoch, jq_store_seq(d->store));
@@ -843,7 +864,11 @@ static void serve(loop_t *l, int sigfd)
         for (unsigned wi = 0; wi < l->nwsocks; wi++)
             items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
         size_t first_monitor = nitems;
-        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems);
+        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems - 1);
+        size_t view_item = nitems;
+        if (d->cluster && d->view)
+            items[nitems++] = (zmq_pollitem_t){.fd = jq_cluster_applied_fd(d->cluster),
+                                               .events = ZMQ_POLLIN};
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
         int64_t hub_wake = jq_hub_tick(d->hub, now);
         if (hub_wake < wake)
@@ -878,7 +903,9 @@ static void serve(loop_t *l, int sigfd)
         bool worker_input = items[4].revents & ZMQ_POLLIN;
         for (size_t i = first_wsock; i < first_monitor; i++)
             worker_input |= items[i].revents != 0;
-        for (size_t i = first_monitor; i < nitems; i++)
+        if (view_item < nitems && (items[view_item].revents & ZMQ_POLLIN))
+            follow(l);
+        for (size_t i = first_monitor; i < view_item; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
                 break;

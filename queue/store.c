@@ -842,10 +842,8 @@ int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
         return -1;
     }
     count_commit(s, n);
-    if (!mine) {
-        jq_change_list_free(&head);
-        return 0;
-    }
+    if (!mine)
+        return 0; /* still the caller's */
     uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
     if (s->hooks.committed)
         s->hooks.committed(s->hooks.ctx, head, durable);

@@ -166,9 +166,9 @@ typedef struct {
 void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks);
 /* The queue the table's sink pushes to (the cluster thread takes it). */
 jq_changeq_t *jq_store_intake(jq_store_t *s);
-/* Apply n committed records (owned) and the meta values in one
- * transaction. mine: they are this node's intake's, in order: durable
- * advances and the committed hook takes them; otherwise they are freed.
+/* Apply n committed records and the meta values in one transaction.
+ * mine: they are this node's intake's, in order: durable advances and the
+ * committed hook takes them (owned); otherwise they stay the caller's.
  * -1 with err (nothing applied; the records are still the caller's). */
 int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
                    const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen);
