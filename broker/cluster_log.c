@@ -17,13 +17,25 @@
 #include <string.h>
 /* ---- node records ---- */
 
+/* key: [the ipc socket `name` in run_dir, then the configured endpoints]. */
+static void pack_endpoints(msgpack_packer *pk, const char *key, const char *run_dir,
+                           const char *name, const char (*eps)[512], unsigned n)
+{
+    char ep[JQ_PATH_BYTES + 32];
+    wire_pack_cstr(pk, key);
+    msgpack_pack_array(pk, 1 + n);
+    snprintf(ep, sizeof ep, "ipc://%s/%s", run_dir, name);
+    wire_pack_cstr(pk, ep);
+    for (unsigned i = 0; i < n; i++)
+        wire_pack_cstr(pk, eps[i]);
+}
+
 /* This node's record: what NotLeader and query_nodes tell clients. */
 void cl_pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
 {
     const jq_config_t *cfg = &c->d->cfg;
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    char ep[JQ_PATH_BYTES + 32];
     msgpack_pack_map(pk, 6);
     wire_pack_cstr(pk, "id");
     msgpack_pack_uint64(pk, c->id);
@@ -31,24 +43,9 @@ void cl_pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
     wire_pack_cstr(pk, host);
     wire_pack_cstr(pk, "address");
     wire_pack_cstr(pk, cfg->node_address);
-    wire_pack_cstr(pk, "endpoints");
-    msgpack_pack_array(pk, 1 + cfg->nlisten);
-    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        wire_pack_cstr(pk, cfg->listen[i]);
-    wire_pack_cstr(pk, "workers");
-    msgpack_pack_array(pk, 1 + cfg->nworkers);
-    snprintf(ep, sizeof ep, "ipc://%s/workers.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nworkers; i++)
-        wire_pack_cstr(pk, cfg->workers[i]);
-    wire_pack_cstr(pk, "publish");
-    msgpack_pack_array(pk, 1 + cfg->npublish);
-    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->npublish; i++)
-        wire_pack_cstr(pk, cfg->publish[i]);
+    pack_endpoints(pk, "endpoints", cfg->run_dir, "jobq.sock", cfg->listen, cfg->nlisten);
+    pack_endpoints(pk, "workers", cfg->run_dir, "workers.sock", cfg->workers, cfg->nworkers);
+    pack_endpoints(pk, "publish", cfg->run_dir, "events.sock", cfg->publish, cfg->npublish);
 }
 
 /* Under mu. */

@@ -419,6 +419,20 @@ static void unlink_sending(jq_hub_t *h, entry_t *e)
     e->msg = NULL;
 }
 
+/* e becomes one of w's leases (unlink_worker undoes it). */
+static void link_lease(jq_hub_t *h, entry_t *e, session_t *w)
+{
+    e->w = w;
+    e->wnext = w->leases;
+    if (w->leases)
+        w->leases->wpprev = &e->wnext;
+    e->wpprev = &w->leases;
+    w->leases = e;
+    w->busy++;
+    STAT_ADD(h, leases, 1);
+    atomic_fetch_add(&h->running, 1);
+}
+
 /* e leaves its worker (the lease is over). */
 static void unlink_worker(jq_hub_t *h, entry_t *e)
 {
@@ -600,21 +614,13 @@ static assign_t assign(jq_hub_t *h, entry_t *e, session_t *w)
     e->msg = sb.data;
     e->msglen = sb.size;
     e->state = E_SENDING;
-    e->w = w;
-    e->wnext = w->leases;
-    if (w->leases)
-        w->leases->wpprev = &e->wnext;
-    e->wpprev = &w->leases;
-    w->leases = e;
-    w->busy++;
+    link_lease(h, e, w);
     w->last_assign = ++h->assign_counter;
     e->snext = NULL;
     e->queued = true;
     *h->sending_tail = e;
     h->sending_tail = &e->snext;
-    STAT_ADD(h, leases, 1);
     STAT_ADD(h, assigned, 1);
-    atomic_fetch_add(&h->running, 1);
     return A_SENT;
 }
 
@@ -827,15 +833,7 @@ static void adopt_leases(jq_hub_t *h, session_t *w, const msgpack_object *leases
         if (!e || !e->orphan || !serves || e->op != (uint64_t)op || e->attempt != attempt)
             continue;
         e->orphan = false;
-        e->w = w;
-        e->wnext = w->leases;
-        if (w->leases)
-            w->leases->wpprev = &e->wnext;
-        e->wpprev = &w->leases;
-        w->leases = e;
-        w->busy++;
-        STAT_ADD(h, leases, 1);
-        atomic_fetch_add(&h->running, 1);
+        link_lease(h, e, w);
         timer_set(h, &e->t, e->timeout_us ? jq_now_mono() + e->timeout_us : INT64_MAX);
         found[n++] = e;
     }
