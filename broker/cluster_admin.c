@@ -381,14 +381,7 @@ static int join_once(jq_cluster_t *c, const char *endpoint, char *next, size_t n
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    wire_pack_cstr(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    wire_pack_cstr(&pk, "id");
-    msgpack_pack_uint64(&pk, 1);
-    wire_pack_cstr(&pk, "method");
-    wire_pack_cstr(&pk, "add_node");
-    wire_pack_cstr(&pk, "args");
+    wire_request_begin(&pk, 1, "add_node");
     /* add_node's arguments are this node's record plus its role */
     msgpack_sbuffer info;
     msgpack_sbuffer_init(&info);
