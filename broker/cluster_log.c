@@ -225,7 +225,8 @@ int cl_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **res
         if (n == SIZE_MAX)
             fatal_apply(c, "a malformed batch");
         rc = jq_store_apply(c->d->store, head, n, mine, NULL, 0, err, sizeof err);
-        if (rc == 0 && !mine && atomic_load(&c->phase) == PHASE_FOLLOWING)
+        int phase = atomic_load(&c->phase);
+        if (rc == 0 && !mine && (phase == PHASE_FOLLOWING || phase == PHASE_PROMOTING))
             jq_changeq_push(c->view_q, head); /* the follower's view (loop.c) */
         else if (rc < 0 || !mine)
             jq_change_list_free(&head);

@@ -250,7 +250,9 @@ void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
 /* Load the store into the table, settle the jobs that were in flight when
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
  * Before any thread runs. */
-int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+/* view: a cluster follower's view whose jobs become the queue (the store
+ * gives only its figures then); NULL: every job from the store. */
+int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen);
 /* Committed records (owned): the jobs' committed serials catch up,
  * committed archives leave memory and the scheduler, the scheduler learns
  * `durable`; returns the records to publish (commit.c). Takes shard locks:

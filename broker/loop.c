@@ -478,17 +478,22 @@ static void lead(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char err[512];
-    follow(l); /* what is left of it: the view goes now */
-    pthread_rwlock_wrlock(&d->view_lock);
-    jq_table_destroy(&d->view);
+    follow(l); /* everything applied before the election is in the view */
+    pthread_rwlock_wrlock(&d->view_lock); /* no stale read uses it from now */
+    jq_table_t *view = d->view;
+    d->view = NULL;
     pthread_rwlock_unlock(&d->view_lock);
     uint64_t epoch = jq_cluster_epoch(d->cluster);
     d->epoch = epoch;
     jq_publisher_rebase(l->publisher, epoch, jq_store_seq(d->store));
-    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 || jq_recover(d, err, sizeof err) < 0) {
+    /* The view, kept warm while following, becomes the queue (a view a
+     * replay failure dropped leaves the store to read everything from). */
+    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 ||
+        jq_recover(d, view, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "cluster: cannot load the queue: %s", err);
         exit(1);
     }
+    jq_table_destroy(&view);
     jq_cluster_set_leading(d->cluster);
 }
 

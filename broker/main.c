@@ -254,7 +254,7 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
-    if (!d->cluster && jq_recover(d, err, sizeof err) < 0) {
+    if (!d->cluster && jq_recover(d, NULL, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }

@@ -166,14 +166,21 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
     return jq_sched_load(d->sched, id, prio, st);
 }
 
-int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
+int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
 {
     loader_t l = {.d = d};
     uint64_t last_id = 0, narchived = 0;
     bool drained = false;
     int64_t t0 = jq_now_mono();
-    if (jq_store_load(d->store, insert_loaded, &l, &last_id, &drained, &narchived, err,
-                      errlen) < 0) {
+    /* A cluster's new leader has its jobs in its view already (decoded as
+     * they were applied): only the store's figures are read. */
+    int rc = jq_store_load(d->store, view ? NULL : insert_loaded, &l, &last_id, &drained,
+                           &narchived, err, errlen);
+    if (rc == 0 && view && jq_table_take_live(view, insert_loaded, &l) < 0) {
+        snprintf(err, errlen, "out of memory taking the jobs over from the view");
+        rc = -1;
+    }
+    if (rc < 0) {
         free(l.ids);
         free(l.tokened);
         return -1;
@@ -201,9 +208,10 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
         jq_log(JQ_LOG_INFO, "recovered %llu live jobs (%zu to run or settle) and %llu archived "
-                            "in %.2f s; last job id %llu%s",
+                            "in %.2f s%s; last job id %llu%s",
                 (unsigned long long)live, nsettled, (unsigned long long)narchived,
-                (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,
+                (double)(jq_now_mono() - t0) / 1e6, view ? " (from the follower's view)" : "",
+                (unsigned long long)last_id,
                 drained ? "; the queue is drained" : "");
     free(l.ids);
     return 0;

@@ -77,7 +77,8 @@ void jq_store_close(jq_store_t **s);
 /* Recovery: every live job with its log entries, in id order, handed to fn
  * (which owns it); opcodes have no definition yet (jobcodec.h). Also the
  * highest job id ever committed, the drain flag and the number of archived
- * jobs. -1 with a message naming the damaged job. */
+ * jobs (only these when fn is NULL). -1 with a message naming the damaged
+ * job. */
 typedef int (*jq_store_job_fn)(void *ctx, jq_job_t *job);
 int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_id,
                   bool *drained, uint64_t *narchived, char *err, size_t errlen);

@@ -482,3 +482,28 @@ int jq_table_replay(jq_table_t *t, const jq_change_t *c)
     msgpack_unpacked_destroy(&up);
     return rc;
 }
+
+int jq_table_take_live(jq_table_t *t, int (*fn)(void *ctx, jq_job_t *job), void *ctx)
+{
+    for (unsigned i = 0; i < t->nshards; i++) {
+        jq_shard_t *sh = &t->shards[i];
+        pthread_rwlock_wrlock(&sh->lock);
+        job_array_t taken = sh->live;
+        memset(&sh->live, 0, sizeof sh->live);
+        memset(sh->status_counts, 0, sizeof sh->status_counts);
+        atomic_fetch_sub(&t->live, taken.count);
+        pthread_rwlock_unlock(&sh->lock);
+        /* Handed on outside the lock: fn may lock another table's shard. */
+        int rc = 0;
+        for (size_t k = 0; k < taken.count; k++) {
+            if (rc == 0)
+                rc = fn(ctx, taken.jobs[k]);
+            else
+                jq_job_destroy(&taken.jobs[k]);
+        }
+        free(taken.jobs);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}

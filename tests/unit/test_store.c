@@ -984,10 +984,20 @@ static void test_cluster_apply_snapshot_restore(void **state)
     jq_changeq_destroy(&out);
 }
 
+static int take_into(void *ctx, jq_job_t *job)
+{
+    jq_shard_t *sh = jq_table_shard_for(ctx, job->id);
+    jq_shard_wrlock(sh);
+    int rc = jq_shard_insert_loaded(sh, job);
+    jq_shard_wrunlock(sh);
+    return rc;
+}
+
 /* A cluster follower's view (jq_table_replay): the records a table made
  * — submits, a run with its log, an archive — replayed into an empty table
  * give the same live jobs, logs included, and the archived one is gone;
- * a record of a job the view never saw is refused. */
+ * the view's jobs move to another table whole (jq_table_take_live); a
+ * record of a job the view never saw is refused. */
 static void test_table_replay_view(void **state)
 {
     (void)state;
@@ -1031,6 +1041,19 @@ static void test_table_replay_view(void **state)
         jq_shard_rdunlock(b);
         jq_shard_rdunlock(a);
     }
+    /* The view's jobs move to another table (a new leader's queue). */
+    jq_table_t *queue = jq_table_new(4, jq_store_sink, NULL);
+    assert_int_equal(jq_table_take_live(view, take_into, queue), 0);
+    assert_int_equal(jq_table_live_count(view), 0);
+    assert_int_equal(jq_table_live_count(queue), 2);
+    memset(got, 0, sizeof got);
+    jq_table_count_status(queue, got);
+    assert_memory_equal(want, got, sizeof want);
+    memset(got, 0, sizeof got);
+    jq_table_count_status(view, got);
+    for (int st = 0; st < JQ_STATUS__COUNT; st++)
+        assert_int_equal(got[st], 0);
+    jq_table_destroy(&queue);
     /* An update of a job the view does not have is refused. */
     jq_table_t *empty = jq_table_new(2, jq_store_sink, NULL);
     for (jq_change_t *c = head; c; c = c->next)
