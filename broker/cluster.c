@@ -435,8 +435,8 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     }
     c->raft.data = c;
     c->raft_ready = true;
-    raft_set_snapshot_threshold(&c->raft, 4096);
-    raft_set_snapshot_trailing(&c->raft, 1024);
+    raft_set_snapshot_threshold(&c->raft, d->cfg.snapshot_entries);
+    raft_set_snapshot_trailing(&c->raft, d->cfg.snapshot_entries / 4);
     raft_set_pre_vote(&c->raft, true);
     if (c->pristine && !d->cfg.njoin) {
         struct raft_configuration conf;

@@ -62,7 +62,10 @@ void jq_cluster_set_leading(jq_cluster_t *c);
 uint64_t jq_cluster_epoch(jq_cluster_t *c);
 
 /* Loop, while following: the records this node applied (owned), for the
- * view it answers stale reads from, and the fd that says there are some. */
+ * view it answers stale reads from, and the fd that says there are some.
+ * A record of kind JQ_VIEW_RELOAD says the store was replaced (a snapshot
+ * was installed): load the view from the store again. */
+#define JQ_VIEW_RELOAD 255
 int jq_cluster_applied_fd(jq_cluster_t *c);
 jq_change_t *jq_cluster_take_applied(jq_cluster_t *c);
 /* Any thread: the last Raft index this node applied (a stale read's age). */

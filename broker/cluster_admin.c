@@ -229,7 +229,10 @@ static const char *role_name(int r)
 /* Under mu. */
 static void pack_leader_locked(jq_cluster_t *c, msgpack_packer *pk)
 {
-    node_t *n = c->leader_id ? cl_node_find(c, c->leader_id) : NULL;
+    /* Elected but still loading the queue (or deposed): no leader to name
+     * yet — naming this node would send clients straight back here. */
+    bool self_not_serving = c->leader_id == c->id && !jq_cluster_leading(c);
+    node_t *n = c->leader_id && !self_not_serving ? cl_node_find(c, c->leader_id) : NULL;
     if (n)
         pk->callback(pk->data, n->info, n->len); /* a packed map, as it came */
     else

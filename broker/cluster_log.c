@@ -262,12 +262,15 @@ int cl_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **res
     return 0;
 }
 
+/* Synchronous, on the cluster thread: libraft 0.15's libuv I/O has no
+ * async work for a snapshot to be read elsewhere (docs/cluster.md). */
 int cl_fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
 {
     jq_cluster_t *c = fsm->data;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     char err[256];
+    int64_t t0 = wall_us();
     if (jq_store_snapshot(c->d->store, &sb, err, sizeof err) < 0) {
         jq_log(JQ_LOG_WARNING, "cluster: %s", err);
         msgpack_sbuffer_destroy(&sb);
@@ -281,6 +284,9 @@ int cl_fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *
     (*bufs)[0].base = sb.data;
     (*bufs)[0].len = sb.size;
     *n = 1;
+    jq_log(JQ_LOG_INFO, "cluster: snapshot at index %llu: %zu bytes in %.3f s",
+           (unsigned long long)raft_last_applied(&c->raft), sb.size,
+           (double)(wall_us() - t0) / 1e6);
     return 0;
 }
 
@@ -308,6 +314,11 @@ int cl_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     pthread_mutex_lock(&c->mu);
     nodes_load(c);
     pthread_mutex_unlock(&c->mu);
+    jq_change_t *reload = calloc(1, sizeof *reload);
+    if (reload) { /* the view follows the new store (loop.c) */
+        reload->kind = JQ_VIEW_RELOAD;
+        jq_changeq_push(c->view_q, reload);
+    }
     raft_free(buf->base);
     jq_log(JQ_LOG_INFO, "cluster: store restored from a snapshot (%zu bytes)", buf->len);
     return 0;

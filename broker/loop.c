@@ -457,20 +457,59 @@ static void forward_reply(loop_t *l)
  * before: load the queue from the store, as a restart does (JOBMODEL
  * §4.4 for what was running), continue the cluster's event stream, and
  * serve. */
+static int into_view(void *ctx, jq_job_t *job)
+{
+    jq_shard_t *sh = jq_table_shard_for(ctx, job->id);
+    jq_shard_wrlock(sh);
+    int rc = jq_shard_insert_loaded(sh, job);
+    jq_shard_wrunlock(sh);
+    if (rc < 0)
+        jq_job_destroy(&job);
+    return rc;
+}
+
+/* The follower's view goes (stale reads end) — or is loaded again from
+ * the store when `reload` (a snapshot replaced the store). */
+static void replace_view(loop_t *l, bool reload)
+{
+    jq_daemon_t *d = l->d;
+    jq_table_t *fresh = reload ? jq_table_new(d->cfg.shards, jq_store_sink, NULL) : NULL;
+    char err[512] = "";
+    uint64_t last_id, narchived;
+    bool drained;
+    if (fresh && jq_store_load(d->store, into_view, fresh, &last_id, &drained, &narchived, err,
+                               sizeof err) < 0) {
+        jq_log(JQ_LOG_WARNING, "cluster: the follower's view cannot be loaded: %s", err);
+        jq_table_destroy(&fresh);
+    }
+    pthread_rwlock_wrlock(&d->view_lock);
+    jq_table_t *old = d->view;
+    d->view = fresh;
+    pthread_rwlock_unlock(&d->view_lock);
+    jq_table_destroy(&old);
+}
+
 /* A follower's view follows what the node applied (stale reads). */
 static void follow(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     jq_change_t *head = jq_cluster_take_applied(d->cluster);
-    for (jq_change_t *c = head; c && d->view; c = c->next)
-        if (jq_table_replay(d->view, c) < 0) {
-            jq_log(JQ_LOG_WARNING, "cluster: the follower's view missed a change of job %llu: "
-                                   "stale reads stop until this node restarts",
-                   (unsigned long long)c->job_id);
-            pthread_rwlock_wrlock(&d->view_lock);
-            jq_table_destroy(&d->view);
-            pthread_rwlock_unlock(&d->view_lock);
+    for (jq_change_t *c = head; c; c = c->next) {
+        if (c->job_id == 0 && c->kind == JQ_VIEW_RELOAD) {
+            replace_view(l, true);
+            continue;
         }
+        if (!d->view)
+            continue;
+        int rc = jq_table_replay(d->view, c);
+        jq_status_t st;
+        if (rc < 0 || (rc == 1 && !jq_store_archived_status(d->store, c->job_id, &st))) {
+            jq_log(JQ_LOG_WARNING, "cluster: the follower's view missed a change of job %llu: "
+                                   "stale reads stop until it is loaded again",
+                   (unsigned long long)c->job_id);
+            replace_view(l, false);
+        }
+    }
     jq_change_list_free(&head);
 }
 

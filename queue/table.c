@@ -454,15 +454,21 @@ int jq_table_replay(jq_table_t *t, const jq_change_t *c)
     if (c->kind == JQ_CHANGE_SUBMIT) {
         char err[128];
         jq_job_t *job = jq_job_from_submit_record(&up.data, c->job_id, err, sizeof err);
-        rc = job && !array_find(&sh->live, c->job_id) ? jq_shard_insert_loaded(sh, job) : -1;
-        if (rc < 0)
+        if (!job) {
+            rc = -1;
+        } else if (array_find(&sh->live, c->job_id)) {
+            jq_job_destroy(&job); /* the view was loaded after this record was applied */
+        } else if ((rc = jq_shard_insert_loaded(sh, job)) < 0) {
             jq_job_destroy(&job);
+        }
     } else {
         size_t i = array_upper(&sh->live, c->job_id - 1);
         jq_job_t *job = i < sh->live.count && sh->live.jobs[i]->id == c->job_id
                             ? sh->live.jobs[i] : NULL;
         uint8_t was = job ? job->status : 0;
-        if (!job || jq_mirror_apply(job, &up.data, JQ_MIRROR_ALL, NULL, NULL) < 0) {
+        if (!job) {
+            rc = 1;
+        } else if (jq_mirror_apply(job, &up.data, JQ_MIRROR_ALL, NULL, NULL) < 0) {
             rc = -1;
         } else if (job->archived) { /* archived jobs are read from the store */
             sh->status_counts[was]--;

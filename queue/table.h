@@ -142,9 +142,10 @@ void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT]);
 void jq_table_count_status(jq_table_t *t, uint64_t counts[JQ_STATUS__COUNT]);
 
 /* A cluster follower's view of the queue (broker/cluster.h): apply a
- * committed record as it is, without making a record. The per-opcode
- * meter is left alone (a view is never served as the queue). -1 when the
- * record is malformed or does not fit what the view holds. */
+ * committed record as it is, without making a record. A record the job in
+ * the view has already seen is skipped. 0; 1 when the record changes a
+ * job the view does not hold (archived meanwhile, if the view was loaded
+ * from a store that had the archive); -1 when it is malformed. */
 int jq_table_replay(jq_table_t *t, const jq_change_t *c);
 
 /* Hand every live job (owned) to fn, shard by shard, each in id order,
