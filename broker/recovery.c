@@ -172,6 +172,13 @@ int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
     uint64_t last_id = 0, narchived = 0;
     bool drained = false;
     int64_t t0 = jq_now_mono();
+    uint64_t stored = view ? jq_store_live_count(d->store) : 0;
+    if (view && stored != jq_table_live_count(view)) { /* never seen; a net all the same */
+        jq_log(JQ_LOG_WARNING, "the follower's view holds %llu live jobs and the store %llu: "
+                               "loading the queue from the store",
+               (unsigned long long)jq_table_live_count(view), (unsigned long long)stored);
+        view = NULL;
+    }
     /* A cluster's new leader has its jobs in its view already (decoded as
      * they were applied): only the store's figures are read. */
     int rc = jq_store_load(d->store, view ? NULL : insert_loaded, &l, &last_id, &drained,

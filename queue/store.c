@@ -834,6 +834,19 @@ void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks)
 jq_changeq_t *jq_store_intake(jq_store_t *s) { return s->in; }
 uint64_t jq_store_seq(jq_store_t *s) { return atomic_load(&s->seq); }
 
+uint64_t jq_store_live_count(jq_store_t *s)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    uint64_t n = UINT64_MAX;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_stat(txn, s->jobs, &st) == 0)
+            n = st.ms_entries;
+        mdb_txn_abort(txn);
+    }
+    return n;
+}
+
 int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
                    const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen)
 {

@@ -175,6 +175,8 @@ int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
                    const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen);
 /* Job records applied, ever: the last event seq. */
 uint64_t jq_store_seq(jq_store_t *s);
+/* Live jobs stored (UINT64_MAX when the store cannot be read). */
+uint64_t jq_store_live_count(jq_store_t *s);
 /* A meta value (checksum verified) appended to out: 0, 1 when absent, -1. */
 int jq_store_meta_read(jq_store_t *s, const char *key, msgpack_sbuffer *out);
 /* Every table, as stored, into out; and back (replacing everything). */
