@@ -499,6 +499,8 @@ static void follow(loop_t *l)
             replace_view(l, true);
             continue;
         }
+        if (c->job_id && c->seq) /* events_since on this node once it leads */
+            jq_publisher_remember(l->publisher, jq_cluster_epoch(d->cluster), c);
         if (!d->view)
             continue;
         int rc = jq_table_replay(d->view, c);
@@ -910,7 +912,7 @@ static void serve(loop_t *l, int sigfd)
         size_t first_monitor = nitems;
         nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems - 1);
         size_t view_item = nitems;
-        if (d->cluster && d->view)
+        if (d->cluster && !jq_cluster_leading(d->cluster))
             items[nitems++] = (zmq_pollitem_t){.fd = jq_cluster_applied_fd(d->cluster),
                                                .events = ZMQ_POLLIN};
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());

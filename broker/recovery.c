@@ -73,6 +73,12 @@ static int restore_tokens(jq_daemon_t *d, const loader_t *l, int64_t now)
     return 0;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int insert_loaded(void *ctx, jq_job_t *job)
 {
     loader_t *l = ctx;
@@ -203,6 +209,10 @@ int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
         return -1;
     }
     free(l.tokened);
+    /* In id order (a view hands its jobs over shard by shard): a job is
+     * known to the scheduler before any job that depends on it — a cluster's
+     * executors already run while its new leader loads the queue. */
+    qsort(l.ids, l.n, sizeof *l.ids, cmp_id);
     size_t nsettled = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (settle(d, l.ids[i], now, &nsettled) < 0) {

@@ -852,6 +852,10 @@ int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
 {
     char why[256] = "";
     int64_t t0 = mono_us();
+    /* Each job record's event seq, the same on every node. */
+    uint64_t seq = atomic_load(&s->seq);
+    for (jq_change_t *c = head; c; c = c->next)
+        c->seq = c->job_id ? ++seq : 0;
     int rc = commit_batch(s, head, n, meta, nmeta, why, sizeof why);
     jq_histo_observe(&s->latency, &jq_store_latency_spec, (uint64_t)(mono_us() - t0));
     if (rc != 0) {
