@@ -183,6 +183,7 @@ static jq_change_t *decode_records(const msgpack_object *a, uint32_t first, size
         ch->serial = r->via.array.ptr[1].via.u64;
         ch->kind = (uint8_t)r->via.array.ptr[2].via.u64;
         ch->len = b->size;
+        ch->seq = 0; /* jq_store_apply gives it */
         memcpy(ch->data, b->ptr, b->size);
         *tail = ch;
         tail = &ch->next;

@@ -138,6 +138,7 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         c->serial = job->change_serial;
         c->kind = (uint8_t)kind;
         c->len = (uint32_t)sb.size;
+        c->seq = 0; /* a cluster's store sets it when applied */
         memcpy(c->data, sb.data, sb.size);
     }
     msgpack_sbuffer_destroy(&sb);

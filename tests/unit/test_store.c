@@ -1054,13 +1054,24 @@ static void test_table_replay_view(void **state)
     for (int st = 0; st < JQ_STATUS__COUNT; st++)
         assert_int_equal(got[st], 0);
     jq_table_destroy(&queue);
-    /* An update of a job the view does not have is refused. */
+    /* An update of a job the view does not have is told apart (1); a
+     * submit it has already is skipped; a malformed record is refused. */
     jq_table_t *empty = jq_table_new(2, jq_store_sink, NULL);
     for (jq_change_t *c = head; c; c = c->next)
         if (c->kind == JQ_CHANGE_UPDATE) {
-            assert_int_equal(jq_table_replay(empty, c), -1);
+            assert_int_equal(jq_table_replay(empty, c), 1);
             break;
         }
+    assert_int_equal(jq_table_replay(empty, head), 0); /* job 1's submit */
+    assert_int_equal(jq_table_replay(empty, head), 0); /* again: skipped */
+    assert_int_equal(jq_table_live_count(empty), 1);
+    jq_change_t *bad = calloc(1, sizeof *bad + 1);
+    bad->job_id = 7;
+    bad->kind = JQ_CHANGE_UPDATE;
+    bad->len = 1;
+    bad->data[0] = (char)0xc1; /* never valid msgpack */
+    assert_int_equal(jq_table_replay(view, bad), -1);
+    free(bad);
     jq_change_list_free(&head);
     jq_table_destroy(&empty);
     jq_table_destroy(&view);
