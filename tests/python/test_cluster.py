@@ -511,6 +511,53 @@ def test_minority_cannot_commit(cluster: Any) -> None:
     c.call("submit_job", timeout=30, ops=delay(0))
 
 
+def test_frozen_leader_is_deposed(cluster: Any) -> None:
+    """The leader frozen (SIGSTOP) with a submit and a list waiting in its
+    socket; the other two elect a leader and take submits. Thawed, the old
+    leader must not acknowledge its submit unless it was committed (then the
+    new leader has that job), and must not answer the list with a state
+    that lacks what the new leader acknowledged meanwhile."""
+    c = cluster(insecure=True)
+    c.start(3)
+    old = c.wait_leader()
+    first = [c.call("submit_job", ops=delay(0)) for _ in range(3)]
+    others = [n for n in c.nodes if n is not old]
+    old.stop()
+    answers: Dict[str, Any] = {}
+
+    def ask(method: str, **args: Any) -> None:
+        try:
+            answers[method] = ("ok", old.call(method, timeout=10, **args))
+        except Failed as e:
+            answers[method] = ("error", e.code)
+        except NoAnswer:
+            answers[method] = ("none", None)
+    ts = [threading.Thread(target=ask, args=("submit_job",),
+                           kwargs={"ops": delay(0.000789), "token": "stale"}),
+          threading.Thread(target=ask, args=("query_jobs",), kwargs={"fields": ["id"]})]
+    for t in ts:
+        t.start()
+    new = c.wait_leader(timeout=30, nodes=others)
+    later = [new.call("submit_job", ops=delay(0)) for _ in range(3)]
+    old.cont()
+    for t in ts:
+        t.join(30)
+    c.wait_converged(timeout=60)
+    rows = c.call("query_jobs", fields=["id", "ops"])["rows"]
+    stale = [r[0] for r in rows if r[1][0]["args"]["duration"] == 0.000789]
+    kind, val = answers["submit_job"]
+    if kind == "ok":
+        assert stale == [val], (answers, stale)
+    else:
+        assert kind == "none" or val == "NotLeader", answers
+        assert len(stale) <= 1, stale
+    assert set(first + later) <= {r[0] for r in rows}
+    kind, val = answers["query_jobs"]
+    if kind == "ok":
+        assert set(later) <= {r[0] for r in val["rows"]}, ("a stale read from a deposed leader", answers)
+    print("frozen leader answered %r" % answers)
+
+
 # ---------------------------------------------------------------- 5
 
 def submitter(c: Cluster, out: List[int], problems: List[str], stop: threading.Event) -> None:
