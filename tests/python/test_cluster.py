@@ -118,6 +118,7 @@ class History:
         self.seen: List[List[Tuple[int, str]]] = []     # per observer, in its order
         self.problems: List[str] = []
         self.counts: Dict[str, int] = {}
+        self.when: Dict[Tuple[str, int], float] = {}    # (change, job) -> time acked
 
     def count(self, what: str) -> None:
         with self.lock:
@@ -160,6 +161,7 @@ def client_loop(c: Cluster, h: History, tid: int, stop: threading.Event) -> None
                     continue
                 with h.lock:
                     h.acked[token] = (jid, dur)
+                    h.when[("submit", jid)] = time.monotonic()
                 mine.append(jid)
                 h.count("submit")
                 if rng.random() < 0.1:
@@ -201,6 +203,7 @@ def client_loop(c: Cluster, h: History, tid: int, stop: threading.Event) -> None
                 if c.call("archive_job", timeout=10, id=jid):
                     with h.lock:
                         h.archived.add(jid)
+                        h.when[("archive", jid)] = time.monotonic()
                     h.count("archive")
                 mine.remove(jid)
             else:
@@ -287,15 +290,22 @@ def check_history(c: Cluster, h: History, kills: List[Dict[str, Any]]) -> None:
     # no opcode attempt ran twice: a success logged each iteration once; an
     # error is an interrupted run ("Unclean shutdown"), never a second start
     interrupted = 0
+    wrong_errors: List[str] = []
     for j in jobs.values():
         msgs = [e[3] for e in j["oplog"][0]]
         starts = [m for m in msgs if isinstance(m, str) and m.startswith("Test delay iteration 0/")]
         assert len(starts) <= 1, j
         if j["status"] == "success":
             assert len(starts) == 1 and any(str(m).startswith("Test delay iteration 1/") for m in msgs), j
-        elif j["status"] == "error":
-            assert UNCLEAN in repr(j["opresult"]), j
+        elif j["status"] == "error" and UNCLEAN in repr(j["opresult"]):
             interrupted += 1
+        elif j["status"] == "error":
+            # checked last (below), so that the other checks still run
+            deps = [jobs.get(d[0]) for d in j["ops"][0].get("depends") or []]
+            wrong_errors.append("%r; its dependencies: %r; acked at %r; kills at %r" % (
+                j, deps, sorted((t, k) for k, t in h.when.items()
+                                if k[1] in [j["id"]] + [d["id"] for d in deps if d]),
+                [(k["killed"], k["elected"]) for k in kills]))
     # jobs that ran at a kill: finished just before it, or interrupted
     at_kill = {jid for k in kills for jid in k["running"]}
     unclean_at_kill = sum(1 for jid in at_kill if jobs[jid]["status"] == "error")
@@ -325,6 +335,9 @@ def check_history(c: Cluster, h: History, kills: List[Dict[str, Any]]) -> None:
           " counts %r, %d unanswered submits"
           % (len(jobs), interrupted, unclean_at_kill, len(at_kill), h.counts, len(h.unacked)))
     assert leader.alive()
+    # an error that is not an interrupted run: nothing here asks for one
+    # (see test_dependency_on_interrupted_job for the one seen so far)
+    assert not wrong_errors, "%d jobs: %s" % (len(wrong_errors), wrong_errors[0])
 
 
 def run_history(c: Cluster, nodes: int, kills: int, clients: int = 3) -> None:
@@ -342,12 +355,15 @@ def run_history(c: Cluster, nodes: int, kills: int, clients: int = 3) -> None:
             time.sleep(1.0)
             leader = c.wait_leader()
             snap = c.call("query_jobs", snapshot=True, status=["running"], fields=["id"])
+            killed = time.monotonic()
             leader.kill()
             new = c.wait_leader(timeout=30, not_=leader)
+            elected = time.monotonic()
             after = new.call("query_jobs", snapshot=True, fields=["id"], limit=1)
             record.append({"seq": snap["seq"], "epoch": snap["epoch"],
                            "running": [r[0] for r in snap["rows"]],
-                           "new_seq": after["seq"], "new_epoch": after["epoch"]})
+                           "new_seq": after["seq"], "new_epoch": after["epoch"],
+                           "killed": killed, "elected": elected})
             leader.start()
             c.wait_member(leader, timeout=30)
         time.sleep(1.0)
@@ -405,6 +421,37 @@ def test_events_since_across_failover(cluster: Any) -> None:
     assert r["events"][0]["seq"] == top + 1, r
     r = new.call("events_since", after_seq=snap["seq"], epoch=snap["epoch"])
     assert not r["too_old"], ("the new leader's ring lacks the seqs the old one published", r)
+
+
+@pytest.mark.xfail(strict=False, reason="daemon bug (intermittent; seen on main 602bed6):"
+                   " after a failover, a job parked on a job that was running at the kill"
+                   " can end error 'Dependency error: job N not found' instead of running")
+def test_dependency_on_interrupted_job(cluster: Any) -> None:
+    """Chains a <- b (running at the kill) <- c: after the leader is killed
+    b ends "Unclean shutdown" and c, which takes any final status of b,
+    runs and succeeds."""
+    c = cluster(insecure=True)
+    c.start(3)
+    for _ in range(3):
+        chains = []
+        for _ in range(30):
+            a = c.call("submit_job", ops=delay(0))
+            b = c.call("submit_job", ops=[dict(delay(1)[0], depends=[[a, []]])])
+            chains.append(c.call("submit_job", ops=[dict(delay(0)[0], depends=[[b, []]])]))
+        leader = c.wait_leader()
+        time.sleep(0.3)
+        leader.kill()
+        c.wait_leader(timeout=30, not_=leader)
+        deadline = time.monotonic() + 30
+        while True:
+            rows = c.call("query_jobs", ids=chains, fields=["id", "status", "opresult"])["rows"]
+            if all(r[1] in FINAL for r in rows):
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.1)
+        assert all(r[1] == "success" for r in rows), [r for r in rows if r[1] != "success"][:3]
+        leader.start()
+        c.wait_member(leader, timeout=30)
 
 
 # ---------------------------------------------------------------- 3
