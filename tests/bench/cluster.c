@@ -513,6 +513,7 @@ typedef struct {
     double ack_s;     /* kill -> first acknowledged submit on another node */
     long acked_before, timeouts, redirects;
     long self_named; /* NotLeader answers naming the node that answered */
+    double self_first_s, self_last_s; /* kill -> the first and last of them */
 } failover_t;
 
 /* Pings the surviving nodes every 10 ms from the kill on, until one says
@@ -595,7 +596,11 @@ static int failover_once(cluster_t *cl, void *ctx, int leader, failover_t *f)
             int n = named_leader(cl, cc);
             if (n >= 0) {
                 f->redirects++;
-                f->self_named += n == cur;
+                if (n == cur) {
+                    if (!f->self_named++)
+                        f->self_first_s = now - t_kill;
+                    f->self_last_s = now - t_kill;
+                }
                 cur = n;
                 continue;
             }
@@ -662,6 +667,10 @@ static int failover_section(void)
                label, f.elected_s, f.ack_s, f.timeouts, f.redirects, f.self_named);
         snprintf(key, sizeof key, "cluster.failover.run%ld.self_named", k + 1);
         result_set(key, (double)f.self_named);
+        if (f.self_named)
+            printf("    NotLeader naming the answering node itself: from %.3f s to %.3f s after"
+                   " the kill\n",
+                   f.self_first_s, f.self_last_s);
         snprintf(key, sizeof key, "cluster.failover.run%ld.ack_s", k + 1);
         result_set(key, f.ack_s);
         snprintf(key, sizeof key, "cluster.failover.run%ld.elected_s", k + 1);
