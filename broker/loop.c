@@ -457,17 +457,43 @@ static void forward_reply(loop_t *l)
  * before: load the queue from the store, as a restart does (JOBMODEL
  * §4.4 for what was running), continue the cluster's event stream, and
  * serve. */
+/* A follower's view follows what the node applied (stale reads). */
+static void follow(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    jq_change_t *head = jq_cluster_take_applied(d->cluster);
+    for (jq_change_t *c = head; c && d->view; c = c->next)
+        if (jq_table_replay(d->view, c) < 0) {
+            jq_log(JQ_LOG_WARNING, "cluster: the follower's view missed a change of job %llu: "
+                                   "stale reads stop until this node restarts",
+                   (unsigned long long)c->job_id);
+            pthread_rwlock_wrlock(&d->view_lock);
+            jq_table_destroy(&d->view);
+            pthread_rwlock_unlock(&d->view_lock);
+        }
+    jq_change_list_free(&head);
+}
+
 static void lead(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char err[512];
+    follow(l); /* everything applied before the election is in the view */
+    pthread_rwlock_wrlock(&d->view_lock); /* no stale read uses it from now */
+    jq_table_t *view = d->view;
+    d->view = NULL;
+    pthread_rwlock_unlock(&d->view_lock);
     uint64_t epoch = jq_cluster_epoch(d->cluster);
     d->epoch = epoch;
     jq_publisher_rebase(l->publisher, epoch, jq_store_seq(d->store));
-    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 || jq_recover(d, err, sizeof err) < 0) {
+    /* The view, kept warm while following, becomes the queue (a view a
+     * replay failure dropped leaves the store to read everything from). */
+    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 ||
+        jq_recover(d, view, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "cluster: cannot load the queue: %s", err);
         exit(1);
     }
+    jq_table_destroy(&view);
     jq_cluster_set_leading(d->cluster);
 }
 
@@ -477,6 +503,8 @@ static void publish_changes(loop_t *l)
     if (l->d->cluster && jq_cluster_take_ready(l->d->cluster))
         lead(l);
     jq_change_t *head = jq_changeq_take(l->d->changeq);
+    if (l->d->cluster) /* applied by the cluster thread, which takes no table lock */
+        head = jq_commit_settle(l->d, head, jq_store_durable(l->d->store));
     uint64_t n = 0;
     for (jq_change_t *c = head; c; c = c->next, n++) {
         jq_publisher_send(l->publisher, c);
@@ -841,7 +869,11 @@ static void serve(loop_t *l, int sigfd)
         for (unsigned wi = 0; wi < l->nwsocks; wi++)
             items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
         size_t first_monitor = nitems;
-        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems);
+        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems - 1);
+        size_t view_item = nitems;
+        if (d->cluster && d->view)
+            items[nitems++] = (zmq_pollitem_t){.fd = jq_cluster_applied_fd(d->cluster),
+                                               .events = ZMQ_POLLIN};
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
         int64_t hub_wake = jq_hub_tick(d->hub, now);
         if (hub_wake < wake)
@@ -876,7 +908,9 @@ static void serve(loop_t *l, int sigfd)
         bool worker_input = items[4].revents & ZMQ_POLLIN;
         for (size_t i = first_wsock; i < first_monitor; i++)
             worker_input |= items[i].revents != 0;
-        for (size_t i = first_monitor; i < nitems; i++)
+        if (view_item < nitems && (items[view_item].revents & ZMQ_POLLIN))
+            follow(l);
+        for (size_t i = first_monitor; i < view_item; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
                 break;

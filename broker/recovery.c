@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "opreg.h"
+#include "workers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,20 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
     jq_delta_init(&delta, job);
     uint32_t cur = jq_job_current_op(job);
     jq_op_t *op = cur < job->nops ? &job->ops[cur] : NULL;
+    if (d->cluster && st == JQ_RUNNING && op && op->def && op->def->remote &&
+        op->status == JQ_RUNNING) {
+        /* A cluster's new leader: the previous leader's worker may still
+         * run it and come back with it (workers.h, jq_hub_adopt). */
+        char name[JOBQ_MAX_OP_NAME + 1];
+        snprintf(name, sizeof name, "%s", jq_op_name(op));
+        uint16_t attempt = (uint16_t)op->attempt;
+        int64_t timeout = op->timeout_us ? op->timeout_us : op->def->timeout_us;
+        int prio = jq_job_priority(job);
+        jq_shard_wrunlock(sh);
+        if (jq_sched_load_remote(d->sched, id, prio) < 0)
+            return -1;
+        return jq_hub_adopt(d->hub, id, cur, attempt, name, prio, timeout);
+    }
     if (st == JQ_RUNNING && op && op->def && op->def->remote && op->status == JQ_RUNNING &&
         op->retries < op->retry) {
         /* A worker's opcode that may be retried: its next attempt. */
@@ -151,14 +166,21 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
     return jq_sched_load(d->sched, id, prio, st);
 }
 
-int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
+int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
 {
     loader_t l = {.d = d};
     uint64_t last_id = 0, narchived = 0;
     bool drained = false;
     int64_t t0 = jq_now_mono();
-    if (jq_store_load(d->store, insert_loaded, &l, &last_id, &drained, &narchived, err,
-                      errlen) < 0) {
+    /* A cluster's new leader has its jobs in its view already (decoded as
+     * they were applied): only the store's figures are read. */
+    int rc = jq_store_load(d->store, view ? NULL : insert_loaded, &l, &last_id, &drained,
+                           &narchived, err, errlen);
+    if (rc == 0 && view && jq_table_take_live(view, insert_loaded, &l) < 0) {
+        snprintf(err, errlen, "out of memory taking the jobs over from the view");
+        rc = -1;
+    }
+    if (rc < 0) {
         free(l.ids);
         free(l.tokened);
         return -1;
@@ -186,9 +208,10 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
         jq_log(JQ_LOG_INFO, "recovered %llu live jobs (%zu to run or settle) and %llu archived "
-                            "in %.2f s; last job id %llu%s",
+                            "in %.2f s%s; last job id %llu%s",
                 (unsigned long long)live, nsettled, (unsigned long long)narchived,
-                (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,
+                (double)(jq_now_mono() - t0) / 1e6, view ? " (from the follower's view)" : "",
+                (unsigned long long)last_id,
                 drained ? "; the queue is drained" : "");
     free(l.ids);
     return 0;

@@ -187,6 +187,11 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
         mdb_cursor_close(cur);
     }
     int out = 0;
+    if (!fn) { /* the figures only (a cluster's new leader has its jobs) */
+        mdb_txn_abort(txn);
+        atomic_store(&s->last_id, *last_id);
+        return 0;
+    }
     if ((rc = mdb_cursor_open(txn, s->jobs, &cur)) != 0) {
         snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
         mdb_txn_abort(txn);
@@ -842,10 +847,8 @@ int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
         return -1;
     }
     count_commit(s, n);
-    if (!mine) {
-        jq_change_list_free(&head);
-        return 0;
-    }
+    if (!mine)
+        return 0; /* still the caller's */
     uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
     if (s->hooks.committed)
         s->hooks.committed(s->hooks.ctx, head, durable);

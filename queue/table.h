@@ -141,4 +141,16 @@ void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT]);
  * two at once): counts are added to. Any thread, no lock held. */
 void jq_table_count_status(jq_table_t *t, uint64_t counts[JQ_STATUS__COUNT]);
 
+/* A cluster follower's view of the queue (broker/cluster.h): apply a
+ * committed record as it is, without making a record. The per-opcode
+ * meter is left alone (a view is never served as the queue). -1 when the
+ * record is malformed or does not fit what the view holds. */
+int jq_table_replay(jq_table_t *t, const jq_change_t *c);
+
+/* Hand every live job (owned) to fn, shard by shard, each in id order,
+ * leaving the table without live jobs: a cluster follower's view becoming
+ * the leader's queue. fn is called with no lock held. -1 when fn failed
+ * (the jobs not handed on yet are freed). */
+int jq_table_take_live(jq_table_t *t, int (*fn)(void *ctx, jq_job_t *job), void *ctx);
+
 #endif
