@@ -58,7 +58,8 @@ static int cl_prepare(cluster_t *cl, int n, const char *const *extra)
     for (int i = 0; i < n; i++) {
         daemon_t *d = &cl->node[i];
         char sec[41], dir[400];
-        if (bench_mkdtemp(d->dir, sizeof d->dir, "node") < 0 || zmq_curve_keypair(cl->pub[i], sec) != 0 ||
+        if (bench_mkdtemp(d->dir, sizeof d->dir, "node") < 0 ||
+            zmq_curve_keypair(cl->pub[i], sec) != 0 ||
             bench_write_cert(d->dir, "server", "admin", cl->pub[i], sec) < 0)
             return -1;
         snprintf(dir, sizeof dir, "%s/authorized_keys", d->dir);
