@@ -105,6 +105,9 @@ double daemon_term(daemon_t *d, double timeout);
 int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double *ready_s);
 /* beanstalkd on 127.0.0.1:free port; 0 once it accepts connections. */
 int beanstalkd_start(daemon_t *d, int *port);
+/* fork + exec argv (argv[0] a path) with stdin /dev/null and stdout and
+ * stderr into log; the child's pid, -1 on error. */
+pid_t bench_spawn(const char *const *argv, const char *log);
 /* A TCP server on 127.0.0.1:free port in a fresh directory named after
  * `name`: argv_tpl is its argv (NULL-terminated) where "{port}", "{dir}"
  * and "{log}" stand for the port, the directory and the log file (which
@@ -208,6 +211,10 @@ extern const bench_curve_t *bench_curve;
 /* Copies the server keypair and the authorized public keys into a data
  * directory about to be given to jobqd; -1 on error. */
 int bench_curve_prepare(const char *data_dir);
+/* One czmq certificate: NAME.key (public) and, when sec is given,
+ * NAME.key_secret (mode 0600), with metadata role; -1 on error. */
+int bench_write_cert(const char *dir, const char *name, const char *role, const char *pub,
+                     const char *sec);
 /* Makes sock a CURVE client (worker: the worker key, else the submit key)
  * when bench_curve is set and endpoint is tcp://; -1 on error. */
 int bench_curve_apply(void *sock, const char *endpoint, bool worker);

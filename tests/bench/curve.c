@@ -28,8 +28,8 @@ static bench_curve_t keys;
 
 /* One certificate: NAME.key (public) and, when sec is given,
  * NAME.key_secret (mode 0600), in czmq's text form. */
-static int write_cert(const char *dir, const char *name, const char *role, const char *pub,
-                      const char *sec)
+int bench_write_cert(const char *dir, const char *name, const char *role, const char *pub,
+                     const char *sec)
 {
     for (int secret = 0; secret < (sec ? 2 : 1); secret++) {
         char path[400];
@@ -99,7 +99,7 @@ static int make_keys(bench_curve_t *k)
                     zmq_strerror(errno));
             return -1;
         }
-        if (write_cert(k->dir, certs[i].name, certs[i].role, pub, sec) < 0)
+        if (bench_write_cert(k->dir, certs[i].name, certs[i].role, pub, sec) < 0)
             return -1;
         snprintf(path, sizeof path, "%s/%s.key_secret", k->dir, certs[i].name);
         if (read_key(path, "public-key", certs[i].pub) < 0 ||

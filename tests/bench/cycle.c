@@ -555,6 +555,15 @@ int cycle_jobq_line(const char *sync, int nworkers, long window, const char *lab
     const char *more[] = {"--sync", sync, NULL};
     if (cycle_start_worker_daemon(&d, pub, sizeof pub, wep, sizeof wep, more) < 0)
         return -1;
+    int rc = cycle_jobq_on(&d, pub, wep, nworkers, window, label, key, ext);
+    daemon_stop(&d);
+    return rc;
+}
+
+int cycle_jobq_on(const daemon_t *dp, const char *pub, const char *wep, int nworkers,
+                  long window, const char *label, const char *key, const cycle_ext_t *ext)
+{
+    const daemon_t d = *dp;
     void *ctx = new_ctx(1, nworkers + 64);
     int rc = -1;
     cycle_t cy;
@@ -673,7 +682,6 @@ out:
     jc_close(&c);
     zmq_ctx_term(ctx);
     cycle_free(&cy);
-    daemon_stop(&d);
     return rc;
 }
 

@@ -108,6 +108,12 @@ typedef struct {
 int cycle_jobq_line(const char *sync, int nworkers, long window, const char *label,
                     const char *key, const cycle_ext_t *ext);
 
+/* The same line on a daemon already running (the leader of a cluster, in
+ * the cluster workload): d's client endpoint and pid, its events endpoint
+ * pub and worker endpoint wep; the daemon is left running. */
+int cycle_jobq_on(const daemon_t *d, const char *pub, const char *wep, int nworkers,
+                  long window, const char *label, const char *key, const cycle_ext_t *ext);
+
 /* cycle_peers.c: every peer line (beanstalkd, Redis, gearmand). */
 int cycle_peers(void);
 

@@ -6,7 +6,7 @@
  * docs/benchmarks.md. This file holds the options, the dispatch, the
  * machine line and the summary; each workload group has its own file
  * (idle.c, busy.c, shards.c, submit.c, events.c, watchers.c, store.c,
- * core.c, cycle.c with cycle_peers.c, py.c, curve.c, http.c). */
+ * core.c, cycle.c with cycle_peers.c, py.c, curve.c, http.c, cluster.c). */
 #include "cycle.h"
 #include "workloads.h"
 
@@ -86,6 +86,8 @@ double opt_http_seconds = 5;
 int opt_http_streams = 3;
 double opt_http_rate = 2000;
 long opt_http_jobs = 10000;
+long opt_cluster_failovers = 5;
+long opt_catchup_jobs = 50000;
 
 /* ------------------------------------------------------------------ */
 /* summary                                                              */
@@ -305,6 +307,12 @@ static void usage(FILE *f)
 "           --http, with it and nobody connected, and with a dashboard open\n"
 "           (SSE streams, the page's polls) and /metrics scraped every second,\n"
 "           then without --http again (the drift within the run)\n"
+"  cluster  the Raft cluster (CURVE node traffic on 127.0.0.1, clients on\n"
+"           ipc://): submit one at a time, pipelined and in batches on a\n"
+"           plain jobqd and on 1, 3 and 5 nodes; the full cycle on 1 and 3;\n"
+"           failover (kill -9 of the leader -> first acknowledged submit);\n"
+"           a joining node's catch-up rate; list and submit latency with a\n"
+"           follower stopped (SIGSTOP)\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
@@ -380,6 +388,8 @@ static void usage(FILE *f)
 "      --http-streams N     the dashboard's overview streams (GET /events) [3]\n"
 "      --http-rate R        background changes/s (submissions) in every phase [2000]\n"
 "      --http-jobs N        jobs queued before the http workload measures [10000]\n"
+"      --cluster-failovers N  kill -9 rounds of the cluster's failover line [5]\n"
+"      --catchup-jobs N     jobs in the cluster a joining node catches up with [50000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -533,7 +543,7 @@ int main(int argc, char **argv)
         O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
         O_COREBUSY, O_REDIS, O_NOREDIS, O_GEAR, O_NOGEAR, O_CYSEC, O_CYWORKERS, O_CYWINDOW,
         O_CYCANCELS, O_CYLOSSES, O_CYLEASE, O_PYTHON, O_PYWORKERS, O_HTSEC, O_HTSTREAMS,
-        O_HTRATE, O_HTJOBS
+        O_HTRATE, O_HTJOBS, O_CLFAIL, O_CLCATCH
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -594,6 +604,8 @@ int main(int argc, char **argv)
         {"http-streams", required_argument, 0, O_HTSTREAMS},
         {"http-rate", required_argument, 0, O_HTRATE},
         {"http-jobs", required_argument, 0, O_HTJOBS},
+        {"cluster-failovers", required_argument, 0, O_CLFAIL},
+        {"catchup-jobs", required_argument, 0, O_CLCATCH},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -662,6 +674,8 @@ int main(int argc, char **argv)
         case O_HTSTREAMS: opt_http_streams = atoi(optarg); break;
         case O_HTRATE: opt_http_rate = atof(optarg); break;
         case O_HTJOBS: opt_http_jobs = atol(optarg); break;
+        case O_CLFAIL: opt_cluster_failovers = atol(optarg); break;
+        case O_CLCATCH: opt_catchup_jobs = atol(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -686,7 +700,8 @@ int main(int argc, char **argv)
         opt_cycle_seconds <= 0 || opt_cycle_window < 1 || opt_cycle_cancels < 0 ||
         opt_cycle_losses < 0 || opt_cycle_lease <= 0 || opt_http_seconds <= 0 ||
         opt_http_streams < 1 || opt_http_streams > 1000 || opt_http_rate <= 0 ||
-        opt_http_rate > 1e6 || opt_http_jobs < 50)
+        opt_http_rate > 1e6 || opt_http_jobs < 50 || opt_cluster_failovers < 1 ||
+        opt_cluster_failovers > 32 || opt_catchup_jobs < 1)
         bad = true;
     for (int i = 0; i < opt_cycle_nworkers; i++)
         if (opt_cycle_workers[i] < 1 || opt_cycle_workers[i] > 1000)
@@ -694,12 +709,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt_py_nworkers; i++)
         if (opt_py_workers[i] > 16)
             bad = true;
-    enum { NWL = 13 };
+    enum { NWL = 14 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
                                            "core",   "cycle",  "python", "curve",
-                                           "http"};
+                                           "http",   "cluster"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -780,7 +795,7 @@ int main(int argc, char **argv)
                              workload_submit, workload_memory, workload_events,
                              workload_watch,  workload_store,  workload_core,
                              workload_cycle,  workload_python, workload_curve,
-                             workload_http};
+                             workload_http,   workload_cluster};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

@@ -393,7 +393,7 @@ void bench_rmtree(const char *dir)
 
 /* ---- daemons ---- */
 
-static pid_t spawn(const char *const *argv, const char *log)
+pid_t bench_spawn(const char *const *argv, const char *log)
 {
     pid_t pid = fork();
     if (pid != 0)
@@ -488,7 +488,7 @@ int jobqd_start(daemon_t *d, const char *const *extra)
         const char *argv[64];
         char listen[64];
         jobqd_argv(d, argv, listen, sizeof listen, extra);
-        d->pid = spawn(argv, d->log);
+        d->pid = bench_spawn(argv, d->log);
         if (d->pid < 0)
             return -1;
         /* Ready once it answers a ping. */
@@ -514,7 +514,7 @@ int jobqd_restart(daemon_t *d, const char *const *extra, double timeout, double 
     char listen[64];
     jobqd_argv(d, argv, listen, sizeof listen, extra);
     double t0 = bench_now();
-    d->pid = spawn(argv, d->log);
+    d->pid = bench_spawn(argv, d->log);
     if (d->pid < 0)
         return -1;
     if (wait_ping(d, timeout, 10)) {
@@ -558,7 +558,7 @@ int tcp_daemon_start(daemon_t *d, const char *name, const char *const *argv_tpl,
             }
         }
         argv[n] = NULL;
-        d->pid = spawn(argv, d->log);
+        d->pid = bench_spawn(argv, d->log);
         if (d->pid < 0)
             return -1;
         snprintf(d->endpoint, sizeof d->endpoint, "127.0.0.1:%d", port);

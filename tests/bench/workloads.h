@@ -1,5 +1,6 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
- * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c, http.c) share with main.c and harness.c:
+ * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c, http.c,
+ * cluster.c) share with main.c and harness.c:
  * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
@@ -57,6 +58,10 @@ extern double opt_http_seconds; /* window of the list and of the submit measurem
 extern int opt_http_streams;    /* the dashboard's overview streams */
 extern double opt_http_rate;    /* background changes/s (submissions) */
 extern long opt_http_jobs;      /* jobs queued before measuring */
+
+/* cluster workload (cluster.c) */
+extern long opt_cluster_failovers; /* kill -9 rounds of the failover line */
+extern long opt_catchup_jobs;      /* jobs in the cluster a new node catches up with */
 
 /* ---- harness (harness.c) ---- */
 
@@ -134,6 +139,7 @@ int workload_cycle(void);  /* cycle.c: submit -> worker -> success, against peer
 int workload_python(void); /* py.c: the Python client against the C client */
 int workload_curve(void);  /* curve.c: CURVE against plain TCP, submit and the full cycle */
 int workload_http(void);   /* http.c: list and submit with and without a dashboard open */
+int workload_cluster(void); /* cluster.c: 1/3/5 nodes, failover, catch-up, stopped follower */
 
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
