@@ -65,7 +65,9 @@ static int cl_prepare(cluster_t *cl, int n, const char *const *extra)
         snprintf(dir, sizeof dir, "%s/authorized_keys", d->dir);
         if (mkdir(dir, 0700) < 0)
             return -1;
-        snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s/jobq.sock", d->dir);
+        char base[sizeof d->dir]; /* a copy: gcc cannot tell d->dir from d->endpoint */
+        memcpy(base, d->dir, sizeof base);
+        snprintf(d->endpoint, sizeof d->endpoint, "ipc://%s/jobq.sock", base);
         cl->port[i] = free_tcp_port();
         cl->prepared = i + 1;
     }
