@@ -76,6 +76,18 @@ static void exec_self(uv_timer_t *t)
     jq_cluster_t *c = t->data;
     if (atomic_load(&c->stop))
         return;
+    /* A node request still being answered (a transfer waits to hear from
+     * the new leader) goes out first, up to DEPOSED_MAX_MS. */
+    pthread_mutex_lock(&c->mu);
+    unsigned busy = c->inflight;
+    int64_t idle_since = c->inflight_done_us;
+    pthread_mutex_unlock(&c->mu);
+    int64_t now = wall_us();
+    if ((busy || now - idle_since < DEPOSED_EXEC_MS * 1000) &&
+        now - c->deposed_us < DEPOSED_MAX_MS * 1000) {
+        uv_timer_start(&c->deposed, exec_self, 20, 0);
+        return;
+    }
     if (!c->d->argv)
         _exit(1);
 #ifdef CLOSE_RANGE_CLOEXEC
@@ -97,6 +109,8 @@ void cl_restart_as_follower(jq_cluster_t *c, const char *why)
     uv_timer_init(&c->loop, &c->deposed);
     c->deposed_timer = true;
     c->deposed.data = c;
+    c->deposed_us = wall_us();
+    raft_set_election_timeout(&c->raft, DEPOSED_MAX_MS * 4); /* no campaign meanwhile */
     uv_timer_start(&c->deposed, exec_self, DEPOSED_EXEC_MS, 0);
 }
 
@@ -152,6 +166,10 @@ static void refresh_status(jq_cluster_t *c)
     const char *addr;
     raft_id lid = 0;
     raft_leader(r, &lid, &addr);
+    if (lid && lid != c->leader_id && c->leader_id) { /* remembered for a few seconds */
+        c->prev_leader_id = c->leader_id;
+        c->prev_leader_until_us = now + 5000000;
+    }
     c->leader_id = lid;
     c->term = r->current_term;
     c->last_index = raft_last_index(r);
@@ -194,11 +212,26 @@ static void refresh_status(jq_cluster_t *c)
     c->npeers = k;
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void on_watch(uv_timer_t *t)
 {
     jq_cluster_t *c = t->data;
     if (atomic_load(&c->stop))
         return;
+    /* This thread did not run for a while (the process was stopped, or
+     * starved): what it knows of its leadership may be stale — a newer
+     * leader's messages may wait in its sockets. Serve again only after
+     * a few heartbeats' time of running normally. */
+    int64_t now = mono_us();
+    if (now - atomic_load(&c->last_tick_us) > STALL_US)
+        atomic_store(&c->serve_after_us, now + RESUME_US);
+    atomic_store(&c->last_tick_us, now);
     pthread_mutex_lock(&c->mu);
     refresh_status(c);
     int state = c->state;
@@ -244,6 +277,13 @@ static void on_wake(uv_async_t *h)
 }
 
 bool jq_cluster_leading(jq_cluster_t *c) { return atomic_load(&c->phase) == PHASE_LEADING; }
+
+bool jq_cluster_serving(jq_cluster_t *c)
+{
+    int64_t now = mono_us();
+    return jq_cluster_leading(c) && now - atomic_load(&c->last_tick_us) < STALL_US &&
+           now >= atomic_load(&c->serve_after_us);
+}
 
 bool jq_cluster_take_ready(jq_cluster_t *c)
 {
@@ -461,6 +501,7 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     pthread_mutex_lock(&c->mu);
     refresh_status(c);
     pthread_mutex_unlock(&c->mu);
+    atomic_store(&c->last_tick_us, mono_us()); /* no stall at the start */
     uv_poll_start(&c->intake, UV_READABLE, cl_on_intake);
     uv_timer_start(&c->watch, on_watch, WATCH_MS, WATCH_MS);
     if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {

@@ -46,13 +46,20 @@ jq_cluster_t *jq_cluster_new(struct jq_daemon *d, char *err, size_t errlen);
  * without --join). -1 with err. */
 int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen);
 /* First start with --join: ask the members to add this node (following
- * NotLeader), up to timeout_s. -1 with err. */
+ * NotLeader), up to timeout_s. -1 with err; 1 when SIGTERM or SIGINT came
+ * meanwhile (a clean stop). */
 int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen);
 void jq_cluster_destroy(jq_cluster_t **c);
 
-/* Any thread: does this node serve the queue (leader, everything applied,
- * queue loaded)? */
+/* Any thread: does this node lead (elected, everything applied, queue
+ * loaded)? */
 bool jq_cluster_leading(jq_cluster_t *c);
+/* Any thread: may it answer requests now? Leading, and its cluster thread
+ * is running normally: a leader whose process was stopped (or starved)
+ * for longer than a heartbeat may have been replaced meanwhile, so it
+ * answers nothing (NotLeader, no leader named) until it had time to
+ * hear of it. */
+bool jq_cluster_serving(jq_cluster_t *c);
 /* Loop: true once, when this node won an election and has applied
  * everything before it: the loop loads the queue, then calls
  * jq_cluster_set_leading. */

@@ -96,6 +96,29 @@ static void transferred_cb(struct raft_transfer *req)
     cmd_finish(m, moved ? 0 : -1, err);
 }
 
+/* transfer_leader without a node: the most caught-up voter heard from
+ * lately — not one that led a moment ago (it is starting again as a
+ * follower); 0 (libraft picks) when none is. */
+static uint64_t pick_successor(jq_cluster_t *c)
+{
+    uint64_t best = 0, best_match = 0;
+    int64_t now = wall_us();
+    pthread_mutex_lock(&c->mu);
+    bool recent = now < c->prev_leader_until_us;
+    for (unsigned i = 0; i < c->npeers; i++) {
+        const peer_t *p = &c->peers[i];
+        if (p->id == c->id || p->role != RAFT_VOTER || now - p->contact_us > 1000000 ||
+            (recent && p->id == c->prev_leader_id))
+            continue;
+        if (!best || p->match > best_match) {
+            best = p->id;
+            best_match = p->match;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return best;
+}
+
 void cl_run_cmd(jq_cluster_t *c, cmd_t *m)
 {
     if (raft_state(&c->raft) != RAFT_LEADER || atomic_load(&c->phase) != PHASE_LEADING) {
@@ -136,7 +159,8 @@ void cl_run_cmd(jq_cluster_t *c, cmd_t *m)
             return;
         }
     } else {
-        rc = raft_transfer(&c->raft, &m->transfer, m->id, transferred_cb);
+        rc = raft_transfer(&c->raft, &m->transfer, m->id ? m->id : pick_successor(c),
+                           transferred_cb);
     }
     if (rc != 0) {
         char err[256];
@@ -151,6 +175,7 @@ static int submit_cmd(jq_cluster_t *c, cmd_t *m, bool *not_leader, char *err, si
     m->c = c;
     m->refs = 2;
     pthread_mutex_lock(&c->mu);
+    c->inflight++;
     if (c->cmds_tail)
         c->cmds_tail->next = m;
     else
@@ -175,6 +200,14 @@ static int submit_cmd(jq_cluster_t *c, cmd_t *m, bool *not_leader, char *err, si
     return rc;
 }
 
+static void cmd_answered(jq_cluster_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->inflight--;
+    c->inflight_done_us = wall_us();
+    pthread_mutex_unlock(&c->mu);
+}
+
 int jq_cluster_add(jq_cluster_t *c, uint64_t id, const char *address, bool voter,
                    const char *info, size_t info_len, bool *not_leader, char *err,
                    size_t errlen)
@@ -192,7 +225,9 @@ int jq_cluster_add(jq_cluster_t *c, uint64_t id, const char *address, bool voter
     if (info_len)
         memcpy(m->info, info, info_len);
     m->info_len = info_len;
-    return submit_cmd(c, m, not_leader, err, errlen);
+    int rc = submit_cmd(c, m, not_leader, err, errlen);
+    cmd_answered(c);
+    return rc;
 }
 
 int jq_cluster_remove(jq_cluster_t *c, uint64_t id, bool *not_leader, char *err, size_t errlen)
@@ -204,7 +239,9 @@ int jq_cluster_remove(jq_cluster_t *c, uint64_t id, bool *not_leader, char *err,
     }
     m->type = CMD_REMOVE;
     m->id = id;
-    return submit_cmd(c, m, not_leader, err, errlen);
+    int rc = submit_cmd(c, m, not_leader, err, errlen);
+    cmd_answered(c);
+    return rc;
 }
 
 int jq_cluster_transfer(jq_cluster_t *c, uint64_t id, uint64_t *leader, bool *not_leader,
@@ -234,6 +271,7 @@ int jq_cluster_transfer(jq_cluster_t *c, uint64_t id, uint64_t *leader, bool *no
                               "within 5 s");
         rc = -1;
     }
+    cmd_answered(c);
     return rc;
 }
 
@@ -259,7 +297,7 @@ static void pack_leader_locked(jq_cluster_t *c, msgpack_packer *pk)
 {
     /* Elected but still loading the queue (or deposed): no leader to name
      * yet — naming this node would send clients straight back here. */
-    bool self_not_serving = c->leader_id == c->id && !jq_cluster_leading(c);
+    bool self_not_serving = c->leader_id == c->id && !jq_cluster_serving(c);
     node_t *n = c->leader_id && !self_not_serving ? cl_node_find(c, c->leader_id) : NULL;
     if (n)
         pk->callback(pk->data, n->info, n->len); /* a packed map, as it came */
@@ -523,7 +561,7 @@ int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen)
             return -1;
         if (stop_pending()) {
             snprintf(err, errlen, "stopped (a signal) while joining the cluster");
-            return -1;
+            return 1;
         }
         jq_log(JQ_LOG_INFO, "cluster: joining: %s; trying again", err);
         usleep(500000);

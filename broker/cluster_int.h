@@ -24,10 +24,17 @@ enum { ENTRY_BATCH = 1, ENTRY_NODE = 2, ENTRY_GONE = 3, ENTRY_INIT = 4 };
 #define CMD_WAIT_S 30
 
 enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING, PHASE_DEPOSED };
-/* A deposed leader answers NotLeader at once, and starts again this much
- * later: the answers already made (a transfer_leader's, which waits to
- * hear from the new leader) leave first. */
-#define DEPOSED_EXEC_MS 1000
+/* A deposed leader answers NotLeader at once, and starts again once no
+ * node request has been in flight for DEPOSED_EXEC_MS (a transfer_leader's
+ * answer, which waits to hear from the new leader, leaves first), at most
+ * DEPOSED_MAX_MS after it was deposed. */
+/* A watch tick later than this means the cluster thread stalled; it
+ * serves again RESUME_US after it runs again (time for a newer leader's
+ * messages, waiting in its sockets, to depose it). */
+#define STALL_US 150000
+#define RESUME_US 400000
+#define DEPOSED_EXEC_MS 200
+#define DEPOSED_MAX_MS 3000
 enum { CMD_ADD, CMD_REMOVE, CMD_TRANSFER };
 
 typedef struct cmd {
@@ -75,6 +82,7 @@ struct jq_cluster {
     uv_poll_t intake;
     uv_timer_t watch;
     uv_timer_t deposed;
+    int64_t deposed_us;     /* when it was deposed (wall) */
     bool deposed_timer;
     struct raft raft;
     struct raft_io io;
@@ -87,10 +95,16 @@ struct jq_cluster {
     _Atomic int phase;
     _Atomic bool stop;
     _Atomic uint64_t epoch;
+    _Atomic int64_t last_tick_us;   /* the watch timer's last run (monotonic) */
+    _Atomic int64_t serve_after_us; /* after a stall: not before then */
     jq_changeq_t *view_q;  /* records a follower applied, for its view */
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t cv;
     cmd_t *cmds, *cmds_tail;
+    unsigned inflight;         /* node requests a handler waits for */
+    int64_t inflight_done_us;  /* when the last one was answered */
+    uint64_t prev_leader_id;   /* who led before the leader now, and until */
+    int64_t prev_leader_until_us;
     node_t nodes[MAX_NODES];
     unsigned nnodes;
     int state;

@@ -149,7 +149,7 @@ static jobq_code_t parse_query(jq_call_t *c, query_t *q)
     q->table = c->d->table;
     /* A follower answers from its view only when asked to (dispatch lets
      * only such a query through), and says how old it is. */
-    q->stale = stale && c->d->cluster && !jq_cluster_leading(c->d->cluster);
+    q->stale = stale && c->d->cluster && !jq_cluster_serving(c->d->cluster);
     if (q->stale && q->snapshot) {
         snprintf(c->err, c->errlen, "a stale read has no event position: ask the leader "
                                     "for a snapshot");
@@ -410,7 +410,8 @@ jobq_code_t jq_handle_query_jobs(jq_call_t *c)
         q.table = c->d->view;
         rc = query_jobs(c, &q);
     } else {
-        snprintf(c->err, c->errlen, "this node leads now: ask again without stale");
+        snprintf(c->err, c->errlen, "this node has no view to read from now (it leads, or "
+                                    "is about to): ask again");
         rc = JOBQ_ERR_NOT_LEADER; /* a moment's race: the client asks again */
     }
     pthread_rwlock_unlock(&c->d->view_lock);

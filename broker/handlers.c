@@ -251,7 +251,7 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
             log_denied(who, methods[m].name);
             rc = JOBQ_ERR_PERMISSION_DENIED;
         } else if (d->cluster && !served_by_follower(m, req.args) &&
-                   !jq_cluster_leading(d->cluster)) {
+                   !jq_cluster_serving(d->cluster)) {
             snprintf(err, sizeof err, "this node does not lead the cluster: send %s to the "
                                       "leader", methods[m].name);
             rc = JOBQ_ERR_NOT_LEADER;

@@ -268,9 +268,12 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
+    int joined = 0;
     if (d->cluster && (jq_cluster_start(d->cluster, err, sizeof err) < 0 ||
-                       jq_cluster_join(d->cluster, 60, err, sizeof err) < 0)) {
-        jq_log(JQ_LOG_ERROR, "%s", err);
+                       (joined = jq_cluster_join(d->cluster, 60, err, sizeof err)) != 0)) {
+        jq_log(joined > 0 ? JQ_LOG_NOTICE : JQ_LOG_ERROR, "%s", err);
+        if (joined > 0)
+            rc = 0;
         goto out;
     }
     if ((!d->cluster && jq_store_start(d->store, &hooks) < 0) ||

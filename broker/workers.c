@@ -1259,7 +1259,7 @@ void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
         }
         goto out;
     } else if (wire_str_eq(type, "hello") && h->d->cluster &&
-               !jq_cluster_leading(h->d->cluster)) {
+               !jq_cluster_serving(h->d->cluster)) {
         /* Only the leader hands out work: the error says where it is. */
         msgpack_packer pk;
         start(h, &pk);

@@ -10,9 +10,9 @@ statuses never backwards, no built-in opcode attempt run twice, the event
 seq continuing); a stopped follower; a minority that cannot commit; a
 frozen leader thawed after a new election; adding and removing nodes under
 load; leader transfer; a node with a key the others do not know; a restart
-of the whole cluster. The xfail tests each pin one daemon bug found here
-(their reasons say which); strict ones turn red once it is fixed, so the
-marker comes off.
+of the whole cluster; events_since across a failover; a dependency on a
+job interrupted by the failover; transfer_leader's answer; a node stuck
+joining stops on SIGTERM (each was a daemon bug these tests found).
 
 The long history runs carry the ``slow`` marker (``-m "not slow"`` skips
 them). Every wait is bounded; no assertion is about timing.
@@ -391,9 +391,6 @@ def test_history_5_leader_kills_5_nodes(cluster: Any) -> None:
     run_history(cluster(), nodes=5, kills=5)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a new leader's event ring starts at its own"
-                   " first event, so events_since from a seq the old leader published is too_old"
-                   " (a subscriber must resync after every failover)")
 def test_events_since_across_failover(cluster: Any) -> None:
     """A subscriber that saw seq S on the old leader asks the new leader
     for what came after S: the seq continues, and (issue 13: "continues
@@ -426,9 +423,6 @@ def test_events_since_across_failover(cluster: Any) -> None:
     assert not r["too_old"], ("the new leader's ring lacks the seqs the old one published", r)
 
 
-@pytest.mark.xfail(strict=False, reason="daemon bug (intermittent; seen on main 602bed6):"
-                   " after a failover, a job parked on a job that was running at the kill"
-                   " can end error 'Dependency error: job N not found' instead of running")
 def test_dependency_on_interrupted_job(cluster: Any) -> None:
     """Chains a <- b (running at the kill) <- c: after the leader is killed
     b ends "Unclean shutdown" and c, which takes any final status of b,
@@ -718,13 +712,6 @@ def test_transfer_leader(cluster: Any) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bugs: a request sent to the old leader just"
-                   " after transfer_leader's answer gets no answer (lost in the re-exec);"
-                   " the answer comes before the target leads, and its leader is 0 or the"
-                   " old leader's id (jq_cluster_transfer reads c->leader_id, not the"
-                   " command's leader); transfer_leader(nil) just after a transfer is"
-                   " answered as done but leaves the cluster leaderless ~2 s and the same"
-                   " node is elected again")
 def test_transfer_leader_answer(cluster: Any) -> None:
     """transfer_leader's answer is {"leader": the node that leads now}."""
     c = cluster()
@@ -779,9 +766,6 @@ def test_unknown_key_cannot_join(cluster: Any) -> None:
     print("rogue node %r: %r" % (rid, [r for r in c.nodes_view() if r["id"] == rid]))
 
 
-@pytest.mark.xfail(strict=True, reason="daemon bug: a node whose join keeps failing (its key"
-                   " refused; then 'server ID already in use' on every retry) does not stop on"
-                   " SIGTERM: only SIGKILL ends it")
 def test_refused_joiner_stops_on_sigterm(cluster: Any) -> None:
     """A node stuck joining (its key refused) still stops on SIGTERM."""
     c = cluster()
