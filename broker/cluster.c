@@ -166,10 +166,14 @@ static void refresh_status(jq_cluster_t *c)
     const char *addr;
     raft_id lid = 0;
     raft_leader(r, &lid, &addr);
-    if (lid && lid != c->leader_id && c->leader_id) { /* remembered for a few seconds */
-        c->prev_leader_id = c->leader_id;
+    if (lid && c->known_leader_id && lid != c->known_leader_id) {
+        /* The one that led before, remembered a few seconds: it is starting
+         * again as a follower (transfer_leader does not pick it). */
+        c->prev_leader_id = c->known_leader_id;
         c->prev_leader_until_us = now + 5000000;
     }
+    if (lid)
+        c->known_leader_id = lid;
     c->leader_id = lid;
     c->term = r->current_term;
     c->last_index = raft_last_index(r);

@@ -103,7 +103,8 @@ struct jq_cluster {
     cmd_t *cmds, *cmds_tail;
     unsigned inflight;         /* node requests a handler waits for */
     int64_t inflight_done_us;  /* when the last one was answered */
-    uint64_t prev_leader_id;   /* who led before the leader now, and until */
+    uint64_t known_leader_id;  /* the last leader heard of */
+    uint64_t prev_leader_id;   /* who led before it, and until when that counts */
     int64_t prev_leader_until_us;
     node_t nodes[MAX_NODES];
     unsigned nnodes;
