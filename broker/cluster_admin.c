@@ -48,6 +48,24 @@ static void assigned_cb(struct raft_change *req, int status)
     cmd_finish(m, status ? -1 : 0, status ? err : NULL);
 }
 
+/* The node's record (its endpoints, for NotLeader and query_nodes), once
+ * the node is in the configuration: a refused add_node changes nothing. */
+static void propose_record(cmd_t *m)
+{
+    if (!m->info_len)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    cl_entry_begin(m->c, &pk, ENTRY_NODE, 1);
+    msgpack_sbuffer_write(&sb, m->info, m->info_len);
+    if (cl_propose(m->c, &sb) != 0)
+        jq_log(JQ_LOG_WARNING, "cluster: node %llu's endpoints could not be recorded",
+               (unsigned long long)m->id);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void added_cb(struct raft_change *req, int status)
 {
     cmd_t *m = req->data;
@@ -55,6 +73,7 @@ static void added_cb(struct raft_change *req, int status)
         cmd_finish(m, -1, raft_strerror(status));
         return;
     }
+    propose_record(m);
     int rc = raft_assign(&m->c->raft, &m->change, m->id, m->voter ? RAFT_VOTER : RAFT_STANDBY,
                          assigned_cb);
     if (rc != 0)
@@ -132,26 +151,22 @@ void cl_run_cmd(jq_cluster_t *c, cmd_t *m)
     m->change.data = m;
     m->transfer.data = m;
     if (m->type == CMD_ADD) {
-        if (m->info_len) {
-            msgpack_sbuffer sb;
-            msgpack_sbuffer_init(&sb);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            cl_entry_begin(c, &pk, ENTRY_NODE, 1);
-            msgpack_sbuffer_write(&sb, m->info, m->info_len);
-            rc = cl_propose(c, &sb);
-            msgpack_sbuffer_destroy(&sb);
-        }
         const struct raft_server *known = NULL;
         for (unsigned i = 0; i < c->raft.configuration.n; i++)
             if (c->raft.configuration.servers[i].id == m->id)
                 known = &c->raft.configuration.servers[i];
-        if (rc == 0 && known && strcmp(known->address, m->address) != 0)
+        if (known && strcmp(known->address, m->address) != 0) {
             rc = RAFT_DUPLICATEID; /* another node's id */
-        else if (rc == 0 && known) /* a join asked again: give it its role */
+        } else if (!known && c->raft.configuration.n >= MAX_NODES) {
+            char err[96];
+            snprintf(err, sizeof err, "a cluster has at most %d nodes", MAX_NODES);
+            cmd_finish(m, -1, err);
+            return;
+        } else if (known) { /* a join asked again: give it its role */
             added_cb(&m->change, 0);
-        else if (rc == 0)
+        } else {
             rc = raft_add(&c->raft, &m->change, m->id, m->address, added_cb);
+        }
     } else if (m->type == CMD_REMOVE) {
         rc = m->id == c->id ? RAFT_BADID : raft_remove(&c->raft, &m->change, m->id, removed_cb);
         if (m->id == c->id) {

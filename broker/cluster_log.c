@@ -103,9 +103,19 @@ static int nodes_put(jq_cluster_t *c, const msgpack_object *info)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_object(&pk, *info);
     node_t *n = cl_node_find(c, id);
-    if (!n && c->nnodes == MAX_NODES) {
-        msgpack_sbuffer_destroy(&sb);
-        return -1;
+    if (!n && c->nnodes == MAX_NODES) { /* the oldest record of a node gone goes */
+        unsigned drop = 0;
+        for (unsigned i = 0; i < c->nnodes; i++) {
+            bool member = false;
+            for (unsigned k = 0; k < c->raft.configuration.n; k++)
+                member |= c->raft.configuration.servers[k].id == c->nodes[i].id;
+            if (!member) {
+                drop = i;
+                break;
+            }
+        }
+        free(c->nodes[drop].info);
+        c->nodes[drop] = c->nodes[--c->nnodes];
     }
     if (!n) {
         n = &c->nodes[c->nnodes++];
@@ -173,6 +183,8 @@ static jq_change_t *decode_records(const msgpack_object *a, uint32_t first, size
             r->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
             r->via.array.ptr[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
             r->via.array.ptr[3].type != MSGPACK_OBJECT_BIN)
+            goto bad;
+        if (r->via.array.ptr[2].via.u64 > JQ_CHANGE_OPCODES)
             goto bad;
         const msgpack_object_bin *b = &r->via.array.ptr[3].via.bin;
         jq_change_t *ch = malloc(sizeof *ch + b->size);
@@ -242,17 +254,21 @@ int cl_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **res
         nodes_encode(c, &sb);
         pthread_mutex_unlock(&c->mu);
         jq_store_meta_t m = {"nodes", sb.data, sb.size};
-        if (rc == 0)
-            rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
-        else
-            snprintf(err, sizeof err, "a malformed node record");
+        if (rc < 0) /* skipped, as on every node: never worth stopping them all */
+            jq_log(JQ_LOG_WARNING, "cluster: a node record without an id was skipped");
+        rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
         msgpack_sbuffer_destroy(&sb);
     } else if (type == ENTRY_INIT && a->via.array.ptr[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        /* The first INIT of the log names the epoch; a later one (a leader
+         * elected before its log was replayed proposes one too) changes
+         * nothing, on every node alike. */
         uint64_t epoch = a->via.array.ptr[3].via.u64;
         jq_store_meta_t m = {"epoch", &epoch, sizeof epoch};
-        rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
-        if (rc == 0 && !atomic_load(&c->epoch))
-            atomic_store(&c->epoch, epoch);
+        if (!atomic_load(&c->epoch)) {
+            rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
+            if (rc == 0)
+                atomic_store(&c->epoch, epoch);
+        }
     } else {
         snprintf(err, sizeof err, "an entry of unknown type %llu", (unsigned long long)type);
         rc = -1;

@@ -79,6 +79,11 @@ jobq_code_t jq_handle_add_node(jq_call_t *c)
         snprintf(c->err, c->errlen, "address: expected HOST:PORT, got '%s'", address);
         return JOBQ_ERR_BAD_ARGUMENT;
     }
+    if (c->d->cfg.insecure && !jq_node_address_loopback(address)) {
+        snprintf(c->err, c->errlen, "address: node traffic is plain under --insecure, so "
+                                    "only a loopback address may be added, not '%s'", address);
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
     if (role[0] && strcmp(role, "voter") && strcmp(role, "standby")) {
         snprintf(c->err, c->errlen, "role: expected voter or standby, got '%s'", role);
         return JOBQ_ERR_BAD_ARGUMENT;

@@ -51,13 +51,14 @@ static const struct {
 };
 
 /* What a cluster node serves while it does not lead: who it is, who
- * leads, the lists that do not depend on the queue, and query_jobs from
- * its view when the caller asks for a stale read. */
+ * leads, the lists that do not depend on the queue, its own counters, a
+ * stop, and query_jobs from its view when the caller asks for a stale
+ * read. */
 static bool served_by_follower(jq_method_t m, const msgpack_object *args)
 {
     const msgpack_object *stale = m == JQ_M_QUERY_JOBS ? wire_map_get(args, "stale") : NULL;
     return m == JQ_M_PING || m == JQ_M_QUERY_NODES || m == JQ_M_LIST_FIELDS ||
-           m == JQ_M_LIST_OPCODES ||
+           m == JQ_M_LIST_OPCODES || m == JQ_M_STATS || m == JQ_M_SHUTDOWN ||
            (stale && stale->type == MSGPACK_OBJECT_BOOLEAN && stale->via.boolean);
 }
 

@@ -291,8 +291,9 @@ out:
     jq_http_destroy(&http); /* its SUB socket before the context ends */
     jq_executors_destroy(&d->executors);
     jq_hub_destroy(&d->hub);
+    jq_cluster_destroy(&d->cluster); /* before the store it applies to, and the keys
+                                        its node links check */
     jq_auth_destroy(&d->auth);
-    jq_cluster_destroy(&d->cluster); /* before the store it applies to */
     if (d->zctx)
         zsys_shutdown(); /* terminates the context */
     jq_store_close(&d->store); /* commits what is still queued */

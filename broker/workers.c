@@ -1278,6 +1278,14 @@ void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
         goto out;
     }
     session_t *w = find_session(h, rid, ridlen);
+    if (w && h->d->cluster && !jq_cluster_leading(h->d->cluster)) {
+        /* A deposed leader: nothing it takes in would be committed. The
+         * worker goes to the new leader with its leases and reports there
+         * (its `done`s of late included). (A leader that only stalled
+         * keeps its workers: their messages wait.) */
+        send_disconnect(h, rid, ridlen, "this node no longer leads the cluster");
+        goto out;
+    }
     if (!w) {
         if (!wire_str_eq(type, "disconnect"))
             send_disconnect(h, rid, ridlen, "this jobqd does not know this worker: say hello");
