@@ -181,6 +181,10 @@ static void refresh_status(jq_cluster_t *c)
     c->commit = r->commit_index;
     for (unsigned i = 0; i < c->npeers; i++)
         c->peers[i].present = false;
+    unsigned voters = 0;
+    for (unsigned i = 0; i < r->configuration.n; i++)
+        voters += r->configuration.servers[i].role == RAFT_VOTER;
+    atomic_store(&c->voters, voters);
     for (unsigned i = 0; i < r->configuration.n && i < MAX_NODES; i++) {
         const struct raft_server *s = &r->configuration.servers[i];
         peer_t *p = NULL;
@@ -284,8 +288,12 @@ bool jq_cluster_leading(jq_cluster_t *c) { return atomic_load(&c->phase) == PHAS
 
 bool jq_cluster_serving(jq_cluster_t *c)
 {
+    if (!jq_cluster_leading(c))
+        return false;
+    if (atomic_load(&c->voters) <= 1) /* nobody could have replaced it */
+        return true;
     int64_t now = mono_us();
-    return jq_cluster_leading(c) && now - atomic_load(&c->last_tick_us) < STALL_US &&
+    return now - atomic_load(&c->last_tick_us) < STALL_US &&
            now >= atomic_load(&c->serve_after_us);
 }
 

@@ -28,10 +28,12 @@ enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING, PHASE_DEPOS
  * node request has been in flight for DEPOSED_EXEC_MS (a transfer_leader's
  * answer, which waits to hear from the new leader, leaves first), at most
  * DEPOSED_MAX_MS after it was deposed. */
-/* A watch tick later than this means the cluster thread stalled; it
- * serves again RESUME_US after it runs again (time for a newer leader's
- * messages, waiting in its sockets, to depose it). */
-#define STALL_US 150000
+/* A watch tick later than this means the cluster thread stalled long
+ * enough for the followers to have started an election (their timeout is
+ * 1 s at least from the last heartbeat, sent every 0.1 s); it serves again
+ * RESUME_US after it runs again (time for a newer leader's messages,
+ * waiting in its sockets, to depose it). A busy apply stays below it. */
+#define STALL_US 500000
 #define RESUME_US 400000
 #define DEPOSED_EXEC_MS 200
 #define DEPOSED_MAX_MS 3000
@@ -97,6 +99,7 @@ struct jq_cluster {
     _Atomic uint64_t epoch;
     _Atomic int64_t last_tick_us;   /* the watch timer's last run (monotonic) */
     _Atomic int64_t serve_after_us; /* after a stall: not before then */
+    _Atomic unsigned voters;        /* in the configuration (a lone one cannot be replaced) */
     jq_changeq_t *view_q;  /* records a follower applied, for its view */
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t cv;
