@@ -303,7 +303,7 @@ class Cluster:
             n = self.leader(nodes)
             if n is not None and n is not not_:
                 try:
-                    n.call("stats", timeout=2)
+                    n.call("query_jobs", timeout=2, limit=1)  # followers answer stats too
                     return n
                 except (NoAnswer, Failed):
                     pass
