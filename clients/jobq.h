@@ -69,7 +69,20 @@ typedef struct _jobq_client_t jobq_client_t;
 
 /* Creates a client connected (asynchronously, as ZeroMQ does) to endpoint,
  * e.g. "ipc:///var/lib/jobq/jobq.sock" or "tcp://127.0.0.1:5555". Returns
- * NULL when the endpoint is invalid or ZeroMQ cannot create the socket. */
+ * NULL when the endpoint is invalid or ZeroMQ cannot create the socket.
+ *
+ * endpoint may also be a comma-separated list ("tcp://h1:5555,tcp://h2:5555":
+ * the client endpoints of a cluster's nodes). The client talks to one at a
+ * time, the first to begin with. A NotLeader answer (the request did
+ * nothing) sends the request on to the leader it names (one of its
+ * endpoints that is in the list, else its first of the same scheme), or,
+ * while no leader is known, to the listed endpoints in turn about 200 ms
+ * later; at most 10 hops per call (then JOBQ_ERR_NOT_LEADER). A call that
+ * cannot reach its endpoint (NOT_RUNNING, TIMEOUT, TRANSPORT) goes on to
+ * the next listed endpoint only when sending it again is safe: nothing
+ * was sent, or the request is read-only or a submission with a token
+ * (a timed-out one that is safe starts at the next endpoint on its next
+ * call). All within the call's timeout. A single endpoint never moves. */
 jobq_client_t *jobq_client_new(const char *endpoint);
 
 /* Destroys the client (pending requests are dropped: linger is 0) and sets
@@ -86,7 +99,9 @@ void jobq_client_destroy(jobq_client_t **self_p);
  * A subscriber made from the client uses its keys too. */
 int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key);
 
-/* The endpoint given to jobq_client_new. */
+/* The endpoint the client is connected to now: the one given to
+ * jobq_client_new, or for a list the one in use (a leader's, perhaps not
+ * in the list). */
 const char *jobq_client_endpoint(jobq_client_t *self);
 
 /* Code of the last call's failure, JOBQ_ERR_NONE after a success. */

@@ -29,6 +29,7 @@ static const char *const code_names[JOBQ_ERR__COUNT] = {
     [JOBQ_ERR_NOT_RUNNING] = "NotRunning",
     [JOBQ_ERR_TOKEN_REUSED] = "TokenReused",
     [JOBQ_ERR_PERMISSION_DENIED] = "PermissionDenied",
+    [JOBQ_ERR_NOT_LEADER] = "NotLeader",
 };
 
 const char *jobq_code_name(jobq_code_t code)

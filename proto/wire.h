@@ -68,6 +68,9 @@ typedef enum {
     JOBQ_ERR_TOKEN_REUSED,     /* a client token sent again with another body */
     JOBQ_ERR_PERMISSION_DENIED, /* the caller's role (or ownership) does not
                                    allow the request: nothing changed */
+    JOBQ_ERR_NOT_LEADER,       /* a cluster node that is not the leader: the
+                                  request did nothing; the error names the
+                                  leader when one is known */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 

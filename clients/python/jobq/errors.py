@@ -11,7 +11,7 @@ the daemon). :class:`TimeoutError` is also a builtin :class:`TimeoutError`,
 from __future__ import annotations
 
 import builtins
-from typing import Dict, Type
+from typing import Any, Dict, Optional, Type
 
 
 class JobqError(Exception):
@@ -120,6 +120,20 @@ class PermissionDeniedError(JobqError):
     CODE = "PermissionDenied"
 
 
+class NotLeaderError(JobqError):
+    """A cluster node that is not the leader answered: the request did
+    nothing. ``leader`` is the leader the node names (a dict with ``id``,
+    ``name``, ``address``, ``endpoints``, ``workers``, ``publish``), or None
+    while no leader is known (an election). The client follows it by itself;
+    this is raised when it could not (too many hops, no leader in time)."""
+    CODE = "NotLeader"
+
+    def __init__(self, code: str, message: str,
+                 leader: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(code, message)
+        self.leader = leader
+
+
 class TimeoutError(JobqError, builtins.TimeoutError):  # noqa: A001 (jobq.TimeoutError)
     """No reply within the call's timeout (client side)."""
     CODE = "Timeout"
@@ -141,7 +155,7 @@ ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in (
     TooLargeError, QueueFullError, DrainedError, ShuttingDownError, UnknownOpcodeError,
     InvalidPriorityError, InvalidDependencyError, UnknownFieldError, TooManyWaitersError,
     StoreFailedError, BusyError, InternalError, TokenReusedError, PermissionDeniedError,
-    TimeoutError,
+    NotLeaderError, TimeoutError,
     TransportError, NotRunningError)}
 
 
