@@ -317,6 +317,22 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms);
  * "description"}...]}...], or NULL. */
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
 
+/* Cluster nodes (jobqd --cluster; docs/protocol.md). query_nodes: the
+ * nodes as the answering node sees them, a JSON array sorted by id (read
+ * role; any node answers). add_node: adds node id at address (HOST:PORT of
+ * its node-to-node traffic) as a voter or a standby, with a name (NULL:
+ * none) and its client endpoints (a JSON array, NULL: none); returns the
+ * result {"id"} once committed. remove_node: 0 once committed.
+ * transfer_leader: moves the leadership to node id (0: the daemon picks
+ * the most up-to-date voter), the new leader's id in *leader_out. The
+ * three changes need the admin role and go to the leader. */
+json_t *jobq_query_nodes(jobq_client_t *self, int timeout_ms);
+json_t *jobq_add_node(jobq_client_t *self, uint64_t id, const char *address, bool standby,
+                      const char *name, const json_t *endpoints, int timeout_ms);
+int jobq_remove_node(jobq_client_t *self, uint64_t id, int timeout_ms);
+int jobq_transfer_leader(jobq_client_t *self, uint64_t id, uint64_t *leader_out,
+                         int timeout_ms);
+
 /* http_token: a token for the daemon's HTTP endpoint naming this client's
  * key (or, over ipc, its uid and role), valid ttl_s seconds (60 to
  * 31622400; 0 for the daemon's default of 30 days). Returns {"token",

@@ -584,7 +584,7 @@ static bool read_only(const char *method)
 {
     static const char *const names[] = {"ping",   "query_jobs",  "wait_for_job_change",
                                         "events_since", "stats", "list_fields",
-                                        "list_opcodes", "http_token"};
+                                        "list_opcodes", "http_token", "query_nodes"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(method, names[i]) == 0)
             return true;
@@ -1227,6 +1227,57 @@ json_t *jobq_http_token(jobq_client_t *self, int64_t ttl_s, int timeout_ms)
     return r;
 }
 
+json_t *jobq_query_nodes(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "query_nodes", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_add_node(jobq_client_t *self, uint64_t id, const char *address, bool standby,
+                      const char *name, const json_t *endpoints, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "address",
+                             address ? address : "", "role", standby ? "standby" : "voter");
+    if (args && name && json_object_set_new(args, "name", json_string(name)) < 0) {
+        json_decref(args);
+        args = NULL;
+    }
+    if (args && json_object_set_new(args, "endpoints", endpoints ? json_deep_copy(endpoints)
+                                                                 : json_array()) < 0) {
+        json_decref(args);
+        args = NULL;
+    }
+    return call_typed(self, "add_node", args, JSON_OBJECT, timeout_ms);
+}
+
+int jobq_remove_node(jobq_client_t *self, uint64_t id, int timeout_ms)
+{
+    json_t *r = call_typed(self, "remove_node", json_pack("{s:I}", "id", (json_int_t)id),
+                           JSON_NULL, timeout_ms);
+    if (!r)
+        return -1;
+    json_decref(r);
+    return 0;
+}
+
+int jobq_transfer_leader(jobq_client_t *self, uint64_t id, uint64_t *leader_out,
+                         int timeout_ms)
+{
+    json_t *args = json_pack("{s:o}", "id", id ? json_integer((json_int_t)id) : json_null());
+    json_t *r = call_typed(self, "transfer_leader", args, JSON_OBJECT, timeout_ms);
+    if (!r)
+        return -1;
+    json_t *l = json_object_get(r, "leader");
+    if (!json_is_integer(l) || json_integer_value(l) < 0) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to transfer_leader");
+        json_decref(r);
+        return -1;
+    }
+    if (leader_out)
+        *leader_out = (uint64_t)json_integer_value(l);
+    json_decref(r);
+    return 0;
+}
+
 int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key)
 {
     if (!self)
@@ -1239,7 +1290,7 @@ int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *
     }
     self->curve = c;
     if (!c.set || strncmp(self->endpoint, "tcp://", 6) != 0)
-        return 0;
+        return 0; /* another endpoint of a list opens its socket with the keys */
     /* A new socket: the keys count from its first connection, and no event
      * of the old one's (a handshake without keys) is read as its own. */
     zmq_socket_monitor(self->sock, NULL, 0);

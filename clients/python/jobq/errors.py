@@ -11,7 +11,7 @@ the daemon). :class:`TimeoutError` is also a builtin :class:`TimeoutError`,
 from __future__ import annotations
 
 import builtins
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 
 class JobqError(Exception):
@@ -150,19 +150,22 @@ class NotRunningError(JobqError, builtins.ConnectionError):
 
 
 #: Every error class by its wire name.
-ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in (
+_CLASSES: Tuple[Type[JobqError], ...] = (
     MalformedError, VersionMismatchError, UnknownMethodError, BadArgumentError,
     TooLargeError, QueueFullError, DrainedError, ShuttingDownError, UnknownOpcodeError,
     InvalidPriorityError, InvalidDependencyError, UnknownFieldError, TooManyWaitersError,
     StoreFailedError, BusyError, InternalError, TokenReusedError, PermissionDeniedError,
     NotLeaderError, TimeoutError,
-    TransportError, NotRunningError)}
+    TransportError, NotRunningError)
+ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in _CLASSES}
 
 
-def error_for(code: str, message: str) -> JobqError:
+def error_for(code: str, message: str, leader: Optional[Dict[str, Any]] = None) -> JobqError:
     """The exception for an error code and message: an instance of the
     code's class, or of :class:`JobqError` itself for a code this client
-    does not know (a newer daemon's)."""
+    does not know (a newer daemon's). ``leader``: a NotLeader answer's."""
+    if code == NotLeaderError.CODE:
+        return NotLeaderError(code, message, leader)
     return ERRORS.get(code, JobqError)(code, message)
 
 __all__ = ["JobqError", "error_for", "ERRORS"] + [cls.__name__ for cls in ERRORS.values()]
