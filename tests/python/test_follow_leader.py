@@ -1,0 +1,339 @@
+"""Clients of a cluster without a cluster: fake nodes (a ROUTER each, on an
+ipc path in a temp dir, answered from a thread) that answer NotLeader
+naming a leader, or no leader yet, or as the leader would. Covered through
+libjobq (the C `jobq`), jobq.Client and jobq-py:
+
+- a NotLeader answer is followed to the leader, which gets the same
+  request; the first endpoint of a list being dead moves to the next one;
+- two nodes naming each other: a clear NotLeader error after the hop
+  limit, not a loop;
+- no leader (nil) a few times, then a leader: the request gets through;
+- a request that may not be repeated does not move after its node went
+  silent; a read does (for the next call);
+- `jobq nodes list` text and --json, the same bytes from both CLIs, for a
+  fixed query_nodes answer; nodes add/remove/transfer send the right
+  requests.
+
+Nothing here listens beyond the temp dir's sockets; every wait is bounded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+import msgpack
+import pytest
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
+
+import jobq  # noqa: E402
+from test_cli import JOBQ  # noqa: E402
+from test_py_cli import PYCLI_ENV, PYJOBQ  # noqa: E402
+
+NODES = [
+    {"id": 1, "name": "alpha", "address": "127.0.0.1:7001", "role": "voter",
+     "state": "follower", "endpoints": ["ipc:///x/a.sock"], "applied": 1200,
+     "lag_entries": 3, "lag_seconds": 0.25, "last_contact": [1795949438, 5], "self": True},
+    {"id": 2, "name": "beta-node", "address": "127.0.0.1:7002", "role": "voter",
+     "state": "leader", "endpoints": [], "applied": 1203, "lag_entries": 0,
+     "lag_seconds": 0.0, "last_contact": None, "self": False},
+    {"id": 13, "name": "", "address": "127.0.0.1:7013", "role": "standby",
+     "state": "unavailable", "endpoints": [], "applied": 7, "lag_entries": None,
+     "lag_seconds": None, "last_contact": None, "self": False},
+]
+
+NODES_TEXT = (
+    "ID  NAME       ROLE     STATE        APPLIED  LAG  ADDRESS\n"
+    "1*  alpha      voter    follower     1200     3    127.0.0.1:7001\n"
+    "2   beta-node  voter    leader       1203     0    127.0.0.1:7002\n"
+    "13  -          standby  unavailable  7        -    127.0.0.1:7013\n")
+
+PING = {"version": "0.1.0", "protocol": 1, "protocols": [1], "time": [1795949438, 700923],
+        "epoch": 5, "publish": [], "workers": [], "token_window": 600}
+
+
+class FakeNode:
+    """A ROUTER at DIR/NAME.sock answering each request with
+    answer(method, args) (a result, or an Error), or not at all
+    (answer returns Silent). Keeps every request it got."""
+
+    def __init__(self, tmp: str, name: str) -> None:
+        self.endpoint = "ipc://%s/%s.sock" % (tmp, name)
+        self.answer: Callable[[str, Dict[str, Any]], Any] = lambda m, a: None
+        self.requests: List[Dict[str, Any]] = []
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            if not self.sock.poll(50):
+                continue
+            frames = self.sock.recv_multipart()
+            req = msgpack.unpackb(frames[-1], raw=False)
+            self.requests.append(req)
+            out = self.answer(req["method"], req.get("args") or {})
+            if out is SILENT:
+                continue
+            if isinstance(out, Error):
+                rep = {"v": 1, "id": req["id"], "ok": False, "error": out.body}
+            else:
+                rep = {"v": 1, "id": req["id"], "ok": True, "result": out}
+            self.sock.send_multipart([frames[0], msgpack.packb(rep, use_bin_type=True)])
+
+    def methods(self) -> List[str]:
+        return [r["method"] for r in self.requests]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+class Error:
+    """An error answer."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        self.body = {"code": code, "message": message, **extra}
+
+
+SILENT = object()
+
+
+def leader_info(node: FakeNode, nid: int = 2) -> Dict[str, Any]:
+    return {"id": nid, "name": "n%d" % nid, "address": "127.0.0.1:%d" % (7000 + nid),
+            "endpoints": ["tcp://127.0.0.1:1", node.endpoint], "workers": [], "publish": []}
+
+
+def not_leader(leader: Optional[Dict[str, Any]]) -> Callable[[str, Dict[str, Any]], Any]:
+    return lambda m, a: Error("NotLeader", "this node is a follower", leader=leader)
+
+
+def as_leader(method: str, args: Dict[str, Any]) -> Any:
+    """What the leader answers (a fixed cluster of NODES)."""
+    return {"ping": PING, "stats": {"jobs": 0}, "set_drain_flag": True,
+            "query_nodes": NODES, "add_node": {"id": args.get("id")}, "remove_node": None,
+            "transfer_leader": {"leader": args.get("id") or 2},
+            "submit_job": 7}.get(method, Error("UnknownMethod", "no such method"))
+
+
+@pytest.fixture
+def tmp():
+    d = tempfile.mkdtemp(prefix="jobq-follow-")
+    nodes: List[FakeNode] = []
+
+    def make(name: str) -> FakeNode:
+        n = FakeNode(d, name)
+        nodes.append(n)
+        return n
+    yield make
+    for n in nodes:
+        n.close()
+    shutil.rmtree(d)
+
+
+def env() -> Dict[str, str]:
+    e = dict(os.environ)
+    e.pop("JOBQ_ENDPOINT", None)
+    e.pop("JOBQ_KEY", None)
+    e.pop("JOBQ_SERVER_KEY", None)
+    e.update(PYCLI_ENV)
+    return e
+
+
+def run(which: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [JOBQ] if which == "c" else list(PYJOBQ)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=60,
+                          env=env())
+
+
+BOTH = ["c", "py"]
+
+
+@pytest.mark.parametrize("which", BOTH)
+def test_not_leader_is_followed(tmp, which):
+    a, b = tmp("a"), tmp("b")
+    a.answer = not_leader(leader_info(b))
+    b.answer = as_leader
+    p = run(which, "-s", a.endpoint, "-t", "10", "drain", "on")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "Drain flag set: submissions are refused\n"
+    assert a.methods() == ["set_drain_flag"] and b.methods() == ["set_drain_flag"]
+    assert b.requests[0]["args"] == {"flag": True}
+    # ping names the endpoint that answered: the leader's (one of the list).
+    p = run(which, "-s", "%s,%s" % (a.endpoint, b.endpoint), "ping")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("jobqd 0.1.0 (protocol 1) at %s: " % b.endpoint), p.stdout
+
+
+@pytest.mark.parametrize("which", BOTH)
+def test_first_endpoint_dead(tmp, which):
+    b = tmp("b")
+    b.answer = as_leader
+    dead = b.endpoint.replace("b.sock", "nobody.sock")
+    p = run(which, "-s", "%s,%s" % (dead, b.endpoint), "-t", "10", "drain", "on")
+    assert p.returncode == 0, p.stderr
+    assert b.methods() == ["set_drain_flag"]
+    # All dead: not running (exit 3), naming the last one tried.
+    p = run(which, "-s", "%s,%s" % (dead, dead.replace("nobody", "none")), "stats")
+    assert p.returncode == 3, p.stderr
+    assert "jobqd is not running at" in p.stderr
+
+
+@pytest.mark.parametrize("which", BOTH)
+def test_nodes_naming_each_other_stop(tmp, which):
+    a, b = tmp("a"), tmp("b")
+    a.answer = not_leader(leader_info(b))
+    b.answer = not_leader(leader_info(a, 1))
+    p = run(which, "-s", a.endpoint, "-t", "20", "drain", "on")
+    assert p.returncode == 1
+    assert p.stderr.startswith("jobq: drain: NotLeader: no leader reached after 10 hops"), \
+        p.stderr
+    assert len(a.requests) + len(b.requests) == 11
+
+
+def test_python_client_hop_limit_and_list(tmp):
+    a, b = tmp("a"), tmp("b")
+    a.answer = not_leader(leader_info(b))
+    b.answer = not_leader(leader_info(a, 1))
+    with jobq.Client([a.endpoint], timeout=10) as c:
+        with pytest.raises(jobq.NotLeaderError) as e:
+            c.set_drain_flag(True)
+    assert "no leader reached after 10 hops" in e.value.message
+    assert e.value.leader is not None and e.value.leader["id"] in (1, 2)
+    b.answer = as_leader
+    with jobq.Client([a.endpoint, b.endpoint], timeout=10) as c:
+        assert c.query_nodes() == NODES
+        assert c.endpoint == b.endpoint and c.endpoints == [a.endpoint, b.endpoint]
+
+
+@pytest.mark.parametrize("which", BOTH)
+def test_no_leader_then_leader(tmp, which):
+    a, b = tmp("a"), tmp("b")
+    b.answer = as_leader
+    seen = []
+
+    def election(method: str, args: Dict[str, Any]) -> Any:
+        seen.append(method)
+        return Error("NotLeader", "election", leader=None if len(seen) <= 2 else leader_info(b))
+    a.answer = election
+    p = run(which, "-s", a.endpoint, "-t", "10", "drain", "off")
+    assert p.returncode == 0, p.stderr
+    assert seen == ["set_drain_flag"] * 3 and b.methods() == ["set_drain_flag"]
+
+
+def test_no_leader_within_the_timeout(tmp):
+    a = tmp("a")
+    a.answer = not_leader(None)
+    with jobq.Client(a.endpoint, timeout=1) as c:
+        with pytest.raises(jobq.NotLeaderError) as e:
+            c.stats()
+    assert e.value.leader is None and len(a.requests) >= 2
+    p = run("c", "-s", a.endpoint, "-t", "1", "stats")
+    assert p.returncode == 1 and "NotLeader" in p.stderr, p.stderr
+
+
+def test_silent_node_moves_only_what_is_safe(tmp):
+    a, b = tmp("a"), tmp("b")
+    a.answer = lambda m, args: SILENT
+    b.answer = as_leader
+    with jobq.Client([a.endpoint, b.endpoint], timeout=0.5) as c:
+        # Not safe to send again: stays on its node, fails.
+        with pytest.raises(jobq.TimeoutError):
+            c.set_drain_flag(True)
+        assert c.endpoint == a.endpoint and b.requests == []
+        # A read times out there too, and moves on for the next call.
+        with pytest.raises(jobq.TimeoutError):
+            c.stats()
+        assert c.stats() == {"jobs": 0}
+        assert c.endpoint == b.endpoint
+    assert b.methods() == ["stats"]
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_nodes_list_parity(tmp, json_flag):
+    a = tmp("a")
+    a.answer = as_leader
+    out = {}
+    for which in BOTH:
+        p = run(which, "-s", a.endpoint, "nodes", "list", *json_flag)
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+        out[which] = p.stdout
+    assert out["c"] == out["py"]
+    if json_flag:
+        assert out["c"].count("\n") == 1
+        import json
+        assert json.loads(out["c"]) == NODES
+    else:
+        assert out["c"] == NODES_TEXT
+
+
+def test_nodes_changes_send_the_right_requests(tmp):
+    a, b = tmp("a"), tmp("b")
+    a.answer = not_leader(leader_info(b))
+    b.answer = as_leader
+    cases = [
+        (["nodes", "add", "4", "127.0.0.1:7004"], "Node 4 added (voter)\n", '{"id":4}\n',
+         ("add_node", {"id": 4, "address": "127.0.0.1:7004", "role": "voter",
+                       "endpoints": []})),
+        (["nodes", "add", "5", "127.0.0.1:7005", "--standby", "--name", "e",
+          "--endpoint-of-node", "tcp://127.0.0.1:6005", "--endpoint-of-node", "ipc:///x/e"],
+         "Node 5 added (standby)\n", '{"id":5}\n',
+         ("add_node", {"id": 5, "address": "127.0.0.1:7005", "role": "standby", "name": "e",
+                       "endpoints": ["tcp://127.0.0.1:6005", "ipc:///x/e"]})),
+        (["nodes", "remove", "3"], "Node 3 removed\n", "null\n", ("remove_node", {"id": 3})),
+        (["nodes", "transfer", "3"], "Node 3 is the leader\n", '{"leader":3}\n',
+         ("transfer_leader", {"id": 3})),
+        (["nodes", "transfer"], "Node 2 is the leader\n", '{"leader":2}\n',
+         ("transfer_leader", {"id": None})),
+    ]
+    for argv, text, js, (method, args) in cases:
+        for which in BOTH:
+            for flags, want in (([], text), (["--json"], js)):
+                b.requests.clear()
+                p = run(which, "-s", a.endpoint, *argv, *flags)
+                assert (p.returncode, p.stdout, p.stderr) == (0, want, ""), (which, argv)
+                assert [(r["method"], r["args"]) for r in b.requests] == [(method, args)], \
+                    (which, argv)
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["nodes"], "jobq: nodes: missing argument (usage: jobq nodes list|add|remove|transfer "
+                "...) (see 'jobq nodes --help')\n"),
+    (["nodes", "grow"], "jobq: nodes: expected list, add, remove or transfer, not 'grow' "
+                        "(see 'jobq nodes --help')\n"),
+    (["nodes", "add", "4"], "jobq: nodes: missing argument (usage: jobq nodes add ID "
+                            "ADDRESS [OPTIONS]) (see 'jobq nodes --help')\n"),
+    (["nodes", "remove", "x"], "jobq: nodes: invalid node id 'x' (an integer >= 1) "
+                               "(see 'jobq nodes --help')\n"),
+    (["nodes", "list", "--standby"], "jobq: nodes: --standby is an option of 'nodes add' "
+                                     "(see 'jobq nodes --help')\n"),
+    (["nodes", "transfer", "1", "2"], "jobq: nodes: unexpected argument '2' "
+                                      "(see 'jobq nodes --help')\n"),
+])
+def test_nodes_usage_errors(argv, msg):
+    for which in BOTH:
+        p = run(which, "-s", "ipc:///nonexistent/jobq.sock", *argv)
+        assert (p.returncode, p.stdout, p.stderr) == (2, "", msg), which
+
+
+def test_endpoint_lists_are_checked():
+    for which in BOTH:
+        p = run(which, "-s", "ipc:///x/a.sock,nope", "stats")
+        assert p.returncode == 2 and "invalid endpoint 'ipc:///x/a.sock,nope'" in p.stderr
+        p = run(which, "-s", "ipc:///x/a.sock,", "stats")
+        assert p.returncode == 2
+    with pytest.raises(jobq.BadArgumentError):
+        jobq.Client("ipc:///x/a.sock,,ipc:///x/b.sock")
