@@ -87,6 +87,7 @@ struct _jobq_client_t {
     size_t neps;
     size_t cur;                 /* eps[cur]: the configured one last used */
     uint64_t moves;             /* times the client changed endpoint */
+    bool cluster;               /* a ping answered with "cluster" */
     jobq_curve_t curve;         /* CURVE keys (jobq_client_set_keys) */
     unsigned nsockets;          /* sockets opened: names their monitors */
     int refused;                /* the last handshake failed: 0, or the
@@ -890,6 +891,16 @@ uint64_t jobq_client_moves(jobq_client_t *self)
     return self->moves;
 }
 
+bool jobq_client_in_cluster(jobq_client_t *self)
+{
+    return self->neps > 1 || self->moves > 0 || self->cluster;
+}
+
+size_t jobq_client_endpoint_count(jobq_client_t *self)
+{
+    return self->neps;
+}
+
 const json_t *jobq_client_leader(jobq_client_t *self)
 {
     return self->leader;
@@ -938,7 +949,10 @@ static json_t *call_typed(jobq_client_t *self, const char *method, json_t *args,
 
 json_t *jobq_ping(jobq_client_t *self, int timeout_ms)
 {
-    return call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
+    json_t *r = call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
+    if (json_object_get(r, "cluster"))
+        self->cluster = true;
+    return r;
 }
 
 /* A submission's arguments with its token, sent again (same token) after

@@ -337,3 +337,143 @@ def test_endpoint_lists_are_checked():
         assert p.returncode == 2
     with pytest.raises(jobq.BadArgumentError):
         jobq.Client("ipc:///x/a.sock,,ipc:///x/b.sock")
+
+
+def event(seq: int) -> Dict[str, Any]:
+    """A change of job 1 (serial = seq), as the stream and events_since carry it."""
+    return {"seq": seq, "epoch": 5, "change": {"job": 1, "serial": seq, "kind": "update",
+                                               "status": "running", "log": []}}
+
+
+class Publisher:
+    """A PUB beside a fake node, sending the given events and a heartbeat
+    of the last seq every 50 ms from a thread."""
+
+    def __init__(self, node: FakeNode, name: str) -> None:
+        self.endpoint = node.endpoint.replace(".sock", "-%s.sock" % name)
+        self.events: List[Dict[str, Any]] = []
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.05):
+            for ev in list(self.events):
+                self.sock.send_multipart([b"job/1/", msgpack.packb(ev, use_bin_type=True)])
+            seq = self.events[-1]["seq"] if self.events else 0
+            self.sock.send_multipart([b"sys/heartbeat", msgpack.packb(
+                {"seq": seq, "epoch": 5, "heartbeat": True, "time": [1, 0]})])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def since(events: List[Dict[str, Any]]) -> Callable[[Dict[str, Any]], Any]:
+    def answer(args: Dict[str, Any]) -> Any:
+        after = args.get("after_seq", 0)
+        evs = [e for e in events if e["seq"] > after]
+        return {"epoch": 5, "first_seq": 1, "last_seq": events[-1]["seq"] if events else 0,
+                "too_old": False, "more": False, "events": evs}
+    return answer
+
+
+def subscriber_cluster(tmp):
+    """Node a leads and publishes event 1; then it is a follower (silent,
+    NotLeader naming b) and b, the leader, has events 2 (only through
+    events_since) and 3 (on its stream too)."""
+    a, b = tmp("a"), tmp("b")
+    pa, pb = Publisher(a, "pub"), Publisher(b, "pub")
+    state = {"a_leads": True}
+    snapshot = {"seq": 0, "epoch": 5, "fields": ["id", "change_serial", "status"],
+                "rows": [], "more": False}
+
+    def answer_a(method: str, args: Dict[str, Any]) -> Any:
+        if method == "ping":
+            return {**PING, "publish": [pa.endpoint],
+                    "cluster": {"id": 1, "state": "leader" if state["a_leads"] else "follower",
+                                "leader": None}}
+        if not state["a_leads"]:
+            return Error("NotLeader", "follower", leader=leader_info(b))
+        if method == "query_jobs":
+            return snapshot
+        if method == "events_since":
+            return since(pa.events)(args)
+        return Error("UnknownMethod", method)
+
+    def answer_b(method: str, args: Dict[str, Any]) -> Any:
+        if method == "ping":
+            return {**PING, "publish": [pb.endpoint]}
+        if method == "events_since":
+            return since([event(1), event(2), event(3)])(args)
+        if method == "query_jobs":
+            return {**snapshot, "seq": 3}
+        return Error("UnknownMethod", method)
+    a.answer, b.answer = answer_a, answer_b
+    pa.events.append(event(1))
+
+    def move() -> None:
+        state["a_leads"] = False
+        pa.events.clear()
+        pa.stop.set()  # the old leader's stream goes silent
+        pb.events.append(event(3))
+    return a, b, pa, pb, move
+
+
+def test_python_subscriber_follows_the_leader(tmp):
+    a, b, pa, pb, move = subscriber_cluster(tmp)
+    try:
+        with jobq.Subscriber(a.endpoint, timeout=5) as sub:
+            ev = sub.next(timeout=10)
+            assert ev is not None and ev["type"] == "resync"
+            ev = sub.next(timeout=10)
+            assert ev is not None and ev["seq"] == 1 and ev["recovered"] is False
+            move()
+            got = []
+            for _ in range(2):
+                ev = sub.next(timeout=15)
+                assert ev is not None, got
+                got.append((ev["type"], ev.get("seq")))
+            assert got == [("change", 2), ("change", 3)]
+            # Then it reads b's stream (event 3 again: skipped).
+            assert sub.next(timeout=1) is None
+            assert sub.counters["skipped"] >= 1
+            assert sub.client.endpoint == b.endpoint and sub.endpoint == pb.endpoint
+            assert "events_since" in b.methods()
+            assert sub.counters["resyncs"] == 0
+    finally:
+        pa.close()
+        pb.close()
+
+
+def test_c_subscriber_follows_the_leader(tmp):
+    """jobq monitor --json (libjobq's jobq_sub) through the same move."""
+    import json
+    a, b, pa, pb, move = subscriber_cluster(tmp)
+    p = subprocess.Popen([JOBQ, "-s", a.endpoint, "-t", "5", "monitor", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        lines = []
+        timer = threading.Timer(30, p.kill)  # bounded, whatever happens
+        timer.start()
+        for line in p.stdout:
+            ev = json.loads(line)
+            lines.append((ev["type"], ev.get("seq")))
+            if lines == [("resync", 0), ("change", 1)]:
+                move()
+            if len(lines) == 4:
+                break
+        timer.cancel()
+        assert lines == [("resync", 0), ("change", 1), ("change", 2), ("change", 3)], lines
+        assert "events_since" in b.methods()
+    finally:
+        p.kill()
+        p.communicate(timeout=10)
+        pa.close()
+        pb.close()

@@ -119,6 +119,8 @@ class Client:
         self.moves = 0
         #: The ``leader`` of the last NotLeader answer.
         self.leader: Optional[Dict[str, Any]] = None
+        #: A ``ping`` answered with ``cluster`` (the daemon runs --cluster).
+        self.cluster = False
         self._cur = 0  # self.endpoints[self._cur]: the configured one last used
         self._next_id = 1
         self._failed_attempts = 0
@@ -549,7 +551,10 @@ class Client:
     def ping(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """``ping``: the daemon's version, protocols, time, epoch, event
         endpoints (``publish``), worker endpoints and token window."""
-        return self._typed("ping", {}, timeout, dict)  # type: ignore[no-any-return]
+        r: Dict[str, Any] = self._typed("ping", {}, timeout, dict)
+        if "cluster" in r:
+            self.cluster = True
+        return r
 
     def _submit(self, method: str, key: str, body: Any, ignore_drain: bool,
                 token: Optional[Token], retries: int, timeout: Optional[float],
