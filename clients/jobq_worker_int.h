@@ -35,7 +35,14 @@ typedef struct event_node {
 struct _jobq_worker_t {
     void *ctx;                 /* ZeroMQ context owned by this worker */
     void *sock;                /* DEALER of the current connection, or NULL */
-    char *endpoint;            /* where it connects */
+    char *endpoint;            /* where it connects now (malloc'ed) */
+    char **eps;                /* the configured endpoints (a cluster's nodes) */
+    size_t neps;
+    size_t cur;                /* eps[cur]: the configured one last used */
+    int hops;                  /* NotLeader answers followed since the last welcome */
+    bool moved;                /* it followed a NotLeader: a cluster */
+    bool resuming;             /* held leases outlived their connection: the
+                                  next hello names them (see jobq_worker.c) */
     char *name;                /* for people; NULL: none sent */
     int capacity;              /* opcodes run at once */
     json_t *opcodes;           /* declarations for hello: array of str or object */

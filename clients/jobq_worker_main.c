@@ -102,7 +102,9 @@ static void print_help(const char *default_ep)
         "Options:\n"
         "      --handlers DIR       the handlers directory (required)\n"
         "  -e, --endpoint EP        jobqd's worker endpoint, ipc://PATH or\n"
-        "                           tcp://HOST:PORT; default $JOBQ_WORKER_ENDPOINT,\n"
+        "                           tcp://HOST:PORT (several, comma-separated: a\n"
+        "                           cluster's nodes, see docs/workers.md); default\n"
+        "                           $JOBQ_WORKER_ENDPOINT,\n"
         "                           else %s\n"
         "      --key FILE           CURVE key (role worker) for a tcp:// endpoint:\n"
         "                           a czmq certificate from 'jobq keygen NAME --role\n"
@@ -403,7 +405,8 @@ static void on_event(wk_t *wk, const jobq_worker_event_t *ev)
         fprintf(stderr,
                 "jobq-worker: connected to jobqd at %s (worker %llu, heartbeat %g s, lease "
                 "%g s), serving %zu opcode%s\n",
-                wk->endpoint, (unsigned long long)ev->worker_id, ev->heartbeat, ev->lease_time,
+                jobq_worker_endpoint(wk->w), (unsigned long long)ev->worker_id, ev->heartbeat,
+                ev->lease_time,
                 wk->nserved, wk->nserved == 1 ? "" : "s");
         wk->quiet_waiting = false;
         break;

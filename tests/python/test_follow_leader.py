@@ -477,3 +477,158 @@ def test_c_subscriber_follows_the_leader(tmp):
         p.communicate(timeout=10)
         pa.close()
         pb.close()
+
+
+# -- workers ------------------------------------------------------------------
+
+class FakeWorkerNode:
+    """A worker endpoint (a ROUTER at DIR/NAME-workers.sock) driven from
+    the test: recv() the next message of a worker, send() to the last
+    worker heard from."""
+
+    def __init__(self, tmp: str, name: str) -> None:
+        self.endpoint = "ipc://%s/%s-workers.sock" % (tmp, name)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self.peer = b""
+
+    def recv(self, timeout: float = 15, skip_heartbeats: bool = True) -> Dict[str, Any]:
+        while True:
+            assert self.sock.poll(int(timeout * 1000)), "no message from the worker"
+            self.peer, body = self.sock.recv_multipart()
+            m = msgpack.unpackb(body, raw=False)
+            if not (skip_heartbeats and m.get("type") == "heartbeat"):
+                return m
+
+    def send(self, type_: str, **keys: Any) -> None:
+        self.sock.send_multipart([self.peer, msgpack.packb({"v": 1, "type": type_, **keys},
+                                                           use_bin_type=True)])
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def wnodes():
+    d = tempfile.mkdtemp(prefix="jobq-follow-w-")
+    a, b = FakeWorkerNode(d, "a"), FakeWorkerNode(d, "b")
+    yield d, a, b
+    a.close()
+    b.close()
+    shutil.rmtree(d)
+
+
+def worker_move(a: FakeWorkerNode, b: FakeWorkerNode, resumed: Optional[List[List[int]]]
+                ) -> Dict[str, Any]:
+    """a (a follower) answers the hello NotLeader naming b; b welcomes,
+    assigns lease (7, 0, 1) of t.slow and goes silent; the worker comes back
+    to a (now the leader) naming the lease; a answers with resumed.
+    Returns a's second hello."""
+    hello = a.recv()
+    assert hello["type"] == "hello" and "leases" not in hello
+    a.send("error", code="NotLeader", message="follower",
+           leader={"id": 2, "name": "b", "address": "127.0.0.1:7002", "endpoints": [],
+                   "workers": ["tcp://127.0.0.1:1", b.endpoint], "publish": []})
+    hello = b.recv()
+    assert hello["type"] == "hello" and "leases" not in hello
+    b.send("welcome", worker=1, heartbeat=0.2, lease=1.0)
+    b.send("assign", job=7, op=0, attempt=1, opcode="t.slow", args={}, priority=0,
+           timeout=None)
+    # b goes silent: the worker gives it up after the lease time (1 s).
+    again = a.recv()
+    assert again["type"] == "hello" and again["leases"] == [[7, 0, 1]], again
+    welcome: Dict[str, Any] = {"worker": 2, "heartbeat": 0.2, "lease": 5.0}
+    if resumed is not None:
+        welcome["resumed"] = resumed
+    a.send("welcome", **welcome)
+    return again
+
+
+@pytest.mark.parametrize("resumed", [[[7, 0, 1]], []])
+def test_python_worker_follows_and_resumes(wnodes, resumed):
+    d, a, b = wnodes
+    go = threading.Event()
+    stops: List[Optional[str]] = []
+    w = jobq.Worker(a.endpoint, name="w")
+
+    @w.opcode("t.slow")
+    def slow(job: jobq.worker.Assignment) -> Any:
+        while not go.is_set():
+            if job.sleep(0.02):
+                stops.append(job.stop_reason)
+                return None
+        return {"done": True}
+
+    th = threading.Thread(target=w.run, daemon=True)
+    th.start()
+    try:
+        worker_move(a, b, resumed)
+        if resumed:
+            go.set()
+            done = a.recv()
+            assert (done["type"], done["job"], done["ok"], done["result"]) == \
+                ("done", 7, True, {"done": True})
+            assert stops == []
+        else:
+            deadline = threading.Event()
+            for _ in range(500):
+                if stops:
+                    break
+                deadline.wait(0.02)
+            assert stops and "not resumed" in str(stops[0]), stops
+        assert w.endpoint == a.endpoint and w.worker_id == 2
+    finally:
+        w.stop()
+        th.join(10)
+    assert not th.is_alive()
+
+
+@pytest.mark.parametrize("resumed", [[[7, 0, 1]], []])
+def test_jobq_worker_follows_and_resumes(wnodes, resumed):
+    d, a, b = wnodes
+    handlers = os.path.join(d, "handlers")
+    os.mkdir(handlers)
+    go, started = os.path.join(d, "go"), os.path.join(d, "started")
+    path = os.path.join(handlers, "t.slow")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho $$ > %s\ni=0\nwhile [ ! -e %s ] && [ $i -lt 600 ]; do "
+                "sleep 0.05; i=$((i+1)); done\necho finished\n" % (started, go))
+    os.chmod(path, 0o755)
+    e = dict(os.environ)
+    e.pop("JOBQ_WORKER_ENDPOINT", None)
+    e["TMPDIR"] = d
+    log = open(os.path.join(d, "worker.log"), "w")
+    p = subprocess.Popen([JOBQ.replace("/jobq", "/jobq-worker"), "--handlers", handlers,
+                          "--endpoint", a.endpoint, "--name", "w"],
+                         stdout=log, stderr=subprocess.STDOUT, env=e)
+    try:
+        worker_move(a, b, resumed)
+        for _ in range(500):
+            if os.path.exists(started) and open(started).read().strip():
+                break
+            threading.Event().wait(0.02)
+        pid = int(open(started).read())
+        if resumed:
+            open(go, "w").close()
+            m = a.recv()
+            while m["type"] == "feedback":
+                m = a.recv()
+            assert (m["type"], m["job"], m["ok"]) == ("done", 7, True), m
+        else:
+            # Revoked: the handler is stopped (its process ends).
+            for _ in range(500):
+                if not os.path.exists("/proc/%d" % pid) or \
+                        open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+                threading.Event().wait(0.02)
+            else:
+                raise AssertionError("the revoked handler still runs")
+    finally:
+        p.terminate()
+        p.wait(15)
+        log.close()
+    text = open(os.path.join(d, "worker.log")).read()
+    assert "connected to jobqd at %s" % a.endpoint in text, text
