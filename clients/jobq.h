@@ -473,7 +473,15 @@ void jobq_worker_default_endpoint(char *buf, size_t len);
  * running up to capacity (1 to JOBQ_WORKER_MAX_CAPACITY) opcodes at once.
  * It connects on jobq_worker_connect or the first poll, once its opcodes
  * are declared. NULL on bad arguments (an endpoint ZeroMQ cannot connect
- * to included) or when ZeroMQ fails. */
+ * to included) or when ZeroMQ fails.
+ *
+ * endpoint may list a cluster's worker endpoints, comma-separated. A hello
+ * answered NotLeader goes to the leader's worker endpoint; a connection
+ * given up (the daemon silent for the lease time, or disconnect) goes to
+ * the next listed endpoint, and the leases still held are not revoked then
+ * but named in the next hello: those the welcome does not list in
+ * `resumed` are revoked when it comes (all of them without `resumed`).
+ * jobq_worker_endpoint is the endpoint in use. */
 jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capacity);
 
 /* CURVE keys for a tcp:// worker endpoint, as jobq_client_set_keys (the
@@ -501,7 +509,7 @@ int jobq_worker_add_opcode(jobq_worker_t *self, const char *name, const json_t *
  * one opcode. Does not wait for the welcome (an event). 0 or -1. */
 int jobq_worker_connect(jobq_worker_t *self);
 
-/* The endpoint the worker connects to. */
+/* The endpoint the worker connects to (now: for a list, the one in use). */
 const char *jobq_worker_endpoint(jobq_worker_t *self);
 
 /* Code and sentence of the last failure (JOBQ_ERR_NONE and "" after a

@@ -632,3 +632,27 @@ def test_jobq_worker_follows_and_resumes(wnodes, resumed):
         log.close()
     text = open(os.path.join(d, "worker.log")).read()
     assert "connected to jobqd at %s" % a.endpoint in text, text
+
+
+def test_completion_of_nodes(tmp):
+    """clients/completion/jobq: nodes' sub-commands, add's options, and
+    the node ids (asked of the daemon) after remove and transfer."""
+    a = tmp("a")
+    a.answer = as_leader
+    script = os.path.join(HERE, "..", "..", "clients", "completion", "jobq")
+
+    def complete(*words: str) -> List[str]:
+        line = " ".join("'%s'" % w for w in (JOBQ, "-s", a.endpoint) + words)
+        p = subprocess.run(["bash", "-c", 'source "$0"; COMP_WORDS=(%s); '
+                            'COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _jobq; '
+                            'printf "%%s\\n" "${COMPREPLY[@]}"' % line, script],
+                           capture_output=True, text=True, timeout=30, env=env())
+        assert p.returncode == 0, p.stderr
+        return sorted(p.stdout.split())
+    assert complete("no") == ["nodes"]
+    assert complete("nodes", "") == ["add", "list", "remove", "transfer"]
+    assert complete("nodes", "add", "--") == sorted(
+        ["--standby", "--name", "--endpoint-of-node", "--server", "--timeout", "--key",
+         "--server-key", "--json", "--help"])
+    assert complete("nodes", "remove", "") == ["1", "13", "2"]
+    assert complete("nodes", "transfer", "1") == ["1", "13"]
