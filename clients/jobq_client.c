@@ -226,6 +226,19 @@ jobq_client_t *jobq_client_new(const char *endpoint)
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
+    /* The others of a list are connected to later: one ZeroMQ cannot
+     * connect to would fail only then, so try them now. */
+    for (size_t i = 1; i < self->neps; i++) {
+        void *probe = zmq_socket(self->ctx, ZMQ_DEALER);
+        int linger = 0;
+        if (probe)
+            zmq_setsockopt(probe, ZMQ_LINGER, &linger, sizeof linger);
+        bool ok = probe && zmq_connect(probe, self->eps[i]) == 0;
+        if (probe)
+            zmq_close(probe);
+        if (!ok)
+            goto fail;
+    }
     if (open_socket(self) < 0)
         goto fail;
     return self;
@@ -768,28 +781,29 @@ static int move_to(jobq_client_t *self, const char *endpoint)
     return open_socket(self);
 }
 
-/* After a failed exchange: whether to send the request again, and where
- * (the client is moved there). hops/waits/tried count this request's
- * moves. */
-static bool move_on(jobq_client_t *self, const char *method, bool may_repeat, bool sent,
-                    int64_t deadline, int *hops, int *waits, size_t *tried)
+/* Moves to the configured endpoint after the current one. */
+static int next_endpoint(jobq_client_t *self)
 {
-    char last[REASON_MAX];
+    self->cur = (self->cur + 1) % self->neps;
+    if (move_to(self, self->eps[self->cur]) < 0) {
+        set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s", self->eps[self->cur],
+                  zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* After a failed exchange: whether to send the request again, and where
+ * (the client is moved there). hops, waits and tried count this
+ * request's moves. */
+static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t deadline,
+                    int *hops, int *waits, size_t *tried)
+{
     if (self->status == JOBQ_ERR_NOT_LEADER) {
         char *to = leader_endpoint(self);
-        if (to && *hops < MAX_HOPS) {
-            ++*hops;
-            int rc = move_to(self, to);
+        if (to && *hops >= MAX_HOPS) {
             free(to);
-            if (rc < 0) {
-                set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to the leader: %s",
-                          zmq_strerror(errno));
-                return false;
-            }
-            return true;
-        }
-        free(to);
-        if (to) {
+            char last[REASON_MAX];
             snprintf(last, sizeof last, "%s", self->reason);
             set_error(self, JOBQ_ERR_NOT_LEADER,
                       "no leader reached after %d hops (the nodes name each other as leader?); "
@@ -797,43 +811,39 @@ static bool move_on(jobq_client_t *self, const char *method, bool may_repeat, bo
                       MAX_HOPS, self->endpoint, last);
             return false;
         }
+        if (to) {
+            ++*hops;
+            int rc = move_to(self, to);
+            free(to);
+            if (rc < 0)
+                set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to the leader: %s",
+                          zmq_strerror(errno));
+            return rc == 0;
+        }
         /* No leader known (an election), or one without a usable endpoint:
          * ask again a moment later, the configured endpoints in turn. */
-        if (++*waits > MAX_LEADER_WAITS)
-            return false;
         long left = remaining_ms(deadline);
-        if (left == 0)
+        if (++*waits > MAX_LEADER_WAITS || left == 0)
             return false;
         usleep(1000 * (left < 0 || left > LEADER_WAIT_MS ? LEADER_WAIT_MS : left));
-        if (remaining_ms(deadline) == 0)
-            return false;
-    } else if (self->neps > 1 &&
-               (self->status == JOBQ_ERR_NOT_RUNNING || self->status == JOBQ_ERR_TIMEOUT ||
-                self->status == JOBQ_ERR_TRANSPORT) &&
-               (!sent || may_repeat)) {
-        /* The next configured endpoint, for this request if time is left,
-         * else for the next one. */
-        if (self->refused || ++*tried >= self->neps) {
-            self->cur = (self->cur + 1) % self->neps;
-            move_to(self, self->eps[self->cur]);
-            return false;
-        }
-        if (remaining_ms(deadline) == 0) {
-            self->cur = (self->cur + 1) % self->neps;
-            move_to(self, self->eps[self->cur]);
-            return false;
-        }
-    } else {
-        (void)method;
+        return remaining_ms(deadline) != 0 && next_endpoint(self) == 0;
+    }
+    bool unreachable = self->status == JOBQ_ERR_NOT_RUNNING ||
+                       self->status == JOBQ_ERR_TIMEOUT || self->status == JOBQ_ERR_TRANSPORT;
+    if (self->neps < 2 || !unreachable || (sent && !may_repeat))
+        return false;
+    /* The next configured endpoint: for this request while time is left
+     * and some were not tried, else for the next call. */
+    bool again = !self->refused && ++*tried < self->neps && remaining_ms(deadline) != 0;
+    if (!again) {
+        char reason[REASON_MAX];
+        jobq_code_t code = self->status;
+        snprintf(reason, sizeof reason, "%s", self->reason);
+        if (next_endpoint(self) == 0)
+            set_error(self, code, "%s", reason); /* the failure is this request's */
         return false;
     }
-    self->cur = (self->cur + 1) % self->neps;
-    if (move_to(self, self->eps[self->cur]) < 0) {
-        set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s", self->eps[self->cur],
-                  zmq_strerror(errno));
-        return false;
-    }
-    return true;
+    return next_endpoint(self) == 0;
 }
 
 /* The single request path. keepalive_grace_ms > 0: each keepalive for
@@ -879,7 +889,7 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
         outcome = exchange(self, method, may_repeat, &sbuf, id, result, start, &deadline,
                            timeout_ms, keepalive_grace_ms, &extended, &sent);
         if (outcome == 0 ||
-            !move_on(self, method, may_repeat, sent, deadline, &hops, &waits, &tried))
+            !move_on(self, may_repeat, sent, deadline, &hops, &waits, &tried))
             break;
     }
     msgpack_sbuffer_destroy(&sbuf);

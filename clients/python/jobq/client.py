@@ -127,6 +127,19 @@ class Client:
         self._checked_failures = 0
         self._drops = 0
         self._ctx = zmq.Context()
+        # The others of a list are connected to later: one ZeroMQ cannot
+        # connect to would fail only then, so try them now.
+        for other in self.endpoints[1:]:
+            probe = self._ctx.socket(zmq.DEALER)
+            probe.setsockopt(zmq.LINGER, 0)
+            try:
+                probe.connect(other)
+            except zmq.ZMQError as e:
+                self._ctx.destroy(0)
+                raise BadArgumentError("BadArgument", "invalid endpoint %r: %s"
+                                       % (other, e)) from None
+            finally:
+                probe.close(0)
         self._open()
 
     def _open(self) -> None:
