@@ -1,6 +1,7 @@
 /* config.c: option parsing and --help for jobqd. */
 #include "config.h"
 #include "auth.h"
+#include "cluster.h"
 #include "executor.h"
 #include "http.h"
 #include "log.h"
@@ -100,6 +101,17 @@ static const char usage_rest[] =
     "      --http-role ROLE      what an HTTP request without a token may do:\n"
     "                            read, submit or admin; none: nothing but load\n"
     "                            the page and log in (for a proxy in front) [read]\n"
+    "      --cluster             run as a node of a Raft cluster: a change is\n"
+    "                            committed when a quorum of nodes has it; only\n"
+    "                            the leader serves changes (docs/cluster.md);\n"
+    "                            the first node starts a cluster of one\n"
+    "      --node-address HOST:PORT  this node's address for node traffic\n"
+    "                            (Raft; CURVE with the daemon's key unless\n"
+    "                            --insecure on loopback); needed by --cluster\n"
+    "      --join ENDPOINT       on the first start, ask the cluster at ENDPOINT\n"
+    "                            (a member's client endpoint; repeatable) to\n"
+    "                            add this node\n"
+    "      --standby             join as a standby: a copy that does not vote\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -145,7 +157,8 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_SYNC_INTERVAL, OPT_MAP_SIZE, OPT_MAX_LOG, OPT_MAX_CONN, OPT_MAX_CLIENT_REQ,
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
        OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
-       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP, OPT_HTTP, OPT_HTTP_ROLE };
+       OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP, OPT_HTTP, OPT_HTTP_ROLE,
+       OPT_CLUSTER, OPT_NODE_ADDRESS, OPT_JOIN, OPT_STANDBY };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -181,6 +194,10 @@ static const struct option long_opts[] = {
     {"group", required_argument, NULL, OPT_GROUP},
     {"http", required_argument, NULL, OPT_HTTP},
     {"http-role", required_argument, NULL, OPT_HTTP_ROLE},
+    {"cluster", no_argument, NULL, OPT_CLUSTER},
+    {"node-address", required_argument, NULL, OPT_NODE_ADDRESS},
+    {"join", required_argument, NULL, OPT_JOIN},
+    {"standby", no_argument, NULL, OPT_STANDBY},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -272,6 +289,22 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         snprintf(cfg->workers[cfg->nworkers++], sizeof cfg->workers[0], "%s", val);
         return 0;
+    case OPT_JOIN:
+        if (cfg->njoin == JQ_MAX_LISTEN || strlen(val) >= sizeof cfg->join[0]) {
+            snprintf(err, errlen, "--join: at most %d endpoints of under 512 bytes",
+                     JQ_MAX_LISTEN);
+            return -1;
+        }
+        snprintf(cfg->join[cfg->njoin++], sizeof cfg->join[0], "%s", val);
+        return 0;
+    case OPT_NODE_ADDRESS:
+        if (jq_node_address_parse(val, NULL, 0, NULL) < 0) {
+            snprintf(err, errlen, "--node-address: expected HOST:PORT (a port from 1 to "
+                                  "65535; an IPv6 host in brackets), got '%s'", val);
+            return -1;
+        }
+        snprintf(cfg->node_address, sizeof cfg->node_address, "%s", val);
+        return 0;
     case OPT_WORKER_OPCODE:
         if (cfg->nworker_opcodes == JQ_MAX_WORKER_OPCODES || !*val ||
             strlen(val) >= sizeof cfg->worker_opcodes[0]) {
@@ -324,6 +357,8 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         return 0;
     case 'v':
     case OPT_INSECURE:
+    case OPT_CLUSTER:
+    case OPT_STANDBY:
     case OPT_SALVAGE: {
         /* A flag: on the command line (val NULL) it is set; in the config
          * file it may say yes or no. */
@@ -340,6 +375,10 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         }
         if (opt == OPT_SALVAGE) {
             cfg->salvage = on;
+        } else if (opt == OPT_CLUSTER) {
+            cfg->cluster = on;
+        } else if (opt == OPT_STANDBY) {
+            cfg->standby = on;
         } else if (opt == OPT_INSECURE) {
             cfg->insecure = on;
         } else {
@@ -658,6 +697,21 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
                 return -1;
             }
     }
+    if (cfg->cluster && !cfg->node_address[0]) {
+        snprintf(err, errlen, "--cluster needs --node-address HOST:PORT (where the other "
+                              "nodes reach this one)");
+        return -1;
+    }
+    if (!cfg->cluster && (cfg->node_address[0] || cfg->njoin || cfg->standby)) {
+        snprintf(err, errlen, "--node-address, --join and --standby need --cluster");
+        return -1;
+    }
+    if (cfg->cluster && cfg->insecure && !jq_node_address_loopback(cfg->node_address)) {
+        snprintf(err, errlen, "--insecure is accepted only on loopback addresses, and the "
+                              "--node-address %s is not one: node traffic needs the "
+                              "daemons' keys instead (docs/cluster.md)", cfg->node_address);
+        return -1;
+    }
     if (cfg->worker_lease <= cfg->worker_heartbeat) {
         snprintf(err, errlen, "--worker-lease (%g s) must be longer than --worker-heartbeat "
                               "(%g s): a worker would be lost between two heartbeats",
@@ -740,6 +794,8 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"group", strcmp(cur->group, next->group) != 0},
         {"http", strcmp(cur->http, next->http) != 0},
         {"http-role", cur->http_role != next->http_role},
+        {"cluster", cur->cluster != next->cluster},
+        {"node-address", strcmp(cur->node_address, next->node_address) != 0},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

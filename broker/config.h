@@ -64,6 +64,11 @@ typedef struct {
     int http_role;                    /* jq_role_t of a loopback HTTP request
                                          without a token (--http-role); -1:
                                          none, a token is always needed */
+    bool cluster;                     /* --cluster: a Raft node (cluster.h) */
+    char node_address[256];           /* --node-address HOST:PORT (node traffic) */
+    char join[JQ_MAX_LISTEN][512];    /* --join: members' client endpoints */
+    unsigned njoin;
+    bool standby;                     /* --standby: join as a non-voter */
 } jq_config_t;
 
 /* What a peer may do (docs/security.md). Ordered: each client role may do

@@ -37,6 +37,10 @@ typedef enum {
     JQ_M_LIST_FIELDS,
     JQ_M_LIST_OPCODES,
     JQ_M_HTTP_TOKEN,
+    JQ_M_QUERY_NODES,
+    JQ_M_ADD_NODE,
+    JQ_M_REMOVE_NODE,
+    JQ_M_TRANSFER_LEADER,
     JQ_M__COUNT
 } jq_method_t;
 
@@ -85,7 +89,9 @@ typedef struct jq_daemon {
     jq_tokens_t *tokens;            /* client tokens of recent submissions */
     struct jq_hub *hub;             /* the worker hub (workers.h; loop thread) */
     struct jq_auth *auth;           /* CURVE keys and zauth (auth.h); NULL: none */
-    uint64_t epoch;                 /* this run's event epoch */
+    _Atomic uint64_t epoch;         /* this run's event epoch (a cluster's:
+                                       set when this node starts leading) */
+    struct jq_cluster *cluster;     /* --cluster (cluster.h); NULL: one node */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
     unsigned npublish_eps;
@@ -192,6 +198,10 @@ jobq_code_t jq_handle_events_since(jq_call_t *c);
 jobq_code_t jq_handle_list_fields(jq_call_t *c);
 jobq_code_t jq_handle_list_opcodes(jq_call_t *c);
 jobq_code_t jq_handle_http_token(jq_call_t *c);
+jobq_code_t jq_handle_query_nodes(jq_call_t *c);
+jobq_code_t jq_handle_add_node(jq_call_t *c);
+jobq_code_t jq_handle_remove_node(jq_call_t *c);
+jobq_code_t jq_handle_transfer_leader(jq_call_t *c);
 
 /* Argument readers shared by handlers: a required/optional job id or
  * integer. They fill err and return -1 on a bad or missing value. */
@@ -238,6 +248,9 @@ void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
  * Before any thread runs. */
 int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+/* The worker opcodes known before any worker connects: those the store
+ * remembers, then the config file's (recovery.c). -1 with err. */
+int jq_load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen);
 
 /* Living under a service manager (service.c). sd_notify is a no-op
  * without $NOTIFY_SOCKET. Loop thread. */

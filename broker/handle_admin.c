@@ -1,4 +1,5 @@
 /* handle_admin.c: ping, stats, set_drain_flag and shutdown. */
+#include "cluster.h"
 #include "daemon.h"
 #include "log.h"
 #include "opreg.h"
@@ -8,7 +9,11 @@
 
 jobq_code_t jq_handle_admin_ping(jq_call_t *c)
 {
-    msgpack_pack_map(c->pk, 8);
+    msgpack_pack_map(c->pk, c->d->cluster ? 9 : 8);
+    if (c->d->cluster) { /* who this node is, and who leads */
+        wire_pack_cstr(c->pk, "cluster");
+        jq_cluster_pack_ping(c->d->cluster, c->pk);
+    }
     /* Every version this daemon answers (a client picks one it speaks),
      * and how long a client token is remembered. */
     wire_pack_cstr(c->pk, "protocols");

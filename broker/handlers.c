@@ -6,6 +6,7 @@
  * per method) and pushes [routing-id, delimiter-flag, reply] back. Handlers
  * never wait on anything but their own socket: no request blocks another
  * for longer than its own table work. */
+#include "cluster.h"
 #include "daemon.h"
 #include "scan.h"
 #include <msgpack/unpack_define.h>
@@ -43,7 +44,19 @@ static const struct {
     [JQ_M_LIST_FIELDS] = {"list_fields", jq_handle_list_fields, JQ_ROLE_READ},
     [JQ_M_LIST_OPCODES] = {"list_opcodes", jq_handle_list_opcodes, JQ_ROLE_READ},
     [JQ_M_HTTP_TOKEN] = {"http_token", jq_handle_http_token, JQ_ROLE_READ},
+    [JQ_M_QUERY_NODES] = {"query_nodes", jq_handle_query_nodes, JQ_ROLE_READ},
+    [JQ_M_ADD_NODE] = {"add_node", jq_handle_add_node, JQ_ROLE_ADMIN},
+    [JQ_M_REMOVE_NODE] = {"remove_node", jq_handle_remove_node, JQ_ROLE_ADMIN},
+    [JQ_M_TRANSFER_LEADER] = {"transfer_leader", jq_handle_transfer_leader, JQ_ROLE_ADMIN},
 };
+
+/* What a cluster node serves while it does not lead: who it is, who
+ * leads, and the lists that do not depend on the queue. */
+static bool served_by_follower(jq_method_t m)
+{
+    return m == JQ_M_PING || m == JQ_M_QUERY_NODES || m == JQ_M_LIST_FIELDS ||
+           m == JQ_M_LIST_OPCODES;
+}
 
 jq_role_t jq_method_role(jq_method_t m)
 {
@@ -167,7 +180,13 @@ static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool h
     msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    wire_reply_error(&pk, id, has_id, code, msg);
+    if (code == JOBQ_ERR_NOT_LEADER && d->cluster) { /* where to go instead */
+        wire_reply_error_begin(&pk, id, has_id, code, msg, 1);
+        wire_pack_cstr(&pk, "leader");
+        jq_cluster_pack_leader(d->cluster, &pk);
+    } else {
+        wire_reply_error(&pk, id, has_id, code, msg);
+    }
     atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
 }
 
@@ -228,6 +247,10 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
                      jq_role_name(methods[m].role), who->owner, jq_role_name(who->role));
             log_denied(who, methods[m].name);
             rc = JOBQ_ERR_PERMISSION_DENIED;
+        } else if (d->cluster && !served_by_follower(m) && !jq_cluster_leading(d->cluster)) {
+            snprintf(err, sizeof err, "this node does not lead the cluster: send %s to the "
+                                      "leader", methods[m].name);
+            rc = JOBQ_ERR_NOT_LEADER;
         }
     }
     if (rc == JOBQ_ERR_NONE) {

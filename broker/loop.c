@@ -13,6 +13,7 @@
  * running opcodes finish, up to --shutdown-grace (Ganeti's queue does
  * the same); a second signal or `shutdown --now` cuts that short. SIGHUP
  * reloads the config file (service.c) between two turns of the loop. */
+#include "cluster.h"
 #include "daemon.h"
 #include "auth.h"
 #include "listeners.h"
@@ -452,9 +453,29 @@ static void forward_reply(loop_t *l)
     zmq_msg_close(&body);
 }
 
+/* A cluster node that was elected and has applied everything committed
+ * before: load the queue from the store, as a restart does (JOBMODEL
+ * §4.4 for what was running), continue the cluster's event stream, and
+ * serve. */
+static void lead(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    char err[512];
+    uint64_t epoch = jq_cluster_epoch(d->cluster);
+    d->epoch = epoch;
+    jq_publisher_rebase(l->publisher, epoch, jq_store_seq(d->store));
+    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 || jq_recover(d, err, sizeof err) < 0) {
+        jq_log(JQ_LOG_ERROR, "cluster: cannot load the queue: %s", err);
+        exit(1);
+    }
+    jq_cluster_set_leading(d->cluster);
+}
+
 /* Publish every change record that arrived, and feed the waiters. */
 static void publish_changes(loop_t *l)
 {
+    if (l->d->cluster && jq_cluster_take_ready(l->d->cluster))
+        lead(l);
     jq_change_t *head = jq_changeq_take(l->d->changeq);
     uint64_t n = 0;
     for (jq_change_t *c = head; c; c = c->next, n++) {
@@ -911,6 +932,8 @@ int jq_loop_run(jq_daemon_t *d)
             jq_log(JQ_LOG_ERROR, "cannot start: %s", strerror(errno));
         goto out;
     }
+    if (d->cluster)
+        jq_publisher_quiet(l.publisher);
     uint64_t maxconn = jq_listeners_set_max(l.listeners, d->cfg.max_connections);
     jq_log(JQ_LOG_INFO, "version %s, serving on ipc://%s/jobq.sock%s (data in %s; %u shards, "
                         "%u handlers, %u executors, up to %llu connections)",

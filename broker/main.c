@@ -2,6 +2,7 @@
  * run directories and their locks, the table, scheduler, executors, then
  * the loop; on a clean stop the socket files go. */
 #include "builtin_ops.h"
+#include "cluster.h"
 #include "auth.h"
 #include "daemon.h"
 #include "datadir.h"
@@ -69,47 +70,6 @@ static void remove_sockets(const char *run_dir)
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) < 0)
             jq_log(JQ_LOG_WARNING, "cannot remove %s: %s", path, strerror(errno));
     }
-}
-
-/* The worker opcodes known before any worker connects: those the store
- * remembers, then the config file's names (a name already declared keeps
- * its declaration). New ones are stored. */
-static int load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    const jq_opset_t builtins = {d->opset.defs, d->opset.count, NULL};
-    int rc = jq_store_get_opcodes(d->store, &sb, err, errlen);
-    if (rc == 0 && sb.size &&
-        jq_opreg_load(d->opset.reg, &builtins, sb.data, sb.size, err, errlen) < 0)
-        rc = -1;
-    msgpack_sbuffer_destroy(&sb);
-    bool changed = false;
-    for (unsigned i = 0; rc == 0 && i < d->cfg.nworker_opcodes; i++) {
-        const char *name = d->cfg.worker_opcodes[i];
-        if (jq_opreg_find(d->opset.reg, name, strlen(name)))
-            continue;
-        msgpack_object o = {.type = MSGPACK_OBJECT_STR,
-                            .via.str = {.ptr = name, .size = (uint32_t)strlen(name)}};
-        const jq_opdef_t *def;
-        bool ch;
-        char why[256];
-        if (jq_opreg_declare(d->opset.reg, &builtins, &o, &def, &ch, why, sizeof why) < 0) {
-            snprintf(err, errlen, "worker-opcode %s: %s", name, why);
-            rc = -1;
-        }
-        changed |= ch;
-    }
-    if (rc == 0 && changed) {
-        msgpack_sbuffer_init(&sb);
-        if (jq_opreg_encode(d->opset.reg, &sb) < 0 ||
-            jq_store_set_opcodes(d->store, sb.data, sb.size) < 0) {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-        }
-        msgpack_sbuffer_destroy(&sb);
-    }
-    return rc;
 }
 
 /* The daemon's keypair (always: clients may fetch its public key) and,
@@ -234,8 +194,12 @@ int main(int argc, char **argv)
                           .sync = (jq_sync_t)d->cfg.sync,
                           .sync_interval_us = (int64_t)(d->cfg.sync_interval * 1e6),
                           .salvage = d->cfg.salvage};
-    /* The store first, while this is the only thread: its check forks. */
-    d->store = jq_store_open(&so, err, sizeof err);
+    /* The store first, while this is the only thread: its check forks.
+     * A cluster node's store is rebuilt from its Raft log (cluster.h). */
+    if (d->cfg.cluster)
+        d->cluster = jq_cluster_new(d, err, sizeof err);
+    else
+        d->store = jq_store_open(&so, err, sizeof err);
     if (!d->store) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         rc = 1;
@@ -247,12 +211,13 @@ int main(int argc, char **argv)
     zsys_handler_set(NULL);
     d->zctx = zsys_init();
     /* Epochs (microseconds) only grow: max(now, the last run's + 1). */
-    if (jq_epoch_next(d->cfg.data_dir, (uint64_t)jq_now_wall(), &d->epoch, err,
-                      sizeof err) < 0) {
+    uint64_t epoch = 0; /* a cluster's comes with its log (set when leading) */
+    if (!d->cluster && jq_epoch_next(d->cfg.data_dir, (uint64_t)jq_now_wall(), &epoch, err, sizeof err) < 0) {
         fprintf(stderr, "jobqd: %s\n", err);
         rc = 1;
         goto out;
     }
+    d->epoch = epoch;
     d->changeq = jq_changeq_new();
     d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
     /* Change records flow: table (under no lock) → store thread (commit)
@@ -273,7 +238,8 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
-    if (!d->opset.reg || load_worker_opcodes(d, err, sizeof err) < 0) {
+    /* A cluster node loads the queue when it is elected (loop.c). */
+    if (!d->opset.reg || (!d->cluster && jq_load_worker_opcodes(d, err, sizeof err) < 0)) {
         jq_log(JQ_LOG_ERROR, "%s", d->opset.reg ? err : "cannot start: out of memory");
         goto out;
     }
@@ -281,7 +247,7 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
-    if (jq_recover(d, err, sizeof err) < 0) {
+    if (!d->cluster && jq_recover(d, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
@@ -295,7 +261,13 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
         goto out;
     }
-    if (jq_store_start(d->store, &hooks) < 0 || !(d->executors = jq_executors_new(&eo))) {
+    if (d->cluster && (jq_cluster_start(d->cluster, err, sizeof err) < 0 ||
+                       jq_cluster_join(d->cluster, 60, err, sizeof err) < 0)) {
+        jq_log(JQ_LOG_ERROR, "%s", err);
+        goto out;
+    }
+    if ((!d->cluster && jq_store_start(d->store, &hooks) < 0) ||
+        !(d->executors = jq_executors_new(&eo))) {
         jq_log(JQ_LOG_ERROR, "cannot start: out of threads");
         goto out;
     }
@@ -310,6 +282,7 @@ out:
     jq_executors_destroy(&d->executors);
     jq_hub_destroy(&d->hub);
     jq_auth_destroy(&d->auth);
+    jq_cluster_destroy(&d->cluster); /* before the store it applies to */
     if (d->zctx)
         zsys_shutdown(); /* terminates the context */
     jq_store_close(&d->store); /* commits what is still queued */

@@ -27,6 +27,7 @@ struct jq_publisher {
     uint64_t seq;
     _Atomic uint64_t *last_seq;
     int64_t next_heartbeat;
+    bool quiet; /* no heartbeats (jq_publisher_quiet) */
     msgpack_sbuffer body;
 };
 
@@ -140,10 +141,24 @@ uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
     return seq;
 }
 
+void jq_publisher_rebase(jq_publisher_t *p, uint64_t epoch, uint64_t seq)
+{
+    p->epoch = epoch;
+    p->seq = seq;
+    p->quiet = false;
+    atomic_store(p->last_seq, seq);
+}
+
+void jq_publisher_quiet(jq_publisher_t *p) { p->quiet = true; }
+
 int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall)
 {
     if (now_mono < p->next_heartbeat)
         return p->next_heartbeat;
+    if (p->quiet) { /* a cluster node that does not lead has no stream yet */
+        p->next_heartbeat = now_mono + JQ_HEARTBEAT_US;
+        return p->next_heartbeat;
+    }
     msgpack_sbuffer_clear(&p->body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &p->body, msgpack_sbuffer_write);

@@ -35,6 +35,11 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, struct jq_a
                                  unsigned *neps);
 void jq_publisher_destroy(jq_publisher_t **p);
 
+/* A cluster node that starts leading: the cluster's epoch, and the seq
+ * of the last event its log holds (the next event is seq + 1). */
+void jq_publisher_rebase(jq_publisher_t *p, uint64_t epoch, uint64_t seq);
+/* No heartbeats until rebased (a cluster node that does not lead). */
+void jq_publisher_quiet(jq_publisher_t *p);
 /* Publish one record; returns its sequence number. */
 uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c);
 /* Send a heartbeat if one is due; returns when the next one is due. */

@@ -7,6 +7,7 @@
  * The client tokens of recent submissions come back too (tokens.h). */
 #include "daemon.h"
 #include "log.h"
+#include "opreg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,3 +193,45 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     free(l.ids);
     return 0;
 }
+
+/* The worker opcodes known before any worker connects: those the store
+ * remembers, then the config file's names (a name already declared keeps
+ * its declaration). New ones are stored. */
+int jq_load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    const jq_opset_t builtins = {d->opset.defs, d->opset.count, NULL};
+    int rc = jq_store_get_opcodes(d->store, &sb, err, errlen);
+    if (rc == 0 && sb.size &&
+        jq_opreg_load(d->opset.reg, &builtins, sb.data, sb.size, err, errlen) < 0)
+        rc = -1;
+    msgpack_sbuffer_destroy(&sb);
+    bool changed = false;
+    for (unsigned i = 0; rc == 0 && i < d->cfg.nworker_opcodes; i++) {
+        const char *name = d->cfg.worker_opcodes[i];
+        if (jq_opreg_find(d->opset.reg, name, strlen(name)))
+            continue;
+        msgpack_object o = {.type = MSGPACK_OBJECT_STR,
+                            .via.str = {.ptr = name, .size = (uint32_t)strlen(name)}};
+        const jq_opdef_t *def;
+        bool ch;
+        char why[256];
+        if (jq_opreg_declare(d->opset.reg, &builtins, &o, &def, &ch, why, sizeof why) < 0) {
+            snprintf(err, errlen, "worker-opcode %s: %s", name, why);
+            rc = -1;
+        }
+        changed |= ch;
+    }
+    if (rc == 0 && changed) {
+        msgpack_sbuffer_init(&sb);
+        if (jq_opreg_encode(d->opset.reg, &sb) < 0 ||
+            jq_store_set_opcodes(d->store, sb.data, sb.size) < 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = -1;
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+    return rc;
+}
+

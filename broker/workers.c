@@ -1,6 +1,7 @@
 /* workers.c: the worker hub (workers.h; protocol in docs/protocol.md,
  * "Workers"). Everything here but the inbox runs on the loop thread. */
 #include "workers.h"
+#include "cluster.h"
 #include "auth.h"
 #include "hubsnap.h"
 #include "log.h"
@@ -1178,6 +1179,21 @@ void jq_hub_on_message(jq_hub_t *h, const unsigned char *rid, size_t ridlen, con
             known->heard = now;
             session_timer(h, known);
         }
+        goto out;
+    } else if (wire_str_eq(type, "hello") && h->d->cluster &&
+               !jq_cluster_leading(h->d->cluster)) {
+        /* Only the leader hands out work: the error says where it is. */
+        msgpack_packer pk;
+        start(h, &pk);
+        pack_head(&pk, 3, "error");
+        wire_pack_cstr(&pk, "code");
+        wire_pack_cstr(&pk, jobq_code_name(JOBQ_ERR_NOT_LEADER));
+        wire_pack_cstr(&pk, "message");
+        wire_pack_cstr(&pk, "this node does not lead the cluster: say hello to the leader");
+        wire_pack_cstr(&pk, "leader");
+        jq_cluster_pack_leader(h->d->cluster, &pk);
+        send_raw(h, rid, ridlen);
+        STAT_ADD(h, refused, 1);
         goto out;
     } else if (wire_str_eq(type, "hello")) {
         on_hello(h, rid, ridlen, m, now);

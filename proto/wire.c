@@ -201,11 +201,17 @@ static size_t utf8_whole_len(const char *s)
 void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
                       jobq_code_t code, const char *message)
 {
+    wire_reply_error_begin(pk, id, has_id, code, message, 0);
+}
+
+void wire_reply_error_begin(msgpack_packer *pk, uint64_t id, bool has_id, jobq_code_t code,
+                            const char *message, uint32_t extra)
+{
     pack_head(pk, 4, id, has_id);
     wire_pack_cstr(pk, "ok");
     msgpack_pack_false(pk);
     wire_pack_cstr(pk, "error");
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, 2 + extra);
     wire_pack_cstr(pk, "code");
     wire_pack_cstr(pk, jobq_code_name(code));
     wire_pack_cstr(pk, "message");

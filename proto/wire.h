@@ -69,8 +69,7 @@ typedef enum {
     JOBQ_ERR_PERMISSION_DENIED, /* the caller's role (or ownership) does not
                                    allow the request: nothing changed */
     JOBQ_ERR_NOT_LEADER,       /* a cluster node that is not the leader: the
-                                  request did nothing; the error names the
-                                  leader when one is known */
+                                  error's "leader" says where to go */
     JOBQ_ERR__COUNT
 } jobq_code_t;
 
@@ -115,6 +114,10 @@ void wire_reply_ok_begin(msgpack_packer *pk, uint64_t id, bool has_id);
 /* Writes a whole error reply. */
 void wire_reply_error(msgpack_packer *pk, uint64_t id, bool has_id,
                       jobq_code_t code, const char *message);
+/* An error reply whose error map has `extra` more keys, which the caller
+ * packs next (key, value...): NotLeader's "leader". */
+void wire_reply_error_begin(msgpack_packer *pk, uint64_t id, bool has_id, jobq_code_t code,
+                            const char *message, uint32_t extra);
 /* Writes a whole keepalive: not the answer yet, the request is parked. */
 void wire_reply_keepalive(msgpack_packer *pk, uint64_t id);
 

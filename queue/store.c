@@ -449,8 +449,8 @@ out:
 }
 
 /* Commit the first n records of head in one transaction. */
-static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n, char *why,
-                        size_t whylen)
+static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n,
+                        const jq_store_meta_t *meta, size_t nmeta, char *why, size_t whylen)
 {
     batch_t b = {.s = s};
     b.cap = 16;
@@ -475,6 +475,15 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n, char *
     uint64_t last = atomic_load(&s->last_id);
     if (rc == 0 && b.last_id > last)
         rc = jq_store_meta_put(s, b.txn, "last_id", &b.last_id, sizeof b.last_id);
+    uint64_t seq = atomic_load(&s->seq);
+    if (rc == 0 && s->count_seq) {
+        c = head;
+        for (size_t i = 0; i < n; i++, c = c->next)
+            seq += c->job_id != 0; /* each job record is one event */
+        rc = jq_store_meta_put(s, b.txn, "seq", &seq, sizeof seq);
+    }
+    for (size_t i = 0; rc == 0 && i < nmeta; i++)
+        rc = jq_store_meta_put(s, b.txn, meta[i].key, meta[i].val, meta[i].len);
     if (b.txn) {
         if (rc == 0)
             rc = mdb_txn_commit(b.txn);
@@ -483,6 +492,8 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n, char *
     }
     if (rc == 0 && b.last_id > last)
         atomic_store(&s->last_id, b.last_id);
+    if (rc == 0 && s->count_seq)
+        atomic_store(&s->seq, seq);
     if (rc == -1)
         snprintf(why, whylen, "%s", b.why);
     free(b.slots);
@@ -555,6 +566,15 @@ static jq_change_t *take_first(jq_change_t **head, jq_change_t **tail, size_t n)
     return first;
 }
 
+static void count_commit(jq_store_t *s, size_t n)
+{
+    atomic_fetch_add(&s->commits, 1);
+    atomic_fetch_add(&s->records, n);
+    jq_histo_observe(&s->batch, &jq_store_batch_spec, n);
+    if (s->opts.sync == JQ_SYNC_ALWAYS)
+        atomic_fetch_add(&s->fsyncs, 1);
+}
+
 static void *store_main(void *arg)
 {
     jq_store_t *s = arg;
@@ -591,17 +611,13 @@ static void *store_main(void *arg)
             size_t n = npending < chunk ? npending : chunk;
             char why[256] = "";
             int64_t t0 = mono_us();
-            int rc = commit_batch(s, pending, n, why, sizeof why);
+            int rc = commit_batch(s, pending, n, NULL, 0, why, sizeof why);
             jq_histo_observe(&s->latency, &jq_store_latency_spec,
                              (uint64_t)(mono_us() - t0));
             if (rc == 0) {
                 jq_change_t *done = take_first(&pending, &pending_tail, n);
                 npending -= n;
-                atomic_fetch_add(&s->commits, 1);
-                atomic_fetch_add(&s->records, n);
-                jq_histo_observe(&s->batch, &jq_store_batch_spec, n);
-                if (s->opts.sync == JQ_SYNC_ALWAYS)
-                    atomic_fetch_add(&s->fsyncs, 1);
+                count_commit(s, n);
                 unsynced = true;
                 uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
                 atomic_store(&s->failed, 0);
@@ -791,4 +807,172 @@ void jq_store_close(jq_store_t **sp)
     }
     store_free(s);
     *sp = NULL;
+}
+
+/* ---- cluster mode ---- */
+
+void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks)
+{
+    if (hooks)
+        s->hooks = *hooks;
+    s->count_seq = true;
+    MDB_txn *txn;
+    uint64_t seq = 0;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (jq_store_meta_get(s, txn, "seq", &seq, sizeof seq) != 0)
+            seq = 0;
+        mdb_txn_abort(txn);
+    }
+    atomic_store(&s->seq, seq);
+}
+
+jq_changeq_t *jq_store_intake(jq_store_t *s) { return s->in; }
+uint64_t jq_store_seq(jq_store_t *s) { return atomic_load(&s->seq); }
+
+int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
+                   const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen)
+{
+    char why[256] = "";
+    int64_t t0 = mono_us();
+    int rc = commit_batch(s, head, n, meta, nmeta, why, sizeof why);
+    jq_histo_observe(&s->latency, &jq_store_latency_spec, (uint64_t)(mono_us() - t0));
+    if (rc != 0) {
+        describe_failure(s, rc, why, err, errlen);
+        atomic_fetch_add(&s->failures, 1);
+        return -1;
+    }
+    count_commit(s, n);
+    if (!mine) {
+        jq_change_list_free(&head);
+        return 0;
+    }
+    uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
+    if (s->hooks.committed)
+        s->hooks.committed(s->hooks.ctx, head, durable);
+    else
+        jq_change_list_free(&head);
+    return 0;
+}
+
+int jq_store_meta_read(jq_store_t *s, const char *key, msgpack_sbuffer *out)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    MDB_val k = {strlen(key), (void *)key}, v;
+    const unsigned char *p;
+    size_t n;
+    int rc = mdb_get(txn, s->meta, &k, &v);
+    if (rc == 0 && jq_store_verify(&k, &v, &p, &n) == 0)
+        msgpack_sbuffer_write(out, (const char *)p, n);
+    else if (rc == 0)
+        rc = -1;
+    mdb_txn_abort(txn);
+    return rc == MDB_NOTFOUND ? 1 : rc ? -1 : 0;
+}
+
+/* A snapshot is every key and value of the four tables, as stored (their
+ * checksums included), so restoring writes them back byte for byte:
+ * ["jqsnap1", [name, k, v, k, v...] x 4]. */
+static const char *const snap_dbs[] = {"meta", "jobs", "archive", "logs"};
+
+static MDB_dbi snap_dbi(jq_store_t *s, size_t i)
+{
+    return i == 0 ? s->meta : i == 1 ? s->jobs : i == 2 ? s->archive : s->logs;
+}
+
+int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
+        return -1;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "jqsnap1", 7);
+    for (size_t i = 0; rc == 0 && i < 4; i++) {
+        MDB_stat st;
+        MDB_cursor *cur;
+        rc = mdb_stat(txn, snap_dbi(s, i), &st);
+        if (rc == 0)
+            rc = mdb_cursor_open(txn, snap_dbi(s, i), &cur);
+        if (rc != 0)
+            break;
+        msgpack_pack_array(&pk, 1 + 2 * (uint32_t)st.ms_entries);
+        msgpack_pack_str_with_body(&pk, snap_dbs[i], strlen(snap_dbs[i]));
+        MDB_val k, v;
+        size_t packed = 0;
+        for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); c == 0 && packed < st.ms_entries;
+             c = mdb_cursor_get(cur, &k, &v, MDB_NEXT), packed++) {
+            msgpack_pack_bin_with_body(&pk, k.mv_data, k.mv_size);
+            msgpack_pack_bin_with_body(&pk, v.mv_data, v.mv_size);
+        }
+        mdb_cursor_close(cur);
+        if (packed != st.ms_entries)
+            rc = MDB_CORRUPTED; /* the count said otherwise: never a short snapshot */
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0) {
+        snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        up.data.type != MSGPACK_OBJECT_ARRAY || up.data.via.array.size != 5 ||
+        up.data.via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+        up.data.via.array.ptr[0].via.str.size != 7 ||
+        memcmp(up.data.via.array.ptr[0].via.str.ptr, "jqsnap1", 7) != 0) {
+        msgpack_unpacked_destroy(&up);
+        snprintf(err, errlen, "restore: not a jobq snapshot");
+        return -1;
+    }
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    for (size_t i = 0; rc == 0 && i < 4; i++)
+        rc = mdb_drop(txn, snap_dbi(s, i), 0);
+    for (size_t i = 0; rc == 0 && i < 4; i++) {
+        const msgpack_object *t = &up.data.via.array.ptr[1 + i];
+        if (t->type != MSGPACK_OBJECT_ARRAY || t->via.array.size % 2 != 1) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        for (uint32_t j = 1; rc == 0 && j + 1 < t->via.array.size; j += 2) {
+            const msgpack_object *k = &t->via.array.ptr[j], *v = &t->via.array.ptr[j + 1];
+            if (k->type != MSGPACK_OBJECT_BIN || v->type != MSGPACK_OBJECT_BIN) {
+                rc = MDB_CORRUPTED;
+                break;
+            }
+            MDB_val kv = {k->via.bin.size, (void *)k->via.bin.ptr};
+            MDB_val vv = {v->via.bin.size, (void *)v->via.bin.ptr};
+            rc = mdb_put(txn, snap_dbi(s, i), &kv, &vv, MDB_APPEND);
+        }
+    }
+    uint64_t last_id = 0, seq = 0;
+    if (rc == 0) {
+        if (jq_store_meta_get(s, txn, "last_id", &last_id, sizeof last_id) != 0)
+            last_id = 0;
+        if (jq_store_meta_get(s, txn, "seq", &seq, sizeof seq) != 0)
+            seq = 0;
+        rc = mdb_txn_commit(txn);
+    } else {
+        mdb_txn_abort(txn);
+    }
+    msgpack_unpacked_destroy(&up);
+    if (rc != 0) {
+        snprintf(err, errlen, "restore: %s", mdb_strerror(rc));
+        return -1;
+    }
+    atomic_store(&s->last_id, last_id);
+    atomic_store(&s->seq, seq);
+    return 0;
 }

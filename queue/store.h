@@ -150,4 +150,34 @@ void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out);
 extern const jq_histo_spec_t jq_store_batch_spec, jq_store_latency_spec;
 void jq_store_get_histograms(jq_store_t *s, jq_histo_snap_t *batch, jq_histo_snap_t *latency);
 
+/* ---- cluster mode (broker/cluster.c) ----
+ * No store thread: the cluster's thread takes the intake's records,
+ * proposes them as one Raft entry and, once the entry is committed,
+ * applies it with jq_store_apply — on every node, with the same code as
+ * the store thread's commits. The store is derived from the Raft log and
+ * snapshots, so it is opened without fsync. */
+typedef struct {
+    const char *key;
+    const void *val;
+    size_t len;
+} jq_store_meta_t;
+/* Before anything is applied: count the event seq (meta "seq") and use
+ * hooks for what this node's records do once applied. */
+void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks);
+/* The queue the table's sink pushes to (the cluster thread takes it). */
+jq_changeq_t *jq_store_intake(jq_store_t *s);
+/* Apply n committed records (owned) and the meta values in one
+ * transaction. mine: they are this node's intake's, in order: durable
+ * advances and the committed hook takes them; otherwise they are freed.
+ * -1 with err (nothing applied; the records are still the caller's). */
+int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
+                   const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen);
+/* Job records applied, ever: the last event seq. */
+uint64_t jq_store_seq(jq_store_t *s);
+/* A meta value (checksum verified) appended to out: 0, 1 when absent, -1. */
+int jq_store_meta_read(jq_store_t *s, const char *key, msgpack_sbuffer *out);
+/* Every table, as stored, into out; and back (replacing everything). */
+int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen);
+int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen);
+
 #endif

@@ -27,6 +27,10 @@ struct jq_store {
     _Atomic uint64_t commits, fsyncs, records, failures;
     jq_histo_t batch;          /* records per successful commit */
     jq_histo_t latency;        /* µs of each commit (and its sync), failed ones too */
+    /* Cluster mode: job records applied, ever (the event seq), kept in
+     * meta "seq" with every commit. */
+    bool count_seq;
+    _Atomic uint64_t seq;
 };
 
 static inline void jq_put_be64(unsigned char *p, uint64_t v)

@@ -8,7 +8,7 @@
 # is the dashboard's charting library (served from its installed path).
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
 libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev libmicrohttpd-dev \
-libsodium-dev libjs-chart.js python3-zmq python3-msgpack \
+libsodium-dev libraft-dev libuv1-dev libjs-chart.js python3-zmq python3-msgpack \
 python3-pytest python3-mypy python3-pip python3-venv procps scdoc systemd clang libclang-rt-14-dev"
 
 # Only the tests need a browser (the dashboard's tests drive Debian's

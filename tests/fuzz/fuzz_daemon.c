@@ -83,8 +83,10 @@ static void start(void)
                           .sync = (jq_sync_t)d->cfg.sync, .sync_interval_us = 100000};
     if (!(d->store = jq_store_open(&so, err, sizeof err)))
         fail("store", err);
-    if (jq_epoch_next(dir, (uint64_t)jq_now_wall(), &d->epoch, err, sizeof err) < 0)
+    uint64_t epoch;
+    if (jq_epoch_next(dir, (uint64_t)jq_now_wall(), &epoch, err, sizeof err) < 0)
         fail("epoch", err);
+    d->epoch = epoch;
     d->changeq = jq_changeq_new();
     d->ring = jq_ring_new(d->cfg.ring_events, JQ_RING_DEFAULT_BYTES);
     d->table = jq_table_new(d->cfg.shards, jq_store_sink, d->store);
