@@ -87,6 +87,7 @@ struct _jobq_client_t {
     size_t neps;
     size_t cur;                 /* eps[cur]: the configured one last used */
     uint64_t moves;             /* times the client changed endpoint */
+    bool via_leader;            /* the current endpoint is a NotLeader's leader's */
     bool cluster;               /* a ping answered with "cluster" */
     jobq_curve_t curve;         /* CURVE keys (jobq_client_set_keys) */
     unsigned nsockets;          /* sockets opened: names their monitors */
@@ -785,12 +786,24 @@ static int move_to(jobq_client_t *self, const char *endpoint)
 static int next_endpoint(jobq_client_t *self)
 {
     self->cur = (self->cur + 1) % self->neps;
+    self->via_leader = false;
     if (move_to(self, self->eps[self->cur]) < 0) {
         set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s", self->eps[self->cur],
                   zmq_strerror(errno));
         return -1;
     }
     return 0;
+}
+
+/* While no leader is known: a pause, then the next configured endpoint.
+ * false when the pauses or the time ran out. */
+static bool wait_for_leader(jobq_client_t *self, int64_t deadline, int *waits)
+{
+    long left = remaining_ms(deadline);
+    if (++*waits > MAX_LEADER_WAITS || left == 0)
+        return false;
+    usleep(1000 * (left < 0 || left > LEADER_WAIT_MS ? LEADER_WAIT_MS : left));
+    return remaining_ms(deadline) != 0 && next_endpoint(self) == 0;
 }
 
 /* After a failed exchange: whether to send the request again, and where
@@ -800,6 +813,7 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
                     int *hops, int *waits, size_t *tried)
 {
     if (self->status == JOBQ_ERR_NOT_LEADER) {
+        *tried = 0; /* a node answered: the endpoints are not all down */
         char *to = leader_endpoint(self);
         if (to && *hops >= MAX_HOPS) {
             free(to);
@@ -814,6 +828,7 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
         if (to) {
             ++*hops;
             int rc = move_to(self, to);
+            self->via_leader = true;
             free(to);
             if (rc < 0)
                 set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to the leader: %s",
@@ -822,14 +837,16 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
         }
         /* No leader known (an election), or one without a usable endpoint:
          * ask again a moment later, the configured endpoints in turn. */
-        long left = remaining_ms(deadline);
-        if (++*waits > MAX_LEADER_WAITS || left == 0)
-            return false;
-        usleep(1000 * (left < 0 || left > LEADER_WAIT_MS ? LEADER_WAIT_MS : left));
-        return remaining_ms(deadline) != 0 && next_endpoint(self) == 0;
+        return wait_for_leader(self, deadline, waits);
     }
     bool unreachable = self->status == JOBQ_ERR_NOT_RUNNING ||
                        self->status == JOBQ_ERR_TIMEOUT || self->status == JOBQ_ERR_TRANSPORT;
+    if (unreachable && self->via_leader && (!sent || may_repeat)) {
+        /* The leader a node named is gone (the nodes do not know yet):
+         * as while no leader is known. That hop led nowhere. */
+        --*hops;
+        return wait_for_leader(self, deadline, waits);
+    }
     if (self->neps < 2 || !unreachable || (sent && !may_repeat))
         return false;
     /* The next configured endpoint: for this request while time is left

@@ -122,6 +122,7 @@ class Client:
         #: A ``ping`` answered with ``cluster`` (the daemon runs --cluster).
         self.cluster = False
         self._cur = 0  # self.endpoints[self._cur]: the configured one last used
+        self._via_leader = False  # the current endpoint is a NotLeader's leader's
         self._next_id = 1
         self._failed_attempts = 0
         self._checked_failures = 0
@@ -359,6 +360,20 @@ class Client:
         limit: float = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit if limit > 0 else None
         hops = waits = tried = 0
+
+        def wait_for_leader() -> bool:
+            """While no leader is known: a pause (then the next configured
+            endpoint); False when the pauses or the time ran out."""
+            nonlocal waits
+            waits += 1
+            if waits > protocol.MAX_LEADER_WAITS or deadline is None:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, protocol.LEADER_WAIT))
+            return deadline - time.monotonic() > 0
+
         while True:
             self._sent = False
             try:
@@ -367,10 +382,12 @@ class Client:
                 if any(r is not None for r in getattr(e, "results", [])):
                     raise  # part of a pipeline was carried out elsewhere
                 self.leader = e.leader
+                tried = 0  # a node answered: the endpoints are not all down
                 to = self._leader_endpoint()
                 if to is not None and hops < protocol.MAX_HOPS:
                     hops += 1
                     self._move_to(to)
+                    self._via_leader = True
                     continue
                 if to is not None:
                     raise NotLeaderError(
@@ -379,28 +396,32 @@ class Client:
                         % (protocol.MAX_HOPS, self.endpoint, e.message), e.leader) from None
                 # No leader known (an election): ask again a moment later,
                 # the configured endpoints in turn.
-                waits += 1
-                if waits > protocol.MAX_LEADER_WAITS or deadline is None:
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise
-                time.sleep(min(left, protocol.LEADER_WAIT))
-                if deadline - time.monotonic() <= 0:
+                if not wait_for_leader():
                     raise
             except (NotRunningError, TimeoutError, TransportError):
                 safe = not self._sent or all(protocol.may_repeat(m, a) for m, a in requests)
+                if self._via_leader and safe:
+                    # The leader a node named is gone (the nodes do not know
+                    # yet): as while no leader is known. That hop led nowhere.
+                    hops -= 1
+                    if not wait_for_leader():
+                        raise
+                    self._next_endpoint()
+                    continue
                 if len(self.endpoints) < 2 or not safe:
                     raise
                 tried += 1
                 if (self._refused is not None or tried >= len(self.endpoints)
                         or deadline is None or deadline - time.monotonic() <= 0):
-                    # The next configured endpoint, for the next call.
-                    self._cur = (self._cur + 1) % len(self.endpoints)
-                    self._move_to(self.endpoints[self._cur])
+                    self._next_endpoint()  # for the next call
                     raise
-            self._cur = (self._cur + 1) % len(self.endpoints)
-            self._move_to(self.endpoints[self._cur])
+            self._next_endpoint()
+
+    def _next_endpoint(self) -> None:
+        """Talk to the configured endpoint after the current one."""
+        self._cur = (self._cur + 1) % len(self.endpoints)
+        self._via_leader = False
+        self._move_to(self.endpoints[self._cur])
 
     def _exchange_one(self, requests: Sequence[Tuple[str, Optional[Mapping[str, Any]]]],
                       timeout: Optional[float], keepalive_grace: float = 0.0,
