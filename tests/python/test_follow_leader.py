@@ -656,3 +656,104 @@ def test_completion_of_nodes(tmp):
          "--server-key", "--json", "--help"])
     assert complete("nodes", "remove", "") == ["1", "13", "2"]
     assert complete("nodes", "transfer", "1") == ["1", "13"]
+
+
+# -- a real cluster -------------------------------------------------------------
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_real_cluster_leader_killed(tmp_path):
+    """Three jobqd --cluster nodes on loopback (plain TCP between them:
+    --insecure). The clients are given every node, a follower first:
+    requests reach the leader; the leader is killed; the next submit waits
+    out the election and lands on the new leader; `jobq monitor` goes on
+    from the new leader's events, seq following seq, without a resync."""
+    import json
+    from jobqd_stop import stop_jobqd
+    from test_cli import JOBQD
+    procs: List[subprocess.Popen] = []
+    logs = []
+    eps = []
+    mon = None
+
+    def start(i: int, *extra: str) -> None:
+        d = tmp_path / ("n%d" % i)
+        d.mkdir()
+        eps.append("ipc://%s/jobq.sock" % d)
+        log = open(tmp_path / ("n%d.log" % i), "w")
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [JOBQD, "--data-dir", str(d), "--cluster", "--insecure",
+             "--node-address", "127.0.0.1:%d" % free_port(), *extra],
+            stdout=log, stderr=subprocess.STDOUT))
+
+    def jq(*args: str, which: str = "c") -> subprocess.CompletedProcess:
+        return run(which, "-s", ",".join(order), *args)
+
+    def nodes() -> List[Dict[str, Any]]:
+        p = run("c", "-s", ",".join(eps), "-t", "2", "nodes", "list", "--json")
+        return json.loads(p.stdout) if p.returncode == 0 else []
+
+    def wait(cond: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        t = threading.Event()
+        for _ in range(int(timeout / 0.1)):
+            v = cond()
+            if v:
+                return v
+            t.wait(0.1)
+        raise AssertionError("timed out waiting for " + what)
+    try:
+        start(1)
+        wait(lambda: run("c", "-s", eps[0], "-t", "1", "ping").returncode == 0, "node 1")
+        start(2, "--join", eps[0])
+        start(3, "--join", eps[0])
+        wait(lambda: sorted(n["state"] for n in nodes()) == ["follower", "follower", "leader"],
+             "a cluster of three")
+        states = {tuple(n["endpoints"]): n["state"] for n in nodes()}
+        leader = next(i for i, e in enumerate(eps) if states.get((e,)) == "leader")
+        order = [e for i, e in enumerate(eps) if i != leader] + [eps[leader]]
+        for which in BOTH:
+            p = jq("-t", "20", "submit", "test.delay", "duration=0", which=which)
+            assert p.returncode == 0 and p.stdout.strip().isdigit(), p.stderr
+        p = jq("nodes", "list")
+        lines = p.stdout.splitlines()
+        assert p.returncode == 0 and len(lines) == 4 and lines[0].startswith("ID  "), p.stdout
+        assert sum("*" in line.split()[0] for line in lines[1:]) == 1
+        mon = subprocess.Popen([JOBQ, "-s", ",".join(order), "-t", "5", "monitor", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env())
+        timer = threading.Timer(60, mon.kill)  # bounded, whatever happens
+        timer.start()
+        assert mon.stdout is not None
+        first = json.loads(mon.stdout.readline())
+        assert first["type"] == "resync", first
+        procs[leader].kill()
+        procs[leader].wait(10)
+        p = jq("-t", "30", "submit", "test.delay", "duration=0")
+        assert p.returncode == 0, p.stderr
+        job = int(p.stdout)
+        seqs = [first["seq"]]
+        while True:
+            line = mon.stdout.readline()
+            assert line, "monitor ended: %s" % (mon.stderr.read() if mon.stderr else "")
+            ev = json.loads(line)
+            assert ev["type"] == "change" and ev["epoch"] == first["epoch"], ev
+            seqs.append(ev["seq"])
+            if ev["job"] == job and ev["change"]["status"] == "success":
+                break
+        timer.cancel()
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    finally:
+        if mon is not None:
+            mon.kill()
+            mon.communicate(timeout=10)
+        for pr in procs:
+            if pr.poll() is None:
+                stop_jobqd(pr, 15)
+        for log in logs:
+            log.close()
