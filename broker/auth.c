@@ -452,6 +452,21 @@ const char *jq_auth_public_key(const jq_auth_t *a)
     return a ? zcert_public_txt(a->cert) : "";
 }
 
+void jq_auth_keypair(const jq_auth_t *a, uint8_t public_key[32], uint8_t secret_key[32])
+{
+    memcpy(public_key, zcert_public_key(a->cert), 32);
+    memcpy(secret_key, zcert_secret_key(a->cert), 32);
+}
+
+bool jq_auth_is_node_key(jq_auth_t *a, const uint8_t public_key[32])
+{
+    char z85[JQ_KEY_Z85 + 1], name[65];
+    int role;
+    if (!zmq_z85_encode(z85, public_key, 32))
+        return false;
+    return jq_auth_identity(a, z85, &role, name, sizeof name) == 0 && role == JQ_ROLE_ADMIN;
+}
+
 bool jq_endpoint_is_loopback(const char *endpoint)
 {
     if (strncmp(endpoint, "tcp://", 6) != 0)

@@ -30,6 +30,13 @@ void jq_auth_destroy(jq_auth_t **a);
 int jq_auth_apply(jq_auth_t *a, void *socket);
 /* The daemon's public key, Z85 (40 characters). */
 const char *jq_auth_public_key(const jq_auth_t *a);
+/* The daemon's keypair as raw bytes (32 each): the node transport's
+ * static keys (broker/nodelink.h). The caller wipes its secret copy. */
+void jq_auth_keypair(const jq_auth_t *a, uint8_t public_key[32], uint8_t secret_key[32]);
+/* Whether a raw public key belongs to a node of the cluster: it is in the
+ * authorized-keys directory with role admin (docs/security.md "Node
+ * traffic"); the node transport's authorize. Any thread. */
+bool jq_auth_is_node_key(jq_auth_t *a, const uint8_t public_key[32]);
 
 /* The role and name of an authorized client key (public_key: Z85, the
  * "User-Id" zauth gives a CURVE peer's messages), read from the daemon's

@@ -1,112 +1,22 @@
-/* cluster.c: the Raft node (cluster.h): libraft's state machine is the
- * LMDB store, its entries are the store's batches of change records.
- *
- * Entries (msgpack): ["jq1", type, proposer, ...]
- *   BATCH ..., n, [job, serial, kind, bytes] x n  change records, in order
- *   NODE  info                                      a node's endpoints (add_node)
- *   GONE  id                                        a node was removed
- *   INIT  epoch                                     the cluster's event epoch
- * `proposer` is a random number of this process: an entry of its own is
- * one whose records came from this node's intake, so its apply advances
- * `durable` and releases what waited for them. */
-#include "cluster.h"
-#include "daemon.h"
+/* cluster.c: the Raft node (cluster.h): the cluster thread (libuv's loop
+ * for libraft), elections and what follows them, start and stop. The
+ * entries and the state machine are in cluster_log.c, node requests in
+ * cluster_admin.c. */
+#include "cluster_int.h"
+#include "auth.h"
 #include "log.h"
-#include "storeint.h"
+#include "nodelink.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <raft.h>
-#include <raft/uv.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#include <uv.h>
-#include <zmq.h>
-
-#define ENTRY_MAGIC "jq1"
-enum { ENTRY_BATCH = 1, ENTRY_NODE = 2, ENTRY_GONE = 3, ENTRY_INIT = 4 };
-/* An entry carries at most this many records or bytes; the rest of a
- * burst goes in the next entries (libraft appends them in one write). */
-#define ENTRY_MAX_RECORDS 20000
-#define ENTRY_MAX_BYTES (8u << 20)
-#define WATCH_MS 10
-#define MAX_NODES 16
-#define CMD_WAIT_S 30
-
-enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING };
-enum { CMD_ADD, CMD_REMOVE, CMD_TRANSFER };
-
-typedef struct cmd {
-    struct cmd *next;
-    int type;
-    uint64_t id;
-    char address[256];
-    bool voter;
-    char *info;
-    size_t info_len;
-    /* filled by the cluster thread */
-    bool done, not_leader;
-    int rc;
-    char err[256];
-    uint64_t leader;
-    int refs; /* the handler's and the cluster thread's (under mu) */
-    struct raft_change change;
-    struct raft_transfer transfer;
-    struct jq_cluster *c;
-} cmd_t;
-
-typedef struct {
-    uint64_t id;
-    char address[256];
-    int role;
-    bool present;
-    uint64_t match;
-    int64_t contact_us, caught_up_us; /* wall clock, 0: never seen */
-} peer_t;
-
-typedef struct {
-    uint64_t id;
-    char *info; /* msgpack map */
-    size_t len;
-} node_t;
-
-struct jq_cluster {
-    jq_daemon_t *d;
-    char dir[JQ_PATH_BYTES + 16];
-    char raft_dir[JQ_PATH_BYTES + 32];
-    uint64_t id, nonce;
-    bool pristine; /* no Raft state yet */
-    struct uv_loop_s loop;
-    uv_async_t wake;
-    uv_poll_t intake;
-    uv_timer_t watch;
-    struct raft raft;
-    struct raft_io io;
-    struct raft_uv_transport transport;
-    struct raft_fsm fsm;
-    struct raft_barrier barrier;
-    bool io_ready, transport_ready, raft_ready, loop_ready;
-    pthread_t thread;
-    bool started;
-    _Atomic int phase;
-    _Atomic bool stop;
-    _Atomic uint64_t epoch;
-    pthread_mutex_t mu; /* guards what follows */
-    pthread_cond_t cv;
-    cmd_t *cmds, *cmds_tail;
-    node_t nodes[MAX_NODES];
-    unsigned nnodes;
-    int state;
-    uint64_t leader_id, term, last_index, applied, commit;
-    peer_t peers[MAX_NODES];
-    unsigned npeers;
-};
 
 /* ---- addresses ---- */
 
@@ -128,6 +38,8 @@ int jq_node_address_parse(const char *addr, char *host, size_t hostlen, int *por
         n = (size_t)(colon - addr);
     }
     if (n == 0 || n >= 254)
+        return -1;
+    if (colon[1] < '0' || colon[1] > '9') /* strtol would skip spaces and signs */
         return -1;
     char *end;
     errno = 0;
@@ -159,323 +71,11 @@ bool jq_node_address_loopback(const char *addr)
     return !strcmp(host, "localhost");
 }
 
-static int64_t wall_us(void)
+static void exec_self(uv_timer_t *t)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* ---- node records ---- */
-
-/* This node's record: what NotLeader and query_nodes tell clients. */
-static void pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
-{
-    const jq_config_t *cfg = &c->d->cfg;
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    char ep[JQ_PATH_BYTES + 32];
-    msgpack_pack_map(pk, 6);
-    wire_pack_cstr(pk, "id");
-    msgpack_pack_uint64(pk, c->id);
-    wire_pack_cstr(pk, "name");
-    wire_pack_cstr(pk, host);
-    wire_pack_cstr(pk, "address");
-    wire_pack_cstr(pk, cfg->node_address);
-    wire_pack_cstr(pk, "endpoints");
-    msgpack_pack_array(pk, 1 + cfg->nlisten);
-    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        wire_pack_cstr(pk, cfg->listen[i]);
-    wire_pack_cstr(pk, "workers");
-    msgpack_pack_array(pk, 1 + cfg->nworkers);
-    snprintf(ep, sizeof ep, "ipc://%s/workers.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nworkers; i++)
-        wire_pack_cstr(pk, cfg->workers[i]);
-    wire_pack_cstr(pk, "publish");
-    msgpack_pack_array(pk, 1 + cfg->npublish);
-    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->npublish; i++)
-        wire_pack_cstr(pk, cfg->publish[i]);
-}
-
-/* Under mu. */
-static node_t *node_find(jq_cluster_t *c, uint64_t id)
-{
-    for (unsigned i = 0; i < c->nnodes; i++)
-        if (c->nodes[i].id == id)
-            return &c->nodes[i];
-    return NULL;
-}
-
-static void nodes_clear(jq_cluster_t *c)
-{
-    for (unsigned i = 0; i < c->nnodes; i++)
-        free(c->nodes[i].info);
-    c->nnodes = 0;
-}
-
-/* Under mu: the records as the store keeps them (meta "nodes"). */
-static void nodes_encode(jq_cluster_t *c, msgpack_sbuffer *sb)
-{
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, c->nnodes);
-    for (unsigned i = 0; i < c->nnodes; i++)
-        msgpack_sbuffer_write(sb, c->nodes[i].info, c->nodes[i].len);
-}
-
-static bool map_u64(const msgpack_object *m, const char *key, uint64_t *out)
-{
-    if (m->type != MSGPACK_OBJECT_MAP)
-        return false;
-    size_t kl = strlen(key);
-    for (uint32_t i = 0; i < m->via.map.size; i++) {
-        const msgpack_object_kv *kv = &m->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
-            !memcmp(kv->key.via.str.ptr, key, kl) &&
-            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            *out = kv->val.via.u64;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Under mu: add or replace a node's record (a msgpack map with its id). */
-static int nodes_put(jq_cluster_t *c, const msgpack_object *info)
-{
-    uint64_t id;
-    if (!map_u64(info, "id", &id) || id == 0)
-        return -1;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_object(&pk, *info);
-    node_t *n = node_find(c, id);
-    if (!n && c->nnodes == MAX_NODES) {
-        msgpack_sbuffer_destroy(&sb);
-        return -1;
-    }
-    if (!n) {
-        n = &c->nodes[c->nnodes++];
-        n->id = id;
-    } else {
-        free(n->info);
-    }
-    n->info = sb.data; /* the sbuffer's memory, kept */
-    n->len = sb.size;
-    return 0;
-}
-
-static void nodes_drop(jq_cluster_t *c, uint64_t id)
-{
-    node_t *n = node_find(c, id);
-    if (!n)
-        return;
-    free(n->info);
-    *n = c->nodes[--c->nnodes];
-}
-
-/* Under mu: the records kept in the store (after a restore). */
-static void nodes_load(jq_cluster_t *c)
-{
-    nodes_clear(c);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    if (jq_store_meta_read(c->d->store, "nodes", &sb) == 0) {
-        msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        if (msgpack_unpack_next(&up, sb.data, sb.size, NULL) == MSGPACK_UNPACK_SUCCESS &&
-            up.data.type == MSGPACK_OBJECT_ARRAY)
-            for (uint32_t i = 0; i < up.data.via.array.size; i++)
-                nodes_put(c, &up.data.via.array.ptr[i]);
-        msgpack_unpacked_destroy(&up);
-    }
-    msgpack_sbuffer_clear(&sb);
-    uint64_t epoch = 0;
-    if (jq_store_meta_read(c->d->store, "epoch", &sb) == 0 && sb.size == sizeof epoch)
-        memcpy(&epoch, sb.data, sizeof epoch);
-    atomic_store(&c->epoch, epoch);
-    msgpack_sbuffer_destroy(&sb);
-}
-
-/* ---- the state machine ---- */
-
-/* The process cannot go on with a store that missed a committed entry:
- * it stops, and its next start rebuilds the store from the log. */
-static void fatal_apply(jq_cluster_t *c, const char *what)
-{
-    jq_log(JQ_LOG_ERROR, "cluster: cannot apply a committed entry (%s) at index %llu; "
-                         "stopping (the next start rebuilds the store from the log)",
-           what, (unsigned long long)raft_last_applied(&c->raft) + 1);
-    _exit(1);
-}
-
-static jq_change_t *decode_records(const msgpack_object *a, uint32_t first, size_t *n)
-{
-    jq_change_t *head = NULL, **tail = &head;
-    *n = 0;
-    for (uint32_t i = first; i < a->via.array.size; i++) {
-        const msgpack_object *r = &a->via.array.ptr[i];
-        if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size != 4 ||
-            r->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            r->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            r->via.array.ptr[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            r->via.array.ptr[3].type != MSGPACK_OBJECT_BIN)
-            goto bad;
-        const msgpack_object_bin *b = &r->via.array.ptr[3].via.bin;
-        jq_change_t *ch = malloc(sizeof *ch + b->size);
-        if (!ch)
-            goto bad;
-        ch->next = NULL;
-        ch->job_id = r->via.array.ptr[0].via.u64;
-        ch->serial = r->via.array.ptr[1].via.u64;
-        ch->kind = (uint8_t)r->via.array.ptr[2].via.u64;
-        ch->len = b->size;
-        memcpy(ch->data, b->ptr, b->size);
-        *tail = ch;
-        tail = &ch->next;
-        (*n)++;
-    }
-    return head;
-bad:
-    jq_change_list_free(&head);
-    *n = SIZE_MAX;
-    return NULL;
-}
-
-static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
-{
-    jq_cluster_t *c = fsm->data;
-    *result = NULL;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    const msgpack_object *a = &up.data;
-    if (msgpack_unpack_next(&up, buf->base, buf->len, NULL) != MSGPACK_UNPACK_SUCCESS ||
-        a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size < 4 ||
-        a->via.array.ptr[0].type != MSGPACK_OBJECT_STR || a->via.array.ptr[0].via.str.size != 3 ||
-        memcmp(a->via.array.ptr[0].via.str.ptr, ENTRY_MAGIC, 3) != 0 ||
-        a->via.array.ptr[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-        a->via.array.ptr[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        char what[96];
-        snprintf(what, sizeof what, "not a jobq entry: %zu bytes, starting %02x %02x %02x",
-                 buf->len, buf->len > 0 ? ((unsigned char *)buf->base)[0] : 0,
-                 buf->len > 1 ? ((unsigned char *)buf->base)[1] : 0,
-                 buf->len > 2 ? ((unsigned char *)buf->base)[2] : 0);
-        fatal_apply(c, what);
-    }
-    uint64_t type = a->via.array.ptr[1].via.u64;
-    bool mine = a->via.array.ptr[2].via.u64 == c->nonce;
-    char err[512];
-    int rc = 0;
-    if (type == ENTRY_BATCH) {
-        size_t n;
-        jq_change_t *head = decode_records(a, 3, &n);
-        if (n == SIZE_MAX)
-            fatal_apply(c, "a malformed batch");
-        rc = jq_store_apply(c->d->store, head, n, mine, NULL, 0, err, sizeof err);
-        if (rc < 0)
-            jq_change_list_free(&head);
-    } else if (type == ENTRY_NODE || type == ENTRY_GONE) {
-        pthread_mutex_lock(&c->mu);
-        if (type == ENTRY_NODE)
-            rc = nodes_put(c, &a->via.array.ptr[3]);
-        else if (a->via.array.ptr[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            nodes_drop(c, a->via.array.ptr[3].via.u64);
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        nodes_encode(c, &sb);
-        pthread_mutex_unlock(&c->mu);
-        jq_store_meta_t m = {"nodes", sb.data, sb.size};
-        if (rc == 0)
-            rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
-        else
-            snprintf(err, sizeof err, "a malformed node record");
-        msgpack_sbuffer_destroy(&sb);
-    } else if (type == ENTRY_INIT && a->via.array.ptr[3].type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-        uint64_t epoch = a->via.array.ptr[3].via.u64;
-        jq_store_meta_t m = {"epoch", &epoch, sizeof epoch};
-        rc = jq_store_apply(c->d->store, NULL, 0, false, &m, 1, err, sizeof err);
-        if (rc == 0 && !atomic_load(&c->epoch))
-            atomic_store(&c->epoch, epoch);
-    } else {
-        snprintf(err, sizeof err, "an entry of unknown type %llu", (unsigned long long)type);
-        rc = -1;
-    }
-    msgpack_unpacked_destroy(&up);
-    if (rc < 0)
-        fatal_apply(c, err);
-    return 0;
-}
-
-static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
-{
-    jq_cluster_t *c = fsm->data;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    char err[256];
-    if (jq_store_snapshot(c->d->store, &sb, err, sizeof err) < 0) {
-        jq_log(JQ_LOG_WARNING, "cluster: %s", err);
-        msgpack_sbuffer_destroy(&sb);
-        return RAFT_IOERR;
-    }
-    *bufs = raft_malloc(sizeof **bufs);
-    if (!*bufs) {
-        msgpack_sbuffer_destroy(&sb);
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = sb.data;
-    (*bufs)[0].len = sb.size;
-    *n = 1;
-    return 0;
-}
-
-static int fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
-{
-    (void)fsm;
-    if (*bufs) {
-        for (unsigned i = 0; i < *n; i++)
-            free((*bufs)[i].base);
-        raft_free(*bufs);
-    }
-    *bufs = NULL;
-    *n = 0;
-    return 0;
-}
-
-static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    jq_cluster_t *c = fsm->data;
-    char err[256];
-    if (jq_store_restore(c->d->store, buf->base, buf->len, err, sizeof err) < 0) {
-        jq_log(JQ_LOG_ERROR, "cluster: %s", err);
-        return RAFT_IOERR;
-    }
-    pthread_mutex_lock(&c->mu);
-    nodes_load(c);
-    pthread_mutex_unlock(&c->mu);
-    raft_free(buf->base);
-    jq_log(JQ_LOG_INFO, "cluster: store restored from a snapshot (%zu bytes)", buf->len);
-    return 0;
-}
-
-/* ---- proposing ---- */
-
-static void applied_cb(struct raft_apply *req, int status, void *result);
-
-/* A deposed leader stops serving at once: what it had in memory may not
- * be what the cluster committed, so it starts again from its store as a
- * follower (the same pid, so a supervisor sees nothing). */
-static void restart_as_follower(jq_cluster_t *c, const char *why)
-{
+    jq_cluster_t *c = t->data;
     if (atomic_load(&c->stop))
         return;
-    jq_log(JQ_LOG_WARNING, "cluster: %s: no longer serving; restarting as a follower", why);
     if (!c->d->argv)
         _exit(1);
 #ifdef CLOSE_RANGE_CLOEXEC
@@ -489,88 +89,15 @@ static void restart_as_follower(jq_cluster_t *c, const char *why)
     _exit(1);
 }
 
-static int propose(jq_cluster_t *c, msgpack_sbuffer *sb)
+void cl_restart_as_follower(jq_cluster_t *c, const char *why)
 {
-    /* libraft frames entries on the wire in 8-byte words and expects
-     * their sizes to be multiples of 8 (a follower misreads the entry after
-     * an odd one); the apply reads one msgpack value and ignores the zero
-     * padding. */
-    size_t padded = (sb->size + 7) & ~(size_t)7;
-    struct raft_buffer b = {.base = raft_malloc(padded), .len = padded};
-    struct raft_apply *req = malloc(sizeof *req);
-    if (!b.base || !req) {
-        raft_free(b.base);
-        free(req);
-        return RAFT_NOMEM;
-    }
-    memcpy(b.base, sb->data, sb->size);
-    memset((char *)b.base + sb->size, 0, padded - sb->size);
-    req->data = c;
-    int rc = raft_apply(&c->raft, req, &b, 1, applied_cb);
-    if (rc != 0) {
-        raft_free(b.base);
-        free(req);
-    }
-    return rc;
-}
-
-static void applied_cb(struct raft_apply *req, int status, void *result)
-{
-    (void)result;
-    jq_cluster_t *c = req->data;
-    free(req);
-    if (status != 0 && atomic_load(&c->phase) != PHASE_FOLLOWING)
-        restart_as_follower(c, raft_strerror(status));
-}
-
-static void entry_begin(jq_cluster_t *c, msgpack_packer *pk, int type, uint32_t n)
-{
-    msgpack_pack_array(pk, 3 + n);
-    msgpack_pack_str_with_body(pk, ENTRY_MAGIC, 3);
-    msgpack_pack_uint64(pk, (uint64_t)type);
-    msgpack_pack_uint64(pk, c->nonce);
-}
-
-/* The intake's records, as entries. */
-static void on_intake(uv_poll_t *h, int status, int events)
-{
-    (void)status;
-    (void)events;
-    jq_cluster_t *c = h->data;
-    jq_change_t *head = jq_changeq_take(jq_store_intake(c->d->store));
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    while (head) {
-        uint32_t n = 0;
-        size_t bytes = 0;
-        for (jq_change_t *x = head; x && n < ENTRY_MAX_RECORDS && (n == 0 || bytes < ENTRY_MAX_BYTES);
-             x = x->next, n++)
-            bytes += x->len;
-        msgpack_sbuffer_clear(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        entry_begin(c, &pk, ENTRY_BATCH, n);
-        for (uint32_t i = 0; i < n; i++) {
-            jq_change_t *x = head;
-            head = x->next;
-            msgpack_pack_array(&pk, 4);
-            msgpack_pack_uint64(&pk, x->job_id);
-            msgpack_pack_uint64(&pk, x->serial);
-            msgpack_pack_uint64(&pk, x->kind);
-            msgpack_pack_bin_with_body(&pk, x->data, x->len);
-            free(x);
-        }
-        int rc = propose(c, &sb);
-        if (rc != 0) {
-            /* Records this node acknowledged nothing for yet, but its
-             * table has them: only a fresh start makes the two agree. */
-            jq_change_list_free(&head);
-            msgpack_sbuffer_destroy(&sb);
-            restart_as_follower(c, raft_strerror(rc));
-            return;
-        }
-    }
-    msgpack_sbuffer_destroy(&sb);
+    if (atomic_load(&c->stop) || atomic_exchange(&c->phase, PHASE_DEPOSED) == PHASE_DEPOSED)
+        return;
+    jq_log(JQ_LOG_WARNING, "cluster: %s: no longer serving; restarting as a follower", why);
+    uv_timer_init(&c->loop, &c->deposed);
+    c->deposed_timer = true;
+    c->deposed.data = c;
+    uv_timer_start(&c->deposed, exec_self, DEPOSED_EXEC_MS, 0);
 }
 
 /* ---- leadership ---- */
@@ -579,7 +106,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
 {
     jq_cluster_t *c = req->data;
     if (status != 0) {
-        restart_as_follower(c, raft_strerror(status));
+        cl_restart_as_follower(c, raft_strerror(status));
         return;
     }
     int expect = PHASE_PROMOTING;
@@ -599,21 +126,21 @@ static void promote(jq_cluster_t *c)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    entry_begin(c, &pk, ENTRY_NODE, 1);
-    pack_self_info(c, &pk);
-    int rc = propose(c, &sb);
+    cl_entry_begin(c, &pk, ENTRY_NODE, 1);
+    cl_pack_self_info(c, &pk);
+    int rc = cl_propose(c, &sb);
     if (rc == 0 && !atomic_load(&c->epoch)) {
         msgpack_sbuffer_clear(&sb);
-        entry_begin(c, &pk, ENTRY_INIT, 1);
+        cl_entry_begin(c, &pk, ENTRY_INIT, 1);
         msgpack_pack_uint64(&pk, (uint64_t)wall_us());
-        rc = propose(c, &sb);
+        rc = cl_propose(c, &sb);
     }
     msgpack_sbuffer_destroy(&sb);
     c->barrier.data = c;
     if (rc == 0)
         rc = raft_barrier(&c->raft, &c->barrier, barrier_cb);
     if (rc != 0)
-        restart_as_follower(c, raft_strerror(rc));
+        cl_restart_as_follower(c, raft_strerror(rc));
 }
 
 /* Under mu: what query_nodes and NotLeader read. */
@@ -680,127 +207,7 @@ static void on_watch(uv_timer_t *t)
     if (state == RAFT_LEADER && phase == PHASE_FOLLOWING)
         promote(c);
     else if (state != RAFT_LEADER && phase != PHASE_FOLLOWING)
-        restart_as_follower(c, "lost the leadership");
-}
-
-/* ---- commands from handlers ---- */
-
-static void cmd_release(jq_cluster_t *c, cmd_t *m)
-{
-    /* under mu */
-    if (--m->refs == 0) {
-        free(m->info);
-        free(m);
-    }
-    (void)c;
-}
-
-static void cmd_finish(cmd_t *m, int rc, const char *err)
-{
-    jq_cluster_t *c = m->c;
-    pthread_mutex_lock(&c->mu);
-    m->rc = rc;
-    if (err)
-        snprintf(m->err, sizeof m->err, "%s", err);
-    m->done = true;
-    pthread_cond_broadcast(&c->cv);
-    cmd_release(c, m);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void assigned_cb(struct raft_change *req, int status)
-{
-    cmd_t *m = req->data;
-    char err[256];
-    snprintf(err, sizeof err, "node %llu was added but not made a %s: %s",
-             (unsigned long long)m->id, m->voter ? "voter" : "standby", raft_strerror(status));
-    cmd_finish(m, status ? -1 : 0, status ? err : NULL);
-}
-
-static void added_cb(struct raft_change *req, int status)
-{
-    cmd_t *m = req->data;
-    if (status != 0) {
-        cmd_finish(m, -1, raft_strerror(status));
-        return;
-    }
-    int rc = raft_assign(&m->c->raft, &m->change, m->id, m->voter ? RAFT_VOTER : RAFT_STANDBY,
-                         assigned_cb);
-    if (rc != 0)
-        assigned_cb(&m->change, rc);
-}
-
-static void removed_cb(struct raft_change *req, int status)
-{
-    cmd_t *m = req->data;
-    if (status == 0) {
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        entry_begin(m->c, &pk, ENTRY_GONE, 1);
-        msgpack_pack_uint64(&pk, m->id);
-        propose(m->c, &sb); /* the record only: the removal itself is committed */
-        msgpack_sbuffer_destroy(&sb);
-    }
-    cmd_finish(m, status ? -1 : 0, status ? raft_strerror(status) : NULL);
-}
-
-static void transferred_cb(struct raft_transfer *req)
-{
-    cmd_t *m = req->data;
-    const char *addr;
-    raft_id lid = 0;
-    raft_leader(&m->c->raft, &lid, &addr);
-    pthread_mutex_lock(&m->c->mu);
-    m->leader = lid;
-    pthread_mutex_unlock(&m->c->mu);
-    char err[128];
-    snprintf(err, sizeof err, "leadership did not move in time (leader: node %llu)",
-             (unsigned long long)lid);
-    cmd_finish(m, lid && (m->id == 0 ? lid != m->c->id : lid == m->id) ? 0 : -1, err);
-}
-
-static void run_cmd(jq_cluster_t *c, cmd_t *m)
-{
-    if (raft_state(&c->raft) != RAFT_LEADER || atomic_load(&c->phase) != PHASE_LEADING) {
-        pthread_mutex_lock(&c->mu);
-        m->not_leader = true;
-        pthread_mutex_unlock(&c->mu);
-        cmd_finish(m, -1, "this node is not the leader");
-        return;
-    }
-    int rc = 0;
-    m->change.data = m;
-    m->transfer.data = m;
-    if (m->type == CMD_ADD) {
-        if (m->info_len) {
-            msgpack_sbuffer sb;
-            msgpack_sbuffer_init(&sb);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            entry_begin(c, &pk, ENTRY_NODE, 1);
-            msgpack_sbuffer_write(&sb, m->info, m->info_len);
-            rc = propose(c, &sb);
-            msgpack_sbuffer_destroy(&sb);
-        }
-        if (rc == 0)
-            rc = raft_add(&c->raft, &m->change, m->id, m->address, added_cb);
-    } else if (m->type == CMD_REMOVE) {
-        rc = m->id == c->id ? RAFT_BADID : raft_remove(&c->raft, &m->change, m->id, removed_cb);
-        if (m->id == c->id) {
-            cmd_finish(m, -1, "a leader does not remove itself: transfer the leadership first");
-            return;
-        }
-    } else {
-        rc = raft_transfer(&c->raft, &m->transfer, m->id, transferred_cb);
-    }
-    if (rc != 0) {
-        char err[256];
-        snprintf(err, sizeof err, "%s%s", raft_strerror(rc),
-                 rc == RAFT_CANTCHANGE ? " (another configuration change is under way)" : "");
-        cmd_finish(m, -1, err);
-    }
+        cl_restart_as_follower(c, "lost the leadership");
 }
 
 static void close_handles(struct raft *r)
@@ -809,6 +216,8 @@ static void close_handles(struct raft *r)
     uv_close((uv_handle_t *)&c->wake, NULL);
     uv_close((uv_handle_t *)&c->intake, NULL);
     uv_close((uv_handle_t *)&c->watch, NULL);
+    if (c->deposed_timer)
+        uv_close((uv_handle_t *)&c->deposed, NULL);
 }
 
 static void on_wake(uv_async_t *h)
@@ -830,242 +239,8 @@ static void on_wake(uv_async_t *h)
     while (list) {
         cmd_t *m = list;
         list = m->next;
-        run_cmd(c, m);
+        cl_run_cmd(c, m);
     }
-}
-
-static int submit_cmd(jq_cluster_t *c, cmd_t *m, bool *not_leader, char *err, size_t errlen)
-{
-    m->c = c;
-    m->refs = 2;
-    pthread_mutex_lock(&c->mu);
-    if (c->cmds_tail)
-        c->cmds_tail->next = m;
-    else
-        c->cmds = m;
-    c->cmds_tail = m;
-    pthread_mutex_unlock(&c->mu);
-    uv_async_send(&c->wake);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += CMD_WAIT_S;
-    pthread_mutex_lock(&c->mu);
-    while (!m->done && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
-        ;
-    int rc = m->done ? m->rc : -1;
-    if (!m->done)
-        snprintf(err, errlen, "no answer within %d s (the change may still be made)", CMD_WAIT_S);
-    else if (rc)
-        snprintf(err, errlen, "%s", m->err);
-    *not_leader = m->not_leader;
-    cmd_release(c, m);
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-}
-
-int jq_cluster_add(jq_cluster_t *c, uint64_t id, const char *address, bool voter,
-                   const char *info, size_t info_len, bool *not_leader, char *err,
-                   size_t errlen)
-{
-    cmd_t *m = calloc(1, sizeof *m);
-    if (!m || (info_len && !(m->info = malloc(info_len)))) {
-        free(m);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    m->type = CMD_ADD;
-    m->id = id;
-    m->voter = voter;
-    snprintf(m->address, sizeof m->address, "%s", address);
-    if (info_len)
-        memcpy(m->info, info, info_len);
-    m->info_len = info_len;
-    return submit_cmd(c, m, not_leader, err, errlen);
-}
-
-int jq_cluster_remove(jq_cluster_t *c, uint64_t id, bool *not_leader, char *err, size_t errlen)
-{
-    cmd_t *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    m->type = CMD_REMOVE;
-    m->id = id;
-    return submit_cmd(c, m, not_leader, err, errlen);
-}
-
-int jq_cluster_transfer(jq_cluster_t *c, uint64_t id, uint64_t *leader, bool *not_leader,
-                        char *err, size_t errlen)
-{
-    cmd_t *m = calloc(1, sizeof *m);
-    if (!m) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    m->type = CMD_TRANSFER;
-    m->id = id;
-    int rc = submit_cmd(c, m, not_leader, err, errlen);
-    /* m is freed by now: the leader was copied under mu before */
-    pthread_mutex_lock(&c->mu);
-    *leader = c->leader_id;
-    pthread_mutex_unlock(&c->mu);
-    return rc;
-}
-
-/* ---- reading ---- */
-
-static const char *state_name(int s)
-{
-    switch (s) {
-    case RAFT_LEADER: return "leader";
-    case RAFT_FOLLOWER: return "follower";
-    case RAFT_CANDIDATE: return "candidate";
-    default: return "unavailable";
-    }
-}
-
-static const char *role_name(int r)
-{
-    return r == RAFT_VOTER ? "voter" : r == RAFT_STANDBY ? "standby" : "spare";
-}
-
-/* Under mu. */
-static void pack_leader_locked(jq_cluster_t *c, msgpack_packer *pk)
-{
-    node_t *n = c->leader_id ? node_find(c, c->leader_id) : NULL;
-    if (n)
-        pk->callback(pk->data, n->info, n->len); /* a packed map, as it came */
-    else
-        msgpack_pack_nil(pk);
-}
-
-void jq_cluster_pack_leader(jq_cluster_t *c, msgpack_packer *pk)
-{
-    pthread_mutex_lock(&c->mu);
-    pack_leader_locked(c, pk);
-    pthread_mutex_unlock(&c->mu);
-}
-
-void jq_cluster_pack_ping(jq_cluster_t *c, msgpack_packer *pk)
-{
-    pthread_mutex_lock(&c->mu);
-    msgpack_pack_map(pk, 4);
-    wire_pack_cstr(pk, "id");
-    msgpack_pack_uint64(pk, c->id);
-    wire_pack_cstr(pk, "state");
-    wire_pack_cstr(pk, c->state == RAFT_LEADER && atomic_load(&c->phase) != PHASE_LEADING
-                           ? "candidate" : state_name(c->state));
-    wire_pack_cstr(pk, "term");
-    msgpack_pack_uint64(pk, c->term);
-    wire_pack_cstr(pk, "leader");
-    pack_leader_locked(c, pk);
-    pthread_mutex_unlock(&c->mu);
-}
-
-static void pack_info_field(msgpack_packer *pk, const node_t *n, const char *key)
-{
-    if (n) {
-        msgpack_unpacked up;
-        msgpack_unpacked_init(&up);
-        if (msgpack_unpack_next(&up, n->info, n->len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-            up.data.type == MSGPACK_OBJECT_MAP) {
-            size_t kl = strlen(key);
-            for (uint32_t i = 0; i < up.data.via.map.size; i++) {
-                const msgpack_object_kv *kv = &up.data.via.map.ptr[i];
-                if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
-                    !memcmp(kv->key.via.str.ptr, key, kl)) {
-                    msgpack_pack_object(pk, kv->val);
-                    msgpack_unpacked_destroy(&up);
-                    return;
-                }
-            }
-        }
-        msgpack_unpacked_destroy(&up);
-    }
-    if (!strcmp(key, "name"))
-        wire_pack_cstr(pk, "");
-    else
-        msgpack_pack_array(pk, 0);
-}
-
-void jq_cluster_pack_nodes(jq_cluster_t *c, msgpack_packer *pk)
-{
-    pthread_mutex_lock(&c->mu);
-    int64_t now = wall_us();
-    bool leading = c->state == RAFT_LEADER;
-    /* sorted by id */
-    unsigned order[MAX_NODES];
-    for (unsigned i = 0; i < c->npeers; i++)
-        order[i] = i;
-    for (unsigned i = 1; i < c->npeers; i++)
-        for (unsigned j = i; j > 0 && c->peers[order[j - 1]].id > c->peers[order[j]].id; j--) {
-            unsigned t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
-    msgpack_pack_array(pk, c->npeers);
-    for (unsigned i = 0; i < c->npeers; i++) {
-        const peer_t *p = &c->peers[order[i]];
-        const node_t *n = node_find(c, p->id);
-        bool self = p->id == c->id;
-        msgpack_pack_map(pk, 12);
-        wire_pack_cstr(pk, "id");
-        msgpack_pack_uint64(pk, p->id);
-        wire_pack_cstr(pk, "name");
-        pack_info_field(pk, n, "name");
-        wire_pack_cstr(pk, "address");
-        wire_pack_cstr(pk, p->address);
-        wire_pack_cstr(pk, "role");
-        wire_pack_cstr(pk, role_name(p->role));
-        wire_pack_cstr(pk, "state");
-        if (self)
-            wire_pack_cstr(pk, state_name(c->state));
-        else if (p->id == c->leader_id)
-            wire_pack_cstr(pk, "leader");
-        else if (leading)
-            wire_pack_cstr(pk, now - p->contact_us < 2000000 ? "follower" : "unavailable");
-        else
-            wire_pack_cstr(pk, "unknown");
-        wire_pack_cstr(pk, "endpoints");
-        pack_info_field(pk, n, "endpoints");
-        wire_pack_cstr(pk, "applied");
-        if (self)
-            msgpack_pack_uint64(pk, c->applied);
-        else if (leading)
-            msgpack_pack_uint64(pk, p->match);
-        else
-            msgpack_pack_nil(pk);
-        wire_pack_cstr(pk, "lag_entries");
-        if (self || leading)
-            msgpack_pack_uint64(pk, self ? c->last_index - c->applied
-                                         : c->last_index > p->match ? c->last_index - p->match : 0);
-        else
-            msgpack_pack_nil(pk);
-        wire_pack_cstr(pk, "lag_seconds");
-        if (self)
-            msgpack_pack_double(pk, 0);
-        else if (leading && p->caught_up_us)
-            msgpack_pack_double(pk, (double)(now - p->caught_up_us) / 1e6);
-        else
-            msgpack_pack_nil(pk);
-        wire_pack_cstr(pk, "last_contact");
-        if ((self || leading) && p->contact_us)
-            wire_pack_ts(pk, p->contact_us);
-        else
-            msgpack_pack_nil(pk);
-        wire_pack_cstr(pk, "self");
-        if (self)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        wire_pack_cstr(pk, "leader");
-        if (p->id == c->leader_id)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-    }
-    pthread_mutex_unlock(&c->mu);
 }
 
 bool jq_cluster_leading(jq_cluster_t *c) { return atomic_load(&c->phase) == PHASE_LEADING; }
@@ -1142,6 +317,9 @@ jq_cluster_t *jq_cluster_new(jq_daemon_t *d, char *err, size_t errlen)
         return NULL;
     }
     c->d = d;
+    /* libuv's thread pool serves libraft's file work (segments, snapshots)
+     * only: one thread, made once, keeps the daemon's count fixed and small. */
+    setenv("UV_THREADPOOL_SIZE", "1", 1);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
     snprintf(c->dir, sizeof c->dir, "%s/cluster", d->cfg.data_dir);
@@ -1176,6 +354,11 @@ jq_cluster_t *jq_cluster_new(jq_daemon_t *d, char *err, size_t errlen)
     return c;
 }
 
+static bool node_key_ok(void *ctx, const uint8_t key[JQ_NODELINK_KEY_BYTES])
+{
+    return jq_auth_is_node_key(ctx, key);
+}
+
 static void *cluster_main(void *arg)
 {
     jq_cluster_t *c = arg;
@@ -1202,21 +385,30 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     c->intake.data = c;
     uv_timer_init(&c->loop, &c->watch);
     c->watch.data = c;
-    if (!d->cfg.insecure) {
-        snprintf(err, errlen, "--cluster: node traffic with keys is not built yet: give "
-                              "--insecure with a loopback --node-address");
+    /* Node traffic: each end proves it holds an authorized node key (the
+     * daemon's own keypair; nodelink.h), then everything is encrypted. */
+    uint8_t pk[JQ_NODELINK_KEY_BYTES], sk[JQ_NODELINK_KEY_BYTES];
+    jq_nodelink_opts_t lo = {.loop = &c->loop, .insecure = d->cfg.insecure,
+                             .authorize = node_key_ok, .ctx = d->auth};
+    if (!lo.insecure) {
+        jq_auth_keypair(d->auth, pk, sk);
+        lo.public_key = pk;
+        lo.secret_key = sk;
+    }
+    rc = jq_nodelink_init(&c->transport, &lo) == 0 ? 0 : RAFT_INVALID;
+    sodium_memzero(sk, sizeof sk);
+    if (rc != 0) {
+        snprintf(err, errlen, "cluster: node transport: %s", c->transport.errmsg);
         return -1;
     }
-    rc = raft_uv_tcp_init(&c->transport, &c->loop);
-    if (rc == 0)
-        c->transport_ready = true;
+    c->transport_ready = true;
     if (rc == 0)
         rc = raft_uv_init(&c->io, &c->loop, c->raft_dir, &c->transport);
     if (rc == 0)
         c->io_ready = true;
-    c->fsm = (struct raft_fsm){.version = 2, .data = c, .apply = fsm_apply,
-                               .snapshot = fsm_snapshot, .restore = fsm_restore,
-                               .snapshot_finalize = fsm_snapshot_finalize};
+    c->fsm = (struct raft_fsm){.version = 2, .data = c, .apply = cl_fsm_apply,
+                               .snapshot = cl_fsm_snapshot, .restore = cl_fsm_restore,
+                               .snapshot_finalize = cl_fsm_snapshot_finalize};
     if (rc == 0)
         rc = raft_init(&c->raft, &c->io, &c->fsm, c->id, d->cfg.node_address);
     if (rc != 0) {
@@ -1252,7 +444,7 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     pthread_mutex_lock(&c->mu);
     refresh_status(c);
     pthread_mutex_unlock(&c->mu);
-    uv_poll_start(&c->intake, UV_READABLE, on_intake);
+    uv_poll_start(&c->intake, UV_READABLE, cl_on_intake);
     uv_timer_start(&c->watch, on_watch, WATCH_MS, WATCH_MS);
     if (pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
         snprintf(err, errlen, "cluster: out of threads");
@@ -1262,125 +454,6 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     jq_log(JQ_LOG_INFO, "cluster: node %llu at %s (%s)", (unsigned long long)c->id,
            d->cfg.node_address, c->pristine ? (d->cfg.njoin ? "joining" : "new") : "restarted");
     return 0;
-}
-
-/* ---- joining ---- */
-
-static int join_once(jq_cluster_t *c, const char *endpoint, char *next, size_t nextlen,
-                     char *err, size_t errlen)
-{
-    void *s = zmq_socket(c->d->zctx, ZMQ_DEALER);
-    if (!s) {
-        snprintf(err, errlen, "no socket: %s", zmq_strerror(errno));
-        return -1;
-    }
-    int linger = 0, timeout = 35000;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    wire_pack_cstr(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    wire_pack_cstr(&pk, "id");
-    msgpack_pack_uint64(&pk, 1);
-    wire_pack_cstr(&pk, "method");
-    wire_pack_cstr(&pk, "add_node");
-    wire_pack_cstr(&pk, "args");
-    /* add_node's arguments are this node's record plus its role */
-    msgpack_sbuffer info;
-    msgpack_sbuffer_init(&info);
-    msgpack_packer ip;
-    msgpack_packer_init(&ip, &info, msgpack_sbuffer_write);
-    pack_self_info(c, &ip);
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    msgpack_unpack_next(&up, info.data, info.size, NULL);
-    msgpack_pack_map(&pk, up.data.via.map.size + 1);
-    for (uint32_t i = 0; i < up.data.via.map.size; i++) {
-        msgpack_pack_object(&pk, up.data.via.map.ptr[i].key);
-        msgpack_pack_object(&pk, up.data.via.map.ptr[i].val);
-    }
-    wire_pack_cstr(&pk, "role");
-    wire_pack_cstr(&pk, c->d->cfg.standby ? "standby" : "voter");
-    msgpack_unpacked_destroy(&up);
-    msgpack_sbuffer_destroy(&info);
-    int rc = -1;
-    if (zmq_connect(s, endpoint) < 0) {
-        snprintf(err, errlen, "%s: %s", endpoint, zmq_strerror(errno));
-    } else if (zmq_send(s, sb.data, sb.size, 0) < 0) {
-        snprintf(err, errlen, "%s: %s", endpoint, zmq_strerror(errno));
-    } else {
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, s, 0) < 0) {
-            snprintf(err, errlen, "%s: no answer", endpoint);
-        } else {
-            msgpack_unpacked_init(&up);
-            wire_reply_t rep;
-            if (msgpack_unpack_next(&up, zmq_msg_data(&msg), zmq_msg_size(&msg), NULL) !=
-                    MSGPACK_UNPACK_SUCCESS ||
-                wire_reply_parse(&up.data, &rep) != 0) {
-                snprintf(err, errlen, "%s: a malformed answer", endpoint);
-            } else if (rep.ok) {
-                rc = 0;
-            } else {
-                snprintf(err, errlen, "%s: %s: %.*s", endpoint, jobq_code_name(rep.code),
-                         (int)rep.message_len, rep.message);
-                /* NotLeader names where to go: the leader's first endpoint
-                 * of the same transport */
-                const msgpack_object *e = wire_map_get(&up.data, "error");
-                const msgpack_object *l = e ? wire_map_get(e, "leader") : NULL;
-                const msgpack_object *eps = l ? wire_map_get(l, "endpoints") : NULL;
-                bool tcp = !strncmp(endpoint, "tcp://", 6);
-                for (uint32_t k = 0; eps && eps->type == MSGPACK_OBJECT_ARRAY &&
-                                     k < eps->via.array.size; k++) {
-                    const msgpack_object *x = &eps->via.array.ptr[k];
-                    if (x->type != MSGPACK_OBJECT_STR || x->via.str.size >= nextlen ||
-                        (x->via.str.size > 6 && !memcmp(x->via.str.ptr, "tcp://", 6)) != tcp)
-                        continue;
-                    memcpy(next, x->via.str.ptr, x->via.str.size);
-                    next[x->via.str.size] = '\0';
-                    break;
-                }
-            }
-            msgpack_unpacked_destroy(&up);
-        }
-        zmq_msg_close(&msg);
-    }
-    msgpack_sbuffer_destroy(&sb);
-    zmq_close(s);
-    return rc;
-}
-
-int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen)
-{
-    if (!c->pristine || !c->d->cfg.njoin)
-        return 0;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned attempt = 0;; attempt++) {
-        const char *ep = c->d->cfg.join[attempt % c->d->cfg.njoin];
-        char next[512] = "";
-        for (int hop = 0; hop < 5; hop++) {
-            if (join_once(c, ep, next, sizeof next, err, errlen) == 0) {
-                jq_log(JQ_LOG_NOTICE, "cluster: joined through %s as node %llu", ep,
-                       (unsigned long long)c->id);
-                return 0;
-            }
-            if (!next[0])
-                break;
-            ep = next;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >
-            timeout_s)
-            return -1;
-        jq_log(JQ_LOG_INFO, "cluster: joining: %s; trying again", err);
-        usleep(500000);
-    }
 }
 
 void jq_cluster_destroy(jq_cluster_t **cp)
@@ -1405,11 +478,11 @@ void jq_cluster_destroy(jq_cluster_t **cp)
     if (c->io_ready)
         raft_uv_close(&c->io);
     if (c->transport_ready)
-        raft_uv_tcp_close(&c->transport);
+        jq_nodelink_close(&c->transport);
     if (c->loop_ready)
         uv_loop_close(&c->loop);
     pthread_mutex_lock(&c->mu);
-    nodes_clear(c);
+    cl_nodes_clear(c);
     for (cmd_t *m = c->cmds; m;) {
         cmd_t *next = m->next;
         m->done = true;

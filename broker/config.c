@@ -110,7 +110,8 @@ static const char usage_rest[] =
     "                            --insecure on loopback); needed by --cluster\n"
     "      --join ENDPOINT       on the first start, ask the cluster at ENDPOINT\n"
     "                            (a member's client endpoint; repeatable) to\n"
-    "                            add this node\n"
+    "                            add this node; `wait`: start empty and wait\n"
+    "                            for `jobq nodes add` on the leader\n"
     "      --standby             join as a standby: a copy that does not vote\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
@@ -706,6 +707,13 @@ int jq_config_load(jq_config_t *cfg, int argc, char **argv, char *err, size_t er
         snprintf(err, errlen, "--node-address, --join and --standby need --cluster");
         return -1;
     }
+    for (unsigned i = 0; i < cfg->njoin; i++)
+        if (!strcmp(cfg->join[i], "wait") ? cfg->njoin > 1
+                                          : !jq_endpoint_bindable(cfg->join[i])) {
+            snprintf(err, errlen, "--join %s: expected a member's tcp:// or ipc:// endpoint, "
+                                  "or `wait` alone", cfg->join[i]);
+            return -1;
+        }
     if (cfg->cluster && cfg->insecure && !jq_node_address_loopback(cfg->node_address)) {
         snprintf(err, errlen, "--insecure is accepted only on loopback addresses, and the "
                               "--node-address %s is not one: node traffic needs the "

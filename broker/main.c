@@ -84,6 +84,7 @@ static int start_auth(jq_daemon_t *d, char *err, size_t errlen)
         curve |= jq_endpoint_is_tcp(c->workers[i]);
     for (unsigned i = 0; !c->insecure && i < c->npublish; i++)
         curve |= jq_endpoint_is_tcp(c->publish[i]);
+    curve |= c->cluster && !c->insecure; /* node keys are authorized keys too */
     char keys[JQ_PATH_BYTES + 32];
     if (c->authorized_keys[0])
         snprintf(keys, sizeof keys, "%s", c->authorized_keys);

@@ -8,6 +8,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "opreg.h"
+#include "workers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,20 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
     jq_delta_init(&delta, job);
     uint32_t cur = jq_job_current_op(job);
     jq_op_t *op = cur < job->nops ? &job->ops[cur] : NULL;
+    if (d->cluster && st == JQ_RUNNING && op && op->def && op->def->remote &&
+        op->status == JQ_RUNNING) {
+        /* A cluster's new leader: the previous leader's worker may still
+         * run it and come back with it (workers.h, jq_hub_adopt). */
+        char name[JOBQ_MAX_OP_NAME + 1];
+        snprintf(name, sizeof name, "%s", jq_op_name(op));
+        uint16_t attempt = (uint16_t)op->attempt;
+        int64_t timeout = op->timeout_us ? op->timeout_us : op->def->timeout_us;
+        int prio = jq_job_priority(job);
+        jq_shard_wrunlock(sh);
+        if (jq_sched_load_remote(d->sched, id, prio) < 0)
+            return -1;
+        return jq_hub_adopt(d->hub, id, cur, attempt, name, prio, timeout);
+    }
     if (st == JQ_RUNNING && op && op->def && op->def->remote && op->status == JQ_RUNNING &&
         op->retries < op->retry) {
         /* A worker's opcode that may be retried: its next attempt. */

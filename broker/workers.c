@@ -49,6 +49,8 @@ typedef struct entry {
     uint8_t state;               /* estate_t */
     bool backing_off;            /* E_WAITING in the timer heap, not the queue */
     bool timed_out;
+    bool orphan;                 /* E_RUNNING on a worker of the previous
+                                    leader's, waiting for it (jq_hub_adopt) */
     int64_t timeout_us;          /* one attempt's limit; 0 none */
     struct opq *q;
     struct session *w;           /* a lease's worker */
@@ -778,6 +780,72 @@ static void on_offer(jq_hub_t *h, uint64_t id)
     dispatch_queue(h, q);
 }
 
+int jq_hub_adopt(jq_hub_t *h, uint64_t job, uint32_t op, uint16_t attempt, const char *opcode,
+                 int prio, int64_t timeout_us)
+{
+    opq_t *q = get_queue(h, opcode);
+    entry_t *e = q ? calloc(1, sizeof *e) : NULL;
+    if (!e)
+        return -1;
+    e->t = (htimer_t){.at = INT64_MAX, .kind = T_ENTRY};
+    e->job = job;
+    e->op = op;
+    e->attempt = attempt;
+    e->prio = (int8_t)prio;
+    e->q = q;
+    e->state = E_RUNNING;
+    e->orphan = true;
+    e->timeout_us = timeout_us;
+    index_entry(h, e);
+    /* Its worker notices the old leader is gone within the lease time and
+     * says hello here with it (docs/protocol.md, "Failover"). */
+    timer_set(h, &e->t, jq_now_mono() + lease_us(h));
+    return 0;
+}
+
+/* hello's `leases`: attempts this worker still runs that the hub holds as
+ * orphans become its leases again. Packs the adopted ones (an array). */
+static void adopt_leases(jq_hub_t *h, session_t *w, const msgpack_object *leases,
+                         msgpack_packer *pk)
+{
+    entry_t *found[JQ_WORKER_MAX_CAPACITY];
+    uint32_t n = 0;
+    for (uint32_t i = 0; leases && leases->type == MSGPACK_OBJECT_ARRAY &&
+                         i < leases->via.array.size && n < JQ_WORKER_MAX_CAPACITY; i++) {
+        const msgpack_object *l = &leases->via.array.ptr[i];
+        int64_t job, op, attempt;
+        if (l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size != 3 ||
+            !wire_get_int(&l->via.array.ptr[0], &job) || !wire_get_int(&l->via.array.ptr[1], &op) ||
+            !wire_get_int(&l->via.array.ptr[2], &attempt) || job <= 0)
+            continue;
+        entry_t *e = find_entry(h, (uint64_t)job);
+        bool serves = false;
+        for (unsigned k = 0; e && k < w->nops; k++)
+            serves |= w->ops[k] == e->q;
+        if (!e || !e->orphan || !serves || e->op != (uint64_t)op || e->attempt != attempt)
+            continue;
+        e->orphan = false;
+        e->w = w;
+        e->wnext = w->leases;
+        if (w->leases)
+            w->leases->wpprev = &e->wnext;
+        e->wpprev = &w->leases;
+        w->leases = e;
+        w->busy++;
+        STAT_ADD(h, leases, 1);
+        atomic_fetch_add(&h->running, 1);
+        timer_set(h, &e->t, e->timeout_us ? jq_now_mono() + e->timeout_us : INT64_MAX);
+        found[n++] = e;
+    }
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        msgpack_pack_array(pk, 3);
+        msgpack_pack_uint64(pk, found[i]->job);
+        msgpack_pack_uint32(pk, found[i]->op);
+        msgpack_pack_uint16(pk, found[i]->attempt);
+    }
+}
+
 /* A cancel of a job the hub holds. */
 static void on_kick(jq_hub_t *h, uint64_t id)
 {
@@ -795,6 +863,10 @@ static void on_kick(jq_hub_t *h, uint64_t id)
         break;
     }
     case E_RUNNING:
+        if (e->orphan) { /* nobody to tell: a worker bringing it back is told to stop */
+            end_entry(h, e, true, false, NULL, NULL);
+            break;
+        }
         /* The worker is told once the `canceling` change is committed (it
          * is with the store now: the ticket covers it), like any state a
          * peer is shown. */
@@ -1110,15 +1182,21 @@ static void on_hello(jq_hub_t *h, const unsigned char *rid, size_t ridlen,
     STAT_ADD(h, connected, 1);
     STAT_ADD(h, capacity, w->capacity);
     STAT_ADD(h, hellos, 1);
+    const msgpack_object *leases = wire_map_get(m, "leases");
+    bool resume = leases && leases->type != MSGPACK_OBJECT_NIL;
     msgpack_packer pk;
     start(h, &pk);
-    pack_head(&pk, 3, "welcome");
+    pack_head(&pk, resume ? 4 : 3, "welcome");
     wire_pack_cstr(&pk, "worker");
     msgpack_pack_uint64(&pk, w->id);
     wire_pack_cstr(&pk, "heartbeat");
     msgpack_pack_double(&pk, h->d->cfg.worker_heartbeat);
     wire_pack_cstr(&pk, "lease");
     msgpack_pack_double(&pk, h->d->cfg.worker_lease);
+    if (resume) { /* what it still runs that this daemon waited for */
+        wire_pack_cstr(&pk, "resumed");
+        adopt_leases(h, w, leases, &pk);
+    }
     send_to(h, w);
     session_timer(h, w);
     jq_log(JQ_LOG_DEBUG, "worker %s connected: %u opcodes, capacity %u", w->label, nq,
@@ -1342,7 +1420,14 @@ static void on_session_timer(jq_hub_t *h, session_t *w, int64_t now)
 static void on_entry_timer(jq_hub_t *h, entry_t *e, int64_t now)
 {
     e->t.at = INT64_MAX; /* popped */
-    if (e->state == E_WAITING) { /* a back-off is over */
+    if (e->orphan) { /* no worker came back with it: as a lost worker's */
+        opq_t *q = e->q;
+        e->orphan = false;
+        STAT_ADD(h, lost, 1);
+        take_back(h, e, true, "worker lost: no worker brought this attempt back to the new "
+                              "leader within the lease time");
+        dispatch_queue(h, q);
+    } else if (e->state == E_WAITING) { /* a back-off is over */
         STAT_SUB(h, waiting, 1);
         wait_again(h, e, 0);
         dispatch_queue(h, e->q);
@@ -1523,6 +1608,15 @@ uint64_t jq_hub_running(jq_hub_t *h) { return atomic_load(&h->running); }
 void jq_hub_stop(jq_hub_t *h)
 {
     h->paused = true;
+    /* Attempts no worker brought back: interrupted like the others. */
+    for (size_t b = 0; b < h->njobbuckets; b++)
+        for (entry_t *e = h->jobs[b], *next; e; e = next) {
+            next = e->hnext;
+            if (e->orphan) {
+                e->orphan = false;
+                take_back(h, e, true, "Interrupted by broker shutdown");
+            }
+        }
     for (size_t b = 0; b < h->nsessbuckets; b++)
         while (h->sessions[b]) {
             session_t *w = h->sessions[b];

@@ -379,6 +379,30 @@ int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
     return 0;
 }
 
+int jq_sched_load_remote(jq_sched_t *s, uint64_t id, int prio)
+{
+    sjob_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return -1;
+    r->id = id;
+    r->heap_index = JQ_HEAP_NONE;
+    r->runner = -1;
+    r->prio = (int8_t)prio;
+    pthread_mutex_lock(&s->mu);
+    if (reserve(s, 1) < 0) {
+        pthread_mutex_unlock(&s->mu);
+        free(r);
+        return -1;
+    }
+    insert(s, r);
+    if (id > s->last_id)
+        s->last_id = id;
+    r->state = S_REMOTE; /* the caller gives it to the hub itself */
+    s->remote++;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
 void jq_sched_durable(jq_sched_t *s, uint64_t durable)
 {
     pthread_mutex_lock(&s->mu);

@@ -49,6 +49,9 @@ void jq_sched_withdraw(jq_sched_t *s, uint64_t id);
 /* Start-up: a job loaded from the store; non-final ones are queued. -1 out
  * of memory. */
 int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status);
+/* Recovery on a cluster's new leader: a job whose worker opcode runs on a
+ * worker of the previous leader's; the hub holds it (jq_hub_adopt). */
+int jq_sched_load_remote(jq_sched_t *s, uint64_t id, int prio);
 
 /* The store thread: everything up to `durable` is committed. */
 void jq_sched_durable(jq_sched_t *s, uint64_t durable);

@@ -6,6 +6,7 @@
 # clang and libclang-rt-14-dev (libFuzzer, the sanitizers' runtime) build the
 # fuzz targets (scripts/fuzz). libmicrohttpd serves --http; libjs-chart.js
 # is the dashboard's charting library (served from its installed path).
+# libraft and libuv run the Raft cluster (--cluster).
 JOBQ_PACKAGES="build-essential cmake pkg-config libzmq3-dev libczmq-dev \
 libmsgpack-dev libcmocka-dev libjansson-dev liblmdb-dev zlib1g-dev libsystemd-dev libmicrohttpd-dev \
 libsodium-dev libraft-dev libuv1-dev libjs-chart.js python3-zmq python3-msgpack \

@@ -7,7 +7,8 @@
  * real table through jq_store_sink — archived jobs evicted from the table
  * once committed and read back by jq_store_load_archived,
  * jq_store_archived_ids and jq_store_archived_status, before and after a
- * reopen, with the last id and drain flag kept in meta. */
+ * reopen, with the last id and drain flag kept in meta; and cluster mode's
+ * apply, event seq, snapshot and restore. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -881,6 +882,107 @@ static void test_store_thread_live_jobs_reload(void **state)
     jq_store_close(&s);
 }
 
+/* Cluster mode (broker/cluster.c): records applied with jq_store_apply —
+ * this node's own (durable advances, the hook gets them) and another's
+ * (only stored) — count the event seq; a snapshot restored into a fresh
+ * store gives the same jobs, seq and last id; a damaged snapshot is
+ * refused and changes nothing. */
+static void test_cluster_apply_snapshot_restore(void **state)
+{
+    tmp_t *t = *state;
+    char dir2[128], dir3[128];
+    snprintf(dir2, sizeof dir2, "%s/b", t->root);
+    snprintf(dir3, sizeof dir3, "%s/c", t->root);
+    jq_store_opts_t o = opts_for(t->dir), o2 = opts_for(dir2), o3 = opts_for(dir3);
+    char err[512] = "";
+    jq_store_t *s = jq_store_open(&o, err, sizeof err);
+    jq_store_t *other = jq_store_open(&o3, err, sizeof err);
+    assert_non_null(s);
+    assert_non_null(other);
+    jq_table_t *table = jq_table_new(4, jq_store_sink, s);
+    jq_changeq_t *out = jq_changeq_new();
+    hook_ctx_t hook = {table, out};
+    jq_store_hooks_t hooks = {.committed = on_committed, .ctx = &hook};
+    jq_store_cluster_mode(s, &hooks);
+    jq_store_cluster_mode(other, NULL);
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"a\"]}}]", 1));
+    insert(table, job_from("[{\"op\":\"test.delay\",\"args\":{\"duration\":0}}]", 2));
+    run_op(table, 1, "ran", NOW + 10);
+    jq_store_set_drain(s, true); /* a record without a job: no event */
+    jq_change_t *head = jq_changeq_take(jq_store_intake(s));
+    size_t n = 0, jobs = 0;
+    for (jq_change_t *c = head; c; c = c->next, n++)
+        jobs += c->job_id != 0;
+    assert_int_equal(n, jq_store_ticket(s));
+    /* The same records, as another node would apply them. */
+    jq_change_t *copy = NULL, **tail = &copy;
+    for (jq_change_t *c = head; c; c = c->next) {
+        jq_change_t *d = malloc(sizeof *d + c->len);
+        memcpy(d, c, sizeof *d + c->len);
+        d->next = NULL;
+        *tail = d;
+        tail = &d->next;
+    }
+    jq_store_meta_t meta = {"epoch", "12345678", 8};
+    assert_int_equal(jq_store_apply(s, head, n, true, &meta, 1, err, sizeof err), 0);
+    assert_int_equal(jq_store_durable(s), n);
+    assert_int_equal(jq_store_seq(s), jobs);
+    assert_int_equal(jq_store_apply(other, copy, n, false, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(jq_store_durable(other), 0);
+    assert_int_equal(jq_store_seq(other), jobs);
+    jq_change_t *published = jq_changeq_take(out); /* the hook had this node's, in order */
+    size_t np = 0;
+    for (jq_change_t *c = published; c; c = c->next, np++)
+        ;
+    assert_int_equal(np, jobs);
+    jq_change_list_free(&published);
+    msgpack_sbuffer snap;
+    msgpack_sbuffer_init(&snap);
+    assert_int_equal(jq_store_snapshot(s, &snap, err, sizeof err), 0);
+
+    jq_store_t *b = jq_store_open(&o2, err, sizeof err);
+    assert_non_null(b);
+    jq_store_cluster_mode(b, NULL);
+    assert_int_equal(jq_store_restore(b, "garbage", 7, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a jobq snapshot"));
+    assert_int_equal(jq_store_seq(b), 0);
+    assert_int_equal(jq_store_restore(b, snap.data, snap.size, err, sizeof err), 0);
+    assert_int_equal(jq_store_seq(b), jobs);
+    msgpack_sbuffer ep;
+    msgpack_sbuffer_init(&ep);
+    assert_int_equal(jq_store_meta_read(b, "epoch", &ep), 0);
+    assert_int_equal(ep.size, 8);
+    assert_memory_equal(ep.data, "12345678", 8);
+    assert_int_equal(jq_store_meta_read(b, "no such key", &ep), 1);
+    msgpack_sbuffer_destroy(&ep);
+    jq_store_t *stores[3] = {s, b, other};
+    loaded_t l[3];
+    memset(l, 0, sizeof l);
+    for (int k = 0; k < 3; k++) {
+        uint64_t last_id = 0, narchived = 0;
+        bool drained = false;
+        if (jq_store_load(stores[k], keep_job, &l[k], &last_id, &drained, &narchived, err,
+                          sizeof err) < 0)
+            fail_msg("load: %s", err);
+        assert_int_equal(l[k].n, 2);
+        assert_int_equal(last_id, 2);
+        assert_true(drained);
+    }
+    for (int j = 0; j < 2; j++) {
+        for (int k = 1; k < 3; k++) {
+            assert_jobs_equal(l[0].jobs[j], l[k].jobs[j]);
+            jq_job_destroy(&l[k].jobs[j]);
+        }
+        jq_job_destroy(&l[0].jobs[j]);
+    }
+    msgpack_sbuffer_destroy(&snap);
+    jq_store_close(&b);
+    jq_store_close(&other);
+    jq_store_close(&s);
+    jq_table_destroy(&table);
+    jq_changeq_destroy(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,6 +996,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_emptied_store_refused, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_store_thread_archive_and_reload, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_store_thread_live_jobs_reload, setup_tmp, teardown_tmp),
+        cmocka_unit_test_setup_teardown(test_cluster_apply_snapshot_restore, setup_tmp, teardown_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
