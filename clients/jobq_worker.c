@@ -72,6 +72,7 @@
 #define MAX_MESSAGE_BYTES (64 * 1024 * 1024)
 #define MAX_HOPS 10        /* NotLeader answers to hellos followed in a row */
 #define LEADER_WAIT_MS 200 /* no leader known: pause before the next endpoint */
+#define HELLO_WAIT_MIN_MS 200 /* a cluster: shortest wait for a welcome */
 
 #ifndef JOBQ_INSTALLED_RUN_DIR
 #define JOBQ_INSTALLED_RUN_DIR "/run/jobq"
@@ -305,6 +306,14 @@ static void open_connection(jobq_worker_t *self)
             self->last_heard = now; /* the welcome has a lease time to come */
             self->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
             self->lease_ms = DEFAULT_LEASE_MS;
+            if (self->neps > 1 || self->moved) {
+                /* A cluster: a node that is up answers a hello at once; one
+                 * that is gone (a dead leader's socket file, its address
+                 * named by a node that does not know yet) must not keep the
+                 * worker past the new leader's wait for its leases. */
+                int64_t hb = self->welcome_hb_ms ? self->welcome_hb_ms : DEFAULT_HEARTBEAT_MS;
+                self->lease_ms = 2 * hb < HELLO_WAIT_MIN_MS ? HELLO_WAIT_MIN_MS : 2 * hb;
+            }
             if (send_hello(self) == 0)
                 return;
         }
@@ -451,6 +460,7 @@ static void on_welcome(jobq_worker_t *self, const msgpack_object *m)
      * 10 ms, a lease of at least two heartbeats. */
     self->heartbeat_ms = hb * 1000 < 10 ? 10 : hb * 1000 > 3600e3 ? 3600000 : (int64_t)(hb * 1000);
     self->lease_ms = lease * 1000 > 86400e3 ? 86400000 : (int64_t)(lease * 1000);
+    self->welcome_hb_ms = self->heartbeat_ms;
     if (self->lease_ms < 2 * self->heartbeat_ms)
         self->lease_ms = 2 * self->heartbeat_ms;
     event_node_t *n = push_event(self, JOBQ_WORKER_EV_WELCOME, NULL, 0);

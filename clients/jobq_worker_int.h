@@ -43,6 +43,7 @@ struct _jobq_worker_t {
     bool moved;                /* it followed a NotLeader: a cluster */
     bool resuming;             /* held leases outlived their connection: the
                                   next hello names them (see jobq_worker.c) */
+    int64_t welcome_hb_ms;     /* heartbeat of the last welcome (0: none yet) */
     char *name;                /* for people; NULL: none sent */
     int capacity;              /* opcodes run at once */
     json_t *opcodes;           /* declarations for hello: array of str or object */

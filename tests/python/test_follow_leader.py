@@ -667,6 +667,68 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Cluster:
+    """Three jobqd --cluster nodes on loopback, data (and sockets) in
+    tmp_path/nI, plain TCP between them (--insecure)."""
+
+    def __init__(self, tmp_path: Any, *extra: str) -> None:
+        from test_cli import JOBQD
+        self.procs: List[subprocess.Popen] = []
+        self.logs: List[Any] = []
+        self.eps: List[str] = []
+        self.dirs: List[str] = []
+        try:
+            for i in range(3):
+                d = tmp_path / ("n%d" % (i + 1))
+                d.mkdir()
+                self.dirs.append(str(d))
+                self.eps.append("ipc://%s/jobq.sock" % d)
+                join = ["--join", self.eps[0]] if i else []
+                log = open(tmp_path / ("n%d.log" % (i + 1)), "w")
+                self.logs.append(log)
+                self.procs.append(subprocess.Popen(
+                    [JOBQD, "--data-dir", str(d), "--cluster", "--insecure",
+                     "--node-address", "127.0.0.1:%d" % free_port(), *join, *extra],
+                    stdout=log, stderr=subprocess.STDOUT))
+                if not i:
+                    wait(lambda: run("c", "-s", self.eps[0], "-t", "1", "ping").returncode == 0,
+                         "node 1")
+            wait(lambda: sorted(n["state"] for n in self.nodes()) ==
+                 ["follower", "follower", "leader"], "a cluster of three")
+        except BaseException:
+            self.stop()
+            raise
+
+    def nodes(self) -> List[Dict[str, Any]]:
+        import json
+        p = run("c", "-s", ",".join(self.eps), "-t", "2", "nodes", "list", "--json")
+        return json.loads(p.stdout) if p.returncode == 0 else []
+
+    def leader(self) -> int:
+        """The index of the leader."""
+        states = {tuple(n["endpoints"]): n["state"] for n in self.nodes()}
+        return next(i for i, e in enumerate(self.eps) if states.get((e,)) == "leader")
+
+    def stop(self) -> None:
+        from jobqd_stop import stop_jobqd
+        for pr in self.procs:
+            if pr.poll() is None:
+                stop_jobqd(pr, 15)
+        for log in self.logs:
+            log.close()
+
+
+def wait(cond: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """Polls cond every 0.1 s until it is true (returned); fails after timeout."""
+    t = threading.Event()
+    for _ in range(int(timeout / 0.1)):
+        v = cond()
+        if v:
+            return v
+        t.wait(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
 def test_real_cluster_leader_killed(tmp_path):
     """Three jobqd --cluster nodes on loopback (plain TCP between them:
     --insecure). The clients are given every node, a follower first:
@@ -674,49 +736,15 @@ def test_real_cluster_leader_killed(tmp_path):
     out the election and lands on the new leader; `jobq monitor` goes on
     from the new leader's events, seq following seq, without a resync."""
     import json
-    from jobqd_stop import stop_jobqd
-    from test_cli import JOBQD
-    procs: List[subprocess.Popen] = []
-    logs = []
-    eps = []
+    cluster = Cluster(tmp_path)
     mon = None
-
-    def start(i: int, *extra: str) -> None:
-        d = tmp_path / ("n%d" % i)
-        d.mkdir()
-        eps.append("ipc://%s/jobq.sock" % d)
-        log = open(tmp_path / ("n%d.log" % i), "w")
-        logs.append(log)
-        procs.append(subprocess.Popen(
-            [JOBQD, "--data-dir", str(d), "--cluster", "--insecure",
-             "--node-address", "127.0.0.1:%d" % free_port(), *extra],
-            stdout=log, stderr=subprocess.STDOUT))
-
-    def jq(*args: str, which: str = "c") -> subprocess.CompletedProcess:
-        return run(which, "-s", ",".join(order), *args)
-
-    def nodes() -> List[Dict[str, Any]]:
-        p = run("c", "-s", ",".join(eps), "-t", "2", "nodes", "list", "--json")
-        return json.loads(p.stdout) if p.returncode == 0 else []
-
-    def wait(cond: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-        t = threading.Event()
-        for _ in range(int(timeout / 0.1)):
-            v = cond()
-            if v:
-                return v
-            t.wait(0.1)
-        raise AssertionError("timed out waiting for " + what)
     try:
-        start(1)
-        wait(lambda: run("c", "-s", eps[0], "-t", "1", "ping").returncode == 0, "node 1")
-        start(2, "--join", eps[0])
-        start(3, "--join", eps[0])
-        wait(lambda: sorted(n["state"] for n in nodes()) == ["follower", "follower", "leader"],
-             "a cluster of three")
-        states = {tuple(n["endpoints"]): n["state"] for n in nodes()}
-        leader = next(i for i, e in enumerate(eps) if states.get((e,)) == "leader")
+        leader = cluster.leader()
+        eps = cluster.eps
         order = [e for i, e in enumerate(eps) if i != leader] + [eps[leader]]
+
+        def jq(*args: str, which: str = "c") -> subprocess.CompletedProcess:
+            return run(which, "-s", ",".join(order), *args)
         for which in BOTH:
             p = jq("-t", "20", "submit", "test.delay", "duration=0", which=which)
             assert p.returncode == 0 and p.stdout.strip().isdigit(), p.stderr
@@ -732,8 +760,8 @@ def test_real_cluster_leader_killed(tmp_path):
         assert mon.stdout is not None
         first = json.loads(mon.stdout.readline())
         assert first["type"] == "resync", first
-        procs[leader].kill()
-        procs[leader].wait(10)
+        cluster.procs[leader].kill()
+        cluster.procs[leader].wait(10)
         p = jq("-t", "30", "submit", "test.delay", "duration=0")
         assert p.returncode == 0, p.stderr
         job = int(p.stdout)
@@ -752,8 +780,87 @@ def test_real_cluster_leader_killed(tmp_path):
         if mon is not None:
             mon.kill()
             mon.communicate(timeout=10)
-        for pr in procs:
-            if pr.poll() is None:
-                stop_jobqd(pr, 15)
-        for log in logs:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("which", BOTH)
+def test_real_cluster_worker_resumed(tmp_path, which):
+    """A worker (jobq-worker, or jobq.Worker) given every node's worker
+    endpoint runs a job; the leader is killed; the worker, its daemon
+    silent, goes to the new leader with the lease in its hello, the new
+    leader resumes it, and the job ends success with the handler's result,
+    run once."""
+    import json
+    cluster = Cluster(tmp_path, "--worker-lease", "2", "--worker-heartbeat", "0.2")
+    go, runs = tmp_path / "go", tmp_path / "runs"
+    wproc = None
+    pyworker = None
+    th = None
+    try:
+        weps = ",".join(e.replace("jobq.sock", "workers.sock") for e in cluster.eps)
+        if which == "c":
+            handlers = tmp_path / "handlers"
+            handlers.mkdir()
+            h = handlers / "t.slow"
+            h.write_text("#!/bin/sh\necho run >> %s\ni=0\nwhile [ ! -e %s ] && "
+                         "[ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+                         "echo '{\"slow\": true}' > \"$JOBQ_RESULT_FILE\"\n" % (runs, go))
+            h.chmod(0o755)
+            e = env()
+            e["TMPDIR"] = str(tmp_path)
+            log = open(tmp_path / "worker.log", "w")
+            wproc = subprocess.Popen([JOBQ.replace("/jobq", "/jobq-worker"), "--handlers",
+                                      str(handlers), "--endpoint", weps, "--name", "w"],
+                                     stdout=log, stderr=subprocess.STDOUT, env=e)
             log.close()
+        else:
+            pyworker = jobq.Worker(weps, name="w")
+
+            @pyworker.opcode("t.slow")
+            def slow(job: jobq.worker.Assignment) -> Any:
+                with open(runs, "a") as f:
+                    f.write("run\n")
+                while not go.exists():
+                    if job.sleep(0.05):
+                        return None
+                return {"slow": True}
+            th = threading.Thread(target=pyworker.run, daemon=True)
+            th.start()
+        eps = ",".join(cluster.eps)
+
+        def submitted() -> Optional[int]:
+            p = run("c", "-s", eps, "-t", "5", "submit", "t.slow")
+            return int(p.stdout) if p.returncode == 0 else None
+        job = wait(submitted, "the worker's opcode to be known")
+
+        def status() -> str:
+            p = run("c", "-s", eps, "-t", "5", "--json", "info", str(job))
+            return json.loads(p.stdout)[0]["status"] if p.returncode == 0 else ""
+        wait(lambda: status() == "running" and runs.exists(), "the job to run")
+        leader = cluster.leader()
+        cluster.procs[leader].kill()
+        cluster.procs[leader].wait(10)
+        # The worker comes back to the new leader with its lease; then the
+        # handler may finish.
+        if which == "c":
+            wait(lambda: (tmp_path / "worker.log").read_text().count("connected to") == 2,
+                 "the worker to reconnect")
+        else:
+            assert pyworker is not None
+            wait(lambda: pyworker.connections >= 2 and pyworker.ready, "the worker to reconnect")
+        threading.Event().wait(2.5)  # past the new leader's wait for the old leases
+        assert status() == "running" and leader != cluster.leader()
+        go.touch()
+        wait(lambda: status() == "success", "the job to end")
+        p = run("c", "-s", eps, "--json", "info", str(job))
+        assert json.loads(p.stdout)[0]["opresult"] == [{"slow": True}], p.stdout
+        assert runs.read_text() == "run\n"
+    finally:
+        if wproc is not None:
+            wproc.terminate()
+            wproc.wait(15)
+        if pyworker is not None:
+            pyworker.stop()
+            assert th is not None
+            th.join(15)
+        cluster.stop()

@@ -73,6 +73,7 @@ DEFAULT_LEASE = 5.0
 #: Back-off between connections that were never welcomed (seconds).
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 2.0
+_HELLO_WAIT_MIN = 0.2  # a cluster: shortest wait for a welcome
 #: How long stop lets the disconnect message leave (milliseconds).
 DISCONNECT_LINGER_MS = 1000
 #: Largest message accepted from the daemon (as libjobq).
@@ -419,6 +420,7 @@ class Worker:
         self._hops = 0  # NotLeader answers to hellos followed since the last welcome
         self._moved = False  # a hello was answered NotLeader: a cluster
         self._resuming = False  # held leases outlived their connection
+        self._welcome_hb = 0.0  # heartbeat of the last welcome (0: none yet)
         self.name: Optional[str] = name or None
         self.capacity: int = capacity
         #: CURVE over TCP (docs/security.md): a key of role worker and the
@@ -618,6 +620,11 @@ class Worker:
     def _open(self) -> None:
         assert self._ctx is not None
         self.heartbeat, self.lease_time = DEFAULT_HEARTBEAT, DEFAULT_LEASE
+        if len(self.endpoints) > 1 or self._moved:
+            # A cluster: a node that is up answers a hello at once; one that
+            # is gone (a dead leader's, named by a node that does not know
+            # yet) must not keep the worker past the new leader's wait.
+            self.lease_time = max(_HELLO_WAIT_MIN, 2 * (self._welcome_hb or DEFAULT_HEARTBEAT))
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
@@ -801,6 +808,7 @@ class Worker:
             self.worker_id = m["worker"]
             self.heartbeat = min(max(float(hb), 0.01), 3600.0)
             self.lease_time = max(min(float(lease), 86400.0), 2 * self.heartbeat)
+            self._welcome_hb = self.heartbeat
             log.info("connected to jobqd at %s (worker %s, heartbeat %g s, lease %g s)",
                      self.endpoint, self.worker_id, hb, lease)
         elif t == "assign":
