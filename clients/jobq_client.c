@@ -795,15 +795,15 @@ static int next_endpoint(jobq_client_t *self)
     return 0;
 }
 
-/* While no leader is known: a pause, then the next configured endpoint.
- * false when the pauses or the time ran out. */
-static bool wait_for_leader(jobq_client_t *self, int64_t deadline, int *waits)
+/* While no leader is known: a pause, then (rotate) the next configured
+ * endpoint. false when the pauses or the time ran out. */
+static bool wait_for_leader(jobq_client_t *self, int64_t deadline, int *waits, bool rotate)
 {
     long left = remaining_ms(deadline);
     if (++*waits > MAX_LEADER_WAITS || left == 0)
         return false;
     usleep(1000 * (left < 0 || left > LEADER_WAIT_MS ? LEADER_WAIT_MS : left));
-    return remaining_ms(deadline) != 0 && next_endpoint(self) == 0;
+    return remaining_ms(deadline) != 0 && (!rotate || next_endpoint(self) == 0);
 }
 
 /* After a failed exchange: whether to send the request again, and where
@@ -815,6 +815,12 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
     if (self->status == JOBQ_ERR_NOT_LEADER) {
         *tried = 0; /* a node answered: the endpoints are not all down */
         char *to = leader_endpoint(self);
+        if (to && strcmp(to, self->endpoint) == 0) {
+            /* A node naming itself: elected, not serving yet (loading the
+             * queue). Ask it again a moment later. */
+            free(to);
+            return wait_for_leader(self, deadline, waits, false);
+        }
         if (to && *hops >= MAX_HOPS) {
             free(to);
             char last[REASON_MAX];
@@ -837,7 +843,7 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
         }
         /* No leader known (an election), or one without a usable endpoint:
          * ask again a moment later, the configured endpoints in turn. */
-        return wait_for_leader(self, deadline, waits);
+        return wait_for_leader(self, deadline, waits, true);
     }
     bool unreachable = self->status == JOBQ_ERR_NOT_RUNNING ||
                        self->status == JOBQ_ERR_TIMEOUT || self->status == JOBQ_ERR_TRANSPORT;
@@ -845,7 +851,7 @@ static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t dea
         /* The leader a node named is gone (the nodes do not know yet):
          * as while no leader is known. That hop led nowhere. */
         --*hops;
-        return wait_for_leader(self, deadline, waits);
+        return wait_for_leader(self, deadline, waits, true);
     }
     if (self->neps < 2 || !unreachable || (sent && !may_repeat))
         return false;

@@ -324,6 +324,88 @@ static void open_connection(jobq_worker_t *self)
     self->reconnect_at = now + self->backoff_ms;
 }
 
+void jw_keep_done(jobq_worker_t *self, const jobq_lease_t *lease, const msgpack_sbuffer *sb)
+{
+    if (self->neps < 2 && !self->moved)
+        return; /* one daemon: a done it never read is its restart's business */
+    int64_t now = jw_now_ms();
+    /* Those older than a lease time were read: a daemon silent since would
+     * have been given up already. */
+    for (sent_done_t **pp = &self->dones; *pp;) {
+        sent_done_t *d = *pp;
+        if (!d->pending && now - d->at > self->lease_ms) {
+            *pp = d->next;
+            msgpack_sbuffer_destroy(&d->body);
+            free(d);
+            continue;
+        }
+        pp = &d->next;
+    }
+    sent_done_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return;
+    msgpack_sbuffer_init(&d->body);
+    if (msgpack_sbuffer_write(&d->body, sb->data, sb->size) != 0) {
+        free(d);
+        return;
+    }
+    d->lease = *lease;
+    d->at = now;
+    d->next = self->dones;
+    self->dones = d;
+}
+
+void jw_forget_dones(jobq_worker_t *self)
+{
+    while (self->dones) {
+        sent_done_t *d = self->dones;
+        self->dones = d->next;
+        msgpack_sbuffer_destroy(&d->body);
+        free(d);
+    }
+}
+
+/* Whether lease is held only for a done to send again (the caller has
+ * let it go: no revoke for it). */
+static bool recalled(jobq_worker_t *self, const jobq_lease_t *l)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next)
+        if (d->pending && d->lease.job == l->job && d->lease.op == l->op &&
+            d->lease.attempt == l->attempt)
+            return true;
+    return false;
+}
+
+/* A connection given up in a cluster: the dones it carried in its last
+ * lease time may be lost with it. Their leases are held again (named in
+ * the next hello) and the dones sent again once resumed. */
+static void recall_dones(jobq_worker_t *self)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next) {
+        if (d->pending || jw_now_ms() - d->at > self->lease_ms || jw_find_held(self, &d->lease))
+            continue;
+        if (add_held(self, &d->lease) == 0)
+            d->pending = true;
+    }
+}
+
+/* After the welcome: the recalled dones of resumed leases go out again
+ * (and their leases are let go); the others are forgotten. */
+static void resend_dones(jobq_worker_t *self)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next) {
+        if (!d->pending)
+            continue;
+        held_t *h = jw_find_held(self, &d->lease);
+        if (h) {
+            jw_drop_held(self, h);
+            jw_send_frame(self, &d->body, 0);
+        }
+        d->pending = false;
+        d->at = jw_now_ms();
+    }
+}
+
 /* Makes endpoint the one the next connection goes to. */
 static void set_endpoint(jobq_worker_t *self, const char *endpoint)
 {
@@ -341,12 +423,16 @@ static void revoke_all(jobq_worker_t *self, const char *why)
     char reason[JW_REASON_MAX];
     snprintf(reason, sizeof reason, "connection to jobqd given up: %s", why);
     for (size_t i = 0; i < self->nheld; i++) {
+        if (recalled(self, &self->held[i].lease))
+            continue;
         event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, reason, strlen(reason));
         if (n)
             n->ev.lease = self->held[i].lease;
     }
     self->nheld = 0;
     self->resuming = false;
+    for (sent_done_t *d = self->dones; d; d = d->next)
+        d->pending = false;
 }
 
 /* Gives up the current connection: every lease is revoked locally (the
@@ -364,6 +450,7 @@ static void drop_connection(jobq_worker_t *self, const char *why)
     if (self->neps > 1 || self->moved) {
         /* A cluster: the leases may go on under the next leader (the
          * next hello names them), and the next node is tried. */
+        recall_dones(self);
         self->resuming = self->resuming || self->nheld > 0;
         self->cur = (self->cur + 1) % self->neps;
         set_endpoint(self, self->eps[self->cur]);
@@ -434,11 +521,14 @@ static void resume_leases(jobq_worker_t *self, const msgpack_object *resumed)
         }
         if (kept)
             continue;
-        event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, why, strlen(why));
-        if (n)
-            n->ev.lease = self->held[i].lease;
+        if (!recalled(self, &self->held[i].lease)) {
+            event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, why, strlen(why));
+            if (n)
+                n->ev.lease = self->held[i].lease;
+        }
         jw_drop_held(self, &self->held[i]);
     }
+    resend_dones(self);
 }
 
 static void on_welcome(jobq_worker_t *self, const msgpack_object *m)
@@ -842,6 +932,7 @@ void jobq_worker_destroy(jobq_worker_t **self_p)
         node_free(n);
     }
     json_decref(self->opcodes);
+    jw_forget_dones(self);
     free(self->held);
     free(self->name);
     free(self->endpoint);

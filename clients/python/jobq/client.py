@@ -384,6 +384,12 @@ class Client:
                 self.leader = e.leader
                 tried = 0  # a node answered: the endpoints are not all down
                 to = self._leader_endpoint()
+                if to is not None and to == self.endpoint:
+                    # A node naming itself: elected, not serving yet
+                    # (loading the queue). Ask it again a moment later.
+                    if not wait_for_leader():
+                        raise
+                    continue
                 if to is not None and hops < protocol.MAX_HOPS:
                     hops += 1
                     self._move_to(to)

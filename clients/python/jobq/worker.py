@@ -421,6 +421,12 @@ class Worker:
         self._moved = False  # a hello was answered NotLeader: a cluster
         self._resuming = False  # held leases outlived their connection
         self._welcome_hb = 0.0  # heartbeat of the last welcome (0: none yet)
+        # A cluster: the dones of the last lease time (when, lease, its
+        # assignment, bytes): a leader that died before reading one never
+        # saw it, and the next one must get it. _recalled: those whose
+        # leases were held again for that.
+        self._dones: Deque[tuple[float, Lease, Assignment, bytes]] = collections.deque()
+        self._recalled: set[Lease] = set()
         self.name: Optional[str] = name or None
         self.capacity: int = capacity
         #: CURVE over TCP (docs/security.md): a key of role worker and the
@@ -666,8 +672,16 @@ class Worker:
             log.info("no connection to jobqd at %s: %s", self.endpoint, why)
         if cluster:
             # The leases may go on under the next leader (the next hello
-            # names them); the next node is tried.
+            # names them), and so may those whose done this connection may
+            # have lost; the next node is tried.
+            now = _now()
             with self._lock:
+                for at, lease_, a, body in reversed(self._dones):
+                    if now - at <= self.lease_time and lease_ not in self._leases:
+                        self._leases[lease_] = a
+                        self._recalled.add(lease_)
+                        self._out.appendleft(("done", lease_, body))
+                self._dones.clear()
                 self._resuming = self._resuming or bool(self._leases)
             self._cur = (self._cur + 1) % len(self.endpoints)
             self.endpoint = self.endpoints[self._cur]
@@ -683,10 +697,11 @@ class Worker:
     def _revoke_all(self, why: str) -> None:
         """Every lease held is revoked locally."""
         with self._lock:
-            held = list(self._leases.values())
+            held = [a for lease_, a in self._leases.items() if lease_ not in self._recalled]
             self._leases.clear()
             self._resuming = False
         self._out.clear()
+        self._recalled.clear()
         for a in held:
             self._stop_assignment(a, f"revoked: {why}")
 
@@ -703,7 +718,9 @@ class Worker:
             for a in gone:
                 del self._leases[a.lease]
         for a in gone:
-            self._stop_assignment(a, "revoked: not resumed by the new leader")
+            if a.lease not in self._recalled:  # (a recalled done: its handler ended)
+                self._stop_assignment(a, "revoked: not resumed by the new leader")
+        self._recalled &= kept  # the others' dones go out now
 
     def _follow_leader(self, leader: Any, msg: str) -> None:
         """The hello was answered NotLeader: to the leader's worker
@@ -756,7 +773,13 @@ class Worker:
             self._out.popleft()
             if held and kind == "done":
                 with self._lock:
-                    self._leases.pop(lease, None)
+                    a = self._leases.pop(lease, None)
+                self._recalled.discard(lease)
+                if a is not None and (len(self.endpoints) > 1 or self._moved):
+                    now = _now()
+                    while self._dones and now - self._dones[0][0] > self.lease_time:
+                        self._dones.popleft()
+                    self._dones.append((now, lease, a, body))
 
     # -- from the daemon ---------------------------------------------------
 
