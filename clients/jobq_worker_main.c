@@ -564,8 +564,11 @@ static int loop(wk_t *wk)
         size_t n = 0;
         void *sock = wk->w ? jobq_worker_socket(wk->w) : NULL;
         if (sock) {
+            /* Not welcomed (between a cluster's leaders): what is blocked
+             * waits for the welcome, not for room. */
+            bool room = blocked && jobq_worker_ready(wk->w);
             items[n] = (zmq_pollitem_t){.socket = sock,
-                                        .events = ZMQ_POLLIN | (blocked ? ZMQ_POLLOUT : 0)};
+                                        .events = ZMQ_POLLIN | (room ? ZMQ_POLLOUT : 0)};
             owners[n++].p = NULL;
         }
         items[n] = (zmq_pollitem_t){.fd = wk->sfd, .events = ZMQ_POLLIN};

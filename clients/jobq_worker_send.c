@@ -204,6 +204,14 @@ int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
             return -1;
         }
     }
+    if (self->resuming && self->state != STATE_READY) {
+        /* Between a cluster's leaders: for the next one, if it resumes
+         * the lease. Busy: the caller sends it again. */
+        jw_set_error(self, JOBQ_ERR_BUSY,
+                     "not connected to a leader yet (the lease is to be resumed): send it "
+                     "again");
+        return -1;
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     start_lease_message(&sb, &pk, "feedback", 4, lease);
