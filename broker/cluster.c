@@ -259,6 +259,18 @@ void jq_cluster_set_leading(jq_cluster_t *c)
 
 uint64_t jq_cluster_epoch(jq_cluster_t *c) { return atomic_load(&c->epoch); }
 
+int jq_cluster_applied_fd(jq_cluster_t *c) { return jq_changeq_fd(c->view_q); }
+
+jq_change_t *jq_cluster_take_applied(jq_cluster_t *c) { return jq_changeq_take(c->view_q); }
+
+uint64_t jq_cluster_applied_index(jq_cluster_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    uint64_t v = c->applied;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}
+
 /* ---- start and stop ---- */
 
 static int read_or_make_id(jq_cluster_t *c, char *err, size_t errlen)
@@ -322,6 +334,11 @@ jq_cluster_t *jq_cluster_new(jq_daemon_t *d, char *err, size_t errlen)
     setenv("UV_THREADPOOL_SIZE", "1", 1);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, NULL);
+    if (!(c->view_q = jq_changeq_new())) {
+        snprintf(err, errlen, "out of memory");
+        jq_cluster_destroy(&c);
+        return NULL;
+    }
     snprintf(c->dir, sizeof c->dir, "%s/cluster", d->cfg.data_dir);
     snprintf(c->raft_dir, sizeof c->raft_dir, "%s/raft", c->dir);
     char store_dir[sizeof c->dir + 8];
@@ -418,8 +435,8 @@ int jq_cluster_start(jq_cluster_t *c, char *err, size_t errlen)
     }
     c->raft.data = c;
     c->raft_ready = true;
-    raft_set_snapshot_threshold(&c->raft, 4096);
-    raft_set_snapshot_trailing(&c->raft, 1024);
+    raft_set_snapshot_threshold(&c->raft, d->cfg.snapshot_entries);
+    raft_set_snapshot_trailing(&c->raft, d->cfg.snapshot_entries / 4);
     raft_set_pre_vote(&c->raft, true);
     if (c->pristine && !d->cfg.njoin) {
         struct raft_configuration conf;
@@ -491,6 +508,7 @@ void jq_cluster_destroy(jq_cluster_t **cp)
         m = next;
     }
     pthread_mutex_unlock(&c->mu);
+    jq_changeq_destroy(&c->view_q);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c);

@@ -22,6 +22,8 @@
 #ifndef JOBQ_CLUSTER_H
 #define JOBQ_CLUSTER_H
 
+#include "change.h"
+
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -59,6 +61,16 @@ void jq_cluster_set_leading(jq_cluster_t *c);
 /* The cluster's event epoch (chosen when it was made; 0 while unknown). */
 uint64_t jq_cluster_epoch(jq_cluster_t *c);
 
+/* Loop, while following: the records this node applied (owned), for the
+ * view it answers stale reads from, and the fd that says there are some.
+ * A record of kind JQ_VIEW_RELOAD says the store was replaced (a snapshot
+ * was installed): load the view from the store again. */
+#define JQ_VIEW_RELOAD 255
+int jq_cluster_applied_fd(jq_cluster_t *c);
+jq_change_t *jq_cluster_take_applied(jq_cluster_t *c);
+/* Any thread: the last Raft index this node applied (a stale read's age). */
+uint64_t jq_cluster_applied_index(jq_cluster_t *c);
+
 /* Any thread: pack the leader as NotLeader and ping show it
  * ({id, name, address, endpoints, workers, publish}), or nil. */
 void jq_cluster_pack_leader(jq_cluster_t *c, msgpack_packer *pk);
@@ -66,6 +78,16 @@ void jq_cluster_pack_leader(jq_cluster_t *c, msgpack_packer *pk);
 void jq_cluster_pack_ping(jq_cluster_t *c, msgpack_packer *pk);
 /* query_nodes' result. */
 void jq_cluster_pack_nodes(jq_cluster_t *c, msgpack_packer *pk);
+
+/* Any thread: figures for /metrics. */
+typedef struct {
+    unsigned nodes;                 /* in the configuration */
+    bool leading;                   /* serving the queue */
+    uint64_t term, applied, commit, last_index;
+    unsigned npeers;                /* for each other node, the leader's view */
+    uint64_t peer_id[16], peer_lag[16];
+} jq_cluster_stats_t;
+void jq_cluster_get_stats(jq_cluster_t *c, jq_cluster_stats_t *out);
 
 /* Handlers: configuration changes, waiting (bounded) until committed.
  * info: the node's msgpack map as add_node got it. 0, or -1 with err

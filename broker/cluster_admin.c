@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <unistd.h>
 #include <zmq.h>
 
 /* ---- commands from handlers ---- */
@@ -38,6 +40,8 @@ static void cmd_finish(cmd_t *m, int rc, const char *err)
 static void assigned_cb(struct raft_change *req, int status)
 {
     cmd_t *m = req->data;
+    if (status == RAFT_BADROLE) /* it has that role already */
+        status = 0;
     char err[256];
     snprintf(err, sizeof err, "node %llu was added but not made a %s: %s",
              (unsigned long long)m->id, m->voter ? "voter" : "standby", raft_strerror(status));
@@ -85,7 +89,11 @@ static void transferred_cb(struct raft_transfer *req)
     char err[128];
     snprintf(err, sizeof err, "leadership did not move in time (leader: node %llu)",
              (unsigned long long)lid);
-    cmd_finish(m, lid && (m->id == 0 ? lid != m->c->id : lid == m->id) ? 0 : -1, err);
+    /* libraft calls back when the target leads, or when the election
+     * timeout passed: this node no longer leading is the sign it went. */
+    bool moved = raft_state(&m->c->raft) != RAFT_LEADER &&
+                 (m->id == 0 || lid == 0 || lid == m->id);
+    cmd_finish(m, moved ? 0 : -1, err);
 }
 
 void cl_run_cmd(jq_cluster_t *c, cmd_t *m)
@@ -111,7 +119,15 @@ void cl_run_cmd(jq_cluster_t *c, cmd_t *m)
             rc = cl_propose(c, &sb);
             msgpack_sbuffer_destroy(&sb);
         }
-        if (rc == 0)
+        const struct raft_server *known = NULL;
+        for (unsigned i = 0; i < c->raft.configuration.n; i++)
+            if (c->raft.configuration.servers[i].id == m->id)
+                known = &c->raft.configuration.servers[i];
+        if (rc == 0 && known && strcmp(known->address, m->address) != 0)
+            rc = RAFT_DUPLICATEID; /* another node's id */
+        else if (rc == 0 && known) /* a join asked again: give it its role */
+            added_cb(&m->change, 0);
+        else if (rc == 0)
             rc = raft_add(&c->raft, &m->change, m->id, m->address, added_cb);
     } else if (m->type == CMD_REMOVE) {
         rc = m->id == c->id ? RAFT_BADID : raft_remove(&c->raft, &m->change, m->id, removed_cb);
@@ -202,10 +218,22 @@ int jq_cluster_transfer(jq_cluster_t *c, uint64_t id, uint64_t *leader, bool *no
     m->type = CMD_TRANSFER;
     m->id = id;
     int rc = submit_cmd(c, m, not_leader, err, errlen);
-    /* m is freed by now: the leader was copied under mu before */
-    pthread_mutex_lock(&c->mu);
-    *leader = c->leader_id;
-    pthread_mutex_unlock(&c->mu);
+    /* The answer names the node that leads now: wait (bounded) until this
+     * node has heard from it. */
+    *leader = 0;
+    for (int i = 0; rc == 0 && i < 250 && !*leader; i++) {
+        pthread_mutex_lock(&c->mu);
+        if (c->leader_id && c->leader_id != c->id)
+            *leader = c->leader_id;
+        pthread_mutex_unlock(&c->mu);
+        if (!*leader)
+            usleep(20000);
+    }
+    if (rc == 0 && !*leader) {
+        snprintf(err, errlen, "leadership was handed over, but no new leader was heard of "
+                              "within 5 s");
+        rc = -1;
+    }
     return rc;
 }
 
@@ -229,7 +257,10 @@ static const char *role_name(int r)
 /* Under mu. */
 static void pack_leader_locked(jq_cluster_t *c, msgpack_packer *pk)
 {
-    node_t *n = c->leader_id ? cl_node_find(c, c->leader_id) : NULL;
+    /* Elected but still loading the queue (or deposed): no leader to name
+     * yet — naming this node would send clients straight back here. */
+    bool self_not_serving = c->leader_id == c->id && !jq_cluster_leading(c);
+    node_t *n = c->leader_id && !self_not_serving ? cl_node_find(c, c->leader_id) : NULL;
     if (n)
         pk->callback(pk->data, n->info, n->len); /* a packed map, as it came */
     else
@@ -250,8 +281,10 @@ void jq_cluster_pack_ping(jq_cluster_t *c, msgpack_packer *pk)
     wire_pack_cstr(pk, "id");
     msgpack_pack_uint64(pk, c->id);
     wire_pack_cstr(pk, "state");
-    wire_pack_cstr(pk, c->state == RAFT_LEADER && atomic_load(&c->phase) != PHASE_LEADING
-                           ? "candidate" : state_name(c->state));
+    int phase = atomic_load(&c->phase);
+    wire_pack_cstr(pk, phase == PHASE_DEPOSED ? "follower"
+                       : c->state == RAFT_LEADER && phase != PHASE_LEADING ? "candidate"
+                                                                            : state_name(c->state));
     wire_pack_cstr(pk, "term");
     msgpack_pack_uint64(pk, c->term);
     wire_pack_cstr(pk, "leader");
@@ -366,6 +399,14 @@ void jq_cluster_pack_nodes(jq_cluster_t *c, msgpack_packer *pk)
 
 /* ---- joining ---- */
 
+/* Signals wait for the loop, which does not run yet while joining. */
+static bool stop_pending(void)
+{
+    sigset_t pending;
+    return sigpending(&pending) == 0 &&
+           (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT));
+}
+
 static int join_once(jq_cluster_t *c, const char *endpoint, char *next, size_t nextlen,
                      char *err, size_t errlen)
 {
@@ -374,21 +415,13 @@ static int join_once(jq_cluster_t *c, const char *endpoint, char *next, size_t n
         snprintf(err, errlen, "no socket: %s", zmq_strerror(errno));
         return -1;
     }
-    int linger = 0, timeout = 35000;
+    int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    wire_pack_cstr(&pk, "v");
-    msgpack_pack_int(&pk, 1);
-    wire_pack_cstr(&pk, "id");
-    msgpack_pack_uint64(&pk, 1);
-    wire_pack_cstr(&pk, "method");
-    wire_pack_cstr(&pk, "add_node");
-    wire_pack_cstr(&pk, "args");
+    wire_request_begin(&pk, 1, "add_node");
     /* add_node's arguments are this node's record plus its role */
     msgpack_sbuffer info;
     msgpack_sbuffer_init(&info);
@@ -415,7 +448,12 @@ static int join_once(jq_cluster_t *c, const char *endpoint, char *next, size_t n
     } else {
         zmq_msg_t msg;
         zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, s, 0) < 0) {
+        /* Half a second at a time: a SIGTERM meanwhile stops the join. */
+        zmq_pollitem_t it = {.socket = s, .events = ZMQ_POLLIN};
+        int ready = 0;
+        for (int i = 0; i < 70 && !ready && !stop_pending(); i++)
+            ready = zmq_poll(&it, 1, 500);
+        if (ready <= 0 || zmq_msg_recv(&msg, s, ZMQ_DONTWAIT) < 0) {
             snprintf(err, errlen, "%s: no answer", endpoint);
         } else {
             msgpack_unpacked_init(&up);
@@ -483,8 +521,32 @@ int jq_cluster_join(jq_cluster_t *c, double timeout_s, char *err, size_t errlen)
         if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >
             timeout_s)
             return -1;
+        if (stop_pending()) {
+            snprintf(err, errlen, "stopped (a signal) while joining the cluster");
+            return -1;
+        }
         jq_log(JQ_LOG_INFO, "cluster: joining: %s; trying again", err);
         usleep(500000);
     }
 }
 
+
+void jq_cluster_get_stats(jq_cluster_t *c, jq_cluster_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->leading = jq_cluster_leading(c);
+    pthread_mutex_lock(&c->mu);
+    out->nodes = c->npeers;
+    out->term = c->term;
+    out->applied = c->applied;
+    out->commit = c->commit;
+    out->last_index = c->last_index;
+    for (unsigned i = 0; i < c->npeers && c->state == RAFT_LEADER; i++) {
+        if (c->peers[i].id == c->id)
+            continue;
+        out->peer_id[out->npeers] = c->peers[i].id;
+        out->peer_lag[out->npeers++] =
+            c->last_index > c->peers[i].match ? c->last_index - c->peers[i].match : 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+}

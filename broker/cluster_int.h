@@ -25,8 +25,9 @@ enum { ENTRY_BATCH = 1, ENTRY_NODE = 2, ENTRY_GONE = 3, ENTRY_INIT = 4 };
 
 enum { PHASE_FOLLOWING, PHASE_PROMOTING, PHASE_READY, PHASE_LEADING, PHASE_DEPOSED };
 /* A deposed leader answers NotLeader at once, and starts again this much
- * later: the answers already made (a transfer_leader's) leave first. */
-#define DEPOSED_EXEC_MS 300
+ * later: the answers already made (a transfer_leader's, which waits to
+ * hear from the new leader) leave first. */
+#define DEPOSED_EXEC_MS 1000
 enum { CMD_ADD, CMD_REMOVE, CMD_TRANSFER };
 
 typedef struct cmd {
@@ -86,6 +87,7 @@ struct jq_cluster {
     _Atomic int phase;
     _Atomic bool stop;
     _Atomic uint64_t epoch;
+    jq_changeq_t *view_q;  /* records a follower applied, for its view */
     pthread_mutex_t mu; /* guards what follows */
     pthread_cond_t cv;
     cmd_t *cmds, *cmds_tail;

@@ -17,13 +17,25 @@
 #include <string.h>
 /* ---- node records ---- */
 
+/* key: [the ipc socket `name` in run_dir, then the configured endpoints]. */
+static void pack_endpoints(msgpack_packer *pk, const char *key, const char *run_dir,
+                           const char *name, const char (*eps)[512], unsigned n)
+{
+    char ep[JQ_PATH_BYTES + 32];
+    wire_pack_cstr(pk, key);
+    msgpack_pack_array(pk, 1 + n);
+    snprintf(ep, sizeof ep, "ipc://%s/%s", run_dir, name);
+    wire_pack_cstr(pk, ep);
+    for (unsigned i = 0; i < n; i++)
+        wire_pack_cstr(pk, eps[i]);
+}
+
 /* This node's record: what NotLeader and query_nodes tell clients. */
 void cl_pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
 {
     const jq_config_t *cfg = &c->d->cfg;
     char host[256] = "";
     gethostname(host, sizeof host - 1);
-    char ep[JQ_PATH_BYTES + 32];
     msgpack_pack_map(pk, 6);
     wire_pack_cstr(pk, "id");
     msgpack_pack_uint64(pk, c->id);
@@ -31,24 +43,9 @@ void cl_pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
     wire_pack_cstr(pk, host);
     wire_pack_cstr(pk, "address");
     wire_pack_cstr(pk, cfg->node_address);
-    wire_pack_cstr(pk, "endpoints");
-    msgpack_pack_array(pk, 1 + cfg->nlisten);
-    snprintf(ep, sizeof ep, "ipc://%s/jobq.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nlisten; i++)
-        wire_pack_cstr(pk, cfg->listen[i]);
-    wire_pack_cstr(pk, "workers");
-    msgpack_pack_array(pk, 1 + cfg->nworkers);
-    snprintf(ep, sizeof ep, "ipc://%s/workers.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->nworkers; i++)
-        wire_pack_cstr(pk, cfg->workers[i]);
-    wire_pack_cstr(pk, "publish");
-    msgpack_pack_array(pk, 1 + cfg->npublish);
-    snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
-    wire_pack_cstr(pk, ep);
-    for (unsigned i = 0; i < cfg->npublish; i++)
-        wire_pack_cstr(pk, cfg->publish[i]);
+    pack_endpoints(pk, "endpoints", cfg->run_dir, "jobq.sock", cfg->listen, cfg->nlisten);
+    pack_endpoints(pk, "workers", cfg->run_dir, "workers.sock", cfg->workers, cfg->nworkers);
+    pack_endpoints(pk, "publish", cfg->run_dir, "events.sock", cfg->publish, cfg->npublish);
 }
 
 /* Under mu. */
@@ -228,7 +225,10 @@ int cl_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **res
         if (n == SIZE_MAX)
             fatal_apply(c, "a malformed batch");
         rc = jq_store_apply(c->d->store, head, n, mine, NULL, 0, err, sizeof err);
-        if (rc < 0)
+        int phase = atomic_load(&c->phase);
+        if (rc == 0 && !mine && (phase == PHASE_FOLLOWING || phase == PHASE_PROMOTING))
+            jq_changeq_push(c->view_q, head); /* the follower's view (loop.c) */
+        else if (rc < 0 || !mine)
             jq_change_list_free(&head);
     } else if (type == ENTRY_NODE || type == ENTRY_GONE) {
         pthread_mutex_lock(&c->mu);
@@ -262,12 +262,15 @@ int cl_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **res
     return 0;
 }
 
+/* Synchronous, on the cluster thread: libraft 0.15's libuv I/O has no
+ * async work for a snapshot to be read elsewhere (docs/cluster.md). */
 int cl_fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
 {
     jq_cluster_t *c = fsm->data;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     char err[256];
+    int64_t t0 = wall_us();
     if (jq_store_snapshot(c->d->store, &sb, err, sizeof err) < 0) {
         jq_log(JQ_LOG_WARNING, "cluster: %s", err);
         msgpack_sbuffer_destroy(&sb);
@@ -281,6 +284,9 @@ int cl_fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *
     (*bufs)[0].base = sb.data;
     (*bufs)[0].len = sb.size;
     *n = 1;
+    jq_log(JQ_LOG_INFO, "cluster: snapshot at index %llu: %zu bytes in %.3f s",
+           (unsigned long long)raft_last_applied(&c->raft), sb.size,
+           (double)(wall_us() - t0) / 1e6);
     return 0;
 }
 
@@ -308,6 +314,11 @@ int cl_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
     pthread_mutex_lock(&c->mu);
     nodes_load(c);
     pthread_mutex_unlock(&c->mu);
+    jq_change_t *reload = calloc(1, sizeof *reload);
+    if (reload) { /* the view follows the new store (loop.c) */
+        reload->kind = JQ_VIEW_RELOAD;
+        jq_changeq_push(c->view_q, reload);
+    }
     raft_free(buf->base);
     jq_log(JQ_LOG_INFO, "cluster: store restored from a snapshot (%zu bytes)", buf->len);
     return 0;
@@ -364,6 +375,13 @@ void cl_on_intake(uv_poll_t *h, int status, int events)
     (void)events;
     jq_cluster_t *c = h->data;
     jq_change_t *head = jq_changeq_take(jq_store_intake(c->d->store));
+    int phase = atomic_load(&c->phase);
+    if (head && (phase == PHASE_FOLLOWING || phase == PHASE_DEPOSED)) {
+        /* Nothing serves here: nothing made these for a client. */
+        jq_log(JQ_LOG_WARNING, "cluster: dropping changes made while not leading");
+        jq_change_list_free(&head);
+        return;
+    }
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     while (head) {

@@ -1,5 +1,6 @@
 /* commit.c: what the daemon does when the store has committed a batch, on
- * the store thread, after the commit and with no lock held: the jobs'
+ * the store thread (a cluster's: on the loop, see jq_commit_settle), after
+ * the commit and with no lock held: the jobs'
  * committed serials catch up (so replies showing them are no longer held),
  * committed archives leave memory and the scheduler, jobs waiting for
  * their submit record's commit become runnable, and the records go to the
@@ -8,9 +9,8 @@
 
 #include <stdlib.h>
 
-static void committed(void *ctx, jq_change_t *head, uint64_t durable)
+jq_change_t *jq_commit_settle(jq_daemon_t *d, jq_change_t *head, uint64_t durable)
 {
-    jq_daemon_t *d = ctx;
     jq_table_mark_committed(d->table, head);
     jq_change_t *keep = NULL, **tail = &keep;
     while (head) {
@@ -30,9 +30,17 @@ static void committed(void *ctx, jq_change_t *head, uint64_t durable)
         tail = &c->next;
     }
     jq_sched_durable(d->sched, durable);
-    /* Pushed even when empty (a batch of drain records only): the wake-up
-     * is what lets the loop release the replies waiting for this commit. */
-    jq_changeq_push(d->changeq, keep);
+    return keep;
+}
+
+static void committed(void *ctx, jq_change_t *head, uint64_t durable)
+{
+    jq_daemon_t *d = ctx;
+    /* A cluster's thread takes no table lock: the loop settles them
+     * (jq_commit_settle) before it publishes. Pushed even when empty (a
+     * batch of drain records only): the wake-up is what lets the loop
+     * release the replies waiting for this commit. */
+    jq_changeq_push(d->changeq, d->cluster ? head : jq_commit_settle(d, head, durable));
 }
 
 static void failed(void *ctx)

@@ -113,6 +113,8 @@ static const char usage_rest[] =
     "                            add this node; `wait`: start empty and wait\n"
     "                            for `jobq nodes add` on the leader\n"
     "      --standby             join as a standby: a copy that does not vote\n"
+    "      --snapshot-entries N  Raft log entries between two snapshots of the\n"
+    "                            store; a quarter of them stay in the log [4096]\n"
     "      --salvage             start even when store records are damaged: move\n"
     "                            them aside (into the store's `damaged` table)\n"
     "                            and say which\n"
@@ -159,7 +161,7 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
        OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
        OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP, OPT_HTTP, OPT_HTTP_ROLE,
-       OPT_CLUSTER, OPT_NODE_ADDRESS, OPT_JOIN, OPT_STANDBY };
+       OPT_CLUSTER, OPT_NODE_ADDRESS, OPT_JOIN, OPT_STANDBY, OPT_SNAPSHOT_ENTRIES };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -199,6 +201,7 @@ static const struct option long_opts[] = {
     {"node-address", required_argument, NULL, OPT_NODE_ADDRESS},
     {"join", required_argument, NULL, OPT_JOIN},
     {"standby", no_argument, NULL, OPT_STANDBY},
+    {"snapshot-entries", required_argument, NULL, OPT_SNAPSHOT_ENTRIES},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, 'c'},
     {"verbose", no_argument, NULL, 'v'},
@@ -451,7 +454,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_MAX_WAITERS, 1, 100000000ull}, {OPT_RING_EVENTS, 16, 100000000ull},
         {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 0, 100000000ull},
         {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
-        {OPT_TOKEN_WINDOW, 0, 86400},
+        {OPT_TOKEN_WINDOW, 0, 86400}, {OPT_SNAPSHOT_ENTRIES, 64, 100000000ull},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -476,6 +479,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_CLIENT_REQ: cfg->max_client_requests = v; break;
         case OPT_MAX_CLIENT_WAIT: cfg->max_client_waiters = v; break;
         case OPT_TOKEN_WINDOW: cfg->token_window = v; break;
+        case OPT_SNAPSHOT_ENTRIES: cfg->snapshot_entries = (unsigned)v; break;
         }
         return 0;
     }
@@ -582,6 +586,7 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_waiters = 100000;
     cfg->ring_events = JQ_RING_DEFAULT_EVENTS;
     cfg->token_window = JQ_TOKEN_DEFAULT_WINDOW;
+    cfg->snapshot_entries = 4096;
     cfg->keepalive = JOBQ_KEEPALIVE_SECONDS;
     cfg->sync = JQ_SYNC_ALWAYS;
     cfg->sync_interval = 0.1;
@@ -804,6 +809,7 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"http-role", cur->http_role != next->http_role},
         {"cluster", cur->cluster != next->cluster},
         {"node-address", strcmp(cur->node_address, next->node_address) != 0},
+        {"snapshot-entries", cur->snapshot_entries != next->snapshot_entries},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i].differs)

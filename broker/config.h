@@ -69,6 +69,8 @@ typedef struct {
     char join[JQ_MAX_LISTEN][512];    /* --join: members' client endpoints */
     unsigned njoin;
     bool standby;                     /* --standby: join as a non-voter */
+    unsigned snapshot_entries;        /* --snapshot-entries: log entries between
+                                         snapshots */
 } jq_config_t;
 
 /* What a peer may do (docs/security.md). Ordered: each client role may do

@@ -92,6 +92,9 @@ typedef struct jq_daemon {
     _Atomic uint64_t epoch;         /* this run's event epoch (a cluster's:
                                        set when this node starts leading) */
     struct jq_cluster *cluster;     /* --cluster (cluster.h); NULL: one node */
+    jq_table_t *view;               /* a cluster follower's view of the queue
+                                       (stale reads); NULL once it leads */
+    pthread_rwlock_t view_lock;     /* guards `view` itself (not its jobs) */
     _Atomic uint64_t last_seq;      /* last event sequence number published */
     char publish_eps[JQ_MAX_LISTEN + 1][512]; /* bound event endpoints */
     unsigned npublish_eps;
@@ -247,7 +250,14 @@ void jq_identity_from_frame(const char *frame, size_t len, jq_identity_t *who);
 /* Load the store into the table, settle the jobs that were in flight when
  * the daemon last stopped (JOBMODEL §4.4) and queue the rest (recovery.c).
  * Before any thread runs. */
-int jq_recover(jq_daemon_t *d, char *err, size_t errlen);
+/* view: a cluster follower's view whose jobs become the queue (the store
+ * gives only its figures then); NULL: every job from the store. */
+int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen);
+/* Committed records (owned): the jobs' committed serials catch up,
+ * committed archives leave memory and the scheduler, the scheduler learns
+ * `durable`; returns the records to publish (commit.c). Takes shard locks:
+ * the store thread, or a cluster's loop. */
+jq_change_t *jq_commit_settle(jq_daemon_t *d, jq_change_t *head, uint64_t durable);
 /* The worker opcodes known before any worker connects: those the store
  * remembers, then the config file's (recovery.c). -1 with err. */
 int jq_load_worker_opcodes(jq_daemon_t *d, char *err, size_t errlen);

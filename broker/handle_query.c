@@ -13,6 +13,7 @@
  * for the job's last change of anything else, so a busy log does not hold
  * a listing of statuses. An idle queue holds nothing. A reply is bounded in
  * rows and bytes; `more` says the client should ask for the rest. */
+#include "cluster.h"
 #include "daemon.h"
 #include "fields.h"
 
@@ -30,6 +31,8 @@ typedef struct {
     bool archived;
     bool snapshot;
     uint64_t seq;        /* snapshot: last event published before reading */
+    jq_table_t *table;   /* the queue, or a cluster follower's view */
+    bool stale;          /* read from the view: labelled with its index */
 } query_t;
 
 /* Rows packed into one reply, and their bytes, before it is cut (`more`). */
@@ -139,9 +142,19 @@ static jobq_code_t parse_query(jq_call_t *c, query_t *q)
             q->status_mask |= (uint8_t)(1u << st);
         }
     }
+    bool stale = false;
     if (jq_arg_bool(c, "archived", &q->archived) < 0 ||
-        jq_arg_bool(c, "snapshot", &q->snapshot) < 0)
+        jq_arg_bool(c, "snapshot", &q->snapshot) < 0 || jq_arg_bool(c, "stale", &stale) < 0)
         return JOBQ_ERR_BAD_ARGUMENT;
+    q->table = c->d->table;
+    /* A follower answers from its view only when asked to (dispatch lets
+     * only such a query through), and says how old it is. */
+    q->stale = stale && c->d->cluster && !jq_cluster_leading(c->d->cluster);
+    if (q->stale && q->snapshot) {
+        snprintf(c->err, c->errlen, "a stale read has no event position: ask the leader "
+                                    "for a snapshot");
+        return JOBQ_ERR_BAD_ARGUMENT;
+    }
     /* Every event up to this one was applied to the table before it was
      * published, so the rows read from now on reflect it. */
     q->seq = atomic_load(&c->d->last_seq);
@@ -150,7 +163,11 @@ static jobq_code_t parse_query(jq_call_t *c, query_t *q)
 
 static void pack_head(jq_call_t *c, const query_t *q)
 {
-    msgpack_pack_map(c->pk, q->snapshot ? 5 : 3);
+    msgpack_pack_map(c->pk, (q->snapshot ? 5 : 3) + (q->stale ? 1 : 0));
+    if (q->stale) { /* the Raft index the view reflects */
+        wire_pack_cstr(c->pk, "stale");
+        msgpack_pack_uint64(c->pk, jq_cluster_applied_index(c->d->cluster));
+    }
     if (q->snapshot) {
         wire_pack_cstr(c->pk, "seq");
         msgpack_pack_uint64(c->pk, q->seq);
@@ -200,7 +217,7 @@ static jobq_code_t pack_stored_row(jq_call_t *c, const query_t *q, page_t *p, ui
 static jobq_code_t pack_one(jq_call_t *c, const query_t *q, page_t *p, uint64_t id,
                             bool missing_row)
 {
-    jq_shard_t *sh = jq_table_shard_for(c->d->table, id);
+    jq_shard_t *sh = jq_table_shard_for(q->table, id);
     jq_shard_rdlock(sh);
     const jq_job_t *job = jq_shard_find_any(sh, id);
     bool shown = false;
@@ -302,7 +319,7 @@ static size_t shard_candidates(jq_shard_t *sh, const query_t *q, uint64_t after,
 static size_t candidates(jq_call_t *c, const query_t *q, uint64_t after, size_t cap,
                          uint64_t *best, uint64_t *shard_ids, uint64_t *tmp)
 {
-    jq_table_t *t = c->d->table;
+    jq_table_t *t = q->table;
     size_t nbest = 0;
     unsigned nshards = jq_table_shard_count(t);
     for (unsigned i = 0; i < nshards; i++) {
@@ -369,18 +386,33 @@ static jobq_code_t query_listing(jq_call_t *c, const query_t *q)
     return rc;
 }
 
-jobq_code_t jq_handle_query_jobs(jq_call_t *c)
+static jobq_code_t query_jobs(jq_call_t *c, query_t *q)
 {
-    query_t q;
-    jobq_code_t rc = parse_query(c, &q);
-    if (rc != JOBQ_ERR_NONE)
-        return rc;
     const msgpack_object *ids = wire_map_get(c->args, "ids");
     if (ids && ids->type != MSGPACK_OBJECT_NIL && ids->type != MSGPACK_OBJECT_ARRAY) {
         snprintf(c->err, c->errlen, "argument 'ids' must be a list of job ids");
         return JOBQ_ERR_BAD_ARGUMENT;
     }
     if (ids && ids->type == MSGPACK_OBJECT_ARRAY && ids->via.array.size > 0)
-        return query_by_ids(c, &q, ids);
-    return query_listing(c, &q);
+        return query_by_ids(c, q, ids);
+    return query_listing(c, q);
+}
+
+jobq_code_t jq_handle_query_jobs(jq_call_t *c)
+{
+    query_t q;
+    jobq_code_t rc = parse_query(c, &q);
+    if (rc != JOBQ_ERR_NONE || !q.stale)
+        return rc != JOBQ_ERR_NONE ? rc : query_jobs(c, &q);
+    /* The view goes away when this node starts leading. */
+    pthread_rwlock_rdlock(&c->d->view_lock);
+    if (c->d->view) {
+        q.table = c->d->view;
+        rc = query_jobs(c, &q);
+    } else {
+        snprintf(c->err, c->errlen, "this node leads now: ask again without stale");
+        rc = JOBQ_ERR_NOT_LEADER; /* a moment's race: the client asks again */
+    }
+    pthread_rwlock_unlock(&c->d->view_lock);
+    return rc;
 }

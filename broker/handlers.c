@@ -51,11 +51,14 @@ static const struct {
 };
 
 /* What a cluster node serves while it does not lead: who it is, who
- * leads, and the lists that do not depend on the queue. */
-static bool served_by_follower(jq_method_t m)
+ * leads, the lists that do not depend on the queue, and query_jobs from
+ * its view when the caller asks for a stale read. */
+static bool served_by_follower(jq_method_t m, const msgpack_object *args)
 {
+    const msgpack_object *stale = m == JQ_M_QUERY_JOBS ? wire_map_get(args, "stale") : NULL;
     return m == JQ_M_PING || m == JQ_M_QUERY_NODES || m == JQ_M_LIST_FIELDS ||
-           m == JQ_M_LIST_OPCODES;
+           m == JQ_M_LIST_OPCODES ||
+           (stale && stale->type == MSGPACK_OBJECT_BOOLEAN && stale->via.boolean);
 }
 
 jq_role_t jq_method_role(jq_method_t m)
@@ -247,7 +250,8 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
                      jq_role_name(methods[m].role), who->owner, jq_role_name(who->role));
             log_denied(who, methods[m].name);
             rc = JOBQ_ERR_PERMISSION_DENIED;
-        } else if (d->cluster && !served_by_follower(m) && !jq_cluster_leading(d->cluster)) {
+        } else if (d->cluster && !served_by_follower(m, req.args) &&
+                   !jq_cluster_leading(d->cluster)) {
             snprintf(err, sizeof err, "this node does not lead the cluster: send %s to the "
                                       "leader", methods[m].name);
             rc = JOBQ_ERR_NOT_LEADER;

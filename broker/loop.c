@@ -457,17 +457,84 @@ static void forward_reply(loop_t *l)
  * before: load the queue from the store, as a restart does (JOBMODEL
  * §4.4 for what was running), continue the cluster's event stream, and
  * serve. */
+static int into_view(void *ctx, jq_job_t *job)
+{
+    jq_shard_t *sh = jq_table_shard_for(ctx, job->id);
+    jq_shard_wrlock(sh);
+    int rc = jq_shard_insert_loaded(sh, job);
+    jq_shard_wrunlock(sh);
+    if (rc < 0)
+        jq_job_destroy(&job);
+    return rc;
+}
+
+/* The follower's view goes (stale reads end) — or is loaded again from
+ * the store when `reload` (a snapshot replaced the store). */
+static void replace_view(loop_t *l, bool reload)
+{
+    jq_daemon_t *d = l->d;
+    jq_table_t *fresh = reload ? jq_table_new(d->cfg.shards, jq_store_sink, NULL) : NULL;
+    char err[512] = "";
+    uint64_t last_id, narchived;
+    bool drained;
+    if (fresh && jq_store_load(d->store, into_view, fresh, &last_id, &drained, &narchived, err,
+                               sizeof err) < 0) {
+        jq_log(JQ_LOG_WARNING, "cluster: the follower's view cannot be loaded: %s", err);
+        jq_table_destroy(&fresh);
+    }
+    pthread_rwlock_wrlock(&d->view_lock);
+    jq_table_t *old = d->view;
+    d->view = fresh;
+    pthread_rwlock_unlock(&d->view_lock);
+    jq_table_destroy(&old);
+}
+
+/* A follower's view follows what the node applied (stale reads). */
+static void follow(loop_t *l)
+{
+    jq_daemon_t *d = l->d;
+    jq_change_t *head = jq_cluster_take_applied(d->cluster);
+    for (jq_change_t *c = head; c; c = c->next) {
+        if (c->job_id == 0 && c->kind == JQ_VIEW_RELOAD) {
+            replace_view(l, true);
+            continue;
+        }
+        if (c->job_id && c->seq) /* events_since on this node once it leads */
+            jq_publisher_remember(l->publisher, jq_cluster_epoch(d->cluster), c);
+        if (!d->view)
+            continue;
+        int rc = jq_table_replay(d->view, c);
+        jq_status_t st;
+        if (rc < 0 || (rc == 1 && !jq_store_archived_status(d->store, c->job_id, &st))) {
+            jq_log(JQ_LOG_WARNING, "cluster: the follower's view missed a change of job %llu: "
+                                   "stale reads stop until it is loaded again",
+                   (unsigned long long)c->job_id);
+            replace_view(l, false);
+        }
+    }
+    jq_change_list_free(&head);
+}
+
 static void lead(loop_t *l)
 {
     jq_daemon_t *d = l->d;
     char err[512];
+    follow(l); /* everything applied before the election is in the view */
+    pthread_rwlock_wrlock(&d->view_lock); /* no stale read uses it from now */
+    jq_table_t *view = d->view;
+    d->view = NULL;
+    pthread_rwlock_unlock(&d->view_lock);
     uint64_t epoch = jq_cluster_epoch(d->cluster);
     d->epoch = epoch;
     jq_publisher_rebase(l->publisher, epoch, jq_store_seq(d->store));
-    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 || jq_recover(d, err, sizeof err) < 0) {
+    /* The view, kept warm while following, becomes the queue (a view a
+     * replay failure dropped leaves the store to read everything from). */
+    if (jq_load_worker_opcodes(d, err, sizeof err) < 0 ||
+        jq_recover(d, view, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "cluster: cannot load the queue: %s", err);
         exit(1);
     }
+    jq_table_destroy(&view);
     jq_cluster_set_leading(d->cluster);
 }
 
@@ -477,6 +544,8 @@ static void publish_changes(loop_t *l)
     if (l->d->cluster && jq_cluster_take_ready(l->d->cluster))
         lead(l);
     jq_change_t *head = jq_changeq_take(l->d->changeq);
+    if (l->d->cluster) /* applied by the cluster thread, which takes no table lock */
+        head = jq_commit_settle(l->d, head, jq_store_durable(l->d->store));
     uint64_t n = 0;
     for (jq_change_t *c = head; c; c = c->next, n++) {
         jq_publisher_send(l->publisher, c);
@@ -841,7 +910,11 @@ static void serve(loop_t *l, int sigfd)
         for (unsigned wi = 0; wi < l->nwsocks; wi++)
             items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
         size_t first_monitor = nitems;
-        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems);
+        nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems - 1);
+        size_t view_item = nitems;
+        if (d->cluster && !jq_cluster_leading(d->cluster))
+            items[nitems++] = (zmq_pollitem_t){.fd = jq_cluster_applied_fd(d->cluster),
+                                               .events = ZMQ_POLLIN};
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
         int64_t hub_wake = jq_hub_tick(d->hub, now);
         if (hub_wake < wake)
@@ -876,7 +949,9 @@ static void serve(loop_t *l, int sigfd)
         bool worker_input = items[4].revents & ZMQ_POLLIN;
         for (size_t i = first_wsock; i < first_monitor; i++)
             worker_input |= items[i].revents != 0;
-        for (size_t i = first_monitor; i < nitems; i++)
+        if (view_item < nitems && (items[view_item].revents & ZMQ_POLLIN))
+            follow(l);
+        for (size_t i = first_monitor; i < view_item; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);
                 break;

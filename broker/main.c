@@ -156,6 +156,7 @@ int main(int argc, char **argv)
     d->run_lock_fd = -1;
     d->started_mono = jq_now_mono();
     pthread_mutex_init(&d->drain_mu, NULL);
+    pthread_rwlock_init(&d->view_lock, NULL);
     /* Nothing is opened in a directory the daemon cannot trust. */
     rc = 1;
     d->socket_gid = -1;
@@ -224,6 +225,11 @@ int main(int argc, char **argv)
     /* Change records flow: table (under no lock) → store thread (commit)
      * → loop (publish). */
     d->table = jq_table_new(d->cfg.shards, jq_store_sink, d->store);
+    /* A follower's view for stale reads: never flushed, so never sunk. */
+    if (d->cluster && !(d->view = jq_table_new(d->cfg.shards, jq_store_sink, NULL))) {
+        jq_log(JQ_LOG_ERROR, "cannot start: out of memory");
+        goto out;
+    }
     d->sched = jq_sched_new(d->cfg.max_running, d->cfg.executors);
     d->tokens = jq_tokens_new((int64_t)d->cfg.token_window * 1000000, JQ_TOKEN_MAX_COUNT);
     if (d->zctx) {
@@ -248,7 +254,7 @@ int main(int argc, char **argv)
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
-    if (!d->cluster && jq_recover(d, err, sizeof err) < 0) {
+    if (!d->cluster && jq_recover(d, NULL, err, sizeof err) < 0) {
         jq_log(JQ_LOG_ERROR, "%s", err);
         goto out;
     }
@@ -289,6 +295,7 @@ out:
     jq_store_close(&d->store); /* commits what is still queued */
     jq_sched_destroy(&d->sched);
     jq_table_destroy(&d->table);
+    jq_table_destroy(&d->view);
     jq_tokens_destroy(&d->tokens);
     jq_changeq_destroy(&d->changeq);
     jq_ring_destroy(&d->ring);
@@ -297,6 +304,7 @@ out:
         remove_sockets(d->cfg.run_dir);
 out_locks:
     pthread_mutex_destroy(&d->drain_mu);
+    pthread_rwlock_destroy(&d->view_lock);
     if (d->run_lock_fd >= 0)
         close(d->run_lock_fd);
     if (d->lock_fd >= 0)

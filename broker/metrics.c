@@ -7,6 +7,7 @@
  * replay ring's counts (its read lock, briefly). Names follow Prometheus'
  * conventions: the jobq_ prefix, _total on counters, seconds and bytes. */
 #include "metrics.h"
+#include "cluster.h"
 #include "meter.h"
 #include "workers.h"
 
@@ -390,6 +391,34 @@ static void render_process(jq_daemon_t *d, FILE *f)
     sample1(f, "jobq_build_info", "version", JOBQ_VERSION, 1);
 }
 
+/* Always rendered (zeros without --cluster), so the set of families does
+ * not depend on the options. */
+static void render_cluster(jq_daemon_t *d, FILE *f)
+{
+    jq_cluster_stats_t cs = {.leading = true};
+    if (d->cluster)
+        jq_cluster_get_stats(d->cluster, &cs);
+    gauge(f, "jobq_cluster_nodes", "Nodes in the Raft configuration (0 without --cluster).",
+          cs.nodes);
+    gauge(f, "jobq_cluster_serving", "1 while this daemon serves the queue (a cluster's "
+                                     "leader; always without --cluster), else 0.",
+          cs.leading ? 1 : 0);
+    gauge(f, "jobq_cluster_term", "The Raft term this node knows.", cs.term);
+    gauge(f, "jobq_cluster_applied_index", "The last Raft log index this node applied.",
+          cs.applied);
+    gauge(f, "jobq_cluster_commit_index", "The last Raft log index this node knows committed.",
+          cs.commit);
+    gauge(f, "jobq_cluster_last_index", "The last Raft log index this node has.",
+          cs.last_index);
+    help(f, "jobq_cluster_node_lag_entries", "gauge",
+         "On the leader: how many log entries each other node is behind.");
+    for (unsigned i = 0; i < cs.npeers; i++) {
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)cs.peer_id[i]);
+        sample1(f, "jobq_cluster_node_lag_entries", "node", id, cs.peer_lag[i]);
+    }
+}
+
 int jq_metrics_render(jq_daemon_t *d, FILE *out)
 {
     render_jobs(d, out);
@@ -400,5 +429,6 @@ int jq_metrics_render(jq_daemon_t *d, FILE *out)
     render_connections(d, out);
     render_workers(d, out);
     render_process(d, out);
+    render_cluster(d, out);
     return ferror(out) ? -1 : 0;
 }

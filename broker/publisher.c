@@ -125,9 +125,18 @@ void jq_publisher_destroy(jq_publisher_t **pp)
     *pp = NULL;
 }
 
+void jq_publisher_remember(jq_publisher_t *p, uint64_t epoch, const jq_change_t *c)
+{
+    p->seq = c->seq;
+    jq_event_body(&p->body, epoch, c->seq, c);
+    jq_ring_append(p->ring, c->seq, c->job_id, c->serial, p->body.data, p->body.size);
+}
+
 uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
 {
-    uint64_t seq = ++p->seq;
+    /* A cluster's records carry the seq the log gave them. */
+    uint64_t seq = c->seq ? c->seq : p->seq + 1;
+    p->seq = seq;
     char topic[JQ_TOPIC_MAX];
     size_t tlen = jq_event_topic(topic, c->job_id);
     jq_event_body(&p->body, p->epoch, seq, c);

@@ -38,6 +38,10 @@ void jq_publisher_destroy(jq_publisher_t **p);
 /* A cluster node that starts leading: the cluster's epoch, and the seq
  * of the last event its log holds (the next event is seq + 1). */
 void jq_publisher_rebase(jq_publisher_t *p, uint64_t epoch, uint64_t seq);
+/* A cluster follower: keep a record it applied (its seq set) in the
+ * replay ring, unpublished, so that once elected it can answer
+ * events_since for events the previous leader published. */
+void jq_publisher_remember(jq_publisher_t *p, uint64_t epoch, const jq_change_t *c);
 /* No heartbeats until rebased (a cluster node that does not lead). */
 void jq_publisher_quiet(jq_publisher_t *p);
 /* Publish one record; returns its sequence number. */

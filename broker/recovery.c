@@ -73,6 +73,12 @@ static int restore_tokens(jq_daemon_t *d, const loader_t *l, int64_t now)
     return 0;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int insert_loaded(void *ctx, jq_job_t *job)
 {
     loader_t *l = ctx;
@@ -166,14 +172,28 @@ static int settle(jq_daemon_t *d, uint64_t id, int64_t now, size_t *unfinished)
     return jq_sched_load(d->sched, id, prio, st);
 }
 
-int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
+int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
 {
     loader_t l = {.d = d};
     uint64_t last_id = 0, narchived = 0;
     bool drained = false;
     int64_t t0 = jq_now_mono();
-    if (jq_store_load(d->store, insert_loaded, &l, &last_id, &drained, &narchived, err,
-                      errlen) < 0) {
+    uint64_t stored = view ? jq_store_live_count(d->store) : 0;
+    if (view && stored != jq_table_live_count(view)) { /* never seen; a net all the same */
+        jq_log(JQ_LOG_WARNING, "the follower's view holds %llu live jobs and the store %llu: "
+                               "loading the queue from the store",
+               (unsigned long long)jq_table_live_count(view), (unsigned long long)stored);
+        view = NULL;
+    }
+    /* A cluster's new leader has its jobs in its view already (decoded as
+     * they were applied): only the store's figures are read. */
+    int rc = jq_store_load(d->store, view ? NULL : insert_loaded, &l, &last_id, &drained,
+                           &narchived, err, errlen);
+    if (rc == 0 && view && jq_table_take_live(view, insert_loaded, &l) < 0) {
+        snprintf(err, errlen, "out of memory taking the jobs over from the view");
+        rc = -1;
+    }
+    if (rc < 0) {
         free(l.ids);
         free(l.tokened);
         return -1;
@@ -189,6 +209,10 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
         return -1;
     }
     free(l.tokened);
+    /* In id order (a view hands its jobs over shard by shard): a job is
+     * known to the scheduler before any job that depends on it — a cluster's
+     * executors already run while its new leader loads the queue. */
+    qsort(l.ids, l.n, sizeof *l.ids, cmp_id);
     size_t nsettled = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (settle(d, l.ids[i], now, &nsettled) < 0) {
@@ -201,9 +225,10 @@ int jq_recover(jq_daemon_t *d, char *err, size_t errlen)
     uint64_t live = jq_table_live_count(d->table);
     if (live || narchived)
         jq_log(JQ_LOG_INFO, "recovered %llu live jobs (%zu to run or settle) and %llu archived "
-                            "in %.2f s; last job id %llu%s",
+                            "in %.2f s%s; last job id %llu%s",
                 (unsigned long long)live, nsettled, (unsigned long long)narchived,
-                (double)(jq_now_mono() - t0) / 1e6, (unsigned long long)last_id,
+                (double)(jq_now_mono() - t0) / 1e6, view ? " (from the follower's view)" : "",
+                (unsigned long long)last_id,
                 drained ? "; the queue is drained" : "");
     free(l.ids);
     return 0;

@@ -419,6 +419,20 @@ static void unlink_sending(jq_hub_t *h, entry_t *e)
     e->msg = NULL;
 }
 
+/* e becomes one of w's leases (unlink_worker undoes it). */
+static void link_lease(jq_hub_t *h, entry_t *e, session_t *w)
+{
+    e->w = w;
+    e->wnext = w->leases;
+    if (w->leases)
+        w->leases->wpprev = &e->wnext;
+    e->wpprev = &w->leases;
+    w->leases = e;
+    w->busy++;
+    STAT_ADD(h, leases, 1);
+    atomic_fetch_add(&h->running, 1);
+}
+
 /* e leaves its worker (the lease is over). */
 static void unlink_worker(jq_hub_t *h, entry_t *e)
 {
@@ -600,21 +614,13 @@ static assign_t assign(jq_hub_t *h, entry_t *e, session_t *w)
     e->msg = sb.data;
     e->msglen = sb.size;
     e->state = E_SENDING;
-    e->w = w;
-    e->wnext = w->leases;
-    if (w->leases)
-        w->leases->wpprev = &e->wnext;
-    e->wpprev = &w->leases;
-    w->leases = e;
-    w->busy++;
+    link_lease(h, e, w);
     w->last_assign = ++h->assign_counter;
     e->snext = NULL;
     e->queued = true;
     *h->sending_tail = e;
     h->sending_tail = &e->snext;
-    STAT_ADD(h, leases, 1);
     STAT_ADD(h, assigned, 1);
-    atomic_fetch_add(&h->running, 1);
     return A_SENT;
 }
 
@@ -797,9 +803,11 @@ int jq_hub_adopt(jq_hub_t *h, uint64_t job, uint32_t op, uint16_t attempt, const
     e->orphan = true;
     e->timeout_us = timeout_us;
     index_entry(h, e);
-    /* Its worker notices the old leader is gone within the lease time and
-     * says hello here with it (docs/protocol.md, "Failover"). */
-    timer_set(h, &e->t, jq_now_mono() + lease_us(h));
+    /* Its worker notices the old leader is gone after a lease time of
+     * silence and says hello here with it (docs/protocol.md, "Failover");
+     * the old leader may have died before this one was elected, so the
+     * wait is twice that. */
+    timer_set(h, &e->t, jq_now_mono() + 2 * lease_us(h));
     return 0;
 }
 
@@ -825,15 +833,7 @@ static void adopt_leases(jq_hub_t *h, session_t *w, const msgpack_object *leases
         if (!e || !e->orphan || !serves || e->op != (uint64_t)op || e->attempt != attempt)
             continue;
         e->orphan = false;
-        e->w = w;
-        e->wnext = w->leases;
-        if (w->leases)
-            w->leases->wpprev = &e->wnext;
-        e->wpprev = &w->leases;
-        w->leases = e;
-        w->busy++;
-        STAT_ADD(h, leases, 1);
-        atomic_fetch_add(&h->running, 1);
+        link_lease(h, e, w);
         timer_set(h, &e->t, e->timeout_us ? jq_now_mono() + e->timeout_us : INT64_MAX);
         found[n++] = e;
     }
@@ -1425,7 +1425,7 @@ static void on_entry_timer(jq_hub_t *h, entry_t *e, int64_t now)
         e->orphan = false;
         STAT_ADD(h, lost, 1);
         take_back(h, e, true, "worker lost: no worker brought this attempt back to the new "
-                              "leader within the lease time");
+                              "leader within twice the lease time");
         dispatch_queue(h, q);
     } else if (e->state == E_WAITING) { /* a back-off is over */
         STAT_SUB(h, waiting, 1);

@@ -85,8 +85,8 @@ size_t jq_hub_snapshot_opcodes(jq_hub_t *h, jq_hubsnap_op_t **out);
  * `revoke` for it and `disconnect`. */
 void jq_hub_stop(jq_hub_t *h);
 /* Loop thread, a cluster's new leader loading the queue: job's opcode op
- * runs (attempt) on a worker of the previous leader's. The hub waits a
- * lease time for a worker to say hello with it (then it is that worker's
+ * runs (attempt) on a worker of the previous leader's. The hub waits two
+ * lease times for a worker to say hello with it (then it is that worker's
  * lease again), else takes it back as a lost worker's. -1 out of memory. */
 int jq_hub_adopt(jq_hub_t *h, uint64_t job, uint32_t op, uint16_t attempt, const char *opcode,
                  int prio, int64_t timeout_us);

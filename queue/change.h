@@ -23,6 +23,7 @@ typedef struct jq_change {
     uint64_t serial;   /* the job's change serial: 1, 2, 3... */
     uint8_t kind;      /* jq_change_kind_t */
     uint32_t len;
+    uint64_t seq;      /* a cluster's: its event seq, set when applied; else 0 */
     char data[];       /* msgpack map */
 } jq_change_t;
 

@@ -350,11 +350,12 @@ void jq_sched_withdraw(jq_sched_t *s, uint64_t id)
     pthread_mutex_unlock(&s->mu);
 }
 
-int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
+/* A job recovery brings back; under the mutex on success. */
+static sjob_t *load_locked(jq_sched_t *s, uint64_t id, int prio)
 {
     sjob_t *r = calloc(1, sizeof *r);
     if (!r)
-        return -1;
+        return NULL;
     r->id = id;
     r->heap_index = JQ_HEAP_NONE;
     r->runner = -1;
@@ -363,11 +364,19 @@ int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
     if (reserve(s, 1) < 0) {
         pthread_mutex_unlock(&s->mu);
         free(r);
-        return -1;
+        return NULL;
     }
     insert(s, r);
     if (id > s->last_id)
         s->last_id = id;
+    return r;
+}
+
+int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
+{
+    sjob_t *r = load_locked(s, id, prio);
+    if (!r)
+        return -1;
     if (jq_status_final(status)) {
         r->state = S_FINAL;
         r->final = true;
@@ -381,22 +390,9 @@ int jq_sched_load(jq_sched_t *s, uint64_t id, int prio, jq_status_t status)
 
 int jq_sched_load_remote(jq_sched_t *s, uint64_t id, int prio)
 {
-    sjob_t *r = calloc(1, sizeof *r);
+    sjob_t *r = load_locked(s, id, prio);
     if (!r)
         return -1;
-    r->id = id;
-    r->heap_index = JQ_HEAP_NONE;
-    r->runner = -1;
-    r->prio = (int8_t)prio;
-    pthread_mutex_lock(&s->mu);
-    if (reserve(s, 1) < 0) {
-        pthread_mutex_unlock(&s->mu);
-        free(r);
-        return -1;
-    }
-    insert(s, r);
-    if (id > s->last_id)
-        s->last_id = id;
     r->state = S_REMOTE; /* the caller gives it to the hub itself */
     s->remote++;
     pthread_mutex_unlock(&s->mu);

@@ -187,6 +187,11 @@ int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_i
         mdb_cursor_close(cur);
     }
     int out = 0;
+    if (!fn) { /* the figures only (a cluster's new leader has its jobs) */
+        mdb_txn_abort(txn);
+        atomic_store(&s->last_id, *last_id);
+        return 0;
+    }
     if ((rc = mdb_cursor_open(txn, s->jobs, &cur)) != 0) {
         snprintf(err, errlen, "store read: %s", mdb_strerror(rc));
         mdb_txn_abort(txn);
@@ -829,11 +834,28 @@ void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks)
 jq_changeq_t *jq_store_intake(jq_store_t *s) { return s->in; }
 uint64_t jq_store_seq(jq_store_t *s) { return atomic_load(&s->seq); }
 
+uint64_t jq_store_live_count(jq_store_t *s)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    uint64_t n = UINT64_MAX;
+    if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_stat(txn, s->jobs, &st) == 0)
+            n = st.ms_entries;
+        mdb_txn_abort(txn);
+    }
+    return n;
+}
+
 int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
                    const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen)
 {
     char why[256] = "";
     int64_t t0 = mono_us();
+    /* Each job record's event seq, the same on every node. */
+    uint64_t seq = atomic_load(&s->seq);
+    for (jq_change_t *c = head; c; c = c->next)
+        c->seq = c->job_id ? ++seq : 0;
     int rc = commit_batch(s, head, n, meta, nmeta, why, sizeof why);
     jq_histo_observe(&s->latency, &jq_store_latency_spec, (uint64_t)(mono_us() - t0));
     if (rc != 0) {
@@ -842,10 +864,8 @@ int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
         return -1;
     }
     count_commit(s, n);
-    if (!mine) {
-        jq_change_list_free(&head);
-        return 0;
-    }
+    if (!mine)
+        return 0; /* still the caller's */
     uint64_t durable = atomic_fetch_add(&s->durable, n) + n;
     if (s->hooks.committed)
         s->hooks.committed(s->hooks.ctx, head, durable);
@@ -881,18 +901,34 @@ static MDB_dbi snap_dbi(jq_store_t *s, size_t i)
     return i == 0 ? s->meta : i == 1 ? s->jobs : i == 2 ? s->archive : s->logs;
 }
 
-int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
+struct jq_store_snap {
+    jq_store_t *s;
+    MDB_txn *txn; /* a read transaction: the state when it began */
+};
+
+jq_store_snap_t *jq_store_snapshot_begin(jq_store_t *s, char *err, size_t errlen)
 {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    jq_store_snap_t *snap = calloc(1, sizeof *snap);
+    int rc = snap ? mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap->txn) : ENOMEM;
     if (rc != 0) {
         snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
-        return -1;
+        free(snap);
+        return NULL;
     }
+    snap->s = s;
+    return snap;
+}
+
+int jq_store_snapshot_write(jq_store_snap_t *snap, msgpack_sbuffer *out, char *err,
+                            size_t errlen)
+{
+    jq_store_t *s = snap->s;
+    MDB_txn *txn = snap->txn;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, 5);
     msgpack_pack_str_with_body(&pk, "jqsnap1", 7);
+    int rc = 0;
     for (size_t i = 0; rc == 0 && i < 4; i++) {
         MDB_stat st;
         MDB_cursor *cur;
@@ -914,12 +950,28 @@ int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t err
         if (packed != st.ms_entries)
             rc = MDB_CORRUPTED; /* the count said otherwise: never a short snapshot */
     }
-    mdb_txn_abort(txn);
     if (rc != 0) {
         snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
         return -1;
     }
     return 0;
+}
+
+void jq_store_snapshot_end(jq_store_snap_t **sp)
+{
+    if (!sp || !*sp)
+        return;
+    mdb_txn_abort((*sp)->txn);
+    free(*sp);
+    *sp = NULL;
+}
+
+int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
+{
+    jq_store_snap_t *snap = jq_store_snapshot_begin(s, err, errlen);
+    int rc = snap ? jq_store_snapshot_write(snap, out, err, errlen) : -1;
+    jq_store_snapshot_end(&snap);
+    return rc;
 }
 
 int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen)

@@ -77,7 +77,8 @@ void jq_store_close(jq_store_t **s);
 /* Recovery: every live job with its log entries, in id order, handed to fn
  * (which owns it); opcodes have no definition yet (jobcodec.h). Also the
  * highest job id ever committed, the drain flag and the number of archived
- * jobs. -1 with a message naming the damaged job. */
+ * jobs (only these when fn is NULL). -1 with a message naming the damaged
+ * job. */
 typedef int (*jq_store_job_fn)(void *ctx, jq_job_t *job);
 int jq_store_load(jq_store_t *s, jq_store_job_fn fn, void *ctx, uint64_t *last_id,
                   bool *drained, uint64_t *narchived, char *err, size_t errlen);
@@ -166,18 +167,28 @@ typedef struct {
 void jq_store_cluster_mode(jq_store_t *s, const jq_store_hooks_t *hooks);
 /* The queue the table's sink pushes to (the cluster thread takes it). */
 jq_changeq_t *jq_store_intake(jq_store_t *s);
-/* Apply n committed records (owned) and the meta values in one
- * transaction. mine: they are this node's intake's, in order: durable
- * advances and the committed hook takes them; otherwise they are freed.
+/* Apply n committed records and the meta values in one transaction.
+ * mine: they are this node's intake's, in order: durable advances and the
+ * committed hook takes them (owned); otherwise they stay the caller's.
  * -1 with err (nothing applied; the records are still the caller's). */
 int jq_store_apply(jq_store_t *s, jq_change_t *head, size_t n, bool mine,
                    const jq_store_meta_t *meta, size_t nmeta, char *err, size_t errlen);
 /* Job records applied, ever: the last event seq. */
 uint64_t jq_store_seq(jq_store_t *s);
+/* Live jobs stored (UINT64_MAX when the store cannot be read). */
+uint64_t jq_store_live_count(jq_store_t *s);
 /* A meta value (checksum verified) appended to out: 0, 1 when absent, -1. */
 int jq_store_meta_read(jq_store_t *s, const char *key, msgpack_sbuffer *out);
 /* Every table, as stored, into out; and back (replacing everything). */
 int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen);
+/* The same in two steps: begin pins the state of now (a read transaction,
+ * cheap, on the applying thread); write reads it, from any thread, while
+ * commits go on; end lets it go. */
+typedef struct jq_store_snap jq_store_snap_t;
+jq_store_snap_t *jq_store_snapshot_begin(jq_store_t *s, char *err, size_t errlen);
+int jq_store_snapshot_write(jq_store_snap_t *snap, msgpack_sbuffer *out, char *err,
+                            size_t errlen);
+void jq_store_snapshot_end(jq_store_snap_t **snap);
 int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen);
 
 #endif

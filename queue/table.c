@@ -1,6 +1,8 @@
 /* table.c: shards, their id-ordered job arrays and their outboxes. */
 #include "table.h"
+#include "jobcodec.h"
 #include "meter.h"
+#include "mirror.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -434,4 +436,80 @@ void jq_table_mark_committed(jq_table_t *t, const jq_change_t *head)
 void jq_table_add_archived(jq_table_t *t, uint64_t n)
 {
     atomic_fetch_add(&t->archived, n);
+}
+
+int jq_table_replay(jq_table_t *t, const jq_change_t *c)
+{
+    if (c->job_id == 0)
+        return 0; /* the drain flag, the opcodes: nothing a listing shows */
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    if (msgpack_unpack_next(&up, c->data, c->len, NULL) != MSGPACK_UNPACK_SUCCESS) {
+        msgpack_unpacked_destroy(&up);
+        return -1;
+    }
+    jq_shard_t *sh = jq_table_shard_for(t, c->job_id);
+    int rc = 0;
+    pthread_rwlock_wrlock(&sh->lock);
+    if (c->kind == JQ_CHANGE_SUBMIT) {
+        char err[128];
+        jq_job_t *job = jq_job_from_submit_record(&up.data, c->job_id, err, sizeof err);
+        if (!job) {
+            rc = -1;
+        } else if (array_find(&sh->live, c->job_id)) {
+            jq_job_destroy(&job); /* the view was loaded after this record was applied */
+        } else if ((rc = jq_shard_insert_loaded(sh, job)) < 0) {
+            jq_job_destroy(&job);
+        }
+    } else {
+        size_t i = array_upper(&sh->live, c->job_id - 1);
+        jq_job_t *job = i < sh->live.count && sh->live.jobs[i]->id == c->job_id
+                            ? sh->live.jobs[i] : NULL;
+        uint8_t was = job ? job->status : 0;
+        if (!job) {
+            rc = 1;
+        } else if (jq_mirror_apply(job, &up.data, JQ_MIRROR_ALL, NULL, NULL) < 0) {
+            rc = -1;
+        } else if (job->archived) { /* archived jobs are read from the store */
+            sh->status_counts[was]--;
+            array_remove_at(&sh->live, i);
+            atomic_fetch_sub(&t->live, 1);
+            jq_job_destroy(&job);
+        } else {
+            job->status = (uint8_t)jq_job_derive_status(job);
+            sh->status_counts[was]--;
+            sh->status_counts[job->status]++;
+            atomic_store_explicit(&job->committed_serial, job->change_serial,
+                                  memory_order_relaxed);
+            job->state_serial = job->change_serial;
+        }
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+int jq_table_take_live(jq_table_t *t, int (*fn)(void *ctx, jq_job_t *job), void *ctx)
+{
+    for (unsigned i = 0; i < t->nshards; i++) {
+        jq_shard_t *sh = &t->shards[i];
+        pthread_rwlock_wrlock(&sh->lock);
+        job_array_t taken = sh->live;
+        memset(&sh->live, 0, sizeof sh->live);
+        memset(sh->status_counts, 0, sizeof sh->status_counts);
+        atomic_fetch_sub(&t->live, taken.count);
+        pthread_rwlock_unlock(&sh->lock);
+        /* Handed on outside the lock: fn may lock another table's shard. */
+        int rc = 0;
+        for (size_t k = 0; k < taken.count; k++) {
+            if (rc == 0)
+                rc = fn(ctx, taken.jobs[k]);
+            else
+                jq_job_destroy(&taken.jobs[k]);
+        }
+        free(taken.jobs);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
 }

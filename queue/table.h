@@ -141,4 +141,17 @@ void jq_shard_count_status(jq_shard_t *sh, uint64_t counts[JQ_STATUS__COUNT]);
  * two at once): counts are added to. Any thread, no lock held. */
 void jq_table_count_status(jq_table_t *t, uint64_t counts[JQ_STATUS__COUNT]);
 
+/* A cluster follower's view of the queue (broker/cluster.h): apply a
+ * committed record as it is, without making a record. A record the job in
+ * the view has already seen is skipped. 0; 1 when the record changes a
+ * job the view does not hold (archived meanwhile, if the view was loaded
+ * from a store that had the archive); -1 when it is malformed. */
+int jq_table_replay(jq_table_t *t, const jq_change_t *c);
+
+/* Hand every live job (owned) to fn, shard by shard, each in id order,
+ * leaving the table without live jobs: a cluster follower's view becoming
+ * the leader's queue. fn is called with no lock held. -1 when fn failed
+ * (the jobs not handed on yet are freed). */
+int jq_table_take_live(jq_table_t *t, int (*fn)(void *ctx, jq_job_t *job), void *ctx);
+
 #endif

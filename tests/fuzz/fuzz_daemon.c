@@ -109,7 +109,7 @@ static void start(void)
                              sizeof err) < 0)
             fail("worker opcode", err);
     }
-    if (jq_recover(d, err, sizeof err) < 0)
+    if (jq_recover(d, NULL, err, sizeof err) < 0)
         fail("recover", err);
     jq_store_hooks_t hooks;
     jq_daemon_store_hooks(d, &hooks);

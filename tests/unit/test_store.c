@@ -928,6 +928,7 @@ static void test_cluster_apply_snapshot_restore(void **state)
     assert_int_equal(jq_store_durable(s), n);
     assert_int_equal(jq_store_seq(s), jobs);
     assert_int_equal(jq_store_apply(other, copy, n, false, NULL, 0, err, sizeof err), 0);
+    jq_change_list_free(&copy); /* not this node's: still ours */
     assert_int_equal(jq_store_durable(other), 0);
     assert_int_equal(jq_store_seq(other), jobs);
     jq_change_t *published = jq_changeq_take(out); /* the hook had this node's, in order */
@@ -983,6 +984,90 @@ static void test_cluster_apply_snapshot_restore(void **state)
     jq_changeq_destroy(&out);
 }
 
+static int take_into(void *ctx, jq_job_t *job)
+{
+    jq_shard_t *sh = jq_table_shard_for(ctx, job->id);
+    jq_shard_wrlock(sh);
+    int rc = jq_shard_insert_loaded(sh, job);
+    jq_shard_wrunlock(sh);
+    return rc;
+}
+
+/* A cluster follower's view (jq_table_replay): the records a table made
+ * — submits, a run with its log, an archive — replayed into an empty table
+ * give the same live jobs, logs included, and the archived one is gone;
+ * the view's jobs move to another table whole (jq_table_take_live); a
+ * record of a job the view never saw is refused. */
+static void test_table_replay_view(void **state)
+{
+    (void)state;
+    jq_changeq_t *q = jq_changeq_new();
+    jq_table_t *table = jq_table_new(4, (jq_sink_fn)jq_changeq_push, q);
+    jq_table_t *view = jq_table_new(4, jq_store_sink, NULL);
+    assert_non_null(table);
+    assert_non_null(view);
+    insert(table, job_from("[{\"op\":\"test.log\",\"args\":{\"messages\":[\"a\"]}},"
+                           " {\"op\":\"test.log\",\"args\":{\"messages\":[\"b\"]}}]", 1));
+    insert(table, job_from("[{\"op\":\"test.delay\",\"args\":{\"duration\":0}}]", 2));
+    insert(table, job_from("[{\"op\":\"test.delay\",\"args\":{\"duration\":0}}]", 3));
+    run_op(table, 1, "first", NOW + 10);
+    run_op(table, 2, "two", NOW + 20);
+    archive(table, 2);
+    jq_change_t *head = jq_changeq_take(q);
+    for (jq_change_t *c = head; c; c = c->next)
+        assert_int_equal(jq_table_replay(view, c), 0);
+    assert_int_equal(jq_table_live_count(view), 2);
+    uint64_t want[JQ_STATUS__COUNT] = {0}, got[JQ_STATUS__COUNT] = {0};
+    jq_table_count_status(table, want);
+    jq_table_count_status(view, got);
+    assert_memory_equal(want, got, sizeof want);
+    for (uint64_t id = 1; id <= 3; id++) {
+        jq_shard_t *a = jq_table_shard_for(table, id), *b = jq_table_shard_for(view, id);
+        jq_shard_rdlock(a);
+        jq_shard_rdlock(b);
+        const jq_job_t *x = jq_shard_find(a, id), *y = jq_shard_find(b, id);
+        if (id == 2) {
+            assert_null(y); /* archived: read from the store */
+        } else {
+            assert_non_null(x);
+            assert_non_null(y);
+            assert_jobs_equal(x, y);
+            for (uint32_t i = 0; i < x->nops; i++) {
+                assert_int_equal(x->ops[i].nlog, y->ops[i].nlog);
+                for (uint32_t e = 0; e < x->ops[i].nlog; e++)
+                    assert_blob_equal(&x->ops[i].log[e], &y->ops[i].log[e]);
+            }
+        }
+        jq_shard_rdunlock(b);
+        jq_shard_rdunlock(a);
+    }
+    /* The view's jobs move to another table (a new leader's queue). */
+    jq_table_t *queue = jq_table_new(4, jq_store_sink, NULL);
+    assert_int_equal(jq_table_take_live(view, take_into, queue), 0);
+    assert_int_equal(jq_table_live_count(view), 0);
+    assert_int_equal(jq_table_live_count(queue), 2);
+    memset(got, 0, sizeof got);
+    jq_table_count_status(queue, got);
+    assert_memory_equal(want, got, sizeof want);
+    memset(got, 0, sizeof got);
+    jq_table_count_status(view, got);
+    for (int st = 0; st < JQ_STATUS__COUNT; st++)
+        assert_int_equal(got[st], 0);
+    jq_table_destroy(&queue);
+    /* An update of a job the view does not have is refused. */
+    jq_table_t *empty = jq_table_new(2, jq_store_sink, NULL);
+    for (jq_change_t *c = head; c; c = c->next)
+        if (c->kind == JQ_CHANGE_UPDATE) {
+            assert_int_equal(jq_table_replay(empty, c), -1);
+            break;
+        }
+    jq_change_list_free(&head);
+    jq_table_destroy(&empty);
+    jq_table_destroy(&view);
+    jq_table_destroy(&table);
+    jq_changeq_destroy(&q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,6 +1082,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_thread_archive_and_reload, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_store_thread_live_jobs_reload, setup_tmp, teardown_tmp),
         cmocka_unit_test_setup_teardown(test_cluster_apply_snapshot_restore, setup_tmp, teardown_tmp),
+        cmocka_unit_test(test_table_replay_view),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
