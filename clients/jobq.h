@@ -69,7 +69,20 @@ typedef struct _jobq_client_t jobq_client_t;
 
 /* Creates a client connected (asynchronously, as ZeroMQ does) to endpoint,
  * e.g. "ipc:///var/lib/jobq/jobq.sock" or "tcp://127.0.0.1:5555". Returns
- * NULL when the endpoint is invalid or ZeroMQ cannot create the socket. */
+ * NULL when the endpoint is invalid or ZeroMQ cannot create the socket.
+ *
+ * endpoint may also be a comma-separated list ("tcp://h1:5555,tcp://h2:5555":
+ * the client endpoints of a cluster's nodes). The client talks to one at a
+ * time, the first to begin with. A NotLeader answer (the request did
+ * nothing) sends the request on to the leader it names (one of its
+ * endpoints that is in the list, else its first of the same scheme), or,
+ * while no leader is known, to the listed endpoints in turn about 200 ms
+ * later; at most 10 hops per call (then JOBQ_ERR_NOT_LEADER). A call that
+ * cannot reach its endpoint (NOT_RUNNING, TIMEOUT, TRANSPORT) goes on to
+ * the next listed endpoint only when sending it again is safe: nothing
+ * was sent, or the request is read-only or a submission with a token
+ * (a timed-out one that is safe starts at the next endpoint on its next
+ * call). All within the call's timeout. A single endpoint never moves. */
 jobq_client_t *jobq_client_new(const char *endpoint);
 
 /* Destroys the client (pending requests are dropped: linger is 0) and sets
@@ -86,7 +99,9 @@ void jobq_client_destroy(jobq_client_t **self_p);
  * A subscriber made from the client uses its keys too. */
 int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key);
 
-/* The endpoint given to jobq_client_new. */
+/* The endpoint the client is connected to now: the one given to
+ * jobq_client_new, or for a list the one in use (a leader's, perhaps not
+ * in the list). */
 const char *jobq_client_endpoint(jobq_client_t *self);
 
 /* Code of the last call's failure, JOBQ_ERR_NONE after a success. */
@@ -302,6 +317,22 @@ json_t *jobq_list_fields(jobq_client_t *self, int timeout_ms);
  * "description"}...]}...], or NULL. */
 json_t *jobq_list_opcodes(jobq_client_t *self, int timeout_ms);
 
+/* Cluster nodes (jobqd --cluster; docs/protocol.md). query_nodes: the
+ * nodes as the answering node sees them, a JSON array sorted by id (read
+ * role; any node answers). add_node: adds node id at address (HOST:PORT of
+ * its node-to-node traffic) as a voter or a standby, with a name (NULL:
+ * none) and its client endpoints (a JSON array, NULL: none); returns the
+ * result {"id"} once committed. remove_node: 0 once committed.
+ * transfer_leader: moves the leadership to node id (0: the daemon picks
+ * the most up-to-date voter), the new leader's id in *leader_out. The
+ * three changes need the admin role and go to the leader. */
+json_t *jobq_query_nodes(jobq_client_t *self, int timeout_ms);
+json_t *jobq_add_node(jobq_client_t *self, uint64_t id, const char *address, bool standby,
+                      const char *name, const json_t *endpoints, int timeout_ms);
+int jobq_remove_node(jobq_client_t *self, uint64_t id, int timeout_ms);
+int jobq_transfer_leader(jobq_client_t *self, uint64_t id, uint64_t *leader_out,
+                         int timeout_ms);
+
 /* http_token: a token for the daemon's HTTP endpoint naming this client's
  * key (or, over ipc, its uid and role), valid ttl_s seconds (60 to
  * 31622400; 0 for the daemon's default of 30 days). Returns {"token",
@@ -442,7 +473,15 @@ void jobq_worker_default_endpoint(char *buf, size_t len);
  * running up to capacity (1 to JOBQ_WORKER_MAX_CAPACITY) opcodes at once.
  * It connects on jobq_worker_connect or the first poll, once its opcodes
  * are declared. NULL on bad arguments (an endpoint ZeroMQ cannot connect
- * to included) or when ZeroMQ fails. */
+ * to included) or when ZeroMQ fails.
+ *
+ * endpoint may list a cluster's worker endpoints, comma-separated. A hello
+ * answered NotLeader goes to the leader's worker endpoint; a connection
+ * given up (the daemon silent for the lease time, or disconnect) goes to
+ * the next listed endpoint, and the leases still held are not revoked then
+ * but named in the next hello: those the welcome does not list in
+ * `resumed` are revoked when it comes (all of them without `resumed`).
+ * jobq_worker_endpoint is the endpoint in use. */
 jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capacity);
 
 /* CURVE keys for a tcp:// worker endpoint, as jobq_client_set_keys (the
@@ -470,7 +509,7 @@ int jobq_worker_add_opcode(jobq_worker_t *self, const char *name, const json_t *
  * one opcode. Does not wait for the welcome (an event). 0 or -1. */
 int jobq_worker_connect(jobq_worker_t *self);
 
-/* The endpoint the worker connects to. */
+/* The endpoint the worker connects to (now: for a list, the one in use). */
 const char *jobq_worker_endpoint(jobq_worker_t *self);
 
 /* Code and sentence of the last failure (JOBQ_ERR_NONE and "" after a

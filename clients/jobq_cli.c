@@ -245,6 +245,33 @@ static const cli_command_t commands[] = {
      "                 allowed; default 30 d)\n"
      "Prints the token, one line; with --json, {\"token\", \"role\", \"owner\",\n"
      "\"expires\"}.\n"},
+    {"nodes", cmd_nodes, "list|add|remove|transfer ...", "show or change a cluster's nodes",
+     "A cluster's nodes (jobqd --cluster; docs/operations.md). The endpoint may\n"
+     "name several nodes, separated by commas: a request a node that is not the\n"
+     "leader cannot serve follows it to the leader.\n"
+     "  list                     the nodes as the answering node sees them: ID\n"
+     "                           (the answering node's marked *), NAME, ROLE\n"
+     "                           (voter, standby, spare), STATE (leader,\n"
+     "                           follower, candidate, unavailable, unknown),\n"
+     "                           APPLIED (entries applied), LAG (entries behind\n"
+     "                           the leader, - when not known), ADDRESS\n"
+     "  add ID ADDRESS           add node ID, whose node-to-node address is\n"
+     "                           HOST:PORT (its jobqd --node-address)\n"
+     "  remove ID                remove node ID from the cluster\n"
+     "  transfer [ID]            make node ID the leader (without ID: the most\n"
+     "                           up-to-date voter)\n"
+     "add, remove and transfer need the admin role and print once the change is\n"
+     "committed.\n"
+     "\n"
+     "Options of add:\n"
+     "      --standby            a non-voting standby (default: a voter)\n"
+     "      --name N             the node's name\n"
+     "      --endpoint-of-node EP\n"
+     "                           a client endpoint of the node (repeatable)\n"
+     "With --json: list prints the daemon's answer [{\"id\", \"name\", \"address\",\n"
+     "\"role\", \"state\", \"endpoints\", \"applied\", \"lag_entries\", \"lag_seconds\",\n"
+     "\"last_contact\", \"self\"}...]; add {\"id\"}, remove null, transfer\n"
+     "{\"leader\"}.\n"},
     {"help", cmd_help, "[COMMAND]", "show help for jobq or for a command", ""},
 };
 

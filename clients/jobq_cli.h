@@ -153,6 +153,7 @@ int cmd_list_opcodes(cli_t *cli, int argc, char **argv);
 int cmd_version(cli_t *cli, int argc, char **argv);
 int cmd_keygen(cli_t *cli, int argc, char **argv);
 int cmd_http_token(cli_t *cli, int argc, char **argv);
+int cmd_nodes(cli_t *cli, int argc, char **argv);
 
 /* Prints the daemon's opcodes for `jobq submit --help` when it answers
  * within CLI_HELP_DAEMON_TIMEOUT_MS; prints nothing otherwise. */

@@ -499,8 +499,8 @@ int cmd_ping(cli_t *cli, int argc, char **argv)
         const char *version = json_string_value(json_object_get(r, "version"));
         printf("jobqd %s (protocol %lld) at %s: time %s, round trip %.3f ms\n",
                version ? version : "?",
-               (long long)json_integer_value(json_object_get(r, "protocol")), cli->endpoint,
-               cli_fmt_ts(json_object_get(r, "time"), buf, sizeof buf), ms);
+               (long long)json_integer_value(json_object_get(r, "protocol")),
+               jobq_client_endpoint(cli->client), cli_fmt_ts(json_object_get(r, "time"), buf, sizeof buf), ms);
     }
     json_decref(r);
     rc = CLI_EXIT_OK;
@@ -534,7 +534,7 @@ int cmd_version(cli_t *cli, int argc, char **argv)
         if (r)
             printf("jobqd %s (protocol %lld) at %s\n", version ? version : "?",
                    (long long)json_integer_value(json_object_get(r, "protocol")),
-                   cli->endpoint);
+                   jobq_client_endpoint(cli->client));
     }
     json_decref(r);
     rc = CLI_EXIT_OK;

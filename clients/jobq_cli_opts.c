@@ -80,7 +80,8 @@ int cli_call_failed(cli_t *cli)
         return CLI_EXIT_NOT_RUNNING;
     }
     if (code == JOBQ_ERR_TIMEOUT || code == JOBQ_ERR_TRANSPORT)
-        fprintf(stderr, "jobq: cannot reach the daemon at %s: %s\n", cli->endpoint, reason);
+        fprintf(stderr, "jobq: cannot reach the daemon at %s: %s\n",
+                c ? jobq_client_endpoint(c) : cli->endpoint, reason);
     else
         cli_error(cli, "%s: %s", jobq_code_name(code), reason);
     return CLI_EXIT_FAIL;
@@ -156,9 +157,17 @@ static int apply_common(cli_t *cli, int which, const char *value, bool *done)
 }
 
 /* An endpoint a daemon can be reached at: ipc://PATH or tcp://HOST:PORT
- * (inproc:// is in-process only, so never jobqd's). */
+ * (inproc:// is in-process only, so never jobqd's), or several separated
+ * by commas (a cluster's nodes). */
 static bool valid_endpoint(const char *e)
 {
+    const char *comma = strchr(e, ',');
+    if (comma) {
+        char *first = strndup(e, (size_t)(comma - e));
+        bool ok = first && valid_endpoint(first) && valid_endpoint(comma + 1);
+        free(first);
+        return ok;
+    }
     if (strncmp(e, "ipc://", 6) == 0)
         return e[6] != '\0';
     if (strncmp(e, "tcp://", 6) != 0)

@@ -36,6 +36,17 @@
  * repeated (idempotent(): read-only methods, submissions with a client
  * token) is sent once more after the reconnect, any other fails at once,
  * saying that it may or may not have been carried out.
+ *
+ * Several endpoints (a cluster, docs/cli.md "Several endpoints"): the
+ * client is connected to one of them at a time (self->endpoint). A
+ * NotLeader answer did nothing, so the request goes to the leader it names
+ * (follow_leader), or, while no leader is known, to the configured
+ * endpoints in turn after LEADER_WAIT_MS; hops are counted so that nodes
+ * naming each other cannot keep a request going round. A failure to reach
+ * an endpoint (NotRunning, Timeout, Transport) moves to the next
+ * configured one only when sending the request again is safe (nothing was
+ * sent, or idempotent()); a single endpoint never moves, so it behaves as
+ * it always did.
  */
 #include "jobq.h"
 
@@ -61,6 +72,9 @@
  * connection is down, its events were lost (see ensure_up). */
 #define CONN_QUIET_MS 600
 #define CONN_REBIND_GRACE_MS 250 /* see ensure_up */
+#define MAX_HOPS 10          /* NotLeader answers followed per request */
+#define MAX_LEADER_WAITS 50  /* "no leader yet" waits per request (~10 s) */
+#define LEADER_WAIT_MS 200   /* pause before asking again during an election */
 
 /* What the monitor last said about the connection. */
 typedef enum { CONN_UNKNOWN, CONN_UP, CONN_DOWN } conn_state_t;
@@ -68,7 +82,13 @@ typedef enum { CONN_UNKNOWN, CONN_UP, CONN_DOWN } conn_state_t;
 struct _jobq_client_t {
     void *ctx;                  /* ZeroMQ context owned by this client */
     void *sock;                 /* DEALER socket connected to endpoint */
-    char *endpoint;             /* endpoint as given to jobq_client_new */
+    char *endpoint;             /* endpoint connected to now (malloc'ed) */
+    char **eps;                 /* the configured endpoints (the list given) */
+    size_t neps;
+    size_t cur;                 /* eps[cur]: the configured one last used */
+    uint64_t moves;             /* times the client changed endpoint */
+    bool via_leader;            /* the current endpoint is a NotLeader's leader's */
+    bool cluster;               /* a ping answered with "cluster" */
     jobq_curve_t curve;         /* CURVE keys (jobq_client_set_keys) */
     unsigned nsockets;          /* sockets opened: names their monitors */
     int refused;                /* the last handshake failed: 0, or the
@@ -83,6 +103,7 @@ struct _jobq_client_t {
     bool attempt_timed_out;     /* the last failed attempt ran out of time */
     uint64_t checked_failures;  /* failed_attempts at the last check_connection */
     uint64_t next_id;           /* request id of the next call */
+    json_t *leader;             /* `leader` of the last NotLeader answer */
     jobq_code_t status;         /* code of the last failure, NONE after success */
     char reason[REASON_MAX];    /* human text of the last failure */
 };
@@ -147,6 +168,52 @@ static int open_socket(jobq_client_t *self)
     return 0;
 }
 
+/* Makes endpoint the current one (self->endpoint, self->ipc_path). */
+static int set_endpoint(jobq_client_t *self, const char *endpoint)
+{
+    char *ep = strdup(endpoint), *path = NULL;
+    if (!ep)
+        return -1;
+    /* An ipc path that does not exist (and is not Linux's abstract
+     * namespace, "@name") means no daemon; we check at each call. */
+    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
+        path = strdup(endpoint + 6);
+        if (!path) {
+            free(ep);
+            return -1;
+        }
+    }
+    free(self->endpoint);
+    free(self->ipc_path);
+    self->endpoint = ep;
+    self->ipc_path = path;
+    return 0;
+}
+
+/* Splits "ep1,ep2,..." into self->eps: -1 when an item is empty or is not
+ * SCHEME://ADDRESS. */
+static int parse_endpoints(jobq_client_t *self, const char *list)
+{
+    size_t n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    self->eps = calloc(n, sizeof *self->eps);
+    if (!self->eps)
+        return -1;
+    const char *p = list;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || (n > 1 && !memmem(p, len, "://", 3)))
+            return -1;
+        self->eps[i] = strndup(p, len);
+        if (!self->eps[i])
+            return -1;
+        self->neps++;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
 jobq_client_t *jobq_client_new(const char *endpoint)
 {
     if (!endpoint || !*endpoint)
@@ -155,19 +222,24 @@ jobq_client_t *jobq_client_new(const char *endpoint)
     if (!self)
         return NULL;
     self->next_id = 1;
-    self->endpoint = strdup(endpoint);
-    if (!self->endpoint)
+    if (parse_endpoints(self, endpoint) < 0 || set_endpoint(self, self->eps[0]) < 0)
         goto fail;
-    /* An ipc path that does not exist (and is not Linux's abstract
-     * namespace, "@name") means no daemon; we check at each call. */
-    if (strncmp(endpoint, "ipc://", 6) == 0 && endpoint[6] != '@') {
-        self->ipc_path = strdup(endpoint + 6);
-        if (!self->ipc_path)
-            goto fail;
-    }
     self->ctx = zmq_ctx_new();
     if (!self->ctx)
         goto fail;
+    /* The others of a list are connected to later: one ZeroMQ cannot
+     * connect to would fail only then, so try them now. */
+    for (size_t i = 1; i < self->neps; i++) {
+        void *probe = zmq_socket(self->ctx, ZMQ_DEALER);
+        int linger = 0;
+        if (probe)
+            zmq_setsockopt(probe, ZMQ_LINGER, &linger, sizeof linger);
+        bool ok = probe && zmq_connect(probe, self->eps[i]) == 0;
+        if (probe)
+            zmq_close(probe);
+        if (!ok)
+            goto fail;
+    }
     if (open_socket(self) < 0)
         goto fail;
     return self;
@@ -191,6 +263,10 @@ void jobq_client_destroy(jobq_client_t **self_p)
         zmq_ctx_term(self->ctx);
     free(self->ipc_path);
     free(self->endpoint);
+    for (size_t i = 0; i < self->neps; i++)
+        free(self->eps[i]);
+    free(self->eps);
+    json_decref(self->leader);
     free(self);
     *self_p = NULL;
 }
@@ -485,6 +561,13 @@ static int handle_frame(jobq_client_t *self, const char *method, uint64_t id,
     if (rc < 0 || off != size) {
         set_error(self, JOBQ_ERR_MALFORMED, "malformed reply from the daemon to %s", method);
     } else if (!rep.ok) {
+        json_decref(self->leader);
+        self->leader = NULL;
+        if (rep.code == JOBQ_ERR_NOT_LEADER) {
+            const msgpack_object *l = wire_map_get(wire_map_get(&upk.data, "error"), "leader");
+            if (l && l->type == MSGPACK_OBJECT_MAP)
+                self->leader = jobq_json_from_msgpack(l, JOBQ_JSON_MAX_DEPTH, NULL, 0);
+        }
         if (rep.message_len)
             set_error(self, rep.code, "%.*s", (int)rep.message_len, rep.message);
         else
@@ -516,7 +599,7 @@ static bool read_only(const char *method)
 {
     static const char *const names[] = {"ping",   "query_jobs",  "wait_for_job_change",
                                         "events_since", "stats", "list_fields",
-                                        "list_opcodes", "http_token"};
+                                        "list_opcodes", "http_token", "query_nodes"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(method, names[i]) == 0)
             return true;
@@ -533,43 +616,19 @@ static bool idempotent(const char *method, const json_t *args)
             json_object_get(args, "token") != NULL);
 }
 
-/* The single request path. keepalive_grace_ms > 0: each keepalive for
- * this request moves the deadline to at least that far from now. */
-static int call_impl(jobq_client_t *self, const char *method, const json_t *args,
-                     json_t **result, int timeout_ms, int keepalive_grace_ms)
+/* One request's exchange with the current endpoint. *sent: the request
+ * left (it may have been carried out unless the answer says otherwise).
+ * *deadline and *extended move with keepalives (keepalive_grace_ms). */
+static int exchange(jobq_client_t *self, const char *method, bool may_repeat,
+                    const msgpack_sbuffer *req, uint64_t id, json_t **result, int64_t start,
+                    int64_t *deadline_p, int timeout_ms, int keepalive_grace_ms,
+                    bool *extended_p, bool *sent)
 {
-    assert(self);
-    assert(method);
-    if (result)
-        *result = NULL;
-    if (args && !json_is_object(args)) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments must be a JSON object", method);
-        return -1;
-    }
-    int64_t start = now_ms();
-    int64_t deadline = timeout_ms < 0 ? -1 : start + timeout_ms;
-    bool extended = false;
-    uint64_t id = self->next_id++;
-
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    wire_request_begin(&pk, id, method);
-    char err[128];
-    int rc = 0;
-    if (args)
-        rc = jobq_json_to_msgpack(&pk, args, JOBQ_JSON_MAX_DEPTH - 1, err, sizeof err);
-    else
-        rc = msgpack_pack_map(&pk, 0);
-    if (rc < 0) {
-        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments cannot be encoded: %s",
-                  method, err);
-        msgpack_sbuffer_destroy(&sbuf);
-        return -1;
-    }
+    const msgpack_sbuffer sbuf = *req;
+    int64_t deadline = *deadline_p;
+    bool extended = *extended_p;
     int outcome = -1;
-    bool resent = false, may_repeat = idempotent(method, args);
+    bool resent = false;
     /* What the caller cannot know when the daemon is gone: whether a
      * request that changes something was carried out (a token makes a
      * retry safe, but only a daemon that answers can tell). */
@@ -577,8 +636,10 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
     char while_[160];
     snprintf(while_, sizeof while_, "; it stopped while %s was waiting for its reply%s", method,
              unknown);
-    if (ensure_up(self, deadline, timeout_ms, "") < 0 ||
-        send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms) < 0)
+    if (ensure_up(self, deadline, timeout_ms, "") < 0)
+        goto out;
+    *sent = true; /* a send that times out may still leave */
+    if (send_request(self, sbuf.data, sbuf.size, deadline, timeout_ms) < 0)
         goto out;
     uint64_t drops = self->drops, failed = self->failed_attempts;
 
@@ -655,8 +716,227 @@ static int call_impl(jobq_client_t *self, const char *method, const json_t *args
         }
     }
 out:
+    *deadline_p = deadline;
+    *extended_p = extended;
+    return outcome;
+}
+
+/* The scheme of an endpoint ("tcp://"...), its length. */
+static size_t scheme_len(const char *ep)
+{
+    const char *p = strstr(ep, "://");
+    return p ? (size_t)(p - ep) + 3 : 0;
+}
+
+/* Which of the leader's client endpoints to go to: one that is also
+ * configured, else its first of the current endpoint's scheme. A wildcard
+ * host (0.0.0.0 or the star) is the host of the leader's node
+ * address. NULL when there is none (or no leader). malloc'ed. */
+static char *leader_endpoint(jobq_client_t *self)
+{
+    json_t *eps = json_object_get(self->leader, "endpoints");
+    size_t i;
+    json_t *e;
+    json_array_foreach(eps, i, e) {
+        const char *s = json_string_value(e);
+        for (size_t k = 0; s && k < self->neps; k++)
+            if (strcmp(s, self->eps[k]) == 0)
+                return strdup(s);
+    }
+    size_t sl = scheme_len(self->endpoint);
+    json_array_foreach(eps, i, e) {
+        const char *s = json_string_value(e);
+        if (!s || !sl || strncmp(s, self->endpoint, sl) != 0)
+            continue;
+        const char *addr = json_string_value(json_object_get(self->leader, "address"));
+        const char *colon = addr ? strrchr(addr, ':') : NULL;
+        char *out = NULL;
+        if (colon && (strncmp(s, "tcp://0.0.0.0:", 14) == 0 || strncmp(s, "tcp://*:", 8) == 0)) {
+            if (asprintf(&out, "tcp://%.*s%s", (int)(colon - addr), addr, strrchr(s, ':')) < 0)
+                out = NULL;
+            return out;
+        }
+        return strdup(s);
+    }
+    return NULL;
+}
+
+/* Connects the client to endpoint instead of the current one. */
+static int move_to(jobq_client_t *self, const char *endpoint)
+{
+    if (strcmp(endpoint, self->endpoint) == 0)
+        return 0;
+    if (set_endpoint(self, endpoint) < 0)
+        return -1;
+    zmq_socket_monitor(self->sock, NULL, 0);
+    zmq_close(self->sock);
+    zmq_close(self->mon);
+    self->sock = self->mon = NULL;
+    self->conn = CONN_UNKNOWN;
+    self->refused = 0;
+    self->after_disconnect = false;
+    self->attempt_start = 0;
+    self->attempt_timed_out = false;
+    self->checked_failures = self->failed_attempts;
+    self->moves++;
+    return open_socket(self);
+}
+
+/* Moves to the configured endpoint after the current one. */
+static int next_endpoint(jobq_client_t *self)
+{
+    self->cur = (self->cur + 1) % self->neps;
+    self->via_leader = false;
+    if (move_to(self, self->eps[self->cur]) < 0) {
+        set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s", self->eps[self->cur],
+                  zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* While no leader is known: a pause, then (rotate) the next configured
+ * endpoint. false when the pauses or the time ran out. */
+static bool wait_for_leader(jobq_client_t *self, int64_t deadline, int *waits, bool rotate)
+{
+    long left = remaining_ms(deadline);
+    if (++*waits > MAX_LEADER_WAITS || left == 0)
+        return false;
+    usleep(1000 * (left < 0 || left > LEADER_WAIT_MS ? LEADER_WAIT_MS : left));
+    return remaining_ms(deadline) != 0 && (!rotate || next_endpoint(self) == 0);
+}
+
+/* After a failed exchange: whether to send the request again, and where
+ * (the client is moved there). hops, waits and tried count this
+ * request's moves. */
+static bool move_on(jobq_client_t *self, bool may_repeat, bool sent, int64_t deadline,
+                    int *hops, int *waits, size_t *tried)
+{
+    if (self->status == JOBQ_ERR_NOT_LEADER) {
+        *tried = 0; /* a node answered: the endpoints are not all down */
+        char *to = leader_endpoint(self);
+        if (to && strcmp(to, self->endpoint) == 0) {
+            /* A node naming itself: elected, not serving yet (loading the
+             * queue). Ask it again a moment later. */
+            free(to);
+            return wait_for_leader(self, deadline, waits, false);
+        }
+        if (to && *hops >= MAX_HOPS) {
+            free(to);
+            char last[REASON_MAX];
+            snprintf(last, sizeof last, "%s", self->reason);
+            set_error(self, JOBQ_ERR_NOT_LEADER,
+                      "no leader reached after %d hops (the nodes name each other as leader?); "
+                      "the last answer, from %s: %s",
+                      MAX_HOPS, self->endpoint, last);
+            return false;
+        }
+        if (to) {
+            ++*hops;
+            int rc = move_to(self, to);
+            self->via_leader = true;
+            free(to);
+            if (rc < 0)
+                set_error(self, JOBQ_ERR_TRANSPORT, "cannot connect to the leader: %s",
+                          zmq_strerror(errno));
+            return rc == 0;
+        }
+        /* No leader known (an election), or one without a usable endpoint:
+         * ask again a moment later, the configured endpoints in turn. */
+        return wait_for_leader(self, deadline, waits, true);
+    }
+    bool unreachable = self->status == JOBQ_ERR_NOT_RUNNING ||
+                       self->status == JOBQ_ERR_TIMEOUT || self->status == JOBQ_ERR_TRANSPORT;
+    if (unreachable && self->via_leader && (!sent || may_repeat)) {
+        /* The leader a node named is gone (the nodes do not know yet):
+         * as while no leader is known. That hop led nowhere. */
+        --*hops;
+        return wait_for_leader(self, deadline, waits, true);
+    }
+    if (self->neps < 2 || !unreachable || (sent && !may_repeat))
+        return false;
+    /* The next configured endpoint: for this request while time is left
+     * and some were not tried, else for the next call. */
+    bool again = !self->refused && ++*tried < self->neps && remaining_ms(deadline) != 0;
+    if (!again) {
+        char reason[REASON_MAX];
+        jobq_code_t code = self->status;
+        snprintf(reason, sizeof reason, "%s", self->reason);
+        if (next_endpoint(self) == 0)
+            set_error(self, code, "%s", reason); /* the failure is this request's */
+        return false;
+    }
+    return next_endpoint(self) == 0;
+}
+
+/* The single request path. keepalive_grace_ms > 0: each keepalive for
+ * this request moves the deadline to at least that far from now. */
+static int call_impl(jobq_client_t *self, const char *method, const json_t *args,
+                     json_t **result, int timeout_ms, int keepalive_grace_ms)
+{
+    assert(self);
+    assert(method);
+    if (result)
+        *result = NULL;
+    if (args && !json_is_object(args)) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments must be a JSON object", method);
+        return -1;
+    }
+    int64_t start = now_ms();
+    int64_t deadline = timeout_ms < 0 ? -1 : start + timeout_ms;
+    bool extended = false;
+    uint64_t id = self->next_id++;
+
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    wire_request_begin(&pk, id, method);
+    char err[128];
+    int rc = 0;
+    if (args)
+        rc = jobq_json_to_msgpack(&pk, args, JOBQ_JSON_MAX_DEPTH - 1, err, sizeof err);
+    else
+        rc = msgpack_pack_map(&pk, 0);
+    if (rc < 0) {
+        set_error(self, JOBQ_ERR_BAD_ARGUMENT, "%s: arguments cannot be encoded: %s",
+                  method, err);
+        msgpack_sbuffer_destroy(&sbuf);
+        return -1;
+    }
+    bool may_repeat = idempotent(method, args);
+    int hops = 0, waits = 0, outcome;
+    size_t tried = 0;
+    for (;;) {
+        bool sent = false;
+        outcome = exchange(self, method, may_repeat, &sbuf, id, result, start, &deadline,
+                           timeout_ms, keepalive_grace_ms, &extended, &sent);
+        if (outcome == 0 ||
+            !move_on(self, may_repeat, sent, deadline, &hops, &waits, &tried))
+            break;
+    }
     msgpack_sbuffer_destroy(&sbuf);
     return outcome;
+}
+
+uint64_t jobq_client_moves(jobq_client_t *self)
+{
+    return self->moves;
+}
+
+bool jobq_client_in_cluster(jobq_client_t *self)
+{
+    return self->neps > 1 || self->moves > 0 || self->cluster;
+}
+
+size_t jobq_client_endpoint_count(jobq_client_t *self)
+{
+    return self->neps;
+}
+
+const json_t *jobq_client_leader(jobq_client_t *self)
+{
+    return self->leader;
 }
 
 int jobq_client_check_connection(jobq_client_t *self)
@@ -702,7 +982,10 @@ static json_t *call_typed(jobq_client_t *self, const char *method, json_t *args,
 
 json_t *jobq_ping(jobq_client_t *self, int timeout_ms)
 {
-    return call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
+    json_t *r = call_typed(self, "ping", json_object(), JSON_OBJECT, timeout_ms);
+    if (json_object_get(r, "cluster"))
+        self->cluster = true;
+    return r;
 }
 
 /* A submission's arguments with its token, sent again (same token) after
@@ -991,6 +1274,57 @@ json_t *jobq_http_token(jobq_client_t *self, int64_t ttl_s, int timeout_ms)
     return r;
 }
 
+json_t *jobq_query_nodes(jobq_client_t *self, int timeout_ms)
+{
+    return call_typed(self, "query_nodes", json_object(), JSON_ARRAY, timeout_ms);
+}
+
+json_t *jobq_add_node(jobq_client_t *self, uint64_t id, const char *address, bool standby,
+                      const char *name, const json_t *endpoints, int timeout_ms)
+{
+    json_t *args = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "address",
+                             address ? address : "", "role", standby ? "standby" : "voter");
+    if (args && name && json_object_set_new(args, "name", json_string(name)) < 0) {
+        json_decref(args);
+        args = NULL;
+    }
+    if (args && json_object_set_new(args, "endpoints", endpoints ? json_deep_copy(endpoints)
+                                                                 : json_array()) < 0) {
+        json_decref(args);
+        args = NULL;
+    }
+    return call_typed(self, "add_node", args, JSON_OBJECT, timeout_ms);
+}
+
+int jobq_remove_node(jobq_client_t *self, uint64_t id, int timeout_ms)
+{
+    json_t *r = call_typed(self, "remove_node", json_pack("{s:I}", "id", (json_int_t)id),
+                           JSON_NULL, timeout_ms);
+    if (!r)
+        return -1;
+    json_decref(r);
+    return 0;
+}
+
+int jobq_transfer_leader(jobq_client_t *self, uint64_t id, uint64_t *leader_out,
+                         int timeout_ms)
+{
+    json_t *args = json_pack("{s:o}", "id", id ? json_integer((json_int_t)id) : json_null());
+    json_t *r = call_typed(self, "transfer_leader", args, JSON_OBJECT, timeout_ms);
+    if (!r)
+        return -1;
+    json_t *l = json_object_get(r, "leader");
+    if (!json_is_integer(l) || json_integer_value(l) < 0) {
+        set_error(self, JOBQ_ERR_MALFORMED, "unexpected result in the reply to transfer_leader");
+        json_decref(r);
+        return -1;
+    }
+    if (leader_out)
+        *leader_out = (uint64_t)json_integer_value(l);
+    json_decref(r);
+    return 0;
+}
+
 int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *server_key)
 {
     if (!self)
@@ -1003,7 +1337,7 @@ int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *
     }
     self->curve = c;
     if (!c.set || strncmp(self->endpoint, "tcp://", 6) != 0)
-        return 0;
+        return 0; /* another endpoint of a list opens its socket with the keys */
     /* A new socket: the keys count from its first connection, and no event
      * of the old one's (a handshake without keys) is read as its own. */
     zmq_socket_monitor(self->sock, NULL, 0);

@@ -17,6 +17,17 @@ void jobq_client_fail(jobq_client_t *self, jobq_code_t code, const char *fmt, ..
  * away), else 0. Never blocks. */
 int jobq_client_check_connection(jobq_client_t *self);
 
+/* How many times the client moved to another endpoint (a leader, the
+ * next configured one): a subscriber follows it to the new daemon. */
+uint64_t jobq_client_moves(jobq_client_t *self);
+/* Whether the client talks to a cluster: several endpoints, a move
+ * already, or a ping answered with "cluster". */
+bool jobq_client_in_cluster(jobq_client_t *self);
+/* How many endpoints the client was given. */
+size_t jobq_client_endpoint_count(jobq_client_t *self);
+/* The `leader` of the last NotLeader answer (borrowed), or NULL. */
+const json_t *jobq_client_leader(jobq_client_t *self);
+
 /* CURVE keys (jobq_keys.c), Z85. */
 #define JOBQ_KEY_CHARS 40
 typedef struct {

@@ -26,6 +26,14 @@
  * unless it was dropped) and, if still behind, caught up. last_seq here is
  * the base for events_since: every watched event up to it was delivered.
  *
+ * Following a cluster's leader: a subscriber that picked its events
+ * endpoint itself follows its client. When the client moved to another
+ * node (a NotLeader answer, a node that went away), the SUB socket is made
+ * again on that node's publish endpoint and events_since continues from
+ * last_seq (seq and epoch are the cluster's). A stream silent for
+ * SUB_SILENCE_MS is probed with events_since, which moves the client to
+ * the leader when the node is no longer it.
+ *
  * Single-threaded: the subscriber and its client belong to one thread.
  */
 #include "jobq.h"
@@ -47,6 +55,7 @@
 #define SUB_CHECK_INTERVAL_MS 1000 /* job mode: change_serial check period */
 #define SUB_SLICE_MS 100           /* how often a wait looks at the client's connection */
 #define SUB_OLD_EPOCHS 4           /* epochs left behind, remembered */
+#define SUB_SILENCE_MS 3000        /* a cluster's stream this quiet: probe (1 heartbeat/s) */
 
 struct _jobq_sub_t {
     jobq_client_t *client;     /* borrowed: snapshot and events_since */
@@ -75,6 +84,9 @@ struct _jobq_sub_t {
     json_t **q;                /* FIFO of events for the caller */
     size_t qhead, qlen, qcap;
     jobq_sub_counters_t n;     /* counters */
+    bool follow;               /* the endpoint follows the client's moves */
+    uint64_t moves;            /* jobq_client_moves when the endpoint was picked */
+    int64_t last_heard_ms;     /* when the stream last said something */
 };
 
 /* What apply() decided about one event. */
@@ -217,6 +229,53 @@ static char *pick_endpoint(jobq_client_t *client, int timeout_ms)
     return out;
 }
 
+/* The SUB socket on self->endpoint, subscribed (step 1) and connected.
+ * -1 with the client's status set. */
+static int open_sub(jobq_sub_t *self)
+{
+    jobq_client_t *client = self->client;
+    /* As for the client: an ipc socket file that does not exist means
+     * nobody publishes there (ZeroMQ would wait silently). */
+    struct stat st;
+    if (strncmp(self->endpoint, "ipc://", 6) == 0 && self->endpoint[6] != '@' &&
+        stat(self->endpoint + 6, &st) != 0) {
+        jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "no events socket at %s",
+                         self->endpoint + 6);
+        return -1;
+    }
+    self->sock = zmq_socket(self->ctx, ZMQ_SUB);
+    if (!self->sock) {
+        jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "cannot make a socket: %s",
+                         zmq_strerror(errno));
+        return -1;
+    }
+    int linger = 0, hwm = SUB_RCVHWM;
+    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    /* Step 1: subscribe before the snapshot. Job topics before "sys/":
+     * subscriptions travel in order, so once a heartbeat arrives every
+     * subscription is active. */
+    if (!self->njobs) {
+        zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "job/", 4);
+    } else {
+        for (size_t i = 0; i < self->njobs; i++) {
+            char topic[40];
+            int n = snprintf(topic, sizeof topic, "job/%" PRIu64 "/", self->jobs[i]);
+            zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, topic, (size_t)n);
+        }
+    }
+    zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "sys/", 4);
+    /* The client's keys serve a TCP events endpoint too. */
+    if (jobq_curve_apply(jobq_client_curve(client), self->sock, self->endpoint) < 0 ||
+        zmq_connect(self->sock, self->endpoint) != 0) {
+        jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s",
+                         self->endpoint, zmq_strerror(errno));
+        return -1;
+    }
+    self->last_heard_ms = now_ms();
+    return 0;
+}
+
 jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
                          const uint64_t *job_ids, size_t njobs, int timeout_ms)
 {
@@ -234,6 +293,8 @@ jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
     self->need_snapshot = true;
     self->snap_reason = "start";
     self->endpoint = events_endpoint ? strdup(events_endpoint) : pick_endpoint(client, timeout_ms);
+    self->follow = !events_endpoint;
+    self->moves = jobq_client_moves(client);
     self->serials = json_object();
     self->check_serials = json_object();
     self->fields = json_pack("[s,s,s]", "id", "change_serial", "status");
@@ -246,42 +307,9 @@ jobq_sub_t *jobq_sub_new(jobq_client_t *client, const char *events_endpoint,
         memcpy(self->jobs, job_ids, njobs * sizeof *job_ids);
         self->njobs = njobs;
     }
-    /* As for the client: an ipc socket file that does not exist means
-     * nobody publishes there (ZeroMQ would wait silently). */
-    struct stat st;
-    if (strncmp(self->endpoint, "ipc://", 6) == 0 && self->endpoint[6] != '@' &&
-        stat(self->endpoint + 6, &st) != 0) {
-        jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "no events socket at %s",
-                         self->endpoint + 6);
-        goto fail;
-    }
     self->ctx = zmq_ctx_new();
-    self->sock = self->ctx ? zmq_socket(self->ctx, ZMQ_SUB) : NULL;
-    if (!self->sock)
+    if (!self->ctx || open_sub(self) < 0)
         goto fail;
-    int linger = 0, hwm = SUB_RCVHWM;
-    zmq_setsockopt(self->sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(self->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    /* Step 1: subscribe before the snapshot. Job topics before "sys/":
-     * subscriptions travel in order, so once a heartbeat arrives every
-     * subscription is active. */
-    if (!njobs) {
-        zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "job/", 4);
-    } else {
-        for (size_t i = 0; i < njobs; i++) {
-            char topic[40];
-            int n = snprintf(topic, sizeof topic, "job/%" PRIu64 "/", job_ids[i]);
-            zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, topic, (size_t)n);
-        }
-    }
-    zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "sys/", 4);
-    /* The client's keys serve a TCP events endpoint too. */
-    if (jobq_curve_apply(jobq_client_curve(client), self->sock, self->endpoint) < 0 ||
-        zmq_connect(self->sock, self->endpoint) != 0) {
-        jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s",
-                         self->endpoint, zmq_strerror(errno));
-        goto fail;
-    }
     return self;
 fail:
     if (self->endpoint == NULL && jobq_client_status(client) == JOBQ_ERR_NONE)
@@ -681,6 +709,7 @@ static int read_stream(jobq_sub_t *self, int timeout_ms)
             break;
     }
     self->live = true;
+    self->last_heard_ms = now_ms();
     msgpack_unpacked upk;
     msgpack_unpacked_init(&upk);
     size_t off = 0;
@@ -724,6 +753,30 @@ done:
     return out;
 }
 
+/* The client moved to another node: subscribe to that node's events and
+ * continue from last_seq. 0, or -1 when a request failed. */
+static int follow_client(jobq_sub_t *self)
+{
+    char *ep = pick_endpoint(self->client, self->call_ms);
+    if (!ep)
+        return -1;
+    self->moves = jobq_client_moves(self->client);
+    if (strcmp(ep, self->endpoint) != 0) {
+        zmq_close(self->sock);
+        self->sock = NULL;
+        free(self->endpoint);
+        self->endpoint = ep;
+        if (open_sub(self) < 0)
+            return -1;
+    } else {
+        free(ep);
+    }
+    self->last_heard_ms = now_ms();
+    if (self->started && !self->need_snapshot)
+        return catch_up(self);
+    return 0;
+}
+
 int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms)
 {
     assert(self && ev_out);
@@ -747,10 +800,28 @@ int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms)
          * client's connection between slices of the wait. */
         if (left < 0 || left > SUB_SLICE_MS)
             left = SUB_SLICE_MS;
+        if (self->follow && self->moves != jobq_client_moves(self->client)) {
+            if (follow_client(self) < 0)
+                return -1;
+            continue;
+        }
         if (read_stream(self, (int)left) < 0)
             return -1;
-        if (jobq_client_check_connection(self->client) < 0)
-            return -1;
+        if (self->follow && !self->qlen && jobq_client_in_cluster(self->client) &&
+            now_ms() - self->last_heard_ms > SUB_SILENCE_MS) {
+            /* Silent: is the node still the leader? events_since answers,
+             * or moves the client to the leader. */
+            self->last_heard_ms = now_ms();
+            if (catch_up(self) < 0)
+                return -1;
+        }
+        if (jobq_client_check_connection(self->client) < 0) {
+            /* A node of several went away: the next request moves the
+             * client on (to the leader). */
+            if (!self->follow || jobq_client_endpoint_count(self->client) < 2 ||
+                !self->started || catch_up(self) < 0)
+                return -1;
+        }
         /* A busy stream of skipped events must not hold the caller past
          * its deadline. */
         if (deadline >= 0 && now_ms() >= deadline && !self->qlen && !self->need_snapshot)

@@ -27,6 +27,18 @@
  * The declarations and everything sent for a lease (feedback, done) are
  * in jobq_worker_send.c; jobq_worker_int.h has the object both share.
  *
+ * A cluster (several endpoints, or a hello answered NotLeader): a
+ * NotLeader answer to the hello moves to the leader's worker endpoint (one
+ * that is configured, else its first of the same scheme; at most
+ * MAX_HOPS in a row), or, with no leader known, to the next configured
+ * endpoint after LEADER_WAIT_MS. A connection given up (the daemon silent
+ * for the lease time, or disconnect) moves to the next configured
+ * endpoint, and the leases still running outlive it: the next hello
+ * names them (`leases`) and the welcome's `resumed` says which the new
+ * daemon adopted; the others are revoked then. A welcome without
+ * `resumed` (a daemon that does not resume) revokes them all. A single
+ * endpoint that never met NotLeader revokes at once, as it always did.
+ *
  * Events are decoded when they arrive, not when they are delivered: a
  * cancel read by jobq_worker_tick inside a callback must mark its lease
  * at once. They wait in a FIFO; the one delivered last is kept (its
@@ -58,6 +70,9 @@
  * opcode's arguments, which a submit may make up to 16 MiB (four times
  * that is what ZeroMQ itself refuses on the daemon's side too). */
 #define MAX_MESSAGE_BYTES (64 * 1024 * 1024)
+#define MAX_HOPS 10        /* NotLeader answers to hellos followed in a row */
+#define LEADER_WAIT_MS 200 /* no leader known: pause before the next endpoint */
+#define HELLO_WAIT_MIN_MS 200 /* a cluster: shortest wait for a welcome */
 
 #ifndef JOBQ_INSTALLED_RUN_DIR
 #define JOBQ_INSTALLED_RUN_DIR "/run/jobq"
@@ -242,7 +257,8 @@ static int send_hello(jobq_worker_t *self)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    jw_begin_message(&pk, "hello", self->name ? 3 : 2);
+    bool leases = self->resuming && self->nheld;
+    jw_begin_message(&pk, "hello", (self->name ? 3 : 2) + (leases ? 1 : 0));
     if (self->name) {
         wire_pack_cstr(&pk, "name");
         wire_pack_cstr(&pk, self->name);
@@ -252,6 +268,16 @@ static int send_hello(jobq_worker_t *self)
     wire_pack_cstr(&pk, "opcodes");
     char err[128];
     int rc = jobq_json_to_msgpack(&pk, self->opcodes, JOBQ_JSON_MAX_DEPTH, err, sizeof err);
+    if (rc == 0 && leases) {
+        wire_pack_cstr(&pk, "leases");
+        msgpack_pack_array(&pk, (uint32_t)self->nheld);
+        for (size_t i = 0; i < self->nheld; i++) {
+            msgpack_pack_array(&pk, 3);
+            msgpack_pack_uint64(&pk, self->held[i].lease.job);
+            msgpack_pack_uint64(&pk, self->held[i].lease.op);
+            msgpack_pack_uint64(&pk, self->held[i].lease.attempt);
+        }
+    }
     if (rc == 0)
         rc = jw_send_frame(self, &sb, 0);
     else
@@ -280,6 +306,14 @@ static void open_connection(jobq_worker_t *self)
             self->last_heard = now; /* the welcome has a lease time to come */
             self->heartbeat_ms = DEFAULT_HEARTBEAT_MS;
             self->lease_ms = DEFAULT_LEASE_MS;
+            if (self->neps > 1 || self->moved) {
+                /* A cluster: a node that is up answers a hello at once; one
+                 * that is gone (a dead leader's socket file, its address
+                 * named by a node that does not know yet) must not keep the
+                 * worker past the new leader's wait for its leases. */
+                int64_t hb = self->welcome_hb_ms ? self->welcome_hb_ms : DEFAULT_HEARTBEAT_MS;
+                self->lease_ms = 2 * hb < HELLO_WAIT_MIN_MS ? HELLO_WAIT_MIN_MS : 2 * hb;
+            }
             if (send_hello(self) == 0)
                 return;
         }
@@ -288,6 +322,117 @@ static void open_connection(jobq_worker_t *self)
     }
     self->state = STATE_OFF;
     self->reconnect_at = now + self->backoff_ms;
+}
+
+void jw_keep_done(jobq_worker_t *self, const jobq_lease_t *lease, const msgpack_sbuffer *sb)
+{
+    if (self->neps < 2 && !self->moved)
+        return; /* one daemon: a done it never read is its restart's business */
+    int64_t now = jw_now_ms();
+    /* Those older than a lease time were read: a daemon silent since would
+     * have been given up already. */
+    for (sent_done_t **pp = &self->dones; *pp;) {
+        sent_done_t *d = *pp;
+        if (!d->pending && now - d->at > self->lease_ms) {
+            *pp = d->next;
+            msgpack_sbuffer_destroy(&d->body);
+            free(d);
+            continue;
+        }
+        pp = &d->next;
+    }
+    sent_done_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return;
+    msgpack_sbuffer_init(&d->body);
+    if (msgpack_sbuffer_write(&d->body, sb->data, sb->size) != 0) {
+        free(d);
+        return;
+    }
+    d->lease = *lease;
+    d->at = now;
+    d->next = self->dones;
+    self->dones = d;
+}
+
+void jw_forget_dones(jobq_worker_t *self)
+{
+    while (self->dones) {
+        sent_done_t *d = self->dones;
+        self->dones = d->next;
+        msgpack_sbuffer_destroy(&d->body);
+        free(d);
+    }
+}
+
+/* Whether lease is held only for a done to send again (the caller has
+ * let it go: no revoke for it). */
+static bool recalled(jobq_worker_t *self, const jobq_lease_t *l)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next)
+        if (d->pending && d->lease.job == l->job && d->lease.op == l->op &&
+            d->lease.attempt == l->attempt)
+            return true;
+    return false;
+}
+
+/* A connection given up in a cluster: the dones it carried in its last
+ * lease time may be lost with it. Their leases are held again (named in
+ * the next hello) and the dones sent again once resumed. */
+static void recall_dones(jobq_worker_t *self)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next) {
+        if (d->pending || jw_now_ms() - d->at > self->lease_ms || jw_find_held(self, &d->lease))
+            continue;
+        if (add_held(self, &d->lease) == 0)
+            d->pending = true;
+    }
+}
+
+/* After the welcome: the recalled dones of resumed leases go out again
+ * (and their leases are let go); the others are forgotten. */
+static void resend_dones(jobq_worker_t *self)
+{
+    for (sent_done_t *d = self->dones; d; d = d->next) {
+        if (!d->pending)
+            continue;
+        held_t *h = jw_find_held(self, &d->lease);
+        if (h) {
+            jw_drop_held(self, h);
+            jw_send_frame(self, &d->body, 0);
+        }
+        d->pending = false;
+        d->at = jw_now_ms();
+    }
+}
+
+/* Makes endpoint the one the next connection goes to. */
+static void set_endpoint(jobq_worker_t *self, const char *endpoint)
+{
+    char *ep = strdup(endpoint);
+    if (!ep)
+        return; /* keep the current one */
+    free(self->endpoint);
+    self->endpoint = ep;
+}
+
+/* Every lease held is revoked locally (the daemon that gave it is gone or
+ * did not adopt it). */
+static void revoke_all(jobq_worker_t *self, const char *why)
+{
+    char reason[JW_REASON_MAX];
+    snprintf(reason, sizeof reason, "connection to jobqd given up: %s", why);
+    for (size_t i = 0; i < self->nheld; i++) {
+        if (recalled(self, &self->held[i].lease))
+            continue;
+        event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, reason, strlen(reason));
+        if (n)
+            n->ev.lease = self->held[i].lease;
+    }
+    self->nheld = 0;
+    self->resuming = false;
+    for (sent_done_t *d = self->dones; d; d = d->next)
+        d->pending = false;
 }
 
 /* Gives up the current connection: every lease is revoked locally (the
@@ -302,14 +447,16 @@ static void drop_connection(jobq_worker_t *self, const char *why)
     }
     self->state = STATE_OFF;
     push_event(self, JOBQ_WORKER_EV_DISCONNECTED, why, strlen(why));
-    char reason[JW_REASON_MAX];
-    snprintf(reason, sizeof reason, "connection to jobqd given up: %s", why);
-    for (size_t i = 0; i < self->nheld; i++) {
-        event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, reason, strlen(reason));
-        if (n)
-            n->ev.lease = self->held[i].lease;
+    if (self->neps > 1 || self->moved) {
+        /* A cluster: the leases may go on under the next leader (the
+         * next hello names them), and the next node is tried. */
+        recall_dones(self);
+        self->resuming = self->resuming || self->nheld > 0;
+        self->cur = (self->cur + 1) % self->neps;
+        set_endpoint(self, self->eps[self->cur]);
+    } else {
+        revoke_all(self, why);
     }
-    self->nheld = 0;
     if (welcomed) {
         self->backoff_ms = RECONNECT_MIN_MS;
         self->reconnect_at = jw_now_ms();
@@ -349,6 +496,41 @@ static const char *get_str(const msgpack_object *o, size_t *len)
     return o->via.str.ptr;
 }
 
+/* After a welcome to a hello that named leases: keep those the daemon
+ * adopted (`resumed`), revoke the others (all when it says nothing). */
+static void resume_leases(jobq_worker_t *self, const msgpack_object *resumed)
+{
+    self->resuming = false;
+    if (!resumed || resumed->type != MSGPACK_OBJECT_ARRAY) {
+        revoke_all(self, "the new connection's daemon did not resume it");
+        return;
+    }
+    const char *why = "not resumed by the new leader";
+    for (size_t i = self->nheld; i-- > 0;) {
+        bool kept = false;
+        for (uint32_t k = 0; k < resumed->via.array.size && !kept; k++) {
+            const msgpack_object *r = &resumed->via.array.ptr[k];
+            int64_t job, op, attempt;
+            kept = r->type == MSGPACK_OBJECT_ARRAY && r->via.array.size == 3 &&
+                   wire_get_int(&r->via.array.ptr[0], &job) &&
+                   wire_get_int(&r->via.array.ptr[1], &op) &&
+                   wire_get_int(&r->via.array.ptr[2], &attempt) &&
+                   (uint64_t)job == self->held[i].lease.job &&
+                   (uint64_t)op == self->held[i].lease.op &&
+                   (uint64_t)attempt == self->held[i].lease.attempt;
+        }
+        if (kept)
+            continue;
+        if (!recalled(self, &self->held[i].lease)) {
+            event_node_t *n = push_event(self, JOBQ_WORKER_EV_REVOKE, why, strlen(why));
+            if (n)
+                n->ev.lease = self->held[i].lease;
+        }
+        jw_drop_held(self, &self->held[i]);
+    }
+    resend_dones(self);
+}
+
 static void on_welcome(jobq_worker_t *self, const msgpack_object *m)
 {
     uint64_t id = 0;
@@ -361,10 +543,14 @@ static void on_welcome(jobq_worker_t *self, const msgpack_object *m)
     }
     self->state = STATE_READY;
     self->backoff_ms = RECONNECT_MIN_MS;
+    self->hops = 0;
+    if (self->resuming)
+        resume_leases(self, wire_map_get(m, "resumed"));
     /* Sane bounds whatever the daemon says: a heartbeat at least every
      * 10 ms, a lease of at least two heartbeats. */
     self->heartbeat_ms = hb * 1000 < 10 ? 10 : hb * 1000 > 3600e3 ? 3600000 : (int64_t)(hb * 1000);
     self->lease_ms = lease * 1000 > 86400e3 ? 86400000 : (int64_t)(lease * 1000);
+    self->welcome_hb_ms = self->heartbeat_ms;
     if (self->lease_ms < 2 * self->heartbeat_ms)
         self->lease_ms = 2 * self->heartbeat_ms;
     event_node_t *n = push_event(self, JOBQ_WORKER_EV_WELCOME, NULL, 0);
@@ -461,12 +647,78 @@ static void on_stop(jobq_worker_t *self, const msgpack_object *m, bool revoke)
         n->ev.lease = l;
 }
 
+/* The worker endpoint to go to from a NotLeader's leader map: one of its
+ * `workers` that is configured, else its first of the current scheme;
+ * NULL when none. malloc'ed. */
+static char *leader_workers(jobq_worker_t *self, const msgpack_object *leader)
+{
+    const msgpack_object *w = wire_map_get(leader, "workers");
+    if (!w || w->type != MSGPACK_OBJECT_ARRAY)
+        return NULL;
+    for (uint32_t i = 0; i < w->via.array.size; i++) {
+        const msgpack_object *e = &w->via.array.ptr[i];
+        for (size_t k = 0; e->type == MSGPACK_OBJECT_STR && k < self->neps; k++)
+            if (strlen(self->eps[k]) == e->via.str.size &&
+                memcmp(self->eps[k], e->via.str.ptr, e->via.str.size) == 0)
+                return strdup(self->eps[k]);
+    }
+    const char *sep = strstr(self->endpoint, "://");
+    size_t sl = sep ? (size_t)(sep - self->endpoint) + 3 : 0;
+    for (uint32_t i = 0; sl && i < w->via.array.size; i++) {
+        const msgpack_object *e = &w->via.array.ptr[i];
+        if (e->type == MSGPACK_OBJECT_STR && e->via.str.size > sl &&
+            memcmp(e->via.str.ptr, self->endpoint, sl) == 0)
+            return strndup(e->via.str.ptr, e->via.str.size);
+    }
+    return NULL;
+}
+
+/* The hello was answered NotLeader: to the leader's worker endpoint, or
+ * (no leader known) to the next configured one a moment later. */
+static void follow_leader(jobq_worker_t *self, const msgpack_object *leader, const char *msg,
+                          size_t mlen)
+{
+    self->moved = true;
+    char *to = leader && leader->type == MSGPACK_OBJECT_MAP ? leader_workers(self, leader)
+                                                            : NULL;
+    if (self->sock) {
+        zmq_close(self->sock);
+        self->sock = NULL;
+    }
+    self->state = STATE_OFF;
+    if (to && self->hops < MAX_HOPS) {
+        self->hops++;
+        set_endpoint(self, to);
+        free(to);
+        self->reconnect_at = jw_now_ms();
+        return;
+    }
+    if (to) {
+        /* Nodes naming each other: say so, then start over after the
+         * back-off (a cluster settles; a worker does not give up). */
+        char why[300];
+        snprintf(why, sizeof why, "no leader reached after %d hops: %.*s", MAX_HOPS,
+                 msg ? (int)(mlen > 200 ? 200 : mlen) : 9, msg ? msg : "no reason");
+        push_event(self, JOBQ_WORKER_EV_DISCONNECTED, why, strlen(why));
+        self->hops = 0;
+        free(to);
+    }
+    self->cur = (self->cur + 1) % self->neps;
+    set_endpoint(self, self->eps[self->cur]);
+    int64_t wait = to ? self->backoff_ms : LEADER_WAIT_MS;
+    self->reconnect_at = jw_now_ms() + wait;
+}
+
 static void on_error(jobq_worker_t *self, const msgpack_object *m)
 {
     size_t clen, mlen;
     const char *code = get_str(wire_map_get(m, "code"), &clen);
     const char *msg = get_str(wire_map_get(m, "message"), &mlen);
     jobq_code_t c = code ? jobq_code_from_name(code, clen) : JOBQ_ERR_INTERNAL;
+    if (self->state == STATE_HELLO && c == JOBQ_ERR_NOT_LEADER) {
+        follow_leader(self, wire_map_get(m, "leader"), msg, mlen);
+        return;
+    }
     /* PermissionDenied: the key is not a worker's; another hello with it
      * gets the same answer. */
     if (self->state == STATE_HELLO && c != JOBQ_ERR_BAD_ARGUMENT && c != JOBQ_ERR_MALFORMED &&
@@ -609,7 +861,25 @@ jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capac
         jobq_worker_default_endpoint(def, sizeof def);
         endpoint = def;
     }
-    self->endpoint = strdup(endpoint);
+    for (const char *p = endpoint;; p++) {
+        size_t len = strcspn(p, ",");
+        char **eps = realloc(self->eps, (self->neps + 1) * sizeof *eps);
+        if (!eps) {
+            jobq_worker_destroy(&self);
+            return NULL;
+        }
+        self->eps = eps;
+        self->eps[self->neps] = len ? strndup(p, len) : NULL;
+        if (!self->eps[self->neps]) {
+            jobq_worker_destroy(&self);
+            return NULL;
+        }
+        self->neps++;
+        p += len;
+        if (!*p)
+            break;
+    }
+    self->endpoint = strdup(self->eps[0]);
     self->name = name && *name ? jobq_utf8_clean(name, strlen(name), JOBQ_WORKER_MAX_NAME, NULL)
                                : NULL;
     self->opcodes = json_array();
@@ -628,7 +898,9 @@ jobq_worker_t *jobq_worker_new(const char *endpoint, const char *name, int capac
     int linger = 0;
     if (probe)
         zmq_setsockopt(probe, ZMQ_LINGER, &linger, sizeof linger);
-    bool ok = probe && zmq_connect(probe, self->endpoint) == 0;
+    bool ok = probe != NULL;
+    for (size_t i = 0; ok && i < self->neps; i++)
+        ok = zmq_connect(probe, self->eps[i]) == 0;
     if (probe)
         zmq_close(probe);
     if (!ok) {
@@ -660,9 +932,13 @@ void jobq_worker_destroy(jobq_worker_t **self_p)
         node_free(n);
     }
     json_decref(self->opcodes);
+    jw_forget_dones(self);
     free(self->held);
     free(self->name);
     free(self->endpoint);
+    for (size_t i = 0; i < self->neps; i++)
+        free(self->eps[i]);
+    free(self->eps);
     free(self);
     *self_p = NULL;
 }

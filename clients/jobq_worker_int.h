@@ -20,6 +20,16 @@ typedef struct {
     jobq_lease_state_t state;
 } held_t;
 
+/* A done sent in a cluster, kept for a lease time: a leader that died
+ * before reading it never saw it, and the next one must get it. */
+typedef struct sent_done {
+    struct sent_done *next;
+    jobq_lease_t lease;
+    int64_t at;                /* when it was sent (ms) */
+    bool pending;              /* to send again once the lease is resumed */
+    msgpack_sbuffer body;
+} sent_done_t;
+
 /* A queued event with the storage its pointers point into. */
 typedef struct event_node {
     struct event_node *next;
@@ -35,7 +45,16 @@ typedef struct event_node {
 struct _jobq_worker_t {
     void *ctx;                 /* ZeroMQ context owned by this worker */
     void *sock;                /* DEALER of the current connection, or NULL */
-    char *endpoint;            /* where it connects */
+    char *endpoint;            /* where it connects now (malloc'ed) */
+    char **eps;                /* the configured endpoints (a cluster's nodes) */
+    size_t neps;
+    size_t cur;                /* eps[cur]: the configured one last used */
+    int hops;                  /* NotLeader answers followed since the last welcome */
+    bool moved;                /* it followed a NotLeader: a cluster */
+    bool resuming;             /* held leases outlived their connection: the
+                                  next hello names them (see jobq_worker.c) */
+    int64_t welcome_hb_ms;     /* heartbeat of the last welcome (0: none yet) */
+    sent_done_t *dones;        /* dones of the last lease time (a cluster) */
     char *name;                /* for people; NULL: none sent */
     int capacity;              /* opcodes run at once */
     json_t *opcodes;           /* declarations for hello: array of str or object */
@@ -69,6 +88,11 @@ int64_t jw_now_ms(void);
 /* The held lease l, or NULL; jw_drop_held lets h go (h must be held). */
 held_t *jw_find_held(jobq_worker_t *self, const jobq_lease_t *l);
 void jw_drop_held(jobq_worker_t *self, held_t *h);
+
+/* A done just sent for lease (its bytes in sb), kept in a cluster (see
+ * sent_done_t); and the list's end: jw_forget_dones frees it all. */
+void jw_keep_done(jobq_worker_t *self, const jobq_lease_t *lease, const msgpack_sbuffer *sb);
+void jw_forget_dones(jobq_worker_t *self);
 
 /* Starts a worker message: a map of n + 2 entries, v and type first. */
 void jw_begin_message(msgpack_packer *pk, const char *type, size_t n);

@@ -102,7 +102,9 @@ static void print_help(const char *default_ep)
         "Options:\n"
         "      --handlers DIR       the handlers directory (required)\n"
         "  -e, --endpoint EP        jobqd's worker endpoint, ipc://PATH or\n"
-        "                           tcp://HOST:PORT; default $JOBQ_WORKER_ENDPOINT,\n"
+        "                           tcp://HOST:PORT (several, comma-separated: a\n"
+        "                           cluster's nodes, see docs/workers.md); default\n"
+        "                           $JOBQ_WORKER_ENDPOINT,\n"
         "                           else %s\n"
         "      --key FILE           CURVE key (role worker) for a tcp:// endpoint:\n"
         "                           a czmq certificate from 'jobq keygen NAME --role\n"
@@ -403,7 +405,8 @@ static void on_event(wk_t *wk, const jobq_worker_event_t *ev)
         fprintf(stderr,
                 "jobq-worker: connected to jobqd at %s (worker %llu, heartbeat %g s, lease "
                 "%g s), serving %zu opcode%s\n",
-                wk->endpoint, (unsigned long long)ev->worker_id, ev->heartbeat, ev->lease_time,
+                jobq_worker_endpoint(wk->w), (unsigned long long)ev->worker_id, ev->heartbeat,
+                ev->lease_time,
                 wk->nserved, wk->nserved == 1 ? "" : "s");
         wk->quiet_waiting = false;
         break;
@@ -561,8 +564,11 @@ static int loop(wk_t *wk)
         size_t n = 0;
         void *sock = wk->w ? jobq_worker_socket(wk->w) : NULL;
         if (sock) {
+            /* Not welcomed (between a cluster's leaders): what is blocked
+             * waits for the welcome, not for room. */
+            bool room = blocked && jobq_worker_ready(wk->w);
             items[n] = (zmq_pollitem_t){.socket = sock,
-                                        .events = ZMQ_POLLIN | (blocked ? ZMQ_POLLOUT : 0)};
+                                        .events = ZMQ_POLLIN | (room ? ZMQ_POLLOUT : 0)};
             owners[n++].p = NULL;
         }
         items[n] = (zmq_pollitem_t){.fd = wk->sfd, .events = ZMQ_POLLIN};

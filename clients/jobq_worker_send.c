@@ -204,6 +204,14 @@ int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
             return -1;
         }
     }
+    if (self->resuming && self->state != STATE_READY) {
+        /* Between a cluster's leaders: for the next one, if it resumes
+         * the lease. Busy: the caller sends it again. */
+        jw_set_error(self, JOBQ_ERR_BUSY,
+                     "not connected to a leader yet (the lease is to be resumed): send it "
+                     "again");
+        return -1;
+    }
     msgpack_sbuffer sb;
     msgpack_packer pk;
     start_lease_message(&sb, &pk, "feedback", 4, lease);
@@ -241,11 +249,20 @@ int jobq_worker_feedback_entries(jobq_worker_t *self, const jobq_lease_t *lease,
 static int send_done(jobq_worker_t *self, const jobq_lease_t *lease, msgpack_sbuffer *sb,
                      int timeout_ms)
 {
+    if (self->resuming && self->state != STATE_READY) {
+        /* Between a cluster's leaders: the lease may go on under the next
+         * one, which must get this done. Busy: the caller sends it again. */
+        jw_set_error(self, JOBQ_ERR_BUSY,
+                     "not connected to a leader yet (the lease is to be resumed): send it "
+                     "again");
+        return -1;
+    }
     int rc = jw_send_frame(self, sb, timeout_ms);
     if (rc == 0) {
         held_t *h = jw_find_held(self, lease);
         if (h)
             jw_drop_held(self, h);
+        jw_keep_done(self, lease, sb);
         jw_set_ok(self);
     }
     return rc;

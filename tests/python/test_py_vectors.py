@@ -147,6 +147,28 @@ def test_pack_and_unpack(name: str) -> None:
     assert back == value and shape(back) == shape(value)
 
 
+def test_cluster_vectors() -> None:
+    """The hand-kept cluster vectors: the NotLeader reply parses into a
+    NotLeaderError carrying the leader; the Python worker's hello with
+    leases is the vector's; the shapes follow docs/protocol.md."""
+    from jobq.protocol import parse_reply
+    v = readable("error_not_leader")
+    rep = parse_reply(raw("error_not_leader"))
+    assert rep is not None and not rep.ok and rep.code == "NotLeader"
+    assert rep.leader == v["error"]["leader"]
+    e = jobq.error_for(rep.code, rep.message, rep.leader)
+    assert isinstance(e, jobq.NotLeaderError) and e.leader == v["error"]["leader"]
+    assert sorted(e.leader) == ["address", "endpoints", "id", "name", "publish", "workers"]
+    h = readable("worker_hello_leases")
+    assert msgpack.packb(hello_message(h["opcodes"], h["capacity"], h["name"],
+                                       [tuple(x) for x in h["leases"]]),
+                         use_bin_type=True) == raw("worker_hello_leases")
+    assert readable("worker_welcome_resumed")["resumed"] == [h["leases"][0]]
+    for n in readable("query_nodes_reply")["result"]:
+        assert list(n) == ["id", "name", "address", "role", "state", "endpoints", "applied",
+                           "lag_entries", "lag_seconds", "last_contact", "self"]
+
+
 def test_python_worker_encoders() -> None:
     h = readable("worker_hello")
     assert msgpack.packb(hello_message(h["opcodes"], h["capacity"], h["name"]),
@@ -364,6 +386,9 @@ def client_exchange() -> list[tuple[str | None, list[str]]]:
         if name == "wait_for_job_change_nochange":
             replies.insert(0, "wait_for_job_change_keepalive")
         out.append((f"{name}_request", replies))
+    # The cluster's methods (hand-kept vectors), after the exchange.
+    for name in ("query_nodes", "add_node", "remove_node", "transfer_leader"):
+        out.append((f"{name}_request", [f"{name}_reply"]))
     return out
 
 
@@ -487,6 +512,14 @@ def test_python_client_sends_the_request_vectors() -> None:
             assert c.list_opcodes() == result("list_opcodes_reply")
             assert c.http_token(args("http_token")["ttl"]) == result("http_token_reply")
             c.shutdown(now=args("shutdown")["now"])
+            assert c.query_nodes() == result("query_nodes_reply")
+            a = args("add_node")
+            assert c.add_node(a["id"], a["address"], standby=a["role"] == "standby",
+                              name=a["name"], endpoints=a["endpoints"]) == \
+                result("add_node_reply")
+            assert c.remove_node(args("remove_node")["id"]) is None
+            assert c.transfer_leader(args("transfer_leader")["id"]) == \
+                result("transfer_leader_reply")["leader"]
     finally:
         fake.close()
     assert fake.wrong == []
@@ -504,7 +537,8 @@ def test_the_daemon_sends_every_vector_shape() -> None:
         d.stop()
     got.pop("_raw")
     got.update(vector_scenario.pick_events(got.pop("_events")))
-    want = {n for n in NAMES if not n.startswith("worker_") and n != "event_heartbeat"}
+    want = {n for n in NAMES if not n.startswith("worker_") and n != "event_heartbeat"
+            and n not in vector_scenario.CLUSTER}
     assert want - set(got) == set(), "vectors the exchange did not make"
     for name in sorted(want):
         assert shape(got[name]) == shape(readable(name)), name

@@ -209,6 +209,12 @@ def pick_events(events: List[Tuple[bytes, Dict[str, Any]]]) -> Dict[str, Any]:
 #: jobqd's options for the exchange: the worker's lease outlasts it, a
 #: parked wait_for_job_change sees keepalives.
 DAEMON_ARGS = ("--worker-lease", "120", "--keepalive", "0.2")
+#: Hand-kept vectors of a cluster (jobqd --cluster): the exchange, run
+#: against a daemon without --cluster, neither makes nor checks them.
+CLUSTER = ("query_nodes_request", "query_nodes_reply", "add_node_request", "add_node_reply",
+           "remove_node_request", "remove_node_reply", "transfer_leader_request",
+           "transfer_leader_reply", "error_not_leader")
+
 #: Vectors of the exchange that are not written (older, hand-kept ones).
 KEPT = ("ping_request", "ping_reply", "submit_job_request", "submit_job_reply", "error_reply",
         "event_change")

@@ -213,6 +213,13 @@ static const struct {
     {"list_opcodes_request", "list_opcodes", 20, {{0}}},
     {"http_token_request", "http_token", 21, {{"ttl", T_UINT}, {0}}},
     {"shutdown_request", "shutdown", 22, {{"now", T_BOOL}, {0}}},
+    /* A cluster's (hand-kept: RAFT_SPEC's shapes). */
+    {"query_nodes_request", "query_nodes", 23, {{0}}},
+    {"add_node_request", "add_node", 24,
+     {{"id", T_UINT}, {"address", T_STR}, {"role", T_STR}, {"name", T_STR | T_OPT},
+      {"endpoints", T_ARRAY}, {0}}},
+    {"remove_node_request", "remove_node", 25, {{"id", T_UINT}, {0}}},
+    {"transfer_leader_request", "transfer_leader", 26, {{"id", T_UINT | T_NIL}, {0}}},
 };
 #define N_REQ_VECS (sizeof req_vecs / sizeof req_vecs[0])
 
@@ -488,6 +495,21 @@ static void check_result(const char *name, const msgpack_object *r)
                             (shape_t[]){{"name", T_STR}, {"type", T_STR}, {"required", T_BOOL},
                                         {"default", T_ANY}, {"description", T_STR}, {0}});
         }
+    } else if (!strcmp(name, "query_nodes_reply")) {
+        check_array(name, r, -1, T_MAP);
+        for (uint32_t i = 0; i < r->via.array.size; i++)
+            check_shape(name, &r->via.array.ptr[i],
+                        (shape_t[]){{"id", T_UINT}, {"name", T_STR}, {"address", T_STR},
+                                    {"role", T_STR}, {"state", T_STR}, {"endpoints", T_ARRAY},
+                                    {"applied", T_UINT}, {"lag_entries", T_UINT | T_NIL},
+                                    {"lag_seconds", T_FLOAT | T_NIL},
+                                    {"last_contact", T_ARRAY | T_NIL}, {"self", T_BOOL}, {0}});
+    } else if (!strcmp(name, "add_node_reply")) {
+        check_shape(name, r, (shape_t[]){{"id", T_UINT}, {0}});
+    } else if (!strcmp(name, "remove_node_reply")) {
+        assert_int_equal(r->type, MSGPACK_OBJECT_NIL);
+    } else if (!strcmp(name, "transfer_leader_reply")) {
+        check_shape(name, r, (shape_t[]){{"leader", T_UINT}, {0}});
     } else {
         fail_msg("%s: no check for this reply", name);
     }
@@ -506,6 +528,8 @@ static const struct {
     {"set_drain_flag_reply", 15}, {"stats_reply", 16}, {"events_since_reply", 17},
     {"events_since_too_old_reply", 18}, {"list_fields_reply", 19},
     {"list_opcodes_reply", 20}, {"http_token_reply", 21}, {"shutdown_reply", 22},
+    {"query_nodes_reply", 23}, {"add_node_reply", 24}, {"remove_node_reply", 25},
+    {"transfer_leader_reply", 26},
 };
 
 /* Every event vector but the heartbeat, with its change kind. */
@@ -597,6 +621,22 @@ static void test_replies_parse(void **state)
     assert_memory_equal(rep.message, "A job needs at least one opcode", rep.message_len);
     msgpack_unpacked_destroy(&upk);
     free(b.data);
+
+    /* NotLeader: the error map carries the leader. */
+    b = unpack_vector("error_not_leader", &upk);
+    assert_int_equal(wire_reply_parse(&upk.data, &rep), 0);
+    assert_true(rep.has_id && !rep.ok);
+    assert_int_equal(rep.id, 24);
+    assert_int_equal(rep.code, JOBQ_ERR_NOT_LEADER);
+    check_shape("error_not_leader", wire_map_get(&upk.data, "error"),
+                (shape_t[]){{"code", T_STR}, {"message", T_STR}, {"leader", T_MAP | T_NIL},
+                            {0}});
+    check_shape("NotLeader's leader", wire_map_get(wire_map_get(&upk.data, "error"), "leader"),
+                (shape_t[]){{"id", T_UINT}, {"name", T_STR}, {"address", T_STR},
+                            {"endpoints", T_ARRAY}, {"workers", T_ARRAY}, {"publish", T_ARRAY},
+                            {0}});
+    msgpack_unpacked_destroy(&upk);
+    free(b.data);
 }
 
 /* The daemon's error reply and keepalive encoders make the vectors. */
@@ -673,6 +713,8 @@ static void test_worker_message_shapes(void **state)
         {"worker_error", "error", {HEAD, LEASE, {"code", T_STR}, {"message", T_STR}, {0}}},
         {"worker_disconnect", "disconnect", {HEAD, {0}}},
         {"worker_disconnect_daemon", "disconnect", {HEAD, {"reason", T_STR}, {0}}},
+        {"worker_hello_leases", "hello", {HEAD, {"name", T_STR}, {"capacity", T_UINT}, {"opcodes", T_ARRAY}, {"leases", T_ARRAY}, {0}}},
+        {"worker_welcome_resumed", "welcome", {HEAD, {"worker", T_UINT}, {"heartbeat", T_FLOAT}, {"lease", T_FLOAT}, {"resumed", T_ARRAY}, {0}}},
     };
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
         msgpack_unpacked upk;
@@ -738,6 +780,10 @@ static const struct {
     {"list_opcodes_request", {"list_opcodes_reply"}},
     {"http_token_request", {"http_token_reply"}},
     {"shutdown_request", {"shutdown_reply"}},
+    {"query_nodes_request", {"query_nodes_reply"}},
+    {"add_node_request", {"add_node_reply"}},
+    {"remove_node_request", {"remove_node_reply"}},
+    {"transfer_leader_request", {"transfer_leader_reply"}},
 };
 #define N_EXCHANGE (sizeof exchange / sizeof exchange[0])
 
@@ -1025,6 +1071,29 @@ static void test_client_encoder(void **state)
     json_t *now = arg_of("shutdown_request", "now");
     CHECK(jobq_shutdown(c, json_is_true(now), T) == 0);
     json_decref(now);
+
+    r = jobq_query_nodes(c, T);
+    CHECK_RESULT(r, "query_nodes_reply");
+    json_decref(r);
+    n = "add_node_request";
+    json_t *addr = arg_of(n, "address"), *role = arg_of(n, "role"), *name = arg_of(n, "name");
+    json_t *eps = arg_of(n, "endpoints");
+    r = jobq_add_node(c, (uint64_t)int_arg(n, "id"), json_string_value(addr),
+                      strcmp(json_string_value(role), "standby") == 0, json_string_value(name),
+                      eps, T);
+    CHECK_RESULT(r, "add_node_reply");
+    json_decref(r);
+    json_decref(addr);
+    json_decref(role);
+    json_decref(name);
+    json_decref(eps);
+    CHECK(jobq_remove_node(c, (uint64_t)int_arg("remove_node_request", "id"), T) == 0);
+    uint64_t leader = 0;
+    CHECK(jobq_transfer_leader(c, (uint64_t)int_arg("transfer_leader_request", "id"), &leader,
+                               T) == 0);
+    r = result_of("transfer_leader_reply");
+    CHECK(leader == (uint64_t)json_integer_value(json_object_get(r, "leader")));
+    json_decref(r);
 
     atomic_store(&f.client_done, 1);
     jobq_client_destroy(&c);

@@ -6,7 +6,7 @@
 """
 from .errors import (ERRORS, BadArgumentError, BusyError, DrainedError, InternalError,
                      InvalidDependencyError, InvalidPriorityError, JobqError, MalformedError,
-                     NotRunningError, PermissionDeniedError, QueueFullError, ShuttingDownError,
+                     NotLeaderError, NotRunningError, PermissionDeniedError, QueueFullError, ShuttingDownError,
                      StoreFailedError,
                      TimeoutError, TokenReusedError, TooLargeError, TooManyWaitersError,
                      TransportError, UnknownFieldError, UnknownMethodError, UnknownOpcodeError,
@@ -20,7 +20,7 @@ __all__ = [
     "Client", "Subscriber", "Worker", "default_endpoint", "new_token", "PROTOCOL_VERSION",
     "JobqError", "error_for", "ERRORS", "BadArgumentError", "BusyError", "DrainedError",
     "InternalError", "InvalidDependencyError", "InvalidPriorityError", "MalformedError",
-    "NotRunningError", "PermissionDeniedError", "QueueFullError", "ShuttingDownError", "StoreFailedError",
+    "NotLeaderError", "NotRunningError", "PermissionDeniedError", "QueueFullError", "ShuttingDownError", "StoreFailedError",
     "TimeoutError", "TokenReusedError", "TooLargeError", "TooManyWaitersError",
     "TransportError", "UnknownFieldError", "UnknownMethodError", "UnknownOpcodeError",
     "VersionMismatchError",

@@ -19,6 +19,13 @@ script can observe:
   the reconnect when that is safe (read-only methods, submissions with a
   client token); any other raises :class:`jobq.TransportError` saying it
   may or may not have been carried out.
+- Several endpoints (a cluster): the client talks to one at a time. A
+  ``NotLeader`` answer did nothing, so the request goes to the leader it
+  names, or (no leader known yet) to the endpoints in turn after 0.2 s; at
+  most 10 hops per call. A call that cannot reach its endpoint moves to
+  the next one only when sending it again is safe (nothing was sent, or a
+  read-only method or a submission with a token). A single endpoint never
+  moves.
 """
 from __future__ import annotations
 
@@ -34,8 +41,8 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .keys import setup_curve
-from .errors import (BadArgumentError, JobqError, MalformedError, NotRunningError,
-                     PermissionDeniedError, TimeoutError, TransportError, error_for)
+from .errors import (BadArgumentError, JobqError, MalformedError, NotLeaderError,
+                     NotRunningError, PermissionDeniedError, TimeoutError, TransportError, error_for)
 
 Token = Union[str, bytes]
 Opcode = Mapping[str, Any]
@@ -83,8 +90,10 @@ def new_token() -> str:
 class Client:
     """A connection to jobqd.
 
-    ``endpoint``: ``ipc://PATH`` or ``tcp://HOST:PORT``; None takes
-    :func:`default_endpoint`. ``timeout``: the default timeout of every
+    ``endpoint``: ``ipc://PATH`` or ``tcp://HOST:PORT``, or several (a
+    cluster's nodes) as ``"ep1,ep2"`` or a list of str; None takes
+    :func:`default_endpoint`. ``endpoint`` is then the one in use (a
+    leader's, perhaps not listed), ``endpoints`` the list. ``timeout``: the default timeout of every
     call, in seconds (each method also takes ``timeout=``).
 
     Use it as a context manager, or call :meth:`close`. A client belongs to
@@ -92,31 +101,63 @@ class Client:
     subclasses carrying the daemon's code and message.
     """
 
-    def __init__(self, endpoint: Optional[str] = None, timeout: float = 10.0, *,
+    def __init__(self, endpoint: Union[str, Sequence[str], None] = None,
+                 timeout: float = 10.0, *,
                  key: Optional[str] = None, server_key: Optional[str] = None) -> None:
-        self.endpoint: str = endpoint or default_endpoint()
+        try:
+            #: The configured endpoints (several: a cluster's nodes).
+            self.endpoints: List[str] = protocol.split_endpoints(endpoint or default_endpoint())
+        except ValueError as e:
+            raise BadArgumentError("BadArgument", str(e)) from None
+        self.endpoint: str = self.endpoints[0]
         #: CURVE over TCP (docs/security.md): the client's key file and the
         #: daemon's public key (a file or Z85); else $JOBQ_KEY, $JOBQ_SERVER_KEY.
         self.key: Optional[str] = key
         self.server_key: Optional[str] = server_key
         self.timeout: float = timeout
-        self._ipc_path: Optional[str] = None
-        if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
-            self._ipc_path = self.endpoint[6:]
+        #: Times the client moved to another endpoint (a subscriber follows).
+        self.moves = 0
+        #: The ``leader`` of the last NotLeader answer.
+        self.leader: Optional[Dict[str, Any]] = None
+        #: A ``ping`` answered with ``cluster`` (the daemon runs --cluster).
+        self.cluster = False
+        self._cur = 0  # self.endpoints[self._cur]: the configured one last used
+        self._via_leader = False  # the current endpoint is a NotLeader's leader's
         self._next_id = 1
-        self._conn = _UNKNOWN
-        self._after_disconnect = False
         self._failed_attempts = 0
         self._checked_failures = 0
         self._drops = 0
+        self._ctx = zmq.Context()
+        # The others of a list are connected to later: one ZeroMQ cannot
+        # connect to would fail only then, so try them now.
+        for other in self.endpoints[1:]:
+            probe = self._ctx.socket(zmq.DEALER)
+            probe.setsockopt(zmq.LINGER, 0)
+            try:
+                probe.connect(other)
+            except zmq.ZMQError as e:
+                self._ctx.destroy(0)
+                raise BadArgumentError("BadArgument", "invalid endpoint %r: %s"
+                                       % (other, e)) from None
+            finally:
+                probe.close(0)
+        self._open()
+
+    def _open(self) -> None:
+        """The DEALER and its monitor, connected to self.endpoint."""
+        self._ipc_path: Optional[str] = None
+        if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
+            self._ipc_path = self.endpoint[6:]
+        self._conn = _UNKNOWN
+        self._after_disconnect = False
         self._attempt_start = 0.0
         self._attempt_timed_out = False
-        self._ctx = zmq.Context()
+        self._checked_failures = self._failed_attempts
         self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.CONNECT_TIMEOUT, int(protocol.CONNECT_TIMEOUT * 1000))
         try:
-            setup_curve(self._sock, self.endpoint, key, server_key)
+            setup_curve(self._sock, self.endpoint, self.key, self.server_key)
         except JobqError:
             self._sock.close(0)
             self._ctx.term()
@@ -147,13 +188,47 @@ class Client:
         """Close the connection (pending replies are dropped). Idempotent."""
         if self._ctx.closed:
             return
+        self._close_socket()
+        self._ctx.term()
+
+    def _close_socket(self) -> None:
         try:
             self._sock.disable_monitor()
         except zmq.ZMQError:
             pass
         self._mon.close(0)
         self._sock.close(0)
-        self._ctx.term()
+
+    def _move_to(self, endpoint: str) -> None:
+        """Talk to endpoint from now on (a new socket)."""
+        if endpoint == self.endpoint:
+            return
+        self._close_socket()
+        self.endpoint = endpoint
+        self.moves += 1
+        try:
+            self._open()
+        except BadArgumentError as e:
+            raise TransportError("Transport", "cannot connect to the leader: %s" % e) from None
+
+    def _leader_endpoint(self) -> Optional[str]:
+        """Which of the leader's client endpoints to go to: one that is also
+        configured, else its first of the current endpoint's scheme (a
+        wildcard host is the host of the leader's node address)."""
+        leader = self.leader or {}
+        eps = [e for e in leader.get("endpoints") or [] if isinstance(e, str)]
+        for e in eps:
+            if e in self.endpoints:
+                return e
+        scheme = self.endpoint.split("://", 1)[0] + "://"
+        for e in eps:
+            if e.startswith(scheme) and "://" in self.endpoint:
+                addr = leader.get("address")
+                if (isinstance(addr, str) and ":" in addr
+                        and (e.startswith("tcp://0.0.0.0:") or e.startswith("tcp://*:"))):
+                    return "tcp://%s:%s" % (addr.rsplit(":", 1)[0], e.rsplit(":", 1)[1])
+                return e
+        return None
 
     def __enter__(self) -> "Client":
         return self
@@ -280,6 +355,83 @@ class Client:
     def _exchange(self, requests: Sequence[Tuple[str, Optional[Mapping[str, Any]]]],
                   timeout: Optional[float], keepalive_grace: float = 0.0,
                   window: int = 1) -> List[Any]:
+        """As _exchange_one, following NotLeader answers and moving to the
+        next configured endpoint when that is safe (see the module comment)."""
+        limit: float = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit if limit > 0 else None
+        hops = waits = tried = 0
+
+        def wait_for_leader() -> bool:
+            """While no leader is known: a pause (then the next configured
+            endpoint); False when the pauses or the time ran out."""
+            nonlocal waits
+            waits += 1
+            if waits > protocol.MAX_LEADER_WAITS or deadline is None:
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, protocol.LEADER_WAIT))
+            return deadline - time.monotonic() > 0
+
+        while True:
+            self._sent = False
+            try:
+                return self._exchange_one(requests, timeout, keepalive_grace, window, deadline)
+            except NotLeaderError as e:
+                if any(r is not None for r in getattr(e, "results", [])):
+                    raise  # part of a pipeline was carried out elsewhere
+                self.leader = e.leader
+                tried = 0  # a node answered: the endpoints are not all down
+                to = self._leader_endpoint()
+                if to is not None and to == self.endpoint:
+                    # A node naming itself: elected, not serving yet
+                    # (loading the queue). Ask it again a moment later.
+                    if not wait_for_leader():
+                        raise
+                    continue
+                if to is not None and hops < protocol.MAX_HOPS:
+                    hops += 1
+                    self._move_to(to)
+                    self._via_leader = True
+                    continue
+                if to is not None:
+                    raise NotLeaderError(
+                        "NotLeader", "no leader reached after %d hops (the nodes name each "
+                        "other as leader?); the last answer, from %s: %s"
+                        % (protocol.MAX_HOPS, self.endpoint, e.message), e.leader) from None
+                # No leader known (an election): ask again a moment later,
+                # the configured endpoints in turn.
+                if not wait_for_leader():
+                    raise
+            except (NotRunningError, TimeoutError, TransportError):
+                safe = not self._sent or all(protocol.may_repeat(m, a) for m, a in requests)
+                if self._via_leader and safe:
+                    # The leader a node named is gone (the nodes do not know
+                    # yet): as while no leader is known. That hop led nowhere.
+                    hops -= 1
+                    if not wait_for_leader():
+                        raise
+                    self._next_endpoint()
+                    continue
+                if len(self.endpoints) < 2 or not safe:
+                    raise
+                tried += 1
+                if (self._refused is not None or tried >= len(self.endpoints)
+                        or deadline is None or deadline - time.monotonic() <= 0):
+                    self._next_endpoint()  # for the next call
+                    raise
+            self._next_endpoint()
+
+    def _next_endpoint(self) -> None:
+        """Talk to the configured endpoint after the current one."""
+        self._cur = (self._cur + 1) % len(self.endpoints)
+        self._via_leader = False
+        self._move_to(self.endpoints[self._cur])
+
+    def _exchange_one(self, requests: Sequence[Tuple[str, Optional[Mapping[str, Any]]]],
+                      timeout: Optional[float], keepalive_grace: float = 0.0,
+                      window: int = 1, deadline_at: Optional[float] = None) -> List[Any]:
         """Send requests (up to ``window`` in flight at once) and return their
         results in order. The deadline is ``timeout`` from the start, moved
         on by each answer (so a long pipeline only needs progress) and, with
@@ -307,7 +459,7 @@ class Client:
             ids.append(rid)
         by_id = {rid: i for i, rid in enumerate(ids)}
         start = time.monotonic()
-        deadline = start + limit
+        deadline = start + limit if deadline_at is None else deadline_at
         extended = False
         names = ", ".join(sorted({m for m, _ in requests}))
 
@@ -327,6 +479,7 @@ class Client:
         next_send = 0
 
         def send(i: int) -> None:
+            self._sent = True  # a send that times out may still leave
             while True:
                 try:
                     self._sock.send(bodies[i], _NOBLOCK)
@@ -408,9 +561,9 @@ class Client:
                 del in_flight[i]
                 if not rep.ok:
                     if n == 1:
-                        raise error_for(rep.code, rep.message or rep.code)
+                        raise error_for(rep.code, rep.message or rep.code, rep.leader)
                     # Send no more; collect what is in flight, then raise.
-                    error = error or error_for(rep.code, rep.message or rep.code)
+                    error = error or error_for(rep.code, rep.message or rep.code, rep.leader)
                     continue
                 results[i] = rep.result
                 if n > 1:
@@ -438,7 +591,10 @@ class Client:
     def ping(self, *, timeout: Optional[float] = None) -> Dict[str, Any]:
         """``ping``: the daemon's version, protocols, time, epoch, event
         endpoints (``publish``), worker endpoints and token window."""
-        return self._typed("ping", {}, timeout, dict)  # type: ignore[no-any-return]
+        r: Dict[str, Any] = self._typed("ping", {}, timeout, dict)
+        if "cluster" in r:
+            self.cluster = True
+        return r
 
     def _submit(self, method: str, key: str, body: Any, ignore_drain: bool,
                 token: Optional[Token], retries: int, timeout: Optional[float],
@@ -675,6 +831,43 @@ class Client:
         """``list_opcodes``: every opcode the daemon runs (built-in and
         workers'), with its arguments."""
         return self._typed("list_opcodes", {}, timeout, list)  # type: ignore[no-any-return]
+
+    def query_nodes(self, *, timeout: Optional[float] = None) -> List[Dict[str, Any]]:
+        """``query_nodes``: a cluster's nodes as the answering node sees them
+        (``id``, ``name``, ``address``, ``role``, ``state``, ``endpoints``,
+        ``applied``, ``lag_entries``, ``lag_seconds``, ``last_contact``,
+        ``self``), sorted by id. Any node answers it."""
+        return self._typed("query_nodes", {}, timeout, list)  # type: ignore[no-any-return]
+
+    def add_node(self, node_id: int, address: str, *, standby: bool = False,
+                 name: Optional[str] = None, endpoints: Sequence[str] = (),
+                 timeout: Optional[float] = None) -> Dict[str, Any]:
+        """``add_node``: adds node ``node_id`` whose node-to-node address is
+        ``address`` (``HOST:PORT``), a voter or a ``standby``, with its
+        ``name`` and client ``endpoints``; returns ``{"id"}`` once the
+        change is committed (admin role)."""
+        args: Dict[str, Any] = {"id": node_id, "address": address,
+                                "role": "standby" if standby else "voter"}
+        if name is not None:
+            args["name"] = name
+        args["endpoints"] = list(endpoints)
+        return self._typed("add_node", args, timeout, dict)  # type: ignore[no-any-return]
+
+    def remove_node(self, node_id: int, *, timeout: Optional[float] = None) -> None:
+        """``remove_node``: removes a node, once committed (admin role)."""
+        self._typed("remove_node", {"id": node_id}, timeout, type(None))
+
+    def transfer_leader(self, node_id: Optional[int] = None, *,
+                        timeout: Optional[float] = None) -> int:
+        """``transfer_leader``: makes node ``node_id`` the leader (None: the
+        daemon picks the most up-to-date voter); returns the new leader's
+        id once leadership moved (admin role)."""
+        r = self._typed("transfer_leader", {"id": node_id}, timeout, dict)
+        leader = r.get("leader")
+        if not isinstance(leader, int) or isinstance(leader, bool) or leader < 0:
+            raise MalformedError("Malformed", "unexpected result in the reply to "
+                                 "transfer_leader")
+        return leader
 
     def http_token(self, ttl: Optional[int] = None, *,
                    timeout: Optional[float] = None) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ the daemon). :class:`TimeoutError` is also a builtin :class:`TimeoutError`,
 from __future__ import annotations
 
 import builtins
-from typing import Dict, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 
 class JobqError(Exception):
@@ -120,6 +120,20 @@ class PermissionDeniedError(JobqError):
     CODE = "PermissionDenied"
 
 
+class NotLeaderError(JobqError):
+    """A cluster node that is not the leader answered: the request did
+    nothing. ``leader`` is the leader the node names (a dict with ``id``,
+    ``name``, ``address``, ``endpoints``, ``workers``, ``publish``), or None
+    while no leader is known (an election). The client follows it by itself;
+    this is raised when it could not (too many hops, no leader in time)."""
+    CODE = "NotLeader"
+
+    def __init__(self, code: str, message: str,
+                 leader: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(code, message)
+        self.leader = leader
+
+
 class TimeoutError(JobqError, builtins.TimeoutError):  # noqa: A001 (jobq.TimeoutError)
     """No reply within the call's timeout (client side)."""
     CODE = "Timeout"
@@ -136,19 +150,22 @@ class NotRunningError(JobqError, builtins.ConnectionError):
 
 
 #: Every error class by its wire name.
-ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in (
+_CLASSES: Tuple[Type[JobqError], ...] = (
     MalformedError, VersionMismatchError, UnknownMethodError, BadArgumentError,
     TooLargeError, QueueFullError, DrainedError, ShuttingDownError, UnknownOpcodeError,
     InvalidPriorityError, InvalidDependencyError, UnknownFieldError, TooManyWaitersError,
     StoreFailedError, BusyError, InternalError, TokenReusedError, PermissionDeniedError,
-    TimeoutError,
-    TransportError, NotRunningError)}
+    NotLeaderError, TimeoutError,
+    TransportError, NotRunningError)
+ERRORS: Dict[str, Type[JobqError]] = {cls.CODE: cls for cls in _CLASSES}
 
 
-def error_for(code: str, message: str) -> JobqError:
+def error_for(code: str, message: str, leader: Optional[Dict[str, Any]] = None) -> JobqError:
     """The exception for an error code and message: an instance of the
     code's class, or of :class:`JobqError` itself for a code this client
-    does not know (a newer daemon's)."""
+    does not know (a newer daemon's). ``leader``: a NotLeader answer's."""
+    if code == NotLeaderError.CODE:
+        return NotLeaderError(code, message, leader)
     return ERRORS.get(code, JobqError)(code, message)
 
 __all__ = ["JobqError", "error_for", "ERRORS"] + [cls.__name__ for cls in ERRORS.values()]

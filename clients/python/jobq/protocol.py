@@ -8,7 +8,7 @@ protocol's constants and limits. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import msgpack  # type: ignore[import]  # Debian ships no stubs
 
@@ -45,7 +45,13 @@ PRIORITIES = (-10, 0, 10)
 #: Methods that change nothing: sending one twice cannot do harm.
 READ_ONLY_METHODS = frozenset((
     "ping", "query_jobs", "wait_for_job_change", "events_since", "stats",
-    "list_fields", "list_opcodes", "http_token"))
+    "list_fields", "list_opcodes", "http_token", "query_nodes"))
+#: NotLeader answers a request follows (libjobq's MAX_HOPS), the pause
+#: before asking again while no leader is known, and how many such pauses.
+MAX_HOPS = 10
+LEADER_WAIT = 0.2
+MAX_LEADER_WAITS = 50
+
 #: Methods whose repeat is answered once when they carry a client token.
 TOKENED_METHODS = frozenset(("submit_job", "submit_many_jobs"))
 
@@ -56,6 +62,16 @@ def may_repeat(method: str, args: Optional[Mapping[str, Any]]) -> bool:
     answers every copy with the first answer), as libjobq decides."""
     return method in READ_ONLY_METHODS or (
         method in TOKENED_METHODS and args is not None and args.get("token") is not None)
+
+
+def split_endpoints(endpoint: Any) -> List[str]:
+    """The endpoints of ``"ep1,ep2,..."`` or of a list of str; ValueError
+    when one is empty or (in a list of several) not ``SCHEME://ADDRESS``."""
+    items = endpoint.split(",") if isinstance(endpoint, str) else list(endpoint)
+    if not items or any(not isinstance(e, str) or not e for e in items) or (
+            len(items) > 1 and any("://" not in e for e in items)):
+        raise ValueError("invalid endpoint list %r" % (endpoint,))
+    return items
 
 
 def encode_request(request_id: int, method: str,
@@ -73,7 +89,8 @@ class Reply:
 
     ``keepalive`` replies are not answers (the request is parked and the
     daemon is alive); otherwise ``ok`` says whether ``result`` or
-    ``code``/``message`` hold the answer."""
+    ``code``/``message`` hold the answer; ``leader`` is the leader a
+    ``NotLeader`` answer names (a dict, or None)."""
 
     id: Optional[int]
     ok: bool
@@ -81,6 +98,7 @@ class Reply:
     code: str = ""
     message: str = ""
     keepalive: bool = False
+    leader: Any = None
 
 
 def decode(data: bytes) -> Any:
@@ -112,6 +130,8 @@ def parse_reply(data: bytes) -> Optional[Reply]:
     if rep.get("ok") is False and isinstance(err, dict):
         code = err.get("code")
         message = err.get("message")
+        leader = err.get("leader") if code == "NotLeader" else None
         return Reply(id=rid, ok=False, code=code if isinstance(code, str) else "Internal",
-                     message=message if isinstance(message, str) else "")
+                     message=message if isinstance(message, str) else "",
+                     leader=leader if isinstance(leader, dict) else None)
     return Reply(id=rid, ok=False, code="Malformed", message="malformed reply from the daemon")

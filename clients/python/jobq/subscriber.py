@@ -22,6 +22,14 @@ heartbeat above the last seq means the last events were lost). Job mode
 second on a heartbeat, compares the jobs' ``change_serial`` to catch a lost
 last event. Gaps are filled with ``events_since``; when that cannot, a new
 snapshot is taken.
+
+In a cluster (a client of several endpoints, or a daemon whose ``ping``
+says ``cluster``) the subscriber follows the leader: when its client moved
+to another node (a NotLeader answer, a node that went away) it subscribes
+to that node's ``publish`` endpoint and continues with ``events_since``
+from its last seq (seq and epoch are the cluster's). A stream silent for
+3 heartbeats is probed with ``events_since`` too, which moves the client to
+the leader when the node it follows is no longer it.
 """
 from __future__ import annotations
 
@@ -48,6 +56,7 @@ _CHECK_INTERVAL = 1.0  # job mode: change_serial check period
 _SLICE = 0.1  # how often a wait looks at the client's connection
 _OLD_EPOCHS = 4  # epochs left behind, remembered
 _RETRY = 0.2  # pause before asking again a daemon that is away
+_SILENCE = 3.0  # a cluster's stream silent this long: probe (heartbeats come every second)
 
 _OK, _GAP, _RESYNC = 0, 1, 2
 
@@ -128,36 +137,65 @@ class Subscriber:
         self._last_check = 0.0
         self._queue: Deque[Dict[str, Any]] = deque()
         self._ctx: "Optional[zmq.Context[zmq.Socket[bytes]]]" = None
+        self._rcvhwm = rcvhwm
+        # The events endpoint follows the client's moves unless it was given.
+        self._follow = events_endpoint is None
+        self._moves = self.client.moves
+        self._last_heard = time.monotonic()
         try:
             self.endpoint: str = events_endpoint or pick_publish_endpoint(self.client, timeout)
-            # As for the client: an ipc socket file that does not exist means
-            # nobody publishes there (ZeroMQ would wait silently).
-            if (self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@")
-                    and not os.path.exists(self.endpoint[6:])):
-                raise TransportError("Transport", "no events socket at %s" % self.endpoint[6:])
+            self._moves = self.client.moves
             self._ctx = zmq.Context()
-            self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.SUB)
-            self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
-            setup_curve(self._sock, self.endpoint, self._key, self._server_key)
-            # Step 1: subscribe before the snapshot; job topics before
-            # "sys/", so a heartbeat proves they are all active.
-            for job in self.jobs or []:
-                self._sock.setsockopt(zmq.SUBSCRIBE, b"job/%d/" % job)
-            if not self.jobs:
-                self._sock.setsockopt(zmq.SUBSCRIBE, b"job/")
-            self._sock.setsockopt(zmq.SUBSCRIBE, b"sys/")
-            self._sock.connect(self.endpoint)
+            self._open_sub()
         except BaseException:
             self.close()
             raise
+
+    def _open_sub(self) -> None:
+        """The SUB socket, subscribed and connected to self.endpoint."""
+        assert self._ctx is not None
+        # As for the client: an ipc socket file that does not exist means
+        # nobody publishes there (ZeroMQ would wait silently).
+        if (self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@")
+                and not os.path.exists(self.endpoint[6:])):
+            raise TransportError("Transport", "no events socket at %s" % self.endpoint[6:])
+        self._sock: "zmq.Socket[bytes]" = self._ctx.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        setup_curve(self._sock, self.endpoint, self._key, self._server_key)
+        # Step 1: subscribe before the snapshot; job topics before
+        # "sys/", so a heartbeat proves they are all active.
+        for job in self.jobs or []:
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"job/%d/" % job)
+        if not self.jobs:
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"job/")
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"sys/")
+        self._sock.connect(self.endpoint)
+
+    def _in_cluster(self) -> bool:
+        return len(self.client.endpoints) > 1 or self.client.moves > 0 or self.client.cluster
+
+    def _follow_client(self) -> None:
+        """The client moved to another node: subscribe to its events and
+        continue from the last seq."""
+        endpoint = pick_publish_endpoint(self.client, self.timeout)
+        self._moves = self.client.moves
+        if endpoint != self.endpoint:
+            self._sock.close(0)
+            self.endpoint = endpoint
+            self._open_sub()
+        self._last_heard = time.monotonic()
+        if self._started and not self._need_snapshot:
+            self._catch_up()
 
     # -- life cycle ---------------------------------------------------
 
     def close(self) -> None:
         """Close the SUB socket (and the client when the subscriber made it)."""
         if self._ctx is not None and not self._ctx.closed:
-            self._sock.close(0)
+            sock = getattr(self, "_sock", None)
+            if sock is not None:
+                sock.close(0)
             self._ctx.term()
         if self._own_client:
             self.client.close()
@@ -360,6 +398,7 @@ class Subscriber:
             return
         if len(frames) < 2:
             return  # a one-frame message is not ours
+        self._last_heard = time.monotonic()
         topic, data = frames[0], frames[1]
         try:
             body = protocol.decode(data)
@@ -400,11 +439,27 @@ class Subscriber:
                 if self._need_snapshot:
                     self._take_snapshot()
                     continue
+                if self._follow and self._moves != self.client.moves:
+                    self._follow_client()
+                    continue
                 left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
                 self._read_stream(max(0.0, left))
+                if (self._follow and not self._queue and self._in_cluster()
+                        and time.monotonic() - self._last_heard > _SILENCE):
+                    # Silent: is the node still the leader? events_since
+                    # answers, or moves the client to the leader.
+                    self._last_heard = time.monotonic()
+                    self._catch_up()
                 if not self._queue:
                     self.client.check_connection()
             except (NotRunningError, TransportError, TimeoutError):
+                if self._follow and len(self.client.endpoints) > 1 and self._started:
+                    # A node went away: the next request moves the client on.
+                    try:
+                        self._catch_up()
+                        continue
+                    except (NotRunningError, TransportError, TimeoutError):
+                        pass
                 if not self.reconnect:
                     raise
                 # The daemon is away: what comes next is a snapshot of

@@ -50,8 +50,10 @@ from typing import Any, Callable, Deque, Optional, Sequence, Union
 import msgpack  # type: ignore[import]  # Debian ships no stubs
 import zmq
 
+from . import protocol
 from .errors import JobqError
 from .keys import setup_curve
+from .protocol import split_endpoints
 
 __all__ = ["Worker", "Assignment", "WorkerError", "default_worker_endpoint"]
 
@@ -71,6 +73,7 @@ DEFAULT_LEASE = 5.0
 #: Back-off between connections that were never welcomed (seconds).
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 2.0
+_HELLO_WAIT_MIN = 0.2  # a cluster: shortest wait for a welcome
 #: How long stop lets the disconnect message leave (milliseconds).
 DISCONNECT_LINGER_MS = 1000
 #: Largest message accepted from the daemon (as libjobq).
@@ -159,13 +162,18 @@ def _message(type_: str, **keys: Any) -> dict[str, Any]:
 
 
 def hello_message(opcodes: Sequence[Union[str, dict[str, Any]]], capacity: int,
-                  name: Optional[str] = None) -> dict[str, Any]:
-    """The hello map, keys in libjobq's order (v, type, name, capacity, opcodes)."""
+                  name: Optional[str] = None,
+                  leases: Optional[Sequence[Lease]] = None) -> dict[str, Any]:
+    """The hello map, keys in libjobq's order (v, type, name, capacity,
+    opcodes, then ``leases``: the work still running from a connection
+    given up, for a cluster's new leader to resume)."""
     m = _message("hello")
     if name:
         m["name"] = name
     m["capacity"] = capacity
     m["opcodes"] = list(opcodes)
+    if leases:
+        m["leases"] = [list(x) for x in leases]
     return m
 
 
@@ -385,12 +393,18 @@ class Worker:
     once in handler threads, reconnects by itself.
 
     ``endpoint``: jobqd's worker endpoint (default
-    :func:`default_worker_endpoint`). ``name``: for people, shown in the
+    :func:`default_worker_endpoint`), or several (a cluster's nodes) as
+    ``"ep1,ep2"`` or a list: a hello answered NotLeader goes to the
+    leader's worker endpoint; a connection given up moves to the next
+    endpoint, and the leases still running are named in the next hello:
+    those the daemon's ``welcome`` does not list in ``resumed`` are
+    revoked then (all of them when it has no ``resumed``). ``name``: for people, shown in the
     ``worker`` field of the opcodes it runs (at most 64 bytes).
     ``capacity``: 1 to 1024 opcodes at once.
     """
 
-    def __init__(self, endpoint: Optional[str] = None, name: Optional[str] = None,
+    def __init__(self, endpoint: Union[str, Sequence[str], None] = None,
+                 name: Optional[str] = None,
                  capacity: int = 1, *, key: Optional[str] = None,
                  server_key: Optional[str] = None) -> None:
         if not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
@@ -399,7 +413,20 @@ class Worker:
             raise ValueError(f"name: at most {MAX_NAME} bytes")
         if endpoint is not None and not endpoint:
             raise ValueError("endpoint: empty")
-        self.endpoint: str = endpoint or default_worker_endpoint()
+        #: The configured endpoints; ``endpoint`` is the one in use.
+        self.endpoints: list[str] = split_endpoints(endpoint or default_worker_endpoint())
+        self.endpoint: str = self.endpoints[0]
+        self._cur = 0
+        self._hops = 0  # NotLeader answers to hellos followed since the last welcome
+        self._moved = False  # a hello was answered NotLeader: a cluster
+        self._resuming = False  # held leases outlived their connection
+        self._welcome_hb = 0.0  # heartbeat of the last welcome (0: none yet)
+        # A cluster: the dones of the last lease time (when, lease, its
+        # assignment, bytes): a leader that died before reading one never
+        # saw it, and the next one must get it. _recalled: those whose
+        # leases were held again for that.
+        self._dones: Deque[tuple[float, Lease, Assignment, bytes]] = collections.deque()
+        self._recalled: set[Lease] = set()
         self.name: Optional[str] = name or None
         self.capacity: int = capacity
         #: CURVE over TCP (docs/security.md): a key of role worker and the
@@ -599,6 +626,11 @@ class Worker:
     def _open(self) -> None:
         assert self._ctx is not None
         self.heartbeat, self.lease_time = DEFAULT_HEARTBEAT, DEFAULT_LEASE
+        if len(self.endpoints) > 1 or self._moved:
+            # A cluster: a node that is up answers a hello at once; one that
+            # is gone (a dead leader's, named by a node that does not know
+            # yet) must not keep the worker past the new leader's wait.
+            self.lease_time = max(_HELLO_WAIT_MIN, 2 * (self._welcome_hb or DEFAULT_HEARTBEAT))
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
@@ -617,14 +649,18 @@ class Worker:
         self.connections += 1
         self._last_heard = _now()  # the welcome has a lease time to come
         decls = [o.decl for o in self._opcodes.values()]
-        self._send_raw(_pack(hello_message(decls, self.capacity, self.name)))
+        with self._lock:
+            leases = sorted(self._leases) if self._resuming else None
+        self._send_raw(_pack(hello_message(decls, self.capacity, self.name, leases)))
 
     def _drop(self, why: str) -> None:
         """Gives up the connection: every lease is revoked locally (the
         daemon handles the old connection as a lost worker's), the next
         connection is scheduled."""
         welcomed = self._state == "ready"
-        self._out.clear()  # for leases of that connection: revoked below
+        cluster = len(self.endpoints) > 1 or self._moved
+        if not cluster:
+            self._out.clear()  # for leases of that connection: revoked below
         if self._sock is not None:
             self._sock.close(0)
             self._sock = None
@@ -634,17 +670,85 @@ class Worker:
             log.warning("lost jobqd at %s: %s; reconnecting", self.endpoint, why)
         else:
             log.info("no connection to jobqd at %s: %s", self.endpoint, why)
-        with self._lock:
-            held = list(self._leases.values())
-            self._leases.clear()
-        for a in held:
-            self._stop_assignment(a, f"revoked: connection to jobqd given up: {why}")
+        if cluster:
+            # The leases may go on under the next leader (the next hello
+            # names them), and so may those whose done this connection may
+            # have lost; the next node is tried.
+            now = _now()
+            with self._lock:
+                for at, lease_, a, body in reversed(self._dones):
+                    if now - at <= self.lease_time and lease_ not in self._leases:
+                        self._leases[lease_] = a
+                        self._recalled.add(lease_)
+                        self._out.appendleft(("done", lease_, body))
+                self._dones.clear()
+                self._resuming = self._resuming or bool(self._leases)
+            self._cur = (self._cur + 1) % len(self.endpoints)
+            self.endpoint = self.endpoints[self._cur]
+        else:
+            self._revoke_all(f"connection to jobqd given up: {why}")
         if welcomed:
             self._backoff = RECONNECT_MIN
             self._reconnect_at = _now()
         else:
             self._reconnect_at = _now() + self._backoff
             self._backoff = min(self._backoff * 2, RECONNECT_MAX)
+
+    def _revoke_all(self, why: str) -> None:
+        """Every lease held is revoked locally."""
+        with self._lock:
+            held = [a for lease_, a in self._leases.items() if lease_ not in self._recalled]
+            self._leases.clear()
+            self._resuming = False
+        self._out.clear()
+        self._recalled.clear()
+        for a in held:
+            self._stop_assignment(a, f"revoked: {why}")
+
+    def _resume(self, resumed: Any) -> None:
+        """After the welcome to a hello that named leases: keep those the
+        daemon adopted, revoke the others (all when it says nothing)."""
+        if not isinstance(resumed, list):
+            self._revoke_all("the new connection's daemon did not resume it")
+            return
+        kept = {tuple(r) for r in resumed if isinstance(r, list) and len(r) == 3}
+        with self._lock:
+            self._resuming = False
+            gone = [a for lease_, a in self._leases.items() if lease_ not in kept]
+            for a in gone:
+                del self._leases[a.lease]
+        for a in gone:
+            if a.lease not in self._recalled:  # (a recalled done: its handler ended)
+                self._stop_assignment(a, "revoked: not resumed by the new leader")
+        self._recalled &= kept  # the others' dones go out now
+
+    def _follow_leader(self, leader: Any, msg: str) -> None:
+        """The hello was answered NotLeader: to the leader's worker
+        endpoint, or (no leader known) to the next configured one a moment
+        later."""
+        self._moved = True
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+        self._state = "off"
+        workers = [e for e in (leader.get("workers") or []) if isinstance(e, str)] \
+            if isinstance(leader, dict) else []
+        to = next((e for e in workers if e in self.endpoints), None)
+        if to is None:
+            scheme = self.endpoint.split("://", 1)[0] + "://"
+            to = next((e for e in workers if e.startswith(scheme)), None)
+        if to is not None and self._hops < protocol.MAX_HOPS:
+            self._hops += 1
+            self.endpoint = to
+            self._reconnect_at = _now()
+            return
+        if to is not None:
+            log.warning("no leader reached after %d hops: %s", protocol.MAX_HOPS, msg)
+            self._hops = 0
+        self._cur = (self._cur + 1) % len(self.endpoints)
+        self.endpoint = self.endpoints[self._cur]
+        self._reconnect_at = _now() + (self._backoff if to is not None
+                                       else protocol.LEADER_WAIT)
 
     def _send_raw(self, data: bytes) -> bool:
         if self._sock is None:
@@ -669,7 +773,13 @@ class Worker:
             self._out.popleft()
             if held and kind == "done":
                 with self._lock:
-                    self._leases.pop(lease, None)
+                    a = self._leases.pop(lease, None)
+                self._recalled.discard(lease)
+                if a is not None and (len(self.endpoints) > 1 or self._moved):
+                    now = _now()
+                    while self._dones and now - self._dones[0][0] > self.lease_time:
+                        self._dones.popleft()
+                    self._dones.append((now, lease, a, body))
 
     # -- from the daemon ---------------------------------------------------
 
@@ -715,9 +825,13 @@ class Worker:
             self._state = "ready"
             self._ready = True
             self._backoff = RECONNECT_MIN
+            self._hops = 0
+            if self._resuming:
+                self._resume(m.get("resumed"))
             self.worker_id = m["worker"]
             self.heartbeat = min(max(float(hb), 0.01), 3600.0)
             self.lease_time = max(min(float(lease), 86400.0), 2 * self.heartbeat)
+            self._welcome_hb = self.heartbeat
             log.info("connected to jobqd at %s (worker %s, heartbeat %g s, lease %g s)",
                      self.endpoint, self.worker_id, hb, lease)
         elif t == "assign":
@@ -741,6 +855,9 @@ class Worker:
         elif t == "error":
             code = m.get("code") if isinstance(m.get("code"), str) else "Internal"
             msg = m.get("message") if isinstance(m.get("message"), str) else ""
+            if self._state == "hello" and code == "NotLeader":
+                self._follow_leader(m.get("leader"), str(msg))
+                return
             if self._state == "hello":
                 if code in FATAL_HELLO_CODES:
                     if self._sock is not None:
@@ -852,7 +969,7 @@ class Worker:
         for kind, lease, body in self._outbox.take():
             with self._lock:
                 held = lease in self._leases
-            if not held or self._state != "ready":
+            if not held or (self._state != "ready" and not self._resuming):
                 continue  # revoked, or lost with its connection: never sent
             self._out.append((kind, lease, body))
         self._flush_out()

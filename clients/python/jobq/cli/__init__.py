@@ -6,7 +6,7 @@ text and JSON output and exit codes, so that either can stand in for the
 other. This module holds the command table with every help text (the C
 CLI's, word for word), the global options, ``help`` and the dispatch; the
 commands live in submit.py, query.py, watch.py, monitor.py, admin.py and
-keygen.py, their shared parts in common.py.
+keygen.py and nodes.py, their shared parts in common.py.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .admin import (cmd_archive, cmd_autoarchive, cmd_cancel, cmd_drain, cmd_htt
 from .common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Cli, Command, eprint, parse
 from .keygen import cmd_keygen
 from .monitor import cmd_monitor
+from .nodes import cmd_nodes
 from .query import cmd_info, cmd_list, cmd_list_fields, cmd_list_opcodes, help_opcodes
 from .submit import cmd_submit, cmd_submit_many
 from .watch import cmd_watch
@@ -276,6 +277,34 @@ COMMANDS: List[Command] = [
             "                 allowed; default 30 d)\n"
             "Prints the token, one line; with --json, {\"token\", \"role\", \"owner\",\n"
             "\"expires\"}.\n"),
+    Command("nodes", cmd_nodes, "list|add|remove|transfer ...",
+            "show or change a cluster's nodes",
+            "A cluster's nodes (jobqd --cluster; docs/operations.md). The endpoint may\n"
+            "name several nodes, separated by commas: a request a node that is not the\n"
+            "leader cannot serve follows it to the leader.\n"
+            "  list                     the nodes as the answering node sees them: ID\n"
+            "                           (the answering node's marked *), NAME, ROLE\n"
+            "                           (voter, standby, spare), STATE (leader,\n"
+            "                           follower, candidate, unavailable, unknown),\n"
+            "                           APPLIED (entries applied), LAG (entries behind\n"
+            "                           the leader, - when not known), ADDRESS\n"
+            "  add ID ADDRESS           add node ID, whose node-to-node address is\n"
+            "                           HOST:PORT (its jobqd --node-address)\n"
+            "  remove ID                remove node ID from the cluster\n"
+            "  transfer [ID]            make node ID the leader (without ID: the most\n"
+            "                           up-to-date voter)\n"
+            "add, remove and transfer need the admin role and print once the change is\n"
+            "committed.\n"
+            "\n"
+            "Options of add:\n"
+            "      --standby            a non-voting standby (default: a voter)\n"
+            "      --name N             the node's name\n"
+            "      --endpoint-of-node EP\n"
+            "                           a client endpoint of the node (repeatable)\n"
+            "With --json: list prints the daemon's answer [{\"id\", \"name\", \"address\",\n"
+            "\"role\", \"state\", \"endpoints\", \"applied\", \"lag_entries\", \"lag_seconds\",\n"
+            "\"last_contact\", \"self\"}...]; add {\"id\"}, remove null, transfer\n"
+            "{\"leader\"}.\n"),
     Command("help", cmd_help, "[COMMAND]", "show help for jobq or for a command",
             ""),
 ]

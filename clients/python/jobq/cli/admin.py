@@ -362,7 +362,7 @@ def cmd_ping(cli: Cli, argv: List[str]) -> int:
         version = r.get("version")
         print("jobqd %s (protocol %d) at %s: time %s, round trip %.3f ms"
               % (version if isinstance(version, str) else "?", _int(r.get("protocol")),
-                 cli.endpoint, fmt_ts(r.get("time")), ms))
+                 c.endpoint, fmt_ts(r.get("time")), ms))
     return EXIT_OK
 
 
@@ -395,5 +395,5 @@ def cmd_version(cli: Cli, argv: List[str]) -> int:
             version = r.get("version")
             print("jobqd %s (protocol %d) at %s"
                   % (version if isinstance(version, str) else "?", _int(r.get("protocol")),
-                     cli.endpoint))
+                     c.endpoint if c is not None else cli.endpoint))
     return EXIT_OK

@@ -143,10 +143,11 @@ class Cli:
             if msg.startswith("the handshake with jobqd at "):
                 # ...and the options are the command line's, not key=.
                 msg = "the handshake with jobqd at %s failed: %s" % (
-                    self.endpoint, "is the server key the daemon's?" if self.curve else
+                    self._client.endpoint if self._client else self.endpoint, "is the server key the daemon's?" if self.curve else
                     "a CURVE endpoint needs a key (--key, $JOBQ_KEY) and the daemon's public "
                     "key (--server-key, $JOBQ_SERVER_KEY)")
-            eprint("jobq: cannot reach the daemon at %s: %s" % (self.endpoint, msg))
+            eprint("jobq: cannot reach the daemon at %s: %s" % (
+                self._client.endpoint if self._client else self.endpoint, msg))
         else:
             # A code this client does not know (a newer daemon's) is
             # Internal to libjobq too.
@@ -224,7 +225,9 @@ def _apply_common(cli: Cli, which: str, value: Optional[str]) -> Optional[int]:
 
 def valid_endpoint(e: str) -> bool:
     """An endpoint a daemon can be reached at: ``ipc://PATH`` or
-    ``tcp://HOST:PORT``."""
+    ``tcp://HOST:PORT``, or several separated by commas (a cluster)."""
+    if "," in e:
+        return all(valid_endpoint(x) for x in e.split(","))
     if e.startswith("ipc://"):
         return len(e) > 6
     if not e.startswith("tcp://"):
