@@ -762,12 +762,10 @@ static char *leader_endpoint(jobq_client_t *self)
 }
 
 /* Connects the client to endpoint instead of the current one. */
-static int move_to(jobq_client_t *self, const char *endpoint)
+/* The socket and its monitor go, with what was known of the connection;
+ * open_socket makes the next. */
+static void drop_socket(jobq_client_t *self)
 {
-    if (strcmp(endpoint, self->endpoint) == 0)
-        return 0;
-    if (set_endpoint(self, endpoint) < 0)
-        return -1;
     zmq_socket_monitor(self->sock, NULL, 0);
     zmq_close(self->sock);
     zmq_close(self->mon);
@@ -776,6 +774,15 @@ static int move_to(jobq_client_t *self, const char *endpoint)
     self->refused = 0;
     self->after_disconnect = false;
     self->attempt_start = 0;
+}
+
+static int move_to(jobq_client_t *self, const char *endpoint)
+{
+    if (strcmp(endpoint, self->endpoint) == 0)
+        return 0;
+    if (set_endpoint(self, endpoint) < 0)
+        return -1;
+    drop_socket(self);
     self->attempt_timed_out = false;
     self->checked_failures = self->failed_attempts;
     self->moves++;
@@ -1340,14 +1347,7 @@ int jobq_client_set_keys(jobq_client_t *self, const char *key_file, const char *
         return 0; /* another endpoint of a list opens its socket with the keys */
     /* A new socket: the keys count from its first connection, and no event
      * of the old one's (a handshake without keys) is read as its own. */
-    zmq_socket_monitor(self->sock, NULL, 0);
-    zmq_close(self->sock);
-    zmq_close(self->mon);
-    self->sock = self->mon = NULL;
-    self->conn = CONN_UNKNOWN;
-    self->refused = 0;
-    self->after_disconnect = false;
-    self->attempt_start = 0;
+    drop_socket(self);
     if (open_socket(self) < 0) {
         set_error(self, JOBQ_ERR_BAD_ARGUMENT, "cannot use these keys: %s",
                   zmq_strerror(errno));
