@@ -12,6 +12,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,9 +44,13 @@ void cl_pack_self_info(jq_cluster_t *c, msgpack_packer *pk)
     wire_pack_cstr(pk, host);
     wire_pack_cstr(pk, "address");
     wire_pack_cstr(pk, cfg->node_address);
-    pack_endpoints(pk, "endpoints", cfg->run_dir, "jobq.sock", cfg->listen, cfg->nlisten);
-    pack_endpoints(pk, "workers", cfg->run_dir, "workers.sock", cfg->workers, cfg->nworkers);
-    pack_endpoints(pk, "publish", cfg->run_dir, "events.sock", cfg->publish, cfg->npublish);
+    /* Absolute: a client elsewhere than this daemon's directory uses them. */
+    char run_dir[JQ_PATH_BYTES];
+    if (!realpath(cfg->run_dir, run_dir))
+        snprintf(run_dir, sizeof run_dir, "%s", cfg->run_dir);
+    pack_endpoints(pk, "endpoints", run_dir, "jobq.sock", cfg->listen, cfg->nlisten);
+    pack_endpoints(pk, "workers", run_dir, "workers.sock", cfg->workers, cfg->nworkers);
+    pack_endpoints(pk, "publish", run_dir, "events.sock", cfg->publish, cfg->npublish);
 }
 
 /* Under mu. */

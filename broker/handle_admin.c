@@ -21,8 +21,8 @@ jobq_code_t jq_handle_admin_ping(jq_call_t *c)
     msgpack_pack_int(c->pk, JOBQ_PROTOCOL_VERSION);
     wire_pack_cstr(c->pk, "token_window");
     msgpack_pack_uint64(c->pk, c->d->cfg.token_window);
-    wire_pack_cstr(c->pk, "epoch");
-    msgpack_pack_uint64(c->pk, c->d->epoch);
+    wire_pack_cstr(c->pk, "epoch"); /* a cluster's, known to followers too */
+    msgpack_pack_uint64(c->pk, c->d->cluster ? jq_cluster_epoch(c->d->cluster) : c->d->epoch);
     wire_pack_cstr(c->pk, "publish");
     msgpack_pack_array(c->pk, c->d->npublish_eps);
     for (unsigned i = 0; i < c->d->npublish_eps; i++)
