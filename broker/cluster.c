@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -90,12 +91,15 @@ static void exec_self(uv_timer_t *t)
     }
     if (!c->d->argv)
         _exit(1);
-#ifdef CLOSE_RANGE_CLOEXEC
-    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
-#else
-    for (int fd = 3; fd < 65536; fd++)
-        fcntl(fd, F_SETFD, FD_CLOEXEC);
-#endif
+    /* Nothing of this process may stay open in the next: its lock files
+     * would keep it out of its own directories. */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) { /* a kernel before 5.11 */
+        struct rlimit rl;
+        long max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                       ? (long)rl.rlim_cur : 1L << 20;
+        for (long fd = 3; fd < max; fd++)
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    }
     execv("/proc/self/exe", c->d->argv);
     jq_log(JQ_LOG_ERROR, "cluster: cannot start again: %s", strerror(errno));
     _exit(1);
