@@ -453,10 +453,7 @@ static void forward_reply(loop_t *l)
     zmq_msg_close(&body);
 }
 
-/* A cluster node that was elected and has applied everything committed
- * before: load the queue from the store, as a restart does (JOBMODEL
- * §4.4 for what was running), continue the cluster's event stream, and
- * serve. */
+/* A job of the store into a follower's view. */
 static int into_view(void *ctx, jq_job_t *job)
 {
     jq_shard_t *sh = jq_table_shard_for(ctx, job->id);
@@ -515,6 +512,10 @@ static void follow(loop_t *l)
     jq_change_list_free(&head);
 }
 
+/* A cluster node that was elected and has applied everything committed
+ * before: its view becomes the queue, settled as a restart settles the
+ * store's jobs (JOBMODEL §4.4 for what was running); the cluster's event
+ * stream continues; then it serves. */
 static void lead(loop_t *l)
 {
     jq_daemon_t *d = l->d;
