@@ -212,7 +212,8 @@ int jq_recover(jq_daemon_t *d, jq_table_t *view, char *err, size_t errlen)
     /* In id order (a view hands its jobs over shard by shard): a job is
      * known to the scheduler before any job that depends on it — a cluster's
      * executors already run while its new leader loads the queue. */
-    qsort(l.ids, l.n, sizeof *l.ids, cmp_id);
+    if (l.n > 1) /* (no jobs: no array at all) */
+        qsort(l.ids, l.n, sizeof *l.ids, cmp_id);
     size_t nsettled = 0;
     for (size_t i = 0; i < l.n; i++) {
         if (settle(d, l.ids[i], now, &nsettled) < 0) {
