@@ -901,34 +901,18 @@ static MDB_dbi snap_dbi(jq_store_t *s, size_t i)
     return i == 0 ? s->meta : i == 1 ? s->jobs : i == 2 ? s->archive : s->logs;
 }
 
-struct jq_store_snap {
-    jq_store_t *s;
-    MDB_txn *txn; /* a read transaction: the state when it began */
-};
-
-jq_store_snap_t *jq_store_snapshot_begin(jq_store_t *s, char *err, size_t errlen)
+int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
 {
-    jq_store_snap_t *snap = calloc(1, sizeof *snap);
-    int rc = snap ? mdb_txn_begin(s->env, NULL, MDB_RDONLY, &snap->txn) : ENOMEM;
+    MDB_txn *txn; /* a read transaction: the state when it began */
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0) {
         snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
-        free(snap);
-        return NULL;
+        return -1;
     }
-    snap->s = s;
-    return snap;
-}
-
-int jq_store_snapshot_write(jq_store_snap_t *snap, msgpack_sbuffer *out, char *err,
-                            size_t errlen)
-{
-    jq_store_t *s = snap->s;
-    MDB_txn *txn = snap->txn;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, 5);
     msgpack_pack_str_with_body(&pk, "jqsnap1", 7);
-    int rc = 0;
     for (size_t i = 0; rc == 0 && i < 4; i++) {
         MDB_stat st;
         MDB_cursor *cur;
@@ -950,28 +934,12 @@ int jq_store_snapshot_write(jq_store_snap_t *snap, msgpack_sbuffer *out, char *e
         if (packed != st.ms_entries)
             rc = MDB_CORRUPTED; /* the count said otherwise: never a short snapshot */
     }
+    mdb_txn_abort(txn);
     if (rc != 0) {
         snprintf(err, errlen, "snapshot: %s", mdb_strerror(rc));
         return -1;
     }
     return 0;
-}
-
-void jq_store_snapshot_end(jq_store_snap_t **sp)
-{
-    if (!sp || !*sp)
-        return;
-    mdb_txn_abort((*sp)->txn);
-    free(*sp);
-    *sp = NULL;
-}
-
-int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen)
-{
-    jq_store_snap_t *snap = jq_store_snapshot_begin(s, err, errlen);
-    int rc = snap ? jq_store_snapshot_write(snap, out, err, errlen) : -1;
-    jq_store_snapshot_end(&snap);
-    return rc;
 }
 
 int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen)

@@ -181,14 +181,6 @@ uint64_t jq_store_live_count(jq_store_t *s);
 int jq_store_meta_read(jq_store_t *s, const char *key, msgpack_sbuffer *out);
 /* Every table, as stored, into out; and back (replacing everything). */
 int jq_store_snapshot(jq_store_t *s, msgpack_sbuffer *out, char *err, size_t errlen);
-/* The same in two steps: begin pins the state of now (a read transaction,
- * cheap, on the applying thread); write reads it, from any thread, while
- * commits go on; end lets it go. */
-typedef struct jq_store_snap jq_store_snap_t;
-jq_store_snap_t *jq_store_snapshot_begin(jq_store_t *s, char *err, size_t errlen);
-int jq_store_snapshot_write(jq_store_snap_t *snap, msgpack_sbuffer *out, char *err,
-                            size_t errlen);
-void jq_store_snapshot_end(jq_store_snap_t **snap);
 int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, size_t errlen);
 
 #endif
