@@ -695,6 +695,8 @@ class Cluster:
         self.logs: List[Any] = []
         self.eps: List[str] = []
         self.dirs: List[str] = []
+        self.args: List[List[str]] = []
+        self.restarts = 0
         try:
             for i in range(3):
                 d = tmp_path / ("n%d" % (i + 1))
@@ -704,18 +706,48 @@ class Cluster:
                 join = ["--join", self.eps[0]] if i else []
                 log = open(tmp_path / ("n%d.log" % (i + 1)), "w")
                 self.logs.append(log)
-                self.procs.append(subprocess.Popen(
-                    [JOBQD, "--data-dir", str(d), "--cluster", "--insecure",
-                     "--node-address", "127.0.0.1:%d" % free_port(), *join, *extra],
-                    stdout=log, stderr=subprocess.STDOUT))
+                self.args.append([JOBQD, "--data-dir", str(d), "--cluster", "--insecure",
+                                  "--node-address", "", *join, *extra])
+                self.procs.append(self.start(i))
                 if not i:
-                    wait(lambda: run("c", "-s", self.eps[0], "-t", "1", "ping").returncode == 0,
-                         "node 1")
-            wait(lambda: sorted(n["state"] for n in self.nodes()) ==
-                 ["follower", "follower", "leader"], "a cluster of three")
+                    wait(lambda: self.restart_exited() and
+                         run("c", "-s", self.eps[0], "-t", "1", "ping").returncode == 0,
+                         "node 1", explain=self.explain)
+            wait(lambda: self.restart_exited() and
+                 sorted(n["state"] for n in self.nodes()) ==
+                 ["follower", "follower", "leader"], "a cluster of three",
+                 explain=self.explain)
         except BaseException:
             self.stop()
             raise
+
+    def start(self, i: int) -> subprocess.Popen:
+        """Node i on a node port the kernel just called free."""
+        args = list(self.args[i])
+        args[args.index("--node-address") + 1] = "127.0.0.1:%d" % free_port()
+        return subprocess.Popen(args, stdout=self.logs[i], stderr=subprocess.STDOUT)
+
+    def restart_exited(self) -> bool:
+        """While the cluster forms: a node that exited (its free port was
+        taken by another test in between, say) starts again on a new port,
+        twice at most in all; always true, for use inside a wait()."""
+        for i, pr in enumerate(self.procs):
+            if pr.poll() is not None and self.restarts < 2:
+                self.restarts += 1
+                self.logs[i].write("--- exited %r; started again\n" % pr.returncode)
+                self.logs[i].flush()
+                self.procs[i] = self.start(i)
+        return True
+
+    def explain(self) -> str:
+        """What the nodes say and the tail of each log (for a failure)."""
+        out = ["nodes: %r" % (self.nodes(),)]
+        for i, pr in enumerate(self.procs):
+            self.logs[i].flush()
+            with open(self.logs[i].name) as f:
+                tail = f.read()[-3000:]
+            out.append("n%d (exit %r):\n%s" % (i + 1, pr.poll(), tail))
+        return "\n".join(out)
 
     def nodes(self) -> List[Dict[str, Any]]:
         import json
