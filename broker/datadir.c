@@ -301,6 +301,7 @@ int jq_datadir_prepare(const char *dir, char *err, size_t errlen)
         {"lock", S_IFREG},           {"jobq.sock", S_IFSOCK},
         {"events.sock", S_IFSOCK},   {"store/data.mdb", S_IFREG},
         {"store/lock.mdb", S_IFREG}, {"store/store.id", S_IFREG},
+        {"store/wal", S_IFREG},
         {"epoch", S_IFREG},          {"epoch.new", S_IFREG},
     };
     return check_entries(path, entries, sizeof entries / sizeof *entries, err, errlen);

@@ -212,11 +212,12 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     pack_kv_u64(pk, "refused_auth", atomic_load(&ls->refused_auth));
     pack_kv_u64(pk, "handshake_failed", atomic_load(&ls->handshake_failed));
     wire_pack_cstr(pk, "store");
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 10);
     wire_pack_cstr(pk, "sync");
     wire_pack_cstr(pk, st.sync);
     pack_kv_u64(pk, "commits", st.commits);
     pack_kv_u64(pk, "fsyncs", st.fsyncs);
+    pack_kv_u64(pk, "checkpoints", st.checkpoints);
     pack_kv_u64(pk, "records", st.records);
     pack_kv_u64(pk, "failures", st.failures);
     pack_kv_u64(pk, "bytes", st.bytes);

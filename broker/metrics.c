@@ -248,6 +248,8 @@ static void render_store(jq_daemon_t *d, FILE *f)
     jq_store_get_stats(d->store, &st);
     counter(f, "jobq_store_commits_total", "Store transactions committed.", st.commits);
     counter(f, "jobq_store_fsyncs_total", "Store syncs to disk.", st.fsyncs);
+    counter(f, "jobq_store_checkpoints_total",
+            "Checkpoints of the write-ahead log (--sync always).", st.checkpoints);
     counter(f, "jobq_store_records_total", "Change records committed to the store.",
             st.records);
     counter(f, "jobq_store_failures_total", "Store commits that failed.", st.failures);

@@ -5,6 +5,7 @@
 #include "log.h"
 #include "mirror.h"
 #include "storeint.h"
+#include "wal.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -39,11 +40,18 @@ static void close_env(jq_store_t *s)
 
 static void store_free(jq_store_t *s)
 {
+    if (s->pin)
+        mdb_txn_abort(s->pin);
+    s->pin = NULL;
+    jq_wal_close(&s->wal);
     close_env(s);
     jq_changeq_destroy(&s->in);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
+
+static int wal_open(jq_store_t *s, bool fresh, bool *replay, char *err, size_t errlen);
+static int wal_recover(jq_store_t *s, bool replay, char *err, size_t errlen);
 
 jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
 {
@@ -63,9 +71,12 @@ jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
      * end to end without crashing, hanging or finding a damaged record
      * (unless salvaging) is opened here. */
     bool fresh = false;
+    bool replay = false;
     if (jq_store_precheck(s, &fresh, err, errlen) < 0 ||
+        (opts->sync == JQ_SYNC_ALWAYS && wal_open(s, fresh, &replay, err, errlen) < 0) ||
         (!fresh && jq_store_check_in_child(s, err, errlen) < 0) ||
-        jq_store_open_env(s, fresh, err, errlen) < 0) {
+        jq_store_open_env(s, fresh, err, errlen) < 0 ||
+        (s->wal && wal_recover(s, replay, err, errlen) < 0)) {
         store_free(s);
         return NULL;
     }
@@ -506,6 +517,155 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n,
     return rc;
 }
 
+/* ---- the write-ahead log (--sync always; wal.h) ---- */
+
+/* A checkpoint at least this often while commits come in: it bounds the
+ * log and what a restart replays, at two flushes a second. */
+#define CHECKPOINT_US 1000000
+
+/* The log cannot be used (LMDB's meta pages are not what wal.c expects):
+ * LMDB flushes every commit itself from now on. LMDB is flushed first, so
+ * nothing the log held is lost with it. */
+static void wal_off(jq_store_t *s, const char *why)
+{
+    mdb_env_sync(s->env, 1);
+    mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+    if (s->pin)
+        mdb_txn_abort(s->pin);
+    s->pin = NULL;
+    jq_wal_close(&s->wal);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", s->opts.dir);
+    unlink(path);
+    jq_log(JQ_LOG_WARNING, "store: %s; the write-ahead log is off and every commit flushes "
+                           "the store file twice instead", why);
+}
+
+/* LMDB flushed, its meta pages taken, its snapshot pinned, a new
+ * checkpoint in the log: 0, or an errno/LMDB code with why (the previous
+ * checkpoint and pin then still hold). Everything committed to LMDB
+ * before it is durable after it. */
+static int wal_checkpoint(jq_store_t *s, bool clean, char *why, size_t whylen)
+{
+    int rc = mdb_env_sync(s->env, 1);
+    if (rc) {
+        snprintf(why, whylen, "cannot flush the store file: %s", mdb_strerror(rc));
+        return rc;
+    }
+    jq_wal_checkpoint_t cp;
+    uint64_t txnid;
+    MDB_envinfo info;
+    if (jq_wal_read_meta(s->opts.dir, &cp, &txnid) < 0 || mdb_env_info(s->env, &info) != 0 ||
+        txnid != info.me_last_txnid) {
+        wal_off(s, "LMDB's meta pages are not laid out as this jobqd expects");
+        return 0;
+    }
+    cp.base = s->wal_next;
+    cp.clean = clean;
+    MDB_txn *pin = NULL;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
+    if (rc == 0 && (rc = jq_wal_checkpoint(s->wal, &cp)) != 0) {
+        mdb_txn_abort(pin);
+        snprintf(why, whylen, "cannot write the write-ahead log in %s: %s", s->opts.dir,
+                 strerror(rc));
+        return rc;
+    } else if (rc) {
+        snprintf(why, whylen, "cannot pin the checkpoint: %s", mdb_strerror(rc));
+        return rc;
+    }
+    atomic_fetch_add(&s->checkpoints, 1);
+    if (s->pin)
+        mdb_txn_abort(s->pin);
+    s->pin = pin;
+    s->last_checkpoint = mono_us();
+    s->wal_dirty = false;
+    return 0;
+}
+
+/* A batch LMDB committed (without a flush) made durable: one frame and
+ * one flush of the log; a checkpoint instead when the log is full or
+ * cannot be written. */
+static int wal_make_durable(jq_store_t *s, const jq_change_t *head, size_t n, char *why,
+                            size_t whylen)
+{
+    size_t bytes = 0, k = 0;
+    for (const jq_change_t *c = head; c && k < n; c = c->next, k++)
+        bytes += c->len;
+    int rc = jq_wal_full(s->wal, n, bytes) ? ENOSPC : jq_wal_append(s->wal, s->wal_next, head, n);
+    if (rc == 0) {
+        s->wal_next++;
+        s->wal_dirty = true;
+        return 0;
+    }
+    if (rc != ENOSPC)
+        jq_log(JQ_LOG_WARNING, "store: cannot append to the write-ahead log (%s); flushing "
+                               "the store file instead", strerror(rc));
+    return wal_checkpoint(s, false, why, whylen);
+}
+
+/* One frame of the log applied again at start-up. */
+static int replay_frame(void *ctx, uint64_t batch, jq_change_t *head, size_t n, char *err,
+                        size_t errlen)
+{
+    jq_store_t *s = ctx;
+    char why[256] = "";
+    int rc = commit_batch(s, head, n, NULL, 0, why, sizeof why);
+    jq_change_list_free(&head);
+    if (rc) {
+        snprintf(err, errlen, "replaying batch %llu of %s/wal: %s", (unsigned long long)batch,
+                 s->opts.dir, rc == -1 ? why : mdb_strerror(rc));
+        return -1;
+    }
+    s->wal_next = batch + 1;
+    return 0;
+}
+
+/* Before LMDB opens the file: the log, and after an unclean stop the meta
+ * pages of its checkpoint put back (*replay: the frames are to be
+ * applied once LMDB is open). */
+static int wal_open(jq_store_t *s, bool fresh, bool *replay, char *err, size_t errlen)
+{
+    jq_wal_checkpoint_t cp;
+    bool has_cp;
+    *replay = false;
+    if (!(s->wal = jq_wal_open(s->opts.dir, &cp, &has_cp, err, errlen)))
+        return -1;
+    s->wal_next = has_cp ? cp.base : 1;
+    if (fresh || !has_cp || cp.clean)
+        return 0; /* a new store, a clean stop, or one last used without the log */
+    if (jq_wal_restore_meta(s->opts.dir, &cp, err, errlen) < 0)
+        return -1;
+    *replay = true;
+    return 0;
+}
+
+/* LMDB is open: pin the checkpoint's snapshot, apply the frames since,
+ * then checkpoint, so the log starts empty. */
+static int wal_recover(jq_store_t *s, bool replay, char *err, size_t errlen)
+{
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
+    if (rc == 0) {
+        uint64_t last = 0;
+        if (jq_store_meta_get(s, s->pin, "last_id", &last, sizeof last) == 0)
+            atomic_store(&s->last_id, last);
+    } else {
+        snprintf(err, errlen, "cannot read the store in %s: %s", s->opts.dir, mdb_strerror(rc));
+        return -1;
+    }
+    uint64_t frames = 0;
+    if (replay && jq_wal_replay(s->wal, replay_frame, s, &frames, err, errlen) < 0)
+        return -1;
+    if (frames)
+        jq_log(JQ_LOG_NOTICE, "store: %llu commits replayed from the write-ahead log",
+               (unsigned long long)frames);
+    char why[256] = "";
+    if (wal_checkpoint(s, false, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    return 0;
+}
+
 /* LMDB reports a short write as EIO: a disk that filled, or the file size
  * limit, cut the write. Find which, so the message names the cause. */
 static int real_cause(jq_store_t *s, int rc)
@@ -590,7 +750,11 @@ static void *store_main(void *arg)
      * halving on each failure: a disk with room for some of the backlog
      * takes that much at once instead of failing all of it forever. */
     size_t chunk = SIZE_MAX;
-    bool unsynced = false, retrying = false, backoff = false;
+    bool unsynced = false, retrying = false, backoff = false, checkpoint_failed = false;
+    /* With the log: the first `owed` pending records are in LMDB already
+     * but not durable (the log and LMDB's own flush both failed); only
+     * their flush is tried again, never their commit. */
+    size_t owed = 0;
     int64_t next_sync = mono_us() + s->opts.sync_interval_us;
     for (;;) {
         int timeout = -1;
@@ -599,6 +763,9 @@ static void *store_main(void *arg)
         else if (s->opts.sync == JQ_SYNC_BATCH && unsynced) {
             int64_t left = (next_sync - mono_us()) / 1000 + 1;
             timeout = left < 0 ? 0 : (int)left; /* overdue: sync now, not never */
+        } else if (s->wal && s->wal_dirty) {
+            int64_t left = (s->last_checkpoint + CHECKPOINT_US - mono_us()) / 1000 + 1;
+            timeout = left < 0 ? 0 : (int)left;
         }
         struct pollfd pfd = {.fd = jq_changeq_fd(s->in), .events = POLLIN};
         if (timeout != 0 && !atomic_load(&s->stopping))
@@ -613,13 +780,21 @@ static void *store_main(void *arg)
             npending++;
         }
         if (pending) {
-            size_t n = npending < chunk ? npending : chunk;
+            size_t n = owed ? owed : npending < chunk ? npending : chunk;
             char why[256] = "";
             int64_t t0 = mono_us();
-            int rc = commit_batch(s, pending, n, NULL, 0, why, sizeof why);
+            int rc;
+            if (owed) {
+                rc = wal_checkpoint(s, false, why, sizeof why);
+            } else {
+                rc = commit_batch(s, pending, n, NULL, 0, why, sizeof why);
+                if (rc == 0 && s->wal && (rc = wal_make_durable(s, pending, n, why, sizeof why)))
+                    owed = n;
+            }
             jq_histo_observe(&s->latency, &jq_store_latency_spec,
                              (uint64_t)(mono_us() - t0));
             if (rc == 0) {
+                owed = 0;
                 jq_change_t *done = take_first(&pending, &pending_tail, n);
                 npending -= n;
                 count_commit(s, n);
@@ -649,10 +824,24 @@ static void *store_main(void *arg)
                 atomic_store(&s->failed, atomic_load(&s->durable) + npending);
                 if (s->hooks.failed)
                     s->hooks.failed(s->hooks.ctx);
-                backoff = n == 1; /* nothing smaller to try: wait a while */
-                chunk = n > 1 ? n / 2 : 1;
+                backoff = owed || n == 1; /* nothing smaller to try: wait a while */
+                if (!owed)
+                    chunk = n > 1 ? n / 2 : 1;
                 retrying = true;
             }
+        }
+        if (s->wal && s->wal_dirty && !owed && mono_us() - s->last_checkpoint >= CHECKPOINT_US) {
+            char why[256] = "";
+            /* A failed checkpoint loses nothing (the log holds it all); the
+             * full log's forced one reports it as a failed commit. */
+            int rc = wal_checkpoint(s, false, why, sizeof why);
+            if (rc && !checkpoint_failed)
+                jq_log(JQ_LOG_WARNING, "store: checkpoint failed: %s; trying again", why);
+            else if (!rc && checkpoint_failed)
+                jq_log(JQ_LOG_NOTICE, "store: checkpoints succeed again");
+            checkpoint_failed = rc != 0;
+            if (rc) /* not at every turn: once per interval */
+                s->last_checkpoint = mono_us();
         }
         if (s->opts.sync == JQ_SYNC_BATCH && unsynced && mono_us() >= next_sync) {
             mdb_env_sync(s->env, 1);
@@ -670,8 +859,13 @@ static void *store_main(void *arg)
         }
     }
     jq_change_list_free(&pending);
-    if (s->opts.sync != JQ_SYNC_NONE)
+    char why[256];
+    if (s->wal) { /* a clean stop: the next start has nothing to roll back */
+        if (wal_checkpoint(s, true, why, sizeof why) != 0)
+            jq_log(JQ_LOG_WARNING, "store: the last checkpoint failed: %s", why);
+    } else if (s->opts.sync != JQ_SYNC_NONE) {
         mdb_env_sync(s->env, 1);
+    }
     return NULL;
 }
 
@@ -789,6 +983,7 @@ void jq_store_get_stats(jq_store_t *s, jq_store_stats_t *out)
     static const char *const names[] = {"always", "batch", "none"};
     out->commits = atomic_load(&s->commits);
     out->fsyncs = atomic_load(&s->fsyncs);
+    out->checkpoints = atomic_load(&s->checkpoints);
     out->records = atomic_load(&s->records);
     out->failures = atomic_load(&s->failures);
     out->last_id = atomic_load(&s->last_id);

@@ -139,6 +139,7 @@ size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint8_t 
 
 typedef struct {
     uint64_t commits, fsyncs, records, failures;
+    uint64_t checkpoints;    /* of the write-ahead log (--sync always) */
     uint64_t bytes;          /* size of the data file in use */
     uint64_t last_id;        /* highest committed job id */
     const char *sync;        /* "always", "batch", "none" */

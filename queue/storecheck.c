@@ -701,7 +701,8 @@ static int salvage(jq_store_t *s, MDB_txn *txn, uint32_t format, uint64_t *moved
 
 int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
 {
-    unsigned flags = MDB_NOTLS | (s->opts.sync == JQ_SYNC_ALWAYS ? 0 : MDB_NOSYNC);
+    /* With the write-ahead log, its flush makes a commit durable. */
+    unsigned flags = MDB_NOTLS | (s->opts.sync == JQ_SYNC_ALWAYS && !s->wal ? 0 : MDB_NOSYNC);
     MDB_txn *txn = NULL;
     int rc = mdb_env_create(&s->env);
     if (rc == 0)

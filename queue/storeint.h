@@ -31,6 +31,15 @@ struct jq_store {
      * meta "seq" with every commit. */
     bool count_seq;
     _Atomic uint64_t seq;
+    /* --sync always: the write-ahead log (wal.h). LMDB then commits
+     * without a flush; pin holds the checkpoint's snapshot so that LMDB
+     * never writes over its pages until the next checkpoint. */
+    struct jq_wal *wal;
+    MDB_txn *pin;
+    uint64_t wal_next;       /* the next frame's batch number */
+    int64_t last_checkpoint; /* mono µs */
+    bool wal_dirty;          /* commits since the last checkpoint */
+    _Atomic uint64_t checkpoints;
 };
 
 static inline void jq_put_be64(unsigned char *p, uint64_t v)
