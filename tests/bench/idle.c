@@ -177,15 +177,15 @@ double idle_tcp_cost(pid_t pid, int port, long n, long *made_out, long *rss0_out
     }
     bool all = wait_fds(pid, fd0 + made, 60);
     long rss1 = proc_rss_settled(pid, 5);
+    *made_out = all ? made : proc_fd_count(pid) - fd0; /* before they close */
     for (long i = 0; i < made; i++)
         close(fds[i]);
     free(fds);
-    *made_out = all ? made : proc_fd_count(pid) - fd0;
     if (rss0_out)
         *rss0_out = rss0;
     if (rss1_out)
         *rss1_out = rss1;
-    return made ? (double)(rss1 - rss0) * 1024.0 / (double)made : NAN;
+    return *made_out > 0 ? (double)(rss1 - rss0) * 1024.0 / (double)*made_out : NAN;
 }
 
 static void beanstalkd_idle(long nclients)

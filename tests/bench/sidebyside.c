@@ -183,7 +183,7 @@ typedef struct {
 } pkind_t;
 
 static const char *const redis_mem_tpl[] = {
-    "", "--port", "{port}", "--bind", "127.0.0.1", "--dir", "{dir}", "--save", "",
+    "", "--port", "{port}", "--bind", "127.0.0.1", "--tcp-backlog", "4096", "--dir", "{dir}", "--save", "",
     "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
     "--unixsocket", "{dir}/redis.sock", "--unixsocketperm", "700", NULL};
 static const char *const redis_aof_tpl[] = {
@@ -193,7 +193,9 @@ static const char *const redis_aof_tpl[] = {
 static const char *const bs_mem_tpl[] = {"", "-l", "127.0.0.1", "-p", "{port}", NULL};
 static const char *const bs_fsync_tpl[] = {"", "-l", "127.0.0.1", "-p", "{port}", "-b", "{dir}",
                                            "-f", "0", NULL};
-static const char *const gm_mem_tpl[] = {"", "-L", "127.0.0.1", "-p", "{port}", "-l",
+/* gearmand's listen backlog (32 by default) and Redis's (511) would drop
+ * much of the idle line's burst of connections; beanstalkd's is SOMAXCONN. */
+static const char *const gm_mem_tpl[] = {"", "-L", "127.0.0.1", "-p", "{port}", "-b", "4096", "-l",
                                          "{dir}/gearmand.log", "-P", "{dir}/gearmand.pid", NULL};
 static const char *const gm_sqlite_tpl[] = {
     "", "-L", "127.0.0.1", "-p", "{port}", "-l", "{dir}/gearmand.log", "-P", "{dir}/gearmand.pid",
@@ -1252,10 +1254,13 @@ static int heap_lines(void)
     daemon_t d;
     jc_t *c = NULL;
     char mj[32];
-    snprintf(mj, sizeof mj, "%ld", n + 1000);
     int rc = -1;
-    if (start_blocked_daemon_ex(&d, &c, ctx, mj, (const char *const[]){"--sync", "none", NULL}) ==
-        0) {
+    /* jobqd's replay ring (--ring-events, 65536 by default) holds the latest
+     * events whatever the queue holds: a fixed cost, filled before the
+     * baseline so the figure is what one more queued job costs. */
+    long ring = 70000;
+    snprintf(mj, sizeof mj, "%ld", n + ring + 1000);
+    if (start_blocked_daemon(&d, &c, ctx, mj) == 0 && submit_batches(c, ring, 0, 0) == 0) {
         long rss0 = proc_rss_settled(d.pid, 3);
         long anon0 = proc_status_kb(d.pid, "RssAnon");
         if (submit_batches(c, n, 0, 0) == 0) {
@@ -1263,16 +1268,16 @@ static int heap_lines(void)
             long anon1 = proc_status_kb(d.pid, "RssAnon");
             double per = (double)(anon1 - anon0) * 1024.0 / (double)n;
             printf("  %-40s %9.0f B per queued job (RssAnon %ld -> %ld kB; RSS %ld -> %ld kB)"
-                   " over %ld jobs\n",
-                   "jobqd (--sync none)", per, anon0, anon1, rss0, rss1, n);
+                   " over %ld jobs after %ld\n",
+                   "jobqd", per, anon0, anon1, rss0, rss1, n, ring);
             result_set("peers.heap.jobq.bytes_per_job", per);
             result_set("peers.heap.jobq.rss_bytes_per_job",
                        (double)(rss1 - rss0) * 1024.0 / (double)n);
             rc = 0;
         }
-    } else {
-        not_measured("jobqd", "jobqd did not start");
     }
+    if (rc < 0)
+        not_measured("jobqd", "jobqd did not start or refused jobs");
     jc_close(&c);
     zmq_ctx_term(ctx);
     daemon_stop(&d);
