@@ -332,9 +332,11 @@ static void usage(FILE *f)
 "      --jobqd PATH         the daemon to test [%s]\n"
 "      --beanstalkd PATH    beanstalkd for the comparison [found on PATH]\n"
 "      --no-beanstalkd      skip the beanstalkd comparison\n"
-"      --redis PATH         redis-server for the cycle comparison [found on PATH]\n"
+"      --redis PATH         redis-server for the cycle and peers comparisons\n"
+"                           [found on PATH]\n"
 "      --no-redis           skip it\n"
-"      --gearmand PATH      gearmand for the cycle comparison [found on PATH]\n"
+"      --gearmand PATH      gearmand for the cycle and peers comparisons\n"
+"                           [found on PATH]\n"
 "      --no-gearmand        skip it\n"
 "      --transport T        tcp (127.0.0.1, free port) or ipc (in the data dir) [tcp]\n"
 "      --sync MODE          jobqd --sync for every workload but store (which\n"
@@ -488,7 +490,7 @@ static void machine(char *json, size_t len)
     printf("jobqd: %s (transport %s, --sync %s)\n", opt_jobqd, opt_transport,
            opt_sync ? opt_sync : "always (default; the store workload runs all three)");
     printf("beanstalkd: %s\n", opt_beanstalkd ? opt_beanstalkd : "not available");
-    printf("redis-server: %s; gearmand: %s (the cycle workload)\n",
+    printf("redis-server: %s; gearmand: %s (the cycle and peers workloads)\n",
            opt_redis && !opt_no_redis ? opt_redis : "not available",
            opt_gearmand && !opt_no_gearmand ? opt_gearmand : "not available");
     snprintf(json, len,
