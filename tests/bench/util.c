@@ -682,7 +682,7 @@ typedef struct {
     double value;
 } result_t;
 
-static result_t results[1024]; /* a figure past the last is dropped: room for every workload */
+static result_t results[4096]; /* a figure past the last is dropped: room for every workload */
 static size_t nresults;
 
 void result_set(const char *name, double value)
