@@ -38,6 +38,10 @@ long proc_status_kb(pid_t pid, const char *key); /* "VmRSS", ... ; -1 on error *
 long proc_threads(pid_t pid);
 long proc_fd_count(pid_t pid);
 double proc_cpu_seconds(pid_t pid);   /* utime + stime */
+/* Context switches (voluntary + involuntary) of every thread of pid now:
+ * each is a thread going to sleep or being preempted, so the count is
+ * the process's wake-ups; -1 on error. */
+long long proc_ctx_switches(pid_t pid);
 typedef struct {
     pid_t tid;
     char name[32];

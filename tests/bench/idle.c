@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,31 @@ static bool wait_fds(pid_t pid, long want, double timeout)
 /* ------------------------------------------------------------------ */
 /* workload 1: idle clients                                             */
 
+double idle_tcp_cost(pid_t pid, int port, long n, long *made_out, long *rss0_out,
+                     long *rss1_out)
+{
+    long rss0 = proc_rss_settled(pid, 2), fd0 = proc_fd_count(pid);
+    int *fds = calloc((size_t)n, sizeof *fds);
+    long made = 0;
+    for (long i = 0; fds && i < n; i++) {
+        fds[i] = bs_connect(port, true);
+        if (fds[i] < 0)
+            break;
+        made++;
+    }
+    bool all = wait_fds(pid, fd0 + made, 60);
+    long rss1 = proc_rss_settled(pid, 5);
+    *made_out = all ? made : proc_fd_count(pid) - fd0; /* before they close */
+    for (long i = 0; i < made; i++)
+        close(fds[i]);
+    free(fds);
+    if (rss0_out)
+        *rss0_out = rss0;
+    if (rss1_out)
+        *rss1_out = rss1;
+    return *made_out > 0 ? (double)(rss1 - rss0) * 1024.0 / (double)*made_out : NAN;
+}
+
 static void beanstalkd_idle(long nclients)
 {
     daemon_t b;
@@ -170,25 +196,12 @@ static void beanstalkd_idle(long nclients)
         printf("  beanstalkd: not measured (could not start it)\n");
         return;
     }
-    long rss0 = proc_rss_settled(b.pid, 2), fd0 = proc_fd_count(b.pid);
-    int *fds = calloc((size_t)nclients, sizeof *fds);
-    long made = 0;
-    for (long i = 0; i < nclients; i++) {
-        fds[i] = bs_connect(port, true);
-        if (fds[i] < 0)
-            break;
-        made++;
-    }
-    bool all = wait_fds(b.pid, fd0 + made, 60);
-    long rss1 = proc_rss_settled(b.pid, 5);
-    double per = (double)(rss1 - rss0) * 1024.0 / (double)made;
+    long made, rss0, rss1;
+    double per = idle_tcp_cost(b.pid, port, nclients, &made, &rss0, &rss1);
     printf("  beanstalkd: %ld idle TCP connections%s; RSS %ld -> %ld kB = %.0f B per connection\n",
-           made, all ? "" : " (not all accepted)", rss0, rss1, per);
+           made, made >= nclients ? "" : " (not all accepted)", rss0, rss1, per);
     result_set("idle.beanstalkd.clients", (double)made);
     result_set("idle.beanstalkd.bytes_per_client", per);
-    for (long i = 0; i < made; i++)
-        close(fds[i]);
-    free(fds);
     daemon_stop(&b);
 }
 
@@ -219,6 +232,18 @@ static void stop_helpers(helper_t *helpers, int *nh)
     for (int i = 0; i < *nh; i++)
         helper_stop(&helpers[i]);
     *nh = 0;
+}
+
+double idle_zmq_cost(pid_t pid, const char *endpoint, long n, long *made)
+{
+    helper_t helpers[64];
+    int nh = 0;
+    long fd0 = proc_fd_count(pid), rss0 = proc_rss_settled(pid, 2);
+    long got = connect_idle(helpers, &nh, endpoint, n, pid, fd0);
+    long rss1 = proc_rss_settled(pid, 10);
+    stop_helpers(helpers, &nh);
+    *made = got;
+    return got > 0 ? (double)(rss1 - rss0) * 1024.0 / (double)got : NAN;
 }
 
 /* The same idle DEALERs against a bare libzmq ROUTER. */

@@ -88,6 +88,9 @@ double opt_http_rate = 2000;
 long opt_http_jobs = 10000;
 long opt_cluster_failovers = 5;
 long opt_catchup_jobs = 50000;
+double opt_peers_seconds = 2;
+long opt_peers_mem_jobs = 200000;
+long opt_peers_idle = 2000;
 
 /* ------------------------------------------------------------------ */
 /* summary                                                              */
@@ -313,15 +316,27 @@ static void usage(FILE *f)
 "           failover (kill -9 of the leader -> first acknowledged submit);\n"
 "           a joining node's catch-up rate; list and submit latency with a\n"
 "           follower stopped (SIGSTOP)\n"
+"  peers    issue 14's side-by-side table: jobqd next to Redis, beanstalkd and\n"
+"           gearmand, each fresh per line: strict ping on ipc and TCP (with the\n"
+"           bare libzmq echo floor, a separate process, on each), strict submit\n"
+"           one at a time without and with an fsync per change, batched enqueue\n"
+"           from --clients connections (--batch jobs per request; the peers\n"
+"           pipeline --batch requests), events to --ev-subs subscribers (jobq's\n"
+"           stream driven by --ev-jobs logging jobs; Redis pub/sub flat out),\n"
+"           heap per queued job, RSS per idle connection; then the table with\n"
+"           jobq / best peer, and each server's wake-ups (context switches of\n"
+"           all its threads) and CPU per request from /proc\n"
 "  all      every workload above, then a summary against the targets\n"
 "\n"
 "Options:\n"
 "      --jobqd PATH         the daemon to test [%s]\n"
 "      --beanstalkd PATH    beanstalkd for the comparison [found on PATH]\n"
 "      --no-beanstalkd      skip the beanstalkd comparison\n"
-"      --redis PATH         redis-server for the cycle comparison [found on PATH]\n"
+"      --redis PATH         redis-server for the cycle and peers comparisons\n"
+"                           [found on PATH]\n"
 "      --no-redis           skip it\n"
-"      --gearmand PATH      gearmand for the cycle comparison [found on PATH]\n"
+"      --gearmand PATH      gearmand for the cycle and peers comparisons\n"
+"                           [found on PATH]\n"
 "      --no-gearmand        skip it\n"
 "      --transport T        tcp (127.0.0.1, free port) or ipc (in the data dir) [tcp]\n"
 "      --sync MODE          jobqd --sync for every workload but store (which\n"
@@ -390,6 +405,9 @@ static void usage(FILE *f)
 "      --http-jobs N        jobs queued before the http workload measures [10000]\n"
 "      --cluster-failovers N  kill -9 rounds of the cluster's failover line [5]\n"
 "      --catchup-jobs N     jobs in the cluster a joining node catches up with [50000]\n"
+"      --peers-seconds S    measuring window per peers line [2]\n"
+"      --peers-mem-jobs N   jobs queued per server for the peers heap line [200000]\n"
+"      --peers-idle N       idle connections per server for the peers idle line [2000]\n"
 "      --json FILE          also write every figure as JSON; with - the JSON\n"
 "                           goes to stdout and the report to stderr\n"
 "      --keep               keep the temporary directory (daemon logs)\n"
@@ -401,7 +419,9 @@ static void usage(FILE *f)
 "Internal (spawned by the idle workload): --idle-helper ENDPOINT N holds N\n"
 "idle DEALER sockets until its stdin closes, so no process needs more than\n"
 "~5,000 descriptors; --router-helper ENDPOINT serves a bare libzmq ROUTER,\n"
-"the floor for what an idle connection costs in libzmq itself.\n",
+"the floor for what an idle connection costs in libzmq itself; --echo-helper\n"
+"ENDPOINT ENDPOINT (spawned by the peers workload) answers every request on\n"
+"a bare ROUTER bound on both, the round-trip floor.\n",
             *JOBQ_BENCH_JOBQD ? JOBQ_BENCH_JOBQD : "none built in; required");
 }
 
@@ -470,7 +490,7 @@ static void machine(char *json, size_t len)
     printf("jobqd: %s (transport %s, --sync %s)\n", opt_jobqd, opt_transport,
            opt_sync ? opt_sync : "always (default; the store workload runs all three)");
     printf("beanstalkd: %s\n", opt_beanstalkd ? opt_beanstalkd : "not available");
-    printf("redis-server: %s; gearmand: %s (the cycle workload)\n",
+    printf("redis-server: %s; gearmand: %s (the cycle and peers workloads)\n",
            opt_redis && !opt_no_redis ? opt_redis : "not available",
            opt_gearmand && !opt_no_gearmand ? opt_gearmand : "not available");
     snprintf(json, len,
@@ -535,6 +555,8 @@ int main(int argc, char **argv)
         return idle_helper_main(argv[2], strtol(argv[3], NULL, 10));
     if (argc == 3 && strcmp(argv[1], "--router-helper") == 0)
         return router_helper_main(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "--echo-helper") == 0)
+        return echo_helper_main(2, argv + 2);
     enum {
         O_JOBQD = 256, O_BEANS, O_NOBEANS, O_TRANSPORT, O_IDLE, O_LISTJOBS, O_SAMPLES, O_BUSY,
         O_BUSYSEC, O_SHJOBS, O_SHSEC, O_READERS, O_WRITERS, O_PIPE, O_IDS, O_LOGJOBS,
@@ -543,7 +565,7 @@ int main(int argc, char **argv)
         O_STSEC, O_RECJOBS, O_STLOGS, O_SYNC, O_CORESEC, O_COREJOBS, O_COREBIGTO, O_CORELOGS,
         O_COREBUSY, O_REDIS, O_NOREDIS, O_GEAR, O_NOGEAR, O_CYSEC, O_CYWORKERS, O_CYWINDOW,
         O_CYCANCELS, O_CYLOSSES, O_CYLEASE, O_PYTHON, O_PYWORKERS, O_HTSEC, O_HTSTREAMS,
-        O_HTRATE, O_HTJOBS, O_CLFAIL, O_CLCATCH
+        O_HTRATE, O_HTJOBS, O_CLFAIL, O_CLCATCH, O_PRSEC, O_PRMEM, O_PRIDLE
     };
     static const struct option longopts[] = {
         {"jobqd", required_argument, 0, O_JOBQD},
@@ -606,6 +628,9 @@ int main(int argc, char **argv)
         {"http-jobs", required_argument, 0, O_HTJOBS},
         {"cluster-failovers", required_argument, 0, O_CLFAIL},
         {"catchup-jobs", required_argument, 0, O_CLCATCH},
+        {"peers-seconds", required_argument, 0, O_PRSEC},
+        {"peers-mem-jobs", required_argument, 0, O_PRMEM},
+        {"peers-idle", required_argument, 0, O_PRIDLE},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -676,6 +701,9 @@ int main(int argc, char **argv)
         case O_HTJOBS: opt_http_jobs = atol(optarg); break;
         case O_CLFAIL: opt_cluster_failovers = atol(optarg); break;
         case O_CLCATCH: opt_catchup_jobs = atol(optarg); break;
+        case O_PRSEC: opt_peers_seconds = atof(optarg); break;
+        case O_PRMEM: opt_peers_mem_jobs = atol(optarg); break;
+        case O_PRIDLE: opt_peers_idle = atol(optarg); break;
         case 'v': opt_verbose = true; break;
         case 'h': usage(stdout); return 0;
         default: bad = true;
@@ -701,7 +729,8 @@ int main(int argc, char **argv)
         opt_cycle_losses < 0 || opt_cycle_lease <= 0 || opt_http_seconds <= 0 ||
         opt_http_streams < 1 || opt_http_streams > 1000 || opt_http_rate <= 0 ||
         opt_http_rate > 1e6 || opt_http_jobs < 50 || opt_cluster_failovers < 1 ||
-        opt_cluster_failovers > 32 || opt_catchup_jobs < 1)
+        opt_cluster_failovers > 32 || opt_catchup_jobs < 1 || opt_peers_seconds <= 0 ||
+        opt_peers_mem_jobs < 1 || opt_peers_idle < 1)
         bad = true;
     for (int i = 0; i < opt_cycle_nworkers; i++)
         if (opt_cycle_workers[i] < 1 || opt_cycle_workers[i] > 1000)
@@ -709,12 +738,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt_py_nworkers; i++)
         if (opt_py_workers[i] > 16)
             bad = true;
-    enum { NWL = 14 };
+    enum { NWL = 15 };
     bool want[NWL] = {false};
     static const char *const names[NWL] = {"idle",   "busy",   "shards", "submit",
                                            "memory", "events", "watch",  "store",
                                            "core",   "cycle",  "python", "curve",
-                                           "http",   "cluster"};
+                                           "http",   "cluster", "peers"};
     bool any = false;
     for (int i = optind; i < argc; i++) {
         bool known = false;
@@ -795,7 +824,7 @@ int main(int argc, char **argv)
                              workload_submit, workload_memory, workload_events,
                              workload_watch,  workload_store,  workload_core,
                              workload_cycle,  workload_python, workload_curve,
-                             workload_http,   workload_cluster};
+                             workload_http,   workload_cluster, workload_peers};
     bool every = true;
     for (int k = 0; k < NWL; k++)
         every &= want[k];

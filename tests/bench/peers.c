@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 /* ---- connection ---- */
@@ -29,6 +30,25 @@ int pconn_open(pconn_t *c, int port)
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    return 0;
+}
+
+int pconn_open_unix(pconn_t *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return c->fd = -1;
+    strcpy(a.sun_path, path);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -1;
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) {
         close(c->fd);
         c->fd = -1;

@@ -1,8 +1,9 @@
-/* peers.h: minimal clients of the job servers the cycle workload compares
- * jobq with — beanstalkd (text protocol), Redis (RESP2, streams) and
- * gearmand (binary protocol) — on buffered non-blocking TCP connections,
- * so one thread can drive many of them with poll(2). Each is only what
- * the cycle needs: no client library, so no library's own costs. */
+/* peers.h: minimal clients of the job servers jobq is compared with —
+ * beanstalkd (text protocol), Redis (RESP2) and gearmand (binary protocol)
+ * — on buffered non-blocking TCP (or unix) connections, so one thread can
+ * drive many of them with poll(2). The cycle workload (cycle_peers.c) and
+ * the peers workload (sidebyside.c) use them. Each is only what those
+ * need: no client library, so no library's own costs. */
 #ifndef JOBQ_BENCH_PEERS_H
 #define JOBQ_BENCH_PEERS_H
 
@@ -24,6 +25,8 @@ typedef struct {
 /* Connect to 127.0.0.1:port (TCP_NODELAY), blocking until connected, then
  * non-blocking; 0 on success. */
 int pconn_open(pconn_t *c, int port);
+/* The same on a unix socket (Redis --unixsocket). */
+int pconn_open_unix(pconn_t *c, const char *path);
 void pconn_close(pconn_t *c);
 void pconn_queue(pconn_t *c, const void *p, size_t n);
 void pconn_queuef(pconn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -68,6 +71,9 @@ enum {
     GM_JOB_ASSIGN = 11,
     GM_WORK_COMPLETE = 13,
     GM_WORK_FAIL = 14,
+    GM_ECHO_REQ = 16,
+    GM_ECHO_RES = 17,
+    GM_SUBMIT_JOB_BG = 18,
     GM_ERROR = 19,
     GM_WORK_EXCEPTION = 25,
 };

@@ -7,6 +7,7 @@
 #   tests/bench/run.sh python          # the Python client against the C client
 #   tests/bench/run.sh curve           # CURVE against plain TCP (--insecure)
 #   tests/bench/run.sh http            # the HTTP thread's cost (a dashboard open, /metrics scraped)
+#   tests/bench/run.sh peers           # issue 14's table: jobqd beside Redis, beanstalkd, gearmand
 #   tests/bench/run.sh --help          # jobq-bench's options
 #
 # Arguments go to jobq-bench unchanged ("all" when there are none).
@@ -14,8 +15,12 @@
 # JOBQ_BENCH_CMAKE_ARGS, extra arguments for the cmake configure step
 # (none are needed).
 # The servers jobq is compared with — beanstalkd (submit, memory, idle,
-# cycle), redis-server and gearmand (cycle) — are installed with apt-get
-# when missing; when that is not possible their figures say "not measured".
+# cycle, peers), redis-server and gearmand (cycle, peers) — are installed
+# with apt-get when missing; when that is not possible their figures say
+# "not measured".
+# Every daemon the bench starts dies with it (PR_SET_PDEATHSIG), and its
+# temporary directory (under a directory of this script's own, in $TMPDIR)
+# is removed however the bench ends, unless --keep is given.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -67,4 +72,28 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ $# -eq 0 ]; then
     set -- all
 fi
-exec "$bench" "$@"
+
+keep=false
+for a in "$@"; do
+    if [ "$a" = --keep ]; then keep=true; fi
+done
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/jobq-bench-run-XXXXXX")
+pid=
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    if ! $keep; then rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# In the background so a signal to this script runs its trap at once (a
+# foreground child would delay it until the bench ended on its own).
+TMPDIR=$tmp "$bench" "$@" &
+pid=$!
+rc=0
+wait "$pid" || rc=$?
+pid=
+exit "$rc"

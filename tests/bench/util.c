@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -160,6 +161,33 @@ double proc_cpu_seconds(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
         return NAN;
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+long long proc_ctx_switches(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return -1;
+    long long sum = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char sp[400], line[256];
+        snprintf(sp, sizeof sp, "%s/%s/status", path, e->d_name);
+        FILE *f = fopen(sp, "r");
+        if (!f)
+            continue; /* the thread just ended */
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "voluntary_ctxt_switches:", 24) == 0 ||
+                strncmp(line, "nonvoluntary_ctxt_switches:", 27) == 0)
+                sum += strtoll(strchr(line, ':') + 1, NULL, 10);
+        fclose(f);
+    }
+    closedir(dir);
+    return sum;
 }
 
 /* Busy CPU seconds of the whole machine (every CPU) from /proc/stat; *irq:
@@ -395,6 +423,7 @@ void bench_rmtree(const char *dir)
 
 pid_t bench_spawn(const char *const *argv, const char *log)
 {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid != 0)
         return pid;
@@ -406,6 +435,12 @@ pid_t bench_spawn(const char *const *argv, const char *log)
         dup2(out, 1);
         dup2(out, 2);
     }
+    /* Killed with the bench, whatever ends it (a crash, kill -9): no
+     * daemon outlives a run. Every caller forks from the main thread,
+     * which lives until the bench exits. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127); /* the bench died before prctl */
     /* Don't inherit the bench's blocked signals. */
     sigset_t set;
     sigemptyset(&set);
@@ -647,7 +682,7 @@ typedef struct {
     double value;
 } result_t;
 
-static result_t results[1024]; /* a figure past the last is dropped: room for every workload */
+static result_t results[4096]; /* a figure past the last is dropped: room for every workload */
 static size_t nresults;
 
 void result_set(const char *name, double value)

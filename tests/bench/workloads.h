@@ -1,6 +1,6 @@
 /* workloads.h: what the workload files (idle.c, busy.c, shards.c, submit.c,
  * events.c, watchers.c, store.c, core.c, cycle.c, py.c, curve.c, http.c,
- * cluster.c) share with main.c and harness.c:
+ * cluster.c, sidebyside.c) share with main.c and harness.c:
  * the options, the report helpers and the workload entry points. */
 #ifndef JOBQ_BENCH_WORKLOADS_H
 #define JOBQ_BENCH_WORKLOADS_H
@@ -62,6 +62,11 @@ extern long opt_http_jobs;      /* jobs queued before measuring */
 /* cluster workload (cluster.c) */
 extern long opt_cluster_failovers; /* kill -9 rounds of the failover line */
 extern long opt_catchup_jobs;      /* jobs in the cluster a new node catches up with */
+
+/* peers workload (sidebyside.c) */
+extern double opt_peers_seconds; /* window of each line */
+extern long opt_peers_mem_jobs;  /* jobs queued per server for the heap line */
+extern long opt_peers_idle;      /* idle connections per server */
 
 /* ---- harness (harness.c) ---- */
 
@@ -141,8 +146,19 @@ int workload_curve(void);  /* curve.c: CURVE against plain TCP, submit and the f
 int workload_http(void);   /* http.c: list and submit with and without a dashboard open */
 int workload_cluster(void); /* cluster.c: 1/3/5 nodes, failover, catch-up, stopped follower */
 
+/* RSS per idle connection (idle.c): n connections to a server's pid, plain
+ * TCP to 127.0.0.1:port (the rss before and after in kB, may be NULL) or
+ * idle DEALERs from helper processes to a ZeroMQ endpoint; *made: the
+ * connections the server accepted. NaN when none was. */
+double idle_tcp_cost(pid_t pid, int port, long n, long *made, long *rss0, long *rss1);
+double idle_zmq_cost(pid_t pid, const char *endpoint, long n, long *made);
+
+int workload_peers(void); /* sidebyside.c: the issue-14 table against Redis, beanstalkd, gearmand */
+
 /* Child-process entry points (idle.c), run through /proc/self/exe. */
 int idle_helper_main(const char *endpoint, long n);
 int router_helper_main(const char *endpoint);
+/* sidebyside.c: a ROUTER on each endpoint answering every request ok. */
+int echo_helper_main(int nendpoints, char **endpoints);
 
 #endif
