@@ -230,6 +230,21 @@ int jq_loop_run(jq_daemon_t *d);
 jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
                          size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket);
 
+/* The loop serves a request itself when its body has at most this many
+ * bytes and its method is cheap (cheap.c): a submission of a few opcodes,
+ * a query of a few jobs, a cancel, takes a few microseconds; a thread
+ * crossing costs more. */
+#define JQ_LOOP_MAX_BYTES 4096
+/* The same for the loop: true with the reply in sb (and *hold_ticket, as
+ * jq_dispatch) when the request was served — or refused (malformed,
+ * unknown method, role, not the leader: the same answers as a handler's);
+ * false, with nothing done, when a handler must serve it. Never parks. */
+bool jq_dispatch_cheap(jq_daemon_t *d, const jq_identity_t *who, const char *body, size_t len,
+                       msgpack_sbuffer *sb, uint64_t *hold_ticket);
+/* Whether the loop may run method m with these arguments (cheap.c): short,
+ * bounded, and nothing on its path waits. */
+bool jq_request_cheap(jq_daemon_t *d, jq_method_t m, const msgpack_object *args);
+
 /* The flag frame from the loop to the handlers: the flag byte, then the
  * caller's role (a byte) and owner; when the way it came is known, a NUL,
  * that way (a byte) and its public key (0 or 40 bytes). A frame of the
