@@ -114,6 +114,7 @@ typedef struct jq_daemon {
     jq_loop_stats_t loop_stats;
     _Atomic bool handlers_stop;
     _Atomic uint64_t requests[JQ_M__COUNT];
+    _Atomic uint64_t requests_on_loop; /* served by the loop itself (cheap.c) */
     _Atomic uint64_t errors[JOBQ_ERR__COUNT];
     _Atomic uint64_t dropped;
     _Atomic uint64_t dropped_size;  /* requests refused for their size */

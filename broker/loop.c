@@ -797,6 +797,7 @@ static bool serve_here(loop_t *l)
         return false;
     if (!l->served++)
         l->turn_end = jq_now_mono() + SERVE_TURN_US;
+    atomic_fetch_add_explicit(&l->d->requests_on_loop, 1, memory_order_relaxed);
     zmq_msg_t reply;
     zmq_msg_init_size(&reply, l->sb.size);
     memcpy(zmq_msg_data(&reply), l->sb.data, l->sb.size);
