@@ -1,8 +1,9 @@
 /* daemon.h: jobqd's top-level context — the one piece of mutable state the
  * whole daemon shares — and the request-handling entry points.
  *
- * Threads (fixed at start): the loop (main thread) owns the ROUTER socket;
- * `handlers` threads decode requests and run them against the table;
+ * Threads (fixed at start): the loop (main thread) owns the ROUTER socket
+ * and serves cheap requests itself (cheap.c); `handlers` threads decode
+ * the other requests and run them against the table;
  * `executors` threads run jobs; ZeroMQ adds its I/O thread. */
 #ifndef JOBQ_DAEMON_H
 #define JOBQ_DAEMON_H

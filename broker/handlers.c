@@ -1,7 +1,8 @@
 /* handlers.c: the request handler threads and method dispatch.
  *
- * The loop hands each request to a handler over inproc (PUSH → PULL, one
- * PULL per handler) as [routing-id, delimiter-flag, body]; the handler
+ * The loop hands each request it does not serve itself (jq_dispatch_cheap,
+ * cheap.c) to a handler over inproc (PUSH → PULL, one PULL per handler) as
+ * [routing-id, delimiter-flag, body]; the handler
  * decodes it, calls the method's function (table-dispatched, one function
  * per method) and pushes [routing-id, delimiter-flag, reply] back. Handlers
  * never wait on anything but their own socket: no request blocks another
