@@ -305,7 +305,8 @@ bool jq_dispatch_cheap(jq_daemon_t *d, const jq_identity_t *who, const char *bod
         return false;
     bool deferred;
     jq_waiter_t *park = dispatch(d, who, body, len, sb, hold_ticket, true, &deferred);
-    /* Only wait_for_job_change parks, and it is never cheap. */
+    /* Only wait_for_job_change parks, and it is never cheap: cannot happen.
+     * Were it to, the wait runs again in a handler (it changes nothing). */
     if (park) {
         jq_waiter_destroy(&park);
         atomic_fetch_sub(&d->waiters, 1);

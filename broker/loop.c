@@ -7,8 +7,8 @@
  * the store has committed what it reports. The loop never waits on
  * anything but zmq_poll, so an idle or slow client costs it nothing, and a
  * burst of cheap requests is served only up to a budget per turn (the rest
- * go to the handlers). When the handlers fall behind, the loop stops reading the
- * ROUTER (ZeroMQ then queues, then pushes back on the clients) instead of
+ * go to the handlers). When the handlers fall behind, the loop stops
+ * reading the ROUTER (ZeroMQ then queues, then pushes back on the clients) instead of
  * queueing without bound; a client over its own limit is answered `Busy`
  * (peers.h); a reply a slow client cannot take yet waits, never dropped.
  *
@@ -789,14 +789,16 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
  * still pending, for a handler. */
 static bool serve_here(loop_t *l)
 {
-    if (l->served >= SERVE_PER_TURN || (l->served && jq_now_mono() >= l->turn_end))
+    int64_t now = jq_now_mono();
+    if (!l->served)
+        l->turn_end = now + SERVE_TURN_US;
+    else if (l->served >= SERVE_PER_TURN || now >= l->turn_end)
         return false;
     uint64_t ticket;
     if (!jq_dispatch_cheap(l->d, &l->who, zmq_msg_data(&l->body), zmq_msg_size(&l->body),
                            &l->sb, &ticket))
         return false;
-    if (!l->served++)
-        l->turn_end = jq_now_mono() + SERVE_TURN_US;
+    l->served++;
     atomic_fetch_add_explicit(&l->d->requests_on_loop, 1, memory_order_relaxed);
     zmq_msg_t reply;
     zmq_msg_init_size(&reply, l->sb.size);
