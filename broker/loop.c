@@ -40,13 +40,13 @@
 #define REPLIES_EP "inproc://jobq-replies"
 /* How often replies waiting for slow readers are tried again. */
 #define RETRY_MS 10
-/* Cheap requests the loop serves itself in one turn, and for how long
- * (µs); past either, the turn's other requests go to the handlers, which
- * serve them beside the loop, and the loop gets back to everything else it
- * moves (workers, events, replies). One request alone is always served
- * here. */
+/* Cheap requests the loop serves itself in one turn; past that, the
+ * turn's other requests go to the handlers, which serve them beside the
+ * loop, and the loop gets back to everything else it moves (workers,
+ * events, replies). A count, not a clock: each cheap request's work is
+ * bounded (cheap.c), so this bounds the turn, and which thread serves a
+ * request does not depend on how loaded the machine happens to be. */
 #define SERVE_PER_TURN 32
-#define SERVE_TURN_US 500
 
 /* A reply waiting for the store: sent once the store is durable up to
  * its ticket (a change, or state it shows, is committed). */
@@ -90,7 +90,6 @@ typedef struct {
     bool pending;
     msgpack_sbuffer sb;       /* the replies of requests served here */
     unsigned served;          /* served here this turn */
-    int64_t turn_end;         /* and until when it may serve more */
     bool draining;            /* intake stopped, running opcodes finishing */
     int64_t next_flush;       /* when to try them again */
     int64_t grace_deadline;
@@ -789,10 +788,7 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
  * still pending, for a handler. */
 static bool serve_here(loop_t *l)
 {
-    int64_t now = jq_now_mono();
-    if (!l->served)
-        l->turn_end = now + SERVE_TURN_US;
-    else if (l->served >= SERVE_PER_TURN || now >= l->turn_end)
+    if (l->served >= SERVE_PER_TURN)
         return false;
     uint64_t ticket;
     if (!jq_dispatch_cheap(l->d, &l->who, zmq_msg_data(&l->body), zmq_msg_size(&l->body),

@@ -209,10 +209,13 @@ def test_a_connection_over_its_limit_is_busy_on_the_loop_too(jobqd):
     busy = st["errors"]["Busy"] - st0["errors"]["Busy"]
     assert busy > 0, st["errors"]
     assert st["connections"]["replies_waiting"] >= 50, st["connections"]
-    # The pings it answered, the loop answered (but for a turn it cut
-    # short now and then on a busy machine: its time budget).
-    answered = n - busy
-    assert st["requests_on_loop"] - st0["requests_on_loop"] >= answered // 2
+    # The requests that reached their method (these pings, and the pings and
+    # stats calls that paced them) the loop served itself, but for a few a
+    # very slow daemon (a sanitizer's) handed on past its 32 a turn: fewer
+    # than the limit, so the loop's own answers are what made it Busy.
+    reached = sum(st["requests"][m] - st0["requests"][m] for m in st["requests"])
+    assert reached >= n - busy
+    assert reached - (st["requests_on_loop"] - st0["requests_on_loop"]) < 50
     got = read_replies(s, n, 60)
     assert sorted(got) == list(range(1, n + 1))
     assert sum(1 for r in got.values() if not r["ok"]) == busy
