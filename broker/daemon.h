@@ -1,8 +1,9 @@
 /* daemon.h: jobqd's top-level context — the one piece of mutable state the
  * whole daemon shares — and the request-handling entry points.
  *
- * Threads (fixed at start): the loop (main thread) owns the ROUTER socket;
- * `handlers` threads decode requests and run them against the table;
+ * Threads (fixed at start): the loop (main thread) owns the ROUTER socket
+ * and serves cheap requests itself (cheap.c); `handlers` threads decode
+ * the other requests and run them against the table;
  * `executors` threads run jobs; ZeroMQ adds its I/O thread. */
 #ifndef JOBQ_DAEMON_H
 #define JOBQ_DAEMON_H
@@ -114,6 +115,7 @@ typedef struct jq_daemon {
     jq_loop_stats_t loop_stats;
     _Atomic bool handlers_stop;
     _Atomic uint64_t requests[JQ_M__COUNT];
+    _Atomic uint64_t requests_on_loop; /* served by the loop itself (cheap.c) */
     _Atomic uint64_t errors[JOBQ_ERR__COUNT];
     _Atomic uint64_t dropped;
     _Atomic uint64_t dropped_size;  /* requests refused for their size */
@@ -229,6 +231,21 @@ int jq_loop_run(jq_daemon_t *d);
  * then empty). */
 jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
                          size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket);
+
+/* The loop serves a request itself when its body has at most this many
+ * bytes and its method is cheap (cheap.c): a submission of a few opcodes,
+ * a query of a few jobs, a cancel, takes a few microseconds; a thread
+ * crossing costs more. */
+#define JQ_LOOP_MAX_BYTES 4096
+/* The same for the loop: true with the reply in sb (and *hold_ticket, as
+ * jq_dispatch) when the request was served — or refused (malformed,
+ * unknown method, role, not the leader: the same answers as a handler's);
+ * false, with nothing done, when a handler must serve it. Never parks. */
+bool jq_dispatch_cheap(jq_daemon_t *d, const jq_identity_t *who, const char *body, size_t len,
+                       msgpack_sbuffer *sb, uint64_t *hold_ticket);
+/* Whether the loop may run method m with these arguments (cheap.c): short,
+ * bounded, and nothing on its path waits. */
+bool jq_request_cheap(jq_daemon_t *d, jq_method_t m, const msgpack_object *args);
 
 /* The flag frame from the loop to the handlers: the flag byte, then the
  * caller's role (a byte) and owner; when the way it came is known, a NUL,

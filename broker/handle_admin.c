@@ -125,7 +125,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     jq_sched_stats_t ss;
     jq_sched_get_stats(d->sched, &ss);
 
-    msgpack_pack_map(pk, 29);
+    msgpack_pack_map(pk, 30);
     wire_pack_cstr(pk, "version");
     wire_pack_cstr(pk, JOBQ_VERSION);
     wire_pack_cstr(pk, "uptime");
@@ -172,6 +172,7 @@ jobq_code_t jq_handle_admin_stats(jq_call_t *c)
     msgpack_pack_map(pk, JQ_M__COUNT);
     for (int m = 0; m < JQ_M__COUNT; m++)
         pack_kv_u64(pk, jq_method_name((jq_method_t)m), atomic_load(&d->requests[m]));
+    pack_kv_u64(pk, "requests_on_loop", atomic_load(&d->requests_on_loop));
     wire_pack_cstr(pk, "errors");
     /* The codes the daemon sends: those up to Internal, and those added
      * after the client-side ones. */

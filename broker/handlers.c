@@ -1,7 +1,8 @@
 /* handlers.c: the request handler threads and method dispatch.
  *
- * The loop hands each request to a handler over inproc (PUSH → PULL, one
- * PULL per handler) as [routing-id, delimiter-flag, body]; the handler
+ * The loop hands each request it does not serve itself (jq_dispatch_cheap,
+ * cheap.c) to a handler over inproc (PUSH → PULL, one PULL per handler) as
+ * [routing-id, delimiter-flag, body]; the handler
  * decodes it, calls the method's function (table-dispatched, one function
  * per method) and pushes [routing-id, delimiter-flag, reply] back. Handlers
  * never wait on anything but their own socket: no request blocks another
@@ -194,10 +195,16 @@ static void reply_error(jq_daemon_t *d, msgpack_sbuffer *sb, uint64_t id, bool h
     atomic_fetch_add_explicit(&d->errors[code], 1, memory_order_relaxed);
 }
 
-jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
-                         size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket)
+/* jq_dispatch, and jq_dispatch_cheap when on_loop: then a request whose
+ * method is not cheap comes back *deferred, with nothing done (but its
+ * decoding) and nothing counted. */
+static jq_waiter_t *dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
+                             size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket,
+                             bool on_loop, bool *deferred)
 {
     *hold_ticket = 0;
+    if (deferred)
+        *deferred = false;
     char err[1024] = "";
     msgpack_sbuffer_clear(sb);
     /* Before msgpack-c sees a byte: the size limit, then a walk that checks
@@ -256,6 +263,10 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
             snprintf(err, sizeof err, "this node does not lead the cluster: send %s to the "
                                       "leader", methods[m].name);
             rc = JOBQ_ERR_NOT_LEADER;
+        } else if (on_loop && !jq_request_cheap(d, m, req.args)) {
+            msgpack_unpacked_destroy(&up);
+            *deferred = true;
+            return NULL;
         }
     }
     if (rc == JOBQ_ERR_NONE) {
@@ -277,6 +288,32 @@ jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *b
         reply_error(d, sb, req.id, req.has_id, rc, err);
     msgpack_unpacked_destroy(&up);
     return park;
+}
+
+jq_waiter_t *jq_dispatch(jq_daemon_t *d, const jq_identity_t *who, const char *body,
+                         size_t len, msgpack_sbuffer *sb, uint64_t *hold_ticket)
+{
+    return dispatch(d, who, body, len, sb, hold_ticket, false, NULL);
+}
+
+bool jq_dispatch_cheap(jq_daemon_t *d, const jq_identity_t *who, const char *body, size_t len,
+                       msgpack_sbuffer *sb, uint64_t *hold_ticket)
+{
+    *hold_ticket = 0;
+    /* A big body is never cheap: not even scanned here. */
+    if (len > JQ_LOOP_MAX_BYTES)
+        return false;
+    bool deferred;
+    jq_waiter_t *park = dispatch(d, who, body, len, sb, hold_ticket, true, &deferred);
+    /* Only wait_for_job_change parks, and it is never cheap: cannot happen.
+     * Were it to, the wait runs again in a handler (it changes nothing). */
+    if (park) {
+        jq_waiter_destroy(&park);
+        atomic_fetch_sub(&d->waiters, 1);
+        msgpack_sbuffer_clear(sb);
+        return false;
+    }
+    return !deferred;
 }
 
 void jq_call_hold(jq_call_t *c, jq_shard_t *sh)

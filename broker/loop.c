@@ -1,11 +1,14 @@
 /* loop.c: the event loop that owns the ROUTER socket.
  *
- * It only moves frames: a request goes to the handlers (inproc PUSH), a
- * reply comes back (inproc PULL) and goes out on the ROUTER. It never
- * decodes a body (but for the id of a request it turns away) and never
- * waits on anything but zmq_poll, so an idle or slow client costs the loop
- * nothing. When the handlers fall behind, the loop stops reading the
- * ROUTER (ZeroMQ then queues, then pushes back on the clients) instead of
+ * A cheap request (a small one of a method whose work is short and never
+ * waits: cheap.c) is served here, on the loop, with no thread crossing;
+ * any other goes to the handlers (inproc PUSH), its reply comes back
+ * (inproc PULL) and goes out on the ROUTER. Either reply may be held until
+ * the store has committed what it reports. The loop never waits on
+ * anything but zmq_poll, so an idle or slow client costs it nothing, and a
+ * burst of cheap requests is served only up to a budget per turn (the rest
+ * go to the handlers). When the handlers fall behind, the loop stops
+ * reading the ROUTER (ZeroMQ then queues, then pushes back on the clients) instead of
  * queueing without bound; a client over its own limit is answered `Busy`
  * (peers.h); a reply a slow client cannot take yet waits, never dropped.
  *
@@ -37,6 +40,13 @@
 #define REPLIES_EP "inproc://jobq-replies"
 /* How often replies waiting for slow readers are tried again. */
 #define RETRY_MS 10
+/* Cheap requests the loop serves itself in one turn; past that, the
+ * turn's other requests go to the handlers, which serve them beside the
+ * loop, and the loop gets back to everything else it moves (workers,
+ * events, replies). A count, not a clock: each cheap request's work is
+ * bounded (cheap.c), so this bounds the turn, and which thread serves a
+ * request does not depend on how loaded the machine happens to be. */
+#define SERVE_PER_TURN 32
 
 /* A reply waiting for the store: sent once the store is durable up to
  * its ticket (a change, or state it shows, is committed). */
@@ -78,6 +88,8 @@ typedef struct {
                                  socket's index (a byte), then the routing id */
     bool delimiter;
     bool pending;
+    msgpack_sbuffer sb;       /* the replies of requests served here */
+    unsigned served;          /* served here this turn */
     bool draining;            /* intake stopped, running opcodes finishing */
     int64_t next_flush;       /* when to try them again */
     int64_t grace_deadline;
@@ -769,10 +781,45 @@ static void stop(loop_t *l, jq_handlers_t **handlers)
         usleep(RETRY_MS * 1000);
 }
 
+/* Serve the pending request here when it is cheap (cheap.c) and this
+ * turn's budget allows: no handler, no thread crossing. Its reply goes out
+ * at once or is held for its commit, as a handler's (forward_reply); either
+ * way the request is no longer in flight once the reply leaves. False:
+ * still pending, for a handler. */
+static bool serve_here(loop_t *l)
+{
+    if (l->served >= SERVE_PER_TURN)
+        return false;
+    uint64_t ticket;
+    if (!jq_dispatch_cheap(l->d, &l->who, zmq_msg_data(&l->body), zmq_msg_size(&l->body),
+                           &l->sb, &ticket))
+        return false;
+    l->served++;
+    atomic_fetch_add_explicit(&l->d->requests_on_loop, 1, memory_order_relaxed);
+    zmq_msg_t reply;
+    zmq_msg_init_size(&reply, l->sb.size);
+    memcpy(zmq_msg_data(&reply), l->sb.data, l->sb.size);
+    jq_peer_t *p = peer_of(l, &l->rid);
+    if (ticket && ticket > jq_store_durable(l->d->store))
+        hold(l, p, l->delimiter, &reply, ticket);
+    else
+        reply_to(l, p, l->delimiter, &reply);
+    zmq_msg_close(&reply);
+    zmq_msg_close(&l->body);
+    zmq_msg_init(&l->body);
+    if (l->sb.alloc > (1u << 20)) { /* don't keep a huge buffer around */
+        msgpack_sbuffer_destroy(&l->sb);
+        msgpack_sbuffer_init(&l->sb);
+    }
+    return true;
+}
+
 /* Read the client sockets until they are empty or the handlers are full,
- * starting with a different socket each turn. */
+ * starting with a different socket each turn; serve the cheap requests
+ * here, within the turn's budget. */
 static void read_requests(loop_t *l)
 {
+    l->served = 0;
     if (l->pending) {
         if (!hand_off(l, ZMQ_DONTWAIT))
             return;
@@ -790,6 +837,10 @@ static void read_requests(loop_t *l)
                 if (!(ev & ZMQ_POLLIN))
                     break;
                 continue; /* a dropped frame or a Busy answer; read on */
+            }
+            if (serve_here(l)) {
+                l->pending = false;
+                continue;
             }
             if (!hand_off(l, ZMQ_DONTWAIT))
                 return; /* handlers full: the request stays pending */
@@ -967,8 +1018,11 @@ static void serve(loop_t *l, int sigfd)
             jq_hub_on_readable(d->hub);
         if (items[1].revents & ZMQ_POLLIN)
             forward_replies(l);
-        if (client_input)
+        if (client_input) {
+            /* stats served in this turn shows the loop as it is now */
+            publish_stats(l);
             read_requests(l);
+        }
         publish_stats(l);
     }
 }
@@ -977,6 +1031,7 @@ int jq_loop_run(jq_daemon_t *d)
 {
     loop_t l = {.d = d};
     l.held_tail = &l.held;
+    msgpack_sbuffer_init(&l.sb);
     zmq_msg_init(&l.rid);
     zmq_msg_init(&l.body);
     l.to_handlers = zmq_socket(d->zctx, ZMQ_PUSH);
@@ -1037,6 +1092,7 @@ out:
         close(sigfd);
     zmq_msg_close(&l.rid);
     zmq_msg_close(&l.body);
+    msgpack_sbuffer_destroy(&l.sb);
     zmq_close(l.to_handlers);
     zmq_close(l.from_handlers);
     zmq_close(l.workers);

@@ -226,6 +226,9 @@ static void render_requests(jq_daemon_t *d, FILE *f)
     for (int i = 0; i < JQ_M__COUNT; i++)
         sample1(f, "jobq_requests_total", "method", jq_method_name((jq_method_t)i),
                 atomic_load(&d->requests[i]));
+    counter(f, "jobq_requests_on_loop_total",
+            "Requests the loop served itself, with no handler thread.",
+            atomic_load(&d->requests_on_loop));
     /* The codes the daemon sends, as `stats` lists them. */
     help(f, "jobq_request_errors_total", "counter", "Error replies sent, by error code.");
     for (int e = 1; e < JOBQ_ERR__COUNT; e++)

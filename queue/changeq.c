@@ -2,6 +2,7 @@
 #include "changeq.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -12,7 +13,10 @@ struct jq_changeq {
     jq_change_t *head, *tail;
     int efd;
     bool signaled; /* under mu: the eventfd holds a wake-up not yet read */
-    uint64_t pushed; /* under mu */
+    /* written under mu, read without it: a producer reading its ticket
+     * right after its push (jq_store_ticket, on the loop too) never waits
+     * for the consumer holding mu */
+    _Atomic uint64_t pushed;
 };
 
 jq_changeq_t *jq_changeq_new(void)
@@ -51,7 +55,7 @@ void jq_changeq_push(jq_changeq_t *q, jq_change_t *head)
     }
     pthread_mutex_lock(&q->mu);
     if (head) { /* NULL: only a wake-up (jq_changeq_kick) */
-        q->pushed += n;
+        atomic_fetch_add_explicit(&q->pushed, n, memory_order_release);
         if (q->tail)
             q->tail->next = head;
         else
@@ -88,10 +92,7 @@ jq_change_t *jq_changeq_take(jq_changeq_t *q)
 
 uint64_t jq_changeq_pushed(jq_changeq_t *q)
 {
-    pthread_mutex_lock(&q->mu);
-    uint64_t n = q->pushed;
-    pthread_mutex_unlock(&q->mu);
-    return n;
+    return atomic_load_explicit(&q->pushed, memory_order_acquire);
 }
 
 void jq_changeq_kick(jq_changeq_t *q)

@@ -242,6 +242,8 @@ def test_metrics_match_stats(env: Env) -> None:
         assert reqs[method] == st["requests"][method], method
     assert reqs["submit_job"] == len(ids) + 1
     assert reqs["stats"] <= st["requests"]["stats"]
+    # The ipc client's submissions and queries were served by the loop.
+    assert 0 < value(m, "jobq_requests_on_loop_total") <= st["requests_on_loop"]
     assert value(m, "jobq_requests_dropped_total") == st["dropped"]
     assert value(m, "jobq_requests_too_large_total") == st["too_large"]
     assert value(m, "jobq_waiters") == st["waiters"]

@@ -272,6 +272,14 @@ def test_submit_key_owns_its_jobs_only(sec):
     with sec.client(alice) as a, sec.client(bob) as b:
         ja = a.submit_job(JOB)
         jb = b.submit_job(JOB)
+        # The owner check holds where the daemon's loop serves the request
+        # itself (cancel, priority: docs/architecture.md) as in a handler.
+        on0 = a.stats()["requests_on_loop"]
+        for call in (lambda: b.cancel_job(ja), lambda: b.change_job_priority(ja, 10)):
+            with pytest.raises(jobq.PermissionDeniedError) as e:
+                call()
+            assert "belongs to 'alice'" in e.value.message, e.value.message
+        assert a.stats()["requests_on_loop"] - on0 == 1 + 2
         for call in (lambda: b.cancel_job(ja), lambda: b.change_job_priority(ja, 10),
                      lambda: b.archive_job(ja), lambda: b.set_drain_flag(True),
                      lambda: b.auto_archive_jobs(0, 1.0), lambda: b.shutdown()):
