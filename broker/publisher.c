@@ -1,5 +1,20 @@
 /* publisher.c: one PUB socket on every event endpoint, the sequence
- * numbers, heartbeats and the replay ring. */
+ * numbers, heartbeats and the replay ring.
+ *
+ * Each event goes out twice from the same encoded bytes: alone on its
+ * job's topic, and appended to the batch of the "batch/" topic, which
+ * leaves at the end of the loop's publishing turn (jq_publisher_flush) or
+ * when it reaches its bounds. PUB filters by topic on the daemon's side,
+ * so a stream nobody subscribed to costs the copy into the batch only.
+ * A batch always goes out before anything sent after it (a heartbeat, a
+ * rebase), so each subscriber still sees seq in order.
+ *
+ * The sockets are XPUB in manual mode so that the batched stream is
+ * opt-in: a subscription to "" ("everything", as docs/protocol.md has
+ * always said) is applied as "job/" and "sys/", the per-event stream it
+ * meant before batches existed; only "batch/" (or a prefix of it other
+ * than "") delivers batches. Every other subscription is applied as sent.
+ * The loop reads the subscriptions (jq_publisher_pollitems). */
 #include "publisher.h"
 #include "http.h"
 #include "auth.h"
@@ -29,15 +44,18 @@ struct jq_publisher {
     int64_t next_heartbeat;
     bool quiet; /* no heartbeats (jq_publisher_quiet) */
     msgpack_sbuffer body;
+    jq_event_batch_t batch; /* "batch/": events published since the last flush */
 };
 
-static void *pub_socket(void *zctx)
+static void *pub_socket(void *zctx, uint64_t hwm)
 {
-    void *pub = zmq_socket(zctx, ZMQ_PUB);
+    void *pub = zmq_socket(zctx, ZMQ_XPUB);
     if (!pub)
         return NULL;
-    int linger = 0;
+    int linger = 0, sndhwm = (int)hwm, manual = 1;
+    zmq_setsockopt(pub, ZMQ_XPUB_MANUAL, &manual, sizeof manual);
     zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(pub, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     /* What a subscriber sends is a subscription: a topic of a few bytes.
      * Anything larger closes its connection before it costs memory. */
     int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
@@ -52,7 +70,7 @@ static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_au
                     unsigned *neps)
 {
     char resolved[512];
-    void *pub = p->npubs < MAX_PUBS ? pub_socket(zctx) : NULL;
+    void *pub = p->npubs < MAX_PUBS ? pub_socket(zctx, cfg->publish_hwm) : NULL;
     if (!pub) {
         jq_log(JQ_LOG_ERROR, "cannot publish on %s: no socket", ep);
         return -1;
@@ -75,12 +93,79 @@ static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_au
     return jq_listeners_watch(l, pub, JQ_CONN_EVENTS);
 }
 
-static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)
+static void send_frames(jq_publisher_t *p, const char *topic, size_t tlen, const void *data,
+                        size_t len)
 {
     for (unsigned i = 0; i < p->npubs; i++) {
         zmq_send(p->pubs[i], topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(p->pubs[i], p->body.data, p->body.size, ZMQ_DONTWAIT);
+        zmq_send(p->pubs[i], data, len, ZMQ_DONTWAIT);
     }
+}
+
+static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)
+{
+    send_frames(p, topic, tlen, p->body.data, p->body.size);
+}
+
+void jq_publisher_flush(jq_publisher_t *p)
+{
+    size_t len;
+    const char *data = jq_event_batch_close(&p->batch, &len);
+    if (data)
+        send_frames(p, JQ_TOPIC_BATCH, sizeof JQ_TOPIC_BATCH - 1, data, len);
+    jq_event_batch_clear(&p->batch);
+}
+
+size_t jq_publisher_pollitems(jq_publisher_t *p, zmq_pollitem_t *items, size_t max)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < p->npubs && n < max; i++)
+        items[n++] = (zmq_pollitem_t){.socket = p->pubs[i], .events = ZMQ_POLLIN};
+    return n;
+}
+
+/* One (un)subscription message of a subscriber: 1 or 0, then the topic. */
+static void on_subscription(void *pub, const unsigned char *m, size_t len)
+{
+    if (len < 1 || m[0] > 1)
+        return; /* not a subscription: nothing to apply */
+    int opt = m[0] ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE;
+    if (len == 1) { /* "": every job's events and heartbeats, not batches */
+        zmq_setsockopt(pub, opt, JQ_TOPIC_JOBS, sizeof JQ_TOPIC_JOBS - 1);
+        zmq_setsockopt(pub, opt, "sys/", 4);
+        return;
+    }
+    zmq_setsockopt(pub, opt, m + 1, len - 1);
+}
+
+void jq_publisher_on_readable(jq_publisher_t *p)
+{
+    /* A bounded number per turn: a subscriber flooding subscriptions
+     * cannot hold the loop (the rest wait for the next turn). */
+    for (unsigned i = 0; i < p->npubs; i++) {
+        for (int k = 0; k < 256; k++) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, p->pubs[i], ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&m);
+                break;
+            }
+            /* A subscription is one frame; ZeroMQ hands a multi-frame
+             * message to XPUB as is: its frames are not subscriptions. */
+            if (!zmq_msg_more(&m))
+                on_subscription(p->pubs[i], zmq_msg_data(&m), zmq_msg_size(&m));
+            zmq_msg_close(&m);
+        }
+    }
+}
+
+void jq_publisher_set_hwm(jq_publisher_t *p, uint64_t hwm)
+{
+    /* libzmq applies a new SNDHWM to the pipes of connected subscribers
+     * too (4.2 and later), not only to those that connect later. */
+    int v = (int)hwm;
+    for (unsigned i = 0; i < p->npubs; i++)
+        zmq_setsockopt(p->pubs[i], ZMQ_SNDHWM, &v, sizeof v);
 }
 
 jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *auth,
@@ -96,6 +181,7 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *
     p->epoch = epoch;
     p->last_seq = last_seq;
     msgpack_sbuffer_init(&p->body);
+    jq_event_batch_init(&p->batch);
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
     *neps = 0;
@@ -121,6 +207,7 @@ void jq_publisher_destroy(jq_publisher_t **pp)
     for (unsigned i = 0; i < p->npubs; i++)
         zmq_close(p->pubs[i]);
     msgpack_sbuffer_destroy(&p->body);
+    jq_event_batch_fini(&p->batch);
     free(p);
     *pp = NULL;
 }
@@ -147,11 +234,15 @@ uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
     /* PUB never blocks: a subscriber past its high-water mark loses the
      * message and catches up from the ring. */
     send_all(p, topic, tlen);
+    if (jq_event_batch_full(&p->batch, p->body.size))
+        jq_publisher_flush(p);
+    jq_event_batch_add(&p->batch, p->body.data, p->body.size);
     return seq;
 }
 
 void jq_publisher_rebase(jq_publisher_t *p, uint64_t epoch, uint64_t seq)
 {
+    jq_publisher_flush(p); /* a batch holds one epoch's events */
     p->epoch = epoch;
     p->seq = seq;
     p->quiet = false;
@@ -168,6 +259,7 @@ int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_
         p->next_heartbeat = now_mono + JQ_HEARTBEAT_US;
         return p->next_heartbeat;
     }
+    jq_publisher_flush(p); /* the heartbeat's seq was sent before it */
     msgpack_sbuffer_clear(&p->body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &p->body, msgpack_sbuffer_write);

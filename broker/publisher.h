@@ -3,8 +3,10 @@
  * Change records reach the loop through the change queue; for each one the
  * publisher assigns the next sequence number, wraps the record's bytes in
  * the event body (never re-encoding it), sends [topic, body] and keeps the
- * body in the replay ring. Once a second it sends a heartbeat with the
- * last sequence number. Loop thread only, but for the atomic last_seq. */
+ * body in the replay ring. The same bytes join the batch of the "batch/"
+ * topic, sent by jq_publisher_flush. Once a second it sends a heartbeat
+ * with the last sequence number. Loop thread only, but for the atomic
+ * last_seq. */
 #ifndef JOBQ_PUBLISHER_H
 #define JOBQ_PUBLISHER_H
 
@@ -13,6 +15,7 @@
 #include "ring.h"
 
 #include <stdatomic.h>
+#include <zmq.h>
 
 #define JQ_HEARTBEAT_US 1000000
 /* Largest message a subscriber may send (a subscription: one topic). */
@@ -46,6 +49,16 @@ void jq_publisher_remember(jq_publisher_t *p, uint64_t epoch, const jq_change_t 
 void jq_publisher_quiet(jq_publisher_t *p);
 /* Publish one record; returns its sequence number. */
 uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c);
+/* Send the batch of the events published since the last flush (none: no
+ * message); at the end of each turn that published. */
+void jq_publisher_flush(jq_publisher_t *p);
+/* The subscriptions (the sockets are XPUB, see publisher.c): the poll
+ * items to watch, at most max of them; when any is readable the loop calls
+ * jq_publisher_on_readable, which applies what arrived. */
+size_t jq_publisher_pollitems(jq_publisher_t *p, zmq_pollitem_t *items, size_t max);
+void jq_publisher_on_readable(jq_publisher_t *p);
+/* --publish-hwm changed (a reload): every PUB socket and subscriber. */
+void jq_publisher_set_hwm(jq_publisher_t *p, uint64_t hwm);
 /* Send a heartbeat if one is due; returns when the next one is due. */
 int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall);
 
