@@ -30,6 +30,11 @@ to that node's ``publish`` endpoint and continues with ``events_since``
 from its last seq (seq and epoch are the cluster's). A stream silent for
 3 heartbeats is probed with ``events_since`` too, which moves the client to
 the leader when the node it follows is no longer it.
+
+``batched=True`` (all-jobs mode only) takes the batched stream (topic
+``batch/``: many events per message, docs/protocol.md) instead of one
+message per event: the same events, split here and handed over one at a
+time under the same rules, at a fraction of the per-message cost.
 """
 from __future__ import annotations
 
@@ -103,7 +108,11 @@ class Subscriber:
                  *, client: Optional[Client] = None, fields: Sequence[str] = ("status",),
                  events_endpoint: Optional[str] = None, timeout: float = 10.0,
                  rcvhwm: int = DEFAULT_RCVHWM, reconnect: bool = True,
-                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
+                 key: Optional[str] = None, server_key: Optional[str] = None,
+                 batched: bool = False) -> None:
+        if batched and jobs is not None:
+            raise BadArgumentError("BadArgument", "the batched stream carries every job's "
+                                   "events: pass jobs=None with batched=True")
         if jobs is not None and not jobs:
             raise BadArgumentError("BadArgument", "jobs is empty: pass None to follow every job")
         if jobs is not None and len(jobs) > MAX_JOBS:
@@ -117,6 +126,7 @@ class Subscriber:
         self.timeout = timeout
         self.reconnect = reconnect
         self.jobs: Optional[List[int]] = list(jobs) if jobs is not None else None
+        self.batched = batched
         self.fields: List[str] = ["id", "change_serial"] + [
             f for f in fields if f not in ("id", "change_serial")]
         #: Counters: delivered, skipped, gaps, recovered, resyncs, heartbeats, checks.
@@ -168,7 +178,7 @@ class Subscriber:
         for job in self.jobs or []:
             self._sock.setsockopt(zmq.SUBSCRIBE, b"job/%d/" % job)
         if not self.jobs:
-            self._sock.setsockopt(zmq.SUBSCRIBE, b"job/")
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"batch/" if self.batched else b"job/")
         self._sock.setsockopt(zmq.SUBSCRIBE, b"sys/")
         self._sock.connect(self.endpoint)
 
@@ -404,8 +414,18 @@ class Subscriber:
             body = protocol.decode(data)
         except ValueError:
             return
-        if not isinstance(body, dict) or self._need_snapshot:
-            return  # undecodable, or covered by the snapshot about to be taken
+        if self._need_snapshot:
+            return  # covered by the snapshot about to be taken
+        if topic.startswith(b"batch/"):
+            if not isinstance(body, list):
+                return  # not a batch: nothing to place it by
+            for ev in body:  # consecutive events, each as the stream carries it
+                if self._need_snapshot:
+                    return  # a resync covers the rest
+                self._on_event(ev)
+            return
+        if not isinstance(body, dict):
+            return  # undecodable
         if topic.startswith(b"sys/"):
             self.counters["heartbeats"] += 1
             seq, epoch = body.get("seq"), body.get("epoch")
@@ -420,7 +440,12 @@ class Subscriber:
                     self._catch_up()
             else:
                 self._job_check(seq)
-        elif self._apply(body, False) == _GAP:
+        else:
+            self._on_event(body)
+
+    def _on_event(self, body: Any) -> None:
+        """One event from the stream (alone or out of a batch)."""
+        if self._apply(body, False) == _GAP:
             # Fill the gap, then apply this event (now in order, or skipped).
             self._catch_up()
             if not self._need_snapshot and self._apply(body, False) == _GAP:
