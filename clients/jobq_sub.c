@@ -36,7 +36,9 @@
  *
  * The batched stream (jobq_sub_set_batched): "batch/" replaces "job/";
  * each message is an array of event bodies, each run through the same
- * steps as an event that came alone, in order.
+ * steps as an event that came alone, in order. When one of them calls for
+ * a snapshot, the rest wait in `pending` and go through after it, as they
+ * would have waited in the SUB pipe had they come one by one.
  *
  * Single-threaded: the subscriber and its client belong to one thread.
  */
@@ -92,6 +94,8 @@ struct _jobq_sub_t {
     uint64_t moves;            /* jobq_client_moves when the endpoint was picked */
     int64_t last_heard_ms;     /* when the stream last said something */
     bool batched;              /* "batch/" rather than "job/" (all-jobs mode) */
+    json_t *pending;           /* events of a batch not yet applied (array) */
+    size_t pending_next;       /* index of the next one */
 };
 
 /* What apply() decided about one event. */
@@ -343,6 +347,7 @@ void jobq_sub_destroy(jobq_sub_t **self_p)
     json_decref(self->fields);
     json_decref(self->serials);
     json_decref(self->check_serials);
+    json_decref(self->pending);
     free(self);
     *self_p = NULL;
 }
@@ -722,6 +727,26 @@ static int on_event(jobq_sub_t *self, json_t *body)
     return 0;
 }
 
+/* The events of a batch not applied yet, in order, until one calls for a
+ * snapshot (the rest then wait for it). 0, or -1 when a request failed. */
+static int drain_pending(jobq_sub_t *self)
+{
+    while (self->pending && self->pending_next < json_array_size(self->pending) &&
+           !self->need_snapshot)
+        if (on_event(self, json_array_get(self->pending, self->pending_next++)) < 0)
+            return -1;
+    if (self->pending && self->pending_next >= json_array_size(self->pending)) {
+        json_decref(self->pending);
+        self->pending = NULL;
+    }
+    return 0;
+}
+
+static bool has_pending(const jobq_sub_t *self)
+{
+    return self->pending && self->pending_next < json_array_size(self->pending);
+}
+
 /* Reads one message from the stream (waiting up to timeout_ms) and
  * processes it. Returns 1 when one was processed, 0 on timeout, -1 when a
  * request failed. */
@@ -758,17 +783,20 @@ static int read_stream(jobq_sub_t *self, int timeout_ms)
     if (zmq_msg_size(&topic) >= 6 && memcmp(zmq_msg_data(&topic), "batch/", 6) == 0) {
         /* Consecutive events, each as the per-event stream carries it (and
          * converted alone: the array is no level of an event's nesting). */
-        if (unpacked && upk.data.type == MSGPACK_OBJECT_ARRAY) {
+        if (unpacked && upk.data.type == MSGPACK_OBJECT_ARRAY && !self->need_snapshot) {
             const msgpack_object_array *a = &upk.data.via.array;
-            for (uint32_t i = 0; i < a->size && !self->need_snapshot; i++) {
+            json_t *evs = json_array();
+            for (uint32_t i = 0; evs && i < a->size; i++) {
                 json_t *ev = jobq_json_from_msgpack(&a->ptr[i], JOBQ_JSON_MAX_DEPTH, NULL, 0);
-                int rc = json_is_object(ev) ? on_event(self, ev) : 0;
+                if (json_is_object(ev))
+                    json_array_append(evs, ev);
                 json_decref(ev);
-                if (rc < 0) {
-                    out = -1;
-                    break;
-                }
             }
+            json_decref(self->pending); /* empty: read_stream runs when it is */
+            self->pending = evs;
+            self->pending_next = 0;
+            if (drain_pending(self) < 0)
+                out = -1;
         }
         msgpack_unpacked_destroy(&upk);
         goto done_j;
@@ -844,6 +872,11 @@ int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms)
         }
         if (self->need_snapshot) {
             if (take_snapshot(self) < 0)
+                return -1;
+            continue;
+        }
+        if (has_pending(self)) { /* the rest of a batch, after its snapshot */
+            if (drain_pending(self) < 0)
                 return -1;
             continue;
         }

@@ -146,6 +146,7 @@ class Subscriber:
         self._check_serials: Dict[int, int] = {}
         self._last_check = 0.0
         self._queue: Deque[Dict[str, Any]] = deque()
+        self._pending: Deque[Any] = deque()  # events of a batch not applied yet
         self._ctx: "Optional[zmq.Context[zmq.Socket[bytes]]]" = None
         self._rcvhwm = rcvhwm
         # The events endpoint follows the client's moves unless it was given.
@@ -419,10 +420,10 @@ class Subscriber:
         if topic.startswith(b"batch/"):
             if not isinstance(body, list):
                 return  # not a batch: nothing to place it by
-            for ev in body:  # consecutive events, each as the stream carries it
-                if self._need_snapshot:
-                    return  # a resync covers the rest
-                self._on_event(ev)
+            # Consecutive events, each as the stream carries it; when one
+            # calls for a snapshot the rest wait for it (_drain_pending).
+            self._pending.extend(body)
+            self._drain_pending()
             return
         if not isinstance(body, dict):
             return  # undecodable
@@ -442,6 +443,12 @@ class Subscriber:
                 self._job_check(seq)
         else:
             self._on_event(body)
+
+    def _drain_pending(self) -> None:
+        """The events of a batch not applied yet, until one calls for a
+        snapshot (as they would wait in the SUB pipe had they come alone)."""
+        while self._pending and not self._need_snapshot:
+            self._on_event(self._pending.popleft())
 
     def _on_event(self, body: Any) -> None:
         """One event from the stream (alone or out of a batch)."""
@@ -463,6 +470,9 @@ class Subscriber:
             try:
                 if self._need_snapshot:
                     self._take_snapshot()
+                    continue
+                if self._pending:  # the rest of a batch, after its snapshot
+                    self._drain_pending()
                     continue
                 if self._follow and self._moves != self.client.moves:
                     self._follow_client()
