@@ -136,8 +136,8 @@ static const char usage_rest[] =
     "stops and removes its socket files; a second signal, or `shutdown --now`,\n"
     "interrupts them at once. SIGHUP reloads the config file: --max-running,\n"
     "--max-jobs, --max-waiters, --max-client-requests, --max-client-waiters,\n"
-    "--max-log-entries, --max-request-bytes, --keepalive, --shutdown-grace,\n"
-    "--publish-hwm and --log-level take effect; a change to any other option is logged and waits\n"
+    "--max-log-entries, --max-request-bytes, --keepalive, --shutdown-grace and\n"
+    "--log-level take effect; a change to any other option is logged and waits\n"
     "for a restart. Under systemd (Type=notify) it reports readiness.\n"
     "Thread count is fixed at start: the loop, the handlers, the executors, the\n"
     "store thread, ZeroMQ's two and, with --http, the HTTP thread; it never\n"
@@ -803,6 +803,7 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"handlers", cur->handlers != next->handlers},
         {"executors", cur->executors != next->executors},
         {"ring-events", cur->ring_events != next->ring_events},
+        {"publish-hwm", cur->publish_hwm != next->publish_hwm},
         {"sync", cur->sync != next->sync},
         {"sync-interval", cur->sync_interval != next->sync_interval},
         {"store-map-size", cur->store_map_size != next->store_map_size},
@@ -839,7 +840,6 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
     TAKE(max_request_bytes, "max-request-bytes", "%llu", unsigned long long)
     TAKE(keepalive, "keepalive", "%g", double)
     TAKE(shutdown_grace, "shutdown-grace", "%g", double)
-    TAKE(publish_hwm, "publish-hwm", "%llu", unsigned long long)
 #undef TAKE
     if (cur->log_level != next->log_level) {
         cur->log_level = next->log_level;

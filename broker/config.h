@@ -14,7 +14,9 @@
 #define JQ_MAX_WORKER_OPCODES 256 /* worker-opcode lines */
 #define JQ_OPCODE_NAME_BYTES 65
 /* Default --publish-hwm: messages queued for one subscriber before the
- * PUB socket drops its events (docs/operations.md, "Event fan-out"). */
+ * PUB socket drops its events (docs/operations.md, "Event fan-out"). Not
+ * reloadable: libzmq 4.3.4 applies a new mark to connected subscribers'
+ * queues on one side only, and a lowered one stops them for good. */
 #define JQ_PUBLISH_HWM_DEFAULT 20000
 
 /* Fields marked "reloadable" may change on SIGHUP (the loop thread writes
@@ -36,8 +38,9 @@ typedef struct {
     unsigned nworker_opcodes;
     _Atomic uint64_t max_waiters;     /* reloadable */
     uint64_t ring_events;             /* replay ring size, events */
-    _Atomic uint64_t publish_hwm;     /* reloadable: messages queued per
-                                         subscriber before PUB drops (loop) */
+    uint64_t publish_hwm;             /* messages queued per subscriber
+                                         before PUB drops (fixed: see
+                                         JQ_PUBLISH_HWM_DEFAULT) */
     _Atomic double keepalive;         /* reloadable: seconds between keepalives
                                          to waiters (loop thread only) */
     int sync;                         /* jq_sync_t */

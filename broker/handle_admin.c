@@ -99,7 +99,7 @@ static void pack_limits(msgpack_packer *pk, jq_daemon_t *d)
 {
     const jq_config_t *cfg = &d->cfg;
     wire_pack_cstr(pk, "limits");
-    msgpack_pack_map(pk, 11);
+    msgpack_pack_map(pk, 10);
     pack_kv_u64(pk, "max_running", cfg->max_running);
     pack_kv_u64(pk, "max_jobs", cfg->max_jobs);
     pack_kv_u64(pk, "max_waiters", cfg->max_waiters);
@@ -107,7 +107,6 @@ static void pack_limits(msgpack_packer *pk, jq_daemon_t *d)
     pack_kv_u64(pk, "max_client_waiters", cfg->max_client_waiters);
     pack_kv_u64(pk, "max_log_entries", cfg->max_log_entries);
     pack_kv_u64(pk, "max_request_bytes", cfg->max_request_bytes);
-    pack_kv_u64(pk, "publish_hwm", cfg->publish_hwm);
     wire_pack_cstr(pk, "keepalive");
     msgpack_pack_double(pk, cfg->keepalive);
     wire_pack_cstr(pk, "shutdown_grace");

@@ -817,9 +817,7 @@ _Static_assert(JQ_CONN__KINDS == sizeof(((jq_loop_stats_t *)0)->by_kind) / sizeo
                "jq_loop_stats_t.by_kind has one counter per connection kind");
 
 #define FIXED_ITEMS 6
-/* ... + the view's fd + the publisher's sockets (the ipc one and --publish) */
-#define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND + 1 + \
-                   1 + JQ_MAX_LISTEN)
+#define MAX_ITEMS (FIXED_ITEMS + MAX_CLIENT_SOCKS + JQ_MAX_LISTEN + JQ_MAX_BOUND)
 
 /* What `stats` shows of the loop's own state, copied where handlers may
  * read it. */
@@ -861,7 +859,6 @@ static void reload(loop_t *l)
     if (jq_service_reload(d) < 0)
         return;
     jq_waiters_set_keepalive(l->waiters, (int64_t)(d->cfg.keepalive * 1e6));
-    jq_publisher_set_hwm(l->publisher, d->cfg.publish_hwm);
     /* Connections made from now on get the new hard limit; the soft one
      * (handlers.c) holds for all at once. */
     int64_t maxmsg = (int64_t)d->cfg.max_request_bytes * 4;
@@ -916,13 +913,10 @@ static void serve(loop_t *l, int sigfd)
             items[nitems++] = (zmq_pollitem_t){.socket = l->wsocks[wi], .events = ZMQ_POLLIN};
         size_t first_monitor = nitems;
         nitems += jq_listeners_pollitems(l->listeners, items + nitems, MAX_ITEMS - nitems - 1);
-        size_t view_item = nitems, first_pub;
+        size_t view_item = nitems;
         if (d->cluster && !jq_cluster_leading(d->cluster))
             items[nitems++] = (zmq_pollitem_t){.fd = jq_cluster_applied_fd(d->cluster),
                                                .events = ZMQ_POLLIN};
-        bool has_view = view_item < nitems;
-        first_pub = nitems; /* subscriptions (publisher.c) */
-        nitems += jq_publisher_pollitems(l->publisher, items + nitems, MAX_ITEMS - nitems);
         int64_t wake = jq_publisher_heartbeat(l->publisher, now, jq_now_wall());
         int64_t hub_wake = jq_hub_tick(d->hub, now);
         if (hub_wake < wake)
@@ -957,13 +951,8 @@ static void serve(loop_t *l, int sigfd)
         bool worker_input = items[4].revents & ZMQ_POLLIN;
         for (size_t i = first_wsock; i < first_monitor; i++)
             worker_input |= items[i].revents != 0;
-        if (has_view && (items[view_item].revents & ZMQ_POLLIN))
+        if (view_item < nitems && (items[view_item].revents & ZMQ_POLLIN))
             follow(l);
-        for (size_t i = first_pub; i < nitems; i++)
-            if (items[i].revents & ZMQ_POLLIN) {
-                jq_publisher_on_readable(l->publisher);
-                break;
-            }
         for (size_t i = first_monitor; i < view_item; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 jq_listeners_on_events(l->listeners);

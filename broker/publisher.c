@@ -9,12 +9,11 @@
  * A batch always goes out before anything sent after it (a heartbeat, a
  * rebase), so each subscriber still sees seq in order.
  *
- * The sockets are XPUB in manual mode so that the batched stream is
- * opt-in: a subscription to "" ("everything", as docs/protocol.md has
- * always said) is applied as "job/" and "sys/", the per-event stream it
- * meant before batches existed; only "batch/" (or a prefix of it other
- * than "") delivers batches. Every other subscription is applied as sent.
- * The loop reads the subscriptions (jq_publisher_pollitems). */
+ * The sockets stay PUB: a subscriber of "" gets the batches too (which
+ * docs/protocol.md says). An XPUB in manual mode could have applied ""
+ * as "job/" and "sys/", but libzmq 4.3.4 (Debian's) can then subscribe a
+ * pipe that has just been closed, which later sends touch after it is
+ * freed (fixed upstream after 4.3.4, libzmq pull request 4137). */
 #include "publisher.h"
 #include "http.h"
 #include "auth.h"
@@ -49,11 +48,10 @@ struct jq_publisher {
 
 static void *pub_socket(void *zctx, uint64_t hwm)
 {
-    void *pub = zmq_socket(zctx, ZMQ_XPUB);
+    void *pub = zmq_socket(zctx, ZMQ_PUB);
     if (!pub)
         return NULL;
-    int linger = 0, sndhwm = (int)hwm, manual = 1;
-    zmq_setsockopt(pub, ZMQ_XPUB_MANUAL, &manual, sizeof manual);
+    int linger = 0, sndhwm = (int)hwm;
     zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(pub, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     /* What a subscriber sends is a subscription: a topic of a few bytes.
@@ -114,58 +112,6 @@ void jq_publisher_flush(jq_publisher_t *p)
     if (data)
         send_frames(p, JQ_TOPIC_BATCH, sizeof JQ_TOPIC_BATCH - 1, data, len);
     jq_event_batch_clear(&p->batch);
-}
-
-size_t jq_publisher_pollitems(jq_publisher_t *p, zmq_pollitem_t *items, size_t max)
-{
-    size_t n = 0;
-    for (unsigned i = 0; i < p->npubs && n < max; i++)
-        items[n++] = (zmq_pollitem_t){.socket = p->pubs[i], .events = ZMQ_POLLIN};
-    return n;
-}
-
-/* One (un)subscription message of a subscriber: 1 or 0, then the topic. */
-static void on_subscription(void *pub, const unsigned char *m, size_t len)
-{
-    if (len < 1 || m[0] > 1)
-        return; /* not a subscription: nothing to apply */
-    int opt = m[0] ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE;
-    if (len == 1) { /* "": every job's events and heartbeats, not batches */
-        zmq_setsockopt(pub, opt, JQ_TOPIC_JOBS, sizeof JQ_TOPIC_JOBS - 1);
-        zmq_setsockopt(pub, opt, "sys/", 4);
-        return;
-    }
-    zmq_setsockopt(pub, opt, m + 1, len - 1);
-}
-
-void jq_publisher_on_readable(jq_publisher_t *p)
-{
-    /* A bounded number per turn: a subscriber flooding subscriptions
-     * cannot hold the loop (the rest wait for the next turn). */
-    for (unsigned i = 0; i < p->npubs; i++) {
-        for (int k = 0; k < 256; k++) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, p->pubs[i], ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&m);
-                break;
-            }
-            /* A subscription is one frame; ZeroMQ hands a multi-frame
-             * message to XPUB as is: its frames are not subscriptions. */
-            if (!zmq_msg_more(&m))
-                on_subscription(p->pubs[i], zmq_msg_data(&m), zmq_msg_size(&m));
-            zmq_msg_close(&m);
-        }
-    }
-}
-
-void jq_publisher_set_hwm(jq_publisher_t *p, uint64_t hwm)
-{
-    /* libzmq applies a new SNDHWM to the pipes of connected subscribers
-     * too (4.2 and later), not only to those that connect later. */
-    int v = (int)hwm;
-    for (unsigned i = 0; i < p->npubs; i++)
-        zmq_setsockopt(p->pubs[i], ZMQ_SNDHWM, &v, sizeof v);
 }
 
 jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *auth,

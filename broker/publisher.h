@@ -15,7 +15,6 @@
 #include "ring.h"
 
 #include <stdatomic.h>
-#include <zmq.h>
 
 #define JQ_HEARTBEAT_US 1000000
 /* Largest message a subscriber may send (a subscription: one topic). */
@@ -52,13 +51,6 @@ uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c);
 /* Send the batch of the events published since the last flush (none: no
  * message); at the end of each turn that published. */
 void jq_publisher_flush(jq_publisher_t *p);
-/* The subscriptions (the sockets are XPUB, see publisher.c): the poll
- * items to watch, at most max of them; when any is readable the loop calls
- * jq_publisher_on_readable, which applies what arrived. */
-size_t jq_publisher_pollitems(jq_publisher_t *p, zmq_pollitem_t *items, size_t max);
-void jq_publisher_on_readable(jq_publisher_t *p);
-/* --publish-hwm changed (a reload): every PUB socket and subscriber. */
-void jq_publisher_set_hwm(jq_publisher_t *p, uint64_t hwm);
 /* Send a heartbeat if one is due; returns when the next one is due. */
 int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall);
 

@@ -450,8 +450,7 @@ static void check_result(const char *name, const msgpack_object *r)
         const msgpack_object *lim = wire_map_get(r, "limits");
         static const char *const ints[] = {"max_running", "max_jobs", "max_waiters",
                                            "max_client_requests", "max_client_waiters",
-                                           "max_log_entries", "max_request_bytes",
-                                           "publish_hwm"};
+                                           "max_log_entries", "max_request_bytes"};
         for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
             assert_int_equal(wire_map_get(lim, ints[i])->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
         assert_int_equal(wire_map_get(lim, "keepalive")->type, MSGPACK_OBJECT_FLOAT64);
