@@ -222,6 +222,8 @@ class Mirror:
             if not self.sub.poll(100):
                 continue
             topic, ev = decode(self.sub.recv_multipart())
+            if topic == "batch/":
+                continue  # a subscriber of "" gets the batched stream too
             if topic == "sys/heartbeat":
                 if ev["epoch"] == self.epoch and ev["seq"] > self.seq:
                     self.gaps += 1
