@@ -56,6 +56,9 @@ static const char usage_rest[] =
     "      --max-waiters N       wait_for_job_change requests parked at once\n"
     "                            [100000]\n"
     "      --ring-events N       events kept for events_since [65536]\n"
+    "      --publish-hwm N       messages queued for one event subscriber before\n"
+    "                            it loses events (and catches up with\n"
+    "                            events_since), 16..10000000 [20000]\n"
     "      --keepalive SECONDS   keepalive interval to parked waiters [5]\n"
     "      --sync MODE           when a submit is acknowledged: always (after\n"
     "                            fsync), batch (after commit; fsync every\n"
@@ -161,7 +164,8 @@ enum { OPT_SHARDS = 256, OPT_HANDLERS, OPT_EXECUTORS, OPT_MAX_RUNNING, OPT_MAX_J
        OPT_MAX_CLIENT_WAIT, OPT_GRACE, OPT_SALVAGE, OPT_RUN_DIR, OPT_LOG_LEVEL,
        OPT_TOKEN_WINDOW, OPT_WORKERS, OPT_WORKER_HB, OPT_WORKER_LEASE, OPT_WORKER_OPCODE,
        OPT_IPC_ROLE, OPT_INSECURE, OPT_AUTH_KEYS, OPT_GROUP, OPT_HTTP, OPT_HTTP_ROLE,
-       OPT_CLUSTER, OPT_NODE_ADDRESS, OPT_JOIN, OPT_STANDBY, OPT_SNAPSHOT_ENTRIES };
+       OPT_CLUSTER, OPT_NODE_ADDRESS, OPT_JOIN, OPT_STANDBY, OPT_SNAPSHOT_ENTRIES,
+       OPT_PUBLISH_HWM };
 
 static const struct option long_opts[] = {
     {"data-dir", required_argument, NULL, 'd'},
@@ -180,6 +184,7 @@ static const struct option long_opts[] = {
     {"max-request-bytes", required_argument, NULL, OPT_MAX_REQUEST},
     {"max-waiters", required_argument, NULL, OPT_MAX_WAITERS},
     {"ring-events", required_argument, NULL, OPT_RING_EVENTS},
+    {"publish-hwm", required_argument, NULL, OPT_PUBLISH_HWM},
     {"keepalive", required_argument, NULL, OPT_KEEPALIVE},
     {"sync", required_argument, NULL, OPT_SYNC},
     {"sync-interval", required_argument, NULL, OPT_SYNC_INTERVAL},
@@ -455,6 +460,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         {OPT_MAX_LOG, 1, 1000000000ull}, {OPT_MAX_CONN, 0, 100000000ull},
         {OPT_MAX_CLIENT_REQ, 1, 100000000ull}, {OPT_MAX_CLIENT_WAIT, 1, 100000000ull},
         {OPT_TOKEN_WINDOW, 0, 86400}, {OPT_SNAPSHOT_ENTRIES, 64, 100000000ull},
+        {OPT_PUBLISH_HWM, 16, 10000000},
     };
     for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
         if (ranges[i].opt != opt)
@@ -474,6 +480,7 @@ static int apply(jq_config_t *cfg, int opt, const char *name, const char *val,
         case OPT_MAX_REQUEST: cfg->max_request_bytes = (size_t)v; break;
         case OPT_MAX_WAITERS: cfg->max_waiters = v; break;
         case OPT_RING_EVENTS: cfg->ring_events = v; break;
+        case OPT_PUBLISH_HWM: cfg->publish_hwm = v; break;
         case OPT_MAX_LOG: cfg->max_log_entries = v; break;
         case OPT_MAX_CONN: cfg->max_connections = v; break;
         case OPT_MAX_CLIENT_REQ: cfg->max_client_requests = v; break;
@@ -585,6 +592,7 @@ static void set_defaults(jq_config_t *cfg)
     cfg->max_request_bytes = JOBQ_MAX_REQUEST_BYTES;
     cfg->max_waiters = 100000;
     cfg->ring_events = JQ_RING_DEFAULT_EVENTS;
+    cfg->publish_hwm = JQ_PUBLISH_HWM_DEFAULT;
     cfg->token_window = JQ_TOKEN_DEFAULT_WINDOW;
     cfg->snapshot_entries = 4096;
     cfg->keepalive = JOBQ_KEEPALIVE_SECONDS;
@@ -795,6 +803,7 @@ int jq_config_reload(jq_config_t *cur, int argc, char **argv, char *err, size_t 
         {"handlers", cur->handlers != next->handlers},
         {"executors", cur->executors != next->executors},
         {"ring-events", cur->ring_events != next->ring_events},
+        {"publish-hwm", cur->publish_hwm != next->publish_hwm},
         {"sync", cur->sync != next->sync},
         {"sync-interval", cur->sync_interval != next->sync_interval},
         {"store-map-size", cur->store_map_size != next->store_map_size},

@@ -13,6 +13,11 @@
 #define JQ_PATH_BYTES 4096
 #define JQ_MAX_WORKER_OPCODES 256 /* worker-opcode lines */
 #define JQ_OPCODE_NAME_BYTES 65
+/* Default --publish-hwm: messages queued for one subscriber before the
+ * PUB socket drops its events (docs/operations.md, "Event fan-out"). Not
+ * reloadable: libzmq 4.3.4 applies a new mark to connected subscribers'
+ * queues on one side only, and a lowered one stops them for good. */
+#define JQ_PUBLISH_HWM_DEFAULT 20000
 
 /* Fields marked "reloadable" may change on SIGHUP (the loop thread writes
  * them, jq_config_reload): they are atomics, read by any thread. The rest
@@ -33,6 +38,9 @@ typedef struct {
     unsigned nworker_opcodes;
     _Atomic uint64_t max_waiters;     /* reloadable */
     uint64_t ring_events;             /* replay ring size, events */
+    uint64_t publish_hwm;             /* messages queued per subscriber
+                                         before PUB drops (fixed: see
+                                         JQ_PUBLISH_HWM_DEFAULT) */
     _Atomic double keepalive;         /* reloadable: seconds between keepalives
                                          to waiters (loop thread only) */
     int sync;                         /* jq_sync_t */

@@ -299,7 +299,9 @@ int jq_live_init(jq_http_t *h, void *zctx, char *err, size_t errlen)
     int hwm = 100000, linger = 0;
     zmq_setsockopt(h->sub, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(h->sub, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(h->sub, ZMQ_SUBSCRIBE, "", 0);
+    /* Not "": that would take the batched stream too, every event twice. */
+    zmq_setsockopt(h->sub, ZMQ_SUBSCRIBE, "job/", 4);
+    zmq_setsockopt(h->sub, ZMQ_SUBSCRIBE, "sys/", 4);
     if (zmq_connect(h->sub, JQ_HTTP_EVENTS_EP) < 0) {
         snprintf(err, errlen, "http: cannot subscribe to the events: %s", zmq_strerror(errno));
         return -1;

@@ -564,6 +564,7 @@ static void publish_changes(loop_t *l)
         jq_publisher_send(l->publisher, c);
         jq_waiters_on_change(l->waiters, c->job_id, c->data, c->len);
     }
+    jq_publisher_flush(l->publisher); /* this turn's batch: no wait added */
     jq_change_list_free(&head);
     atomic_fetch_add_explicit(&l->d->changes_consumed, n, memory_order_relaxed);
     release_held(l);

@@ -1,5 +1,19 @@
 /* publisher.c: one PUB socket on every event endpoint, the sequence
- * numbers, heartbeats and the replay ring. */
+ * numbers, heartbeats and the replay ring.
+ *
+ * Each event goes out twice from the same encoded bytes: alone on its
+ * job's topic, and appended to the batch of the "batch/" topic, which
+ * leaves at the end of the loop's publishing turn (jq_publisher_flush) or
+ * when it reaches its bounds. PUB filters by topic on the daemon's side,
+ * so a stream nobody subscribed to costs the copy into the batch only.
+ * A batch always goes out before anything sent after it (a heartbeat, a
+ * rebase), so each subscriber still sees seq in order.
+ *
+ * The sockets stay PUB: a subscriber of "" gets the batches too (which
+ * docs/protocol.md says). An XPUB in manual mode could have applied ""
+ * as "job/" and "sys/", but libzmq 4.3.4 (Debian's) can then subscribe a
+ * pipe that has just been closed, which later sends touch after it is
+ * freed (fixed upstream after 4.3.4, libzmq pull request 4137). */
 #include "publisher.h"
 #include "http.h"
 #include "auth.h"
@@ -29,15 +43,17 @@ struct jq_publisher {
     int64_t next_heartbeat;
     bool quiet; /* no heartbeats (jq_publisher_quiet) */
     msgpack_sbuffer body;
+    jq_event_batch_t batch; /* "batch/": events published since the last flush */
 };
 
-static void *pub_socket(void *zctx)
+static void *pub_socket(void *zctx, uint64_t hwm)
 {
     void *pub = zmq_socket(zctx, ZMQ_PUB);
     if (!pub)
         return NULL;
-    int linger = 0;
+    int linger = 0, sndhwm = (int)hwm;
     zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(pub, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm);
     /* What a subscriber sends is a subscription: a topic of a few bytes.
      * Anything larger closes its connection before it costs memory. */
     int64_t maxmsg = JQ_SUBSCRIPTION_MAX_BYTES;
@@ -52,7 +68,7 @@ static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_au
                     unsigned *neps)
 {
     char resolved[512];
-    void *pub = p->npubs < MAX_PUBS ? pub_socket(zctx) : NULL;
+    void *pub = p->npubs < MAX_PUBS ? pub_socket(zctx, cfg->publish_hwm) : NULL;
     if (!pub) {
         jq_log(JQ_LOG_ERROR, "cannot publish on %s: no socket", ep);
         return -1;
@@ -75,12 +91,27 @@ static int bind_one(jq_publisher_t *p, void *zctx, const jq_config_t *cfg, jq_au
     return jq_listeners_watch(l, pub, JQ_CONN_EVENTS);
 }
 
-static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)
+static void send_frames(jq_publisher_t *p, const char *topic, size_t tlen, const void *data,
+                        size_t len)
 {
     for (unsigned i = 0; i < p->npubs; i++) {
         zmq_send(p->pubs[i], topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        zmq_send(p->pubs[i], p->body.data, p->body.size, ZMQ_DONTWAIT);
+        zmq_send(p->pubs[i], data, len, ZMQ_DONTWAIT);
     }
+}
+
+static void send_all(jq_publisher_t *p, const char *topic, size_t tlen)
+{
+    send_frames(p, topic, tlen, p->body.data, p->body.size);
+}
+
+void jq_publisher_flush(jq_publisher_t *p)
+{
+    size_t len;
+    const char *data = jq_event_batch_close(&p->batch, &len);
+    if (data)
+        send_frames(p, JQ_TOPIC_BATCH, sizeof JQ_TOPIC_BATCH - 1, data, len);
+    jq_event_batch_clear(&p->batch);
 }
 
 jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *auth,
@@ -96,6 +127,7 @@ jq_publisher_t *jq_publisher_new(void *zctx, const jq_config_t *cfg, jq_auth_t *
     p->epoch = epoch;
     p->last_seq = last_seq;
     msgpack_sbuffer_init(&p->body);
+    jq_event_batch_init(&p->batch);
     char ep[4200];
     snprintf(ep, sizeof ep, "ipc://%s/events.sock", cfg->run_dir);
     *neps = 0;
@@ -121,6 +153,7 @@ void jq_publisher_destroy(jq_publisher_t **pp)
     for (unsigned i = 0; i < p->npubs; i++)
         zmq_close(p->pubs[i]);
     msgpack_sbuffer_destroy(&p->body);
+    jq_event_batch_fini(&p->batch);
     free(p);
     *pp = NULL;
 }
@@ -147,11 +180,15 @@ uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c)
     /* PUB never blocks: a subscriber past its high-water mark loses the
      * message and catches up from the ring. */
     send_all(p, topic, tlen);
+    if (jq_event_batch_full(&p->batch, p->body.size))
+        jq_publisher_flush(p);
+    jq_event_batch_add(&p->batch, p->body.data, p->body.size);
     return seq;
 }
 
 void jq_publisher_rebase(jq_publisher_t *p, uint64_t epoch, uint64_t seq)
 {
+    jq_publisher_flush(p); /* a batch holds one epoch's events */
     p->epoch = epoch;
     p->seq = seq;
     p->quiet = false;
@@ -168,6 +205,7 @@ int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_
         p->next_heartbeat = now_mono + JQ_HEARTBEAT_US;
         return p->next_heartbeat;
     }
+    jq_publisher_flush(p); /* the heartbeat's seq was sent before it */
     msgpack_sbuffer_clear(&p->body);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &p->body, msgpack_sbuffer_write);

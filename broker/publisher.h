@@ -3,8 +3,10 @@
  * Change records reach the loop through the change queue; for each one the
  * publisher assigns the next sequence number, wraps the record's bytes in
  * the event body (never re-encoding it), sends [topic, body] and keeps the
- * body in the replay ring. Once a second it sends a heartbeat with the
- * last sequence number. Loop thread only, but for the atomic last_seq. */
+ * body in the replay ring. The same bytes join the batch of the "batch/"
+ * topic, sent by jq_publisher_flush. Once a second it sends a heartbeat
+ * with the last sequence number. Loop thread only, but for the atomic
+ * last_seq. */
 #ifndef JOBQ_PUBLISHER_H
 #define JOBQ_PUBLISHER_H
 
@@ -46,6 +48,9 @@ void jq_publisher_remember(jq_publisher_t *p, uint64_t epoch, const jq_change_t 
 void jq_publisher_quiet(jq_publisher_t *p);
 /* Publish one record; returns its sequence number. */
 uint64_t jq_publisher_send(jq_publisher_t *p, const jq_change_t *c);
+/* Send the batch of the events published since the last flush (none: no
+ * message); at the end of each turn that published. */
+void jq_publisher_flush(jq_publisher_t *p);
 /* Send a heartbeat if one is due; returns when the next one is due. */
 int64_t jq_publisher_heartbeat(jq_publisher_t *p, int64_t now_mono, int64_t now_wall);
 

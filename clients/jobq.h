@@ -289,6 +289,13 @@ int jobq_sub_set_fields(jobq_sub_t *self, const json_t *fields);
 /* Per-call timeout of the subscriber's requests (initially jobq_sub_new's). */
 void jobq_sub_set_call_timeout(jobq_sub_t *self, int timeout_ms);
 
+/* Reads the batched stream (topic "batch/", many events per message,
+ * docs/protocol.md) instead of one message per event: the same events,
+ * delivered one at a time under the same rules. All-jobs mode only, before
+ * the first jobq_sub_next (it subscribes again). Returns 0, or -1 (job
+ * mode, too late, or the socket could not be made: the client's reason). */
+int jobq_sub_set_batched(jobq_sub_t *self, bool batched);
+
 /* The next event. Returns 1 with *ev_out set (a new reference), 0 when
  * timeout_ms passed without one, -1 on failure (a request failed, or the
  * client's connection shows the daemon gone: JOBQ_ERR_NOT_RUNNING; the

@@ -345,9 +345,10 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         {.name = "count", .short_name = 'n', .has_arg = true},
         {.name = "duration", .has_arg = true},
         {.name = "recent", .has_arg = true},
+        {.name = "batched", .has_arg = false},
         {0},
     };
-    enum { O_EVENTS, O_COUNT, O_DURATION, O_RECENT };
+    enum { O_EVENTS, O_COUNT, O_DURATION, O_RECENT, O_BATCHED };
     char **pos;
     int npos, rc;
     bool done;
@@ -394,6 +395,11 @@ int cmd_monitor(cli_t *cli, int argc, char **argv)
         } else {
             rc = cli_call_failed(cli);
         }
+        goto out;
+    }
+    if (opts[O_BATCHED].count && jobq_sub_set_batched(sub, true) < 0) {
+        cli_error(cli, "%s", jobq_client_reason(c));
+        rc = CLI_EXIT_FAIL;
         goto out;
     }
     json_t *fields = json_pack("[s,s,s,s,s]", "status", "summary", "opstatus", "start_ts",

@@ -34,6 +34,12 @@
  * SUB_SILENCE_MS is probed with events_since, which moves the client to
  * the leader when the node is no longer it.
  *
+ * The batched stream (jobq_sub_set_batched): "batch/" replaces "job/";
+ * each message is an array of event bodies, each run through the same
+ * steps as an event that came alone, in order. When one of them calls for
+ * a snapshot, the rest wait in `pending` and go through after it, as they
+ * would have waited in the SUB pipe had they come one by one.
+ *
  * Single-threaded: the subscriber and its client belong to one thread.
  */
 #include "jobq.h"
@@ -87,6 +93,9 @@ struct _jobq_sub_t {
     bool follow;               /* the endpoint follows the client's moves */
     uint64_t moves;            /* jobq_client_moves when the endpoint was picked */
     int64_t last_heard_ms;     /* when the stream last said something */
+    bool batched;              /* "batch/" rather than "job/" (all-jobs mode) */
+    json_t *pending;           /* events of a batch not yet applied (array) */
+    size_t pending_next;       /* index of the next one */
 };
 
 /* What apply() decided about one event. */
@@ -255,7 +264,9 @@ static int open_sub(jobq_sub_t *self)
     /* Step 1: subscribe before the snapshot. Job topics before "sys/":
      * subscriptions travel in order, so once a heartbeat arrives every
      * subscription is active. */
-    if (!self->njobs) {
+    if (!self->njobs && self->batched) {
+        zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "batch/", 6);
+    } else if (!self->njobs) {
         zmq_setsockopt(self->sock, ZMQ_SUBSCRIBE, "job/", 4);
     } else {
         for (size_t i = 0; i < self->njobs; i++) {
@@ -336,6 +347,7 @@ void jobq_sub_destroy(jobq_sub_t **self_p)
     json_decref(self->fields);
     json_decref(self->serials);
     json_decref(self->check_serials);
+    json_decref(self->pending);
     free(self);
     *self_p = NULL;
 }
@@ -366,6 +378,24 @@ void jobq_sub_set_call_timeout(jobq_sub_t *self, int timeout_ms)
 {
     assert(self);
     self->call_ms = timeout_ms;
+}
+
+int jobq_sub_set_batched(jobq_sub_t *self, bool batched)
+{
+    assert(self);
+    if (batched == self->batched)
+        return 0;
+    if (self->njobs || self->started) {
+        jobq_client_fail(self->client, JOBQ_ERR_BAD_ARGUMENT,
+                         self->njobs ? "the batched stream carries every job's events: "
+                                       "follow every job to use it"
+                                     : "the stream is chosen before the first event");
+        return -1;
+    }
+    self->batched = batched;
+    zmq_close(self->sock);
+    self->sock = NULL;
+    return open_sub(self);
 }
 
 const char *jobq_sub_endpoint(jobq_sub_t *self)
@@ -683,6 +713,40 @@ static int job_check(jobq_sub_t *self, uint64_t hb)
     return 0;
 }
 
+/* One event of the stream (alone or out of a batch): applied, a gap
+ * filled first. 0, or -1 when a request failed. */
+static int on_event(jobq_sub_t *self, json_t *body)
+{
+    if (apply(self, body, false) != APPLY_GAP)
+        return 0;
+    /* Fill the gap, then apply this event (now in order, or skipped). */
+    if (catch_up(self) < 0)
+        return -1;
+    if (!self->need_snapshot && apply(self, body, false) == APPLY_GAP)
+        resync(self, "gap"); /* events_since did not have it either */
+    return 0;
+}
+
+/* The events of a batch not applied yet, in order, until one calls for a
+ * snapshot (the rest then wait for it). 0, or -1 when a request failed. */
+static int drain_pending(jobq_sub_t *self)
+{
+    while (self->pending && self->pending_next < json_array_size(self->pending) &&
+           !self->need_snapshot)
+        if (on_event(self, json_array_get(self->pending, self->pending_next++)) < 0)
+            return -1;
+    if (self->pending && self->pending_next >= json_array_size(self->pending)) {
+        json_decref(self->pending);
+        self->pending = NULL;
+    }
+    return 0;
+}
+
+static bool has_pending(const jobq_sub_t *self)
+{
+    return self->pending && self->pending_next < json_array_size(self->pending);
+}
+
 /* Reads one message from the stream (waiting up to timeout_ms) and
  * processes it. Returns 1 when one was processed, 0 on timeout, -1 when a
  * request failed. */
@@ -714,14 +778,36 @@ static int read_stream(jobq_sub_t *self, int timeout_ms)
     msgpack_unpacked_init(&upk);
     size_t off = 0;
     json_t *j = NULL;
-    if (msgpack_unpack_next(&upk, zmq_msg_data(&body), zmq_msg_size(&body), &off) ==
-        MSGPACK_UNPACK_SUCCESS)
+    bool unpacked = msgpack_unpack_next(&upk, zmq_msg_data(&body), zmq_msg_size(&body), &off) ==
+                    MSGPACK_UNPACK_SUCCESS;
+    if (zmq_msg_size(&topic) >= 6 && memcmp(zmq_msg_data(&topic), "batch/", 6) == 0) {
+        /* Consecutive events, each as the per-event stream carries it (and
+         * converted alone: the array is no level of an event's nesting). */
+        if (unpacked && upk.data.type == MSGPACK_OBJECT_ARRAY && !self->need_snapshot) {
+            const msgpack_object_array *a = &upk.data.via.array;
+            json_t *evs = json_array();
+            for (uint32_t i = 0; evs && i < a->size; i++) {
+                json_t *ev = jobq_json_from_msgpack(&a->ptr[i], JOBQ_JSON_MAX_DEPTH, NULL, 0);
+                if (json_is_object(ev))
+                    json_array_append(evs, ev);
+                json_decref(ev);
+            }
+            json_decref(self->pending); /* empty: read_stream runs when it is */
+            self->pending = evs;
+            self->pending_next = 0;
+            if (drain_pending(self) < 0)
+                out = -1;
+        }
+        msgpack_unpacked_destroy(&upk);
+        goto done_j;
+    }
+    if (unpacked)
         j = jobq_json_from_msgpack(&upk.data, JOBQ_JSON_MAX_DEPTH, NULL, 0);
     msgpack_unpacked_destroy(&upk);
-    if (!json_is_object(j))
-        goto done_j; /* undecodable: nothing to place it by */
     if (self->need_snapshot)
         goto done_j; /* the snapshot about to be taken covers it */
+    if (!json_is_object(j))
+        goto done_j; /* undecodable: nothing to place it by */
     bool hb = zmq_msg_size(&topic) >= 4 && memcmp(zmq_msg_data(&topic), "sys/", 4) == 0;
     if (hb) {
         self->n.heartbeats++;
@@ -738,12 +824,8 @@ static int read_stream(jobq_sub_t *self, int timeout_ms)
         } else if (job_check(self, seq) < 0) {
             out = -1;
         }
-    } else if (apply(self, j, false) == APPLY_GAP) {
-        /* Fill the gap, then apply this event (now in order, or skipped). */
-        if (catch_up(self) < 0)
-            out = -1;
-        else if (!self->need_snapshot && apply(self, j, false) == APPLY_GAP)
-            resync(self, "gap"); /* events_since did not have it either */
+    } else if (on_event(self, j) < 0) {
+        out = -1;
     }
 done_j:
     json_decref(j);
@@ -790,6 +872,11 @@ int jobq_sub_next(jobq_sub_t *self, json_t **ev_out, int timeout_ms)
         }
         if (self->need_snapshot) {
             if (take_snapshot(self) < 0)
+                return -1;
+            continue;
+        }
+        if (has_pending(self)) { /* the rest of a batch, after its snapshot */
+            if (drain_pending(self) < 0)
                 return -1;
             continue;
         }

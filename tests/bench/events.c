@@ -1,5 +1,6 @@
 /* events.c: workload 6, the event stream: events/s published with 1 and
- * with many SUB subscribers (and what each subscriber missed), change to
+ * with many SUB subscribers (and what each subscriber missed), on the
+ * per-event stream and on the batched one (topic batch/), change to
  * subscriber latency, and change to wait_for_job_change reply latency with
  * thousands of parked waiters; the daemon's threads throughout. */
 #include "workloads.h"
@@ -97,8 +98,73 @@ bool event_record(msgpack_unpacked *up, const void *data, size_t n, event_info_t
     return true;
 }
 
+/* The length of the one msgpack value at p (at most n bytes), 0 when it
+ * does not end there: walks the bytes without decoding them, so that the
+ * subscriber thread can split a batch into its event bodies cheaply. */
+static size_t mp_skip(const unsigned char *p, size_t n)
+{
+    size_t off = 0, left = 1; /* values still to walk */
+    while (left) {
+        if (off >= n)
+            return 0;
+        unsigned char b = p[off++];
+        left--;
+        size_t len = 0, w = 0, items = 0;
+        if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3))
+            continue; /* fixint, nil, bool */
+        if ((b & 0xe0) == 0xa0)
+            len = b & 0x1f; /* fixstr */
+        else if ((b & 0xf0) == 0x90)
+            items = b & 0x0f; /* fixarray */
+        else if ((b & 0xf0) == 0x80)
+            items = 2 * (size_t)(b & 0x0f); /* fixmap */
+        else {
+            switch (b) {
+            case 0xcc: case 0xd0: len = 1; break;
+            case 0xcd: case 0xd1: len = 2; break;
+            case 0xca: case 0xce: case 0xd2: len = 4; break;
+            case 0xcb: case 0xcf: case 0xd3: len = 8; break;
+            case 0xd4: len = 2; break; case 0xd5: len = 3; break; case 0xd6: len = 5; break;
+            case 0xd7: len = 9; break; case 0xd8: len = 17; break;
+            case 0xc4: case 0xd9: w = 1; break; /* bin8, str8 */
+            case 0xc5: case 0xda: w = 2; break;
+            case 0xc6: case 0xdb: w = 4; break;
+            case 0xc7: case 0xc8: case 0xc9: /* ext: size, type, data */
+                w = b == 0xc7 ? 1 : b == 0xc8 ? 2 : 4;
+                break;
+            case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+                size_t hw = (b == 0xdc || b == 0xde) ? 2 : 4, c = 0;
+                if (off + hw > n)
+                    return 0;
+                for (size_t i = 0; i < hw; i++)
+                    c = c << 8 | p[off + i];
+                off += hw;
+                items = b >= 0xde ? 2 * c : c;
+                break;
+            }
+            default: return 0;
+            }
+            if (w) {
+                if (off + w > n)
+                    return 0;
+                for (size_t i = 0; i < w; i++)
+                    len = len << 8 | p[off + i];
+                off += w;
+                if (b >= 0xc7 && b <= 0xc9)
+                    len++; /* the ext type byte */
+            }
+        }
+        if (len > n - off)
+            return 0;
+        off += len;
+        left += items;
+    }
+    return off;
+}
+
 /* ------------------------------------------------------------------ */
-/* subscribers: n SUB sockets on "job/" served by one thread           */
+/* subscribers: n SUB sockets on "job/" (or "batch/") served by one     */
+/* thread                                                               */
 
 typedef struct {
     void *sock;
@@ -113,6 +179,7 @@ typedef struct {
     int n;
     _Atomic int phase; /* 0 warm-up, 1 measure, 2 stop counting, 3 exit */
     _Atomic int ready; /* subscribers that have received an event */
+    bool batched; /* topic batch/: each message an array of event bodies */
     long sample_every; /* latency of every k-th event per window */
     long counter;
     samples_t lat; /* ms: event time (made under the job's lock) to receipt */
@@ -144,24 +211,41 @@ static void *subset_main(void *arg)
                 if (zmq_msg_recv(&body, s->sock, ZMQ_DONTWAIT) < 0)
                     break;
                 double rt = wall_now();
-                uint64_t seq;
-                if (!event_seq(zmq_msg_data(&body), zmq_msg_size(&body), &seq))
-                    continue;
-                if (!s->seen) {
-                    s->seen = true;
-                    atomic_fetch_add(&ss->ready, 1);
+                const unsigned char *p = zmq_msg_data(&body);
+                size_t n = zmq_msg_size(&body), count = 1;
+                if (ss->batched) { /* the array header, then the bodies */
+                    if (n && (p[0] & 0xf0) == 0x90) {
+                        count = p[0] & 0x0f;
+                        p++, n--;
+                    } else if (n >= 3 && p[0] == 0xdc) {
+                        count = (size_t)p[1] << 8 | p[2];
+                        p += 3, n -= 3;
+                    } else {
+                        continue;
+                    }
                 }
-                if (phase == 1) {
-                    s->got++;
-                    if (s->last && seq > s->last + 1)
-                        s->missed += (long)(seq - s->last - 1);
-                    event_info_t ev;
-                    if (++ss->counter % ss->sample_every == 0 &&
-                        event_record(&up, zmq_msg_data(&body), zmq_msg_size(&body), &ev))
-                        samples_add(&ss->lat, (rt - ev.time) * 1e3);
+                for (size_t e = 0; e < count; e++) {
+                    size_t len = ss->batched ? mp_skip(p, n) : n;
+                    uint64_t seq;
+                    if (!len || !event_seq(p, len, &seq))
+                        break;
+                    if (!s->seen) {
+                        s->seen = true;
+                        atomic_fetch_add(&ss->ready, 1);
+                    }
+                    if (phase == 1) {
+                        s->got++;
+                        if (s->last && seq > s->last + 1)
+                            s->missed += (long)(seq - s->last - 1);
+                        event_info_t ev;
+                        if (++ss->counter % ss->sample_every == 0 &&
+                            event_record(&up, p, len, &ev))
+                            samples_add(&ss->lat, (rt - ev.time) * 1e3);
+                    }
+                    if (seq > s->last)
+                        s->last = seq;
+                    p += len, n -= len;
                 }
-                if (seq > s->last)
-                    s->last = seq;
             }
         }
     }
@@ -172,9 +256,10 @@ static void *subset_main(void *arg)
     return NULL;
 }
 
-static int subset_open(subset_t *ss, const char *pub, int n, long sample_every)
+static int subset_open(subset_t *ss, const char *pub, int n, long sample_every, bool batched)
 {
     memset(ss, 0, sizeof *ss);
+    ss->batched = batched;
     ss->ctx = new_ctx(1, n + 64);
     ss->subs = calloc((size_t)n, sizeof *ss->subs);
     ss->n = n;
@@ -183,7 +268,10 @@ static int subset_open(subset_t *ss, const char *pub, int n, long sample_every)
         void *s = zmq_socket(ss->ctx, ZMQ_SUB);
         int linger = 0;
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_setsockopt(s, ZMQ_SUBSCRIBE, "job/", 4);
+        if (batched)
+            zmq_setsockopt(s, ZMQ_SUBSCRIBE, "batch/", 6);
+        else
+            zmq_setsockopt(s, ZMQ_SUBSCRIBE, "job/", 4);
         if (zmq_connect(s, pub) < 0) {
             zmq_close(s);
             return -1;
@@ -220,7 +308,8 @@ static bool subset_wait_ready(subset_t *ss, double timeout)
 /* ------------------------------------------------------------------ */
 /* events/s with n subscribers                                          */
 
-static int ev_rate(int nsubs)
+/* batched: the subscribers take topic batch/ (many events a message). */
+static int ev_rate(int nsubs, bool batched)
 {
     daemon_t d;
     char pub[400];
@@ -233,7 +322,7 @@ static int ev_rate(int nsubs)
         goto out;
     c = jc_open(ctx, d.endpoint);
     long threads0 = proc_threads(d.pid);
-    if (subset_open(&ss, pub, nsubs, nsubs > 1 ? 97 : 7) < 0) {
+    if (subset_open(&ss, pub, nsubs, nsubs > 1 ? 97 : 7, batched) < 0) {
         fail("cannot open subscribers");
         goto out;
     }
@@ -263,7 +352,8 @@ static int ev_rate(int nsubs)
     long threads1 = proc_threads(d.pid);
     long rss1 = proc_status_kb(d.pid, "VmRSS");
     char key[96];
-    snprintf(key, sizeof key, "events.rate_%d.others_cores", nsubs);
+    const char *kind = batched ? "batch" : "rate";
+    snprintf(key, sizeof key, "events.%s_%d.others_cores", kind, nsubs);
     double noise = noise_end(&o, key);
     bench_sleep(0.1); /* let the receiver finish the message in hand */
     double secs = t1 - t0;
@@ -282,9 +372,10 @@ static int ev_rate(int nsubs)
     double pub_rate = (double)(p1 - p0) / secs;
     double per_sub = (double)got / nsubs / secs;
     double miss_pct = got + missed ? 100.0 * (double)missed / (double)(got + missed) : 0;
-    printf("  %d subscriber%s (topic job/), %d jobs test.delay(0.01, repeat %ld) (nominal %d"
+    printf("  %d subscriber%s (topic %s), %d jobs test.delay(0.01, repeat %ld) (nominal %d"
            " events/s), %.1f s:\n",
-           nsubs, nsubs > 1 ? "s" : "", opt_ev_jobs, LONG_REPEAT, opt_ev_jobs * 100, secs);
+           nsubs, nsubs > 1 ? "s" : "", batched ? "batch/" : "job/", opt_ev_jobs, LONG_REPEAT,
+           opt_ev_jobs * 100, secs);
     printf("    published %.0f events/s; received %.0f /s per subscriber (min %.0f, max %.0f),"
            " %.0f /s in all\n",
            pub_rate, per_sub, (double)gmin / secs, (double)gmax / secs, (double)got / secs);
@@ -297,7 +388,7 @@ static int ev_rate(int nsubs)
            (cpu1 - cpu0) / secs, threads0, threads1, (double)(rss1 - rss0) / 1024.0, noise);
 #define ESET(name, v)                                                    \
     do {                                                                 \
-        snprintf(key, sizeof key, "events.rate_%d.%s", nsubs, name);     \
+        snprintf(key, sizeof key, "events.%s_%d.%s", kind, nsubs, name); \
         result_set(key, v);                                              \
     } while (0)
     ESET("published_per_s", pub_rate);
@@ -343,7 +434,7 @@ static int change_priority(jc_t *c, uint64_t id, int prio)
 static int ev_latency(daemon_t *d, const char *pub, jc_t *c, uint64_t first, int nsubs)
 {
     subset_t ss;
-    if (subset_open(&ss, pub, nsubs, 1) < 0) {
+    if (subset_open(&ss, pub, nsubs, 1, false) < 0) {
         fail("cannot open subscribers");
         return -1;
     }
@@ -717,9 +808,12 @@ int workload_events(void)
 {
     section("6. Event stream");
     int rc = 0;
-    printf(" events published and received (every job, topic job/; default SUB high-water"
-           " mark 1000):\n");
-    if (ev_rate(1) < 0 || ev_rate(opt_ev_subs) < 0)
+    printf(" events published and received (every job; jobqd's default --publish-hwm, the"
+           " subscribers' default SUB high-water mark 1000):\n");
+    if (ev_rate(1, false) < 0 || ev_rate(opt_ev_subs, false) < 0)
+        rc = -1;
+    printf(" the batched stream (topic batch/, many events a message), same load:\n");
+    if (ev_rate(opt_ev_subs, true) < 0)
         rc = -1;
     printf(" change -> subscriber latency:\n");
     if (ev_latency_all() < 0)

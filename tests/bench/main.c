@@ -159,6 +159,12 @@ static void summary(void)
     fmt(v, sizeof v, "%.2f %%", x);
     snprintf(what, sizeof what, "  events missed per subscriber, %d subs", opt_ev_subs);
     row(what, v, "(report)", -1, "-");
+    snprintf(key, sizeof key, "events.batch_%d.received_per_s_total", opt_ev_subs);
+    x = result_get(key);
+    snprintf(key, sizeof key, "events.batch_%d.missed_pct", opt_ev_subs);
+    snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2fM/s, %.2f%% missed", x / 1e6, result_get(key));
+    snprintf(what, sizeof what, "  deliveries to %d subs, batch/ stream", opt_ev_subs);
+    row(what, v, ">= 1M /s, none missed", met(x, x >= 1e6 && result_get(key) == 0), "-");
     x = result_get("events.latency_1.p50_ms");
     snprintf(v, sizeof v, isnan(x) ? "n/a" : "%.2f / %.2f ms", x,
              result_get("events.latency_1.p99_ms"));

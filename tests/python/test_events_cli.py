@@ -1,7 +1,7 @@
 """End-to-end tests of the CLI tools built on the event stream — jobq
 watch (over the stream, with --poll, and falling back when the stream is
 unusable), jobq monitor (--events, --json, the table, --count,
---duration) and jobq submit --wait — against a real jobqd.
+--duration, --batched) and jobq submit --wait — against a real jobqd.
 
 Run: /usr/bin/python3 -m pytest tests/python/test_events_cli.py
 Binaries as in test_cli.py ($JOBQ_BUILD_DIR, default /work/main/build).
@@ -160,10 +160,11 @@ def start_monitor(daemon, *args):
     return m, first
 
 
-def test_monitor_json_events_exactly_once(daemon):
+@pytest.mark.parametrize("mode", [[], ["--batched"]])
+def test_monitor_json_events_exactly_once(daemon, mode):
     before = daemon.submit("test.delay", "duration=0")
     daemon.wait_status(before, {"success"})
-    m, snap = start_monitor(daemon)
+    m, snap = start_monitor(daemon, *mode)
     assert [r[0] for r in snap["rows"]] == [before]
     assert snap["rows"][0][2] == "success"
     jobs = [daemon.submit("test.delay", "duration=0.02", "repeat=3") for _ in range(4)]

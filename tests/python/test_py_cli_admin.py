@@ -507,13 +507,15 @@ def test_watch_daemon_dies(daemon, poll):
 
 # ---------------------------------------------------------------- monitor
 
-def test_monitor_events(daemon):
+@pytest.mark.parametrize("mode", [[], ["--batched"]])
+def test_monitor_events(daemon, mode):
     """Both monitors follow the same events: the lines (and --json objects)
-    are the same, except the resync line's wall clock."""
+    are the same, except the resync line's wall clock; on the batched
+    stream too."""
     daemon.wait_status(daemon.submit("test.delay", "duration=0"), {"success"})
-    args = ["monitor", "--events", "--count", "4", "--duration", "30"]
+    args = ["monitor", "--events", "--count", "4", "--duration", "30", *mode]
     procs = popen_both(args, daemon.endpoint) + popen_both(
-        ["--json", "monitor", "-n", "4", "--duration", "30"], daemon.endpoint)
+        ["--json", "monitor", "-n", "4", "--duration", "30", *mode], daemon.endpoint)
     try:
         first = [p.stdout.readline() for p in procs]
         assert re.fullmatch(ISO_TS + r" resync start seq=\d+ epoch=\d+ jobs=1\n", first[0])

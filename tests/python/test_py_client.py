@@ -494,9 +494,10 @@ def collect(sub, until, timeout=30, first=None):
 
 
 def test_subscriber_all_jobs_across_a_forced_gap(daemon):
-    d = daemon("--max-running", "4")
+    # A tiny queue on both sides (jobqd's default holds 20,000): it must drop.
+    d = daemon("--max-running", "4", "--publish-hwm", "16")
     c = d.client()
-    sub = jobq.Subscriber(client=c, rcvhwm=20)  # a tiny queue: it must drop
+    sub = jobq.Subscriber(client=c, rcvhwm=20)
     first = sub.next(timeout=10)
     assert first["type"] == "resync" and first["reason"] == "start"
     res = c.submit_many_jobs([[{"op": "test.log", "args": {"messages": ["m"] * 10}}]] * 500)
@@ -514,7 +515,7 @@ def test_subscriber_all_jobs_across_a_forced_gap(daemon):
 
 
 def test_subscriber_resyncs_when_the_ring_is_too_short(daemon):
-    d = daemon("--ring-events", "64")
+    d = daemon("--ring-events", "64", "--publish-hwm", "16")
     c = d.client()
     with jobq.Subscriber(d.endpoint, rcvhwm=10) as sub:
         first = sub.next(timeout=10)
@@ -531,7 +532,7 @@ def test_subscriber_resyncs_when_the_ring_is_too_short(daemon):
 
 def test_job_mode_across_a_gap(daemon):
     """A subscriber of some jobs finds gaps by change serial."""
-    d = daemon("--max-running", "1")
+    d = daemon("--max-running", "1", "--publish-hwm", "16")
     c = d.client()
     blocker = c.submit_job(LONG)
     res = c.submit_many_jobs([[{"op": "test.log", "args": {"messages": ["m" * 100] * 20}}]] * 300)

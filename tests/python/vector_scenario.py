@@ -203,6 +203,11 @@ def pick_events(events: List[Tuple[bytes, Dict[str, Any]]]) -> Dict[str, Any]:
             out.setdefault("event_archive", ev)
         elif ch["job"] == 1 and ch["kind"] == "update":
             out.setdefault("event_change", ev)
+    # The batched stream's vector: those two submits, consecutive in seq
+    # (one submit_many_jobs made them), as one batch/ message carries them.
+    a, b = out.get("event_submit_token"), out.get("event_submit")
+    if a and b and b["seq"] == a["seq"] + 1:
+        out["batch_events"] = [a, b]
     return out
 
 
@@ -230,7 +235,12 @@ def main() -> None:
     raw = got.pop("_raw")
     evs = pick_events(got.pop("_events"))
     for name, ev in evs.items():
-        raw[name] = raw["_event%d" % ev["seq"]]
+        if isinstance(ev, dict):
+            raw[name] = raw["_event%d" % ev["seq"]]
+    # A batch is an array header and the bodies' bytes as they came.
+    batch = evs.get("batch_events")
+    if batch:
+        raw["batch_events"] = b"\x92" + b"".join(raw["_event%d" % ev["seq"]] for ev in batch)
     got.update(evs)
     for name, value in sorted(got.items()):
         if name in KEPT:

@@ -9,7 +9,10 @@
  * fill it; some missing events are not in the ring either (too_old), which
  * forces a resync; a new epoch forces another. The test checks the exact
  * order of what is delivered, that nothing is delivered twice, and the
- * counters.
+ * counters. The all-jobs script runs twice: one message per event, and on
+ * the batched stream (jobq_sub_set_batched), where the fake sends each run
+ * of consecutive events of one epoch as one "batch/" array, so the same
+ * gaps fall inside and between batches.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,6 +50,9 @@ typedef struct {
     json_t *script;        /* [topic, body] pairs published after the 1st snapshot */
     int subs_expected;     /* subscriptions to wait for */
     int subs;
+    bool batched;          /* publish the script's events as batches; count
+                              only "sys/" after "batch/" as a subscription */
+    bool saw_batch;        /* "batch/" was subscribed */
     uint64_t hb_seq;       /* heartbeat every 100 ms after the script, when > 0 */
     atomic_int stop;
     int since_calls;       /* events_since requests served */
@@ -172,15 +178,45 @@ static void *serve(void *arg)
         if (items[1].revents & ZMQ_POLLIN) {
             char buf[64];
             int n = zmq_recv(f->xpub, buf, sizeof buf, 0);
-            if (n > 0 && buf[0] == 1)
+            /* Batched: the subscriber's first socket (job/, sys/) is
+             * replaced; its new one subscribes batch/, then sys/. */
+            if (n == 7 && !memcmp(buf, "\1batch/", 7))
+                f->saw_batch = true;
+            if (n > 0 && buf[0] == 1 &&
+                (!f->batched || (f->saw_batch && n == 5 && !memcmp(buf, "\1sys/", 5))))
                 f->subs++;
         }
         if (!published && f->nsnap > 0 && f->subs >= f->subs_expected) {
             size_t i;
-            json_t *pair;
-            json_array_foreach(f->script, i, pair)
-                send_json(f->xpub, NULL, json_string_value(json_array_get(pair, 0)),
-                          json_array_get(pair, 1));
+            json_t *pair, *batch = NULL;
+            json_array_foreach(f->script, i, pair) {
+                const char *topic = json_string_value(json_array_get(pair, 0));
+                json_t *body = json_array_get(pair, 1);
+                if (!f->batched || strncmp(topic, "job/", 4) != 0) {
+                    if (batch)
+                        send_json(f->xpub, NULL, "batch/", batch);
+                    json_decref(batch);
+                    batch = NULL;
+                    send_json(f->xpub, NULL, topic, body);
+                    continue;
+                }
+                /* A batch holds consecutive seqs of one epoch. */
+                json_t *prev = batch ? json_array_get(batch, json_array_size(batch) - 1) : NULL;
+                if (prev && (json_integer_value(json_object_get(prev, "seq")) + 1 !=
+                                 json_integer_value(json_object_get(body, "seq")) ||
+                             !json_equal(json_object_get(prev, "epoch"),
+                                         json_object_get(body, "epoch")))) {
+                    send_json(f->xpub, NULL, "batch/", batch);
+                    json_decref(batch);
+                    batch = NULL;
+                }
+                if (!batch)
+                    batch = json_array();
+                json_array_append(batch, body);
+            }
+            if (batch)
+                send_json(f->xpub, NULL, "batch/", batch);
+            json_decref(batch);
             published = true;
         }
         struct timespec now;
@@ -292,13 +328,12 @@ static json_t *snap(uint64_t seq, uint64_t epoch, json_t *rows)
 }
 
 /* All-jobs mode: seq gaps, a heartbeat gap, too_old, a new epoch, a stale
- * event of the old epoch. */
-static void test_all_jobs(void **state)
+ * event of the old epoch; per event, or on the batched stream. */
+static void all_jobs(bool batched)
 {
-    (void)state;
     fake_t f = {.ring = json_array(), .script = json_array(), .snapshots = json_array(),
-                .epoch = 1, .subs_expected = 2, .lost_lo = 15, .lost_hi = 19,
-                .bounds = json_pack("[i,i]", 8, 14)};
+                .epoch = 1, .subs_expected = batched ? 1 : 2, .lost_lo = 15, .lost_hi = 19,
+                .bounds = json_pack("[i,i]", 8, 14), .batched = batched};
     /* Job 1: serial = seq up to 14. Published: 2 (before the snapshot
      * point), 3, 4, 7..12; 5, 6 dropped (gap found by seq 7), 13, 14
      * dropped (gap found by the heartbeat of seq 14). */
@@ -326,6 +361,7 @@ static void test_all_jobs(void **state)
     jobq_sub_t *s = jobq_sub_new(c, NULL, NULL, 0, 30000);
     assert_non_null(s);
     assert_string_equal(jobq_sub_endpoint(s), f.pub_ep);
+    assert_int_equal(jobq_sub_set_batched(s, batched), 0);
 
     expect_resync(s, "start", 2, 1);
     expect_change(s, 3, 1, 1, 3, false);
@@ -359,11 +395,25 @@ static void test_all_jobs(void **state)
     assert_null(e);
     assert_int_equal(f.since_calls, 4); /* after 4 (two pages), after 12, after 14 */
 
+    assert_int_equal(jobq_sub_set_batched(s, !batched), -1); /* too late now */
+
     jobq_sub_destroy(&s);
     assert_null(s);
     jobq_sub_destroy(&s);
     jobq_client_destroy(&c);
     fake_stop(&f, th);
+}
+
+static void test_all_jobs(void **state)
+{
+    (void)state;
+    all_jobs(false);
+}
+
+static void test_all_jobs_batched(void **state)
+{
+    (void)state;
+    all_jobs(true);
 }
 
 /* Job mode: a serial gap filled by events_since (filtered), and a lost
@@ -394,6 +444,8 @@ static void test_one_job(void **state)
     jobq_client_t *c = jobq_client_new(f.rep_ep);
     uint64_t job = 2;
     jobq_sub_t *s = jobq_sub_new(c, f.pub_ep, &job, 1, 30000);
+    assert_int_equal(jobq_sub_set_batched(s, true), -1); /* every job's stream only */
+    assert_int_equal(jobq_client_status(c), JOBQ_ERR_BAD_ARGUMENT);
     assert_non_null(s);
     json_t *fields = json_pack("[s]", "status");
     assert_int_equal(jobq_sub_set_fields(s, fields), 0);
@@ -436,6 +488,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_jobs),
+        cmocka_unit_test(test_all_jobs_batched),
         cmocka_unit_test(test_one_job),
         cmocka_unit_test(test_no_endpoint),
     };

@@ -30,6 +30,11 @@ to that node's ``publish`` endpoint and continues with ``events_since``
 from its last seq (seq and epoch are the cluster's). A stream silent for
 3 heartbeats is probed with ``events_since`` too, which moves the client to
 the leader when the node it follows is no longer it.
+
+``batched=True`` (all-jobs mode only) takes the batched stream (topic
+``batch/``: many events per message, docs/protocol.md) instead of one
+message per event: the same events, split here and handed over one at a
+time under the same rules, at a fraction of the per-message cost.
 """
 from __future__ import annotations
 
@@ -103,7 +108,11 @@ class Subscriber:
                  *, client: Optional[Client] = None, fields: Sequence[str] = ("status",),
                  events_endpoint: Optional[str] = None, timeout: float = 10.0,
                  rcvhwm: int = DEFAULT_RCVHWM, reconnect: bool = True,
-                 key: Optional[str] = None, server_key: Optional[str] = None) -> None:
+                 key: Optional[str] = None, server_key: Optional[str] = None,
+                 batched: bool = False) -> None:
+        if batched and jobs is not None:
+            raise BadArgumentError("BadArgument", "the batched stream carries every job's "
+                                   "events: pass jobs=None with batched=True")
         if jobs is not None and not jobs:
             raise BadArgumentError("BadArgument", "jobs is empty: pass None to follow every job")
         if jobs is not None and len(jobs) > MAX_JOBS:
@@ -117,6 +126,7 @@ class Subscriber:
         self.timeout = timeout
         self.reconnect = reconnect
         self.jobs: Optional[List[int]] = list(jobs) if jobs is not None else None
+        self.batched = batched
         self.fields: List[str] = ["id", "change_serial"] + [
             f for f in fields if f not in ("id", "change_serial")]
         #: Counters: delivered, skipped, gaps, recovered, resyncs, heartbeats, checks.
@@ -136,6 +146,7 @@ class Subscriber:
         self._check_serials: Dict[int, int] = {}
         self._last_check = 0.0
         self._queue: Deque[Dict[str, Any]] = deque()
+        self._pending: Deque[Any] = deque()  # events of a batch not applied yet
         self._ctx: "Optional[zmq.Context[zmq.Socket[bytes]]]" = None
         self._rcvhwm = rcvhwm
         # The events endpoint follows the client's moves unless it was given.
@@ -168,7 +179,7 @@ class Subscriber:
         for job in self.jobs or []:
             self._sock.setsockopt(zmq.SUBSCRIBE, b"job/%d/" % job)
         if not self.jobs:
-            self._sock.setsockopt(zmq.SUBSCRIBE, b"job/")
+            self._sock.setsockopt(zmq.SUBSCRIBE, b"batch/" if self.batched else b"job/")
         self._sock.setsockopt(zmq.SUBSCRIBE, b"sys/")
         self._sock.connect(self.endpoint)
 
@@ -404,8 +415,18 @@ class Subscriber:
             body = protocol.decode(data)
         except ValueError:
             return
-        if not isinstance(body, dict) or self._need_snapshot:
-            return  # undecodable, or covered by the snapshot about to be taken
+        if self._need_snapshot:
+            return  # covered by the snapshot about to be taken
+        if topic.startswith(b"batch/"):
+            if not isinstance(body, list):
+                return  # not a batch: nothing to place it by
+            # Consecutive events, each as the stream carries it; when one
+            # calls for a snapshot the rest wait for it (_drain_pending).
+            self._pending.extend(body)
+            self._drain_pending()
+            return
+        if not isinstance(body, dict):
+            return  # undecodable
         if topic.startswith(b"sys/"):
             self.counters["heartbeats"] += 1
             seq, epoch = body.get("seq"), body.get("epoch")
@@ -420,7 +441,18 @@ class Subscriber:
                     self._catch_up()
             else:
                 self._job_check(seq)
-        elif self._apply(body, False) == _GAP:
+        else:
+            self._on_event(body)
+
+    def _drain_pending(self) -> None:
+        """The events of a batch not applied yet, until one calls for a
+        snapshot (as they would wait in the SUB pipe had they come alone)."""
+        while self._pending and not self._need_snapshot:
+            self._on_event(self._pending.popleft())
+
+    def _on_event(self, body: Any) -> None:
+        """One event from the stream (alone or out of a batch)."""
+        if self._apply(body, False) == _GAP:
             # Fill the gap, then apply this event (now in order, or skipped).
             self._catch_up()
             if not self._need_snapshot and self._apply(body, False) == _GAP:
@@ -438,6 +470,9 @@ class Subscriber:
             try:
                 if self._need_snapshot:
                     self._take_snapshot()
+                    continue
+                if self._pending:  # the rest of a batch, after its snapshot
+                    self._drain_pending()
                     continue
                 if self._follow and self._moves != self.client.moves:
                     self._follow_client()

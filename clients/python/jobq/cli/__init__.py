@@ -182,6 +182,8 @@ COMMANDS: List[Command] = [
             "      --duration S         stop after S seconds (s/m/h/d suffixes allowed);\n"
             "                           requests are cut short to keep to it\n"
             "      --recent N           finished jobs shown in the table (default 10)\n"
+            "      --batched            read the batched stream (many events a message):\n"
+            "                           the same events, cheaper for a busy daemon\n"
             "Over tcp://, the daemon must publish events on TCP too (jobqd --publish\n"
             "tcp://HOST:PORT); monitor says so when it does not.\n"
             "Exit codes: 0 stopped by --count or --duration; 1 the daemon could not be\n"

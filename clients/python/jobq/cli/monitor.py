@@ -251,13 +251,14 @@ def _event_line(ev: Dict[str, Any]) -> str:
 
 
 def cmd_monitor(cli: Cli, argv: List[str]) -> int:
-    """jobq monitor [--events] [--count N] [--duration S] [--recent N]: a
+    """jobq monitor [--events] [--count N] [--duration S] [--recent N] [--batched]: a
     live view of the queue, or one line per event."""
     o_events = Opt("events")
     o_count = Opt("count", "n", has_arg=True)
     o_duration = Opt("duration", has_arg=True)
     o_recent = Opt("recent", has_arg=True)
-    pos, rc = parse(cli, argv, [o_events, o_count, o_duration, o_recent])
+    o_batched = Opt("batched")
+    pos, rc = parse(cli, argv, [o_events, o_count, o_duration, o_recent, o_batched])
     if rc is not None:
         return rc
     if pos:
@@ -298,7 +299,8 @@ def cmd_monitor(cli: Cli, argv: List[str]) -> int:
     try:
         sub = Subscriber(client=c, jobs=None,
                          fields=["status", "summary", "opstatus", "start_ts", "end_ts"],
-                         timeout=call_timeout(), reconnect=False)
+                         timeout=call_timeout(), reconnect=False,
+                         batched=o_batched.count > 0)
     except TransportError as e:
         # The daemon answered but offers no stream we can use (no event
         # endpoint of our transport, no events socket file).
