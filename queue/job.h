@@ -118,8 +118,10 @@ typedef struct jq_job {
     uint32_t nops;
     uint8_t status;          /* cached derived status, see jq_job_derive */
     bool archived;
-    bool record_lost;        /* a record could not be encoded: the next one
+    bool record_lost : 1;    /* a record could not be encoded: the next one
                                 carries every opcode and the missed log */
+    bool packed : 1;         /* jq_job_pack: args, summaries, dependencies
+                                and owner live in this job's allocation */
     uint8_t metered;         /* its opcodes are counted by the table's meter
                                 (queue/meter.h); in what was padding */
     /* The submitting call's client token, when it had one (msgpack map,
@@ -149,6 +151,15 @@ bool jq_delta_empty(const jq_delta_t *d, const jq_job_t *job);
  * job and everything it owns, and nulls the pointer. */
 jq_job_t *jq_job_new(uint64_t id, uint32_t nops, int64_t now);
 void jq_job_destroy(jq_job_t **job);
+/* Move what a job keeps unchanged for its whole life (every opcode's args,
+ * summary and dependencies, and the owner) into the job's own allocation,
+ * after its opcodes: one malloc chunk instead of up to four per job (each
+ * at least 32 B). Call it once the job is complete (id and dependencies
+ * resolved, owner set), while no other pointer to it exists: *jobp moves.
+ * Those fields must not be replaced afterwards (nothing does: they are
+ * written only while a job is built). -1 out of memory, the job unchanged
+ * and still whole. */
+int jq_job_pack(jq_job_t **jobp);
 
 /* Derived status (JOBMODEL §1.4) and priority (§1.6). */
 jq_status_t jq_job_derive_status(const jq_job_t *job);
