@@ -1,8 +1,10 @@
 /* job.h: the job model — jobs, opcodes, statuses, the job log, priorities
  * and dependencies — with Ganeti's semantics (../shared/JOBMODEL.md §1).
  *
- * A job is one allocation: the header and its opcodes. Opcode arguments,
- * results and log entries are kept as msgpack-encoded blobs, exactly as they
+ * A job is one allocation: the header and its opcodes, and once packed
+ * (jq_job_pack) what never changes after submission — arguments,
+ * summaries, dependencies, owner — after them. Opcode arguments, results
+ * and log entries are kept as msgpack-encoded blobs, exactly as they
  * travel on the wire, so answering a query or building a change record
  * copies bytes and never re-encodes.
  *
