@@ -365,11 +365,11 @@ int jq_job_op_unassign(jq_job_t *job, bool retried, jq_delta_t *d)
 
 static int grow_log(jq_op_t *op)
 {
+    if (op->nlog >= UINT32_C(1) << 31) /* the capacity could not double */
+        return -1;
     uint32_t have = jq_op_log_cap(op->nlog);
     if (op->nlog < have)
         return 0;
-    if (have > UINT32_MAX / 2)
-        return -1;
     uint32_t cap = have ? have * 2 : 4;
     jq_blob_t *grown = realloc(op->log, cap * sizeof *grown);
     if (!grown)

@@ -236,7 +236,8 @@ int jq_job_append_log(jq_job_t *job, uint32_t op_index, uint32_t serial, const v
 /* Where the entries with serial > after start: *op and *index of the first
  * one (op == nops when there is none). O(opcodes), not O(entries). */
 void jq_job_log_find(const jq_job_t *job, uint32_t after, uint32_t *op, uint32_t *index);
-/* Entries op->log has room for when it holds n: 0, then 4, 8, 16... */
+/* Entries op->log has room for when it holds n (n ≤ 2^31): 0, then 4, 8,
+ * 16... */
 static inline uint32_t jq_op_log_cap(uint32_t n)
 {
     uint32_t cap = n ? 4 : 0;
