@@ -100,6 +100,7 @@ static int insert_loaded(void *ctx, jq_job_t *job)
         if (def)
             jq_op_set_name(&job->ops[i], def, NULL, 0);
     }
+    (void)jq_job_pack(&job); /* one allocation; unpacked (whole) when short of memory */
     uint64_t id = job->id;
     if (job->client.data && note_tokened(l, id) < 0) {
         jq_job_destroy(&job);

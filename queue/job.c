@@ -158,6 +158,73 @@ static int blob_str(jq_blob_t *b, const char *s)
     return sb.data ? jq_blob_take(b, &sb) : -1;
 }
 
+int jq_job_pack(jq_job_t **jobp)
+{
+    jq_job_t *job = *jobp;
+    if (job->packed)
+        return 0;
+    size_t head = sizeof *job + (size_t)job->nops * sizeof(jq_op_t);
+    /* Dependencies first, where their alignment holds; then bytes. */
+    size_t tail = 0;
+    for (uint32_t i = 0; i < job->nops; i++)
+        tail += (size_t)job->ops[i].ndeps * sizeof(jq_dep_t);
+    for (uint32_t i = 0; i < job->nops; i++) {
+        tail += job->ops[i].args.len;
+        if (job->ops[i].summary)
+            tail += strlen(job->ops[i].summary) + 1;
+    }
+    if (job->owner)
+        tail += strlen(job->owner) + 1;
+    jq_job_t *p = malloc(head + tail);
+    if (!p)
+        return -1;
+    memcpy(p, job, head);
+    char *at = (char *)p + head;
+    for (uint32_t i = 0; i < p->nops; i++) {
+        jq_op_t *op = &p->ops[i];
+        if (op->ndeps) {
+            memcpy(at, op->deps, op->ndeps * sizeof(jq_dep_t));
+            op->deps = (jq_dep_t *)(void *)at;
+            at += op->ndeps * sizeof(jq_dep_t);
+        } else {
+            op->deps = NULL;
+        }
+    }
+    for (uint32_t i = 0; i < p->nops; i++) {
+        jq_op_t *op = &p->ops[i];
+        if (op->args.len) {
+            memcpy(at, op->args.data, op->args.len);
+            op->args.data = at;
+            at += op->args.len;
+        } else {
+            op->args.data = NULL;
+        }
+        if (op->summary) {
+            size_t n = strlen(op->summary) + 1;
+            memcpy(at, op->summary, n);
+            op->summary = at;
+            at += n;
+        }
+    }
+    if (p->owner) {
+        size_t n = strlen(p->owner) + 1;
+        memcpy(at, p->owner, n);
+        p->owner = at;
+    }
+    p->packed = true;
+    /* The old pieces go; everything else the job owns moved with it. */
+    for (uint32_t i = 0; i < job->nops; i++) {
+        jq_op_t *op = &job->ops[i];
+        jq_blob_free(&op->args);
+        free(op->summary);
+        free(op->deps);
+    }
+    free(job->owner);
+    free(job);
+    *jobp = p;
+    return 0;
+}
+
 void jq_job_destroy(jq_job_t **jobp)
 {
     if (!jobp || !*jobp)
@@ -165,19 +232,22 @@ void jq_job_destroy(jq_job_t **jobp)
     jq_job_t *job = *jobp;
     for (uint32_t i = 0; i < job->nops; i++) {
         jq_op_t *op = &job->ops[i];
-        jq_blob_free(&op->args);
+        if (!job->packed) {
+            jq_blob_free(&op->args);
+            free(op->summary);
+            free(op->deps);
+        }
         jq_blob_free(&op->result);
-        free(op->summary);
         free(op->worker);
         if (!op->def)
             free((char *)op->name);
-        free(op->deps);
         for (uint32_t k = 0; k < op->nlog; k++)
             jq_blob_free(&op->log[k]);
         free(op->log);
     }
     jq_blob_free(&job->client);
-    free(job->owner);
+    if (!job->packed)
+        free(job->owner);
     free(job);
     *jobp = NULL;
 }
@@ -295,14 +365,16 @@ int jq_job_op_unassign(jq_job_t *job, bool retried, jq_delta_t *d)
 
 static int grow_log(jq_op_t *op)
 {
-    if (op->nlog < op->caplog)
+    if (op->nlog >= UINT32_C(1) << 31) /* the capacity could not double */
+        return -1;
+    uint32_t have = jq_op_log_cap(op->nlog);
+    if (op->nlog < have)
         return 0;
-    uint32_t cap = op->caplog ? op->caplog * 2 : 4;
+    uint32_t cap = have ? have * 2 : 4;
     jq_blob_t *grown = realloc(op->log, cap * sizeof *grown);
     if (!grown)
         return -1;
     op->log = grown;
-    op->caplog = cap;
     return 0;
 }
 

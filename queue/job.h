@@ -1,8 +1,10 @@
 /* job.h: the job model — jobs, opcodes, statuses, the job log, priorities
  * and dependencies — with Ganeti's semantics (../shared/JOBMODEL.md §1).
  *
- * A job is one allocation: the header and its opcodes. Opcode arguments,
- * results and log entries are kept as msgpack-encoded blobs, exactly as they
+ * A job is one allocation: the header and its opcodes, and once packed
+ * (jq_job_pack) what never changes after submission — arguments,
+ * summaries, dependencies, owner — after them. Opcode arguments, results
+ * and log entries are kept as msgpack-encoded blobs, exactly as they
  * travel on the wire, so answering a query or building a change record
  * copies bytes and never re-encodes.
  *
@@ -78,28 +80,32 @@ typedef struct {
     jq_dep_t *deps;             /* resolved to absolute ids */
     jq_blob_t *log;             /* each a msgpack [serial, ts, type, msg] */
     int64_t start_ts, exec_ts, end_ts; /* microseconds since epoch, 0 unset */
-    uint32_t nlog, caplog;
+    /* The log's capacity is not kept: it is jq_op_log_cap(nlog). */
+    uint32_t nlog;
     uint32_t log_base;          /* job log serial before this opcode's first
                                    entry: entry k has serial log_base + k + 1 */
     /* Worker opcodes (docs/protocol.md "Workers"): the run options as
      * submitted, the current attempt (0: never handed out) and how many
-     * times it went back to the queue after a lost worker. */
-    int64_t timeout_us;         /* one attempt's limit; 0: the declared one */
-    int64_t backoff_us;         /* wait before a retry */
-    char *worker;               /* who runs (ran) the current attempt; NULL */
-    uint16_t retry;             /* retries allowed after a lost worker */
+     * times it went back to the queue after a lost worker. The smaller
+     * fields are sized to what a submission may ask (JQ_MAX_BACKOFF_S,
+     * JQ_MAX_RETRY) and ordered without padding: a job with one opcode
+     * fits a smaller malloc chunk (issue 14). */
+    uint32_t backoff_us;        /* wait before a retry (at most 3.6e9 µs) */
     uint16_t retries;           /* retries used */
     uint16_t attempt;
+    /* The metrics' view (queue/meter.h): the status last counted (+1; 0
+     * none) with a flag for an opcode started in this run, and its
+     * opcode's slot (+1; 0 not looked up yet). Written under the shard's
+     * write lock. */
+    uint16_t meter_slot;
+    uint8_t metered;
+    uint8_t retry;              /* retries allowed after a lost worker (≤ 100) */
     uint8_t ndeps;
     uint8_t status;             /* jq_status_t */
     int8_t priority;            /* current */
     int8_t input_priority;      /* as submitted, never changes */
-    /* The metrics' view (queue/meter.h), in what was padding: the status
-     * last counted (+1; 0 none) with a flag for an opcode started in this
-     * run, and its opcode's slot (+1; 0 not looked up yet). Written under
-     * the shard's write lock. */
-    uint8_t metered;
-    uint16_t meter_slot;
+    int64_t timeout_us;         /* one attempt's limit; 0: the declared one */
+    char *worker;               /* who runs (ran) the current attempt; NULL */
 } jq_op_t;
 
 typedef struct jq_job {
@@ -118,8 +124,10 @@ typedef struct jq_job {
     uint32_t nops;
     uint8_t status;          /* cached derived status, see jq_job_derive */
     bool archived;
-    bool record_lost;        /* a record could not be encoded: the next one
+    bool record_lost : 1;    /* a record could not be encoded: the next one
                                 carries every opcode and the missed log */
+    bool packed : 1;         /* jq_job_pack: args, summaries, dependencies
+                                and owner live in this job's allocation */
     uint8_t metered;         /* its opcodes are counted by the table's meter
                                 (queue/meter.h); in what was padding */
     /* The submitting call's client token, when it had one (msgpack map,
@@ -149,6 +157,16 @@ bool jq_delta_empty(const jq_delta_t *d, const jq_job_t *job);
  * job and everything it owns, and nulls the pointer. */
 jq_job_t *jq_job_new(uint64_t id, uint32_t nops, int64_t now);
 void jq_job_destroy(jq_job_t **job);
+/* Move what a job keeps for its whole life (every opcode's args, summary
+ * and dependencies, and the owner) into the job's own allocation, after
+ * its opcodes: one malloc chunk instead of up to four per job (each at
+ * least 32 B). Call it once those are set (the owner too), while no other
+ * pointer to the job exists: *jobp moves. Afterwards those fields are
+ * never replaced or freed on their own (nothing does: they are written
+ * while a job is built; relative dependencies are resolved in place).
+ * Packing a packed job does nothing. -1 out of memory, the job unchanged
+ * and still whole. */
+int jq_job_pack(jq_job_t **jobp);
 
 /* Derived status (JOBMODEL §1.4) and priority (§1.6). */
 jq_status_t jq_job_derive_status(const jq_job_t *job);
@@ -218,6 +236,15 @@ int jq_job_append_log(jq_job_t *job, uint32_t op_index, uint32_t serial, const v
 /* Where the entries with serial > after start: *op and *index of the first
  * one (op == nops when there is none). O(opcodes), not O(entries). */
 void jq_job_log_find(const jq_job_t *job, uint32_t after, uint32_t *op, uint32_t *index);
+/* Entries op->log has room for when it holds n (n ≤ 2^31): 0, then 4, 8,
+ * 16... */
+static inline uint32_t jq_op_log_cap(uint32_t n)
+{
+    uint32_t cap = n ? 4 : 0;
+    while (cap && cap < n)
+        cap *= 2;
+    return cap;
+}
 /* The opcode's name (never NULL). */
 static inline const char *jq_op_name(const jq_op_t *op) { return op->name ? op->name : "?"; }
 /* Name the opcode: def when known, else an owned copy of name. -1 OOM. */

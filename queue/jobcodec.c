@@ -206,10 +206,10 @@ static int decode_op(const msgpack_object *o, jq_op_t *op, char *err, size_t err
         op->attempt = (uint16_t)v;
     if (get_i64(o, "retries", &v) && v >= 0 && v <= UINT16_MAX)
         op->retries = (uint16_t)v;
-    if (get_i64(o, "retry", &v) && v >= 0 && v <= UINT16_MAX)
-        op->retry = (uint16_t)v;
-    if (get_i64(o, "backoff_us", &v) && v >= 0)
-        op->backoff_us = v;
+    if (get_i64(o, "retry", &v) && v >= 0 && v <= UINT8_MAX)
+        op->retry = (uint8_t)v;
+    if (get_i64(o, "backoff_us", &v) && v >= 0) /* a valid one is at most 3.6e9 */
+        op->backoff_us = v <= UINT32_MAX ? (uint32_t)v : UINT32_MAX;
     if (get_i64(o, "timeout_us", &v) && v >= 0)
         op->timeout_us = v;
     const msgpack_object *worker = wire_map_get(o, "worker");
@@ -295,10 +295,11 @@ void jq_op_read_run_options(jq_op_t *op, const msgpack_object *input)
 {
     int64_t retry;
     double secs;
-    if (wire_get_int(wire_map_get(input, "retry"), &retry) && retry > 0 && retry <= UINT16_MAX)
-        op->retry = (uint16_t)retry;
+    if (wire_get_int(wire_map_get(input, "retry"), &retry) && retry > 0 && retry <= UINT8_MAX)
+        op->retry = (uint8_t)retry;
+    /* Validated submissions ask for at most JQ_MAX_BACKOFF_S (3.6e9 µs). */
     if (wire_get_number(wire_map_get(input, "retry_backoff"), &secs) && secs > 0 && secs < 1e9)
-        op->backoff_us = (int64_t)(secs * 1e6);
+        op->backoff_us = secs * 1e6 < (double)UINT32_MAX ? (uint32_t)(secs * 1e6) : UINT32_MAX;
     if (wire_get_number(wire_map_get(input, "timeout"), &secs) && secs > 0 && secs < 1e9)
         op->timeout_us = (int64_t)(secs * 1e6);
 }

@@ -8,7 +8,7 @@
 /* The padding the meter's fields took must stay padding: a queued job's
  * memory is a benchmark figure (LP64 sizes). */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(jq_op_t) == 152, "jq_op_t grew");
+_Static_assert(sizeof(jq_op_t) == 136, "jq_op_t grew");
 _Static_assert(sizeof(jq_job_t) == 96, "jq_job_t grew");
 #endif
 

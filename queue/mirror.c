@@ -55,12 +55,12 @@ jq_job_t *jq_mirror_new(const jq_job_t *job, unsigned keep)
             }
         }
         if (keep & JQ_MIRROR_LOGS && src->nlog) {
-            dst->log = calloc(src->nlog, sizeof *dst->log);
+            /* Room as jq_op_log_cap says, so appending to the copy grows it right. */
+            dst->log = calloc(jq_op_log_cap(src->nlog), sizeof *dst->log);
             if (!dst->log) {
                 rc = -1;
                 continue;
             }
-            dst->caplog = src->nlog;
             for (uint32_t k = 0; k < src->nlog; k++, dst->nlog++)
                 rc |= blob_copy(&dst->log[k], &src->log[k]);
         }

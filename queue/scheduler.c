@@ -27,20 +27,34 @@ typedef enum {
 
 typedef struct sjob {
     uint64_t id;
-    uint64_t ticket;            /* S_PENDING: store position of its submit */
     uint64_t prio_serial;       /* change serial the priority was read at */
     struct sjob *hnext;         /* hash chain */
     struct sjob *parked;        /* jobs parked on this one */
-    struct sjob *park_next, **park_pprev; /* S_PARKED: in park_on's list */
-    size_t heap_index;          /* in the run heap or the commit gate */
+    /* One record per live job, so it is kept within 56 bytes (a 64-byte
+     * malloc chunk): fields that belong to states a record cannot be in
+     * at once share their place. */
+    union {
+        uint64_t ticket;        /* S_PENDING: store position of its submit */
+        struct {                /* S_PARKED: in park_on's list */
+            struct sjob *park_next, **park_pprev;
+        };
+    };
+    union {
+        uint32_t heap_index;    /* S_QUEUED, S_PENDING: in the run heap or
+                                   the commit gate; HEAP_NONE elsewhere */
+        int32_t runner;         /* S_ACTIVE: the executor; -1 elsewhere */
+    };
     int8_t prio;
-    uint8_t state;              /* sstate_t */
-    uint8_t final_status;       /* jq_status_t, when final */
-    bool final;                 /* final in the table (may still be held) */
-    bool cancel;                /* a cancel came while an executor held it */
-    bool forget;                /* archived while held: free on release */
-    int16_t runner;             /* S_ACTIVE: the executor */
+    uint8_t state : 4;          /* sstate_t */
+    uint8_t final_status : 4;   /* jq_status_t, when final */
+    bool final : 1;             /* final in the table (may still be held) */
+    bool cancel : 1;            /* a cancel came while an executor held it */
+    bool forget : 1;            /* archived while held: free on release */
 } sjob_t;
+_Static_assert(sizeof(sjob_t) <= 56, "a scheduling record outgrew its malloc chunk");
+
+/* heap_index when a record is in no heap (the heap says JQ_HEAP_NONE). */
+#define HEAP_NONE UINT32_MAX
 
 typedef struct {
     uint64_t *ids;
@@ -79,7 +93,7 @@ static bool gate_before(const void *a, const void *b)
 
 static void moved(void *e, size_t index)
 {
-    ((sjob_t *)e)->heap_index = index;
+    ((sjob_t *)e)->heap_index = index == JQ_HEAP_NONE ? HEAP_NONE : (uint32_t)index;
 }
 
 jq_sched_t *jq_sched_new(unsigned max_running, unsigned nexecutors)
@@ -219,6 +233,8 @@ static void enqueue(jq_sched_t *s, sjob_t *r)
 /* Room in both heaps for n more records (under mu). */
 static int reserve(jq_sched_t *s, size_t n)
 {
+    if (s->count + n >= HEAP_NONE) /* heap positions are 32-bit */
+        return -1;
     return jq_heap_reserve(&s->run, s->count + n) < 0 ||
                    jq_heap_reserve(&s->gate, s->count + n) < 0
                ? -1
@@ -297,7 +313,7 @@ uint64_t jq_sched_new_jobs(jq_sched_t *s, uint32_t n)
     for (uint32_t k = 0; k < n; k++) {
         recs[k]->id = first + k;
         recs[k]->state = S_NEW;
-        recs[k]->heap_index = JQ_HEAP_NONE;
+        recs[k]->heap_index = HEAP_NONE;
         recs[k]->runner = -1;
         insert(s, recs[k]);
     }
@@ -357,7 +373,7 @@ static sjob_t *load_locked(jq_sched_t *s, uint64_t id, int prio)
     if (!r)
         return NULL;
     r->id = id;
-    r->heap_index = JQ_HEAP_NONE;
+    r->heap_index = HEAP_NONE;
     r->runner = -1;
     r->prio = (int8_t)prio;
     pthread_mutex_lock(&s->mu);
@@ -520,7 +536,7 @@ jq_sched_event_t jq_sched_wait(jq_sched_t *s, unsigned executor, int64_t now,
         if (jq_heap_size(&s->run) && s->running < s->max_running && !s->paused) {
             sjob_t *r = jq_heap_pop(&s->run);
             r->state = S_ACTIVE;
-            r->runner = (int16_t)executor;
+            r->runner = (int32_t)executor;
             r->cancel = false;
             s->running++;
             *run_id = r->id;

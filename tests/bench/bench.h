@@ -50,8 +50,8 @@ typedef struct {
 /* Each thread's name and CPU seconds; returns the count. */
 int proc_threads_cpu(pid_t pid, thread_cpu_t *out, int max);
 bool proc_alive(pid_t pid);
-/* Poll RSS every 100 ms until three readings in a row agree (or timeout);
- * returns the last reading in kB. */
+/* Poll RSS every 200 ms until six readings in a row (a second) agree (or
+ * timeout); returns the last reading in kB. */
 long proc_rss_settled(pid_t pid, double timeout);
 
 /* CPU the rest of the machine used while we measured (other sessions'

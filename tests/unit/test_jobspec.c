@@ -516,6 +516,78 @@ static void test_whole_job_fails(void **state)
                JOBQ_ERR_INVALID_DEPENDS, "opcode 1");
 }
 
+/* ---- jq_job_pack: a parsed job in one allocation ---- */
+
+/* Packing moves args, summaries, dependencies and the owner into the job's
+ * own allocation without changing a byte of them; destroying the packed
+ * job frees everything once (the ASan build checks the frees). */
+static void test_pack(void **state)
+{
+    (void)state;
+    mp_t m;
+    char err[512] = "";
+    jq_job_t *job = NULL;
+    const char *ops = "[{\"op\":\"test.delay\",\"args\":{\"duration\":0.25},"
+                      "\"depends\":[[7,[\"success\"]],[-1,[]]]},"
+                      "{\"op\":\"test.delay\",\"args\":{\"duration\":1,\"repeat\":2}},"
+                      "{\"op\":\"test.log\"}]";
+    assert_int_equal(jq_jobspec_parse(jq_builtin_ops(), mp(&m, ops), true, 100, NOW, &job, err,
+                                      sizeof err),
+                     JOBQ_ERR_NONE);
+    mp_free(&m);
+    uint64_t prev[] = {41};
+    assert_int_equal(jq_jobspec_resolve(job, 42, prev, 1, err, sizeof err), 0);
+    job->owner = strdup("key:alice");
+    /* What the unpacked job says, to compare with. */
+    char *args[3], *sum[3];
+    uint32_t alen[3];
+    for (int i = 0; i < 3; i++) {
+        alen[i] = job->ops[i].args.len;
+        args[i] = alen[i] ? malloc(alen[i]) : NULL;
+        if (alen[i])
+            memcpy(args[i], job->ops[i].args.data, alen[i]);
+        sum[i] = job->ops[i].summary ? strdup(job->ops[i].summary) : NULL;
+    }
+    assert_false(job->packed);
+    assert_int_equal(jq_job_pack(&job), 0);
+    assert_true(job->packed);
+    assert_int_equal(jq_job_pack(&job), 0); /* once is enough: a no-op */
+    assert_int_equal(job->id, 42);
+    assert_int_equal(job->nops, 3);
+    const char *lo = (const char *)job, *hi = (const char *)&job->ops[job->nops];
+    for (int i = 0; i < 3; i++) {
+        const jq_op_t *op = &job->ops[i];
+        assert_int_equal(op->args.len, alen[i]);
+        if (alen[i]) {
+            assert_memory_equal(op->args.data, args[i], alen[i]);
+            assert_true(op->args.data >= hi); /* in the job's tail */
+        }
+        if (sum[i]) {
+            assert_string_equal(op->summary, sum[i]);
+            assert_true(op->summary >= hi);
+        } else {
+            assert_null(op->summary);
+        }
+        assert_int_equal(op->status, JQ_QUEUED);
+        free(args[i]);
+        free(sum[i]);
+    }
+    assert_int_equal(job->ops[0].ndeps, 2);
+    assert_true((const char *)job->ops[0].deps >= hi);
+    assert_int_equal((uintptr_t)job->ops[0].deps % _Alignof(jq_dep_t), 0);
+    assert_int_equal(job->ops[0].deps[0].job_id, 7);
+    assert_int_equal(job->ops[0].deps[0].status_mask, 1u << JQ_SUCCESS);
+    assert_int_equal(job->ops[0].deps[1].job_id, 41);
+    assert_int_equal(job->ops[1].ndeps, 0);
+    assert_null(job->ops[1].deps);
+    assert_string_equal(job->owner, "key:alice");
+    assert_true(job->owner > lo);
+    /* What a running job gains later is still its own to free. */
+    assert_int_equal(jq_blob_exec_error(&job->ops[2].result, "boom"), 0);
+    jq_job_destroy(&job);
+    assert_null(job);
+}
+
 /* ---- a tiny opset of the test's own ---- */
 
 static int reject_all(const msgpack_object *args, char *err, size_t len)
@@ -583,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_log_args),
         cmocka_unit_test(test_whole_job_fails),
         cmocka_unit_test(test_custom_opset),
+        cmocka_unit_test(test_pack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

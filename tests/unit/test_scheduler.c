@@ -178,6 +178,52 @@ static void test_commit_gate(void **state)
     jq_sched_destroy(&s);
 }
 
+/* Batches through the commit gate while more and more records sit in the
+ * run heap: ids withdrawn or made final before their submit never enter
+ * it, the rest wait for their ticket and then run in (priority, id) order. */
+static void test_commit_gate_many(void **state)
+{
+    (void)state;
+    jq_sched_t *s = jq_sched_new(1000000, 1);
+    uint64_t ticket = 0, durable = 0, queued = 0, pending = 0;
+    for (int round = 0; round < 6; round++) {
+        uint64_t first = jq_sched_new_jobs(s, 2000);
+        assert_true(first > 0);
+        for (uint64_t id = first; id < first + 2000; id++) {
+            if (id % 7 == 0) {
+                jq_sched_withdraw(s, id);
+            } else if (id % 11 == 0) {
+                jq_sched_final(s, id, JQ_CANCELED);
+            } else {
+                jq_sched_submitted(s, id, 0, ++ticket);
+                pending++;
+            }
+        }
+        assert_int_equal(stats(s).pending, pending);
+        /* Half of what waits becomes durable: into the run heap. */
+        uint64_t to = durable + (ticket - durable) / 2;
+        jq_sched_durable(s, to);
+        queued += to - durable;
+        pending -= to - durable;
+        durable = to;
+        assert_int_equal(stats(s).pending, pending);
+        assert_int_equal(stats(s).runnable, queued);
+    }
+    jq_sched_durable(s, ticket);
+    queued += pending;
+    assert_int_equal(stats(s).pending, 0);
+    assert_int_equal(stats(s).runnable, queued);
+    uint64_t last = 0;
+    for (uint64_t k = 0; k < queued; k++) {
+        uint64_t id = next_run(s);
+        assert_true(id > last && id % 7 != 0 && id % 11 != 0);
+        last = id;
+        jq_sched_done(s, id, JQ_SUCCESS);
+    }
+    assert_idle(s, 0);
+    jq_sched_destroy(&s);
+}
+
 /* An executor waiting for its running record's commit is woken by it. */
 static void test_wait_for_durable(void **state)
 {
@@ -433,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_priority_then_id),
         cmocka_unit_test(test_order_many),
         cmocka_unit_test(test_commit_gate),
+        cmocka_unit_test(test_commit_gate_many),
         cmocka_unit_test(test_wait_for_durable),
         cmocka_unit_test(test_max_running),
         cmocka_unit_test(test_priority_change),
