@@ -21,7 +21,7 @@
  * table (events_since, listings), loop over many jobs (submit_many_jobs,
  * auto_archive_jobs), wait for the cluster thread (add_node, remove_node,
  * transfer_leader), shift a shard's whole live array (archive_job), or are
- * rare (set_drain_flag, shutdown, http_token) stay with the handlers. */
+ * rare and gain nothing here (http_token) stay with the handlers. */
 #include "daemon.h"
 #include "fields.h"
 
@@ -126,6 +126,10 @@ bool jq_request_cheap(jq_daemon_t *d, jq_method_t m, const msgpack_object *args)
     case JQ_M_QUERY_NODES: /* the cluster's node table under its mutex: no wait */
     case JQ_M_CANCEL_JOB:  /* one job under its shard lock */
     case JQ_M_CHANGE_JOB_PRIORITY:
+    /* A flag and a queued record. On the loop for order's sake too: a
+     * submission pipelined behind them (served here) must see them. */
+    case JQ_M_SET_DRAIN_FLAG:
+    case JQ_M_SHUTDOWN:
         return true;
     case JQ_M_SUBMIT_JOB:
         return submit_cheap(args);

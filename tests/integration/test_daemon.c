@@ -675,8 +675,8 @@ static void test_drain_and_shutdown(void **state)
     uint64_t running = submit(DELAY30);
     wait_status(running, "running");
 
-    /* shutdown, then a submission and a ping already on their way: with
-     * one handler they are handled in order. */
+    /* shutdown, then a submission and a ping already on their way: the
+     * loop serves all three itself, in order. */
     uint64_t a = send_req_on(D.sock, "shutdown", "{\"now\":true}");
     uint64_t b = send_req_on(D.sock, "submit_job", "{\"ops\":" DELAY0 "}");
     uint64_t c = send_req_on(D.sock, "ping", NULL);

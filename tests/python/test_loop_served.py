@@ -63,6 +63,7 @@ def test_which_requests_the_loop_serves(jobqd):
         "change_job_priority": ("change_job_priority", {"id": jid, "priority": 10}),
         "cancel_job": ("cancel_job", {"id": jid}),
         "cancel_job of no job": ("cancel_job", {"id": 10**6}),
+        "set_drain_flag": ("set_drain_flag", {"flag": False}),
         "unknown method": ("no_such_method", {}),
     }
     for what, (method, args) in served.items():
@@ -84,7 +85,6 @@ def test_which_requests_the_loop_serves(jobqd):
         "a body over 4 KiB": ("submit_job", {"ops": [{"op": "test.log",
                                                        "args": {"messages": ["x" * 5000]}}]}),
         "archive_job": ("archive_job", {"id": 10**6}),
-        "set_drain_flag": ("set_drain_flag", {"flag": False}),
     }
     for what, (method, args) in handed.items():
         rep, here = served_on_loop(d, method, **args)
