@@ -281,6 +281,8 @@ static int open_sub(jobq_sub_t *self)
         zmq_connect(self->sock, self->endpoint) != 0) {
         jobq_client_fail(client, JOBQ_ERR_TRANSPORT, "cannot connect to %s: %s",
                          self->endpoint, zmq_strerror(errno));
+        zmq_close(self->sock);
+        self->sock = NULL;
         return -1;
     }
     self->last_heard_ms = now_ms();
@@ -392,10 +394,17 @@ int jobq_sub_set_batched(jobq_sub_t *self, bool batched)
                                      : "the stream is chosen before the first event");
         return -1;
     }
+    /* The new socket first: on failure the subscriber keeps the old one
+     * and its stream, unchanged. */
+    void *old = self->sock;
     self->batched = batched;
-    zmq_close(self->sock);
-    self->sock = NULL;
-    return open_sub(self);
+    if (open_sub(self) < 0) {
+        self->sock = old;
+        self->batched = !batched;
+        return -1;
+    }
+    zmq_close(old);
+    return 0;
 }
 
 const char *jobq_sub_endpoint(jobq_sub_t *self)

@@ -24,7 +24,9 @@
  * bound (a body larger than the byte bound goes alone). */
 #define JQ_TOPIC_BATCH "batch/"
 #define JQ_BATCH_MAX_EVENTS 1024
-#define JQ_BATCH_MAX_BYTES (1u << 20)
+/* Small, because a subscriber that stops reading pins up to
+ * --publish-hwm of them (docs/operations.md, "Event fan-out"). */
+#define JQ_BATCH_MAX_BYTES (64u << 10)
 /* Room kept in front of the bodies for the array header (at most 5 bytes:
  * 0xdd and a 32-bit count); the shortest form is written right before the
  * first body, so a batch is sent without moving its bodies. */

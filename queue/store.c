@@ -73,7 +73,7 @@ jq_store_t *jq_store_open(const jq_store_opts_t *opts, char *err, size_t errlen)
     bool fresh = false;
     bool replay = false;
     if (jq_store_precheck(s, &fresh, err, errlen) < 0 ||
-        (opts->sync == JQ_SYNC_ALWAYS && wal_open(s, fresh, &replay, err, errlen) < 0) ||
+        wal_open(s, fresh, &replay, err, errlen) < 0 ||
         (!fresh && jq_store_check_in_child(s, err, errlen) < 0) ||
         jq_store_open_env(s, fresh, err, errlen) < 0 ||
         (s->wal && wal_recover(s, replay, err, errlen) < 0)) {
@@ -523,54 +523,76 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n,
  * log and what a restart replays, at two flushes a second. */
 #define CHECKPOINT_US 1000000
 
-/* The log cannot be used (LMDB's meta pages are not what wal.c expects):
- * LMDB flushes every commit itself from now on. LMDB is flushed first, so
- * nothing the log held is lost with it. */
-static void wal_off(jq_store_t *s, const char *why)
+/* LMDB flushed: the log is no longer needed. Removed (emptied first) and
+ * the pin let go; LMDB flushes its own commits from now on if the mode
+ * asks for it. */
+static void wal_drop(jq_store_t *s)
 {
-    mdb_env_sync(s->env, 1);
-    mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
+    if (s->opts.sync == JQ_SYNC_ALWAYS)
+        mdb_env_set_flags(s->env, MDB_NOSYNC, 0);
     if (s->pin)
         mdb_txn_abort(s->pin);
     s->pin = NULL;
-    jq_wal_close(&s->wal);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/wal", s->opts.dir);
-    unlink(path);
-    jq_log(JQ_LOG_WARNING, "store: %s; the write-ahead log is off and every commit flushes "
-                           "the store file twice instead", why);
+    int rc = jq_wal_remove(&s->wal, s->opts.dir);
+    if (rc)
+        jq_log(JQ_LOG_WARNING, "store: cannot remove %s/wal: %s", s->opts.dir, strerror(rc));
+}
+
+/* A flush failed (of the log or of LMDB): Linux may have marked the
+ * unwritten pages clean, so no later flush can be trusted to cover them.
+ * Nothing more is acknowledged by this process; a restart rolls back to
+ * the last good checkpoint and replays what the log holds. */
+static int flush_failed(jq_store_t *s, int rc, const char *what, char *why, size_t whylen)
+{
+    if (!s->flush_failed)
+        jq_log(JQ_LOG_ERROR, "store: %s failed (%s); nothing more is acknowledged: restart "
+                             "jobqd (it replays every acknowledged commit from the log)",
+               what, strerror(rc));
+    s->flush_failed = true;
+    snprintf(why, whylen, "%s failed (%s): restart jobqd", what, strerror(rc));
+    return -1; /* the message is why */
 }
 
 /* LMDB flushed, its meta pages taken, its snapshot pinned, a new
- * checkpoint in the log: 0, or an errno/LMDB code with why (the previous
+ * checkpoint in the log: 0, or an error code with why (the previous
  * checkpoint and pin then still hold). Everything committed to LMDB
  * before it is durable after it. */
 static int wal_checkpoint(jq_store_t *s, bool clean, char *why, size_t whylen)
 {
+    if (s->flush_failed)
+        return flush_failed(s, EIO, "an earlier flush", why, whylen);
     int rc = mdb_env_sync(s->env, 1);
-    if (rc) {
-        snprintf(why, whylen, "cannot flush the store file: %s", mdb_strerror(rc));
-        return rc;
-    }
+    if (rc)
+        return flush_failed(s, rc, "flushing the store file", why, whylen);
     jq_wal_checkpoint_t cp;
     uint64_t txnid;
     MDB_envinfo info;
-    if (jq_wal_read_meta(s->opts.dir, &cp, &txnid) < 0 || mdb_env_info(s->env, &info) != 0 ||
-        txnid != info.me_last_txnid) {
-        wal_off(s, "LMDB's meta pages are not laid out as this jobqd expects");
+    int got = jq_wal_read_meta(s->opts.dir, &cp, &txnid);
+    if (got == -2) {
+        snprintf(why, whylen, "cannot read %s/data.mdb: %s", s->opts.dir, strerror(errno));
+        return EIO;
+    }
+    if (got < 0 || mdb_env_info(s->env, &info) != 0 || txnid != info.me_last_txnid) {
+        jq_log(JQ_LOG_WARNING, "store: LMDB's meta pages are not laid out as this jobqd "
+                               "expects; the write-ahead log is off and every commit flushes "
+                               "the store file twice instead");
+        wal_drop(s); /* LMDB was just flushed: the log holds nothing it lacks */
         return 0;
     }
     cp.base = s->wal_next;
     cp.clean = clean;
     MDB_txn *pin = NULL;
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &pin);
-    if (rc == 0 && (rc = jq_wal_checkpoint(s->wal, &cp)) != 0) {
+    if (rc) {
+        snprintf(why, whylen, "cannot pin the checkpoint: %s", mdb_strerror(rc));
+        return rc;
+    }
+    if ((rc = jq_wal_checkpoint(s->wal, &cp)) != 0) {
         mdb_txn_abort(pin);
+        if (jq_wal_broken(s->wal))
+            return flush_failed(s, rc, "writing the write-ahead log", why, whylen);
         snprintf(why, whylen, "cannot write the write-ahead log in %s: %s", s->opts.dir,
                  strerror(rc));
-        return rc;
-    } else if (rc) {
-        snprintf(why, whylen, "cannot pin the checkpoint: %s", mdb_strerror(rc));
         return rc;
     }
     atomic_fetch_add(&s->checkpoints, 1);
@@ -584,10 +606,12 @@ static int wal_checkpoint(jq_store_t *s, bool clean, char *why, size_t whylen)
 
 /* A batch LMDB committed (without a flush) made durable: one frame and
  * one flush of the log; a checkpoint instead when the log is full or
- * cannot be written. */
+ * cannot grow. */
 static int wal_make_durable(jq_store_t *s, const jq_change_t *head, size_t n, char *why,
                             size_t whylen)
 {
+    if (s->flush_failed)
+        return flush_failed(s, EIO, "an earlier flush", why, whylen);
     size_t bytes = 0, k = 0;
     for (const jq_change_t *c = head; c && k < n; c = c->next, k++)
         bytes += c->len;
@@ -597,6 +621,8 @@ static int wal_make_durable(jq_store_t *s, const jq_change_t *head, size_t n, ch
         s->wal_dirty = true;
         return 0;
     }
+    if (jq_wal_broken(s->wal))
+        return flush_failed(s, rc, "flushing the write-ahead log", why, whylen);
     if (rc != ENOSPC)
         jq_log(JQ_LOG_WARNING, "store: cannot append to the write-ahead log (%s); flushing "
                                "the store file instead", strerror(rc));
@@ -620,14 +646,19 @@ static int replay_frame(void *ctx, uint64_t batch, jq_change_t *head, size_t n, 
     return 0;
 }
 
-/* Before LMDB opens the file: the log, and after an unclean stop the meta
- * pages of its checkpoint put back (*replay: the frames are to be
- * applied once LMDB is open). */
+/* Before LMDB opens the file: the log (always under --sync always; under
+ * the other modes only one that is there, left by an unclean stop), and
+ * after an unclean stop the meta pages of its checkpoint put back
+ * (*replay: the frames are to be applied once LMDB is open). */
 static int wal_open(jq_store_t *s, bool fresh, bool *replay, char *err, size_t errlen)
 {
     jq_wal_checkpoint_t cp;
     bool has_cp;
     *replay = false;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/wal", s->opts.dir);
+    if (s->opts.sync != JQ_SYNC_ALWAYS && access(path, F_OK) < 0)
+        return 0;
     if (!(s->wal = jq_wal_open(s->opts.dir, &cp, &has_cp, err, errlen)))
         return -1;
     s->wal_next = has_cp ? cp.base : 1;
@@ -640,7 +671,8 @@ static int wal_open(jq_store_t *s, bool fresh, bool *replay, char *err, size_t e
 }
 
 /* LMDB is open: pin the checkpoint's snapshot, apply the frames since,
- * then checkpoint, so the log starts empty. */
+ * then checkpoint, so the log starts empty; under another mode than
+ * --sync always the log is then removed. */
 static int wal_recover(jq_store_t *s, bool replay, char *err, size_t errlen)
 {
     int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->pin);
@@ -659,10 +691,12 @@ static int wal_recover(jq_store_t *s, bool replay, char *err, size_t errlen)
         jq_log(JQ_LOG_NOTICE, "store: %llu commits replayed from the write-ahead log",
                (unsigned long long)frames);
     char why[256] = "";
-    if (wal_checkpoint(s, false, why, sizeof why) != 0) {
+    if (wal_checkpoint(s, s->opts.sync != JQ_SYNC_ALWAYS, why, sizeof why) != 0) {
         snprintf(err, errlen, "%s", why);
         return -1;
     }
+    if (s->wal && s->opts.sync != JQ_SYNC_ALWAYS)
+        wal_drop(s);
     return 0;
 }
 
@@ -830,7 +864,8 @@ static void *store_main(void *arg)
                 retrying = true;
             }
         }
-        if (s->wal && s->wal_dirty && !owed && mono_us() - s->last_checkpoint >= CHECKPOINT_US) {
+        if (s->wal && s->wal_dirty && !owed && !s->flush_failed &&
+            mono_us() - s->last_checkpoint >= CHECKPOINT_US) {
             char why[256] = "";
             /* A failed checkpoint loses nothing (the log holds it all); the
              * full log's forced one reports it as a failed commit. */
@@ -860,7 +895,7 @@ static void *store_main(void *arg)
     }
     jq_change_list_free(&pending);
     char why[256];
-    if (s->wal) { /* a clean stop: the next start has nothing to roll back */
+    if (s->wal && !s->flush_failed) { /* a clean stop: nothing to roll back next time */
         if (wal_checkpoint(s, true, why, sizeof why) != 0)
             jq_log(JQ_LOG_WARNING, "store: the last checkpoint failed: %s", why);
     } else if (s->opts.sync != JQ_SYNC_NONE) {

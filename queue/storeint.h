@@ -39,6 +39,7 @@ struct jq_store {
     uint64_t wal_next;       /* the next frame's batch number */
     int64_t last_checkpoint; /* mono µs */
     bool wal_dirty;          /* commits since the last checkpoint */
+    bool flush_failed;       /* nothing more is acknowledged (store.c) */
     _Atomic uint64_t checkpoints;
 };
 

@@ -3,7 +3,7 @@
  * File layout: two header slots of 4 KiB (a checkpoint is written to the
  * slot the current one is not in, so a torn header write leaves the other
  * intact), then frames from byte 8192 on. Integers are big-endian.
- *   header: "JQWH" crc32 generation base psize clean meta0 meta1
+ *   header: "JQWH" crc32 generation base psize clean dev ino meta0 meta1
  *   frame:  "JQWF" crc32 generation batch nrec bytes
  *           then nrec × (job_id serial kind len data)
  * The crc covers everything after itself. A frame belongs to the log only
@@ -25,8 +25,8 @@
 
 #define SLOT_BYTES 4096u
 #define FRAMES_AT (2 * SLOT_BYTES)
-#define HEADER_BYTES (4 + 4 + 8 + 8 + 4 + 4 + 2 * JQ_WAL_META_BYTES)
-#define META_AT 32
+#define HEADER_BYTES (4 + 4 + 8 + 8 + 4 + 4 + 8 + 8 + 2 * JQ_WAL_META_BYTES)
+#define META_AT 48
 #define FRAME_HEAD (4 + 4 + 8 + 8 + 4 + 4)
 #define RECORD_HEAD (8 + 8 + 1 + 4)
 /* A checkpoint is forced before the log grows past this. */
@@ -45,6 +45,10 @@
 
 struct jq_wal {
     int fd;
+    /* A flush of the log failed: Linux may have marked the pages clean
+     * anyway, so a later flush that succeeds proves nothing. Nothing more
+     * is written by this process; a restart replays what was flushed. */
+    bool broken;
     char path[4200];
     uint64_t generation;
     unsigned slot;      /* the slot holding the current header */
@@ -99,11 +103,13 @@ static int pread_all(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
-static int fdatasync_retry(int fd)
+static int flush(jq_wal_t *w)
 {
-    /* A failed flush is not retried as if it had worked: its pages may be
-     * marked clean already, so the caller treats the data as unwritten. */
-    return fdatasync(fd) == 0 ? 0 : errno;
+    if (fdatasync(w->fd) == 0)
+        return 0;
+    int e = errno;
+    w->broken = true;
+    return e;
 }
 
 /* Zero-filled space ahead of the frames, flushed with its size. */
@@ -116,7 +122,7 @@ static int grow_to(jq_wal_t *w, uint64_t want)
         if (rc)
             return rc;
     }
-    int rc = fdatasync_retry(w->fd);
+    int rc = flush(w);
     if (rc == 0)
         w->filled = to;
     return rc;
@@ -129,6 +135,8 @@ static void encode_header(unsigned char *h, uint64_t generation, const jq_wal_ch
     jq_put_be64(h + 16, cp->base);
     jq_put_be32(h + 24, cp->psize);
     jq_put_be32(h + 28, cp->clean);
+    jq_put_be64(h + 32, cp->dev);
+    jq_put_be64(h + 40, cp->ino);
     memcpy(h + META_AT, cp->meta[0], JQ_WAL_META_BYTES);
     memcpy(h + META_AT + JQ_WAL_META_BYTES, cp->meta[1], JQ_WAL_META_BYTES);
     jq_put_be32(h + 4, crc_of(h + 8, HEADER_BYTES - 8));
@@ -142,6 +150,11 @@ static bool decode_header(const unsigned char *h, uint64_t *generation, jq_wal_c
     cp->base = jq_get_be64(h + 16);
     cp->psize = jq_get_be32(h + 24);
     cp->clean = jq_get_be32(h + 28) != 0;
+    cp->dev = jq_get_be64(h + 32);
+    cp->ino = jq_get_be64(h + 40);
+    /* A page size LMDB could have: meta page 1 is written there. */
+    if (cp->psize < JQ_WAL_META_BYTES || cp->psize > 65536 || (cp->psize & (cp->psize - 1)))
+        return false;
     memcpy(cp->meta[0], h + META_AT, JQ_WAL_META_BYTES);
     memcpy(cp->meta[1], h + META_AT + JQ_WAL_META_BYTES, JQ_WAL_META_BYTES);
     return true;
@@ -194,7 +207,18 @@ jq_wal_t *jq_wal_open(const char *dir, jq_wal_checkpoint_t *cp, bool *has_cp, ch
         *has_cp = true;
         w->next = cp->base;
     } else {
-        /* No checkpoint: whatever is here is not a log jobq can use. */
+        /* No checkpoint. Frames behind it mean one was written once (and
+         * relied on): both slots damaged since. Without frames, the log
+         * was cut while it was being made, before anything relied on it. */
+        unsigned char magic[4];
+        if (w->filled >= FRAMES_AT + 4 && pread_all(w->fd, magic, 4, FRAMES_AT) == 0 &&
+            !memcmp(magic, "JQWF", 4)) {
+            snprintf(err, errlen, "%s holds frames but no readable checkpoint: it is damaged. "
+                                  "Move it away to use data.mdb as it is (what was acknowledged "
+                                  "since its last checkpoint may be lost)", w->path);
+            jq_wal_close(&w);
+            return NULL;
+        }
         w->filled = 0;
         if (ftruncate(w->fd, 0) < 0) {
             snprintf(err, errlen, "cannot reset %s: %s", w->path, strerror(errno));
@@ -206,6 +230,25 @@ jq_wal_t *jq_wal_open(const char *dir, jq_wal_checkpoint_t *cp, bool *has_cp, ch
     w->filled -= w->filled % JQ_WAL_GROW; /* a cut-off grow step is grown again */
     w->tail = FRAMES_AT;
     return w;
+}
+
+int jq_wal_remove(jq_wal_t **wp, const char *dir)
+{
+    jq_wal_t *w = *wp;
+    /* Emptied and flushed first: should the unlink not survive a power
+     * cut, an empty log is one with nothing to roll back. */
+    int rc = ftruncate(w->fd, 0) == 0 && fdatasync(w->fd) == 0 ? 0 : errno;
+    if (rc == 0 && unlink(w->path) < 0)
+        rc = errno;
+    if (rc == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
+    jq_wal_close(wp);
+    return rc;
 }
 
 void jq_wal_close(jq_wal_t **wp)
@@ -221,6 +264,7 @@ void jq_wal_close(jq_wal_t **wp)
 }
 
 uint64_t jq_wal_used(const jq_wal_t *w) { return w->tail - FRAMES_AT; }
+bool jq_wal_broken(const jq_wal_t *w) { return w->broken; }
 
 static size_t frame_bytes(const jq_change_t *head, size_t n, size_t *nrec)
 {
@@ -240,6 +284,8 @@ int jq_wal_append(jq_wal_t *w, uint64_t batch, const jq_change_t *head, size_t n
 {
     size_t nrec;
     size_t len = frame_bytes(head, n, &nrec);
+    if (w->broken)
+        return EIO;
     if (batch != w->next)
         return EINVAL;
     if (w->tail + len > WAL_MAX)
@@ -277,7 +323,7 @@ int jq_wal_append(jq_wal_t *w, uint64_t batch, const jq_change_t *head, size_t n
     if (rc == 0)
         rc = pwrite_all(w->fd, p, len, w->tail);
     if (rc == 0)
-        rc = fdatasync_retry(w->fd);
+        rc = flush(w);
     if (rc)
         return rc;
     w->tail += len;
@@ -289,14 +335,16 @@ int jq_wal_checkpoint(jq_wal_t *w, const jq_wal_checkpoint_t *cp)
 {
     unsigned char h[HEADER_BYTES];
     unsigned slot = w->slot ^ 1;
+    if (w->broken)
+        return EIO;
     encode_header(h, w->generation + 1, cp);
     int rc = 0;
     if (w->filled < FRAMES_AT + FRAME_HEAD)
         rc = grow_to(w, FRAMES_AT + FRAME_HEAD);
+    if (rc == 0 && (rc = pwrite_all(w->fd, h, sizeof h, slot * SLOT_BYTES)) != 0)
+        w->broken = true; /* part of it, or all, may be in the slot */
     if (rc == 0)
-        rc = pwrite_all(w->fd, h, sizeof h, slot * SLOT_BYTES);
-    if (rc == 0)
-        rc = fdatasync_retry(w->fd);
+        rc = flush(w);
     if (rc)
         return rc;
     w->generation++;
@@ -316,7 +364,7 @@ static int read_frame(jq_wal_t *w, jq_change_t **head, size_t *n)
     if (w->tail + FRAME_HEAD > w->filled || pread_all(w->fd, fh, FRAME_HEAD, w->tail) < 0)
         return 1;
     uint64_t len = (uint64_t)jq_get_be32(fh + 28) + FRAME_HEAD;
-    if (memcmp(fh, "JQWF", 4) != 0 || jq_get_be64(fh + 8) != w->generation ||
+    if (len > WAL_MAX || memcmp(fh, "JQWF", 4) != 0 || jq_get_be64(fh + 8) != w->generation ||
         jq_get_be64(fh + 16) != w->next || w->tail + len > w->filled)
         return 1;
     unsigned char *p = malloc(len);
@@ -406,19 +454,29 @@ int jq_wal_read_meta(const char *dir, jq_wal_checkpoint_t *cp, uint64_t *txnid)
     char path[4200];
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return -1;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -2;
+    }
+    cp->dev = (uint64_t)st.st_dev;
+    cp->ino = (uint64_t)st.st_ino;
     int rc = pread_all(fd, cp->meta[0], JQ_WAL_META_BYTES, 0);
     uint32_t psize = 0;
-    if (rc == 0 && meta_ok(cp->meta[0])) {
+    if (rc < 0) {
+        rc = -2;
+    } else if (meta_ok(cp->meta[0])) {
         memcpy(&psize, cp->meta[0] + META_PSIZE_AT, sizeof psize);
-        rc = psize >= JQ_WAL_META_BYTES && psize <= 65536 ?
-                 pread_all(fd, cp->meta[1], JQ_WAL_META_BYTES, psize) : -1;
+        rc = psize >= JQ_WAL_META_BYTES && psize <= 65536 && !(psize & (psize - 1)) ?
+                 (pread_all(fd, cp->meta[1], JQ_WAL_META_BYTES, psize) < 0 ? -2 : 0) : -1;
     } else {
         rc = -1;
     }
     close(fd);
-    if (rc < 0 || !meta_ok(cp->meta[1]))
+    if (rc < 0)
+        return rc;
+    if (!meta_ok(cp->meta[1]))
         return -1;
     cp->psize = psize;
     uint64_t a = meta_txnid(cp->meta[0]), b = meta_txnid(cp->meta[1]);
@@ -430,7 +488,7 @@ int jq_wal_restore_meta(const char *dir, const jq_wal_checkpoint_t *cp, char *er
                         size_t errlen)
 {
     jq_wal_checkpoint_t now;
-    uint64_t now_txnid, a = meta_txnid(cp->meta[0]), b = meta_txnid(cp->meta[1]);
+    uint64_t now_txnid = 0, a = meta_txnid(cp->meta[0]), b = meta_txnid(cp->meta[1]);
     uint64_t cp_txnid = a > b ? a : b;
     if (!meta_ok(cp->meta[0]) || !meta_ok(cp->meta[1])) {
         snprintf(err, errlen, "%s/wal: its checkpoint is damaged", dir);
@@ -438,13 +496,22 @@ int jq_wal_restore_meta(const char *dir, const jq_wal_checkpoint_t *cp, char *er
     }
     /* Meta pages that do not read (torn by a power cut while LMDB wrote
      * one, say) are what the checkpoint's copies are for. */
-    bool readable = jq_wal_read_meta(dir, &now, &now_txnid) == 0;
-    if (readable && (now_txnid < cp_txnid || now.psize != cp->psize)) {
-        snprintf(err, errlen, "%s/wal was written for a newer state of the store than "
-                              "%s/data.mdb holds (transaction %llu, the file has %llu): the "
+    int got = jq_wal_read_meta(dir, &now, &now_txnid);
+    bool readable = got == 0;
+    if (got == -2) {
+        snprintf(err, errlen, "cannot read %s/data.mdb: %s", dir, strerror(errno));
+        return -1;
+    }
+    /* The same file (not a copy put in its place) at the same or a later
+     * transaction: only then are the checkpoint's pages in it, pinned. */
+    if (now.dev != cp->dev || now.ino != cp->ino ||
+        (readable && (now_txnid < cp_txnid || now.psize != cp->psize))) {
+        snprintf(err, errlen, "%s/wal goes with another data.mdb than the one in %s (its "
+                              "checkpoint is of transaction %llu, the file has %llu%s): the "
                               "file was replaced. Put back the data.mdb that goes with this "
                               "wal, or move wal away to use the file as it is",
-                 dir, dir, (unsigned long long)cp_txnid, (unsigned long long)now_txnid);
+                 dir, dir, (unsigned long long)cp_txnid, (unsigned long long)now_txnid,
+                 now.dev != cp->dev || now.ino != cp->ino ? ", and it is another file" : "");
         return -1;
     }
     if (readable && !memcmp(now.meta, cp->meta, sizeof now.meta))

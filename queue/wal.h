@@ -35,6 +35,7 @@ typedef struct {
     /* Written by a clean stop: the store file is what counts (it may be
      * changed by tools while jobqd is stopped); nothing is rolled back. */
     bool clean;
+    uint64_t dev, ino; /* of data.mdb: a file put in its place is not rolled back */
     unsigned char meta[2][JQ_WAL_META_BYTES];
 } jq_wal_checkpoint_t;
 
@@ -43,6 +44,9 @@ typedef struct {
 jq_wal_t *jq_wal_open(const char *dir, jq_wal_checkpoint_t *cp, bool *has_cp, char *err,
                       size_t errlen);
 void jq_wal_close(jq_wal_t **w);
+/* Empty the log, remove it and close it: 0 or an errno value (closed
+ * either way). */
+int jq_wal_remove(jq_wal_t **w, const char *dir);
 
 /* The frames after the checkpoint, in order, each as a list of records
  * (owned by fn); stops at the first frame that is torn, of an older
@@ -58,6 +62,8 @@ int jq_wal_replay(jq_wal_t *w, jq_wal_frame_fn fn, void *ctx, uint64_t *frames, 
 int jq_wal_append(jq_wal_t *w, uint64_t batch, const jq_change_t *head, size_t n);
 /* Bytes of frames since the checkpoint. */
 uint64_t jq_wal_used(const jq_wal_t *w);
+/* A flush of the log failed: it takes nothing more (see wal.c). */
+bool jq_wal_broken(const jq_wal_t *w);
 /* True when a frame of this many record bytes would push the log past
  * its largest size. */
 bool jq_wal_full(const jq_wal_t *w, size_t n, size_t bytes);
@@ -65,9 +71,10 @@ bool jq_wal_full(const jq_wal_t *w, size_t n, size_t bytes);
  * or an errno value (the old checkpoint then still holds). */
 int jq_wal_checkpoint(jq_wal_t *w, const jq_wal_checkpoint_t *cp);
 
-/* LMDB's meta pages, read from dir/data.mdb: 0, or -1 when they do not
- * look like LMDB 0.9's meta pages of a 64-bit build (the log is then not
- * used). *txnid: the higher of the two. */
+/* LMDB's meta pages (and the file's dev/ino), read from dir/data.mdb: 0,
+ * -1 when they do not look like LMDB 0.9's meta pages of a 64-bit build
+ * (the log is then not used), -2 when the file cannot be read (errno).
+ * *txnid: the higher of the two. */
 int jq_wal_read_meta(const char *dir, jq_wal_checkpoint_t *cp, uint64_t *txnid);
 /* Put the checkpoint's meta pages back into dir/data.mdb and flush: 0,
  * or -1 with a message (a store newer than the log is refused: the log is

@@ -101,7 +101,7 @@ bool event_record(msgpack_unpacked *up, const void *data, size_t n, event_info_t
 /* The length of the one msgpack value at p (at most n bytes), 0 when it
  * does not end there: walks the bytes without decoding them, so that the
  * subscriber thread can split a batch into its event bodies cheaply. */
-static size_t mp_skip(const unsigned char *p, size_t n)
+size_t mp_skip(const unsigned char *p, size_t n)
 {
     size_t off = 0, left = 1; /* values still to walk */
     while (left) {

@@ -773,9 +773,37 @@ static long decode_one_event(const void *data, size_t n, uint64_t *first, uint64
     return 1;
 }
 
+/* A batch/ message: an array of event bodies with consecutive seqs. */
+static long decode_batch(const void *data, size_t n, uint64_t *first, uint64_t *last)
+{
+    const unsigned char *p = data;
+    size_t count;
+    if (n && (p[0] & 0xf0) == 0x90) {
+        count = p[0] & 0x0f;
+        p++, n--;
+    } else if (n >= 3 && p[0] == 0xdc) {
+        count = (size_t)p[1] << 8 | p[2];
+        p += 3, n -= 3;
+    } else {
+        return 0;
+    }
+    for (size_t e = 0; e < count; e++) {
+        size_t len = mp_skip(p, n);
+        uint64_t seq;
+        if (!len || !event_seq(p, len, &seq))
+            return 0;
+        if (e == 0)
+            *first = seq;
+        *last = seq;
+        p += len, n -= len;
+    }
+    return (long)count;
+}
+
 static const jobq_stream_t jobq_streams[] = {
     {"jobq_stream", "jobq stream, a change per message", "job/", NULL,
      decode_one_event},
+    {"jobq_batch", "jobq batched stream (batch/)", "batch/", NULL, decode_batch},
 };
 
 typedef struct {

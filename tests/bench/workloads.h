@@ -101,6 +101,9 @@ double wall_now(void); /* CLOCK_REALTIME seconds: the clock of event times */
 int start_pub_daemon(daemon_t *d, char *pub, size_t len, const char *const *more);
 /* An event body's seq, read without unpacking the record when it can be. */
 bool event_seq(const void *data, size_t n, uint64_t *seq);
+/* The length of the one msgpack value at p (at most n bytes), 0 when it
+ * does not end there (events.c). */
+size_t mp_skip(const unsigned char *p, size_t n);
 typedef struct {
     uint64_t job, serial;
     double time; /* the change's time (wall clock, seconds) */

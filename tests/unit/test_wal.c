@@ -2,9 +2,11 @@
  * back in order, byte for byte, after a reopen; a torn or bit-flipped last
  * frame ends the replay there; a checkpoint starts a new generation whose
  * replay never reaches the older frames behind it; a damaged header slot
- * falls back to the other one; the log refuses a frame past its largest
- * size; and LMDB's meta pages are read from a real store, put back after
- * being garbled, and refused when the store file is newer than the log. */
+ * falls back to the other one, and a log with frames but no readable
+ * header is refused; the log refuses a frame past its largest size; and
+ * LMDB's meta pages are read from a real store, put back after being
+ * garbled, and refused when the store file is newer than the log or is
+ * another file put in its place. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -333,6 +335,51 @@ static void test_meta_pages_read_and_put_back(void **state)
     memcpy(newer.meta[0] + 144, big, 8);
     assert_int_equal(jq_wal_restore_meta(dir, &newer, err, sizeof err), -1);
     assert_non_null(strstr(err, "the file was replaced"));
+    /* The same bytes in another file put in its place (a copy restored
+     * from a backup, say): refused, and its meta pages left alone. */
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s/data.mdb.copy", dir);
+    FILE *in = fopen(path, "rb"), *out = fopen(copy, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    fclose(out);
+    assert_int_equal(rename(copy, path), 0);
+    lmdb_commits(dir, 1);
+    assert_int_equal(jq_wal_restore_meta(dir, &cp, err, sizeof err), -1);
+    assert_non_null(strstr(err, "another file"));
+    assert_int_equal(jq_wal_read_meta(dir, &now, &txnid), 0);
+    assert_int_equal(txnid, 4);
+}
+
+static void test_frames_without_a_checkpoint_are_refused(void **state)
+{
+    const char *dir = *state;
+    jq_wal_t *w = new_log(dir, 1);
+    append(w, 1, 1, 2);
+    jq_wal_close(&w);
+    /* Both header slots damaged: frames are there, so a checkpoint was
+     * relied on; the log is refused, not emptied. */
+    poke(dir, 8, 0xff);
+    poke(dir, 4096 + 8, 0xff);
+    jq_wal_checkpoint_t cp;
+    bool has;
+    char err[512];
+    assert_null(jq_wal_open(dir, &cp, &has, err, sizeof err));
+    assert_non_null(strstr(err, "no readable checkpoint"));
+    /* A log cut while it was made (zeros, no frame): taken as new. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/wal", dir);
+    assert_int_equal(truncate(path, 0), 0);
+    assert_int_equal(truncate(path, 1 << 20), 0);
+    w = jq_wal_open(dir, &cp, &has, err, sizeof err);
+    assert_non_null(w);
+    assert_false(has);
+    jq_wal_close(&w);
 }
 
 int main(void)
@@ -344,6 +391,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpoint_starts_a_new_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_log_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_meta_pages_read_and_put_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_frames_without_a_checkpoint_are_refused, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
