@@ -1164,8 +1164,14 @@ static int events_lines(void)
            opt_ev_subs, opt_ev_jobs, opt_ev_jobs * 100);
     int rc = 0;
     double body = 150; /* the Redis message size when no jobq line measured it */
-    for (size_t i = 0; i < sizeof jobq_streams / sizeof *jobq_streams; i++)
-        rc |= jobq_events(&jobq_streams[i], opt_ev_subs, &body);
+    /* Redis carries one change per message, sized as the first stream's
+     * (a change per message): a batch's size would not be one change. */
+    for (size_t i = 0; i < sizeof jobq_streams / sizeof *jobq_streams; i++) {
+        double mean = body;
+        rc |= jobq_events(&jobq_streams[i], opt_ev_subs, &mean);
+        if (i == 0)
+            body = mean;
+    }
     rc |= redis_events(opt_ev_subs, body);
     return rc;
 }
