@@ -101,6 +101,21 @@ bool event_record(msgpack_unpacked *up, const void *data, size_t n, event_info_t
 /* The length of the one msgpack value at p (at most n bytes), 0 when it
  * does not end there: walks the bytes without decoding them, so that the
  * subscriber thread can split a batch into its event bodies cheaply. */
+bool batch_header(const unsigned char **p, size_t *n, size_t *count)
+{
+    const unsigned char *b = *p;
+    if (*n && (b[0] & 0xf0) == 0x90) {
+        *count = b[0] & 0x0f;
+        *p += 1, *n -= 1;
+    } else if (*n >= 3 && b[0] == 0xdc) {
+        *count = (size_t)b[1] << 8 | b[2];
+        *p += 3, *n -= 3;
+    } else {
+        return false;
+    }
+    return true;
+}
+
 size_t mp_skip(const unsigned char *p, size_t n)
 {
     size_t off = 0, left = 1; /* values still to walk */
@@ -213,17 +228,8 @@ static void *subset_main(void *arg)
                 double rt = wall_now();
                 const unsigned char *p = zmq_msg_data(&body);
                 size_t n = zmq_msg_size(&body), count = 1;
-                if (ss->batched) { /* the array header, then the bodies */
-                    if (n && (p[0] & 0xf0) == 0x90) {
-                        count = p[0] & 0x0f;
-                        p++, n--;
-                    } else if (n >= 3 && p[0] == 0xdc) {
-                        count = (size_t)p[1] << 8 | p[2];
-                        p += 3, n -= 3;
-                    } else {
-                        continue;
-                    }
-                }
+                if (ss->batched && !batch_header(&p, &n, &count))
+                    continue; /* the array header, then the bodies */
                 for (size_t e = 0; e < count; e++) {
                     size_t len = ss->batched ? mp_skip(p, n) : n;
                     uint64_t seq;

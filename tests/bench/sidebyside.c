@@ -82,26 +82,10 @@ int echo_helper_main(int nendpoints, char **endpoints)
                 zmq_msg_close(&body);
                 break;
             }
-            if (zmq_msg_recv(&body, r, 0) >= 0) {
-                /* An ok reply to the request's id, as the daemon answers
-                 * a ping: the client cannot tell the difference. */
-                msgpack_unpacked up;
-                msgpack_unpacked_init(&up);
-                wire_request_t req;
-                char err[64];
-                sb.size = 0;
-                msgpack_packer pk;
-                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-                if (msgpack_unpack_next(&up, zmq_msg_data(&body), zmq_msg_size(&body), NULL) ==
-                        MSGPACK_UNPACK_SUCCESS &&
-                    wire_request_parse(&up.data, &req, err, sizeof err) == JOBQ_ERR_NONE) {
-                    wire_reply_ok_begin(&pk, req.id, true);
-                    msgpack_pack_true(&pk);
-                }
-                zmq_msg_send(&rid, r, ZMQ_SNDMORE);
-                zmq_send(r, sb.data, sb.size, 0);
-                msgpack_unpacked_destroy(&up);
-            }
+            /* An ok reply to the request's id, as the daemon answers a
+             * ping: the client cannot tell the difference. */
+            if (zmq_msg_recv(&body, r, 0) >= 0)
+                echo_answer(r, &rid, &body, &sb);
             zmq_msg_close(&rid);
             zmq_msg_close(&body);
         }
@@ -778,15 +762,8 @@ static long decode_batch(const void *data, size_t n, uint64_t *first, uint64_t *
 {
     const unsigned char *p = data;
     size_t count;
-    if (n && (p[0] & 0xf0) == 0x90) {
-        count = p[0] & 0x0f;
-        p++, n--;
-    } else if (n >= 3 && p[0] == 0xdc) {
-        count = (size_t)p[1] << 8 | p[2];
-        p += 3, n -= 3;
-    } else {
+    if (!batch_header(&p, &n, &count))
         return 0;
-    }
     for (size_t e = 0; e < count; e++) {
         size_t len = mp_skip(p, n);
         uint64_t seq;

@@ -94,6 +94,26 @@ static void *tworker_main(void *arg)
     return NULL;
 }
 
+void echo_answer(void *router, zmq_msg_t *rid, const zmq_msg_t *body, msgpack_sbuffer *sb)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    wire_request_t req;
+    char err[64];
+    sb->size = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    if (msgpack_unpack_next(&up, zmq_msg_data((zmq_msg_t *)body), zmq_msg_size(body), NULL) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        wire_request_parse(&up.data, &req, err, sizeof err) == JOBQ_ERR_NONE) {
+        wire_reply_ok_begin(&pk, req.id, true);
+        msgpack_pack_true(&pk);
+    }
+    zmq_msg_send(rid, router, ZMQ_SNDMORE);
+    zmq_send(router, sb->data, sb->size, 0);
+    msgpack_unpacked_destroy(&up);
+}
+
 /* An in-process ROUTER that echoes every request: the ZeroMQ loopback
  * floor with no daemon work at all. */
 static _Atomic bool echo_stop;
@@ -110,24 +130,10 @@ static void *echo_main(void *arg)
         zmq_msg_init(&body);
         if (zmq_msg_recv(&rid, r, 0) >= 0 && zmq_msg_recv(&body, r, 0) >= 0) {
             /* Answer as the daemon would: an ok reply with the same id. */
-            msgpack_unpacked up;
-            msgpack_unpacked_init(&up);
-            wire_request_t req;
-            char err[64];
             msgpack_sbuffer sb;
             msgpack_sbuffer_init(&sb);
-            msgpack_packer pk;
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-            if (msgpack_unpack_next(&up, zmq_msg_data(&body), zmq_msg_size(&body), NULL) ==
-                    MSGPACK_UNPACK_SUCCESS &&
-                wire_request_parse(&up.data, &req, err, sizeof err) == JOBQ_ERR_NONE) {
-                wire_reply_ok_begin(&pk, req.id, true);
-                msgpack_pack_true(&pk);
-            }
-            zmq_msg_send(&rid, r, ZMQ_SNDMORE);
-            zmq_send(r, sb.data, sb.size, 0);
+            echo_answer(r, &rid, &body, &sb);
             msgpack_sbuffer_destroy(&sb);
-            msgpack_unpacked_destroy(&up);
         }
         zmq_msg_close(&rid);
         zmq_msg_close(&body);

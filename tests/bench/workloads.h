@@ -104,6 +104,12 @@ bool event_seq(const void *data, size_t n, uint64_t *seq);
 /* The length of the one msgpack value at p (at most n bytes), 0 when it
  * does not end there (events.c). */
 size_t mp_skip(const unsigned char *p, size_t n);
+/* A batch/ message's array header: its event count, *p and *n moved past
+ * it; false when the body is not such an array (events.c). */
+bool batch_header(const unsigned char **p, size_t *n, size_t *count);
+/* Answer a request read off router as jobqd answers a ping: an ok reply
+ * with its id (submit.c; the echo floors). sb is scratch. */
+void echo_answer(void *router, zmq_msg_t *rid, const zmq_msg_t *body, msgpack_sbuffer *sb);
 typedef struct {
     uint64_t job, serial;
     double time; /* the change's time (wall clock, seconds) */
