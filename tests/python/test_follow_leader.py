@@ -565,6 +565,16 @@ def worker_move(a: FakeWorkerNode, b: FakeWorkerNode, resumed: Optional[List[Lis
     return again
 
 
+def process_ended(pid):
+    """True once pid has exited or is a zombie; the process may end
+    between any two looks at /proc, so a vanished file means ended."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 @pytest.mark.parametrize("resumed", [[[7, 0, 1]], []])
 def test_python_worker_follows_and_resumes(wnodes, resumed):
     d, a, b = wnodes
@@ -638,8 +648,7 @@ def test_jobq_worker_follows_and_resumes(wnodes, resumed):
         else:
             # Revoked: the handler is stopped (its process ends).
             for _ in range(500):
-                if not os.path.exists("/proc/%d" % pid) or \
-                        open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] == "Z":
+                if process_ended(pid):
                     break
                 threading.Event().wait(0.02)
             else:
