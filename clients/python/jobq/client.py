@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import struct
 import time
 from pathlib import Path
 from typing import (Any, cast, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple,
                     Union)
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .keys import setup_curve
@@ -58,6 +58,16 @@ _NOBLOCK, _POLLIN, _EVENTS, _RCVMORE = (int(zmq.NOBLOCK), int(zmq.POLLIN), int(z
                                        int(zmq.RCVMORE))
 #: Pipelined submit_many_jobs batches in flight at once.
 _BATCH_WINDOW = 8
+
+
+def _monitor_event(frames: List[bytes]) -> int:
+    """The event number of a socket monitor's message (libzmq's layout:
+    a 16-bit event and a 32-bit value, native order, then the endpoint).
+    Read here rather than with zmq.utils.monitor, whose import brings in
+    asyncio: a third of a CLI command's start-up."""
+    if not frames or len(frames[0]) < 6:
+        return 0
+    return int(struct.unpack_from("=H", frames[0])[0])
 
 
 def default_endpoint() -> str:
@@ -244,11 +254,11 @@ class Client:
         # cost more than the call's msgpack.
         while cast(int, self._mon.get(_EVENTS)) & _POLLIN:
             try:
-                ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
+                frames = self._mon.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return n
             n += 1
-            event = ev.get("event")
+            event = _monitor_event(frames)
             if event == zmq.EVENT_CONNECTED:
                 self._conn = _UP
                 self._after_disconnect = False
