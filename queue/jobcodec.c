@@ -246,6 +246,15 @@ jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen)
     }
     const msgpack_object *root = &up.data, *ops = wire_map_get(root, "ops");
     int64_t id, received, start, end, cserial, lserial;
+    if (wire_str_eq(wire_map_get(root, "kind"), "submit")) {
+        /* A job stored as its submit record (the store writes a job that
+         * nothing changed in its batch as the bytes it was given). */
+        if (!get_i64(root, "job", &id) || id <= 0)
+            snprintf(err, errlen, "not a stored job");
+        else
+            job = jq_job_from_submit_record(root, (uint64_t)id, err, errlen);
+        goto out;
+    }
     if (!get_i64(root, "id", &id) || id <= 0 || !get_i64(root, "received_ts", &received) ||
         !get_i64(root, "start_ts", &start) || !get_i64(root, "end_ts", &end) ||
         !get_i64(root, "change_serial", &cserial) || cserial < 1 ||

@@ -30,9 +30,11 @@
 
 /* Encode job (without log entries) into sb (appended). */
 void jq_job_encode(msgpack_sbuffer *sb, const jq_job_t *job);
-/* Decode a stored job. NULL with a message when the bytes are not a job
- * of this format. The derived status is recomputed; log entries are added
- * by the caller. */
+/* Decode a stored job: what jq_job_encode wrote, or a submit change
+ * record as the store keeps a job that no later record of its batch
+ * changed (store format 3). NULL with a message when the bytes are
+ * neither. The derived status is recomputed; log entries are added by the
+ * caller. */
 jq_job_t *jq_job_decode(const void *data, size_t len, char *err, size_t errlen);
 /* The job a submit change record describes (its "input", "summary" and
  * "received_ts"), at change serial 1. NULL with a message when the record

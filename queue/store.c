@@ -4,11 +4,13 @@
 #include "jobcodec.h"
 #include "log.h"
 #include "mirror.h"
+#include "scan.h"
 #include "storeint.h"
 #include "wal.h"
 #include "wire.h"
 
 #include <errno.h>
+#include <msgpack/unpack_define.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -334,10 +336,15 @@ size_t jq_store_archived_ids(jq_store_t *s, uint64_t after, size_t cap, uint8_t 
 
 /* ---- the writer ---- */
 
-/* Jobs touched by one batch, decoded once and written back once. */
+/* Jobs touched by one batch, decoded once and written back once. A job
+ * submitted in the batch is kept as its record (submit) and decoded only
+ * if a later record of the batch changes it; otherwise those very bytes
+ * are its stored value (jq_job_decode reads both forms), which spares the
+ * store a decode, a job and an encode per submitted job. */
 typedef struct {
     uint64_t id;
     jq_job_t *job;
+    const jq_change_t *submit; /* its submit record, while job is NULL */
     bool archived; /* moved to the archive in this batch: not written back */
 } cached_t;
 
@@ -383,6 +390,26 @@ static int on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
     return 0;
 }
 
+/* The job that slot's submit record describes, as the record is kept
+ * (change serial 1, every opcode queued). */
+static int decode_submit(batch_t *b, cached_t *slot)
+{
+    const jq_change_t *c = slot->submit;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    char err[192] = "not msgpack";
+    if (msgpack_unpack_next(&up, c->data, c->len, NULL) == MSGPACK_UNPACK_SUCCESS)
+        slot->job = jq_job_from_submit_record(&up.data, c->job_id, err, sizeof err);
+    msgpack_unpacked_destroy(&up);
+    if (!slot->job) {
+        snprintf(b->why, sizeof b->why, "the submit record of job %llu: %s",
+                 (unsigned long long)c->job_id, err);
+        return -1;
+    }
+    slot->submit = NULL;
+    return 0;
+}
+
 static int put_job(batch_t *b, MDB_dbi dbi, const jq_job_t *job)
 {
     unsigned char kb[8];
@@ -404,6 +431,30 @@ static int apply_record(batch_t *b, const jq_change_t *c)
         uint8_t drain = c->len && c->data[0];
         return jq_store_meta_put(s, b->txn, "drain", &drain, sizeof drain);
     }
+    cached_t *slot = cache_slot(b, c->job_id);
+    if (c->kind == JQ_CHANGE_SUBMIT) {
+        /* Checked for shape only (one msgpack map, within the decoder's
+         * limits): it is decoded in full if the batch changes the job, and
+         * at every load. */
+        jq_scan_limits_t limits = {.max_depth = MSGPACK_EMBED_STACK_SIZE};
+        jq_scan_result_t sr;
+        const unsigned char *p = (const unsigned char *)c->data;
+        if (!c->len || !((*p & 0xf0) == 0x80 || *p == 0xde || *p == 0xdf) ||
+            !jq_scan(c->data, c->len, &limits, &sr)) {
+            snprintf(b->why, sizeof b->why, "the submit record of job %llu is not a msgpack map",
+                     (unsigned long long)c->job_id);
+            return -1;
+        }
+        jq_job_destroy(&slot->job);
+        slot->id = c->job_id;
+        slot->submit = c;
+        slot->archived = false;
+        if (c->job_id > b->last_id)
+            b->last_id = c->job_id;
+        return 0;
+    }
+    if (slot->submit && decode_submit(b, slot) < 0)
+        return -1;
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
     int rc = 0;
@@ -414,23 +465,8 @@ static int apply_record(batch_t *b, const jq_change_t *c)
         goto out;
     }
     const msgpack_object *rec = &up.data;
-    cached_t *slot = cache_slot(b, c->job_id);
     char err[192] = ""; /* room for it in b->why with the job named */
-    if (c->kind == JQ_CHANGE_SUBMIT) {
-        jq_job_t *job = jq_job_from_submit_record(rec, c->job_id, err, sizeof err);
-        if (!job) {
-            snprintf(b->why, sizeof b->why, "the submit record of job %llu: %s",
-                     (unsigned long long)c->job_id, err);
-            rc = -1;
-            goto out;
-        }
-        jq_job_destroy(&slot->job);
-        slot->id = c->job_id;
-        slot->job = job;
-        slot->archived = false;
-        if (c->job_id > b->last_id)
-            b->last_id = c->job_id;
-    } else if (!slot->job) {
+    if (!slot->job) {
         slot->job = get_job(b->txn, s->jobs, c->job_id, err, sizeof err);
         if (!slot->job) {
             snprintf(b->why, sizeof b->why, "change %llu of job %llu: %s",
@@ -442,8 +478,7 @@ static int apply_record(batch_t *b, const jq_change_t *c)
         slot->id = c->job_id;
     }
     b->job_id = c->job_id;
-    if (c->kind != JQ_CHANGE_SUBMIT &&
-        jq_mirror_apply(slot->job, rec, JQ_MIRROR_RESULTS, on_log, b) < 0) {
+    if (jq_mirror_apply(slot->job, rec, JQ_MIRROR_RESULTS, on_log, b) < 0) {
         if (!b->why[0])
             snprintf(b->why, sizeof b->why, "change %llu of job %llu does not apply",
                      (unsigned long long)c->serial, (unsigned long long)c->job_id);
@@ -484,8 +519,14 @@ static int commit_batch(jq_store_t *s, const jq_change_t *head, size_t n,
         rc = apply_record(&b, c);
     for (size_t i = 0; i < b.cap; i++) {
         cached_t *e = &b.slots[i];
-        if (rc == 0 && e->job && !e->archived)
+        if (rc == 0 && e->job && !e->archived) {
             rc = put_job(&b, s->jobs, e->job);
+        } else if (rc == 0 && e->submit) {
+            unsigned char kb[8], st = JQ_QUEUED;
+            jq_put_be64(kb, e->id);
+            rc = jq_store_put(b.txn, s->jobs, kb, sizeof kb, &st, 1, e->submit->data,
+                              e->submit->len);
+        }
         jq_job_destroy(&e->job);
     }
     uint64_t last = atomic_load(&s->last_id);

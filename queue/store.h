@@ -20,7 +20,8 @@
  *   meta     "format" → u32, "last_id" → u64 (highest committed job id),
  *            "drain" → u8, "store_id" → 16 bytes         (host order),
  *            "opcodes" → the worker opcodes' declarations (msgpack list)
- *   jobs     be64 id → u8 status . stored job            (live jobs)
+ *   jobs     be64 id → u8 status . stored job            (live jobs; the
+ *            job's submit record, as it came, until its first change)
  *   archive  be64 id → u8 status . stored job            (archived jobs)
  *   logs     be64 id . be32 serial → be16 opcode index . log entry
  *   damaged  "<db>/<hex key>" → the raw value            (--salvage only)
@@ -39,7 +40,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define JQ_STORE_FORMAT 2
+/* Format 3: a live job's value may be its submit record (jobcodec.h);
+ * format 2 stores are marked 3 as they are, and older jobqd refuse them. */
+#define JQ_STORE_FORMAT 3
 /* Records waiting for a commit beyond which submissions are refused
  * (`Busy`) until the store catches up. */
 #define JQ_STORE_MAX_BACKLOG 65536

@@ -795,6 +795,13 @@ int jq_store_open_env(jq_store_t *s, bool fresh, char *err, size_t errlen)
             jq_log(JQ_LOG_NOTICE, "upgrading the store in %s from format 1 to %d (checksums)",
                     s->opts.dir, JQ_STORE_FORMAT);
             rc = upgrade_from_1(s, txn);
+        } else if (format < JQ_STORE_FORMAT) {
+            /* Format 2 reads as 3 unchanged; marked 3 so that an older
+             * jobqd refuses the submit records it would not read. */
+            jq_log(JQ_LOG_NOTICE, "the store in %s is now format %d (submit records kept as "
+                                  "they came); jobqd before it cannot open it",
+                   s->opts.dir, JQ_STORE_FORMAT);
+            rc = jq_store_meta_put(s, txn, "format", &now_format, sizeof now_format);
         }
         if (rc == 0 && !has_stored_id)
             rc = jq_store_meta_put(s, txn, "store_id", stored_id, sizeof stored_id);

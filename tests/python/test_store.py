@@ -697,7 +697,7 @@ def test_newer_format_is_refused_untouched(data_dir):
     rc, err = refused(data_dir.path)
     assert "format 99" in err and "newer jobqd" in err, err
     assert sha256(os.path.join(store, "data.mdb")) == h
-    # Back to format 2: the same store opens with its jobs.
+    # Back to format 2 (older, read as it is): the same store opens with its jobs.
     lmdb.put(store, "meta", [(b"format", fmt(2))])
     d = data_dir()
     assert [r["status"] for r in d.rows([a, b], ["id", "status"])] == ["success", "success"]

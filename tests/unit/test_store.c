@@ -348,6 +348,37 @@ static void lmdb_write(const char *dir, const char *db, const void *key, size_t 
     mdb_env_close(env);
 }
 
+/* Whether job id's value in the live table is its submit record as it
+ * came (store format 3), rather than the store's own encoding. */
+static bool stored_as_submit_record(const char *dir, uint64_t id)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "jobs", 0, &dbi), 0);
+    unsigned char kb[8];
+    jq_put_be64(kb, id);
+    MDB_val k = {sizeof kb, kb}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    const unsigned char *payload;
+    size_t len;
+    assert_int_equal(jq_store_verify(&k, &v, &payload, &len), 0);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, (const char *)payload + 1, len - 1, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    bool raw = wire_str_eq(wire_map_get(&up.data, "kind"), "submit");
+    assert_int_equal(payload[0], raw ? JQ_QUEUED : payload[0]);
+    msgpack_unpacked_destroy(&up);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return raw;
+}
+
 static void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
                      const void *val, size_t vlen)
 {
@@ -434,6 +465,30 @@ static void test_fresh_store(void **state)
     jq_store_close(&s);
 }
 
+/* The "format" record of the store in dir. */
+static uint32_t stored_format(const char *dir)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    MDB_val k = {6, "format"}, v;
+    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
+    const unsigned char *payload;
+    size_t len;
+    assert_int_equal(jq_store_verify(&k, &v, &payload, &len), 0);
+    assert_int_equal(len, 4);
+    uint32_t format;
+    memcpy(&format, payload, 4);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return format;
+}
+
 static void test_newer_format_refused(void **state)
 {
     tmp_t *t = *state;
@@ -476,6 +531,16 @@ static void test_newer_format_refused(void **state)
     if (!s)
         fail_msg("open: %s", err);
     jq_store_close(&s);
+
+    /* Format 2 opens as it is, and is marked 3: an older jobqd then
+     * refuses the submit records it could not read. */
+    format = 2;
+    lmdb_put_checked(t->dir, "meta", "format", 6, &format, sizeof format);
+    s = jq_store_open(&o, err, sizeof err);
+    if (!s)
+        fail_msg("open format 2: %s", err);
+    jq_store_close(&s);
+    assert_int_equal(stored_format(t->dir), JQ_STORE_FORMAT);
 }
 
 static void test_damaged_file_refused(void **state)
@@ -856,6 +921,10 @@ static void test_store_thread_live_jobs_reload(void **state)
     jq_store_close(&s); /* commits what was queued */
     jq_table_destroy(&table);
     jq_changeq_destroy(&out);
+    /* Job 6 was only submitted: its record is its stored value, decoded
+     * by the load below like job 5's encoding. */
+    assert_false(stored_as_submit_record(t->dir, 5));
+    assert_true(stored_as_submit_record(t->dir, 6));
 
     s = jq_store_open(&o, err, sizeof err);
     if (!s)
