@@ -269,7 +269,10 @@ def test_stored_job_with_an_opcode_gone_does_not_block_start_up(data_dir):
     key = gone.to_bytes(8, "big")
     raw = lmdb.get(store, "jobs", key)
     status, job = raw[4], msgpack.unpackb(raw[5:], raw=False)
-    job["ops"][1]["op"] = "worker.gone"
+    # Queued and never changed, it is stored as its submit record (store
+    # format 3), whose opcodes are its "input"; a changed job's are "ops".
+    assert job.get("kind") == "submit", job
+    job["input"][1]["op"] = "worker.gone"
     payload = bytes([status]) + msgpack.packb(job)
     lmdb.put(store, "jobs", [(key, Lmdb.checked(key, payload))])
     # It starts, and the job fails when it reaches the opcode, saying so.
