@@ -348,9 +348,9 @@ static void lmdb_write(const char *dir, const char *db, const void *key, size_t 
     mdb_env_close(env);
 }
 
-/* Whether job id's value in the live table is its submit record as it
- * came (store format 3), rather than the store's own encoding. */
-static bool stored_as_submit_record(const char *dir, uint64_t id)
+/* The checked payload (behind the store's checksum) of key in database db
+ * of the store in dir, copied; the caller frees data. */
+static bytes_t read_checked(const char *dir, const char *db, const void *key, size_t klen)
 {
     MDB_env *env;
     MDB_txn *txn;
@@ -359,23 +359,37 @@ static bool stored_as_submit_record(const char *dir, uint64_t id)
     assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
     assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "jobs", 0, &dbi), 0);
-    unsigned char kb[8];
-    jq_put_be64(kb, id);
-    MDB_val k = {sizeof kb, kb}, v;
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, v;
     assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
     const unsigned char *payload;
-    size_t len;
-    assert_int_equal(jq_store_verify(&k, &v, &payload, &len), 0);
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    assert_int_equal(msgpack_unpack_next(&up, (const char *)payload + 1, len - 1, NULL),
-                     MSGPACK_UNPACK_SUCCESS);
-    bool raw = wire_str_eq(wire_map_get(&up.data, "kind"), "submit");
-    assert_int_equal(payload[0], raw ? JQ_QUEUED : payload[0]);
-    msgpack_unpacked_destroy(&up);
+    bytes_t b = {0};
+    assert_int_equal(jq_store_verify(&k, &v, &payload, &b.len), 0);
+    b.data = malloc(b.len ? b.len : 1);
+    assert_non_null(b.data);
+    memcpy(b.data, payload, b.len);
     mdb_txn_abort(txn);
     mdb_env_close(env);
+    return b;
+}
+
+/* Whether job id's value in the live table is its submit record as it
+ * came (store format 3), rather than the store's own encoding. */
+static bool stored_as_submit_record(const char *dir, uint64_t id)
+{
+    unsigned char kb[8];
+    jq_put_be64(kb, id);
+    bytes_t b = read_checked(dir, "jobs", kb, sizeof kb);
+    assert_true(b.len > 1);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, b.data + 1, b.len - 1, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    bool raw = wire_str_eq(wire_map_get(&up.data, "kind"), "submit");
+    if (raw)
+        assert_int_equal((unsigned char)b.data[0], JQ_QUEUED);
+    msgpack_unpacked_destroy(&up);
+    free(b.data);
     return raw;
 }
 
@@ -468,24 +482,11 @@ static void test_fresh_store(void **state)
 /* The "format" record of the store in dir. */
 static uint32_t stored_format(const char *dir)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_open(env, dir, MDB_RDONLY, 0640), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    MDB_val k = {6, "format"}, v;
-    assert_int_equal(mdb_get(txn, dbi, &k, &v), 0);
-    const unsigned char *payload;
-    size_t len;
-    assert_int_equal(jq_store_verify(&k, &v, &payload, &len), 0);
-    assert_int_equal(len, 4);
+    bytes_t b = read_checked(dir, "meta", "format", 6);
+    assert_int_equal(b.len, 4);
     uint32_t format;
-    memcpy(&format, payload, 4);
-    mdb_txn_abort(txn);
-    mdb_env_close(env);
+    memcpy(&format, b.data, 4);
+    free(b.data);
     return format;
 }
 
