@@ -1247,16 +1247,35 @@ int jq_store_restore(jq_store_t *s, const void *data, size_t len, char *err, siz
         }
     }
     uint64_t last_id = 0, seq = 0;
+    uint32_t format = 0, ours = JQ_STORE_FORMAT;
+    bool newer = false;
     if (rc == 0) {
         if (jq_store_meta_get(s, txn, "last_id", &last_id, sizeof last_id) != 0)
             last_id = 0;
         if (jq_store_meta_get(s, txn, "seq", &seq, sizeof seq) != 0)
             seq = 0;
-        rc = mdb_txn_commit(txn);
-    } else {
-        mdb_txn_abort(txn);
+        /* A newer leader's values may be beyond this jobqd: refused, as
+         * its store would be. An older one's are read as they are, and
+         * marked this format, since this node now writes its forms. */
+        if (jq_store_meta_get(s, txn, "format", &format, sizeof format) == 0 &&
+            format > JQ_STORE_FORMAT) {
+            newer = true;
+            rc = MDB_INCOMPATIBLE;
+        }
+        if (rc == 0)
+            rc = jq_store_meta_put(s, txn, "format", &ours, sizeof ours);
     }
+    if (rc == 0)
+        rc = mdb_txn_commit(txn);
+    else
+        mdb_txn_abort(txn);
     msgpack_unpacked_destroy(&up);
+    if (newer) {
+        snprintf(err, errlen, "restore: the snapshot is of store format %u; this jobqd reads "
+                              "formats up to %d (the leader runs a newer jobqd)",
+                 format, JQ_STORE_FORMAT);
+        return -1;
+    }
     if (rc != 0) {
         snprintf(err, errlen, "restore: %s", mdb_strerror(rc));
         return -1;

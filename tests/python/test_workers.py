@@ -477,7 +477,14 @@ def test_idle_workers_cost_no_threads(daemon):
         workers.append(w)
         beat_when_due()
     for w in workers:
-        w.expect("welcome")
+        for _ in range(50):  # 10 s at most, beating meanwhile
+            try:
+                w.expect("welcome", timeout=0.2)
+                break
+            except TimeoutError:
+                beat_when_due()
+        else:
+            raise AssertionError("no welcome in 10 s")
         beat_when_due()
     st = d.call("stats")
     assert st["workers"]["connected"] == 1000
