@@ -144,4 +144,21 @@ void wire_pack_ts(msgpack_packer *pk, int64_t usec);
  * an int64_t. */
 bool wire_get_ts(const msgpack_object *o, int64_t *usec);
 
+/* A msgpack write target for a value that is kept, grown from a small
+ * first size (msgpack_sbuffer starts at 8 KB: a large allocation, then a
+ * copy or a shrink, per small value). `head` bytes are reserved in front
+ * of the value, for a header the caller writes (a change record's). The
+ * value is mem + head, len bytes; on a failed allocation `failed` is set,
+ * later writes do nothing and the caller frees mem. */
+typedef struct {
+    char *mem;
+    size_t head, len, cap;
+    bool failed;
+} wire_buf_t;
+
+/* -1 when the first allocation fails (nothing to free then). */
+int wire_buf_init(wire_buf_t *b, size_t head, size_t first);
+/* msgpack_packer's write callback; data is the wire_buf_t. */
+int wire_buf_write(void *data, const char *buf, size_t len);
+
 #endif

@@ -3,6 +3,7 @@
 #include "fields.h"
 #include "wire.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,10 +40,14 @@ static void pack_op_state(msgpack_packer *pk, const jq_op_t *op, uint32_t index)
 jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
                               const jq_delta_t *d, int64_t now)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    /* Encoded straight into the record's own allocation, grown as needed:
+     * an sbuffer copied into it cost a large malloc, a copy and a free
+     * per change, most of the allocator's share of a batched submission. */
+    wire_buf_t sb;
+    if (wire_buf_init(&sb, sizeof(jq_change_t), 384) < 0)
+        return NULL;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &sb, wire_buf_write);
 
     bool submit = kind == JQ_CHANGE_SUBMIT;
     /* After a record that could not be made, this one carries every opcode
@@ -131,17 +136,13 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         }
     }
 
-    jq_change_t *c = sb.data ? malloc(sizeof *c + sb.size) : NULL;
-    if (c) {
-        c->next = NULL;
-        c->job_id = job->id;
-        c->serial = job->change_serial;
-        c->kind = (uint8_t)kind;
-        c->len = (uint32_t)sb.size;
-        c->seq = 0; /* a cluster's store sets it when applied */
-        memcpy(c->data, sb.data, sb.size);
+    if (sb.failed || sb.len > UINT32_MAX) {
+        free(sb.mem);
+        return NULL;
     }
-    msgpack_sbuffer_destroy(&sb);
+    jq_change_t *c = (jq_change_t *)(void *)sb.mem;
+    *c = (jq_change_t){.job_id = job->id, .serial = job->change_serial, .kind = (uint8_t)kind,
+                       .len = (uint32_t)sb.len}; /* seq: a cluster's store sets it when applied */
     return c;
 }
 

@@ -127,12 +127,21 @@ int jq_blob_pack_object(jq_blob_t *b, const msgpack_object *o)
         jq_blob_free(b);
         return 0;
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    wire_buf_t wb; /* small: a job's args are mostly a few dozen bytes */
+    if (wire_buf_init(&wb, 0, 64) < 0)
+        return -1;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &wb, wire_buf_write);
     msgpack_pack_object(&pk, *o);
-    return sb.data ? jq_blob_take(b, &sb) : -1;
+    if (wb.failed || wb.len > UINT32_MAX || !wb.len) {
+        free(wb.mem);
+        return -1;
+    }
+    char *exact = realloc(wb.mem, wb.len);
+    jq_blob_free(b);
+    b->data = exact ? exact : wb.mem;
+    b->len = (uint32_t)wb.len;
+    return 0;
 }
 
 int jq_blob_exec_error(jq_blob_t *b, const char *message)

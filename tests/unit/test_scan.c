@@ -22,6 +22,7 @@
 #include <msgpack/unpack_define.h>
 
 #include "scan.h"
+#include "wire.h"
 
 #define RANDOM_CASES 20000
 #define RANDOM_SEED UINT64_C(0x5ca11ab1e0ddba11)
@@ -1292,6 +1293,39 @@ static void test_status_text(void **state)
     assert_non_null(jq_scan_status_text((jq_scan_status_t)-1));
 }
 
+/* wire_buf (proto/wire.c): grown from a tiny first size, its bytes are
+ * msgpack_sbuffer's for the same value, behind a header left untouched. */
+static void test_wire_buf(void **state)
+{
+    (void)state;
+    char text[1000];
+    memset(text, 'x', sizeof text);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    wire_buf_t wb;
+    assert_int_equal(wire_buf_init(&wb, 24, 4), 0);
+    memset(wb.mem, 0xab, 24);
+    msgpack_packer a, b;
+    msgpack_packer_init(&a, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&b, &wb, wire_buf_write);
+    for (int i = 0; i < 2; i++) {
+        msgpack_packer *pk = i ? &b : &a;
+        msgpack_pack_map(pk, 2);
+        wire_pack_cstr(pk, "n");
+        msgpack_pack_uint64(pk, 1234567890123ull);
+        wire_pack_cstr(pk, "text");
+        msgpack_pack_str_with_body(pk, text, sizeof text);
+    }
+    assert_false(wb.failed);
+    assert_int_equal(wb.len, sb.size);
+    assert_true(wb.cap >= wb.len);
+    assert_memory_equal(wb.mem + 24, sb.data, sb.size);
+    for (int i = 0; i < 24; i++)
+        assert_int_equal((unsigned char)wb.mem[i], 0xab);
+    free(wb.mem);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1313,6 +1347,7 @@ int main(void)
         cmocka_unit_test(test_big_array_of_nils),
         cmocka_unit_test(test_big_request_speed),
         cmocka_unit_test(test_status_text),
+        cmocka_unit_test(test_wire_buf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
