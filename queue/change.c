@@ -3,6 +3,7 @@
 #include "fields.h"
 #include "wire.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,7 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
      * an sbuffer copied into it cost a large malloc, a copy and a free
      * per change, most of the allocator's share of a batched submission. */
     wire_buf_t sb;
-    if (wire_buf_init(&sb, sizeof(jq_change_t), 384) < 0)
+    if (wire_buf_init(&sb, offsetof(jq_change_t, data), 384) < 0)
         return NULL;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, wire_buf_write);
@@ -140,9 +141,15 @@ jq_change_t *jq_change_encode(const jq_job_t *job, jq_change_kind_t kind,
         free(sb.mem);
         return NULL;
     }
+    /* Field by field: a whole-struct store may write trailing padding
+     * that the value's first bytes share. */
     jq_change_t *c = (jq_change_t *)(void *)sb.mem;
-    *c = (jq_change_t){.job_id = job->id, .serial = job->change_serial, .kind = (uint8_t)kind,
-                       .len = (uint32_t)sb.len}; /* seq: a cluster's store sets it when applied */
+    c->next = NULL;
+    c->job_id = job->id;
+    c->serial = job->change_serial;
+    c->kind = (uint8_t)kind;
+    c->len = (uint32_t)sb.len;
+    c->seq = 0; /* a cluster's store sets it when applied */
     return c;
 }
 
