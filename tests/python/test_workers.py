@@ -156,9 +156,12 @@ def test_hello_declares_opcodes_and_submit_checks_them(daemon):
 
 def test_full_cycle_feedback_reaches_log_and_events(daemon):
     d = daemon
-    w = Worker(d, ["w.run"], name="alpha")
     sub = d.subscriber(b"job/", b"sys/")
     d.wait_subscribed(sub)
+    # The worker after the subscription: it beats only while it waits for
+    # a message, and a slow subscription (a sanitizer build beside other
+    # tests) outlasted its 1 s lease.
+    w = Worker(d, ["w.run"], name="alpha")
     jid = d.call("submit_job", ops=[{"op": "w.run", "args": {"n": 3}}])
     a = w.assignment()
     assert (a["job"], a["op"], a["attempt"], a["opcode"], a["args"]) == (jid, 0, 1, "w.run", {"n": 3})
