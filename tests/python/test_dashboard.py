@@ -283,10 +283,16 @@ def test_cli_job_appears_within_a_second(daemon, browser):
 
 
 def test_job_page_log_grows_live(daemon, browser):
-    # Ten log lines, one every 0.4 s.
-    job = daemon.submit("test.delay", "duration=0.4", "repeat=10")
+    # Ten log lines, one every 0.4 s, once the page is open: the job waits
+    # for a blocker until then (a page that took longer to load than the
+    # job to run, on a loaded machine, saw it finished and nothing live).
+    with daemon.client() as c:
+        blocker = c.submit_job([{"op": "test.delay", "args": {"duration": 60}}])
+        job = c.submit_job([{"op": "test.delay", "args": {"duration": 0.4, "repeat": 10},
+                             "depends": [[blocker, ["canceled"]]]}])
     browser.open(f"{daemon.url}/job.html?id={job}")
     browser.js("window.jobqTestMarker = 1")
+    daemon.ok("cancel", blocker)
     counts_while_running = set()
     deadline = time.monotonic() + 30
     while True:
