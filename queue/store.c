@@ -388,17 +388,18 @@ static int on_log(void *ctx, uint32_t op_index, const msgpack_object *entry)
     return 0;
 }
 
-/* The job that slot's submit record describes, as the record is kept
- * (change serial 1, every opcode queued). */
+/* The job that slot's submit record describes, read by the decoder a
+ * load uses for a job stored in that form (change serial 1, every opcode
+ * queued). */
 static int decode_submit(batch_t *b, cached_t *slot)
 {
     const jq_change_t *c = slot->submit;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    char err[192] = "not msgpack";
-    if (msgpack_unpack_next(&up, c->data, c->len, NULL) == MSGPACK_UNPACK_SUCCESS)
-        slot->job = jq_job_from_submit_record(&up.data, c->job_id, err, sizeof err);
-    msgpack_unpacked_destroy(&up);
+    char err[192];
+    slot->job = jq_job_decode(c->data, c->len, err, sizeof err);
+    if (slot->job && slot->job->id != c->job_id) {
+        snprintf(err, sizeof err, "it holds job %llu", (unsigned long long)slot->job->id);
+        jq_job_destroy(&slot->job);
+    }
     if (!slot->job) {
         snprintf(b->why, sizeof b->why, "the submit record of job %llu: %s",
                  (unsigned long long)c->job_id, err);
